@@ -1,0 +1,89 @@
+//! `flagship`: the one binary that composes the stage crates — what `cargo xtask` forwards to
+//! and what a server's systemd unit runs. Argument parsing, progress and logging live here;
+//! the work lives in the stage crates.
+
+mod config_cmd;
+mod inspect;
+mod pipeline;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "flagship",
+    version,
+    about = "Flags the social-media posts about a space mission that need a reply from its support team."
+)]
+struct Cli {
+    /// Config file (flagship.toml); defaults apply to every key it leaves out.
+    #[arg(long, global = true, env = "FLAGSHIP_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every stage that is built, on the config's data (no config: the bundled demo).
+    Pipeline(pipeline::Args),
+    /// Read X API v2 payload files (JSONL) into the raw schema: counts, Parquet, quarantine.
+    Inspect(inspect::Args),
+    /// Print, check or explain the configuration.
+    #[command(subcommand)]
+    Config(config_cmd::Cmd),
+    /// Open a base checkpoint through libtorch and check it (default: the set-up MiniLM).
+    CheckModel {
+        /// Checkpoint folder (config.json, model.safetensors, tokenizer.json).
+        #[arg(long)]
+        base: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = load_config(cli.config.as_deref())?;
+    match cli.command {
+        Command::Pipeline(args) => pipeline::run(&config, cli.config.is_some(), args),
+        Command::Inspect(args) => inspect::run(&config, args),
+        Command::Config(cmd) => config_cmd::run(&config, cmd),
+        Command::CheckModel { base } => check_model(&config, base).map(drop),
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<flagship_core::Config> {
+    Ok(match path {
+        Some(p) => flagship_core::Config::load(p)?,
+        None => flagship_core::Config::default(),
+    })
+}
+
+/// Opens the base checkpoint and prints what libtorch sees.
+pub fn check_model(
+    config: &flagship_core::Config,
+    base: Option<PathBuf>,
+) -> Result<flagship_model::Checkpoint> {
+    let dir = match base.or_else(|| config.model.base.as_ref().map(|b| config.base_dir.join(b))) {
+        Some(d) => d,
+        None => flagship_model::Checkpoint::default_base()?,
+    };
+    let ck = flagship_model::Checkpoint::open(&dir)?;
+    println!(
+        "base model {}: {} ({} layers, {} wide), {:.1} M parameters, device {:?}",
+        dir.display(),
+        ck.config.model_type,
+        ck.config.num_hidden_layers,
+        ck.config.hidden_size,
+        ck.num_parameters() as f64 / 1e6,
+        flagship_model::device()
+    );
+    Ok(ck)
+}

@@ -1,0 +1,80 @@
+//! The `flagship` binary end to end: the demo pipeline writes real Parquet and a quarantine
+//! file; a bad config fails with the key named.
+
+use std::process::Command;
+
+use flagship_core::testing::{fixture, workspace_root};
+
+fn flagship() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flagship"));
+    c.env("RUST_BACKTRACE", "0");
+    c
+}
+
+#[test]
+fn demo_pipeline_writes_parquet_and_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let run = flagship()
+        .current_dir(dir.path())
+        .env("FLAGSHIP_VENV", workspace_root().join(".venv"))
+        .args(["pipeline", "--demo-input"])
+        .arg(fixture("twitter-v2"))
+        .arg("--demo-output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("527 tweets (521 with their author joined)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("22.7 M parameters"), "{stdout}");
+
+    let bytes = std::fs::read(out.join("raw.parquet")).unwrap();
+    let (_, batches) = flagship_core::records::from_parquet(bytes.into()).unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 527);
+    let q = std::fs::read_to_string(out.join("quarantine.jsonl")).unwrap();
+    let bad: serde_json::Value = serde_json::from_str(q.lines().next().unwrap()).unwrap();
+    assert_eq!(bad["source"], "streaming_output_with_error.jsonl");
+    assert_eq!(bad["line"], 8);
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("flagship.toml");
+    std::fs::write(&cfg, "[business]\nreading_wpm = 135\ntyping_wpn = 40\n").unwrap();
+    let run = flagship()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("key `business.typing_wpn`: unknown field `typing_wpn`"),
+        "{err}"
+    );
+
+    std::fs::write(&cfg, "[split]\ntest_size = 300\n").unwrap();
+    let run = flagship()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let shown = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        shown.contains("test_size = 300") && shown.contains("val_size = 600"),
+        "{shown}"
+    );
+}

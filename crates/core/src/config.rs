@@ -1,0 +1,511 @@
+//! `flagship.toml`: the mission profile, storage locations, split sizes, model settings,
+//! business constants and monitoring thresholds.
+//!
+//! The defaults live in one file, `default.toml` (embedded; `flagship config defaults`
+//! prints it). A user's file is merged over it key by key — except the `wanted` / `unwanted`
+//! term maps, which a profile replaces whole — and an unknown key or a wrong type is an error
+//! naming the file and the key's path (`model.epochz`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{Location, S3Options, StorageError};
+
+/// The defaults, with every key documented.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// A v2 filtered-stream rule may hold at most this many characters.
+pub const MAX_RULE_LEN: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Location {
+        path: PathBuf,
+        #[source]
+        source: Box<StorageError>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub mission: Mission,
+    pub storage: Storage,
+    pub split: Split,
+    pub model: Model,
+    pub business: Business,
+    pub monitor: Monitor,
+    /// Folder relative locations are resolved against (the config file's folder).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mission {
+    pub name: String,
+    pub stream: Stream,
+    pub filter: Filter,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    pub track: Vec<String>,
+    pub lang: Option<String>,
+    pub exclude_retweets: bool,
+}
+
+/// Term groups by name: `wanted.words`, `unwanted.crypto`…
+pub type TermGroups = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub min_words: u32,
+    pub substring: bool,
+    pub wanted: TermGroups,
+    pub unwanted: TermGroups,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    pub raw: String,
+    pub combined: String,
+    pub filtered: String,
+    pub processed: String,
+    pub splits: String,
+    pub models: String,
+    pub reports: String,
+    pub quarantine: String,
+    #[serde(default)]
+    pub s3: S3Options,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    pub test_size: usize,
+    pub val_size: usize,
+    #[serde(default)]
+    pub labels: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Transformer,
+    Linear,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    #[serde(default)]
+    pub base: Option<String>,
+    pub kind: ModelKind,
+    pub max_length: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub seed: u64,
+    pub class_weights: bool,
+    pub early_stopping_patience: usize,
+    pub expected_need_support_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Business {
+    pub reading_wpm: f64,
+    pub typing_wpm: f64,
+    pub reply_fraction: f64,
+    pub naive_repeats: usize,
+    pub naive_seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitor {
+    pub batch_size: usize,
+    pub drift_threshold: f64,
+}
+
+/// The storage locations by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Raw,
+    Combined,
+    Filtered,
+    Processed,
+    Splits,
+    Models,
+    Reports,
+    Quarantine,
+}
+
+impl Default for Config {
+    /// The JWST defaults, relative paths resolved against the current folder.
+    fn default() -> Self {
+        let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Config::from_toml_str("", Path::new("<defaults>"), &base)
+            .expect("the embedded default.toml is valid")
+    }
+}
+
+impl Config {
+    /// Reads `path` and merges it over the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
+        Config::from_toml_str(&text, path, &base)
+    }
+
+    /// Parses `text` (named `origin` in errors) over the defaults.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &Path,
+        base_dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        let syntax = |e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        };
+        let mut merged: toml::Table = toml::from_str(DEFAULT_TOML).expect("default.toml parses");
+        let user: toml::Table = toml::from_str(text).map_err(syntax)?;
+        merge(&mut merged, user);
+        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
+            .map_err(|e| ConfigError::Key {
+                path: origin.to_owned(),
+                key: e.path().to_string(),
+                // toml appends "in `table`" lines; the path already says where.
+                message: e
+                    .inner()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            })?;
+        cfg.base_dir = base_dir.to_owned();
+        cfg.validate().map_err(|(key, message)| ConfigError::Key {
+            path: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        })?;
+        for area in Area::ALL {
+            cfg.location(area).map_err(|source| ConfigError::Location {
+                path: origin.to_owned(),
+                source: Box::new(source),
+            })?;
+        }
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let m = &self.model;
+        let positive = |key, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err((key, format!("must be a positive number, got {v}")))
+            }
+        };
+        let fraction = |key, v: f64, open: bool| {
+            let ok = if open {
+                v > 0.0 && v < 1.0
+            } else {
+                (0.0..=1.0).contains(&v)
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err((
+                    key,
+                    format!(
+                        "must be a fraction in {}, got {v}",
+                        if open { "(0, 1)" } else { "[0, 1]" }
+                    ),
+                ))
+            }
+        };
+        positive("model.learning_rate", m.learning_rate)?;
+        fraction(
+            "model.expected_need_support_rate",
+            m.expected_need_support_rate,
+            true,
+        )?;
+        fraction("model.warmup_ratio", m.warmup_ratio, false)?;
+        fraction("model.weight_decay", m.weight_decay, false)?;
+        for (key, v) in [
+            ("model.max_length", m.max_length),
+            ("model.epochs", m.epochs),
+            ("model.batch_size", m.batch_size),
+            ("business.naive_repeats", self.business.naive_repeats),
+            ("monitor.batch_size", self.monitor.batch_size),
+        ] {
+            if v == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        positive("business.reading_wpm", self.business.reading_wpm)?;
+        positive("business.typing_wpm", self.business.typing_wpm)?;
+        fraction(
+            "business.reply_fraction",
+            self.business.reply_fraction,
+            false,
+        )?;
+        positive("monitor.drift_threshold", self.monitor.drift_threshold)?;
+        if self.mission.filter.wanted.values().all(Vec::is_empty) {
+            return Err(("mission.filter.wanted", "needs at least one term".into()));
+        }
+        if self
+            .mission
+            .stream
+            .track
+            .iter()
+            .any(|t| t.trim().is_empty())
+        {
+            return Err(("mission.stream.track", "holds an empty term".into()));
+        }
+        Ok(())
+    }
+
+    /// The parsed location of one storage area.
+    pub fn location(&self, area: Area) -> Result<Location, StorageError> {
+        let s = &self.storage;
+        let raw = match area {
+            Area::Raw => &s.raw,
+            Area::Combined => &s.combined,
+            Area::Filtered => &s.filtered,
+            Area::Processed => &s.processed,
+            Area::Splits => &s.splits,
+            Area::Models => &s.models,
+            Area::Reports => &s.reports,
+            Area::Quarantine => &s.quarantine,
+        };
+        Location::parse(raw, &self.base_dir)
+    }
+
+    /// The config as TOML (what `flagship config show` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+impl Area {
+    pub const ALL: [Area; 8] = [
+        Area::Raw,
+        Area::Combined,
+        Area::Filtered,
+        Area::Processed,
+        Area::Splits,
+        Area::Models,
+        Area::Reports,
+        Area::Quarantine,
+    ];
+}
+
+/// Merges `over` into `base`: tables key by key, everything else replaced. Term maps
+/// (`wanted`, `unwanted`) are replaced whole, so a profile never inherits JWST terms.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        let whole = k == "wanted" || k == "unwanted";
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if !whole => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Stream {
+    /// The v2 rules for the track terms: terms OR-ed (a multi-word term's words AND-ed),
+    /// plus the language and retweet operators, packed into rules of ≤ 512 characters.
+    pub fn rules(&self) -> Vec<String> {
+        let mut suffix = String::new();
+        if let Some(lang) = self.lang.as_deref().filter(|l| !l.is_empty()) {
+            suffix.push_str(&format!(" lang:{lang}"));
+        }
+        if self.exclude_retweets {
+            suffix.push_str(" -is:retweet");
+        }
+        let clause = |t: &str| {
+            let t = t.trim();
+            if t.contains(' ') {
+                format!("({t})")
+            } else {
+                t.to_owned()
+            }
+        };
+        let finish = |terms: &[String]| format!("({}){suffix}", terms.join(" OR "));
+        let mut rules = Vec::new();
+        let mut current: Vec<String> = Vec::new();
+        for t in &self.track {
+            current.push(clause(t));
+            if current.len() > 1 && finish(&current).len() > MAX_RULE_LEN {
+                let last = current.pop().expect("just pushed");
+                rules.push(finish(&current));
+                current = vec![last];
+            }
+        }
+        if !current.is_empty() {
+            rules.push(finish(&current));
+        }
+        rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("flagship.toml"), Path::new("/srv/flagship"))
+    }
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let c = parse("").unwrap();
+        assert_eq!(c.mission.name, "jwst");
+        assert_eq!(c.mission.stream.track.len(), 61 + 3);
+        assert_eq!(c.mission.filter.wanted["words"].len(), 11);
+        assert_eq!(c.mission.filter.wanted["phrases"].len(), 12);
+        let unwanted: usize = c.mission.filter.unwanted.values().map(Vec::len).sum();
+        assert_eq!(unwanted, 12 + 16 + 16 + 6 + 13 + 14);
+        assert_eq!((c.split.test_size, c.split.val_size), (600, 600));
+        assert_eq!(c.business.reading_wpm, 135.0);
+        assert_eq!(c.business.typing_wpm, 40.0);
+        assert_eq!(c.business.reply_fraction, 1.0);
+        assert_eq!(c.model.expected_need_support_rate, 0.40);
+        assert_eq!(
+            c.location(Area::Raw).unwrap(),
+            Location::Local("/srv/flagship/data/raw".into())
+        );
+    }
+
+    #[test]
+    fn user_file_merges_over_defaults() {
+        let c = parse(
+            "[model]\nepochs = 2\n[storage]\nraw = \"s3://bkt/datasets/twitter/kinesis-demo\"\n\
+             [storage.s3]\nendpoint_url = \"http://127.0.0.1:5000\"\n\
+             [mission.filter.unwanted]\nspam = [\"buy now\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.model.epochs, 2);
+        assert_eq!(c.model.batch_size, 64);
+        assert_eq!(
+            c.location(Area::Raw).unwrap(),
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: "datasets/twitter/kinesis-demo".into()
+            }
+        );
+        assert_eq!(
+            c.storage.s3.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        // Term maps are replaced whole, not merged with the JWST lists.
+        assert_eq!(
+            c.mission.filter.unwanted.keys().collect::<Vec<_>>(),
+            ["spam"]
+        );
+        assert_eq!(c.mission.filter.wanted["words"].len(), 11);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = parse("[model]\nepochz = 3\n").unwrap_err().to_string();
+        assert!(e.starts_with("flagship.toml: key `model.epochz`"), "{e}");
+        assert!(e.contains("unknown field `epochz`"), "{e}");
+
+        let e = parse("[wat]\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `wat`"), "{e}");
+
+        let e = parse("[model]\nepochs = \"five\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `model.epochs`"), "{e}");
+
+        let e = parse("[model]\nexpected_need_support_rate = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.expected_need_support_rate") && e.contains("(0, 1)"),
+            "{e}"
+        );
+
+        let e = parse("[storage]\nraw = \"gs://x/y\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gs://x/y") && e.contains("unsupported scheme"),
+            "{e}"
+        );
+
+        let e = parse("[model\n").unwrap_err().to_string();
+        assert!(e.starts_with("flagship.toml: "), "{e}");
+    }
+
+    #[test]
+    fn stream_rules_fit_and_cover_every_term() {
+        let c = parse("[mission.stream]\nexclude_retweets = true\n").unwrap();
+        let rules = c.mission.stream.rules();
+        assert!(rules.len() >= 2, "64 terms do not fit one rule");
+        for r in &rules {
+            assert!(r.len() <= MAX_RULE_LEN, "{} chars: {r}", r.len());
+            assert!(r.ends_with(" lang:en -is:retweet"), "{r}");
+        }
+        let clauses: Vec<String> = rules
+            .iter()
+            .flat_map(|r| {
+                let body = r.strip_suffix(" lang:en -is:retweet").unwrap();
+                let body = body.strip_prefix('(').unwrap().strip_suffix(')').unwrap();
+                body.split(" OR ").map(str::to_owned).collect::<Vec<_>>()
+            })
+            .collect();
+        let expected: Vec<String> = c
+            .mission
+            .stream
+            .track
+            .iter()
+            .map(|t| {
+                if t.contains(' ') {
+                    format!("({t})")
+                } else {
+                    t.clone()
+                }
+            })
+            .collect();
+        assert_eq!(clauses, expected, "every term once, in order");
+    }
+}

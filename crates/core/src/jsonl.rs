@@ -1,0 +1,194 @@
+//! Reading newline-delimited v2 payloads (stream captures, Firehose objects, twarc files).
+//!
+//! Every line is accounted for: it yields tweets, is a keep-alive (blank), or is a
+//! [`BadLine`] naming the source, line number, byte offset and the JSON path that failed.
+//! Nothing here panics on input, and nothing is dropped without being counted.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::tweet::{Parsed, Tweet};
+use crate::v2::{ApiError, Payload};
+
+/// Why one payload did not parse: the JSON path (`data[3].created_at`) and serde's message.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[error("at `{path}`: {message}")]
+pub struct PayloadError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Parses one payload (one stream message or one page).
+pub fn parse_payload(
+    bytes: &[u8],
+    received_at: Option<DateTime<Utc>>,
+) -> Result<Parsed, PayloadError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let payload: Payload = serde_path_to_error::deserialize(&mut de).map_err(|e| PayloadError {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    de.end().map_err(|e| PayloadError {
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
+    Ok(payload.into_parsed(received_at))
+}
+
+/// A line that did not parse, with everything needed to find it again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BadLine {
+    /// File name or object key.
+    pub source: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// Byte offset of the line's first byte in the source.
+    pub offset: u64,
+    pub error: PayloadError,
+    /// The line itself (lossy UTF-8), so a quarantine file can be replayed.
+    pub raw: String,
+}
+
+impl fmt::Display for BadLine {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} (byte {}): {}",
+            self.source, self.line, self.offset, self.error
+        )
+    }
+}
+
+/// An API error object met in a source, with where it was.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourcedApiError {
+    pub source: String,
+    pub line: usize,
+    pub error: ApiError,
+}
+
+/// Everything read from one or more sources.
+#[derive(Debug, Clone, Default)]
+pub struct ReadReport {
+    pub tweets: Vec<Tweet>,
+    pub lines: usize,
+    pub keep_alives: usize,
+    pub users_joined: usize,
+    pub api_errors: Vec<SourcedApiError>,
+    pub bad_lines: Vec<BadLine>,
+}
+
+impl ReadReport {
+    /// Parses every line of `bytes`, attributing results to `source`.
+    pub fn read(&mut self, source: &str, bytes: &[u8], received_at: Option<DateTime<Utc>>) {
+        let mut offset = 0u64;
+        for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+            let line_no = i + 1;
+            let start = offset;
+            offset += line.len() as u64;
+            self.lines += 1;
+            let trimmed = line.trim_ascii();
+            if trimmed.is_empty() {
+                self.keep_alives += 1;
+                continue;
+            }
+            match parse_payload(trimmed, received_at) {
+                Ok(parsed) => {
+                    self.users_joined += parsed.users_joined;
+                    self.tweets.extend(parsed.tweets);
+                    self.api_errors
+                        .extend(parsed.errors.into_iter().map(|error| SourcedApiError {
+                            source: source.to_owned(),
+                            line: line_no,
+                            error,
+                        }));
+                }
+                Err(error) => self.bad_lines.push(BadLine {
+                    source: source.to_owned(),
+                    line: line_no,
+                    offset: start,
+                    error,
+                    raw: String::from_utf8_lossy(trimmed).into_owned(),
+                }),
+            }
+        }
+    }
+
+    /// The bad lines as a quarantine file: one JSON object per line.
+    pub fn quarantine_jsonl(&self) -> String {
+        self.bad_lines
+            .iter()
+            .map(|b| serde_json::to_string(b).expect("BadLine serializes") + "\n")
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_as_number_or_string_never_float() {
+        let p = parse_payload(
+            br#"{"data":{"id":"1377650090978992134","text":"hi"},"matching_rules":[{"id":1377649934414049282,"tag":null}]}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.tweets[0].id, 1_377_650_090_978_992_134);
+        assert_eq!(p.tweets[0].matching_rules, vec!["1377649934414049282"]);
+
+        let err = parse_payload(br#"{"data":{"id":1.5e18,"text":"hi"}}"#, None).unwrap_err();
+        assert_eq!(err.path, "data.id");
+        assert!(err.message.contains("float"), "{err}");
+    }
+
+    #[test]
+    fn bad_lines_name_line_offset_and_field() {
+        let input = b"{\"data\":{\"id\":\"1\",\"text\":\"a\"}}\n\r\n{\"data\":{\"id\":\"2\"}}\n{\"data\":{\"id\":\"3\",\"te";
+        let mut r = ReadReport::default();
+        r.read("cap.jsonl", input, None);
+        assert_eq!(r.lines, 4);
+        assert_eq!(r.keep_alives, 1);
+        assert_eq!(r.tweets.len(), 1);
+        assert_eq!(r.bad_lines.len(), 2);
+        let missing = &r.bad_lines[0];
+        assert_eq!((missing.line, missing.offset), (3, 33));
+        assert_eq!(missing.error.path, "data");
+        assert!(
+            missing.error.message.contains("missing field `text`"),
+            "{missing}"
+        );
+        assert_eq!(r.bad_lines[1].line, 4);
+        assert!(
+            r.bad_lines[1]
+                .to_string()
+                .starts_with("cap.jsonl:4 (byte 53)")
+        );
+        assert_eq!(r.quarantine_jsonl().lines().count(), 2);
+    }
+
+    #[test]
+    fn stream_error_message_is_reported_not_fatal() {
+        let line = br#"{"errors":[{"title":"operational-disconnect","disconnect_type":"UpstreamOperationalDisconnect","detail":"This stream has been disconnected upstream for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#;
+        let p = parse_payload(line, None).unwrap();
+        assert!(p.tweets.is_empty());
+        assert_eq!(p.errors.len(), 1);
+        assert!(p.errors[0].is_operational_disconnect());
+    }
+
+    #[test]
+    fn references_and_entities_not_regexes() {
+        // Starts with "RT" but references nothing: not a retweet (the seed flagged it).
+        let p = parse_payload(
+            br#"{"data":{"id":"9","text":"RT if you love #JWST @NASAWebb","entities":{"hashtags":[{"start":15,"end":20,"tag":"JWST"}],"mentions":[{"start":21,"end":30,"username":"NASAWebb"}]}}}"#,
+            None,
+        )
+        .unwrap();
+        let t = &p.tweets[0];
+        assert!(!t.is_retweet && !t.is_reply && !t.is_quote);
+        assert_eq!(t.hashtags, vec!["JWST"]);
+        assert_eq!(t.mentions, vec!["NASAWebb"]);
+    }
+}

@@ -1,0 +1,236 @@
+//! [`Tweet`] ⇄ Arrow [`RecordBatch`] in the raw schema, and Parquet bytes.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, ListArray, ListBuilder, StringArray, StringBuilder,
+    TimestampMillisecondArray, UInt64Array, UInt64Builder,
+};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::schema::{self, SchemaError, Stage};
+use crate::tweet::Tweet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("row {row}: column `{field}` is null but the record requires it")]
+    Null { row: usize, field: &'static str },
+}
+
+fn ts(tweets: &[Tweet], f: fn(&Tweet) -> Option<DateTime<Utc>>) -> ArrayRef {
+    Arc::new(
+        TimestampMillisecondArray::from_iter(
+            tweets.iter().map(|t| f(t).map(|d| d.timestamp_millis())),
+        )
+        .with_timezone("UTC"),
+    )
+}
+fn u64s(tweets: &[Tweet], f: fn(&Tweet) -> Option<u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from_iter(tweets.iter().map(f)))
+}
+fn strs(tweets: &[Tweet], f: fn(&Tweet) -> Option<&str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter(tweets.iter().map(f)))
+}
+fn bools(tweets: &[Tweet], f: fn(&Tweet) -> Option<bool>) -> ArrayRef {
+    Arc::new(BooleanArray::from_iter(tweets.iter().map(f)))
+}
+fn str_lists(tweets: &[Tweet], f: fn(&Tweet) -> &[String]) -> ArrayRef {
+    let mut b = ListBuilder::new(StringBuilder::new());
+    for t in tweets {
+        for s in f(t) {
+            b.values().append_value(s);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+/// Builds a raw-schema batch from tweets.
+pub fn to_batch(tweets: &[Tweet]) -> Result<RecordBatch, RecordError> {
+    let mut edits = ListBuilder::new(UInt64Builder::new());
+    for t in tweets {
+        edits.values().append_slice(&t.edit_history_ids);
+        edits.append(true);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        u64s(tweets, |t| Some(t.id)),
+        ts(tweets, |t| t.created_at),
+        strs(tweets, |t| Some(&t.text)),
+        strs(tweets, |t| t.lang.as_deref()),
+        strs(tweets, |t| t.source.as_deref()),
+        u64s(tweets, |t| t.author_id),
+        strs(tweets, |t| t.author_username.as_deref()),
+        strs(tweets, |t| t.author_name.as_deref()),
+        strs(tweets, |t| t.author_location.as_deref()),
+        bools(tweets, |t| t.author_verified),
+        u64s(tweets, |t| t.author_followers),
+        ts(tweets, |t| t.author_created_at),
+        u64s(tweets, |t| t.conversation_id),
+        u64s(tweets, |t| t.in_reply_to_user_id),
+        bools(tweets, |t| Some(t.is_retweet)),
+        bools(tweets, |t| Some(t.is_reply)),
+        bools(tweets, |t| Some(t.is_quote)),
+        u64s(tweets, |t| t.retweeted_id),
+        u64s(tweets, |t| t.replied_to_id),
+        u64s(tweets, |t| t.quoted_id),
+        strs(tweets, |t| t.referenced_text.as_deref()),
+        str_lists(tweets, |t| &t.hashtags),
+        str_lists(tweets, |t| &t.mentions),
+        str_lists(tweets, |t| &t.urls),
+        u64s(tweets, |t| t.retweet_count),
+        u64s(tweets, |t| t.reply_count),
+        u64s(tweets, |t| t.like_count),
+        u64s(tweets, |t| t.quote_count),
+        bools(tweets, |t| t.possibly_sensitive),
+        str_lists(tweets, |t| &t.withheld_in),
+        Arc::new(edits.finish()),
+        strs(tweets, |t| t.place_id.as_deref()),
+        strs(tweets, |t| t.place_full_name.as_deref()),
+        strs(tweets, |t| t.place_country_code.as_deref()),
+        str_lists(tweets, |t| &t.matching_rules),
+        ts(tweets, |t| t.received_at),
+    ];
+    Ok(RecordBatch::try_new(Stage::Raw.schema(), columns)?)
+}
+
+/// Typed column access; the schema was checked first, so a failed downcast is a bug.
+struct Cols<'a>(&'a RecordBatch);
+
+impl<'a> Cols<'a> {
+    fn get<T: Array + 'static>(&self, name: &str) -> &'a T {
+        self.0
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<T>())
+            .unwrap_or_else(|| panic!("column `{name}` passed schema::check but has another type"))
+    }
+    fn ts(&self, name: &str, i: usize) -> Option<DateTime<Utc>> {
+        let a: &TimestampMillisecondArray = self.get(name);
+        a.is_valid(i)
+            .then(|| DateTime::from_timestamp_millis(a.value(i)))
+            .flatten()
+    }
+    fn u64(&self, name: &str, i: usize) -> Option<u64> {
+        let a: &UInt64Array = self.get(name);
+        a.is_valid(i).then(|| a.value(i))
+    }
+    fn str(&self, name: &str, i: usize) -> Option<String> {
+        let a: &StringArray = self.get(name);
+        a.is_valid(i).then(|| a.value(i).to_owned())
+    }
+    fn bool(&self, name: &str, i: usize) -> Option<bool> {
+        let a: &BooleanArray = self.get(name);
+        a.is_valid(i).then(|| a.value(i))
+    }
+    fn strs(&self, name: &str, i: usize) -> Vec<String> {
+        let a: &ListArray = self.get(name);
+        if a.is_null(i) {
+            return Vec::new();
+        }
+        let v = a.value(i);
+        let s = v
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("checked list<utf8>");
+        s.iter().flatten().map(str::to_owned).collect()
+    }
+    fn u64s(&self, name: &str, i: usize) -> Vec<u64> {
+        let a: &ListArray = self.get(name);
+        if a.is_null(i) {
+            return Vec::new();
+        }
+        let v = a.value(i);
+        let s = v
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .expect("checked list<u64>");
+        s.iter().flatten().collect()
+    }
+}
+
+/// Reads tweets back from any batch whose schema contains the raw columns.
+pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Tweet>, RecordError> {
+    schema::check(&batch.schema(), Stage::Raw)?;
+    let c = Cols(batch);
+    let need = |v: Option<String>, row, field| v.ok_or(RecordError::Null { row, field });
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(Tweet {
+                id: c.u64("id", i).ok_or(RecordError::Null {
+                    row: i,
+                    field: "id",
+                })?,
+                created_at: c.ts("created_at", i),
+                text: need(c.str("text", i), i, "text")?,
+                lang: c.str("lang", i),
+                source: c.str("source", i),
+                author_id: c.u64("author_id", i),
+                author_username: c.str("author_username", i),
+                author_name: c.str("author_name", i),
+                author_location: c.str("author_location", i),
+                author_verified: c.bool("author_verified", i),
+                author_followers: c.u64("author_followers", i),
+                author_created_at: c.ts("author_created_at", i),
+                conversation_id: c.u64("conversation_id", i),
+                in_reply_to_user_id: c.u64("in_reply_to_user_id", i),
+                is_retweet: c.bool("is_retweet", i).unwrap_or(false),
+                is_reply: c.bool("is_reply", i).unwrap_or(false),
+                is_quote: c.bool("is_quote", i).unwrap_or(false),
+                retweeted_id: c.u64("retweeted_id", i),
+                replied_to_id: c.u64("replied_to_id", i),
+                quoted_id: c.u64("quoted_id", i),
+                referenced_text: c.str("referenced_text", i),
+                hashtags: c.strs("hashtags", i),
+                mentions: c.strs("mentions", i),
+                urls: c.strs("urls", i),
+                retweet_count: c.u64("retweet_count", i),
+                reply_count: c.u64("reply_count", i),
+                like_count: c.u64("like_count", i),
+                quote_count: c.u64("quote_count", i),
+                possibly_sensitive: c.bool("possibly_sensitive", i),
+                withheld_in: c.strs("withheld_in", i),
+                edit_history_ids: c.u64s("edit_history_ids", i),
+                place_id: c.str("place_id", i),
+                place_full_name: c.str("place_full_name", i),
+                place_country_code: c.str("place_country_code", i),
+                matching_rules: c.strs("matching_rules", i),
+                received_at: c.ts("received_at", i),
+            })
+        })
+        .collect()
+}
+
+/// Encodes batches as one zstd-compressed Parquet file (schema metadata included).
+pub fn to_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Bytes, RecordError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(Bytes::from(buf))
+}
+
+/// Decodes a whole Parquet file.
+pub fn from_parquet(bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>), RecordError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let schema = builder.schema().clone();
+    let batches = builder.build()?.collect::<Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
+}

@@ -1,0 +1,374 @@
+//! Storage locations as URLs, through `object_store`. Every stage reads and writes here.
+//!
+//! A [`Location`] is `file:///abs/dir`, a plain path (absolute, or relative to a base folder
+//! — the config file's), or `s3://bucket/prefix`. [`Store`] is that location opened: keys are
+//! relative to it. Writes are atomic: the local backend writes a temporary file and renames
+//! it, and an S3 `PUT` is atomic by nature, so a crash never leaves a half-written object.
+//!
+//! S3 credentials come from the environment (`AWS_ACCESS_KEY_ID`…, web identity, ECS) or
+//! the instance role (IMDS), as `object_store` resolves them; they are never logged.
+//! `endpoint_url` points at an emulator (moto, MinIO) and allows plain HTTP for it.
+
+use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use crate::records::{self, RecordError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid location {location:?}: {reason}")]
+    InvalidLocation { location: String, reason: String },
+    #[error("{location}: {source}")]
+    Store {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{location}: cannot create folder: {source}")]
+    Io {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{location}: {source}")]
+    Records {
+        location: String,
+        #[source]
+        source: RecordError,
+    },
+}
+
+/// Where a stage's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// Parses `s3://bucket/prefix`, `file:///dir` or a path; a relative path is joined to `base`.
+    pub fn parse(s: &str, base: &FsPath) -> Result<Location, StorageError> {
+        let invalid = |reason: &str| StorageError::InvalidLocation {
+            location: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if s.trim().is_empty() {
+            return Err(invalid("empty"));
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            let url = Url::parse(s).map_err(|e| invalid(&e.to_string()))?;
+            return match scheme {
+                "s3" => {
+                    let bucket = url
+                        .host_str()
+                        .filter(|b| !b.is_empty())
+                        .ok_or_else(|| invalid("no bucket name"))?;
+                    Ok(Location::S3 {
+                        bucket: bucket.to_owned(),
+                        prefix: url.path().trim_matches('/').to_owned(),
+                    })
+                }
+                "file" => url
+                    .to_file_path()
+                    .map(Location::Local)
+                    .map_err(|_| invalid("not an absolute file path")),
+                other => Err(invalid(&format!(
+                    "unsupported scheme `{other}` (use a path, file:// or s3://)"
+                ))),
+            };
+        }
+        let p = FsPath::new(s);
+        Ok(Location::Local(if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }))
+    }
+
+    /// A sub-location (`raw/2022/01/01`).
+    pub fn join(&self, rel: &str) -> Location {
+        let rel = rel.trim_matches('/');
+        match self {
+            Location::Local(p) => Location::Local(p.join(rel)),
+            Location::S3 { bucket, prefix } => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: if prefix.is_empty() {
+                    rel.to_owned()
+                } else {
+                    format!("{prefix}/{rel}")
+                },
+            },
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// How to reach S3-compatible storage; no secrets here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// Custom endpoint (moto, MinIO); plain HTTP is allowed for it.
+    pub endpoint_url: Option<String>,
+    /// Region; else `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+}
+
+/// An object in a [`Store`], its key relative to the store's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub size: u64,
+    pub e_tag: Option<String>,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// An opened [`Location`].
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    root: Path,
+    location: Location,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Store({})", self.location)
+    }
+}
+
+impl Store {
+    pub fn open(location: &Location, s3: &S3Options) -> Result<Store, StorageError> {
+        let err = |source| StorageError::Store {
+            location: location.to_string(),
+            source,
+        };
+        let (inner, root): (Arc<dyn ObjectStore>, Path) = match location {
+            Location::Local(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+                    location: location.to_string(),
+                    source,
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(err)?
+                    .with_automatic_cleanup(true);
+                (Arc::new(fs), Path::default())
+            }
+            Location::S3 { bucket, prefix } => {
+                let region = s3
+                    .region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".into());
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_region(region);
+                if let Some(ep) = &s3.endpoint_url {
+                    b = b
+                        .with_endpoint(ep)
+                        .with_allow_http(true)
+                        .with_virtual_hosted_style_request(false);
+                }
+                (
+                    Arc::new(b.build().map_err(err)?),
+                    Path::from(prefix.as_str()),
+                )
+            }
+        };
+        Ok(Store {
+            inner,
+            root,
+            location: location.clone(),
+        })
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    fn path(&self, key: &str) -> Path {
+        let mut p = self.root.clone();
+        for part in key.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    fn err(&self, key: &str) -> impl Fn(object_store::Error) -> StorageError {
+        let location = self.location.join(key).to_string();
+        move |source| StorageError::Store {
+            location: location.clone(),
+            source,
+        }
+    }
+
+    /// Writes `bytes` at `key`, atomically.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.inner
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(self.err(key))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let r = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(self.err(key))?;
+        r.bytes().await.map_err(self.err(key))
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self.inner.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(key)(e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner
+            .delete(&self.path(key))
+            .await
+            .map_err(self.err(key))
+    }
+
+    /// Every object under `prefix` (all pages), sorted by key.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, StorageError> {
+        let base = self.path(prefix);
+        let root_parts = self.root.parts().count();
+        let mut out: Vec<Entry> = self
+            .inner
+            .list(Some(&base))
+            .map_ok(|m| Entry {
+                key: m
+                    .location
+                    .parts()
+                    .skip(root_parts)
+                    .map(|p| p.as_ref().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                size: m.size,
+                e_tag: m.e_tag,
+                last_modified: m.last_modified,
+            })
+            .try_collect()
+            .await
+            .map_err(self.err(prefix))?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Writes batches as one Parquet file at `key`, atomically.
+    pub async fn write_parquet(
+        &self,
+        key: &str,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<(), StorageError> {
+        let bytes =
+            records::to_parquet(schema, batches).map_err(|source| StorageError::Records {
+                location: self.location.join(key).to_string(),
+                source,
+            })?;
+        self.put(key, bytes).await
+    }
+
+    pub async fn read_parquet(
+        &self,
+        key: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), StorageError> {
+        let bytes = self.get(key).await?;
+        records::from_parquet(bytes).map_err(|source| StorageError::Records {
+            location: self.location.join(key).to_string(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_locations() {
+        let base = FsPath::new("/cfg");
+        assert_eq!(
+            Location::parse("data/raw", base).unwrap(),
+            Location::Local("/cfg/data/raw".into())
+        );
+        assert_eq!(
+            Location::parse("file:///tmp/x", base).unwrap(),
+            Location::Local("/tmp/x".into())
+        );
+        assert_eq!(
+            Location::parse("s3://bkt/datasets/twitter/", base).unwrap(),
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: "datasets/twitter".into()
+            }
+        );
+        let loc = Location::parse("s3://bkt", base).unwrap();
+        assert_eq!(loc.join("2022/01").to_string(), "s3://bkt/2022/01");
+        for bad in ["", "gs://b/x", "s3:///nobucket"] {
+            let e = Location::parse(bad, base).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn local_roundtrip_atomic_and_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::Local(dir.path().join("out"));
+        let store = Store::open(&loc, &S3Options::default()).unwrap();
+        store
+            .put("2022/01/01/00/a", Bytes::from_static(b"one\n"))
+            .await
+            .unwrap();
+        store
+            .put("2022/01/01/01/b", Bytes::from_static(b"two\n"))
+            .await
+            .unwrap();
+        assert_eq!(store.get("2022/01/01/00/a").await.unwrap(), "one\n");
+        let keys: Vec<_> = store
+            .list("2022")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, ["2022/01/01/00/a", "2022/01/01/01/b"]);
+        // No temporary files left beside the objects.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("out/2022/01/01/00"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["a"]);
+        assert!(store.exists("2022/01/01/00/a").await.unwrap());
+        store.delete("2022/01/01/00/a").await.unwrap();
+        assert!(!store.exists("2022/01/01/00/a").await.unwrap());
+        let e = store.get("nope").await.unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}

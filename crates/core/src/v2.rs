@@ -1,0 +1,304 @@
+//! Serde model of X API v2 payloads: one filtered-stream message, or one search / lookup page.
+//!
+//! Why not the `twitter-v2` crate's `data::Tweet` here: its model is tied to the client crate
+//! (reqwest, oauth2, `time`), which `core` must not pull into every stage, and it predates the
+//! edit fields (`edit_history_tweet_ids`, `edit_controls`) and `note_tweet`. The ingest crate
+//! uses `twitter-v2` for stream-rule types; this module only has to read payloads, tolerantly:
+//! unknown keys are ignored (twarc adds `__twarc`), ids may be JSON strings or numbers (stream
+//! `matching_rules[].id` was a number in 2021) and are never parsed through `f64`.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A numeric X id, read from a JSON string (`"1377650090978992134"`) or an integer; never via f64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Id(pub u64);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a numeric id as a string or an unsigned integer")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
+                Ok(Id(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
+                u64::try_from(v)
+                    .map(Id)
+                    .map_err(|_| E::custom(format!("negative id {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Id, E> {
+                Err(E::custom(format!(
+                    "id {v} is a float; ids must be exact integers"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
+                v.parse::<u64>()
+                    .map(Id)
+                    .map_err(|_| E::custom(format!("id {v:?} is not an unsigned integer")))
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+/// `data` is one object in stream messages and an array in search / lookup pages.
+#[derive(Debug, Clone, Default)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object or an array of objects")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|t| OneOrMany(vec![t]))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// One stream message or one page of results.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Payload {
+    #[serde(default)]
+    pub data: Option<OneOrMany<V2Tweet>>,
+    #[serde(default)]
+    pub includes: Includes,
+    #[serde(default)]
+    pub matching_rules: Vec<MatchingRule>,
+    #[serde(default)]
+    pub errors: Vec<ApiError>,
+    #[serde(default)]
+    pub meta: Option<Meta>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Includes {
+    #[serde(default)]
+    pub users: Vec<V2User>,
+    #[serde(default)]
+    pub tweets: Vec<V2Tweet>,
+    #[serde(default)]
+    pub places: Vec<V2Place>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct V2Tweet {
+    pub id: Id,
+    pub text: String,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub author_id: Option<Id>,
+    #[serde(default)]
+    pub conversation_id: Option<Id>,
+    #[serde(default)]
+    pub in_reply_to_user_id: Option<Id>,
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// The client name ("Twitter for iPhone"); the API stopped sending it around Dec 2022.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub possibly_sensitive: Option<bool>,
+    #[serde(default)]
+    pub referenced_tweets: Vec<ReferencedTweet>,
+    #[serde(default)]
+    pub entities: Entities,
+    #[serde(default)]
+    pub public_metrics: Option<TweetMetrics>,
+    #[serde(default)]
+    pub withheld: Option<Withheld>,
+    #[serde(default)]
+    pub edit_history_tweet_ids: Vec<Id>,
+    #[serde(default)]
+    pub geo: Option<Geo>,
+    /// Posts over 280 characters carry their full text here.
+    #[serde(default)]
+    pub note_tweet: Option<NoteTweet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NoteTweet {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceKind {
+    Retweeted,
+    RepliedTo,
+    Quoted,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReferencedTweet {
+    #[serde(rename = "type")]
+    pub kind: ReferenceKind,
+    pub id: Id,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Entities {
+    #[serde(default)]
+    pub hashtags: Vec<Tag>,
+    #[serde(default)]
+    pub cashtags: Vec<Tag>,
+    #[serde(default)]
+    pub mentions: Vec<Mention>,
+    #[serde(default)]
+    pub urls: Vec<UrlEntity>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tag {
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Mention {
+    pub username: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UrlEntity {
+    pub url: String,
+    #[serde(default)]
+    pub expanded_url: Option<String>,
+    #[serde(default)]
+    pub unwound_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TweetMetrics {
+    #[serde(default)]
+    pub retweet_count: u64,
+    #[serde(default)]
+    pub reply_count: u64,
+    #[serde(default)]
+    pub like_count: u64,
+    #[serde(default)]
+    pub quote_count: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Withheld {
+    #[serde(default)]
+    pub copyright: Option<bool>,
+    #[serde(default)]
+    pub country_codes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Geo {
+    #[serde(default)]
+    pub place_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct V2User {
+    pub id: Id,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub verified: Option<bool>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub public_metrics: Option<UserMetrics>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserMetrics {
+    #[serde(default)]
+    pub followers_count: u64,
+    #[serde(default)]
+    pub following_count: u64,
+    #[serde(default)]
+    pub tweet_count: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct V2Place {
+    pub id: String,
+    #[serde(default)]
+    pub full_name: Option<String>,
+    #[serde(default)]
+    pub country_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MatchingRule {
+    pub id: Id,
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// An error object, either beside `data` (partial errors: a suspended author, a deleted
+/// referenced tweet) or alone on a stream line (operational disconnect, rule problems).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub resource_type: Option<String>,
+    #[serde(default)]
+    pub resource_id: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl ApiError {
+    /// True for the stream's `operational-disconnect` message: reconnect, nothing is wrong with us.
+    pub fn is_operational_disconnect(&self) -> bool {
+        let hit = |s: &Option<String>| {
+            s.as_deref().is_some_and(|s| {
+                s.contains("operational-disconnect") || s.contains("Operational Disconnect")
+            })
+        };
+        hit(&self.title) || hit(&self.kind)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let title = self.title.as_deref().unwrap_or("error");
+        write!(f, "{title}")?;
+        if let Some(d) = self.detail.as_deref().or(self.message.as_deref()) {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Meta {
+    #[serde(default)]
+    pub result_count: Option<u64>,
+    #[serde(default)]
+    pub next_token: Option<String>,
+}

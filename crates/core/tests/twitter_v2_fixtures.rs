@@ -1,0 +1,217 @@
+//! Every real payload in `fixtures/twitter-v2/` parses (or is reported), and every tweet
+//! round-trips through the raw Arrow schema and Parquet unchanged.
+
+use std::collections::{BTreeMap, HashSet};
+
+use flagship_core::jsonl::ReadReport;
+use flagship_core::records;
+use flagship_core::schema::{self, Stage};
+use flagship_core::testing::fixture;
+
+/// Tweets in `data` per file, as the fixtures' SOURCE.md lists them.
+const EXPECTED_TWEETS: [(&str, usize); 9] = [
+    ("brexit.jsonl", 100),
+    ("edited.jsonl", 1),
+    ("geo_tweets.jsonl", 2),
+    ("kpop.jsonl", 100),
+    ("noflat.jsonl", 100),
+    ("quoted_edit.jsonl", 1),
+    ("streaming_output_with_error.jsonl", 7),
+    ("two_tweets.jsonl", 1),
+    ("withheld.jsonl", 215),
+];
+
+/// An independent count, through untyped JSON, of tweets whose author is in includes.users
+/// and of error objects, so the typed parser is checked against something else.
+fn independent_counts(bytes: &[u8]) -> (usize, usize) {
+    let (mut joined, mut errors) = (0, 0);
+    for line in bytes.split(|&b| b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let users: HashSet<&str> = v["includes"]["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["id"].as_str())
+            .collect();
+        let data = match &v["data"] {
+            serde_json::Value::Array(a) => a.iter().collect::<Vec<_>>(),
+            serde_json::Value::Null => vec![],
+            one => vec![one],
+        };
+        joined += data
+            .iter()
+            .filter(|t| t["author_id"].as_str().is_some_and(|a| users.contains(a)))
+            .count();
+        errors += v["errors"].as_array().map_or(0, Vec::len);
+    }
+    (joined, errors)
+}
+
+#[test]
+fn all_fixtures_roundtrip_through_raw_schema() {
+    let dir = fixture("twitter-v2");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        EXPECTED_TWEETS.len(),
+        "fixture files in {}",
+        dir.display()
+    );
+
+    let expected: BTreeMap<_, _> = EXPECTED_TWEETS.into_iter().collect();
+    let mut total = ReadReport::default();
+    println!(
+        "{:<36} {:>6} {:>6} {:>7} {:>9}",
+        "file", "lines", "tweets", "joined", "errors"
+    );
+    for path in &files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let mut r = ReadReport::default();
+        r.read(name, &bytes, None);
+        let (joined, api_errors) = independent_counts(&bytes);
+        println!(
+            "{name:<36} {:>6} {:>6} {:>7} {:>4} api {:>2} bad",
+            r.lines,
+            r.tweets.len(),
+            r.users_joined,
+            r.api_errors.len(),
+            r.bad_lines.len()
+        );
+        assert_eq!(r.tweets.len(), expected[name], "{name}: tweets");
+        assert_eq!(r.users_joined, joined, "{name}: users joined");
+        assert_eq!(r.api_errors.len(), api_errors, "{name}: api errors");
+
+        // Round trip: tweets -> Arrow -> Parquet -> Arrow -> tweets.
+        let batch = records::to_batch(&r.tweets).unwrap();
+        schema::check(&batch.schema(), Stage::Raw).unwrap();
+        let bytes = records::to_parquet(&Stage::Raw.schema(), &[batch]).unwrap();
+        let (schema_back, batches) = records::from_parquet(bytes).unwrap();
+        schema::check(&schema_back, Stage::Raw).unwrap();
+        let back: Vec<_> = batches
+            .iter()
+            .flat_map(|b| records::from_batch(b).unwrap())
+            .collect();
+        assert_eq!(back, r.tweets, "{name}: round trip");
+
+        total.lines += r.lines;
+        total.users_joined += r.users_joined;
+        total.tweets.extend(r.tweets);
+        total.api_errors.extend(r.api_errors);
+        total.bad_lines.extend(r.bad_lines);
+    }
+    println!(
+        "total: {} lines, {} tweets, {} users joined, {} API errors reported, {} malformed lines quarantined",
+        total.lines,
+        total.tweets.len(),
+        total.users_joined,
+        total.api_errors.len(),
+        total.bad_lines.len()
+    );
+    for b in &total.bad_lines {
+        println!("  quarantined: {b}");
+    }
+    assert_eq!(total.tweets.len(), 527);
+    // The one real broken stream line: truncated JSON at the end of the 2021 capture.
+    assert_eq!(total.bad_lines.len(), 1);
+    let bad = &total.bad_lines[0];
+    assert_eq!(
+        (bad.source.as_str(), bad.line),
+        ("streaming_output_with_error.jsonl", 8)
+    );
+    assert!(bad.error.message.contains("EOF"), "{bad}");
+}
+
+#[test]
+fn fields_come_from_the_payload_structure() {
+    let mut r = ReadReport::default();
+    for name in [
+        "two_tweets.jsonl",
+        "edited.jsonl",
+        "geo_tweets.jsonl",
+        "withheld.jsonl",
+        "quoted_edit.jsonl",
+    ] {
+        r.read(
+            name,
+            &std::fs::read(fixture(&format!("twitter-v2/{name}"))).unwrap(),
+            None,
+        );
+    }
+    let by_id = |id: u64| r.tweets.iter().find(|t| t.id == id).unwrap();
+
+    // A real retweet: flagged from referenced_tweets, entities from `entities`.
+    let rt = by_id(1_394_735_776_701_816_833);
+    assert!(rt.is_retweet && !rt.is_quote && !rt.is_reply);
+    assert_eq!(rt.retweeted_id, Some(1_391_677_057_810_288_641));
+    assert_eq!(rt.hashtags, ["POIUYTREWQ"]);
+    assert_eq!(rt.mentions, ["bibaigna96"]);
+    assert_eq!(rt.source.as_deref(), Some("Twitter for Android"));
+
+    // Edited tweet: the edit history is kept.
+    let edited = r
+        .tweets
+        .iter()
+        .find(|t| t.edit_history_ids.len() == 2)
+        .unwrap();
+    assert_eq!(
+        edited.edit_history_ids,
+        [1_576_994_746_135_764_992, 1_576_994_789_110_992_896]
+    );
+
+    // Geo: place joined from includes.places.
+    let geo: Vec<_> = r.tweets.iter().filter(|t| t.place_id.is_some()).collect();
+    assert!(!geo.is_empty());
+    assert!(geo.iter().any(|t| t.place_full_name.is_some()));
+
+    // Withheld tweets carry their countries.
+    assert!(r.tweets.iter().any(|t| !t.withheld_in.is_empty()));
+
+    // Reply with a mention.
+    let reply = by_id(1_576_995_594_388_000_768);
+    assert!(reply.is_reply || reply.in_reply_to_user_id.is_some());
+    assert_eq!(reply.mentions, ["wongmjane"]);
+    assert_eq!(
+        reply.created_at.unwrap().to_rfc3339(),
+        "2022-10-03T18:00:23+00:00"
+    );
+}
+
+#[test]
+fn docs_list_every_column() {
+    let doc =
+        std::fs::read_to_string(flagship_core::testing::workspace_root().join("docs/data.md"))
+            .unwrap();
+    for stage in Stage::ALL {
+        let head = format!("## {} (version {})", stage.name(), schema::VERSION);
+        let start = doc
+            .find(&head)
+            .unwrap_or_else(|| panic!("docs/data.md lacks `{head}`"));
+        let section = &doc[start..];
+        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+        let schema = stage.schema();
+        // A stage's section lists only the columns it adds to the one before.
+        let inherited = Stage::ALL
+            .iter()
+            .position(|s| *s == stage)
+            .and_then(|i| i.checked_sub(1))
+            .filter(|_| stage != Stage::Predictions)
+            .map(|i| Stage::ALL[i].schema().fields().len())
+            .unwrap_or(0);
+        for f in &schema.fields()[inherited..] {
+            assert!(
+                section.contains(&format!("| `{}` |", f.name())),
+                "docs/data.md, {}: column `{}`",
+                stage.name(),
+                f.name()
+            );
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Gives binaries and tests that link libtorch an rpath to it, so they run without
+//! LD_LIBRARY_PATH. LIBTORCH comes from `.cargo/config.toml` (→ `.venv/libtorch`, made by
+//! `cargo xtask setup`) or the user's environment. Shared by crates/cli.
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    if let Some(dir) = std::env::var_os("LIBTORCH") {
+        let lib = std::path::Path::new(&dir).join("lib");
+        // The real path: libtorch_cuda finds its CUDA libraries through `$ORIGIN/../../nvidia`,
+        // which must be resolved from site-packages, not from the `.venv/libtorch` link.
+        let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    }
+}

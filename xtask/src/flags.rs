@@ -1,0 +1,61 @@
+//! Flags of every command, declared in one place.
+
+use crate::COMMANDS;
+
+pub fn usage() -> String {
+    let mut s = String::from(
+        "flagship developer and user commands\n\nUsage: cargo xtask <command> [flags]\n\nCommands:\n",
+    );
+    for (name, help) in COMMANDS {
+        s.push_str(&format!("  {name:<10} {help}\n"));
+    }
+    s.push_str(
+        "\nFlags:\n  setup      --force            reinstall the Python packages even if up to date\n  \
+         test       --no-lint          skip fmt and clippy\n             -- ARGS            passed to `cargo test` (e.g. -- --no-fail-fast)\n  \
+         pipeline   ARGS               passed to `flagship pipeline` (see `cargo xtask flagship pipeline --help`)\n",
+    );
+    s
+}
+
+fn unknown(cmd: &str, flag: &str) -> String {
+    format!("`{cmd}`: unknown flag `{flag}` (see `cargo xtask --help`)")
+}
+
+#[derive(Debug, Default)]
+pub struct Setup {
+    pub force: bool,
+}
+
+impl Setup {
+    pub fn parse(args: &[String]) -> Result<Setup, String> {
+        let mut f = Setup::default();
+        for a in args {
+            match a.as_str() {
+                "--force" => f.force = true,
+                other => return Err(unknown("setup", other)),
+            }
+        }
+        Ok(f)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Test {
+    pub no_lint: bool,
+    pub cargo_args: Vec<String>,
+}
+
+impl Test {
+    pub fn parse(args: &[String]) -> Result<Test, String> {
+        let mut f = Test::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--no-lint" => f.no_lint = true,
+                "--" => f.cargo_args.extend(it.by_ref().cloned()),
+                other => return Err(unknown("test", other)),
+            }
+        }
+        Ok(f)
+    }
+}

