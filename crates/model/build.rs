@@ -10,5 +10,10 @@ fn main() {
         // which must be resolved from site-packages, not from the `.venv/libtorch` link.
         let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+        // Nothing references libtorch_cuda's symbols directly, so `--as-needed` linkers drop
+        // it and libtorch then never sees the GPU. Keep it whenever this libtorch has CUDA.
+        if lib.join("libtorch_cuda.so").exists() {
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
     }
 }

@@ -5,19 +5,24 @@
 //! relative to it. Writes are atomic: the local backend writes a temporary file and renames
 //! it, and an S3 `PUT` is atomic by nature, so a crash never leaves a half-written object.
 //!
-//! S3 credentials come from the environment (`AWS_ACCESS_KEY_ID`…, web identity, ECS) or
-//! the instance role (IMDS), as `object_store` resolves them; they are never logged.
+//! S3 credentials come from the AWS default credential chain (environment, shared profile
+//! files and SSO, web identity, ECS, the instance role), through `aws-config` — `object_store`
+//! alone reads no profile files, so [`AwsChainCredentials`] bridges the two. Credentials are
+//! cached until five minutes before they expire, and never logged.
 //! `endpoint_url` points at an emulator (moto, MinIO) and allows plain HTTP for it.
 
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use aws_credential_types::provider::ProvideCredentials;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::CredentialProvider;
+use object_store::aws::{AmazonS3Builder, AwsCredential};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -132,6 +137,57 @@ pub struct S3Options {
     pub region: Option<String>,
 }
 
+/// The AWS default credential chain as an `object_store` credential provider.
+#[derive(Default)]
+pub struct AwsChainCredentials {
+    chain:
+        tokio::sync::OnceCell<aws_config::default_provider::credentials::DefaultCredentialsChain>,
+    cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
+}
+
+impl fmt::Debug for AwsChainCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("AwsChainCredentials")
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for AwsChainCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        let mut cached = self.cached.lock().await;
+        if let Some((c, expiry)) = cached.as_ref()
+            && expiry.is_none_or(|e| e > SystemTime::now() + Duration::from_secs(300))
+        {
+            return Ok(c.clone());
+        }
+        let chain = self
+            .chain
+            .get_or_init(|| async {
+                aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .build()
+                    .await
+            })
+            .await;
+        let creds =
+            chain
+                .provide_credentials()
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "S3",
+                    source: format!("no AWS credentials from the default chain: {e}").into(),
+                })?;
+        let c = Arc::new(AwsCredential {
+            key_id: creds.access_key_id().to_owned(),
+            secret_key: creds.secret_access_key().to_owned(),
+            token: creds.session_token().map(str::to_owned),
+        });
+        *cached = Some((c.clone(), creds.expiry()));
+        Ok(c)
+    }
+}
+
 /// An object in a [`Store`], its key relative to the store's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -181,7 +237,8 @@ impl Store {
                     .unwrap_or_else(|| "us-east-1".into());
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_region(region);
+                    .with_region(region)
+                    .with_credentials(Arc::new(AwsChainCredentials::default()));
                 if let Some(ep) = &s3.endpoint_url {
                     b = b
                         .with_endpoint(ep)

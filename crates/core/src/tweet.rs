@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::v2::{ApiError, Id, Payload, ReferenceKind, V2Tweet, V2User};
+use crate::v2::{ApiError, Id, IncludedTweet, Payload, ReferenceKind, V2Tweet, V2User};
 
 /// One tweet as flagship stores it: the payload's `data` object joined with its author from
 /// `includes.users`, its place from `includes.places`, the text of the tweet it retweets or
@@ -75,7 +75,7 @@ impl Payload {
     /// Joins `data` with `includes` into canonical tweets.
     pub fn into_parsed(self, received_at: Option<DateTime<Utc>>) -> Parsed {
         let users: HashMap<Id, &V2User> = self.includes.users.iter().map(|u| (u.id, u)).collect();
-        let included: HashMap<Id, &V2Tweet> =
+        let included: HashMap<Id, &IncludedTweet> =
             self.includes.tweets.iter().map(|t| (t.id, t)).collect();
         let places: HashMap<&str, &crate::v2::V2Place> = self
             .includes
@@ -110,7 +110,8 @@ impl Payload {
                 let referenced_text = retweeted
                     .or(quoted)
                     .and_then(|id| included.get(&id))
-                    .map(|r| full_text(r).to_owned());
+                    .and_then(|r| r.full_text())
+                    .map(str::to_owned);
                 let place = t
                     .geo
                     .as_ref()

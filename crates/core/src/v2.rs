@@ -92,10 +92,30 @@ pub struct Payload {
 pub struct Includes {
     #[serde(default)]
     pub users: Vec<V2User>,
+    /// Referenced tweets: only their text is used, so they parse leniently — a quirk in
+    /// one of them must not cost the tweet that references it.
     #[serde(default)]
-    pub tweets: Vec<V2Tweet>,
+    pub tweets: Vec<IncludedTweet>,
     #[serde(default)]
     pub places: Vec<V2Place>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IncludedTweet {
+    pub id: Id,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub note_tweet: Option<NoteTweet>,
+}
+
+impl IncludedTweet {
+    pub fn full_text(&self) -> Option<&str> {
+        self.note_tweet
+            .as_ref()
+            .map(|n| n.text.as_str())
+            .or(self.text.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

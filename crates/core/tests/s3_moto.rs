@@ -1,8 +1,9 @@
 //! `s3://` locations through `object_store` against a real S3 API (moto_server on loopback):
 //! write, list (paginated), read back Parquet, atomic overwrite, errors naming the object.
 //!
-//! One test in this binary: it sets the AWS variables of its own process before any thread
-//! starts, which is how a user's credentials arrive (environment / credential chain).
+//! One test in this binary: it points its own process at a shared credentials file with a
+//! named profile (no AWS_ACCESS_KEY_ID), before any thread starts — credentials that only the
+//! full AWS chain finds, as a user's `~/.aws/credentials` would be.
 
 use bytes::Bytes;
 use flagship_core::jsonl::ReadReport;
@@ -15,10 +16,27 @@ use flagship_core::testing::{MotoServer, fixture};
 fn s3_location_against_moto() {
     let moto = MotoServer::start();
     moto.create_bucket("flagship-test");
+    let home = tempfile::tempdir().unwrap();
+    let creds = home.path().join("credentials");
+    std::fs::write(
+        &creds,
+        "[flagship-ci]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
     // SAFETY: the only test in this binary, before any other thread exists.
     unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            std::env::remove_var(k);
+        }
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &creds);
+        std::env::set_var("AWS_CONFIG_FILE", home.path().join("config"));
+        std::env::set_var("AWS_PROFILE", "flagship-ci");
+        // No instance-metadata lookups from a test.
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

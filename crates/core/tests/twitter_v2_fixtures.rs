@@ -151,6 +151,8 @@ fn fields_come_from_the_payload_structure() {
     let rt = by_id(1_394_735_776_701_816_833);
     assert!(rt.is_retweet && !rt.is_quote && !rt.is_reply);
     assert_eq!(rt.retweeted_id, Some(1_391_677_057_810_288_641));
+    // The retweeted tweet's full text, from includes.tweets.
+    assert_eq!(rt.referenced_text.as_deref(), Some("#POIUYTREWQ"));
     assert_eq!(rt.hashtags, ["POIUYTREWQ"]);
     assert_eq!(rt.mentions, ["bibaigna96"]);
     assert_eq!(rt.source.as_deref(), Some("Twitter for Android"));
