@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::{flags, setup};
 
-/// `cargo xtask flagship ARGS…`: builds (release) and runs `flagship ARGS…`.
+/// `cargo xtask flagship ARGS…`: builds (release, showing cargo's progress) and runs `flagship ARGS…`.
 pub fn flagship(args: &[String]) -> Result<(), String> {
     let env = setup::run(&flags::Setup::default())?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -14,7 +14,6 @@ pub fn flagship(args: &[String]) -> Result<(), String> {
             .args([
                 "run",
                 "--release",
-                "-q",
                 "-p",
                 "flagship-cli",
                 "--bin",

@@ -39,17 +39,9 @@ pub fn read_files(files: &[PathBuf]) -> Result<ReadReport> {
 }
 
 pub fn print_report(r: &ReadReport) {
-    println!(
-        "{} lines: {} tweets ({} with their author joined), {} keep-alives, {} API error objects, {} malformed lines",
-        r.lines,
-        r.tweets.len(),
-        r.users_joined,
-        r.keep_alives,
-        r.api_errors.len(),
-        r.bad_lines.len()
-    );
+    println!("{r}");
     for e in &r.api_errors {
-        tracing::info!(source = %e.source, line = e.line, "API error: {}", e.error);
+        tracing::debug!(source = %e.source, line = e.line, "API error: {}", e.error);
     }
     for b in &r.bad_lines {
         tracing::warn!("quarantined {b}");

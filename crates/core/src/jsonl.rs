@@ -80,6 +80,22 @@ pub struct ReadReport {
     pub bad_lines: Vec<BadLine>,
 }
 
+impl fmt::Display for ReadReport {
+    /// One line: what was read and what was set aside.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{} lines: {} tweets ({} with their author joined), {} keep-alives, {} API error objects, {} malformed lines",
+            self.lines,
+            self.tweets.len(),
+            self.users_joined,
+            self.keep_alives,
+            self.api_errors.len(),
+            self.bad_lines.len()
+        )
+    }
+}
+
 impl ReadReport {
     /// Parses every line of `bytes`, attributing results to `source`.
     pub fn read(&mut self, source: &str, bytes: &[u8], received_at: Option<DateTime<Utc>>) {

@@ -135,29 +135,32 @@ impl<'a> Cols<'a> {
         let a: &BooleanArray = self.get(name);
         a.is_valid(i).then(|| a.value(i))
     }
-    fn strs(&self, name: &str, i: usize) -> Vec<String> {
+    /// The items of a list cell, through `values` on the item array.
+    fn list<A: Array + 'static, V>(
+        &self,
+        name: &str,
+        i: usize,
+        values: fn(&A) -> Vec<V>,
+    ) -> Vec<V> {
         let a: &ListArray = self.get(name);
         if a.is_null(i) {
             return Vec::new();
         }
-        let v = a.value(i);
-        let s = v
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("checked list<utf8>");
-        s.iter().flatten().map(str::to_owned).collect()
+        let items = a.value(i);
+        values(
+            items
+                .as_any()
+                .downcast_ref::<A>()
+                .expect("checked list item type"),
+        )
+    }
+    fn strs(&self, name: &str, i: usize) -> Vec<String> {
+        self.list(name, i, |s: &StringArray| {
+            s.iter().flatten().map(str::to_owned).collect()
+        })
     }
     fn u64s(&self, name: &str, i: usize) -> Vec<u64> {
-        let a: &ListArray = self.get(name);
-        if a.is_null(i) {
-            return Vec::new();
-        }
-        let v = a.value(i);
-        let s = v
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .expect("checked list<u64>");
-        s.iter().flatten().collect()
+        self.list(name, i, |s: &UInt64Array| s.iter().flatten().collect())
     }
 }
 

@@ -67,24 +67,13 @@ fn all_fixtures_roundtrip_through_raw_schema() {
 
     let expected: BTreeMap<_, _> = EXPECTED_TWEETS.into_iter().collect();
     let mut total = ReadReport::default();
-    println!(
-        "{:<36} {:>6} {:>6} {:>7} {:>9}",
-        "file", "lines", "tweets", "joined", "errors"
-    );
     for path in &files {
         let name = path.file_name().unwrap().to_str().unwrap();
         let bytes = std::fs::read(path).unwrap();
         let mut r = ReadReport::default();
         r.read(name, &bytes, None);
         let (joined, api_errors) = independent_counts(&bytes);
-        println!(
-            "{name:<36} {:>6} {:>6} {:>7} {:>4} api {:>2} bad",
-            r.lines,
-            r.tweets.len(),
-            r.users_joined,
-            r.api_errors.len(),
-            r.bad_lines.len()
-        );
+        println!("{name}: {r}");
         assert_eq!(r.tweets.len(), expected[name], "{name}: tweets");
         assert_eq!(r.users_joined, joined, "{name}: users joined");
         assert_eq!(r.api_errors.len(), api_errors, "{name}: api errors");
@@ -92,8 +81,8 @@ fn all_fixtures_roundtrip_through_raw_schema() {
         // Round trip: tweets -> Arrow -> Parquet -> Arrow -> tweets.
         let batch = records::to_batch(&r.tweets).unwrap();
         schema::check(&batch.schema(), Stage::Raw).unwrap();
-        let bytes = records::to_parquet(&Stage::Raw.schema(), &[batch]).unwrap();
-        let (schema_back, batches) = records::from_parquet(bytes).unwrap();
+        let parquet = records::to_parquet(&Stage::Raw.schema(), &[batch]).unwrap();
+        let (schema_back, batches) = records::from_parquet(parquet).unwrap();
         schema::check(&schema_back, Stage::Raw).unwrap();
         let back: Vec<_> = batches
             .iter()
@@ -101,20 +90,9 @@ fn all_fixtures_roundtrip_through_raw_schema() {
             .collect();
         assert_eq!(back, r.tweets, "{name}: round trip");
 
-        total.lines += r.lines;
-        total.users_joined += r.users_joined;
-        total.tweets.extend(r.tweets);
-        total.api_errors.extend(r.api_errors);
-        total.bad_lines.extend(r.bad_lines);
+        total.read(name, &bytes, None);
     }
-    println!(
-        "total: {} lines, {} tweets, {} users joined, {} API errors reported, {} malformed lines quarantined",
-        total.lines,
-        total.tweets.len(),
-        total.users_joined,
-        total.api_errors.len(),
-        total.bad_lines.len()
-    );
+    println!("total: {total}");
     for b in &total.bad_lines {
         println!("  quarantined: {b}");
     }

@@ -111,24 +111,18 @@ mod tests {
             (count(Part::Train), count(Part::Val), count(Part::Test)),
             (35, 5, 10)
         );
-        let latest = |p| {
-            rows.iter()
-                .zip(&parts)
-                .filter(|(_, x)| **x == p)
-                .map(|(r, _)| *r)
-                .max()
-                .unwrap()
+        let span = |p| {
+            let of_p = || {
+                rows.iter()
+                    .zip(&parts)
+                    .filter(move |(_, x)| **x == p)
+                    .map(|(r, _)| *r)
+            };
+            (of_p().min().unwrap(), of_p().max().unwrap())
         };
-        let earliest = |p| {
-            rows.iter()
-                .zip(&parts)
-                .filter(|(_, x)| **x == p)
-                .map(|(r, _)| *r)
-                .min()
-                .unwrap()
-        };
-        assert!(latest(Part::Train) < earliest(Part::Val));
-        assert!(latest(Part::Val) < earliest(Part::Test));
+        let (train, val, test) = (span(Part::Train), span(Part::Val), span(Part::Test));
+        assert!(train.1 < val.0, "train ends before validation starts");
+        assert!(val.1 < test.0, "validation ends before test starts");
         assert_eq!(
             chronological(&rows, 40, 10),
             Err(SplitError::TooFewRows {
