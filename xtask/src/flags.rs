@@ -59,3 +59,34 @@ impl Test {
         Ok(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_parse_and_unknown_ones_are_named() {
+        assert!(Setup::parse(&args(&["--force"])).unwrap().force);
+        let t = Test::parse(&args(&["--no-lint", "--", "--no-fail-fast", "-p"])).unwrap();
+        assert!(t.no_lint);
+        assert_eq!(t.cargo_args, ["--no-fail-fast", "-p"]);
+        let e = Test::parse(&args(&["--lint"])).unwrap_err();
+        assert!(e.contains("`test`: unknown flag `--lint`"), "{e}");
+    }
+
+    #[test]
+    fn usage_lists_every_command_once() {
+        let u = usage();
+        for (name, help) in COMMANDS {
+            assert_eq!(
+                u.matches(&format!("  {name:<10} {help}\n")).count(),
+                1,
+                "{name}"
+            );
+        }
+    }
+}

@@ -53,24 +53,49 @@ fn run_counting(cmd: &mut Command) -> Result<(u64, u64, bool), String> {
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|e| format!("reading cargo test output: {e}"))?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            let count = |word: &str| {
-                rest.split(';')
-                    .find_map(|part| {
-                        part.trim()
-                            .trim_start_matches("ok. ")
-                            .trim_start_matches("FAILED. ")
-                            .strip_suffix(word)
-                    })
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            passed += count(" passed");
-            failed += count(" failed");
+        if let Some((p, f)) = result_counts(&line) {
+            passed += p;
+            failed += f;
         }
     }
     let status = child
         .wait()
         .map_err(|e| format!("waiting for cargo test: {e}"))?;
     Ok((passed, failed, status.success()))
+}
+
+/// `(passed, failed)` from a libtest summary such as
+/// `test result: ok. 14 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s`.
+fn result_counts(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let rest = rest.split_once(". ")?.1;
+    let count = |word: &str| {
+        rest.split(';')
+            .find_map(|part| part.trim().strip_suffix(word))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::result_counts;
+
+    #[test]
+    fn reads_libtest_summaries() {
+        assert_eq!(
+            result_counts(
+                "test result: ok. 14 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+            ),
+            Some((14, 0))
+        );
+        assert_eq!(
+            result_counts(
+                "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.44s"
+            ),
+            Some((2, 1))
+        );
+        assert_eq!(result_counts("test tests::x ... ok"), None);
+        assert_eq!(result_counts("test result: garbage"), None);
+    }
 }
