@@ -26,6 +26,9 @@ pub fn venv() -> PathBuf {
 }
 
 /// A `moto_server` on a free loopback port, stopped on drop.
+///
+/// Tests that build AWS clients must also set `AWS_EC2_METADATA_DISABLED=true`, so the
+/// credential chain never reaches for the instance-metadata address off this machine.
 pub struct MotoServer {
     child: Child,
     port: u16,
