@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::v2::{ApiError, Id, IncludedTweet, Payload, ReferenceKind, V2Tweet, V2User};
+use crate::v2::{ApiError, Id, IncludedTweet, Payload, ReferenceKind, V2User};
 
 /// One tweet as flagship stores it: the payload's `data` object joined with its author from
 /// `includes.users`, its place from `includes.places`, the text of the tweet it retweets or
@@ -121,7 +121,7 @@ impl Payload {
                 Tweet {
                     id: t.id.0,
                     created_at: t.created_at,
-                    text: full_text(&t).to_owned(),
+                    text: t.full_text().to_owned(),
                     lang: t.lang,
                     source: t.source,
                     author_id: t.author_id.map(|a| a.0),
@@ -176,8 +176,4 @@ impl Payload {
             users_joined,
         }
     }
-}
-
-fn full_text(t: &V2Tweet) -> &str {
-    t.note_tweet.as_ref().map_or(&t.text, |n| &n.text)
 }

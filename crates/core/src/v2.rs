@@ -110,6 +110,7 @@ pub struct IncludedTweet {
 }
 
 impl IncludedTweet {
+    /// As [`V2Tweet::full_text`]; `None` when the payload sent no text.
     pub fn full_text(&self) -> Option<&str> {
         self.note_tweet
             .as_ref()
@@ -152,6 +153,13 @@ pub struct V2Tweet {
     /// Posts over 280 characters carry their full text here.
     #[serde(default)]
     pub note_tweet: Option<NoteTweet>,
+}
+
+impl V2Tweet {
+    /// `note_tweet.text` for long posts, else `text`.
+    pub fn full_text(&self) -> &str {
+        self.note_tweet.as_ref().map_or(&self.text, |n| &n.text)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
