@@ -12,7 +12,10 @@ pub fn usage() -> String {
     s.push_str(
         "\nFlags:\n  setup      --force            reinstall the Python packages even if up to date\n  \
          test       --no-lint          skip fmt and clippy\n             -- ARGS            passed to `cargo test` (e.g. -- --no-fail-fast)\n  \
-         pipeline   ARGS               passed to `flagship pipeline` (see `cargo xtask flagship pipeline --help`)\n",
+         pipeline   ARGS               passed to `flagship pipeline` (see `cargo xtask flagship pipeline --help`)\n  \
+         train      ARGS               passed to `flagship train` (--train FILE --val FILE --out DIR …)\n  \
+         predict    ARGS               passed to `flagship predict` (--model DIR --input FILE --output FILE)\n  \
+         bench      train|predict      [--steps 30] [--rows 2000] [--batch-size 32] [--max-length 64]\n",
     );
     s
 }
@@ -60,6 +63,52 @@ impl Test {
     }
 }
 
+/// `bench train|predict`.
+#[derive(Debug)]
+pub struct Bench {
+    pub what: String,
+    pub steps: usize,
+    pub rows: usize,
+    pub batch_size: usize,
+    pub max_length: usize,
+}
+
+impl Bench {
+    pub fn parse(args: &[String]) -> Result<Bench, String> {
+        let mut it = args.iter();
+        let what = match it.next().map(String::as_str) {
+            Some(w @ ("train" | "predict")) => w.to_owned(),
+            other => {
+                return Err(format!(
+                    "`bench`: say what to measure: `train` or `predict` (got {other:?})"
+                ));
+            }
+        };
+        let mut f = Bench {
+            what,
+            steps: 30,
+            rows: 2000,
+            batch_size: 32,
+            max_length: 64,
+        };
+        while let Some(a) = it.next() {
+            let slot = match a.as_str() {
+                "--steps" => &mut f.steps,
+                "--rows" => &mut f.rows,
+                "--batch-size" => &mut f.batch_size,
+                "--max-length" => &mut f.max_length,
+                other => return Err(unknown("bench", other)),
+            };
+            *slot = it
+                .next()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .ok_or_else(|| format!("`bench`: `{a}` needs a positive number"))?;
+        }
+        Ok(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +125,15 @@ mod tests {
         assert_eq!(t.cargo_args, ["--no-fail-fast", "-p"]);
         let e = Test::parse(&args(&["--lint"])).unwrap_err();
         assert!(e.contains("`test`: unknown flag `--lint`"), "{e}");
+    }
+
+    #[test]
+    fn bench_flags() {
+        let b = Bench::parse(&args(&["predict", "--rows", "500"])).unwrap();
+        assert_eq!((b.what.as_str(), b.rows, b.steps), ("predict", 500, 30));
+        assert!(Bench::parse(&args(&["fly"])).is_err());
+        let e = Bench::parse(&args(&["train", "--steps", "0"])).unwrap_err();
+        assert!(e.contains("`--steps` needs a positive number"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,12 @@ pub fn flagship(args: &[String]) -> Result<(), String> {
 
 /// `cargo xtask pipeline ARGS…` = `flagship pipeline ARGS…`.
 pub fn pipeline(args: &[String]) -> Result<(), String> {
-    let mut all = vec!["pipeline".to_owned()];
+    sub("pipeline", args)
+}
+
+/// `cargo xtask NAME ARGS…` = `flagship NAME ARGS…`.
+pub fn sub(name: &str, args: &[String]) -> Result<(), String> {
+    let mut all = vec![name.to_owned()];
     all.extend_from_slice(args);
     flagship(&all)
 }

@@ -5,6 +5,7 @@
 //! so it has no dependencies and never links `tch`. One module per command; every command and
 //! flag is declared in [`COMMANDS`] and the `flags` module.
 
+mod bench;
 mod flags;
 mod forward;
 mod setup;
@@ -27,6 +28,18 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "set up, then run the pipeline (`flagship pipeline`; demo data when no --config)",
     ),
     (
+        "train",
+        "set up, then fine-tune a model (`flagship train`; --model-kind linear for the baseline)",
+    ),
+    (
+        "predict",
+        "set up, then score a file with a model folder (`flagship predict`)",
+    ),
+    (
+        "bench",
+        "flagship vs Hugging Face transformers: `bench train` / `bench predict` (examples/s, ratio)",
+    ),
+    (
         "flagship",
         "set up, then run the flagship binary with the remaining arguments",
     ),
@@ -42,6 +55,9 @@ fn main() -> ExitCode {
         Some("setup") => flags::Setup::parse(&args[1..]).and_then(|f| setup::run(&f).map(drop)),
         Some("test") => flags::Test::parse(&args[1..]).and_then(|f| test::run(&f)),
         Some("pipeline") => forward::pipeline(&args[1..]),
+        Some("train") => forward::sub("train", &args[1..]),
+        Some("predict") => forward::sub("predict", &args[1..]),
+        Some("bench") => flags::Bench::parse(&args[1..]).and_then(|f| bench::run(&f)),
         Some("flagship") => forward::flagship(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`\n\n{}", flags::usage())),
     };

@@ -2,9 +2,12 @@
 //! and what a server's systemd unit runs. Argument parsing, progress and logging live here;
 //! the work lives in the stage crates.
 
+mod bench_cmd;
 mod config_cmd;
 mod inspect;
+mod model_cmd;
 mod pipeline;
+mod table;
 
 use std::path::PathBuf;
 
@@ -34,6 +37,13 @@ enum Command {
     /// Print, check or explain the configuration.
     #[command(subcommand)]
     Config(config_cmd::Cmd),
+    /// Fine-tune the transformer (or train the linear baseline) and write a model folder.
+    Train(model_cmd::TrainArgs),
+    /// Score a JSONL/CSV/Parquet file's `text` column with a model folder.
+    Predict(model_cmd::PredictArgs),
+    /// flagship's side of `cargo xtask bench train|predict` (one JSON line).
+    #[command(hide = true)]
+    BenchModel(bench_cmd::Args),
     /// Open a base checkpoint through libtorch and check it (default: the set-up MiniLM).
     CheckModel {
         /// Checkpoint folder (config.json, model.safetensors, tokenizer.json).
@@ -55,6 +65,9 @@ fn main() -> Result<()> {
         Command::Pipeline(args) => pipeline::run(&config, cli.config.is_some(), args),
         Command::Inspect(args) => inspect::run(&config, args),
         Command::Config(cmd) => config_cmd::run(&config, cmd),
+        Command::Train(args) => model_cmd::train(&config, args),
+        Command::Predict(args) => model_cmd::predict(args),
+        Command::BenchModel(args) => bench_cmd::run(args),
         Command::CheckModel { base } => check_model(&config, base).map(drop),
     }
 }
@@ -76,6 +89,8 @@ pub fn check_model(
         None => flagship_model::Checkpoint::default_base()?,
     };
     let ck = flagship_model::Checkpoint::open(&dir)?;
+    // Every encoder tensor by name and shape, as fine-tuning will load them.
+    flagship_model::SequenceClassifier::from_checkpoint(&ck, tch::Device::Cpu, false)?;
     println!(
         "base model {}: {} ({} layers, {} wide), {:.1} M parameters, device {:?}",
         dir.display(),

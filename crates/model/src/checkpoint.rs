@@ -1,10 +1,12 @@
-//! Hugging Face checkpoint folders: find, open, check.
+//! Hugging Face checkpoint folders: find, open, and copy into a model by tensor name.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use tch::Tensor;
+use tch::nn::VarStore;
+
+use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -14,8 +16,13 @@ pub enum CheckpointError {
     MissingFile { path: PathBuf },
     #[error("{path}: {message}")]
     BadFile { path: PathBuf, message: String },
-    #[error("{path}: tensor `{tensor}` is missing")]
-    MissingTensor { path: PathBuf, tensor: String },
+    #[error("{path}: tensor `{tensor}` is missing{}", more_note(*.more))]
+    MissingTensor {
+        path: PathBuf,
+        tensor: String,
+        /// How many other expected tensors are missing too.
+        more: usize,
+    },
     #[error("{path}: tensor `{tensor}` has shape {found:?}, config.json implies {expected:?}")]
     Shape {
         path: PathBuf,
@@ -27,95 +34,36 @@ pub enum CheckpointError {
         "no base model: set model.base in flagship.toml, FLAGSHIP_BASE_MODEL, or run `cargo xtask setup` (installs the MiniLM into .venv/base-model)"
     )]
     NoBaseModel,
+    #[error("{0}")]
+    Torch(#[from] tch::TchError),
 }
 
-/// `config.json` of the BERT family, deserialized as the checkpoint writes it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct BertConfig {
-    #[serde(default = "default_model_type")]
-    pub model_type: String,
-    pub vocab_size: i64,
-    pub hidden_size: i64,
-    pub num_hidden_layers: i64,
-    pub num_attention_heads: i64,
-    pub intermediate_size: i64,
-    pub max_position_embeddings: i64,
-    #[serde(default = "default_type_vocab")]
-    pub type_vocab_size: i64,
-    #[serde(default = "default_eps")]
-    pub layer_norm_eps: f64,
-    #[serde(default)]
-    pub hidden_dropout_prob: f64,
-    #[serde(default)]
-    pub attention_probs_dropout_prob: f64,
-    #[serde(default)]
-    pub pad_token_id: i64,
-}
-
-fn default_model_type() -> String {
-    "bert".into()
-}
-fn default_type_vocab() -> i64 {
-    2
-}
-fn default_eps() -> f64 {
-    1e-12
-}
-
-impl BertConfig {
-    /// Every encoder tensor's name (without the model prefix) and the shape the config implies.
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<i64>)> {
-        let (h, i) = (self.hidden_size, self.intermediate_size);
-        let mut v = vec![
-            (
-                "embeddings.word_embeddings.weight".into(),
-                vec![self.vocab_size, h],
-            ),
-            (
-                "embeddings.position_embeddings.weight".into(),
-                vec![self.max_position_embeddings, h],
-            ),
-            (
-                "embeddings.token_type_embeddings.weight".into(),
-                vec![self.type_vocab_size, h],
-            ),
-            ("embeddings.LayerNorm.weight".into(), vec![h]),
-            ("embeddings.LayerNorm.bias".into(), vec![h]),
-        ];
-        for l in 0..self.num_hidden_layers {
-            let p = format!("encoder.layer.{l}");
-            for (name, shape) in [
-                ("attention.self.query.weight", vec![h, h]),
-                ("attention.self.query.bias", vec![h]),
-                ("attention.self.key.weight", vec![h, h]),
-                ("attention.self.key.bias", vec![h]),
-                ("attention.self.value.weight", vec![h, h]),
-                ("attention.self.value.bias", vec![h]),
-                ("attention.output.dense.weight", vec![h, h]),
-                ("attention.output.dense.bias", vec![h]),
-                ("attention.output.LayerNorm.weight", vec![h]),
-                ("attention.output.LayerNorm.bias", vec![h]),
-                ("intermediate.dense.weight", vec![i, h]),
-                ("intermediate.dense.bias", vec![i]),
-                ("output.dense.weight", vec![h, i]),
-                ("output.dense.bias", vec![h]),
-                ("output.LayerNorm.weight", vec![h]),
-                ("output.LayerNorm.bias", vec![h]),
-            ] {
-                v.push((format!("{p}.{name}"), shape));
-            }
-        }
-        v
+fn more_note(more: usize) -> String {
+    if more == 0 {
+        String::new()
+    } else {
+        format!(" (and {more} more)")
     }
 }
 
-/// An opened checkpoint folder: config parsed, weights loaded on the CPU.
+/// An opened checkpoint folder: config parsed, weights read on the CPU.
 pub struct Checkpoint {
     pub dir: PathBuf,
-    pub config: BertConfig,
-    /// Tensor prefix in the file: "" for a bare encoder, "bert." for a classifier checkpoint.
+    pub config: Config,
+    /// Encoder prefix in the file: "" for a bare encoder, "bert." (etc.) for a classifier.
     pub prefix: String,
     pub tensors: HashMap<String, Tensor>,
+}
+
+/// What a copy from a checkpoint into a model did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LoadReport {
+    /// Model variables filled from the file.
+    pub loaded: usize,
+    /// Model variables the file lacks and that keep their fresh initialisation (a new head).
+    pub initialised: Vec<String>,
+    /// File tensors no variable asked for (e.g. `embeddings.position_ids`, a pretraining head).
+    pub unused: Vec<String>,
 }
 
 impl Checkpoint {
@@ -135,59 +83,116 @@ impl Checkpoint {
             .ok_or(CheckpointError::NoBaseModel)
     }
 
-    /// Opens `dir` and checks every tensor the config implies, by name and shape.
+    /// Opens `dir`: the three files must exist, `config.json` must parse, weights are read.
+    /// Names and shapes are checked when the weights are copied into a model ([`Checkpoint::copy_into`]).
     pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
-        let file = |name: &str| {
-            let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(CheckpointError::MissingFile { path: p })
-            }
-        };
-        let config_path = file("config.json")?;
-        let weights = file("model.safetensors")?;
-        file("tokenizer.json")?;
-        let bad = |path: &Path, message: String| CheckpointError::BadFile {
-            path: path.to_owned(),
-            message,
-        };
-        let text =
-            std::fs::read_to_string(&config_path).map_err(|e| bad(&config_path, e.to_string()))?;
-        let config: BertConfig =
-            serde_json::from_str(&text).map_err(|e| bad(&config_path, e.to_string()))?;
+        let config_path = Self::file(dir, "config.json")?;
+        let weights = Self::file(dir, "model.safetensors")?;
+        Self::file(dir, "tokenizer.json")?;
+        let config = Config::from_file(&config_path)?;
         let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&weights)
-            .map_err(|e| bad(&weights, e.to_string()))?
+            .map_err(|e| CheckpointError::BadFile {
+                path: weights.clone(),
+                message: e.to_string(),
+            })?
             .into_iter()
             .collect();
-        let prefix = ["", "bert.", "roberta."]
+        let family = config.family.prefix();
+        let prefix = ["", "bert.", "roberta.", "distilbert."]
             .into_iter()
             .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
-            .unwrap_or("")
+            .unwrap_or(if tensors.keys().any(|k| k.starts_with(family)) {
+                family
+            } else {
+                ""
+            })
             .to_owned();
-        for (name, shape) in config.expected_tensors() {
-            let full = format!("{prefix}{name}");
-            let t = tensors
-                .get(&full)
-                .ok_or_else(|| CheckpointError::MissingTensor {
-                    path: weights.clone(),
-                    tensor: full.clone(),
-                })?;
-            if t.size() != shape {
-                return Err(CheckpointError::Shape {
-                    path: weights.clone(),
-                    tensor: full,
-                    expected: shape,
-                    found: t.size(),
-                });
-            }
-        }
         Ok(Checkpoint {
             dir: dir.to_owned(),
             config,
             prefix,
             tensors,
         })
+    }
+
+    fn file(dir: &Path, name: &str) -> Result<PathBuf, CheckpointError> {
+        let p = dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(CheckpointError::MissingFile { path: p })
+        }
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+
+    /// Copies the file's tensors into `vs` by name. A model variable `bert.X` (the encoder
+    /// inside a classifier) is looked up as `<file prefix>X`, so a bare encoder checkpoint and
+    /// an exported classifier both load; any other variable (pooler, head) by its own name.
+    /// Encoder variables must all be present with the right shape; with `strict`, every
+    /// variable must (loading an exported model); otherwise missing head variables keep their
+    /// initialisation and are listed in the report.
+    pub fn copy_into(
+        &self,
+        vs: &mut VarStore,
+        encoder_root: &str,
+        strict: bool,
+    ) -> Result<LoadReport, CheckpointError> {
+        let vars = vs.variables();
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        let mut report = LoadReport::default();
+        let mut used = BTreeSet::new();
+        let mut missing: Vec<String> = Vec::new();
+        let root = if encoder_root.is_empty() {
+            String::new()
+        } else {
+            format!("{encoder_root}.")
+        };
+        for name in names {
+            let var = &vars[name];
+            let (file_name, required) = match name.strip_prefix(&root) {
+                Some(rest) if !rest.starts_with("pooler.") => {
+                    (format!("{}{rest}", self.prefix), true)
+                }
+                Some(rest) => (format!("{}{rest}", self.prefix), strict),
+                None => (name.clone(), strict),
+            };
+            match self.tensors.get(&file_name) {
+                Some(t) => {
+                    if t.size() != var.size() {
+                        return Err(CheckpointError::Shape {
+                            path: self.weights_path(),
+                            tensor: file_name,
+                            expected: var.size(),
+                            found: t.size(),
+                        });
+                    }
+                    tch::no_grad(|| var.shallow_clone().copy_(t));
+                    used.insert(file_name);
+                    report.loaded += 1;
+                }
+                None if required => missing.push(file_name),
+                None => report.initialised.push(name.clone()),
+            }
+        }
+        if let Some(first) = missing.first() {
+            return Err(CheckpointError::MissingTensor {
+                path: self.weights_path(),
+                tensor: first.clone(),
+                more: missing.len() - 1,
+            });
+        }
+        report.unused = self
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        report.unused.sort();
+        Ok(report)
     }
 
     /// Total number of parameters in the file.

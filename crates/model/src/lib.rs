@@ -1,14 +1,59 @@
-//! flagship-model: pre-trained transformers on libtorch (through `tch`), CPU or CUDA.
+//! flagship-model: pre-trained transformers fine-tuned on libtorch (through `tch`), CPU or CUDA,
+//! and an instant TF-IDF + logistic-regression baseline.
 //!
-//! Reads a Hugging Face checkpoint folder (`config.json`, `model.safetensors`,
-//! `tokenizer.json`), checks every tensor against the config by name and shape — the names
-//! mirror the checkpoint's, so loading is a name match, never a conversion — and (with the
-//! training issue) fine-tunes and exports classifiers. It reads checkpoints and writes model
-//! folders; it knows nothing of tweets' storage or the other stages.
+//! Reads Hugging Face checkpoint folders (`config.json`, `model.safetensors`, `tokenizer.json`;
+//! BERT/MiniLM, RoBERTa, DistilBERT) whose tensor names are the model's variable paths, so
+//! loading is a name match, never a conversion. Fine-tunes a two-label head on labelled texts
+//! ([`train::train`]), tunes the decision threshold for the expected `need_support` rate, and
+//! writes model folders ([`Classifier`] serves them). It takes texts and booleans, not files or
+//! tweets: reading tables and storage is the caller's job, and it never downloads anything.
 
 pub mod checkpoint;
+pub mod classifier;
+pub mod config;
+pub mod encoder;
+pub mod layers;
+pub mod linear;
+pub mod sequence;
+pub mod threshold;
+pub mod tokenize;
+pub mod train;
 
-pub use checkpoint::{BertConfig, Checkpoint, CheckpointError};
+use std::path::{Path, PathBuf};
+
+pub use checkpoint::{Checkpoint, CheckpointError, LoadReport};
+pub use classifier::{Classifier, DataRef, ModelCard, ModelKind, Prediction};
+pub use config::{Config, Family};
+pub use encoder::Mode;
+pub use layers::Precision;
+pub use linear::{LinearModel, LinearOptions};
+pub use sequence::SequenceClassifier;
+pub use tokenize::TextEncoder;
+pub use train::{Example, TrainOptions, Trained};
+
+/// Errors of this crate; each names the file (and tensor or key) at fault where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {message}")]
+    BadFile { path: PathBuf, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("{0}")]
+    Data(String),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl ModelError {
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> ModelError {
+        ModelError::BadFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
 
 /// CUDA when libtorch sees a GPU, else the CPU (all cores).
 pub fn device() -> tch::Device {

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use flagship_model::{Checkpoint, CheckpointError};
+use flagship_model::{Checkpoint, CheckpointError, SequenceClassifier};
+use tch::Device;
 
 fn base() -> std::path::PathBuf {
     Checkpoint::default_base().expect("the base model (run `cargo xtask setup`)")
@@ -54,20 +55,31 @@ fn config_that_does_not_fit_the_weights_names_the_tensor() {
     copy_checkpoint(dir.path());
     let cfg = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let load = |v: &serde_json::Value| {
+        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        SequenceClassifier::load(dir.path(), Device::Cpu, false)
+            .err()
+            .unwrap()
+            .to_string()
+    };
     v["intermediate_size"] = 1024.into();
-    std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
-    let e = Checkpoint::open(dir.path()).err().unwrap().to_string();
+    let e = load(&v);
     assert!(
-        e.contains("encoder.layer.0.intermediate.dense.weight") && e.contains("[1024, 384]"),
+        e.contains("tensor `encoder.layer.0.intermediate.dense.bias` has shape [1536], config.json implies [1024]"),
         "{e}"
     );
 
     v["intermediate_size"] = 1536.into();
     v["num_hidden_layers"] = 7.into();
-    std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
-    let e = Checkpoint::open(dir.path()).err().unwrap().to_string();
+    let e = load(&v);
     assert!(
-        e.contains("`encoder.layer.6.attention.self.query.weight` is missing"),
+        e.contains("model.safetensors: tensor `encoder.layer.6.")
+            && e.contains("is missing (and 15 more)"),
         "{e}"
     );
+
+    v["num_hidden_layers"] = 6.into();
+    v["model_type"] = "gpt2".into();
+    let e = load(&v);
+    assert!(e.contains("config.json") && e.contains("gpt2"), "{e}");
 }

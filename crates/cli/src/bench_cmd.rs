@@ -1,0 +1,120 @@
+//! `flagship bench-model train|predict`: flagship's side of `cargo xtask bench train|predict`
+//! (the Hugging Face side is `scripts/bench_model.py`, same settings). Prints one JSON line.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use flagship_model::train::{self, Example, TrainOptions};
+use flagship_model::{Mode, Precision, SequenceClassifier, TextEncoder};
+
+use crate::table::Table;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum What {
+    Train,
+    Predict,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(value_enum)]
+    pub what: What,
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Labelled texts (JSONL/CSV/Parquet); the first rows are used.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub rows: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_length: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let base = match args.base {
+        Some(b) => b,
+        None => flagship_model::Checkpoint::default_base()?,
+    };
+    let t = Table::read(&args.data)?;
+    let texts = t.texts()?;
+    let labels = t.labels()?;
+    let examples: Vec<Example> = texts
+        .into_iter()
+        .zip(labels)
+        .filter_map(|(text, l)| {
+            l.ok().map(|l| Example {
+                text,
+                need_support: l <= 1,
+            })
+        })
+        .collect();
+    let device = flagship_model::device();
+    let result = match args.what {
+        What::Train => {
+            let n = (args.steps * args.batch_size).min(examples.len());
+            let opts = TrainOptions {
+                epochs: 1,
+                max_steps: Some(args.steps),
+                batch_size: args.batch_size,
+                max_length: args.max_length,
+                learning_rate: 5e-5,
+                device,
+                ..TrainOptions::default()
+            };
+            let val = &examples[n..(n + 64).min(examples.len())];
+            let trained = train::train(&base, &examples[..n], val, &opts)?;
+            let rec = &trained.history[0];
+            serde_json::json!({
+                "examples": n,
+                "seconds": n as f64 / rec.examples_per_second,
+                "examples_per_second": rec.examples_per_second,
+            })
+        }
+        What::Predict => {
+            let n = args.rows.min(examples.len());
+            let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
+            let (_vs, model, _) = SequenceClassifier::load(&base, device, false)?;
+            let enc = TextEncoder::from_file(
+                &base.join("tokenizer.json"),
+                args.max_length,
+                model.config.pad_token_id,
+            )?;
+            let precision = if device.is_cuda() {
+                Precision::Bf16
+            } else {
+                Precision::F32
+            };
+            // Warm-up pass (allocator, kernels), as the peer's first batch would be.
+            let _ = tch::no_grad(|| {
+                let e = enc.encode(&texts[..8.min(n)]).expect("tokenize");
+                let items: Vec<_> = e.iter().collect();
+                let (ids, mask) = enc.collate(&items, device);
+                model.forward(&ids, &mask, Mode::EVAL)
+            });
+            let started = Instant::now();
+            let encoded = enc
+                .encode(&texts)
+                .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+            let (p, _) =
+                train::probabilities(&model, &enc, &encoded, args.batch_size, device, precision);
+            let secs = started.elapsed().as_secs_f64();
+            assert_eq!(p.len(), n);
+            serde_json::json!({
+                "examples": n,
+                "seconds": secs,
+                "examples_per_second": n as f64 / secs,
+            })
+        }
+    };
+    let mut result = result;
+    result["peer"] = "flagship".into();
+    result["torch_threads"] = tch::get_num_threads().into();
+    result["device"] = format!("{device:?}").into();
+    println!("{result}");
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! `flagship train` and `flagship predict`: example files in, model folder or predictions out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use flagship_core::Config;
+use flagship_model::classifier::{self, sha256_file};
+use flagship_model::threshold;
+use flagship_model::train::Rng;
+use flagship_model::{Classifier, DataRef, Example, LinearOptions, TrainOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::table::{self, Table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Fine-tune the pre-trained transformer (libtorch).
+    Transformer,
+    /// TF-IDF (word + char n-grams) + logistic regression: the instant baseline.
+    Linear,
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training examples: JSONL, CSV or Parquet with `text` and `label` (0/1/2).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Validation examples (early stopping and threshold), same format.
+    #[arg(long)]
+    pub val: PathBuf,
+    /// Model folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model kind (default: `model.kind` of the config).
+    #[arg(long, value_enum)]
+    pub model_kind: Option<Kind>,
+    /// Base checkpoint folder (default: `model.base`, else the set-up MiniLM).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Use a seeded random sample of this many training rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Use a seeded random sample of this many validation rows.
+    #[arg(long)]
+    pub val_limit: Option<usize>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimizer steps in all.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Expected share of tweets needing support; the threshold is tuned for it.
+    #[arg(long)]
+    pub expected_rate: Option<f64>,
+    /// Class-weighted loss on or off (default: `model.class_weights`).
+    #[arg(long)]
+    pub class_weights: Option<bool>,
+}
+
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    /// Model folder written by `flagship train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// JSONL, CSV or Parquet with a `text` column (a `label` column is scored if present).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output file: the input's columns plus `need_support_probability` and `need_support`.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+/// Examples from a labelled file; rows with a bad label are reported and left out.
+fn examples(path: &Path, limit: Option<usize>, seed: u64) -> Result<(Vec<Example>, DataRef)> {
+    let t = Table::read(path)?;
+    if !t.bad_lines.is_empty() {
+        let b = &t.bad_lines[0];
+        eprintln!(
+            "{}: {} malformed line(s) skipped, first at line {}: {}",
+            path.display(),
+            t.bad_lines.len(),
+            b.line,
+            b.error
+        );
+    }
+    let texts = t.texts()?;
+    let labels = t.labels()?;
+    let bad: Vec<&(usize, String)> = labels.iter().filter_map(|l| l.as_ref().err()).collect();
+    if !bad.is_empty() {
+        eprintln!(
+            "{}: {} row(s) without a 0/1/2 label skipped, first at line {} (label `{}`)",
+            path.display(),
+            bad.len(),
+            bad[0].0,
+            bad[0].1
+        );
+    }
+    let mut ex: Vec<Example> = texts
+        .into_iter()
+        .zip(labels)
+        .filter_map(|(text, label)| {
+            label.ok().map(|l| Example {
+                text,
+                need_support: l <= 1,
+            })
+        })
+        .collect();
+    if let Some(n) = limit.filter(|&n| n < ex.len()) {
+        Rng::new(seed).shuffle(&mut ex);
+        ex.truncate(n);
+    }
+    let data = DataRef {
+        path: path.display().to_string(),
+        sha256: sha256_file(path).with_context(|| format!("cannot read {}", path.display()))?,
+        rows: ex.len(),
+    };
+    Ok((ex, data))
+}
+
+pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
+    let m = &config.model;
+    let seed = args.seed.unwrap_or(m.seed);
+    let (train_set, train_ref) = examples(&args.train, args.limit, seed)?;
+    let (val_set, val_ref) = examples(&args.val, args.val_limit, seed ^ 1)?;
+    let share =
+        |s: &[Example]| s.iter().filter(|e| e.need_support).count() as f64 / s.len().max(1) as f64;
+    println!(
+        "train: {} examples ({:.1}% need support) from {}; validation: {} ({:.1}%) from {}",
+        train_set.len(),
+        100.0 * share(&train_set),
+        args.train.display(),
+        val_set.len(),
+        100.0 * share(&val_set),
+        args.val.display()
+    );
+    let data = BTreeMap::from([
+        ("train".to_string(), train_ref),
+        ("val".to_string(), val_ref),
+    ]);
+    let rate = args.expected_rate.unwrap_or(m.expected_need_support_rate);
+    let kind = args.model_kind.unwrap_or(match m.kind {
+        flagship_core::config::ModelKind::Linear => Kind::Linear,
+        _ => Kind::Transformer,
+    });
+    let card = match kind {
+        Kind::Linear => classifier::train_linear(
+            &train_set,
+            &val_set,
+            &LinearOptions {
+                seed,
+                ..LinearOptions::default()
+            },
+            rate,
+            &args.out,
+            data,
+        )?,
+        Kind::Transformer => {
+            let base = match args
+                .base
+                .or_else(|| m.base.as_ref().map(|b| config.base_dir.join(b)))
+            {
+                Some(b) => b,
+                None => flagship_model::Checkpoint::default_base()?,
+            };
+            let opts = TrainOptions {
+                epochs: args.epochs.unwrap_or(m.epochs),
+                learning_rate: args.learning_rate.unwrap_or(m.learning_rate),
+                batch_size: args.batch_size.unwrap_or(m.batch_size),
+                weight_decay: m.weight_decay,
+                warmup_ratio: m.warmup_ratio,
+                max_length: args.max_length.unwrap_or(m.max_length),
+                seed,
+                class_weights: args.class_weights.unwrap_or(m.class_weights),
+                early_stopping_patience: m.early_stopping_patience,
+                expected_need_support_rate: rate,
+                max_steps: args.max_steps,
+                progress: true,
+                ..TrainOptions::default()
+            };
+            println!(
+                "fine-tuning {} on {:?}: {} epoch(s), batch {}, lr {}, max length {}",
+                base.display(),
+                opts.device,
+                opts.epochs,
+                opts.batch_size,
+                opts.learning_rate,
+                opts.max_length
+            );
+            let trained = flagship_model::train::train(&base, &train_set, &val_set, &opts)?;
+            trained.export(&args.out, data)?
+        }
+    };
+    let v = &card.validation;
+    println!(
+        "model written to {}: validation F2 {:.4} at threshold {:.4} (re-weighted to {:.0}% need support; precision {:.3}, recall {:.3}), unweighted F2 {:.4}, ROC-AUC {:.4}",
+        args.out.display(),
+        v.tuned.f_beta,
+        v.tuned.threshold,
+        100.0 * rate,
+        v.tuned.precision,
+        v.tuned.recall,
+        v.at_threshold.f_beta,
+        v.roc_auc
+    );
+    if let Some(t) = &card.training {
+        println!(
+            "training: {} step(s), best epoch {}, {:.1} s, {} text(s) truncated",
+            t.steps, t.best_epoch, t.seconds, t.truncated
+        );
+    }
+    Ok(())
+}
+
+pub fn predict(args: PredictArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let t = Table::read(&args.input)?;
+    let texts = t.texts()?;
+    let mut model = Classifier::load(&args.model)?;
+    model.batch_size = args.batch_size.max(1);
+    let bar = ProgressBar::new(texts.len() as u64).with_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} texts · {per_sec} · eta {eta}",
+        )
+        .expect("template"),
+    );
+    bar.set_message("predicting");
+    let mut probs = Vec::with_capacity(texts.len());
+    let mut flags = Vec::with_capacity(texts.len());
+    let mut truncated = 0;
+    for chunk in texts.chunks(1024) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for p in model.predict(&refs)? {
+            probs.push(p.probability);
+            flags.push(p.need_support);
+            truncated += p.truncated as usize;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    t.write_with_predictions(&args.output, &probs, &flags)?;
+    let empty = texts.iter().filter(|s| s.trim().is_empty()).count();
+    println!(
+        "{} rows → {}: {} flagged need_support (threshold {:.4}), {} empty text ({} missing), {} truncated to {} tokens, {:.1} s",
+        texts.len(),
+        args.output.display(),
+        flags.iter().filter(|&&f| f).count(),
+        model.threshold(),
+        empty,
+        t.null_texts(),
+        truncated,
+        model.card.max_length,
+        started.elapsed().as_secs_f64()
+    );
+    if !t.bad_lines.is_empty() {
+        let q = args.output.with_extension("bad.jsonl");
+        table::write_bad_lines(&q, &args.input, &t.bad_lines)?;
+        println!(
+            "{} malformed line(s) quarantined to {} (first: line {})",
+            t.bad_lines.len(),
+            q.display(),
+            t.bad_lines[0].line
+        );
+    }
+    if t.batch.column_by_name("label").is_some() {
+        score_labelled(&t, &probs, model.threshold())?;
+    }
+    Ok(())
+}
+
+/// With labels in the input: F2 at the model's threshold, ROC-AUC and the trivial baselines.
+fn score_labelled(t: &Table, probs: &[f32], threshold: f64) -> Result<()> {
+    let labels = t.labels()?;
+    let (mut p, mut y) = (Vec::new(), Vec::new());
+    for (prob, l) in probs.iter().zip(&labels) {
+        if let Ok(l) = l {
+            p.push(*prob);
+            y.push(*l <= 1);
+        }
+    }
+    if y.is_empty() {
+        bail!("{}: no valid labels to score", t.path.display());
+    }
+    let at = threshold::score_at(&p, &y, threshold, 2.0);
+    let always = threshold::score_at(&p, &y, f64::NEG_INFINITY, 2.0);
+    let prevalence = y.iter().filter(|&&v| v).count() as f64 / y.len() as f64;
+    // Uniform random guessing flags half of each class: TP = P/2, FN = P/2, FP = N/2.
+    let random = 2.5 * prevalence / (4.5 * prevalence + 0.5 * (1.0 - prevalence));
+    println!(
+        "labelled: {} rows, {:.1}% need support — F2 {:.4} (precision {:.3}, recall {:.3}) at threshold {:.4}, ROC-AUC {:.4}; always-flag F2 {:.4}, random-guess F2 {:.4}",
+        y.len(),
+        100.0 * prevalence,
+        at.f_beta,
+        at.precision,
+        at.recall,
+        threshold,
+        threshold::roc_auc(&p, &y),
+        always.f_beta,
+        random
+    );
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! Example files for `train` and `predict`: JSONL, CSV or Parquet (`.gz` for the text formats),
+//! with a `text` column and, for training, a `label` column (0 negative, 1 neutral,
+//! 2 positive). Read into Arrow so every input column survives into the predictions file.
+//! Lines that are not JSON objects are set aside with their line number; rows with a bad label
+//! are counted and named, never silently used.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float32Array, RecordBatch, RecordBatchReader, StringArray,
+};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, Field, Schema};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+/// Format and compression from the file name: `x.jsonl`, `x.json`, `x.ndjson`, `x.csv`,
+/// `x.parquet`, each text format optionally `.gz`.
+pub fn format_of(path: &Path) -> Result<(Format, bool)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let (stem, gz) = match name.strip_suffix(".gz") {
+        Some(s) => (s.to_string(), true),
+        None => (name.clone(), false),
+    };
+    let format = match stem.rsplit('.').next() {
+        Some("jsonl" | "json" | "ndjson") => Format::Jsonl,
+        Some("csv") => Format::Csv,
+        Some("parquet") if !gz => Format::Parquet,
+        _ => bail!(
+            "{}: unknown format (use .jsonl, .csv or .parquet; .jsonl.gz and .csv.gz too)",
+            path.display()
+        ),
+    };
+    Ok((format, gz))
+}
+
+fn open_text(path: &Path, gz: bool) -> Result<Box<dyn BufRead>> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(if gz {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(f)))
+    } else {
+        Box::new(BufReader::new(f))
+    })
+}
+
+/// A line of a JSONL file that is not a JSON object.
+#[derive(Debug, Clone)]
+pub struct BadLine {
+    pub line: usize,
+    pub error: String,
+    pub raw: String,
+}
+
+/// An example file, read.
+pub struct Table {
+    pub path: PathBuf,
+    pub batch: RecordBatch,
+    /// Input line (JSONL, CSV: 1-based incl. header) or row (Parquet: 0-based) of each row.
+    pub lines: Vec<usize>,
+    pub bad_lines: Vec<BadLine>,
+}
+
+impl Table {
+    pub fn read(path: &Path) -> Result<Table> {
+        let (format, gz) = format_of(path)?;
+        let (batch, lines, bad_lines) = match format {
+            Format::Jsonl => read_jsonl(path, gz)?,
+            Format::Csv => {
+                let b = read_csv(path, gz)?;
+                let lines = (0..b.num_rows()).map(|i| i + 2).collect();
+                (b, lines, Vec::new())
+            }
+            Format::Parquet => {
+                let f =
+                    File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                        .with_context(|| format!("{}: not a Parquet file", path.display()))?
+                        .build()?;
+                let schema = reader.schema();
+                let batches = reader.collect::<Result<Vec<_>, _>>()?;
+                let b = concat_batches(&schema, &batches)?;
+                let lines = (0..b.num_rows()).collect();
+                (b, lines, Vec::new())
+            }
+        };
+        Ok(Table {
+            path: path.to_owned(),
+            batch,
+            lines,
+            bad_lines,
+        })
+    }
+
+    fn column(&self, name: &str) -> Option<&ArrayRef> {
+        self.batch.column_by_name(name)
+    }
+
+    /// The `text` column (null → empty string, counted by the caller via [`Table::null_texts`]).
+    pub fn texts(&self) -> Result<Vec<String>> {
+        let col = self.column("text").with_context(|| {
+            format!(
+                "{}: no `text` column (columns: {})",
+                self.path.display(),
+                self.column_names().join(", ")
+            )
+        })?;
+        let s = cast(col, &DataType::Utf8)
+            .with_context(|| format!("{}: column `text` is not text", self.path.display()))?;
+        let s = s.as_any().downcast_ref::<StringArray>().expect("utf8");
+        Ok((0..s.len())
+            .map(|i| {
+                if s.is_null(i) {
+                    String::new()
+                } else {
+                    s.value(i).to_owned()
+                }
+            })
+            .collect())
+    }
+
+    pub fn null_texts(&self) -> usize {
+        self.column("text").map_or(0, |c| c.null_count())
+    }
+
+    fn column_names(&self) -> Vec<String> {
+        self.batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    /// The `label` column as 0/1/2; `Err((line, value))` for a row whose label is missing or
+    /// outside 0–2.
+    pub fn labels(&self) -> Result<Vec<Result<u8, (usize, String)>>> {
+        let col = self.column("label").with_context(|| {
+            format!(
+                "{}: no `label` column (0 negative, 1 neutral, 2 positive) — columns: {}",
+                self.path.display(),
+                self.column_names().join(", ")
+            )
+        })?;
+        let as_text = cast(col, &DataType::Utf8)?;
+        let as_text = as_text
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("utf8");
+        Ok((0..as_text.len())
+            .map(|i| {
+                let v = if as_text.is_null(i) {
+                    "null"
+                } else {
+                    as_text.value(i)
+                };
+                match v.trim() {
+                    "0" => Ok(0),
+                    "1" => Ok(1),
+                    "2" => Ok(2),
+                    other => Err((self.lines[i], other.to_owned())),
+                }
+            })
+            .collect())
+    }
+
+    /// Writes the input columns plus `need_support_probability` and `need_support` to `out`
+    /// (format from its name), through a temporary file renamed into place.
+    pub fn write_with_predictions(&self, out: &Path, probs: &[f32], flags: &[bool]) -> Result<()> {
+        let mut fields: Vec<Field> = self
+            .batch
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| {
+                !matches!(
+                    f.name().as_str(),
+                    "need_support_probability" | "need_support"
+                )
+            })
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut cols: Vec<ArrayRef> = fields
+            .iter()
+            .map(|f| self.batch.column_by_name(f.name()).expect("field").clone())
+            .collect();
+        fields.push(Field::new(
+            "need_support_probability",
+            DataType::Float32,
+            false,
+        ));
+        fields.push(Field::new("need_support", DataType::Boolean, false));
+        cols.push(Arc::new(Float32Array::from(probs.to_vec())));
+        cols.push(Arc::new(BooleanArray::from(flags.to_vec())));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
+        write_batch(out, &batch)
+    }
+}
+
+/// Writes `batch` to `out` (format from its name) atomically.
+pub fn write_batch(out: &Path, batch: &RecordBatch) -> Result<()> {
+    let (format, gz) = format_of(out)?;
+    if gz {
+        bail!(
+            "{}: write uncompressed output (.jsonl, .csv, .parquet)",
+            out.display()
+        );
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    {
+        let w = tmp.as_file_mut();
+        match format {
+            Format::Jsonl => {
+                let mut writer = arrow::json::LineDelimitedWriter::new(&mut *w);
+                writer.write(batch)?;
+                writer.finish()?;
+            }
+            Format::Csv => {
+                let mut writer = arrow::csv::Writer::new(&mut *w);
+                writer.write(batch)?;
+            }
+            Format::Parquet => {
+                let props = parquet::file::properties::WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                    .build();
+                let mut writer =
+                    parquet::arrow::ArrowWriter::try_new(&mut *w, batch.schema(), Some(props))?;
+                writer.write(batch)?;
+                writer.close()?;
+            }
+        }
+        w.flush()?;
+    }
+    tmp.persist(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+fn read_jsonl(path: &Path, gz: bool) -> Result<(RecordBatch, Vec<usize>, Vec<BadLine>)> {
+    let mut good = String::new();
+    let mut lines = Vec::new();
+    let mut bad = Vec::new();
+    let mut reader = open_text(path, gz)?;
+    let mut raw = Vec::new();
+    let mut n = 0;
+    let mut order: Vec<String> = Vec::new();
+    loop {
+        raw.clear();
+        if reader
+            .read_until(b'\n', &mut raw)
+            .with_context(|| format!("{}: read failed after line {n}", path.display()))?
+            == 0
+        {
+            break;
+        }
+        n += 1;
+        let text = String::from_utf8_lossy(&raw);
+        let line = text.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(_)) => {
+                if let Ok(Keys(keys)) = serde_json::from_str::<Keys>(line) {
+                    for k in keys {
+                        if !order.contains(&k) {
+                            order.push(k);
+                        }
+                    }
+                }
+                good.push_str(line);
+                good.push('\n');
+                lines.push(n);
+            }
+            Ok(_) => bad.push(BadLine {
+                line: n,
+                error: "not a JSON object".into(),
+                raw: line.to_owned(),
+            }),
+            Err(e) => bad.push(BadLine {
+                line: n,
+                error: e.to_string(),
+                raw: line.to_owned(),
+            }),
+        }
+    }
+    if lines.is_empty() {
+        bail!(
+            "{}: no JSON objects ({} lines, {} malformed)",
+            path.display(),
+            n,
+            bad.len()
+        );
+    }
+    let (schema, _) = arrow::json::reader::infer_json_schema(std::io::Cursor::new(&good), None)
+        .with_context(|| format!("{}: cannot infer columns", path.display()))?;
+    // Inference sorts the keys; keep the file's order instead.
+    let schema = Arc::new(Schema::new(
+        order
+            .iter()
+            .filter_map(|k| schema.field_with_name(k).ok().cloned())
+            .collect::<Vec<_>>(),
+    ));
+    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(8192)
+        .build(std::io::Cursor::new(good))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: rows do not share column types", path.display()))?;
+    Ok((concat_batches(&schema, &batches)?, lines, bad))
+}
+
+fn read_csv(path: &Path, gz: bool) -> Result<RecordBatch> {
+    let mut bytes = Vec::new();
+    open_text(path, gz)?.read_to_end(&mut bytes)?;
+    let format = arrow::csv::reader::Format::default().with_header(true);
+    let (schema, _) = format
+        .infer_schema(std::io::Cursor::new(&bytes), None)
+        .with_context(|| format!("{}: cannot read CSV header/columns", path.display()))?;
+    // Keep ids and labels as written: every column read as text, labels parsed later.
+    let schema = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(true)
+        .build(std::io::Cursor::new(bytes))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: malformed CSV", path.display()))?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+/// Quarantine file of bad lines: one JSON object per line with file, line, error and raw text.
+pub fn write_bad_lines(out: &Path, source: &Path, bad: &[BadLine]) -> Result<()> {
+    let mut text = String::new();
+    for b in bad {
+        text.push_str(
+            &serde_json::json!({
+                "source": source.display().to_string(),
+                "line": b.line,
+                "error": b.error,
+                "raw": b.raw,
+            })
+            .to_string(),
+        );
+        text.push('\n');
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.persist(out)?;
+    Ok(())
+}
+
+/// The keys of a JSON object, in the order written.
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}

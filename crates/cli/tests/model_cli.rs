@@ -1,0 +1,243 @@
+//! `flagship train` / `flagship predict` on real labelled tweets in every file format, with
+//! broken rows: bad labels are skipped and named, malformed lines quarantined with their line
+//! number, every input column survives into the predictions.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use flagship_core::testing::{fixture, workspace_root};
+
+fn flagship(args: &[&str], dir: &Path) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_flagship"))
+        .current_dir(dir)
+        .env("RUST_BACKTRACE", "0")
+        .env("FLAGSHIP_VENV", workspace_root().join(".venv"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "flagship {args:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn rows(rel: &str, n: usize) -> Vec<serde_json::Value> {
+    std::io::BufReader::new(std::fs::File::open(fixture(rel)).unwrap())
+        .lines()
+        .take(n)
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn linear_train_and_predict_across_formats_with_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Training file as CSV (quotes, commas and newlines inside texts), two bad labels.
+    let mut w = csv_writer(&d.join("train.csv"));
+    w.write_record(["id", "text", "label"]).unwrap();
+    for r in rows("tweeteval-sentiment/val.jsonl", 800) {
+        w.write_record([
+            r["id"].as_str().unwrap(),
+            r["text"].as_str().unwrap(),
+            &r["label"].to_string(),
+        ])
+        .unwrap();
+    }
+    w.write_record(["bad-1", "a label out of range", "5"])
+        .unwrap();
+    w.write_record(["bad-2", "no label at all", ""]).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    // Validation as JSONL with a malformed line.
+    let mut val = String::new();
+    for r in rows("tweeteval-sentiment/test_pool.jsonl", 300) {
+        // Key order as written (id, text, label) must survive into the output.
+        val.push_str(&format!(
+            "{{\"id\": {}, \"text\": {}, \"label\": {}}}\n",
+            r["id"], r["text"], r["label"]
+        ));
+    }
+    val.push_str("{\"id\": \"broken\", \"text\": \"cut off\n");
+    std::fs::write(d.join("val.jsonl"), &val).unwrap();
+
+    let o = flagship(
+        &[
+            "train",
+            "--model-kind",
+            "linear",
+            "--train",
+            "train.csv",
+            "--val",
+            "val.jsonl",
+            "--out",
+            "linear-model",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(
+        t.contains(
+            "train.csv: 2 row(s) without a 0/1/2 label skipped, first at line 802 (label `5`)"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("val.jsonl: 1 malformed line(s) skipped, first at line 301"),
+        "{t}"
+    );
+    assert!(t.contains("train: 800 examples"), "{t}");
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("linear-model/flagship.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(card["kind"], "linear");
+    assert_eq!(card["data"]["train"]["rows"], 800);
+    assert_eq!(card["data"]["train"]["sha256"].as_str().unwrap().len(), 64);
+
+    // Predict JSONL → Parquet: input columns kept, bad line quarantined, labels scored.
+    let o = flagship(
+        &[
+            "predict",
+            "--model",
+            "linear-model",
+            "--input",
+            "val.jsonl",
+            "--output",
+            "pred.parquet",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(t.contains("300 rows → pred.parquet"), "{t}");
+    assert!(
+        t.contains("1 malformed line(s) quarantined to pred.bad.jsonl (first: line 301)"),
+        "{t}"
+    );
+    assert!(t.contains("labelled: 300 rows"), "{t}");
+    let q = std::fs::read_to_string(d.join("pred.bad.jsonl")).unwrap();
+    let q: serde_json::Value = serde_json::from_str(q.lines().next().unwrap()).unwrap();
+    assert_eq!(q["line"], 301);
+    let f = std::fs::File::open(d.join("pred.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    let schema = batches[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "text",
+            "label",
+            "need_support_probability",
+            "need_support"
+        ]
+    );
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
+
+    // Predict CSV → CSV.
+    flagship(
+        &[
+            "predict",
+            "--model",
+            "linear-model",
+            "--input",
+            "train.csv",
+            "--output",
+            "pred.csv",
+        ],
+        d,
+    );
+    let mut r = csv::Reader::from_path(d.join("pred.csv")).unwrap();
+    let headers = r.headers().unwrap().clone();
+    assert_eq!(headers.get(3), Some("need_support_probability"));
+    assert_eq!(r.records().count(), 802);
+}
+
+fn csv_writer(path: &Path) -> csv::Writer<std::fs::File> {
+    csv::Writer::from_path(path).unwrap()
+}
+
+#[test]
+fn transformer_train_and_predict_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let val = fixture("tweeteval-sentiment/val.jsonl");
+    let pool = fixture("tweeteval-sentiment/test_pool.jsonl");
+    let o = flagship(
+        &[
+            "train",
+            "--train",
+            val.to_str().unwrap(),
+            "--val",
+            pool.to_str().unwrap(),
+            "--out",
+            "m",
+            "--limit",
+            "64",
+            "--val-limit",
+            "64",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "32",
+            "--max-length",
+            "32",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(t.contains("model written to m: validation F2"), "{t}");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "flagship.json",
+    ] {
+        assert!(d.join("m").join(f).is_file(), "{f}");
+    }
+    std::fs::write(
+        d.join("in.jsonl"),
+        "{\"text\": \"\"}\n{\"text\": null}\n{\"text\": \"the mirror is stunning\"}\n",
+    )
+    .unwrap();
+    let o = flagship(
+        &[
+            "predict",
+            "--model",
+            "m",
+            "--input",
+            "in.jsonl",
+            "--output",
+            "out.jsonl",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(
+        t.contains("3 rows → out.jsonl") && t.contains("2 empty text (1 missing)"),
+        "{t}"
+    );
+    let out = std::fs::read_to_string(d.join("out.jsonl")).unwrap();
+    assert_eq!(out.lines().count(), 3);
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let p = v["need_support_probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{l}");
+    }
+}

@@ -1,0 +1,410 @@
+//! Exported model folders and the [`Classifier`] that serves them.
+//!
+//! A transformer export is a checkpoint folder `transformers` can open too — `config.json`,
+//! `model.safetensors`, `tokenizer.json` — plus `flagship.json` ([`ModelCard`]): threshold,
+//! label map, base model, data hashes, validation figures, seed. A linear export has
+//! `linear.safetensors` and the same `flagship.json`. Files are written to a temporary folder
+//! beside the target and renamed into place, so a crash leaves no half-written model.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::Device;
+use tch::nn::VarStore;
+
+use crate::ModelError;
+use crate::checkpoint::Checkpoint;
+use crate::config::Family;
+use crate::layers::Precision;
+use crate::linear::LinearModel;
+use crate::sequence::SequenceClassifier;
+use crate::threshold::Choice;
+use crate::tokenize::TextEncoder;
+use crate::train::{self, EpochRecord, Trained, Validation};
+
+pub const CARD_FORMAT: &str = "flagship-model/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Transformer,
+    Linear,
+}
+
+/// A file the model was trained from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRef {
+    pub path: String,
+    pub sha256: String,
+    pub rows: usize,
+}
+
+/// How training went (the run's settings and per-epoch history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    pub seed: u64,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub steps: usize,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub class_weights: bool,
+    pub device: String,
+    pub seconds: f64,
+    /// Training texts cut to `max_length` tokens.
+    pub truncated: usize,
+    pub history: Vec<EpochRecord>,
+}
+
+/// `flagship.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub kind: ModelKind,
+    /// Predict `need_support` when the probability is at least this.
+    pub threshold: f64,
+    /// Output index → name.
+    pub labels: BTreeMap<String, String>,
+    /// Annotators' labels (0/1/2) → name; `need_support` = label in `need_support_labels`.
+    pub source_labels: BTreeMap<String, String>,
+    pub need_support_labels: Vec<u8>,
+    pub expected_need_support_rate: f64,
+    pub max_length: usize,
+    pub family: Option<Family>,
+    /// Base checkpoint folder and the SHA-256 of its weights.
+    pub base_model: Option<DataRef>,
+    pub data: BTreeMap<String, DataRef>,
+    pub validation: Validation,
+    pub training: Option<TrainingRecord>,
+    pub flagship_version: String,
+}
+
+impl ModelCard {
+    fn new(kind: ModelKind, threshold: f64, validation: Validation, rate: f64) -> ModelCard {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        ModelCard {
+            format: CARD_FORMAT.into(),
+            kind,
+            threshold,
+            labels: map(&[("0", "does_not_need_support"), ("1", "needs_support")]),
+            source_labels: map(&[("0", "negative"), ("1", "neutral"), ("2", "positive")]),
+            need_support_labels: vec![0, 1],
+            expected_need_support_rate: rate,
+            max_length: 0,
+            family: None,
+            base_model: None,
+            data: BTreeMap::new(),
+            validation,
+            training: None,
+            flagship_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    pub fn read(dir: &Path) -> Result<ModelCard, ModelError> {
+        let path = dir.join("flagship.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::BadFile {
+            path: path.clone(),
+            message: format!("{e} (is this a model folder written by `flagship train`?)"),
+        })?;
+        let card: ModelCard = serde_json::from_str(&text).map_err(|e| ModelError::BadFile {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if card.format != CARD_FORMAT {
+            return Err(ModelError::BadFile {
+                path,
+                message: format!("format `{}`, this build reads `{CARD_FORMAT}`", card.format),
+            });
+        }
+        Ok(card)
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a folder atomically: `fill` populates a temporary sibling, which then replaces `dir`.
+fn write_dir_atomically(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        std::fs::rename(dir, &old).map_err(|e| ModelError::io(dir, e))?;
+        std::fs::rename(&tmp, dir).map_err(|e| ModelError::io(dir, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, dir).map_err(|e| ModelError::io(dir, e))?;
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ModelError> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    std::fs::write(path, text + "\n").map_err(|e| ModelError::io(path, e))
+}
+
+impl Trained {
+    /// Writes the model folder; `data` names the training files (path, hash, rows).
+    pub fn export(
+        &self,
+        dir: &Path,
+        data: BTreeMap<String, DataRef>,
+    ) -> Result<ModelCard, ModelError> {
+        let v = &self.validation;
+        let mut card = ModelCard::new(
+            ModelKind::Transformer,
+            v.tuned.threshold,
+            v.clone(),
+            self.options.expected_need_support_rate,
+        );
+        card.max_length = self.encoder.max_length();
+        card.family = Some(self.model.config.family);
+        let weights = self.base.join("model.safetensors");
+        card.base_model = Some(DataRef {
+            path: self.base.display().to_string(),
+            sha256: sha256_file(&weights).map_err(|e| ModelError::io(&weights, e))?,
+            rows: 0,
+        });
+        card.data = data;
+        let o = &self.options;
+        card.training = Some(TrainingRecord {
+            seed: o.seed,
+            epochs: o.epochs,
+            best_epoch: self.best_epoch,
+            steps: self.steps,
+            learning_rate: o.learning_rate,
+            batch_size: o.batch_size,
+            weight_decay: o.weight_decay,
+            warmup_ratio: o.warmup_ratio,
+            class_weights: o.class_weights,
+            device: format!("{:?}", o.device),
+            seconds: self.seconds,
+            truncated: self.truncated,
+            history: self.history.clone(),
+        });
+        write_dir_atomically(dir, |tmp| {
+            write_json(
+                &tmp.join("config.json"),
+                &self.model.config.classifier_json(),
+            )?;
+            self.vs.save(tmp.join("model.safetensors"))?;
+            let tok = self.base.join("tokenizer.json");
+            std::fs::copy(&tok, tmp.join("tokenizer.json")).map_err(|e| ModelError::io(&tok, e))?;
+            write_json(&tmp.join("flagship.json"), &card)
+        })?;
+        Ok(card)
+    }
+}
+
+/// Trains the linear baseline and writes its folder (threshold tuned like the transformer's).
+pub fn train_linear(
+    train_set: &[train::Example],
+    val: &[train::Example],
+    opts: &crate::linear::LinearOptions,
+    expected_rate: f64,
+    dir: &Path,
+    data: BTreeMap<String, DataRef>,
+) -> Result<ModelCard, ModelError> {
+    let started = std::time::Instant::now();
+    let model = LinearModel::train(train_set, opts)?;
+    let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
+    let labels: Vec<bool> = val.iter().map(|e| e.need_support).collect();
+    let probs = model.probabilities(&texts);
+    let validation = validation_of(&probs, &labels, expected_rate);
+    let mut card = ModelCard::new(
+        ModelKind::Linear,
+        validation.tuned.threshold,
+        validation,
+        expected_rate,
+    );
+    card.data = data;
+    card.training = Some(TrainingRecord {
+        seed: opts.seed,
+        epochs: opts.epochs,
+        best_epoch: opts.epochs,
+        steps: opts.epochs * train_set.len(),
+        learning_rate: opts.learning_rate,
+        batch_size: 1,
+        weight_decay: opts.l2,
+        warmup_ratio: 0.0,
+        class_weights: false,
+        device: "Cpu".into(),
+        seconds: started.elapsed().as_secs_f64(),
+        truncated: 0,
+        history: Vec::new(),
+    });
+    write_dir_atomically(dir, |tmp| {
+        model.save(tmp)?;
+        write_json(&tmp.join("flagship.json"), &card)
+    })?;
+    Ok(card)
+}
+
+/// Validation figures from probabilities (no loss for models without logits).
+pub fn validation_of(probs: &[f32], labels: &[bool], rate: f64) -> Validation {
+    use crate::threshold::{roc_auc, score_at, tune};
+    let tuned: Choice = tune(probs, labels, Some(rate), 2.0);
+    let loss = probs
+        .iter()
+        .zip(labels)
+        .map(|(&p, &y)| {
+            let p = (p as f64).clamp(1e-7, 1.0 - 1e-7);
+            if y { -p.ln() } else { -(1.0 - p).ln() }
+        })
+        .sum::<f64>()
+        / labels.len().max(1) as f64;
+    Validation {
+        rows: labels.len(),
+        need_support: labels.iter().filter(|&&y| y).count(),
+        at_threshold: score_at(probs, labels, tuned.threshold, 2.0),
+        tuned,
+        f2_at_half: score_at(probs, labels, 0.5, 2.0).f_beta,
+        roc_auc: roc_auc(probs, labels),
+        loss,
+    }
+}
+
+struct Transformer {
+    _vs: VarStore,
+    model: SequenceClassifier,
+    encoder: TextEncoder,
+    device: Device,
+    precision: Precision,
+}
+
+enum Inner {
+    Transformer(Box<Transformer>),
+    Linear(LinearModel),
+}
+
+/// One prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    pub probability: f32,
+    pub need_support: bool,
+    /// The text was cut to the model's `max_length` tokens.
+    pub truncated: bool,
+}
+
+/// A loaded model folder, ready to score texts.
+pub struct Classifier {
+    pub dir: PathBuf,
+    pub card: ModelCard,
+    inner: Inner,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+}
+
+impl Classifier {
+    /// Loads a folder written by `flagship train` onto [`crate::device`].
+    pub fn load(dir: &Path) -> Result<Classifier, ModelError> {
+        Self::load_on(dir, crate::device())
+    }
+
+    pub fn load_on(dir: &Path, device: Device) -> Result<Classifier, ModelError> {
+        let card = ModelCard::read(dir)?;
+        let inner = match card.kind {
+            ModelKind::Linear => Inner::Linear(LinearModel::load(dir)?),
+            ModelKind::Transformer => {
+                let ck = Checkpoint::open(dir)?;
+                let (vs, model, _) = SequenceClassifier::from_checkpoint(&ck, device, true)?;
+                let encoder = TextEncoder::from_file(
+                    &dir.join("tokenizer.json"),
+                    card.max_length.max(2),
+                    model.config.pad_token_id,
+                )?;
+                Inner::Transformer(Box::new(Transformer {
+                    _vs: vs,
+                    model,
+                    encoder,
+                    device,
+                    precision: if device.is_cuda() {
+                        Precision::Bf16
+                    } else {
+                        Precision::F32
+                    },
+                }))
+            }
+        };
+        Ok(Classifier {
+            dir: dir.to_owned(),
+            card,
+            inner,
+            batch_size: 64,
+        })
+    }
+
+    pub fn threshold(&self) -> f64 {
+        self.card.threshold
+    }
+
+    /// Scores `texts` (any length, empty strings allowed), in order.
+    pub fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, ModelError> {
+        let (probs, truncated) = match &self.inner {
+            Inner::Linear(m) => (m.probabilities(texts), vec![false; texts.len()]),
+            Inner::Transformer(t) => {
+                let enc = t
+                    .encoder
+                    .encode(texts)
+                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                let (p, _) = train::probabilities(
+                    &t.model,
+                    &t.encoder,
+                    &enc,
+                    self.batch_size,
+                    t.device,
+                    t.precision,
+                );
+                (p, enc.iter().map(|e| e.truncated).collect())
+            }
+        };
+        Ok(probs
+            .into_iter()
+            .zip(truncated)
+            .map(|(probability, truncated)| Prediction {
+                probability,
+                need_support: probability as f64 >= self.card.threshold,
+                truncated,
+            })
+            .collect())
+    }
+}

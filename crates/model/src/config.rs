@@ -1,0 +1,269 @@
+//! `config.json` of a checkpoint, read as the checkpoint writes it.
+//!
+//! BERT (MiniLM included) and RoBERTa name their sizes `hidden_size`, `num_hidden_layers`…;
+//! DistilBERT names the same things `dim`, `n_layers`…. Both spellings are read into one
+//! [`Config`]; nothing is renamed in the weights.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::checkpoint::CheckpointError;
+
+/// Which architecture a checkpoint is; decides tensor names and a few details of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// BERT and its distillations (MiniLM): post-LayerNorm encoder, pooler on `[CLS]`.
+    Bert,
+    /// RoBERTa: BERT's layers, positions counted from `pad_token_id + 1`, head on `<s>`.
+    Roberta,
+    /// DistilBERT: no token types, `q_lin`/`sa_layer_norm`/`ffn` names, `pre_classifier` head.
+    Distilbert,
+}
+
+impl Family {
+    /// The name Hugging Face gives the encoder inside a `*ForSequenceClassification` model,
+    /// which is also the tensor prefix of such checkpoints.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Roberta => "roberta",
+            Family::Distilbert => "distilbert",
+        }
+    }
+
+    /// `architectures` entry for an exported classifier (so `transformers` can load it too).
+    pub fn classifier_architecture(self) -> &'static str {
+        match self {
+            Family::Bert => "BertForSequenceClassification",
+            Family::Roberta => "RobertaForSequenceClassification",
+            Family::Distilbert => "DistilBertForSequenceClassification",
+        }
+    }
+}
+
+/// Hidden activation of the feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact (erf) GELU — Hugging Face's `"gelu"`.
+    Gelu,
+    /// tanh approximation — `"gelu_new"`, `"gelu_pytorch_tanh"`.
+    GeluTanh,
+    Relu,
+}
+
+/// The sizes and settings of an encoder, from its `config.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub family: Family,
+    pub model_type: String,
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    pub intermediate_size: i64,
+    pub max_position_embeddings: i64,
+    /// 0 for DistilBERT (no token-type embeddings).
+    pub type_vocab_size: i64,
+    pub layer_norm_eps: f64,
+    pub hidden_dropout_prob: f64,
+    pub attention_probs_dropout_prob: f64,
+    /// Dropout before the classification head.
+    pub classifier_dropout: f64,
+    pub pad_token_id: i64,
+    pub activation: Activation,
+    /// The whole file, kept so an export writes it back with only the classifier keys changed.
+    pub raw: Value,
+}
+
+impl Config {
+    /// Reads and checks `path` (a `config.json`).
+    pub fn from_file(path: &Path) -> Result<Config, CheckpointError> {
+        let bad = |message: String| CheckpointError::BadFile {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let raw: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        Config::from_value(raw).map_err(bad)
+    }
+
+    /// Interprets a parsed `config.json`; the error names the offending key.
+    pub fn from_value(raw: Value) -> Result<Config, String> {
+        let model_type = raw
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("bert")
+            .to_owned();
+        let family = match model_type.as_str() {
+            "bert" => Family::Bert,
+            "roberta" => Family::Roberta,
+            "distilbert" => Family::Distilbert,
+            other => {
+                return Err(format!(
+                    "model_type `{other}` is not supported (bert, roberta, distilbert)"
+                ));
+            }
+        };
+        // First of `keys` present; DistilBERT spells most sizes differently.
+        let int = |keys: &[&str], default: Option<i64>| -> Result<i64, String> {
+            match keys.iter().find_map(|k| raw.get(*k)) {
+                Some(v) => v
+                    .as_i64()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| format!("`{}` must be a non-negative integer", keys[0])),
+                None => default.ok_or_else(|| format!("`{}` is missing", keys[0])),
+            }
+        };
+        let float = |keys: &[&str], default: f64| -> Result<f64, String> {
+            match keys
+                .iter()
+                .find_map(|k| raw.get(*k))
+                .filter(|v| !v.is_null())
+            {
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| format!("`{}` must be a number", keys[0])),
+                None => Ok(default),
+            }
+        };
+        let hidden_dropout_prob = float(&["hidden_dropout_prob", "dropout"], 0.1)?;
+        let act = raw
+            .get("hidden_act")
+            .or_else(|| raw.get("activation"))
+            .and_then(Value::as_str)
+            .unwrap_or("gelu");
+        let activation = match act {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            other => return Err(format!("hidden_act `{other}` is not supported")),
+        };
+        if let Some(kind) = raw.get("position_embedding_type").and_then(Value::as_str)
+            && kind != "absolute"
+        {
+            return Err(format!(
+                "position_embedding_type `{kind}` is not supported (absolute only)"
+            ));
+        }
+        let config = Config {
+            family,
+            vocab_size: int(&["vocab_size"], None)?,
+            hidden_size: int(&["hidden_size", "dim"], None)?,
+            num_hidden_layers: int(&["num_hidden_layers", "n_layers"], None)?,
+            num_attention_heads: int(&["num_attention_heads", "n_heads"], None)?,
+            intermediate_size: int(&["intermediate_size", "hidden_dim"], None)?,
+            max_position_embeddings: int(&["max_position_embeddings"], Some(512))?,
+            type_vocab_size: match family {
+                Family::Distilbert => 0,
+                _ => int(&["type_vocab_size"], Some(2))?,
+            },
+            layer_norm_eps: match family {
+                // DistilBERT hard-codes 1e-12 in its modules.
+                Family::Distilbert => 1e-12,
+                _ => float(&["layer_norm_eps"], 1e-12)?,
+            },
+            hidden_dropout_prob,
+            attention_probs_dropout_prob: float(
+                &["attention_probs_dropout_prob", "attention_dropout"],
+                0.1,
+            )?,
+            classifier_dropout: match family {
+                Family::Distilbert => float(&["seq_classif_dropout"], 0.2)?,
+                _ => float(&["classifier_dropout"], hidden_dropout_prob)?,
+            },
+            pad_token_id: int(
+                &["pad_token_id"],
+                Some(if family == Family::Roberta { 1 } else { 0 }),
+            )?,
+            activation,
+            model_type,
+            raw,
+        };
+        if config.hidden_size % config.num_attention_heads.max(1) != 0 {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                config.hidden_size, config.num_attention_heads
+            ));
+        }
+        Ok(config)
+    }
+
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// The config an exported two-label classifier is written with: the base's keys, plus
+    /// `architectures`, `id2label`, `label2id`, so `transformers` opens it too.
+    pub fn classifier_json(&self) -> Value {
+        let mut v = self.raw.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.insert(
+                "architectures".into(),
+                serde_json::json!([self.family.classifier_architecture()]),
+            );
+            m.insert(
+                "id2label".into(),
+                serde_json::json!({"0": "does_not_need_support", "1": "needs_support"}),
+            );
+            m.insert(
+                "label2id".into(),
+                serde_json::json!({"does_not_need_support": 0, "needs_support": 1}),
+            );
+            m.remove("_name_or_path");
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn distilbert_spelling_is_read() {
+        let c = Config::from_value(json!({
+            "model_type": "distilbert", "vocab_size": 100, "dim": 32, "n_layers": 2,
+            "n_heads": 4, "hidden_dim": 64, "max_position_embeddings": 40,
+            "dropout": 0.1, "attention_dropout": 0.1, "activation": "gelu", "pad_token_id": 0
+        }))
+        .unwrap();
+        assert_eq!(c.family, Family::Distilbert);
+        assert_eq!(
+            (c.hidden_size, c.intermediate_size, c.head_dim()),
+            (32, 64, 8)
+        );
+        assert_eq!(c.type_vocab_size, 0);
+        assert_eq!(c.classifier_dropout, 0.2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_value(json!({"model_type": "bert", "vocab_size": 10})).unwrap_err();
+        assert!(e.contains("`hidden_size` is missing"), "{e}");
+        let e = Config::from_value(json!({"model_type": "gpt2"})).unwrap_err();
+        assert!(e.contains("gpt2"), "{e}");
+        let e = Config::from_value(json!({
+            "vocab_size": 10, "hidden_size": 30, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "intermediate_size": 8
+        }))
+        .unwrap_err();
+        assert!(e.contains("multiple"), "{e}");
+    }
+
+    #[test]
+    fn roberta_pads_with_one_by_default() {
+        let c = Config::from_value(json!({
+            "model_type": "roberta", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 16
+        }))
+        .unwrap();
+        assert_eq!(c.pad_token_id, 1);
+        assert_eq!(
+            c.classifier_json()["architectures"][0],
+            "RobertaForSequenceClassification"
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! The few building blocks the encoders need, with the checkpoint's variable names
+//! (`weight`, `bias`) and the optimizer groups fine-tuning wants: weight decay on weights and
+//! embeddings, none on biases and LayerNorm.
+
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+/// Optimizer group of parameters that get weight decay.
+pub const DECAY: usize = 0;
+/// Optimizer group of biases and LayerNorm parameters (no weight decay).
+pub const NO_DECAY: usize = 1;
+
+/// Arithmetic of the matrix products. Master weights, LayerNorm and softmax stay f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// bfloat16 matrix products (what autocast does on CUDA), f32 everywhere else.
+    Bf16,
+}
+
+impl Precision {
+    fn kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// `y = x Wᵀ + b`, `W` shaped `[out, in]` as PyTorch stores it.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(p: &Path, in_dim: i64, out_dim: i64) -> Linear {
+        Linear {
+            weight: p.set_group(DECAY).var(
+                "weight",
+                &[out_dim, in_dim],
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            ),
+            bias: p
+                .set_group(NO_DECAY)
+                .var("bias", &[out_dim], Init::Const(0.0)),
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor, precision: Precision) -> Tensor {
+        match precision {
+            Precision::F32 => xs.linear(&self.weight, Some(&self.bias)),
+            p => xs.to_kind(p.kind()).linear(
+                &self.weight.to_kind(p.kind()),
+                Some(&self.bias.to_kind(p.kind())),
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(p: &Path, dim: i64, eps: f64) -> LayerNorm {
+        let p = p.set_group(NO_DECAY);
+        LayerNorm {
+            weight: p.var("weight", &[dim], Init::Const(1.0)),
+            bias: p.var("bias", &[dim], Init::Const(0.0)),
+            eps,
+        }
+    }
+
+    /// Always in f32, whatever the input's precision.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let dim = *self.weight.size().first().expect("1-d gain");
+        xs.to_kind(Kind::Float).layer_norm(
+            [dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct Embedding {
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    pub fn new(p: &Path, num: i64, dim: i64) -> Embedding {
+        Embedding {
+            weight: p.set_group(DECAY).var(
+                "weight",
+                &[num, dim],
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            ),
+        }
+    }
+
+    pub fn forward(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.weight, ids, -1, false, false)
+    }
+}

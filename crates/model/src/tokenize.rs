@@ -1,0 +1,102 @@
+//! Texts → token ids with the checkpoint's own `tokenizer.json` (Hugging Face `tokenizers`),
+//! and ids → padded batches (dynamic padding: each batch as long as its longest text).
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+use tokenizers::Tokenizer;
+
+use crate::checkpoint::CheckpointError;
+
+/// One text's token ids, special tokens included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<i64>,
+    /// The text was longer than `max_length` tokens and was cut.
+    pub truncated: bool,
+}
+
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    max_length: usize,
+    pad_id: i64,
+}
+
+impl TextEncoder {
+    /// Loads `tokenizer.json`; `max_length` counts special tokens (as `transformers` does).
+    pub fn from_file(
+        path: &Path,
+        max_length: usize,
+        pad_id: i64,
+    ) -> Result<TextEncoder, CheckpointError> {
+        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| CheckpointError::BadFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id as i64)
+            .unwrap_or(pad_id);
+        // Truncation and padding are done here (counted, per batch), not by the file's settings.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| CheckpointError::BadFile {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        tokenizer.with_padding(None);
+        Ok(TextEncoder {
+            tokenizer,
+            max_length: max_length.max(2),
+            pad_id,
+        })
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
+    }
+
+    /// Encodes all texts (in parallel). Over-long texts keep their first tokens and the
+    /// closing special token, like `transformers`' truncation of a single sequence.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>, tokenizers::Error> {
+        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true)?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| {
+                let mut ids: Vec<i64> = e.get_ids().iter().map(|&i| i as i64).collect();
+                let truncated = ids.len() > self.max_length;
+                if truncated {
+                    let last = *ids.last().expect("non-empty");
+                    ids.truncate(self.max_length - 1);
+                    ids.push(last);
+                }
+                Encoded { ids, truncated }
+            })
+            .collect())
+    }
+
+    /// `[batch, longest]` ids (padded with the pad id) and mask (1 on real tokens), on `device`.
+    pub fn collate(&self, items: &[&Encoded], device: Device) -> (Tensor, Tensor) {
+        let longest = items.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
+        let mut ids = Vec::with_capacity(items.len() * longest);
+        let mut mask = Vec::with_capacity(items.len() * longest);
+        for e in items {
+            ids.extend_from_slice(&e.ids);
+            mask.extend(std::iter::repeat_n(1i64, e.ids.len()));
+            ids.extend(std::iter::repeat_n(self.pad_id, longest - e.ids.len()));
+            mask.extend(std::iter::repeat_n(0i64, longest - e.ids.len()));
+        }
+        let shape = [items.len() as i64, longest as i64];
+        (
+            Tensor::from_slice(&ids).view(shape).to_device(device),
+            Tensor::from_slice(&mask)
+                .view(shape)
+                .to_kind(Kind::Int64)
+                .to_device(device),
+        )
+    }
+}

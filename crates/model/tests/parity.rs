@@ -1,0 +1,141 @@
+//! The encoder computes what Hugging Face `transformers` computes, for the same checkpoint and
+//! inputs: the real MiniLM (tokens and last hidden state) and tiny random BERT, RoBERTa and
+//! DistilBERT classifiers (hidden state and logits). References come from
+//! `scripts/model_reference.py` and live in `fixtures/model/`; no Python runs here.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use flagship_core::testing::fixture;
+use flagship_model::{Checkpoint, Mode, Precision, SequenceClassifier, TextEncoder};
+use tch::{Device, Kind, Tensor};
+
+const TOLERANCE: f64 = 1e-4;
+
+fn base() -> PathBuf {
+    Checkpoint::default_base().expect("the base model (run `cargo xtask setup`)")
+}
+
+fn reference(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Max |a − b| over real (unpadded) tokens of `[batch, seq, hidden]` outputs.
+fn max_diff_on_tokens(a: &Tensor, b: &Tensor, mask: &Tensor) -> f64 {
+    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
+    ((a - b).abs() * keep).max().double_value(&[])
+}
+
+#[test]
+fn minilm_tokens_match_transformers() {
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("model/minilm-reference.json")).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<&str> = r["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let enc = TextEncoder::from_file(&base().join("tokenizer.json"), 64, 0).unwrap();
+    let ours = enc.encode(&texts).unwrap();
+    for (i, (mine, want)) in ours.iter().zip(r["ids"].as_array().unwrap()).enumerate() {
+        let want: Vec<i64> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(mine.ids, want, "text {i}: {:?}", texts[i]);
+    }
+    // Only the 80-word text is cut (to 64 tokens, closing [SEP] kept).
+    let cut: Vec<usize> = (0..ours.len()).filter(|&i| ours[i].truncated).collect();
+    assert_eq!(cut, vec![6]);
+    assert_eq!(ours[6].ids.len(), 64);
+    assert_eq!(*ours[6].ids.last().unwrap(), 102);
+}
+
+#[test]
+fn minilm_hidden_state_matches_transformers() {
+    let r = reference(&fixture("model/minilm-reference.safetensors"));
+    let (_vs, model, report) = SequenceClassifier::load(&base(), Device::Cpu, false).unwrap();
+    // The bare encoder checkpoint lacks only the new head; its position_ids buffer is unused.
+    assert_eq!(
+        report.initialised,
+        vec!["classifier.bias".to_string(), "classifier.weight".into()]
+    );
+    assert_eq!(report.unused, vec!["embeddings.position_ids".to_string()]);
+    let (ids, mask) = (&r["input_ids"], &r["attention_mask"]);
+    let hidden = tch::no_grad(|| model.encoder.forward(ids, mask, Mode::EVAL));
+    let diff = max_diff_on_tokens(&hidden, &r["last_hidden_state"], mask);
+    println!("MiniLM last hidden state vs transformers: max abs diff {diff:.2e}");
+    assert!(diff <= TOLERANCE, "{diff}");
+
+    // bf16 matrix products (the CUDA path) stay close to f32.
+    let bf16 = tch::no_grad(|| {
+        model.encoder.forward(
+            ids,
+            mask,
+            Mode {
+                train: false,
+                precision: Precision::Bf16,
+            },
+        )
+    });
+    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
+    let mean = ((&bf16 - &hidden).abs() * &keep)
+        .sum(Kind::Float)
+        .double_value(&[])
+        / keep.sum(Kind::Float).double_value(&[])
+        / 384.0;
+    println!("bf16 vs f32: mean abs diff {mean:.3e}");
+    assert!(mean < 0.05, "{mean}");
+}
+
+fn tiny_family(name: &str) {
+    let src = fixture(&format!("model/tiny-{name}"));
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    // Any tokenizer satisfies the folder check; these tests feed ids directly.
+    std::fs::copy(
+        base().join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let r = reference(&src.join("reference.safetensors"));
+    // strict: every variable, head included, must come from the file.
+    let (_vs, model, report) = SequenceClassifier::load(dir.path(), Device::Cpu, true).unwrap();
+    assert!(report.initialised.is_empty());
+    let (ids, mask) = (&r["input_ids"], &r["attention_mask"]);
+    let (hidden, logits) = tch::no_grad(|| {
+        (
+            model.encoder.forward(ids, mask, Mode::EVAL),
+            model.forward(ids, mask, Mode::EVAL),
+        )
+    });
+    let dh = max_diff_on_tokens(&hidden, &r["last_hidden_state"], mask);
+    let dl = (&logits - &r["logits"]).abs().max().double_value(&[]);
+    println!("tiny {name}: hidden max abs diff {dh:.2e}, logits {dl:.2e}");
+    assert!(dh <= TOLERANCE && dl <= TOLERANCE, "{dh} {dl}");
+}
+
+#[test]
+fn tiny_bert_matches_transformers() {
+    tiny_family("bert");
+}
+
+#[test]
+fn tiny_roberta_matches_transformers() {
+    tiny_family("roberta");
+}
+
+#[test]
+fn tiny_distilbert_matches_transformers() {
+    tiny_family("distilbert");
+}

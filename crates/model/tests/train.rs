@@ -1,0 +1,162 @@
+//! Fine-tuning the real MiniLM on real labelled tweets (a few hundred, CPU): seeded runs are
+//! identical, the exported folder reloads to the same predictions, `transformers` opens it and
+//! computes the same logits, and odd inputs (empty, over-long) are handled.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use flagship_core::testing::{fixture, venv};
+use flagship_model::train::{self, Example, TrainOptions};
+use flagship_model::{Checkpoint, Classifier, ModelCard, ModelKind};
+use tch::Device;
+
+fn read(rel: &str, skip: usize, n: usize) -> Vec<Example> {
+    let f = std::fs::File::open(fixture(rel)).unwrap();
+    std::io::BufReader::new(f)
+        .lines()
+        .skip(skip)
+        .take(n)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+            Example {
+                text: v["text"].as_str().unwrap().to_owned(),
+                need_support: v["label"].as_i64().unwrap() <= 1,
+            }
+        })
+        .collect()
+}
+
+fn options() -> TrainOptions {
+    TrainOptions {
+        epochs: 1,
+        max_steps: Some(6),
+        batch_size: 32,
+        max_length: 48,
+        learning_rate: 1e-4,
+        seed: 7,
+        device: Device::Cpu,
+        class_weights: true,
+        ..TrainOptions::default()
+    }
+}
+
+#[test]
+fn seeded_training_is_reproducible_and_exports_a_working_model() {
+    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
+    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 192);
+    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
+    let a = train::train(&base, &train_set, &val, &options()).unwrap();
+    let b = train::train(&base, &train_set, &val, &options()).unwrap();
+    assert_eq!(a.steps, 6);
+    let untimed = |t: &train::Trained| {
+        let mut h = t.history.clone();
+        h.iter_mut().for_each(|r| r.examples_per_second = 0.0);
+        h
+    };
+    assert_eq!(untimed(&a), untimed(&b), "same seed, same run");
+    assert_eq!(a.validation, b.validation);
+    let c = train::train(
+        &base,
+        &train_set,
+        &val,
+        &TrainOptions {
+            seed: 8,
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_ne!(a.history[0].train_loss, c.history[0].train_loss);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let card = a.export(&out, Default::default()).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "flagship.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    assert_eq!(ModelCard::read(&out).unwrap(), card);
+    assert_eq!(card.kind, ModelKind::Transformer);
+    assert_eq!(card.threshold, a.validation.tuned.threshold);
+    assert_eq!(card.expected_need_support_rate, 0.40);
+    assert_eq!(card.base_model.as_ref().unwrap().sha256.len(), 64);
+
+    // Reloaded from disk, the model scores validation exactly as in memory.
+    let model = Classifier::load_on(&out, Device::Cpu).unwrap();
+    let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
+    let preds = model.predict(&texts).unwrap();
+    let labels: Vec<bool> = val.iter().map(|e| e.need_support).collect();
+    let probs: Vec<f32> = preds.iter().map(|p| p.probability).collect();
+    let again = flagship_model::threshold::tune(&probs, &labels, Some(0.40), 2.0);
+    assert!((again.f_beta - card.validation.tuned.f_beta).abs() < 1e-6);
+    assert!(
+        preds
+            .iter()
+            .all(|p| p.need_support == (p.probability as f64 >= card.threshold))
+    );
+
+    // Empty and over-long texts: scored, the long one marked truncated.
+    let long = "the telescope ".repeat(200);
+    let odd = model.predict(&["", &long, "   "]).unwrap();
+    assert_eq!(odd.len(), 3);
+    assert!(odd.iter().all(|p| (0.0..=1.0).contains(&p.probability)));
+    assert_eq!(
+        odd.iter().map(|p| p.truncated).collect::<Vec<_>>(),
+        vec![false, true, false]
+    );
+
+    // Hugging Face transformers opens the export as a classifier and agrees on the logits.
+    hf_agrees(&out, &texts[..8], &probs[..8]);
+}
+
+fn hf_agrees(dir: &Path, texts: &[&str], probs: &[f32]) {
+    let python = venv().join("bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: {} missing",
+            python.display()
+        );
+        eprintln!(
+            "skipping the transformers cross-check: no {}",
+            python.display()
+        );
+        return;
+    }
+    let script = r#"
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+d, texts = sys.argv[1], json.loads(sys.stdin.read())
+tok = AutoTokenizer.from_pretrained(d)
+m = AutoModelForSequenceClassification.from_pretrained(d).eval()
+b = tok(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
+with torch.no_grad():
+    print(json.dumps(m(**b).logits.softmax(-1)[:, 1].tolist()))
+"#;
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(texts).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "transformers failed to load the export"
+    );
+    let theirs: Vec<f32> = serde_json::from_slice(&out.stdout).unwrap();
+    for (a, b) in probs.iter().zip(&theirs) {
+        assert!((a - b).abs() < 1e-4, "{probs:?} vs {theirs:?}");
+    }
+}

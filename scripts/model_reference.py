@@ -1,0 +1,97 @@
+"""Reference outputs of Hugging Face `transformers` for flagship-model's parity tests.
+
+Run once (outputs are committed under fixtures/model/; the Rust tests need no Python):
+
+    .venv/bin/python scripts/model_reference.py
+
+1. MiniLM (the default base model in .venv/base-model): token ids of a few real-looking
+   tweets from its tokenizer, and the encoder's last hidden state for them (padded batch).
+2. Tiny random BERT, RoBERTa and DistilBERT sequence classifiers (2 layers, 16 wide, vocab 1000),
+   saved as checkpoints with their last hidden state and logits for a padded batch of ids, so
+   each family's layer names, position scheme and classification head are checked too.
+"""
+import json
+import pathlib
+
+import torch
+from safetensors.torch import save_file
+from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification,
+                          AutoTokenizer, BertConfig, DistilBertConfig, RobertaConfig)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "fixtures" / "model"
+BASE = ROOT / ".venv" / "base-model"
+MAX_LENGTH = 64
+
+TEXTS = [
+    "Webb's first deep field is breathtaking 😍 #JWST",
+    "Why is the @NASAWebb feed down AGAIN?? I can't see anything https://t.co/abc123",
+    "",
+    "The mirror alignment &amp; cooldown took months... worth it?",
+    "  lots   of\tspaces\nand a newline  ",
+    "Ünïcödé and CJK 望遠鏡 and numbers 6.5m 18 segments",
+    "long " * 80 + "end",
+    "@user thanks for the update, when do we get the next images?",
+]
+
+
+def minilm():
+    tok = AutoTokenizer.from_pretrained(BASE)
+    model = AutoModel.from_pretrained(BASE, attn_implementation="eager").eval()
+    batch = tok(TEXTS, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    save_file({
+        "input_ids": batch["input_ids"].contiguous(),
+        "attention_mask": batch["attention_mask"].contiguous(),
+        "last_hidden_state": hidden.contiguous(),
+    }, OUT / "minilm-reference.safetensors")
+    (OUT / "minilm-reference.json").write_text(json.dumps({
+        "texts": TEXTS, "max_length": MAX_LENGTH,
+        "ids": [[int(i) for i, m in zip(ids, mask) if m] for ids, mask in
+                zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist())],
+    }, ensure_ascii=False, indent=1) + "\n")
+
+
+def tiny(name, config):
+    torch.manual_seed(7)
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+    with torch.no_grad():
+        # Wide random weights, LayerNorm included, so every tensor matters to the output.
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    pad = config.pad_token_id
+    g = torch.Generator().manual_seed(11)
+    lengths = [12, 7, 3, 12]
+    ids = torch.full((len(lengths), max(lengths)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(5, config.vocab_size, (n,), generator=g)
+        mask[row, :n] = 1
+    with torch.no_grad():
+        encoder = getattr(model, config.model_type)
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    folder = OUT / f"tiny-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    save_file({"input_ids": ids, "attention_mask": mask, "last_hidden_state": hidden.contiguous(),
+               "logits": logits.contiguous()}, folder / "reference.safetensors")
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    minilm()
+    common = dict(vocab_size=1000, num_hidden_layers=2, num_attention_heads=2, hidden_size=16,
+                  intermediate_size=32, max_position_embeddings=40, num_labels=2)
+    tiny("bert", BertConfig(**common))
+    tiny("roberta", RobertaConfig(**common, pad_token_id=1, type_vocab_size=1))
+    tiny("distilbert", DistilBertConfig(vocab_size=1000, n_layers=2, n_heads=2, dim=16,
+                                        hidden_dim=32, max_position_embeddings=40, num_labels=2))
+    for p in sorted(OUT.rglob("*")):
+        if p.is_file():
+            print(f"{p.relative_to(ROOT)}  {p.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()

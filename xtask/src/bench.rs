@@ -1,0 +1,120 @@
+//! `cargo xtask bench train|predict`: flagship against Hugging Face `transformers` on the same
+//! checkpoint, texts, batch size, max length and steps, one after the other on this machine.
+//! Prints both rates and the ratio. Not a test: nothing here fails on a slow machine.
+
+use std::process::Command;
+
+use crate::flags::Bench;
+use crate::setup;
+
+/// The top-level `"examples_per_second"` of a one-line JSON result (the last such key).
+pub fn rate(json: &str) -> Option<f64> {
+    let key = "\"examples_per_second\":";
+    let at = json.rfind(key)? + key.len();
+    let rest = json[at..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
+    eprintln!("bench: running {what}…");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{what} failed ({})", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{what} printed no JSON result"))
+}
+
+pub fn run(f: &Bench) -> Result<(), String> {
+    let env = setup::run(&crate::flags::Setup::default())?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
+        "build",
+        "--release",
+        "-p",
+        "flagship-cli",
+        "--bin",
+        "flagship",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env.root.join("target"));
+    let flagship = target.join("release").join("flagship");
+    let base = env.venv.join("base-model");
+    let data = env.root.join("fixtures/tweeteval-sentiment/train.jsonl.gz");
+    let common = [
+        "--base".to_string(),
+        base.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--steps".into(),
+        f.steps.to_string(),
+        "--rows".into(),
+        f.rows.to_string(),
+        "--batch-size".into(),
+        f.batch_size.to_string(),
+        "--max-length".into(),
+        f.max_length.to_string(),
+    ];
+    let ours = last_line(
+        Command::new(&flagship)
+            .current_dir(&env.root)
+            .arg("bench-model")
+            .arg(&f.what)
+            .args(&common),
+        "flagship",
+    )?;
+    let theirs = last_line(
+        Command::new(env.python())
+            .current_dir(&env.root)
+            .arg("scripts/bench_model.py")
+            .arg(&f.what)
+            .args(&common),
+        "transformers",
+    )?;
+    let (a, b) = (
+        rate(&ours).ok_or("flagship: no rate")?,
+        rate(&theirs).ok_or("transformers: no rate")?,
+    );
+    println!("flagship:     {ours}");
+    println!("transformers: {theirs}");
+    let size = if f.what == "train" {
+        format!("{} steps", f.steps)
+    } else {
+        format!("{} texts", f.rows)
+    };
+    println!(
+        "bench {}: {size}, batch {}, max length {} — flagship {a:.1} ex/s, transformers {b:.1} ex/s, ratio {:.2}×",
+        f.what,
+        f.batch_size,
+        f.max_length,
+        a / b
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate;
+
+    #[test]
+    fn rate_reads_the_top_level_key() {
+        assert_eq!(
+            rate(
+                r#"{"examples": 3, "input_order": {"examples_per_second": 1.5}, "examples_per_second": 2.25e1}"#
+            ),
+            Some(22.5)
+        );
+        assert_eq!(rate("{}"), None);
+    }
+}
