@@ -34,8 +34,8 @@ def train(a):
     model = AutoModelForSequenceClassification.from_pretrained(a.base, num_labels=2)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, max_steps=a.steps, per_device_train_batch_size=a.batch_size,
-                                 learning_rate=5e-5, weight_decay=0.01, warmup_ratio=0.1, max_grad_norm=1.0,
-                                 group_by_length=True, save_strategy="no", report_to=[], logging_steps=a.steps,
+                                 learning_rate=5e-5, weight_decay=0.01, warmup_steps=max(1, a.steps // 10), max_grad_norm=1.0,
+                                 train_sampling_strategy="group_by_length", save_strategy="no", report_to=[], logging_steps=a.steps,
                                  seed=42, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
                                  bf16=torch.cuda.is_available(), disable_tqdm=True)
         trainer = Trainer(model=model, args=args, train_dataset=ds,

@@ -100,6 +100,16 @@ pub fn run(f: &Bench) -> Result<(), String> {
         f.max_length,
         a / b
     );
+    // The peer's prediction also timed on length-sorted input: the engine-only comparison.
+    if let Some(sorted) = theirs
+        .find("\"length_sorted\"")
+        .and_then(|at| rate(&theirs[at..theirs[at..].find('}').map_or(theirs.len(), |e| at + e)]))
+    {
+        println!(
+            "  transformers on length-sorted input: {sorted:.1} ex/s (flagship sorts by length itself), ratio {:.2}×",
+            a / sorted
+        );
+    }
     Ok(())
 }
 

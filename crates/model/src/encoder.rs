@@ -147,19 +147,19 @@ impl Layer {
         }
     }
 
-    /// `xs`: `[batch, seq, hidden]` f32; `keep`: `[batch, 1, 1, seq]` bool, true on real tokens.
-    pub fn forward(&self, xs: &Tensor, keep: &Tensor, mode: Mode) -> Tensor {
+    /// `xs`: `[batch, seq, hidden]` f32; `keep`: `[batch, 1, 1, seq]` bool, true on real tokens
+    /// (`None`: no padding in the batch, which lets libtorch take its fastest attention kernel).
+    pub fn forward(&self, xs: &Tensor, keep: Option<&Tensor>, mode: Mode) -> Tensor {
         let (b, s, h) = xs.size3().expect("[batch, seq, hidden]");
         let split = |t: Tensor| t.view([b, s, self.heads, h / self.heads]).transpose(1, 2);
         let q = split(self.query.forward(xs, mode.precision));
         let k = split(self.key.forward(xs, mode.precision));
         let v = split(self.value.forward(xs, mode.precision));
-        let keep = keep.to_device(q.device());
         let context = Tensor::scaled_dot_product_attention(
             &q,
             &k,
             &v,
-            Some(&keep),
+            keep,
             if mode.train {
                 self.attention_dropout
             } else {
@@ -216,12 +216,13 @@ impl Encoder {
         }
     }
 
-    /// `ids`, `mask`: `[batch, seq]` int64 (mask 1 on real tokens). Returns `[batch, seq, hidden]` f32.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor, mode: Mode) -> Tensor {
-        let keep = mask.gt(0).unsqueeze(1).unsqueeze(1);
+    /// `ids`, `mask`: `[batch, seq]` int64 (mask 1 on real tokens; `None` when nothing is
+    /// padded). Returns `[batch, seq, hidden]` f32.
+    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
+        let keep = mask.map(|m| m.gt(0).unsqueeze(1).unsqueeze(1));
         let mut xs = self.embeddings.forward(ids, mode);
         for layer in &self.layers {
-            xs = layer.forward(&xs, &keep, mode);
+            xs = layer.forward(&xs, keep.as_ref(), mode);
         }
         xs
     }

@@ -83,8 +83,8 @@ impl SequenceClassifier {
         Self::from_checkpoint(&Checkpoint::open(dir)?, device, strict)
     }
 
-    /// Logits `[batch, 2]` (f32) for `ids`/`mask` `[batch, seq]`.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor, mode: Mode) -> Tensor {
+    /// Logits `[batch, 2]` (f32) for `ids`/`mask` `[batch, seq]` (`mask` `None`: no padding).
+    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
         let hidden = self.encoder.forward(ids, mask, mode);
         let first = hidden.select(1, 0);
         let p = mode.precision;

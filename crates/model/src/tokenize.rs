@@ -80,8 +80,11 @@ impl TextEncoder {
     }
 
     /// `[batch, longest]` ids (padded with the pad id) and mask (1 on real tokens), on `device`.
-    pub fn collate(&self, items: &[&Encoded], device: Device) -> (Tensor, Tensor) {
+    /// No mask when every text has the same length (common in length-sorted batches): the
+    /// attention then runs unmasked, which is libtorch's fastest path.
+    pub fn collate(&self, items: &[&Encoded], device: Device) -> (Tensor, Option<Tensor>) {
         let longest = items.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
+        let padded = items.iter().any(|e| e.ids.len() != longest);
         let mut ids = Vec::with_capacity(items.len() * longest);
         let mut mask = Vec::with_capacity(items.len() * longest);
         for e in items {
@@ -93,10 +96,12 @@ impl TextEncoder {
         let shape = [items.len() as i64, longest as i64];
         (
             Tensor::from_slice(&ids).view(shape).to_device(device),
-            Tensor::from_slice(&mask)
-                .view(shape)
-                .to_kind(Kind::Int64)
-                .to_device(device),
+            padded.then(|| {
+                Tensor::from_slice(&mask)
+                    .view(shape)
+                    .to_kind(Kind::Int64)
+                    .to_device(device)
+            }),
         )
     }
 }

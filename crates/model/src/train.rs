@@ -187,7 +187,9 @@ pub fn probabilities(
         for chunk in order.chunks(batch_size.max(1)) {
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let (ids, mask) = encoder.collate(&items, device);
-            let logits = model.forward(&ids, &mask, mode).to_device(Device::Cpu);
+            let logits = model
+                .forward(&ids, mask.as_ref(), mode)
+                .to_device(Device::Cpu);
             let p: Vec<f32> = Vec::try_from(logits.softmax(-1, Kind::Float).select(1, 1))
                 .expect("f32 probabilities");
             for (&i, p) in chunk.iter().zip(p) {
@@ -414,7 +416,7 @@ pub fn train(
             let idx = Tensor::from_slice(&batch.iter().map(|&i| i as i64).collect::<Vec<_>>())
                 .to_device(opts.device);
             let y = labels_dev.index_select(0, &idx);
-            let logits = model.forward(&ids, &mask, mode);
+            let logits = model.forward(&ids, mask.as_ref(), mode);
             let loss = logits.cross_entropy_loss(&y, weights.as_ref(), Reduction::Mean, -100, 0.0);
             opt.zero_grad();
             loss.backward();

@@ -70,16 +70,27 @@ fn minilm_hidden_state_matches_transformers() {
     );
     assert_eq!(report.unused, vec!["embeddings.position_ids".to_string()]);
     let (ids, mask) = (&r["input_ids"], &r["attention_mask"]);
-    let hidden = tch::no_grad(|| model.encoder.forward(ids, mask, Mode::EVAL));
+    let hidden = tch::no_grad(|| model.encoder.forward(ids, Some(mask), Mode::EVAL));
     let diff = max_diff_on_tokens(&hidden, &r["last_hidden_state"], mask);
     println!("MiniLM last hidden state vs transformers: max abs diff {diff:.2e}");
     assert!(diff <= TOLERANCE, "{diff}");
+
+    // An unpadded batch runs without a mask (the fast attention path) and agrees too.
+    let n = mask.get(0).sum(Kind::Int64).int64_value(&[]);
+    let alone = tch::no_grad(|| {
+        model
+            .encoder
+            .forward(&ids.narrow(0, 0, 1).narrow(1, 0, n), None, Mode::EVAL)
+    });
+    let want = r["last_hidden_state"].narrow(0, 0, 1).narrow(1, 0, n);
+    let d = (&alone - &want).abs().max().double_value(&[]);
+    assert!(d <= TOLERANCE, "unmasked: {d}");
 
     // bf16 matrix products (the CUDA path) stay close to f32.
     let bf16 = tch::no_grad(|| {
         model.encoder.forward(
             ids,
-            mask,
+            Some(mask),
             Mode {
                 train: false,
                 precision: Precision::Bf16,
@@ -115,8 +126,8 @@ fn tiny_family(name: &str) {
     let (ids, mask) = (&r["input_ids"], &r["attention_mask"]);
     let (hidden, logits) = tch::no_grad(|| {
         (
-            model.encoder.forward(ids, mask, Mode::EVAL),
-            model.forward(ids, mask, Mode::EVAL),
+            model.encoder.forward(ids, Some(mask), Mode::EVAL),
+            model.forward(ids, Some(mask), Mode::EVAL),
         )
     });
     let dh = max_diff_on_tokens(&hidden, &r["last_hidden_state"], mask);
