@@ -4,6 +4,7 @@
 
 mod bench_cmd;
 mod config_cmd;
+mod evaluate_cmd;
 mod inspect;
 mod model_cmd;
 mod pipeline;
@@ -41,6 +42,9 @@ enum Command {
     Train(model_cmd::TrainArgs),
     /// Score a JSONL/CSV/Parquet file's `text` column with a model folder.
     Predict(model_cmd::PredictArgs),
+    /// Metrics of a labelled predictions file: report.json and report.md (F2, minutes wasted
+    /// and missed against the naive baseline, the verdict).
+    Evaluate(evaluate_cmd::Args),
     /// flagship's side of `cargo xtask bench train|predict` (one JSON line).
     #[command(hide = true)]
     BenchModel(bench_cmd::Args),
@@ -67,6 +71,7 @@ fn main() -> Result<()> {
         Command::Config(cmd) => config_cmd::run(&config, cmd),
         Command::Train(args) => model_cmd::train(&config, args),
         Command::Predict(args) => model_cmd::predict(args),
+        Command::Evaluate(args) => evaluate_cmd::run(&config, args),
         Command::BenchModel(args) => bench_cmd::run(args),
         Command::CheckModel { base } => check_model(&config, base).map(drop),
     }

@@ -132,6 +132,57 @@ impl Table {
         Ok(s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
     }
 
+    /// A numeric column as f64 (nulls are an error naming the line).
+    pub fn f64_column(&self, name: &str) -> Result<Vec<f64>> {
+        let col = self
+            .column(name)
+            .with_context(|| format!("{}: no `{name}` column", self.path.display()))?;
+        let c = cast(col, &DataType::Float64)
+            .with_context(|| format!("{}: column `{name}` is not numeric", self.path.display()))?;
+        let c = c
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .expect("f64");
+        c.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.with_context(|| {
+                    format!(
+                        "{}: line {}: `{name}` is empty",
+                        self.path.display(),
+                        self.lines[i]
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// A boolean column (`true`/`false`, 1/0).
+    pub fn bool_column(&self, name: &str) -> Result<Vec<bool>> {
+        let col = self
+            .column(name)
+            .with_context(|| format!("{}: no `{name}` column", self.path.display()))?;
+        let c = cast(col, &DataType::Boolean)
+            .with_context(|| format!("{}: column `{name}` is not boolean", self.path.display()))?;
+        let c = c.as_any().downcast_ref::<BooleanArray>().expect("bool");
+        c.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.with_context(|| {
+                    format!(
+                        "{}: line {}: `{name}` is empty",
+                        self.path.display(),
+                        self.lines[i]
+                    )
+                })
+            })
+            .collect()
+    }
+
+    pub fn has_column(&self, name: &str) -> bool {
+        self.column(name).is_some()
+    }
+
     pub fn null_texts(&self) -> usize {
         self.column("text").map_or(0, |c| c.null_count())
     }

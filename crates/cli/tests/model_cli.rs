@@ -150,6 +150,39 @@ fn linear_train_and_predict_across_formats_with_bad_rows() {
     );
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
 
+    // Evaluate the predictions: report.json with stable keys, report.md with the verdict.
+    let o = flagship(
+        &[
+            "evaluate",
+            "--predictions",
+            "pred.parquet",
+            "--out",
+            "report",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(t.contains("verdict: "), "{t}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("report/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["rows"], 300);
+    assert_eq!(r["naive"]["repeats"], 100);
+    let f2 = r["model"]["binary"]["f2"].as_f64().unwrap();
+    assert!(f2 > r["naive"]["f2"]["mean"].as_f64().unwrap(), "{r}");
+    for key in ["roc_auc", "average_precision", "brier"] {
+        assert!(r["ranking"][key].is_number(), "{key}");
+    }
+    for key in ["wasted_minutes", "missed_minutes", "wasted_reading_minutes"] {
+        assert!(r["times"][key].is_number(), "{key}");
+    }
+    assert!(r["verdict"]["success"].is_boolean());
+    let md = std::fs::read_to_string(d.join("report/report.md")).unwrap();
+    assert!(
+        md.contains("**Verdict:") && md.contains("| **F2** |"),
+        "{md}"
+    );
+
     // Predict CSV → CSV.
     flagship(
         &[

@@ -1,0 +1,104 @@
+//! `flagship evaluate`: a labelled predictions file (from `flagship predict`) → `report.json`
+//! and `report.md` with ML metrics, business minutes, the naive baseline and the verdict.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use flagship_core::Config;
+use flagship_metrics::Evaluation;
+
+use crate::table::Table;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Predictions with `label` (0/1/2), `need_support_probability`, `need_support`, and
+    /// `num_words` or `text` (words are counted from the text when there is no `num_words`).
+    #[arg(long)]
+    pub predictions: PathBuf,
+    /// Folder for report.json and report.md.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(config: &Config, args: Args) -> Result<()> {
+    let t = Table::read(&args.predictions)?;
+    let labels = t.labels()?;
+    let probs = t.f64_column("need_support_probability")?;
+    let flags = t.bool_column("need_support")?;
+    let words: Vec<u32> = if t.has_column("num_words") {
+        t.f64_column("num_words")?
+            .iter()
+            .map(|&w| w as u32)
+            .collect()
+    } else {
+        t.texts()?
+            .iter()
+            .map(|s| s.split_whitespace().count() as u32)
+            .collect()
+    };
+    let (mut y, mut p, mut f, mut w) = (vec![], vec![], vec![], vec![]);
+    let mut skipped = 0;
+    for (i, l) in labels.iter().enumerate() {
+        match l {
+            Ok(l) => {
+                y.push(*l <= 1);
+                p.push(probs[i]);
+                f.push(flags[i]);
+                w.push(words[i]);
+            }
+            Err(_) => skipped += 1,
+        }
+    }
+    if y.is_empty() {
+        bail!(
+            "{}: no labelled rows to evaluate",
+            args.predictions.display()
+        );
+    }
+    if skipped > 0 {
+        eprintln!(
+            "{}: {skipped} row(s) without a 0/1/2 label left out",
+            args.predictions.display()
+        );
+    }
+    let e = Evaluation::new(&y, &p, &f, &w, &config.business);
+    std::fs::create_dir_all(&args.out)?;
+    let write = |name: &str, text: String| -> Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(&args.out)?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+        tmp.persist(args.out.join(name))?;
+        Ok(())
+    };
+    write("report.json", serde_json::to_string_pretty(&e)? + "\n")?;
+    write(
+        "report.md",
+        e.to_markdown(&format!("Evaluation of {}", args.predictions.display())),
+    )?;
+    let v = &e.verdict;
+    println!(
+        "F2 {:.3} vs naive {:.3} ± {:.3}: {}",
+        e.model.binary.f2,
+        e.naive.f2.mean,
+        e.naive.f2.sd,
+        if v.f2_above_0_80 && v.f2_above_naive {
+            "better"
+        } else {
+            "not good enough"
+        }
+    );
+    println!(
+        "minutes wasted {:.1} vs {:.1} naive ({:.0} % saved); minutes missed {:.1} vs {:.1} naive ({:.0} % saved)",
+        e.times.wasted_minutes,
+        e.naive.wasted_minutes.mean,
+        v.wasted_reduction_percent,
+        e.times.missed_minutes,
+        e.naive.missed_minutes.mean,
+        v.missed_reduction_percent
+    );
+    println!(
+        "verdict: {} — {}",
+        if v.success { "success" } else { "not yet" },
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}
