@@ -36,6 +36,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "set up, then score a file with a model folder (`flagship predict`)",
     ),
     (
+        "evaluate",
+        "set up, then write report.json/md/html for a labelled predictions file (`flagship evaluate`)",
+    ),
+    (
         "bench",
         "flagship vs Hugging Face transformers: `bench train` / `bench predict` (examples/s, ratio)",
     ),
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Some("pipeline") => forward::pipeline(&args[1..]),
         Some("train") => forward::sub("train", &args[1..]),
         Some("predict") => forward::sub("predict", &args[1..]),
+        Some("evaluate") => forward::sub("evaluate", &args[1..]),
         Some("bench") => flags::Bench::parse(&args[1..]).and_then(|f| bench::run(&f)),
         Some("flagship") => forward::flagship(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`\n\n{}", flags::usage())),

@@ -1,5 +1,5 @@
 //! `flagship evaluate`: a labelled predictions file (from `flagship predict`) → `report.json`
-//! and `report.md` with ML metrics, business minutes, the naive baseline and the verdict.
+//! `report.md` and `report.html` (plots) with ML metrics, business minutes, the naive baseline and the verdict.
 
 use std::path::PathBuf;
 
@@ -70,9 +70,11 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         Ok(())
     };
     write("report.json", serde_json::to_string_pretty(&e)? + "\n")?;
+    let title = format!("Evaluation of {}", args.predictions.display());
+    write("report.md", e.to_markdown(&title))?;
     write(
-        "report.md",
-        e.to_markdown(&format!("Evaluation of {}", args.predictions.display())),
+        "report.html",
+        flagship_metrics::html::render(&title, &e, &y, &p, &w, &config.business),
     )?;
     let v = &e.verdict;
     println!(
@@ -98,7 +100,7 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
     println!(
         "verdict: {} — {}",
         if v.success { "success" } else { "not yet" },
-        args.out.join("report.md").display()
+        args.out.join("report.html").display()
     );
     Ok(())
 }

@@ -11,6 +11,7 @@
 pub mod business;
 pub mod classification;
 pub mod evaluation;
+pub mod html;
 pub mod ranking;
 
 pub use business::{MeanSd, Naive, Times, Verdict, reading_seconds, response_seconds};
