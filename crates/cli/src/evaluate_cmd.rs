@@ -25,17 +25,7 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
     let labels = t.labels()?;
     let probs = t.f64_column("need_support_probability")?;
     let flags = t.bool_column("need_support")?;
-    let words: Vec<u32> = if t.has_column("num_words") {
-        t.f64_column("num_words")?
-            .iter()
-            .map(|&w| w as u32)
-            .collect()
-    } else {
-        t.texts()?
-            .iter()
-            .map(|s| s.split_whitespace().count() as u32)
-            .collect()
-    };
+    let words = crate::monitor_cmd::words(&t)?;
     let (mut y, mut p, mut f, mut w) = (vec![], vec![], vec![], vec![]);
     let mut skipped = 0;
     for (i, l) in labels.iter().enumerate() {

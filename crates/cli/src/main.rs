@@ -7,6 +7,7 @@ mod config_cmd;
 mod evaluate_cmd;
 mod inspect;
 mod model_cmd;
+mod monitor_cmd;
 mod pipeline;
 mod table;
 
@@ -45,6 +46,8 @@ enum Command {
     /// Metrics of a labelled predictions file: report.json and report.md (F2, minutes wasted
     /// and missed against the naive baseline, the verdict).
     Evaluate(evaluate_cmd::Args),
+    /// Drift of a batch of predictions against the model's reference profile (monitor.json/md).
+    Monitor(monitor_cmd::Args),
     /// flagship's side of `cargo xtask bench train|predict` (one JSON line).
     #[command(hide = true)]
     BenchModel(bench_cmd::Args),
@@ -72,6 +75,7 @@ fn main() -> Result<()> {
         Command::Train(args) => model_cmd::train(&config, args),
         Command::Predict(args) => model_cmd::predict(args),
         Command::Evaluate(args) => evaluate_cmd::run(&config, args),
+        Command::Monitor(args) => monitor_cmd::run(&config, args),
         Command::BenchModel(args) => bench_cmd::run(args),
         Command::CheckModel { base } => check_model(&config, base).map(drop),
     }

@@ -188,6 +188,17 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
             trained.export(&args.out, data)?
         }
     };
+    // The monitoring reference: the model's probabilities on the validation file, by group.
+    let val_table = Table::read(&args.val)?;
+    let model = Classifier::load(&args.out)?;
+    let texts = val_table.texts()?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let preds = model.predict(&refs)?;
+    let probs: Vec<f64> = preds.iter().map(|p| p.probability as f64).collect();
+    let flags: Vec<bool> = preds.iter().map(|p| p.need_support).collect();
+    let profile = crate::monitor_cmd::profile(&val_table, &probs, &flags, &config.business)?;
+    crate::monitor_cmd::save_reference(&args.out, &profile)?;
+
     let v = &card.validation;
     println!(
         "model written to {}: validation F2 {:.4} at threshold {:.4} (re-weighted to {:.0}% need support; precision {:.3}, recall {:.3}), unweighted F2 {:.4}, ROC-AUC {:.4}",

@@ -132,51 +132,51 @@ impl Table {
         Ok(s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
     }
 
-    /// A numeric column as f64 (nulls are an error naming the line).
-    pub fn f64_column(&self, name: &str) -> Result<Vec<f64>> {
+    /// Column `name` cast to `ty`, every row required: a null is an error naming its line.
+    fn required<T>(
+        &self,
+        name: &str,
+        ty: DataType,
+        values: impl Fn(&dyn Array) -> Vec<Option<T>>,
+    ) -> Result<Vec<T>> {
         let col = self
             .column(name)
             .with_context(|| format!("{}: no `{name}` column", self.path.display()))?;
-        let c = cast(col, &DataType::Float64)
-            .with_context(|| format!("{}: column `{name}` is not numeric", self.path.display()))?;
-        let c = c
-            .as_any()
-            .downcast_ref::<arrow::array::Float64Array>()
-            .expect("f64");
-        c.iter()
+        let c = cast(col, &ty)
+            .with_context(|| format!("{}: column `{name}` is not {ty}", self.path.display()))?;
+        values(c.as_ref())
+            .into_iter()
             .enumerate()
             .map(|(i, v)| {
                 v.with_context(|| {
-                    format!(
-                        "{}: line {}: `{name}` is empty",
-                        self.path.display(),
-                        self.lines[i]
-                    )
+                    let line = self.lines[i];
+                    format!("{}: line {line}: `{name}` is empty", self.path.display())
                 })
             })
             .collect()
     }
 
+    /// A numeric column as f64.
+    pub fn f64_column(&self, name: &str) -> Result<Vec<f64>> {
+        self.required(name, DataType::Float64, |a| {
+            let a = a.as_any().downcast_ref::<arrow::array::Float64Array>();
+            a.expect("f64").iter().collect()
+        })
+    }
+
     /// A boolean column (`true`/`false`, 1/0).
     pub fn bool_column(&self, name: &str) -> Result<Vec<bool>> {
-        let col = self
-            .column(name)
-            .with_context(|| format!("{}: no `{name}` column", self.path.display()))?;
-        let c = cast(col, &DataType::Boolean)
-            .with_context(|| format!("{}: column `{name}` is not boolean", self.path.display()))?;
-        let c = c.as_any().downcast_ref::<BooleanArray>().expect("bool");
-        c.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.with_context(|| {
-                    format!(
-                        "{}: line {}: `{name}` is empty",
-                        self.path.display(),
-                        self.lines[i]
-                    )
-                })
-            })
-            .collect()
+        self.required(name, DataType::Boolean, |a| {
+            let a = a.as_any().downcast_ref::<BooleanArray>();
+            a.expect("bool").iter().collect()
+        })
+    }
+
+    /// A column as optional strings (any type, cast to text).
+    pub fn string_column(&self, name: &str) -> Result<Vec<Option<String>>> {
+        let s = self.text_column(name, "")?;
+        let s = s.as_any().downcast_ref::<StringArray>().expect("utf8");
+        Ok(s.iter().map(|v| v.map(str::to_owned)).collect())
     }
 
     pub fn has_column(&self, name: &str) -> bool {

@@ -183,6 +183,82 @@ fn linear_train_and_predict_across_formats_with_bad_rows() {
         "{md}"
     );
 
+    // Monitoring: the model folder holds its reference; its own validation predictions do not
+    // drift, and carry labels, so the retraining check runs.
+    assert!(d.join("linear-model/monitor-reference.json").is_file());
+    let o = flagship(
+        &[
+            "monitor",
+            "--model",
+            "linear-model",
+            "--predictions",
+            "pred.parquet",
+            "--out",
+            "mon",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(
+        t.contains("300 rows: 0 of ") && t.contains("within the threshold of the reference"),
+        "{t}"
+    );
+    // A batch of texts padded with complaints: probabilities rise, the drift is flagged.
+    let mut long = String::new();
+    for r in rows("tweeteval-sentiment/test_pool.jsonl", 200) {
+        let text = format!(
+            "{} {}",
+            r["text"].as_str().unwrap(),
+            "awful broken terrible sad hate worst ".repeat(6)
+        );
+        long.push_str(&serde_json::json!({"text": text}).to_string());
+        long.push('\n');
+    }
+    std::fs::write(d.join("long.jsonl"), long).unwrap();
+    flagship(
+        &[
+            "predict",
+            "--model",
+            "linear-model",
+            "--input",
+            "long.jsonl",
+            "--output",
+            "long-pred.jsonl",
+        ],
+        d,
+    );
+    let o = flagship(
+        &[
+            "monitor",
+            "--model",
+            "linear-model",
+            "--predictions",
+            "long-pred.jsonl",
+            "--out",
+            "mon2",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(t.contains("no labels in the batch"), "{t}");
+    assert!(d.join("mon2/monitor.html").is_file());
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("mon2/monitor.json")).unwrap())
+            .unwrap();
+    let overall_mean = m["drift"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["dimension"] == "overall" && c["statistic"] == "mean")
+        .unwrap()
+        .clone();
+    assert!(
+        overall_mean["relative"].as_f64().unwrap() > 0.15,
+        "{overall_mean}"
+    );
+    assert_eq!(overall_mean["flagged"], true);
+    assert!(m["drift"]["flagged"].as_u64().unwrap() >= 1);
+
     // Predict CSV → CSV.
     flagship(
         &[
@@ -211,7 +287,14 @@ fn transformer_train_and_predict_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let val = fixture("tweeteval-sentiment/val.jsonl");
-    let pool = fixture("tweeteval-sentiment/test_pool.jsonl");
+    // A small validation file: the model's monitoring reference is computed on all of it.
+    let pool = d.join("val.jsonl");
+    let mut v = String::new();
+    for r in rows("tweeteval-sentiment/test_pool.jsonl", 96) {
+        v.push_str(&r.to_string());
+        v.push('\n');
+    }
+    std::fs::write(&pool, v).unwrap();
     let o = flagship(
         &[
             "train",

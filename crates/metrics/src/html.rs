@@ -11,6 +11,7 @@ use plotters::prelude::*;
 
 use crate::business::Times;
 use crate::evaluation::Evaluation;
+use crate::monitor::Drift;
 use crate::ranking;
 
 /// Embedded so text can be measured on any machine (see assets/FONT-LICENSE.md).
@@ -26,6 +27,9 @@ fn register_font() {
 
 const W: u32 = 480;
 const H: u32 = 340;
+
+/// A named, coloured line.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
 type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -58,13 +62,7 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn line_chart(
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    y_max: f64,
-    series: &[(&str, RGBColor, Vec<(f64, f64)>)],
-) -> String {
+fn line_chart(title: &str, x_desc: &str, y_desc: &str, y_max: f64, series: &[Series]) -> String {
     svg(|root| {
         let mut c = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -249,13 +247,34 @@ pub fn render(
             ),
         ),
     ];
+    let md = e.to_markdown(title);
+    let head = format!(
+        "<p id=\"verdict\"><strong>{}</strong> — F2 {:.3} (naive {:.3} ± {:.3}); minutes wasted {:.1} vs {:.1}; minutes missed {:.1} vs {:.1}.</p>",
+        if e.verdict.success {
+            "Success"
+        } else {
+            "Not yet"
+        },
+        e.model.binary.f2,
+        e.naive.f2.mean,
+        e.naive.f2.sd,
+        e.times.wasted_minutes,
+        e.naive.wasted_minutes.mean,
+        e.times.missed_minutes,
+        e.naive.missed_minutes.mean,
+    );
+    page(title, &head, &plots, &md)
+}
+
+/// The page shell: title, a headline paragraph, the figures, the tables as text, and the
+/// script that marks each figure rendered.
+fn page(title: &str, head: &str, plots: &[(&str, String)], md: &str) -> String {
     let mut figures = String::new();
-    for (id, body) in &plots {
+    for (id, body) in plots {
         figures.push_str(&format!(
             "<figure class=\"plot\" data-plot=\"{id}\">{body}</figure>\n"
         ));
     }
-    let md = e.to_markdown(title);
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -268,7 +287,7 @@ pre {{ white-space: pre-wrap; background: #f7f7f7; padding: 1em; }}
 </style></head>
 <body>
 <h1>{title}</h1>
-<p id="verdict"><strong>{verdict}</strong> — F2 {f2:.3} (naive {nf2:.3} ± {nsd:.3}); minutes wasted {w:.1} vs {nw:.1}; minutes missed {m:.1} vs {nm:.1}.</p>
+{head}
 <div class="plots">
 {figures}</div>
 <h2>Tables</h2>
@@ -292,18 +311,100 @@ window.addEventListener("load", () => {{
 </body></html>
 "#,
         title = escape(title),
-        verdict = if e.verdict.success {
-            "Success"
-        } else {
-            "Not yet"
-        },
-        f2 = e.model.binary.f2,
-        nf2 = e.naive.f2.mean,
-        nsd = e.naive.f2.sd,
-        w = e.times.wasted_minutes,
-        nw = e.naive.wasted_minutes.mean,
-        m = e.times.missed_minutes,
-        nm = e.naive.missed_minutes.mean,
-        md = escape(&md),
+        md = escape(md),
+    )
+}
+
+/// Bars of each group's relative change of the probability mean (and CV), threshold marked.
+fn drift_bars(d: &Drift) -> String {
+    let rows: Vec<&crate::monitor::Change> = d
+        .changes
+        .iter()
+        .filter(|c| c.relative.is_finite())
+        .collect();
+    let lim = rows
+        .iter()
+        .map(|c| c.relative.abs())
+        .fold(d.threshold * 1.5, f64::max)
+        .min(5.0);
+    let n = rows.len().max(1);
+    register_font();
+    let height = (60 + 18 * n as u32).max(H);
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (W + 200, height)).into_drawing_area();
+        let drawn = (|| -> DrawResult<()> {
+            root.fill(&WHITE)?;
+            let mut c = ChartBuilder::on(&root)
+                .caption("Drift: relative change vs reference", ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(220)
+                .build_cartesian_2d(-lim..lim, (0..n).into_segmented())?;
+            let labels: Vec<String> = rows
+                .iter()
+                .map(|c| format!("{} {} ({})", c.dimension, c.group, c.statistic))
+                .collect();
+            c.configure_mesh()
+                .disable_y_mesh()
+                .y_labels(n)
+                .y_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .x_desc("relative change")
+                .label_style(("sans-serif", 11))
+                .draw()?;
+            c.draw_series(rows.iter().enumerate().map(|(i, ch)| {
+                // Grey: beyond the threshold but too few rows to flag.
+                let color = if ch.flagged {
+                    RED
+                } else if ch.relative.abs() > d.threshold {
+                    RGBColor(150, 150, 150)
+                } else {
+                    BLUE
+                };
+                let v = ch.relative.clamp(-lim, lim);
+                let mut bar = Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(i)),
+                        (v, SegmentValue::Exact(i + 1)),
+                    ],
+                    color.mix(0.7).filled(),
+                );
+                bar.set_margin(2, 2, 0, 0);
+                bar
+            }))?;
+            for t in [-d.threshold, d.threshold] {
+                c.draw_series(LineSeries::new(
+                    [(t, SegmentValue::Exact(0)), (t, SegmentValue::Last)],
+                    BLACK.stroke_width(1),
+                ))?;
+            }
+            root.present()?;
+            Ok(())
+        })();
+        if let Err(e) = drawn {
+            return format!(
+                "<p class=\"error\">plot failed: {}</p>",
+                escape(&e.to_string())
+            );
+        }
+    }
+    out
+}
+
+/// `monitor.html`: the drift bars and the table (as markdown text).
+pub fn render_drift(title: &str, d: &Drift, table_md: &str) -> String {
+    page(
+        title,
+        &format!(
+            "<p id=\"verdict\"><strong>{} of {} statistics moved more than {:.0} %</strong></p>",
+            d.flagged,
+            d.changes.len(),
+            100.0 * d.threshold
+        ),
+        &[("drift", drift_bars(d))],
+        table_md,
     )
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use flagship_core::Config;
 use flagship_core::testing::fixture;
-use flagship_metrics::{Evaluation, html};
+use flagship_metrics::{Drift, Evaluation, Profile, html};
 
 /// Chromium from PATH; if missing and we are root on Debian, install it (as DEVELOPERS.md says).
 fn chromium() -> Option<PathBuf> {
@@ -76,7 +76,28 @@ fn every_plot_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("report.html");
     std::fs::write(&file, &page).unwrap();
-    let out = Command::new(&browser)
+    assert_renders(&browser, &file, 6);
+
+    // The monitoring page's drift bars: a batch whose probabilities all rose by a fifth.
+    let groups = vec![(
+        "word_bin".to_string(),
+        words
+            .iter()
+            .map(|&w| format!("{}", w / 10))
+            .collect::<Vec<_>>(),
+    )];
+    let reference = Profile::new(&p, &groups, None);
+    let higher: Vec<f64> = p.iter().map(|v| (v * 1.2).min(1.0)).collect();
+    let batch = Profile::new(&higher, &groups, None);
+    let d = Drift::compare(&reference, &batch, 0.15, 10);
+    assert!(d.flagged > 0);
+    let drift = dir.path().join("monitor.html");
+    std::fs::write(&drift, html::render_drift("Monitoring", &d, "table")).unwrap();
+    assert_renders(&browser, &drift, 1);
+}
+
+fn assert_renders(browser: &std::path::Path, file: &std::path::Path, plots: usize) {
+    let out = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -90,10 +111,11 @@ fn every_plot_renders_in_headless_chromium() {
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
-        dom.contains("rendered 6/6"),
-        "chromium: {}\n{}",
+        dom.contains(&format!("rendered {plots}/{plots}")),
+        "{}: chromium {}\n{}",
+        file.display(),
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(dom.matches("data-rendered=\"yes\"").count(), 6);
+    assert_eq!(dom.matches("data-rendered=\"yes\"").count(), plots);
 }
