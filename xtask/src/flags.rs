@@ -16,6 +16,7 @@ pub fn usage() -> String {
          train      ARGS               passed to `flagship train` (--train FILE --val FILE --out DIR …)\n  \
          predict    ARGS               passed to `flagship predict` (--model DIR --input FILE --output FILE)\n  \
          evaluate   ARGS               passed to `flagship evaluate` (--predictions FILE --out DIR)\n  \
+         monitor    ARGS               passed to `flagship monitor` (--model DIR --predictions FILE --out DIR)\n  \
          bench      train|predict      [--steps 30] [--rows 2000] [--batch-size 32] [--max-length 64]\n",
     );
     s

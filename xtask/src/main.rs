@@ -40,6 +40,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "set up, then write report.json/md/html for a labelled predictions file (`flagship evaluate`)",
     ),
     (
+        "monitor",
+        "set up, then check a batch of predictions for drift against the model's reference (`flagship monitor`)",
+    ),
+    (
         "bench",
         "flagship vs Hugging Face transformers: `bench train` / `bench predict` (examples/s, ratio)",
     ),
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Some("train") => forward::sub("train", &args[1..]),
         Some("predict") => forward::sub("predict", &args[1..]),
         Some("evaluate") => forward::sub("evaluate", &args[1..]),
+        Some("monitor") => forward::sub("monitor", &args[1..]),
         Some("bench") => flags::Bench::parse(&args[1..]).and_then(|f| bench::run(&f)),
         Some("flagship") => forward::flagship(&args[1..]),
         Some(other) => Err(format!("unknown command `{other}`\n\n{}", flags::usage())),
