@@ -202,3 +202,50 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_by_client_time_of_day_and_word_bin() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("batch.csv");
+        std::fs::write(
+            &f,
+            "id,created_at,source,text,need_support_probability,need_support\n\
+             1,2022-07-12T14:30:00Z,Twitter for iPhone,the mirror is stunning,0.2,false\n\
+             2,2022-07-12T02:10:00Z,Twitter Web App,why is the feed down again today,0.9,true\n\
+             3,not a time,Twitter for iPhone,,0.5,true\n",
+        )
+        .unwrap();
+        let t = Table::read(&f).unwrap();
+        let w = words(&t).unwrap();
+        assert_eq!(w, vec![4, 7, 0]);
+        let dims = dimensions(&t, &w).unwrap();
+        let get = |name: &str| dims.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        assert_eq!(
+            get("client"),
+            vec![
+                "Twitter for iPhone",
+                "Twitter Web App",
+                "Twitter for iPhone"
+            ]
+        );
+        // 14:30 UTC is in (12, 16] → Afternoon; 02:10 in (0, 4] → Late Night; bad → unknown.
+        assert_eq!(
+            get("time_of_day"),
+            vec!["Afternoon", "Late Night", "unknown"]
+        );
+        assert_eq!(get("word_bin"), vec!["0-5", "6-10", "0-5"]);
+        let p = profile(
+            &t,
+            &[0.2, 0.9, 0.5],
+            &[false, true, true],
+            &Config::default().business,
+        )
+        .unwrap();
+        assert_eq!(p.groups["client"]["Twitter for iPhone"].count, 2);
+        assert!(p.quality.is_none());
+    }
+}
