@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use flagship_core::Config;
 use flagship_metrics::Evaluation;
 
-use crate::table::Table;
+use crate::table::{Table, write_atomic};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -52,13 +52,7 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         );
     }
     let e = Evaluation::new(&y, &p, &f, &w, &config.business);
-    std::fs::create_dir_all(&args.out)?;
-    let write = |name: &str, text: String| -> Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(&args.out)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-        tmp.persist(args.out.join(name))?;
-        Ok(())
-    };
+    let write = |name: &str, text: String| write_atomic(&args.out.join(name), text.as_bytes());
     write("report.json", serde_json::to_string_pretty(&e)? + "\n")?;
     let title = format!("Evaluation of {}", args.predictions.display());
     write("report.md", e.to_markdown(&title))?;

@@ -9,7 +9,7 @@ use flagship_core::Config;
 use flagship_core::config::Business;
 use flagship_metrics::{Confusion, Drift, Profile, Quality, Times};
 
-use crate::table::Table;
+use crate::table::{Table, write_atomic};
 
 pub const REFERENCE: &str = "monitor-reference.json";
 
@@ -119,12 +119,10 @@ pub fn profile(t: &Table, probs: &[f64], flags: &[bool], business: &Business) ->
 
 /// Writes `dir/monitor-reference.json` (atomically).
 pub fn save_reference(dir: &Path, p: &Profile) -> Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(
-        &mut tmp,
+    write_atomic(
+        &dir.join(REFERENCE),
         (serde_json::to_string_pretty(p)? + "\n").as_bytes(),
     )?;
-    tmp.persist(dir.join(REFERENCE))?;
     Ok(())
 }
 
@@ -143,7 +141,6 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
     let flags = t.bool_column("need_support")?;
     let batch = profile(&t, &probs, &flags, &config.business)?;
     let d = Drift::compare(&reference, &batch, config.monitor.drift_threshold, 10);
-    std::fs::create_dir_all(&args.out)?;
     let report = serde_json::json!({ "reference": reference, "batch": batch, "drift": d });
     let mut md = format!(
         "# Monitoring of {}\n\n{} rows; {} of {} compared statistics moved more than {:.0} % (groups under {} rows never flagged).\n\n| dimension | group | statistic | reference | batch | change | flagged |\n|---|---|---|---|---|---|---|\n",
@@ -188,9 +185,7 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         ("monitor.md", md),
         ("monitor.html", html),
     ] {
-        let mut tmp = tempfile::NamedTempFile::new_in(&args.out)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-        tmp.persist(args.out.join(name))?;
+        write_atomic(&args.out.join(name), text.as_bytes())?;
     }
     println!(
         "{} rows: {} of {} statistics drifted more than {:.0} %; {retrain}; {}",

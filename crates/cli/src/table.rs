@@ -261,6 +261,26 @@ impl Table {
     }
 }
 
+/// A temporary file in `out`'s folder (created if needed), to be renamed onto `out`.
+fn temp_beside(out: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    Ok(tempfile::NamedTempFile::new_in(dir)?)
+}
+
+/// Writes `bytes` to `out` through a temporary file renamed into place: readers see the old
+/// file or the whole new one, never a part.
+pub fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = temp_beside(out)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
 /// Writes `batch` to `out` (format from its name) atomically.
 pub fn write_batch(out: &Path, batch: &RecordBatch) -> Result<()> {
     let (format, gz) = format_of(out)?;
@@ -270,12 +290,7 @@ pub fn write_batch(out: &Path, batch: &RecordBatch) -> Result<()> {
             out.display()
         );
     }
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = temp_beside(out)?;
     {
         let w = tmp.as_file_mut();
         match format {
@@ -418,15 +433,7 @@ pub fn write_bad_lines(out: &Path, source: &Path, bad: &[BadLine]) -> Result<()>
         );
         text.push('\n');
     }
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.persist(out)?;
-    Ok(())
+    write_atomic(out, text.as_bytes())
 }
 
 /// The keys of a JSON object, in the order written.
