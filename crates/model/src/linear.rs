@@ -116,12 +116,15 @@ impl LinearModel {
 
     /// The TF-IDF row of a text: each block weighted by IDF and L2-normalised, then summed.
     pub fn features(&self, text: &str) -> Sparse {
-        let mut row: HashMap<u32, f32> = HashMap::new();
+        let mut row: std::collections::BTreeMap<u32, f32> = Default::default();
         for block in counts(text, self.mask()) {
-            let weighted: Vec<(u32, f32)> = block
+            let mut weighted: Vec<(u32, f32)> = block
                 .into_iter()
                 .map(|(j, tf)| (j, tf * self.idf[j as usize]))
                 .collect();
+            // Hash-map order differs between processes; sum in index order so a text scores
+            // to the same bits everywhere (a probability equal to the threshold must stay so).
+            weighted.sort_unstable_by_key(|(j, _)| *j);
             let norm = weighted.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
             if norm > 0.0 {
                 for (j, v) in weighted {
@@ -131,9 +134,7 @@ impl LinearModel {
                 }
             }
         }
-        let mut row: Sparse = row.into_iter().collect();
-        row.sort_unstable_by_key(|(j, _)| *j);
-        row
+        row.into_iter().collect()
     }
 
     fn logit(&self, row: &Sparse) -> f32 {
@@ -290,6 +291,12 @@ mod tests {
         // Two unit blocks (words, chars) whose hashes rarely collide: squared norm ≈ 2.
         assert!((norm2 - 2.0).abs() < 0.1, "{norm2}");
         assert!(m.features("").is_empty());
+        // Same text, same bits, whatever order the per-text hash maps iterate in.
+        let text = "Webb's mirror: 18 segments, one telescope, many many photons #JWST";
+        let first = m.features(text);
+        for _ in 0..50 {
+            assert_eq!(m.features(text), first);
+        }
         assert_eq!(m.features("WEBB"), m.features("webb"));
     }
 
