@@ -40,7 +40,8 @@ pub struct Choice {
 }
 
 /// The threshold maximising F-beta; with `rate`, on the set re-weighted to that prevalence.
-/// Ties prefer the higher threshold (fewer tweets to read for the same score).
+/// Ties prefer the higher threshold (fewer tweets to read for the same score). The threshold
+/// lies halfway between the lowest flagged probability and the highest unflagged one.
 pub fn tune(probs: &[f32], labels: &[bool], rate: Option<f64>, beta: f64) -> Choice {
     assert_eq!(probs.len(), labels.len());
     let (wp, wn) = rate
@@ -70,8 +71,14 @@ pub fn tune(probs: &[f32], labels: &[bool], rate: Option<f64>, beta: f64) -> Cho
         }
         let f = f_beta(tp, fp, total_pos - tp, beta);
         if f > best.f_beta {
+            // Halfway to the next lower probability: the same texts are flagged, and a text
+            // scored at the cut in another run (a rounding bit lower) still is.
+            let threshold = match order.get(i) {
+                Some(&next) => (p as f64 + probs[next] as f64) / 2.0,
+                None => p as f64,
+            };
             best = Choice {
-                threshold: p as f64,
+                threshold,
                 f_beta: f,
                 precision: tp / (tp + fp),
                 recall: if total_pos > 0.0 { tp / total_pos } else { 0.0 },
@@ -156,8 +163,9 @@ mod tests {
         let probs = [0.1f32, 0.2, 0.3, 0.55, 0.6, 0.7, 0.9];
         let y = [false, false, true, false, true, true, true];
         let c = tune(&probs, &y, None, 2.0);
-        // Flagging from 0.3 catches every positive with one false alarm: F2 = 20/21.
-        assert_eq!(c.threshold, 0.3f32 as f64);
+        // Flagging from 0.3 catches every positive with one false alarm: F2 = 20/21; the cut
+        // lies halfway to 0.2, the highest probability left unflagged.
+        assert_eq!(c.threshold, (0.3f32 as f64 + 0.2f32 as f64) / 2.0);
         assert!((c.f_beta - 20.0 / 21.0).abs() < 1e-9);
         assert_eq!(c.recall, 1.0);
         // Fewer positives expected → false alarms weigh more → the cut can only go up.
