@@ -33,13 +33,22 @@ type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
 type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// An SVG of the default size (see [`svg_sized`]).
 fn svg(
+    draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult<()>,
+) -> String {
+    svg_sized((W, H), draw)
+}
+
+/// Draws on a white `size` canvas; a drawing error becomes a visible message in the page.
+fn svg_sized(
+    size: (u32, u32),
     draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult<()>,
 ) -> String {
     register_font();
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (W, H)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
         let drawn = root
             .fill(&WHITE)
             .map_err(|e| e.into())
@@ -62,6 +71,20 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The series legend, boxed, upper right.
+fn legend<'a, X, Y>(c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>) -> DrawResult<()>
+where
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+{
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()?;
+    Ok(())
+}
+
 fn line_chart(title: &str, x_desc: &str, y_desc: &str, y_max: f64, series: &[Series]) -> String {
     svg(|root| {
         let mut c = ChartBuilder::on(&root)
@@ -82,11 +105,7 @@ fn line_chart(title: &str, x_desc: &str, y_desc: &str, y_max: f64, series: &[Ser
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
         if series.len() > 1 {
-            c.configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 12))
-                .draw()?;
+            legend(&mut c)?;
         }
         Ok(())
     })
@@ -156,11 +175,7 @@ fn histogram(truth: &[bool], probs: &[f64]) -> String {
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()?;
+        legend(&mut c)?;
         Ok(())
     })
 }
@@ -328,70 +343,56 @@ fn drift_bars(d: &Drift) -> String {
         .fold(d.threshold * 1.5, f64::max)
         .min(5.0);
     let n = rows.len().max(1);
-    register_font();
     let height = (60 + 18 * n as u32).max(H);
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (W + 200, height)).into_drawing_area();
-        let drawn = (|| -> DrawResult<()> {
-            root.fill(&WHITE)?;
-            let mut c = ChartBuilder::on(&root)
-                .caption("Drift: relative change vs reference", ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(220)
-                .build_cartesian_2d(-lim..lim, (0..n).into_segmented())?;
-            let labels: Vec<String> = rows
-                .iter()
-                .map(|c| format!("{} {} ({})", c.dimension, c.group, c.statistic))
-                .collect();
-            c.configure_mesh()
-                .disable_y_mesh()
-                .y_labels(n)
-                .y_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-                    _ => String::new(),
-                })
-                .x_desc("relative change")
-                .label_style(("sans-serif", 11))
-                .draw()?;
-            c.draw_series(rows.iter().enumerate().map(|(i, ch)| {
-                // Grey: beyond the threshold but too few rows to flag.
-                let color = if ch.flagged {
-                    RED
-                } else if ch.relative.abs() > d.threshold {
-                    RGBColor(150, 150, 150)
-                } else {
-                    BLUE
-                };
-                let v = ch.relative.clamp(-lim, lim);
-                let mut bar = Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(i)),
-                        (v, SegmentValue::Exact(i + 1)),
-                    ],
-                    color.mix(0.7).filled(),
-                );
-                bar.set_margin(2, 2, 0, 0);
-                bar
-            }))?;
-            for t in [-d.threshold, d.threshold] {
-                c.draw_series(LineSeries::new(
-                    [(t, SegmentValue::Exact(0)), (t, SegmentValue::Last)],
-                    BLACK.stroke_width(1),
-                ))?;
-            }
-            root.present()?;
-            Ok(())
-        })();
-        if let Err(e) = drawn {
-            return format!(
-                "<p class=\"error\">plot failed: {}</p>",
-                escape(&e.to_string())
+    svg_sized((W + 200, height), |root| {
+        let mut c = ChartBuilder::on(&root)
+            .caption("Drift: relative change vs reference", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(220)
+            .build_cartesian_2d(-lim..lim, (0..n).into_segmented())?;
+        let labels: Vec<String> = rows
+            .iter()
+            .map(|c| format!("{} {} ({})", c.dimension, c.group, c.statistic))
+            .collect();
+        c.configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_desc("relative change")
+            .label_style(("sans-serif", 11))
+            .draw()?;
+        c.draw_series(rows.iter().enumerate().map(|(i, ch)| {
+            // Grey: beyond the threshold but too few rows to flag.
+            let color = if ch.flagged {
+                RED
+            } else if ch.relative.abs() > d.threshold {
+                RGBColor(150, 150, 150)
+            } else {
+                BLUE
+            };
+            let v = ch.relative.clamp(-lim, lim);
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (v, SegmentValue::Exact(i + 1)),
+                ],
+                color.mix(0.7).filled(),
             );
+            bar.set_margin(2, 2, 0, 0);
+            bar
+        }))?;
+        for t in [-d.threshold, d.threshold] {
+            c.draw_series(LineSeries::new(
+                [(t, SegmentValue::Exact(0)), (t, SegmentValue::Last)],
+                BLACK.stroke_width(1),
+            ))?;
         }
-    }
-    out
+        Ok(())
+    })
 }
 
 /// `monitor.html`: the drift bars and the table (as markdown text).

@@ -2,6 +2,7 @@
 //! scripts/metrics_reference.py), and properties that must hold on any input.
 
 use flagship_core::testing::fixture;
+use flagship_metrics::business::Rng;
 use flagship_metrics::{Classification, Confusion, average_precision, brier, roc_auc};
 
 const EPS: f64 = 1e-12;
@@ -68,26 +69,11 @@ fn agrees_with_scikit_learn() {
     }
 }
 
-/// SplitMix64 for generated cases.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[test]
 fn properties_hold_on_generated_cases() {
     let mut rng = Rng(5);
     for case in 0..300 {
-        let n = 1 + (rng.next() % 60) as usize;
+        let n = 1 + (rng.next_u64() % 60) as usize;
         let y: Vec<bool> = (0..n).map(|_| rng.unit() < 0.4).collect();
         // Coarse probabilities so ties are common.
         let p: Vec<f64> = (0..n).map(|_| (rng.unit() * 10.0).round() / 10.0).collect();
