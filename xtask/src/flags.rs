@@ -13,6 +13,14 @@ pub fn usage() -> String {
         "\nFlags:\n  setup      --force            reinstall the Python packages even if up to date\n  \
          test       --no-lint          skip fmt and clippy\n             -- ARGS            passed to `cargo test` (e.g. -- --no-fail-fast)\n  \
          pipeline   ARGS               passed to `flagship pipeline` (see `cargo xtask flagship pipeline --help`)\n  \
+         combine    ARGS               passed to `flagship combine` (--input LOC --output LOC --prefix P --engine E)
+  \
+         filter     ARGS               passed to `flagship filter` (--input LOC --output LOC --engine E)
+  \
+         textproc   ARGS               passed to `flagship textproc` (--input LOC --output LOC --engine E)
+  \
+         split      ARGS               passed to `flagship split` (--labels FILE; export-for-labeling)
+  \
          train      ARGS               passed to `flagship train` (--train FILE --val FILE --out DIR …)\n  \
          predict    ARGS               passed to `flagship predict` (--model DIR --input FILE --output FILE)\n  \
          evaluate   ARGS               passed to `flagship evaluate` (--predictions FILE --out DIR)\n  \

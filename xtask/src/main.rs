@@ -28,6 +28,22 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "set up, then run the pipeline (`flagship pipeline`; demo data when no --config)",
     ),
     (
+        "combine",
+        "raw Firehose objects → one Parquet file per hour (`flagship combine`; dedup, quarantine, incremental)",
+    ),
+    (
+        "filter",
+        "keep the tweets about the mission (`flagship filter`; counts per reason)",
+    ),
+    (
+        "textproc",
+        "clean text, derive features (`flagship textproc`; --engine ballista://HOST:PORT)",
+    ),
+    (
+        "split",
+        "chronological train/val/test with labels (`flagship split`; `split export-for-labeling`)",
+    ),
+    (
         "train",
         "set up, then fine-tune a model (`flagship train`; --model-kind linear for the baseline)",
     ),
@@ -63,6 +79,9 @@ fn main() -> ExitCode {
         Some("setup") => flags::Setup::parse(&args[1..]).and_then(|f| setup::run(&f).map(drop)),
         Some("test") => flags::Test::parse(&args[1..]).and_then(|f| test::run(&f)),
         Some("pipeline") => forward::pipeline(&args[1..]),
+        Some(stage @ ("combine" | "filter" | "textproc" | "split")) => {
+            forward::sub(stage, &args[1..])
+        }
         Some("train") => forward::sub("train", &args[1..]),
         Some("predict") => forward::sub("predict", &args[1..]),
         Some("evaluate") => forward::sub("evaluate", &args[1..]),

@@ -4,11 +4,13 @@
 
 mod bench_cmd;
 mod config_cmd;
+mod engine;
 mod evaluate_cmd;
 mod inspect;
 mod model_cmd;
 mod monitor_cmd;
 mod pipeline;
+mod stages_cmd;
 mod table;
 
 use std::path::PathBuf;
@@ -36,6 +38,14 @@ enum Command {
     Pipeline(pipeline::Args),
     /// Read X API v2 payload files (JSONL) into the raw schema: counts, Parquet, quarantine.
     Inspect(inspect::Args),
+    /// Gather the raw Firehose objects of each hour into one Parquet file (dedup, quarantine).
+    Combine(stages_cmd::CombineArgs),
+    /// Keep the combined tweets about the mission (the profile's term lists), with counts per reason.
+    Filter(stages_cmd::Common),
+    /// Clean the text and derive features (DataFusion plan; local or Ballista).
+    Textproc(stages_cmd::Common),
+    /// Chronological train / validation / test splits joined with the labels file.
+    Split(stages_cmd::SplitArgs),
     /// Print, check or explain the configuration.
     #[command(subcommand)]
     Config(config_cmd::Cmd),
@@ -71,6 +81,10 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Pipeline(args) => pipeline::run(&config, cli.config.is_some(), args),
         Command::Inspect(args) => inspect::run(&config, args),
+        Command::Combine(args) => stages_cmd::combine(&config, args).map(drop),
+        Command::Filter(args) => stages_cmd::filter(&config, args).map(drop),
+        Command::Textproc(args) => stages_cmd::textproc(&config, args),
+        Command::Split(args) => stages_cmd::split(&config, args),
         Command::Config(cmd) => config_cmd::run(&config, cmd),
         Command::Train(args) => model_cmd::train(&config, args),
         Command::Predict(args) => model_cmd::predict(args),

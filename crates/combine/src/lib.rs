@@ -1,15 +1,61 @@
 //! flagship-combine: gathers the raw Firehose objects of each hour into one Parquet file.
 //!
-//! This foundation groups a listing of raw objects by their arrival hour (keys outside the
-//! Firehose layout are returned apart, to be reported, never guessed at). Parsing, dedup,
-//! quarantine, the incremental manifest and the legacy TSV reader land with the combine
-//! issue. It reads the raw area and writes the combined area; it never filters or cleans.
+//! It lists the raw area (every page; a local folder or `s3://`), groups objects by the
+//! `YYYY/MM/DD/HH` of their key (keys outside the layout are reported, never guessed at),
+//! parses each line — an X API v2 stream message, or a record of the seed's legacy 53-column
+//! TSV ([`legacy`]) — into the raw schema, drops repeated tweet ids (keeping the earliest
+//! arrival) and writes `YYYYMMDDHH.parquet` (zstd) per hour, atomically, in the combined
+//! schema (raw columns + `source_object`, `hour`). Malformed lines go to
+//! `quarantine/combine/YYYYMMDDHH.jsonl` with object key, line and byte offset, and are
+//! counted. An hour whose objects (keys, sizes, ETags) did not change since its output was
+//! written is skipped ([`flagship_core::manifest`]).
+//!
+//! Parsing runs here, line by line, because quarantining a bad line needs it (DataFusion's
+//! NDJSON scan fails a whole file on one bad line and cannot join `includes`); the dedup and
+//! ordering of the parsed rows is a DataFusion plan. It never filters or cleans text.
+
+pub mod legacy;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use flagship_core::layout::hour_of_key;
-use flagship_core::storage::Entry;
+use datafusion::prelude::{SessionContext, col};
+use flagship_core::Tweet;
+use flagship_core::frames::{self, FrameError};
+use flagship_core::jsonl::{BadLine, PayloadError, parse_payload};
+use flagship_core::layout::{hour_file, hour_of_key};
+use flagship_core::manifest::{Fingerprint, Manifest, ManifestError};
+use flagship_core::records::{self, RecordError};
+use flagship_core::schema::Stage;
+use flagship_core::storage::{Entry, StorageError, Store};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+pub const STAGE: &str = "combine";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CombineError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("hour {hour}: {source}")]
+    Records {
+        hour: String,
+        #[source]
+        source: RecordError,
+    },
+    #[error("hour {hour}: {source}")]
+    Frame {
+        hour: String,
+        #[source]
+        source: FrameError,
+    },
+}
 
 /// Raw objects by arrival hour, plus the keys that are not in the layout.
 #[derive(Debug, Default, PartialEq)]
@@ -33,13 +79,330 @@ pub fn group_by_hour(entries: impl IntoIterator<Item = Entry>) -> Hours {
     out
 }
 
+/// What one hour held.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub objects: u64,
+    pub lines: u64,
+    pub keep_alives: u64,
+    pub tweets: u64,
+    pub legacy_records: u64,
+    pub api_errors: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub rows: u64,
+}
+
+impl Counts {
+    fn to_map(&self) -> BTreeMap<String, u64> {
+        let v = serde_json::to_value(self).expect("counts serialize");
+        serde_json::from_value(v).expect("counts are a flat map")
+    }
+
+    fn from_map(m: &BTreeMap<String, u64>) -> Counts {
+        let g = |k: &str| m.get(k).copied().unwrap_or(0);
+        Counts {
+            objects: g("objects"),
+            lines: g("lines"),
+            keep_alives: g("keep_alives"),
+            tweets: g("tweets"),
+            legacy_records: g("legacy_records"),
+            api_errors: g("api_errors"),
+            duplicates: g("duplicates"),
+            quarantined: g("quarantined"),
+            rows: g("rows"),
+        }
+    }
+
+    fn add(&mut self, o: &Counts) {
+        self.objects += o.objects;
+        self.lines += o.lines;
+        self.keep_alives += o.keep_alives;
+        self.tweets += o.tweets;
+        self.legacy_records += o.legacy_records;
+        self.api_errors += o.api_errors;
+        self.duplicates += o.duplicates;
+        self.quarantined += o.quarantined;
+        self.rows += o.rows;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HourReport {
+    pub hour: DateTime<Utc>,
+    pub output: String,
+    /// Unchanged inputs: the output was kept and these counts come from the manifest.
+    pub skipped: bool,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub hours: Vec<HourReport>,
+    pub outside_layout: Vec<String>,
+    pub totals: Counts,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let t = &self.totals;
+        let skipped = self.hours.iter().filter(|h| h.skipped).count();
+        write!(
+            f,
+            "{} hours ({skipped} unchanged, skipped), {} objects, {} lines → {} rows ({} duplicate ids dropped, {} legacy TSV records), {} malformed lines quarantined, {} API error objects, {} keys outside the layout",
+            self.hours.len(),
+            t.objects,
+            t.lines,
+            t.rows,
+            t.duplicates,
+            t.legacy_records,
+            t.quarantined,
+            t.api_errors,
+            self.outside_layout.len()
+        )
+    }
+}
+
+/// The quarantine file of an hour.
+pub fn quarantine_key(hour: DateTime<Utc>) -> String {
+    format!("{STAGE}/{}.jsonl", hour.format("%Y%m%d%H"))
+}
+
+/// Parses one object's lines into `tweets` (with their object and sequence), counting.
+fn parse_object(
+    key: &str,
+    bytes: &[u8],
+    tweets: &mut Vec<(Tweet, String)>,
+    bad: &mut Vec<BadLine>,
+    counts: &mut Counts,
+) {
+    let mut offset = 0u64;
+    for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+        let start = offset;
+        offset += line.len() as u64;
+        counts.lines += 1;
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if body.trim_ascii().is_empty() {
+            counts.keep_alives += 1;
+            continue;
+        }
+        let quarantine = |error: PayloadError| BadLine {
+            source: key.to_owned(),
+            line: i + 1,
+            offset: start,
+            error,
+            raw: String::from_utf8_lossy(body).into_owned(),
+        };
+        if legacy::is_legacy(body) {
+            match legacy::parse_line(&String::from_utf8_lossy(body)) {
+                Ok(t) => {
+                    counts.legacy_records += 1;
+                    counts.tweets += 1;
+                    tweets.push((t, key.to_owned()));
+                }
+                Err(e) => bad.push(quarantine(PayloadError {
+                    path: match &e {
+                        legacy::LegacyError::Value { field, .. } => (*field).to_owned(),
+                        legacy::LegacyError::FieldCount { .. } => "record".into(),
+                    },
+                    message: format!("legacy TSV: {e}"),
+                })),
+            }
+            continue;
+        }
+        match parse_payload(body.trim_ascii(), None) {
+            Ok(p) => {
+                counts.api_errors += p.errors.len() as u64;
+                counts.tweets += p.tweets.len() as u64;
+                tweets.extend(p.tweets.into_iter().map(|t| (t, key.to_owned())));
+            }
+            Err(e) => bad.push(quarantine(e)),
+        }
+    }
+}
+
+/// The combined rows of one hour, duplicates dropped (earliest arrival kept, then the first
+/// in key and line order), ordered by creation time and id.
+pub async fn combine_rows(
+    ctx: &SessionContext,
+    hour: DateTime<Utc>,
+    tweets: &[(Tweet, String)],
+) -> Result<RecordBatch, CombineError> {
+    let label = hour.format("%Y-%m-%d %H:00").to_string();
+    let schema = Stage::Combined.schema();
+    if tweets.is_empty() {
+        return Ok(RecordBatch::new_empty(schema));
+    }
+    let plain: Vec<Tweet> = tweets.iter().map(|(t, _)| t.clone()).collect();
+    let raw = records::to_batch(&plain).map_err(|source| CombineError::Records {
+        hour: label.clone(),
+        source,
+    })?;
+    let n = tweets.len();
+    let mut fields: Vec<Field> = raw
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns: Vec<ArrayRef> = raw.columns().to_vec();
+    fields.push(Field::new("source_object", DataType::Utf8, false));
+    columns.push(Arc::new(StringArray::from_iter_values(
+        tweets.iter().map(|(_, k)| k.as_str()),
+    )));
+    let hour_type = schema
+        .field_with_name("hour")
+        .expect("hour column")
+        .data_type()
+        .clone();
+    fields.push(Field::new("hour", hour_type, false));
+    columns.push(Arc::new(
+        TimestampMillisecondArray::from(vec![hour.timestamp_millis(); n]).with_timezone("UTC"),
+    ));
+    fields.push(Field::new("_seq", DataType::UInt64, false));
+    columns.push(Arc::new(UInt64Array::from_iter_values(0..n as u64)));
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| {
+        CombineError::Records {
+            hour: label.clone(),
+            source: RecordError::Arrow(e),
+        }
+    })?;
+    let frame = |source| CombineError::Frame {
+        hour: label.clone(),
+        source,
+    };
+    let keep: Vec<_> = schema.fields().iter().map(|f| col(f.name())).collect();
+    let df = ctx
+        .read_batch(batch)
+        .and_then(|df| {
+            df.distinct_on(
+                vec![col("id")],
+                keep,
+                Some(vec![
+                    col("id").sort(true, false),
+                    col("received_at").sort(true, false),
+                    col("_seq").sort(true, false),
+                ]),
+            )
+        })
+        .and_then(|df| {
+            df.sort(vec![
+                col("created_at").sort(true, false),
+                col("id").sort(true, false),
+            ])
+        })
+        .map_err(|e| frame(e.into()))?;
+    frames::collect(df, &schema).await.map_err(frame)
+}
+
+/// Combines every hour under `prefix` of `raw` into `out`; bad lines go to `quarantine`.
+/// `progress` is called after each hour.
+pub async fn run(
+    ctx: &SessionContext,
+    raw: &Store,
+    prefix: &str,
+    out: &Store,
+    quarantine: &Store,
+    progress: &(dyn Fn(&HourReport, usize, usize) + Sync),
+) -> Result<Report, CombineError> {
+    let listing = raw.list(prefix).await?;
+    let grouped = group_by_hour(listing);
+    let mut manifest = Manifest::load(out, STAGE).await?;
+    let mut report = Report {
+        outside_layout: grouped
+            .outside_layout
+            .iter()
+            .map(|e| e.key.clone())
+            .collect(),
+        ..Report::default()
+    };
+    let total = grouped.hours.len();
+    for (i, (hour, entries)) in grouped.hours.iter().enumerate() {
+        let output = hour_file(*hour);
+        let mut fp = Fingerprint::new(STAGE);
+        fp.add_entries(entries);
+        let fp = fp.finish();
+        let hour_report = match manifest.done(&output, &fp) {
+            Some(done) if out.exists(&output).await? => HourReport {
+                hour: *hour,
+                output,
+                skipped: true,
+                counts: Counts::from_map(&done.counts),
+            },
+            _ => {
+                let counts =
+                    combine_hour(ctx, raw, entries, *hour, &output, out, quarantine).await?;
+                manifest.record(&output, fp, counts.to_map());
+                manifest.save(out).await?;
+                HourReport {
+                    hour: *hour,
+                    output,
+                    skipped: false,
+                    counts,
+                }
+            }
+        };
+        report.totals.add(&hour_report.counts);
+        progress(&hour_report, i + 1, total);
+        report.hours.push(hour_report);
+    }
+    Ok(report)
+}
+
+async fn combine_hour(
+    ctx: &SessionContext,
+    raw: &Store,
+    entries: &[Entry],
+    hour: DateTime<Utc>,
+    output: &str,
+    out: &Store,
+    quarantine: &Store,
+) -> Result<Counts, CombineError> {
+    let objects: Vec<(String, Bytes)> = futures::stream::iter(
+        entries
+            .iter()
+            .map(|e| async { raw.get(&e.key).await.map(|b| (e.key.clone(), b)) }),
+    )
+    .buffered(8)
+    .try_collect()
+    .await?;
+    let mut counts = Counts {
+        objects: entries.len() as u64,
+        ..Counts::default()
+    };
+    let (mut tweets, mut bad) = (Vec::new(), Vec::new());
+    for (key, bytes) in &objects {
+        parse_object(key, bytes, &mut tweets, &mut bad, &mut counts);
+    }
+    let batch = combine_rows(ctx, hour, &tweets).await?;
+    counts.rows = batch.num_rows() as u64;
+    counts.duplicates = counts.tweets - counts.rows;
+    counts.quarantined = bad.len() as u64;
+    // Quarantine first: the output (which marks the hour done) never exists without it.
+    let qkey = quarantine_key(hour);
+    if bad.is_empty() {
+        if quarantine.exists(&qkey).await? {
+            quarantine.delete(&qkey).await?;
+        }
+    } else {
+        let text: String = bad
+            .iter()
+            .map(|b| serde_json::to_string(b).expect("BadLine serializes") + "\n")
+            .collect();
+        quarantine.put(&qkey, Bytes::from(text)).await?;
+    }
+    out.write_parquet(output, &Stage::Combined.schema(), &[batch])
+        .await?;
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use chrono::TimeZone;
     use flagship_core::layout::object_key;
-    use flagship_core::storage::{Location, S3Options, Store};
+    use flagship_core::storage::{Location, S3Options};
 
     #[tokio::test]
     async fn groups_a_real_listing_by_hour() {

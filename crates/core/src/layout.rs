@@ -41,6 +41,26 @@ pub fn hour_floor(t: DateTime<Utc>) -> DateTime<Utc> {
         .expect("valid hour")
 }
 
+/// The file a combined / filtered / processed hour is stored in: `YYYYMMDDHH.parquet` (the
+/// seed's hour names).
+pub fn hour_file(hour: DateTime<Utc>) -> String {
+    format!("{}.parquet", hour.format("%Y%m%d%H"))
+}
+
+/// The hour of a [`hour_file`] name (folders before it are ignored); `None` for other names.
+pub fn hour_of_file(key: &str) -> Option<DateTime<Utc>> {
+    let name = key.rsplit('/').next()?.strip_suffix(".parquet")?;
+    if name.len() != 10 || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        name[0..4].parse().ok()?,
+        name[4..6].parse().ok()?,
+        name[6..8].parse().ok()?,
+    )?;
+    Some(Utc.from_utc_datetime(&date.and_hms_opt(name[8..10].parse().ok()?, 0, 0)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +79,10 @@ mod tests {
             "datasets/twitter/kinesis-demo/2021/12/31/19/twitter_delivery_stream-1-2021-12-31-19-58-56-0c2b5e8e-7f0f-4b7e-9a0e-2f1d3c4b5a69"
         );
         assert_eq!(hour_of_key(&k), Some(hour_floor(at)));
+        assert_eq!(hour_file(hour_floor(at)), "2021123119.parquet");
+        assert_eq!(hour_of_file("x/2021123119.parquet"), Some(hour_floor(at)));
+        assert_eq!(hour_of_file("2021123124.parquet"), None);
+        assert_eq!(hour_of_file("_manifest/x.json"), None);
         assert_eq!(
             hour_of_key("2022/01/10/01/x"),
             Some(Utc.with_ymd_and_hms(2022, 1, 10, 1, 0, 0).unwrap())

@@ -9,6 +9,9 @@
 //! - [`storage`]: locations as URLs (`path`, `file://`, `s3://bucket/prefix`, custom
 //!   endpoint) opened through `object_store`, with atomic writes.
 //! - [`layout`]: Kinesis Firehose's `YYYY/MM/DD/HH` key layout, shared by ingest and combine.
+//! - [`frames`]: what every DataFusion stage job shares: a session, the stores registered
+//!   with it, and output batches conformed to a stage schema and encoded deterministically.
+//! - [`manifest`]: which inputs produced each output, so finished work is skipped.
 //! - [`config`]: `flagship.toml` — mission profile, locations, split, model, business and
 //!   monitoring settings; unknown keys are errors.
 //!
@@ -16,8 +19,10 @@
 //! model, and it must not depend on `tch` (xtask and light tools link it).
 
 pub mod config;
+pub mod frames;
 pub mod jsonl;
 pub mod layout;
+pub mod manifest;
 pub mod records;
 pub mod schema;
 pub mod storage;

@@ -262,6 +262,31 @@ impl Store {
         &self.location
     }
 
+    /// The underlying object store and the URL DataFusion knows it by (`file:///` or
+    /// `s3://bucket`), for registering with a query engine.
+    pub fn object_store(&self) -> (Url, Arc<dyn ObjectStore>) {
+        let url = match &self.location {
+            Location::Local(_) => Url::parse("file:///").expect("valid url"),
+            Location::S3 { bucket, .. } => {
+                Url::parse(&format!("s3://{bucket}")).expect("valid bucket url")
+            }
+        };
+        (url, self.inner.clone())
+    }
+
+    /// The URL of `key` as a query engine reads it (`file:///abs/dir/key`, `s3://bucket/prefix/key`).
+    pub fn url(&self, key: &str) -> String {
+        match &self.location {
+            Location::Local(dir) => {
+                let abs = std::path::absolute(dir.join(key)).unwrap_or_else(|_| dir.join(key));
+                Url::from_file_path(&abs)
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|_| format!("file://{}", abs.display()))
+            }
+            Location::S3 { bucket, .. } => format!("s3://{bucket}/{}", self.path(key)),
+        }
+    }
+
     fn path(&self, key: &str) -> Path {
         let mut p = self.root.clone();
         for part in key.split('/').filter(|s| !s.is_empty()) {

@@ -72,8 +72,10 @@ pub struct Parsed {
 }
 
 impl Payload {
-    /// Joins `data` with `includes` into canonical tweets.
+    /// Joins `data` with `includes` into canonical tweets. A `received_at` in the payload
+    /// (added by ingest) wins over the caller's.
     pub fn into_parsed(self, received_at: Option<DateTime<Utc>>) -> Parsed {
+        let received_at = self.received_at.or(received_at);
         let users: HashMap<Id, &V2User> = self.includes.users.iter().map(|u| (u.id, u)).collect();
         let included: HashMap<Id, &IncludedTweet> =
             self.includes.tweets.iter().map(|t| (t.id, t)).collect();

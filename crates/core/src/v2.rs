@@ -86,6 +86,10 @@ pub struct Payload {
     pub errors: Vec<ApiError>,
     #[serde(default)]
     pub meta: Option<Meta>,
+    /// Not X's: ingest adds the time it received a stream message before sending it to
+    /// Firehose, so combine knows each tweet's arrival (and which copy came first).
+    #[serde(default)]
+    pub received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

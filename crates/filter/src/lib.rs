@@ -1,14 +1,28 @@
 //! flagship-filter: keeps the tweets that are about the mission, by the profile's term lists.
 //!
-//! This foundation turns a term into the pattern that matches it — case-insensitive and
-//! word-boundary aware, multi-word phrases across any whitespace, `#JWST` matching `jwst` —
-//! in the Rust `regex` dialect, which DataFusion's `regexp_like` also speaks, so the same
-//! pattern serves a local matcher and the DataFusion plan of the filter issue. `substring`
-//! mode reproduces the seed's matching for comparison. It reads texts and term lists; it
-//! never changes a tweet.
+//! A term becomes a pattern — case-insensitive and word-boundary aware, multi-word phrases
+//! across any whitespace, `#JWST` matching `jwst` — in the Rust `regex` dialect, which
+//! DataFusion's `regexp_like` speaks too, so one pattern serves the local [`TermMatcher`] and
+//! the DataFusion plan ([`annotate`]): a tweet is kept when its text matches a term of every
+//! `wanted` group, no `unwanted` term, and has at least `min_words` words; every other tweet
+//! gets the first reason it failed (`no wanted term: phrases`, `unwanted term: crypto/nft`,
+//! `too few words`). [`run`] applies the plan to each combined hour file and writes the kept
+//! rows (filtered schema: + `matched_terms`) with counts per reason. `substring` mode
+//! reproduces the seed's matching for comparison. It reads texts and term lists; it never
+//! changes a tweet.
 
-use flagship_core::config::TermGroups;
+use std::collections::BTreeMap;
+
+use datafusion::logical_expr::{Expr, lit, when};
+use datafusion::prelude::{DataFrame, SessionContext, col};
+use flagship_core::config::{Filter, TermGroups};
+use flagship_core::frames::{self, FrameError, HourDone, HoursError};
+use flagship_core::schema::Stage;
+use flagship_core::storage::Store;
 use regex::Regex;
+
+pub const STAGE: &str = "filter";
+pub const KEPT: &str = "kept";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -18,6 +32,10 @@ pub enum FilterError {
         term: String,
         message: String,
     },
+    #[error(transparent)]
+    Engine(#[from] FrameError),
+    #[error(transparent)]
+    Hours(#[from] HoursError),
 }
 
 fn is_word(c: char) -> bool {
@@ -39,6 +57,220 @@ pub fn term_pattern(term: &str, substring: bool) -> String {
     let start = if term.starts_with(is_word) { r"\b" } else { "" };
     let end = if term.ends_with(is_word) { r"\b" } else { "" };
     format!("(?i){start}{body}{end}")
+}
+
+/// One pattern matching any term of a group (empty terms ignored); `None` for no terms.
+pub fn group_pattern(terms: &[String], substring: bool) -> Option<String> {
+    let alts: Vec<String> = terms
+        .iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            term_pattern(t, substring)
+                .trim_start_matches("(?i)")
+                .to_owned()
+        })
+        .collect();
+    (!alts.is_empty()).then(|| format!("(?i)(?:{})", alts.join("|")))
+}
+
+fn checked(group: &str, term: &str, pattern: String) -> Result<String, FilterError> {
+    Regex::new(&pattern)
+        .map(|_| pattern)
+        .map_err(|e| FilterError::BadTerm {
+            group: group.to_owned(),
+            term: term.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn like(pattern: String) -> Expr {
+    datafusion::functions::expr_fn::regexp_like(col("text"), lit(pattern), None)
+}
+
+fn or_null_false(e: Expr) -> Expr {
+    // A null text matches nothing (text is required, but be explicit).
+    datafusion::functions::expr_fn::coalesce(vec![e, lit(false)])
+}
+
+/// Adds `reason` (why a tweet is dropped, or `kept`) to `df`, whose `text` column is matched.
+pub fn annotate(df: DataFrame, filter: &Filter) -> Result<DataFrame, FilterError> {
+    let mut whens: Vec<(Expr, Expr)> = Vec::new();
+    for (group, terms) in &filter.wanted {
+        if let Some(p) = group_pattern(terms, filter.substring) {
+            let p = checked(group, "(group)", p)?;
+            whens.push((
+                !or_null_false(like(p)),
+                lit(format!("no wanted term: {group}")),
+            ));
+        }
+    }
+    let all_unwanted: Vec<String> = filter
+        .unwanted
+        .values()
+        .filter_map(|terms| group_pattern(terms, filter.substring))
+        .map(|p| p.trim_start_matches("(?i)").to_owned())
+        .collect();
+    if !all_unwanted.is_empty() {
+        let any = checked(
+            "unwanted",
+            "(all)",
+            format!("(?i){}", all_unwanted.join("|")),
+        )?;
+        // Which term: evaluated only for the rows the combined pattern matched.
+        let mut which: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> =
+            None;
+        for (group, terms) in &filter.unwanted {
+            for t in terms.iter().filter(|t| !t.trim().is_empty()) {
+                let p = checked(group, t, term_pattern(t, filter.substring))?;
+                let (cond, name) = (
+                    or_null_false(like(p)),
+                    lit(format!("unwanted term: {group}/{t}")),
+                );
+                which = Some(match which {
+                    None => when(cond, name),
+                    Some(mut b) => b.when(cond, name),
+                });
+            }
+        }
+        let which = which
+            .expect("a non-empty pattern has a term")
+            .otherwise(lit("unwanted term"))
+            .map_err(df_err)?;
+        whens.push((or_null_false(like(any)), which));
+    }
+    let words = datafusion::functions::expr_fn::regexp_count(col("text"), lit(r"\S+"), None, None);
+    whens.push((
+        words.lt(lit(i64::from(filter.min_words))),
+        lit("too few words"),
+    ));
+    let mut b = when(whens[0].0.clone(), whens[0].1.clone());
+    for (c, v) in &whens[1..] {
+        b.when(c.clone(), v.clone());
+    }
+    let reason = b.otherwise(lit(KEPT)).map_err(df_err)?;
+    df.with_column("reason", reason).map_err(df_err)
+}
+
+/// The wanted terms a kept tweet matched, as a list column.
+fn matched_terms(filter: &Filter) -> Result<Expr, FilterError> {
+    let mut items = Vec::new();
+    for (group, terms) in &filter.wanted {
+        for t in terms.iter().filter(|t| !t.trim().is_empty()) {
+            let p = checked(group, t, term_pattern(t, filter.substring))?;
+            items.push(
+                when(or_null_false(like(p)), lit(t.clone()))
+                    .otherwise(lit(""))
+                    .map_err(df_err)?,
+            );
+        }
+    }
+    Ok(datafusion::functions_nested::expr_fn::array_remove_all(
+        datafusion::functions_nested::expr_fn::make_array(items),
+        lit(""),
+    ))
+}
+
+fn df_err(e: datafusion::error::DataFusionError) -> FilterError {
+    FilterError::Engine(FrameError::DataFusion(e))
+}
+
+/// The kept rows of `df` with `matched_terms`, ordered by time and id, and the count of
+/// rows per reason (two plans over the same input; both run on `df`'s engine).
+pub async fn filter_frame(
+    df: DataFrame,
+    filter: &Filter,
+) -> Result<(arrow::array::RecordBatch, BTreeMap<String, u64>), FilterError> {
+    let annotated = annotate(df, filter)?;
+    let counts_df = annotated
+        .clone()
+        .aggregate(
+            vec![col("reason")],
+            vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("n")],
+        )
+        .map_err(df_err)?;
+    let mut counts = BTreeMap::new();
+    for b in counts_df.collect().await.map_err(df_err)? {
+        let reasons = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| FilterError::Engine(e.into()))?;
+        let reasons = reasons
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .expect("utf8");
+        let n = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("count is i64");
+        for i in 0..b.num_rows() {
+            counts.insert(reasons.value(i).to_owned(), n.value(i) as u64);
+        }
+    }
+    counts.entry(KEPT.to_owned()).or_insert(0);
+    let terms = matched_terms(filter)?;
+    let kept = annotated
+        .filter(col("reason").eq(lit(KEPT)))
+        .and_then(|d| d.with_column("matched_terms", terms))
+        .and_then(|d| {
+            d.sort(vec![
+                col("created_at").sort(true, false),
+                col("id").sort(true, false),
+            ])
+        })
+        .map_err(df_err)?;
+    let batch = frames::collect(kept, &Stage::Filtered.schema())
+        .await
+        .map_err(FilterError::Engine)?;
+    Ok((batch, counts))
+}
+
+/// Filters every combined hour of `input` into `output` (unchanged hours skipped).
+pub async fn run(
+    ctx: &SessionContext,
+    filter: &Filter,
+    input: &Store,
+    output: &Store,
+    concurrency: usize,
+    progress: &(dyn Fn(&HourDone, usize, usize) + Sync),
+) -> Result<Vec<HourDone>, FilterError> {
+    // Fail on a bad term before any hour runs.
+    let empty = arrow::array::RecordBatch::new_empty(Stage::Combined.schema());
+    annotate(ctx.read_batch(empty).map_err(df_err)?, filter)?;
+    matched_terms(filter)?;
+    let settings = serde_json::to_string(filter).expect("filter serializes");
+    Ok(frames::run_hours(
+        ctx,
+        STAGE,
+        &settings,
+        input,
+        output,
+        &Stage::Filtered.schema(),
+        concurrency,
+        |df| async move {
+            filter_frame(df, filter).await.map_err(|e| match e {
+                FilterError::Engine(f) => f,
+                other => FrameError::DataFusion(datafusion::error::DataFusionError::Plan(
+                    other.to_string(),
+                )),
+            })
+        },
+        progress,
+    )
+    .await?)
+}
+
+/// Counts over hours: per reason, and per unwanted category.
+pub fn totals(hours: &[HourDone]) -> BTreeMap<String, u64> {
+    let mut t = BTreeMap::new();
+    for h in hours {
+        for (k, v) in &h.counts {
+            *t.entry(k.clone()).or_insert(0) += v;
+            if let Some(rest) = k.strip_prefix("unwanted term: ") {
+                let group = rest.split('/').next().unwrap_or(rest);
+                *t.entry(format!("unwanted category: {group}")).or_insert(0) += v;
+            }
+        }
+    }
+    t
 }
 
 /// One compiled alternation per group.
@@ -65,7 +297,7 @@ impl TermMatcher {
                             })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok((g.clone(), compiled))
+                Ok::<_, FilterError>((g.clone(), compiled))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TermMatcher { groups })

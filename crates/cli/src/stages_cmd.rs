@@ -1,0 +1,254 @@
+//! `flagship combine | filter | textproc | split`: the data stages, each over the config's
+//! storage locations (overridable per run), on the chosen engine, with a progress bar and
+//! the stage's counts at the end.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use flagship_core::config::{Area, Config};
+use flagship_core::frames::HourDone;
+use flagship_core::storage::{Location, Store};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::engine::Engine;
+
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Where the plans run: `local`, `ballista://HOST:PORT`, or `ballista://standalone`.
+    #[arg(long, default_value = "local")]
+    pub engine: Engine,
+    /// Read from here instead of the config's location for this stage's input.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Write here instead of the config's location for this stage's output.
+    #[arg(long)]
+    pub output: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct CombineArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Only objects under this key prefix of the raw location (e.g. `2022/01/09`).
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+}
+
+#[derive(clap::Subcommand)]
+pub enum SplitCmd {
+    /// Write the candidate tweets that have no label yet as CSV (id, created_at, text).
+    ExportForLabeling {
+        #[command(flatten)]
+        common: Common,
+        /// Labels file already delivered (CSV or Parquet `id,label`); its tweets are left out.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// The CSV to write (relative to the output location).
+        #[arg(long, default_value = "to-label.csv")]
+        file: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct SplitArgs {
+    #[command(subcommand)]
+    pub cmd: Option<SplitCmd>,
+    #[command(flatten)]
+    pub common: Common,
+    /// Labels file (CSV or Parquet with `id,label`); default: the config's `split.labels`.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+}
+
+fn store(config: &Config, over: &Option<String>, area: Area) -> Result<Store> {
+    let loc = match over {
+        Some(s) => Location::parse(s, &std::env::current_dir()?)?,
+        None => config.location(area)?,
+    };
+    Ok(Store::open(&loc, &config.storage.s3)?)
+}
+
+fn bar(stage: &str) -> ProgressBar {
+    let b = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} hours {elapsed}")
+            .expect("template"),
+    );
+    b.set_message(stage.to_owned());
+    b
+}
+
+fn tick(b: &ProgressBar) -> impl Fn(&HourDone, usize, usize) + Sync + '_ {
+    move |_, i, n| {
+        b.set_length(n as u64);
+        b.set_position(i as u64);
+    }
+}
+
+/// combine and split join in-memory rows (parsed records, labels) that a cluster cannot
+/// read; they run locally whatever `--engine` says, and say so.
+fn note_local(stage: &str, engine: &Engine) {
+    if *engine != Engine::Local {
+        println!(
+            "{stage}: runs in this process (its plan joins in-memory rows); --engine {engine} applies to filter and textproc"
+        );
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new()?)
+}
+
+pub fn combine(config: &Config, a: CombineArgs) -> Result<flagship_combine::Report> {
+    runtime()?.block_on(async {
+        let raw = store(config, &a.common.input, Area::Raw)?;
+        let out = store(config, &a.common.output, Area::Combined)?;
+        let quarantine = store(config, &None, Area::Quarantine)?;
+        // Parsing (and its quarantine) runs here line by line; the dedup plan runs over the
+        // parsed rows in this process, so a cluster has nothing to do for combine.
+        note_local("combine", &a.common.engine);
+        let ctx = flagship_core::frames::local_session();
+        let b = bar("combine");
+        let report = flagship_combine::run(&ctx, &raw, &a.prefix, &out, &quarantine, &|_, i, n| {
+            b.set_length(n as u64);
+            b.set_position(i as u64);
+        })
+        .await
+        .with_context(|| format!("combine {} → {}", raw.location(), out.location()))?;
+        b.finish_and_clear();
+        println!("combine: {report}");
+        if report.totals.quarantined > 0 {
+            println!(
+                "combine: malformed lines are in {}",
+                quarantine.location().join(flagship_combine::STAGE)
+            );
+        }
+        for k in report.outside_layout.iter().take(5) {
+            tracing::warn!("not in the YYYY/MM/DD/HH layout, not combined: {k}");
+        }
+        Ok(report)
+    })
+}
+
+pub fn filter(config: &Config, a: Common) -> Result<std::collections::BTreeMap<String, u64>> {
+    runtime()?.block_on(async {
+        let input = store(config, &a.input, Area::Combined)?;
+        let out = store(config, &a.output, Area::Filtered)?;
+        let ctx = a.engine.session().await?;
+        let b = bar("filter");
+        let hours = flagship_filter::run(
+            &ctx,
+            &config.mission.filter,
+            &input,
+            &out,
+            a.engine.concurrency(),
+            &tick(&b),
+        )
+        .await
+        .with_context(|| format!("filter {} → {}", input.location(), out.location()))?;
+        b.finish_and_clear();
+        let totals = flagship_filter::totals(&hours);
+        let all: u64 = totals
+            .iter()
+            .filter(|(k, _)| !k.starts_with("unwanted category"))
+            .map(|(_, v)| v)
+            .sum();
+        println!(
+            "filter: {} hours ({} unchanged, skipped), {all} tweets → {} kept (profile `{}`)",
+            hours.len(),
+            hours.iter().filter(|h| h.skipped).count(),
+            totals.get(flagship_filter::KEPT).copied().unwrap_or(0),
+            config.mission.name
+        );
+        for (reason, n) in &totals {
+            if reason != flagship_filter::KEPT {
+                println!("  {n:>8}  {reason}");
+            }
+        }
+        Ok(totals)
+    })
+}
+
+pub fn textproc(config: &Config, a: Common) -> Result<()> {
+    runtime()?.block_on(async {
+        let input = store(config, &a.input, Area::Filtered)?;
+        let out = store(config, &a.output, Area::Processed)?;
+        let ctx = a.engine.session().await?;
+        let b = bar("textproc");
+        let hours = flagship_textproc::run(&ctx, &input, &out, a.engine.concurrency(), &tick(&b))
+            .await
+            .with_context(|| format!("textproc {} → {}", input.location(), out.location()))?;
+        b.finish_and_clear();
+        let sum = |k: &str| hours.iter().map(|h| h.counts.get(k).copied().unwrap_or(0)).sum::<u64>();
+        println!(
+            "textproc: {} hours ({} unchanged, skipped), {} rows, {} with nothing left after cleaning",
+            hours.len(),
+            hours.iter().filter(|h| h.skipped).count(),
+            sum("rows"),
+            sum("empty_text_model")
+        );
+        Ok(())
+    })
+}
+
+fn labels_path(config: &Config, given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        config
+            .split
+            .labels
+            .as_ref()
+            .map(|l| config.base_dir.join(l))
+    })
+}
+
+pub fn split(config: &Config, a: SplitArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        if let Some(SplitCmd::ExportForLabeling { common, labels, file }) = a.cmd {
+            let input = store(config, &common.input, Area::Processed)?;
+            let out = store(config, &common.output, Area::Splits)?;
+            let labels = match labels_path(config, labels) {
+                Some(p) => flagship_split::Labels::read(&p)?,
+                None => flagship_split::Labels::default(),
+            };
+            note_local("split", &common.engine);
+            let ctx = flagship_core::frames::local_session();
+            let n = flagship_split::export_for_labeling(&ctx, &input, &labels, &out, &file).await?;
+            println!("split: {n} unlabeled candidate tweets written to {}", out.location().join(&file));
+            return Ok(());
+        }
+        let input = store(config, &a.common.input, Area::Processed)?;
+        let out = store(config, &a.common.output, Area::Splits)?;
+        let path = labels_path(config, a.labels).context(
+            "no labels file: pass --labels FILE or set split.labels in the config \
+             (`flagship split export-for-labeling` writes what needs labels)",
+        )?;
+        let labels = flagship_split::Labels::read(&path)?;
+        note_local("split", &a.common.engine);
+        let ctx = flagship_core::frames::local_session();
+        let r = flagship_split::run(
+            &ctx,
+            &input,
+            &labels,
+            config.split.test_size,
+            config.split.val_size,
+            &out,
+        )
+        .await?;
+        let c = &r.candidates;
+        println!(
+            "split: {} processed rows → {} candidates ({} retweets, {} quotes, {} without time, {} empty after cleaning, {} repeated ids, {} repeated texts set aside); {} labels",
+            c.processed, c.candidates, c.retweets, c.quotes, c.no_time, c.empty_text, c.duplicate_ids, c.duplicate_texts, r.labels
+        );
+        for p in &r.parts {
+            println!(
+                "  {:<5} {:>6} rows, {:>5.1}% need support, {} … {}  → {}",
+                p.part.name(),
+                p.rows,
+                100.0 * p.need_support as f64 / p.rows.max(1) as f64,
+                p.first.map_or("-".into(), |t| t.to_rfc3339()),
+                p.last.map_or("-".into(), |t| t.to_rfc3339()),
+                out.location().join(&p.file)
+            );
+        }
+        Ok(())
+    })
+}

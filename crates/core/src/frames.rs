@@ -1,0 +1,267 @@
+//! What every DataFusion stage job shares: a session, the stores registered with it, output
+//! batches conformed to a stage schema, and hour files read as one table.
+//!
+//! A stage builds its logical plan with DataFusion's built-in expressions only, so the same
+//! plan runs in this process or — serialized — on a Ballista cluster (a Rust UDF would have
+//! to be registered on every executor). Outputs are collected, conformed to the stage's
+//! versioned schema and encoded by [`crate::records::to_parquet`] in one fixed way, so the
+//! same rows give the same bytes whichever engine ran the plan.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+
+use crate::layout::{hour_file, hour_of_file};
+use crate::manifest::{Fingerprint, Manifest, ManifestError};
+use crate::storage::{Entry, StorageError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("query engine: {0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("column `{0}` is missing from the result")]
+    MissingColumn(String),
+    #[error("column `{column}` cannot be converted to {to}: {message}")]
+    Cast {
+        column: String,
+        to: String,
+        message: String,
+    },
+    #[error("column `{column}` holds {nulls} nulls but the schema requires a value")]
+    Null { column: String, nulls: usize },
+}
+
+/// A local session using every core.
+pub fn local_session() -> SessionContext {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    SessionContext::new_with_config(SessionConfig::new().with_target_partitions(n))
+}
+
+/// Makes `store` readable by `ctx` (local paths need nothing; S3 needs its client).
+pub fn register(ctx: &SessionContext, store: &Store) {
+    let (url, object_store) = store.object_store();
+    if url.scheme() != "file" {
+        ctx.register_object_store(&url, object_store);
+    }
+}
+
+/// The Parquet files `keys` of `store` as one DataFrame.
+pub async fn read_parquet(
+    ctx: &SessionContext,
+    store: &Store,
+    keys: &[String],
+) -> Result<DataFrame, FrameError> {
+    register(ctx, store);
+    let urls: Vec<String> = keys.iter().map(|k| store.url(k)).collect();
+    Ok(ctx
+        .read_parquet(urls, ParquetReadOptions::default())
+        .await?)
+}
+
+/// One batch in exactly `schema`: columns picked by name and cast where the engine chose
+/// another type (string views, list item names). A nullable column that is absent becomes
+/// nulls; a required one is an error, as is a null in a required column.
+pub fn conform(batches: &[RecordBatch], schema: &SchemaRef) -> Result<RecordBatch, FrameError> {
+    let Some(first) = batches.first() else {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    };
+    let all = concat_batches(&first.schema(), batches)?;
+    let rows = all.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = match all.column_by_name(field.name()) {
+            Some(c) if c.data_type() == field.data_type() => c.clone(),
+            Some(c) => cast(c, field.data_type()).map_err(|e| FrameError::Cast {
+                column: field.name().clone(),
+                to: field.data_type().to_string(),
+                message: e.to_string(),
+            })?,
+            None if field.is_nullable() => new_null_array(field.data_type(), rows),
+            None => return Err(FrameError::MissingColumn(field.name().clone())),
+        };
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(FrameError::Null {
+                column: field.name().clone(),
+                nulls: column.null_count(),
+            });
+        }
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// Runs `df` and conforms its result to `schema`.
+pub async fn collect(df: DataFrame, schema: &SchemaRef) -> Result<RecordBatch, FrameError> {
+    conform(&df.collect().await?, schema)
+}
+
+/// What happened to one hour file of a stage.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HourDone {
+    pub hour: DateTime<Utc>,
+    pub output: String,
+    /// The input and settings were unchanged: the output was kept, `counts` are the manifest's.
+    pub skipped: bool,
+    pub counts: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HoursError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{input}: {source}")]
+    Frame {
+        input: String,
+        #[source]
+        source: FrameError,
+    },
+}
+
+/// The hour files (`YYYYMMDDHH.parquet`) of an area, in hour order.
+pub async fn hour_files(store: &Store) -> Result<Vec<(DateTime<Utc>, Entry)>, StorageError> {
+    let mut out: Vec<(DateTime<Utc>, Entry)> = store
+        .list("")
+        .await?
+        .into_iter()
+        .filter(|e| !e.key.starts_with('_') && !e.key.contains("/_"))
+        .filter_map(|e| hour_of_file(&e.key).map(|h| (h, e)))
+        .collect();
+    out.sort_by_key(|(h, e)| (*h, e.key.clone()));
+    Ok(out)
+}
+
+/// Runs `job` on every hour file of `input` whose output in `output` is missing or was made
+/// from another input or other `settings`, `concurrency` hours at a time. `job` gets the
+/// hour's DataFrame and returns the output rows (written atomically in `schema`) and its
+/// counts. The manifest is saved after each hour, so an interrupted run resumes.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_hours<F, Fut>(
+    ctx: &SessionContext,
+    stage: &str,
+    settings: &str,
+    input: &Store,
+    output: &Store,
+    schema: &SchemaRef,
+    concurrency: usize,
+    job: F,
+    progress: &(dyn Fn(&HourDone, usize, usize) + Sync),
+) -> Result<Vec<HourDone>, HoursError>
+where
+    F: Fn(DataFrame) -> Fut,
+    Fut: Future<Output = Result<(RecordBatch, BTreeMap<String, u64>), FrameError>>,
+{
+    register(ctx, input);
+    let files = hour_files(input).await?;
+    let total = files.len();
+    let mut manifest = Manifest::load(output, stage).await?;
+    let mut done = Vec::with_capacity(total);
+    let mut todo = Vec::new();
+    for (hour, entry) in files {
+        let key = hour_file(hour);
+        let mut fp = Fingerprint::new(stage);
+        fp.add(settings).add_entries(std::slice::from_ref(&entry));
+        let fp = fp.finish();
+        match manifest.done(&key, &fp) {
+            Some(d) if output.exists(&key).await? => {
+                let h = HourDone {
+                    hour,
+                    output: key,
+                    skipped: true,
+                    counts: d.counts.clone(),
+                };
+                progress(&h, done.len() + 1, total);
+                done.push(h);
+            }
+            _ => todo.push((hour, entry, key, fp)),
+        }
+    }
+    let job = &job;
+    let mut results =
+        futures::stream::iter(todo.into_iter().map(|(hour, entry, key, fp)| async move {
+            let frame = |source| HoursError::Frame {
+                input: input.location().join(&entry.key).to_string(),
+                source,
+            };
+            let df = read_parquet(ctx, input, std::slice::from_ref(&entry.key))
+                .await
+                .map_err(frame)?;
+            let (batch, counts) = job(df).await.map_err(frame)?;
+            output.write_parquet(&key, schema, &[batch]).await?;
+            Ok::<_, HoursError>((hour, key, fp, counts))
+        }))
+        .buffer_unordered(concurrency.max(1));
+    while let Some(r) = results.next().await {
+        let (hour, key, fp, counts) = r?;
+        manifest.record(&key, fp, counts.clone());
+        manifest.save(output).await?;
+        let h = HourDone {
+            hour,
+            output: key,
+            skipped: false,
+            counts,
+        };
+        progress(&h, done.len() + 1, total);
+        done.push(h);
+    }
+    done.sort_by_key(|h| h.hour);
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records;
+    use crate::schema::Stage;
+
+    fn tweets() -> Vec<crate::Tweet> {
+        let bytes = std::fs::read(crate::testing::fixture("twitter-v2/kpop.jsonl")).unwrap();
+        let mut r = crate::jsonl::ReadReport::default();
+        r.read("kpop.jsonl", &bytes, None);
+        r.tweets
+    }
+
+    #[tokio::test]
+    async fn parquet_through_the_engine_conforms_to_the_stage_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &crate::storage::Location::Local(dir.path().to_owned()),
+            &Default::default(),
+        )
+        .unwrap();
+        let batch = records::to_batch(&tweets()).unwrap();
+        let schema = Stage::Raw.schema();
+        store
+            .write_parquet("a.parquet", &schema, std::slice::from_ref(&batch))
+            .await
+            .unwrap();
+        let ctx = local_session();
+        let df = read_parquet(&ctx, &store, &["a.parquet".into()])
+            .await
+            .unwrap();
+        let back = collect(df, &schema).await.unwrap();
+        assert_eq!(back, batch);
+        // Same rows → same bytes, however they were batched.
+        let whole = records::to_parquet(&schema, std::slice::from_ref(&batch)).unwrap();
+        let n = batch.num_rows();
+        assert!(n > 10, "{n}");
+        let split =
+            records::to_parquet(&schema, &[batch.slice(0, 3), batch.slice(3, n - 3)]).unwrap();
+        assert_eq!(whole, split);
+        // A required column that is missing is named.
+        let e = conform(&[batch.project(&[0]).unwrap()], &schema).unwrap_err();
+        assert_eq!(e.to_string(), "column `text` is missing from the result");
+    }
+}
