@@ -9,8 +9,13 @@ use crate::setup;
 
 /// The top-level `"examples_per_second"` of a one-line JSON result (the last such key).
 pub fn rate(json: &str) -> Option<f64> {
-    let key = "\"examples_per_second\":";
-    let at = json.rfind(key)? + key.len();
+    field(json, "examples_per_second")
+}
+
+/// The number under the last `"key":` of a one-line JSON result.
+pub fn field(json: &str, key: &str) -> Option<f64> {
+    let key = format!("\"{key}\":");
+    let at = json.rfind(&key)? + key.len();
     let rest = json[at..].trim_start();
     let end = rest
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
@@ -37,6 +42,9 @@ fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
 
 pub fn run(f: &Bench) -> Result<(), String> {
     let env = setup::run(&crate::flags::Setup::default())?;
+    if f.what == "textproc" {
+        return textproc(f, &env);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
         "build",
@@ -110,6 +118,110 @@ pub fn run(f: &Bench) -> Result<(), String> {
             a / sorted
         );
     }
+    Ok(())
+}
+
+/// `bench textproc`: flagship's DataFusion plan vs PySpark `local[*]` on one corpus, one
+/// after the other; then flagship alone on `scale` times the corpus for its peak memory.
+fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
+        "build",
+        "--release",
+        "-p",
+        "flagship-cli",
+        "--bin",
+        "flagship",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env.root.join("target"));
+    let flagship = target.join("release").join("flagship");
+    let has_spark = Command::new(env.python())
+        .args(["-c", "import pyspark"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_spark {
+        eprintln!(
+            "bench: installing pyspark 4.0.1 into {} (once)",
+            env.venv.display()
+        );
+        setup::run_cmd(Command::new(env.python()).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "pyspark==4.0.1",
+        ]))?;
+    }
+    let work = target.join("bench-textproc");
+    let corpus = |n: usize| -> Result<std::path::PathBuf, String> {
+        let dir = work.join(format!("corpus-{n}"));
+        last_line(
+            Command::new(&flagship)
+                .current_dir(&env.root)
+                .args([
+                    "bench-textproc",
+                    "corpus",
+                    "--tweets",
+                    &n.to_string(),
+                    "--dir",
+                ])
+                .arg(&dir),
+            &format!("corpus of {n} tweets"),
+        )?;
+        Ok(dir)
+    };
+    let ours_on = |dir: &std::path::Path| {
+        last_line(
+            Command::new(&flagship)
+                .current_dir(&env.root)
+                .args(["bench-textproc", "run", "--dir"])
+                .arg(dir)
+                .arg("--out")
+                .arg(work.join("out-flagship")),
+            "flagship textproc",
+        )
+    };
+    let n = f.tweets;
+    let dir = corpus(n)?;
+    let ours = ours_on(&dir)?;
+    let theirs = last_line(
+        Command::new(env.python())
+            .current_dir(&env.root)
+            .arg("scripts/bench_textproc.py")
+            .arg("--input")
+            .arg(&dir)
+            .arg("--output")
+            .arg(work.join("out-pyspark")),
+        "PySpark",
+    )?;
+    println!("flagship: {ours}");
+    println!("pyspark:  {theirs}");
+    let get = |j: &str, k| field(j, k).ok_or_else(|| format!("no `{k}` in {j}"));
+    let (a, b) = (get(&ours, "seconds")?, get(&theirs, "seconds")?);
+    println!(
+        "bench textproc: {n} tweets — flagship {a:.1} s (peak RSS {:.0} MiB), PySpark local[*] {b:.1} s (peak RSS {:.0} MiB): {:.1}× faster",
+        get(&ours, "peak_rss_mib")?,
+        get(&theirs, "peak_rss_mib")?,
+        b / a
+    );
+    std::fs::remove_dir_all(work.join("out-pyspark")).ok();
+    if f.scale > 1 {
+        std::fs::remove_dir_all(&dir).ok();
+        let big = corpus(n * f.scale)?;
+        let at_scale = ours_on(&big)?;
+        println!("flagship: {at_scale}");
+        println!(
+            "bench textproc memory: {n} tweets {:.0} MiB, {} tweets {:.0} MiB (peak RSS); {:.1} s vs {:.1} s",
+            get(&ours, "peak_rss_mib")?,
+            n * f.scale,
+            get(&at_scale, "peak_rss_mib")?,
+            a,
+            get(&at_scale, "seconds")?
+        );
+    }
+    std::fs::remove_dir_all(&work).ok();
     Ok(())
 }
 

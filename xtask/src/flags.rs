@@ -25,7 +25,8 @@ pub fn usage() -> String {
          predict    ARGS               passed to `flagship predict` (--model DIR --input FILE --output FILE)\n  \
          evaluate   ARGS               passed to `flagship evaluate` (--predictions FILE --out DIR)\n  \
          monitor    ARGS               passed to `flagship monitor` (--model DIR --predictions FILE --out DIR)\n  \
-         bench      train|predict      [--steps 30] [--rows 2000] [--batch-size 32] [--max-length 64]\n",
+         bench      train|predict      [--steps 30] [--rows 2000] [--batch-size 32] [--max-length 64]\n  \
+         bench      textproc           [--tweets 1000000] [--scale 4]  (vs PySpark local[*]; memory at tweets × scale)\n",
     );
     s
 }
@@ -81,16 +82,19 @@ pub struct Bench {
     pub rows: usize,
     pub batch_size: usize,
     pub max_length: usize,
+    /// textproc: corpus size, and the multiple of it also run to show memory stays flat.
+    pub tweets: usize,
+    pub scale: usize,
 }
 
 impl Bench {
     pub fn parse(args: &[String]) -> Result<Bench, String> {
         let mut it = args.iter();
         let what = match it.next().map(String::as_str) {
-            Some(w @ ("train" | "predict")) => w.to_owned(),
+            Some(w @ ("train" | "predict" | "textproc")) => w.to_owned(),
             other => {
                 return Err(format!(
-                    "`bench`: say what to measure: `train` or `predict` (got {other:?})"
+                    "`bench`: say what to measure: `train`, `predict` or `textproc` (got {other:?})"
                 ));
             }
         };
@@ -100,6 +104,8 @@ impl Bench {
             rows: 2000,
             batch_size: 32,
             max_length: 64,
+            tweets: 1_000_000,
+            scale: 4,
         };
         while let Some(a) = it.next() {
             let slot = match a.as_str() {
@@ -107,6 +113,8 @@ impl Bench {
                 "--rows" => &mut f.rows,
                 "--batch-size" => &mut f.batch_size,
                 "--max-length" => &mut f.max_length,
+                "--tweets" => &mut f.tweets,
+                "--scale" => &mut f.scale,
                 other => return Err(unknown("bench", other)),
             };
             *slot = it

@@ -61,7 +61,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "bench",
-        "flagship vs Hugging Face transformers: `bench train` / `bench predict` (examples/s, ratio)",
+        "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark)",
     ),
     (
         "flagship",

@@ -3,6 +3,7 @@
 //! the work lives in the stage crates.
 
 mod bench_cmd;
+mod bench_textproc;
 mod config_cmd;
 mod engine;
 mod evaluate_cmd;
@@ -61,6 +62,9 @@ enum Command {
     /// flagship's side of `cargo xtask bench train|predict` (one JSON line).
     #[command(hide = true)]
     BenchModel(bench_cmd::Args),
+    /// flagship's side of `cargo xtask bench textproc` (one JSON line).
+    #[command(hide = true, subcommand)]
+    BenchTextproc(bench_textproc::Cmd),
     /// Open a base checkpoint through libtorch and check it (default: the set-up MiniLM).
     CheckModel {
         /// Checkpoint folder (config.json, model.safetensors, tokenizer.json).
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
         Command::Evaluate(args) => evaluate_cmd::run(&config, args),
         Command::Monitor(args) => monitor_cmd::run(&config, args),
         Command::BenchModel(args) => bench_cmd::run(args),
+        Command::BenchTextproc(cmd) => bench_textproc::run(cmd),
         Command::CheckModel { base } => check_model(&config, base).map(drop),
     }
 }

@@ -19,13 +19,14 @@ pub struct Args {
 }
 
 /// Stages still to come, with the issue that builds each.
-const NOT_BUILT: &str = "ingest to Firehose (#3), combine/filter/textproc/split (#4), train (#5), evaluate/monitor (#6), resumable orchestration and the labeled demo (#7)";
+const NOT_BUILT: &str = "ingest to Firehose (#3), the resumable end-to-end pipeline and the labeled demo (#7); combine/filter/textproc/split, train, evaluate and monitor are their own commands";
 
 pub fn run(config: &flagship_core::Config, has_config: bool, args: Args) -> Result<()> {
     if has_config {
         bail!(
-            "a configured run reads storage.raw ({}), which needs the combine stage — not built yet. \
-             Run without --config for the bundled demo. Not built: {NOT_BUILT}",
+            "a configured end-to-end run over storage.raw ({}) is not wired yet; run the stages \
+             one by one (`flagship combine`, `filter`, `textproc`, `split`, `train`, …) or \
+             run without --config for the bundled demo. Not built: {NOT_BUILT}",
             config.location(flagship_core::config::Area::Raw)?
         );
     }

@@ -47,6 +47,14 @@ pub enum SplitCmd {
         #[arg(long, default_value = "to-label.csv")]
         file: String,
     },
+    /// Append the candidates newer than the last split tweet as monitoring batches of
+    /// `monitor.batch_size` (`batch-0002.parquet`, …; labels joined where present).
+    Append {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -58,6 +66,10 @@ pub struct SplitArgs {
     /// Labels file (CSV or Parquet with `id,label`); default: the config's `split.labels`.
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// Only candidates created up to this time (RFC 3339) form the initial split; later ones
+    /// become monitoring batches (`split append`).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn store(config: &Config, over: &Option<String>, area: Area) -> Result<Store> {
@@ -215,6 +227,22 @@ pub fn split(config: &Config, a: SplitArgs) -> Result<()> {
             println!("split: {n} unlabeled candidate tweets written to {}", out.location().join(&file));
             return Ok(());
         }
+        if let Some(SplitCmd::Append { common, labels }) = a.cmd {
+            let input = store(config, &common.input, Area::Processed)?;
+            let out = store(config, &common.output, Area::Splits)?;
+            let labels = match labels_path(config, labels) {
+                Some(p) => flagship_split::Labels::read(&p)?,
+                None => flagship_split::Labels::default(),
+            };
+            note_local("split", &common.engine);
+            let ctx = flagship_core::frames::local_session();
+            let r = flagship_split::append(&ctx, &input, &labels, config.monitor.batch_size, &out).await?;
+            for b in &r.batches {
+                println!("split: batch {} → {} ({} rows, {} labelled)", b.batch, out.location().join(&b.file), b.rows, b.labelled);
+            }
+            println!("split: {} new batches; {} newer tweets wait for a full batch of {}", r.batches.len(), r.pending, config.monitor.batch_size);
+            return Ok(());
+        }
         let input = store(config, &a.common.input, Area::Processed)?;
         let out = store(config, &a.common.output, Area::Splits)?;
         let path = labels_path(config, a.labels).context(
@@ -230,6 +258,7 @@ pub fn split(config: &Config, a: SplitArgs) -> Result<()> {
             &labels,
             config.split.test_size,
             config.split.val_size,
+            a.until,
             &out,
         )
         .await?;

@@ -141,6 +141,9 @@ topic = ["brexit"]
 [split]
 test_size = 20
 val_size = 20
+
+[monitor]
+batch_size = 10
 "#,
     )
     .unwrap();

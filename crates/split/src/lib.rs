@@ -288,27 +288,70 @@ fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
 }
 
 /// Splits the processed candidates with their labels and writes the three parts to `out`.
-pub async fn run(
-    ctx: &SessionContext,
-    processed: &Store,
-    labels: &Labels,
-    test_size: usize,
-    val_size: usize,
-    out: &Store,
-) -> Result<Report, SplitError> {
-    let (cands, counts) = candidates(ctx, processed).await?;
-    let joined = join_labels(ctx, cands, labels).await?;
-    let n = joined.num_rows();
-    let ids = column::<UInt64Array>(&joined, "id");
-    let times = column::<TimestampMillisecondArray>(&joined, "created_at");
-    let rows: Vec<(DateTime<Utc>, u64)> = (0..n)
+/// `(created_at, id)` of every row, in row order.
+fn keys(b: &RecordBatch) -> Vec<(DateTime<Utc>, u64)> {
+    let ids = column::<UInt64Array>(b, "id");
+    let times = column::<TimestampMillisecondArray>(b, "created_at");
+    (0..b.num_rows())
         .map(|i| {
             (
                 DateTime::from_timestamp_millis(times.value(i)).expect("a valid time"),
                 ids.value(i),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// `joined` (processed columns + `label`) plus `need_support`, `split`, `batch`.
+fn with_split_columns(
+    joined: &RecordBatch,
+    split: impl Fn(usize) -> &'static str,
+    batch: u32,
+) -> Result<RecordBatch, SplitError> {
+    let n = joined.num_rows();
+    let ids = column::<UInt64Array>(joined, "id");
+    let label = column::<Int8Array>(joined, "label");
+    let need: Vec<Option<bool>> = (0..n)
+        .map(|i| {
+            (!label.is_null(i))
+                .then(|| need_support(ids.value(i), i64::from(label.value(i))))
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut columns: Vec<ArrayRef> = joined.columns().to_vec();
+    columns.push(Arc::new(BooleanArray::from(need)));
+    columns.push(Arc::new(StringArray::from_iter_values((0..n).map(split))));
+    columns.push(Arc::new(UInt32Array::from(vec![batch; n])));
+    RecordBatch::try_new(Stage::Split.schema(), columns).map_err(|e| SplitError::Engine(e.into()))
+}
+
+fn keep_rows(b: &RecordBatch, keep: impl Fn(usize) -> bool) -> Result<RecordBatch, SplitError> {
+    let mask = BooleanArray::from((0..b.num_rows()).map(keep).collect::<Vec<_>>());
+    arrow::compute::filter_record_batch(b, &mask).map_err(|e| SplitError::Engine(e.into()))
+}
+
+/// Splits the processed candidates (those created up to `until`, when given) with their
+/// labels and writes the three parts to `out` with `batch` = 1.
+pub async fn run(
+    ctx: &SessionContext,
+    processed: &Store,
+    labels: &Labels,
+    test_size: usize,
+    val_size: usize,
+    until: Option<DateTime<Utc>>,
+    out: &Store,
+) -> Result<Report, SplitError> {
+    let (cands, counts) = candidates(ctx, processed).await?;
+    let joined = join_labels(ctx, cands, labels).await?;
+    let joined = match until {
+        Some(u) => {
+            let k = keys(&joined);
+            keep_rows(&joined, |i| k[i].0 <= u)?
+        }
+        None => joined,
+    };
+    let n = joined.num_rows();
+    let rows = keys(&joined);
     let parts = chronological(&rows, test_size, val_size)?;
     let label = column::<Int8Array>(&joined, "label");
     let unlabeled: Vec<usize> = (0..n).filter(|&i| label.is_null(i)).collect();
@@ -321,26 +364,15 @@ pub async fn run(
             total: unlabeled.len(),
             candidates: n,
             by_part,
-            first_ids: unlabeled.iter().take(5).map(|&i| ids.value(i)).collect(),
+            first_ids: unlabeled.iter().take(5).map(|&i| rows[i].1).collect(),
         });
     }
-    let need: Vec<bool> = (0..n)
-        .map(|i| need_support(ids.value(i), i64::from(label.value(i))))
-        .collect::<Result<_, _>>()?;
-    let mut columns: Vec<ArrayRef> = joined.columns().to_vec();
-    columns.push(Arc::new(BooleanArray::from(need.clone())));
-    columns.push(Arc::new(StringArray::from_iter_values(
-        parts.iter().map(|p| p.name()),
-    )));
-    columns.push(Arc::new(UInt32Array::from(vec![1u32; n])));
+    let all = with_split_columns(&joined, |i| parts[i].name(), 1)?;
+    let need = column::<BooleanArray>(&all, "need_support");
     let schema = Stage::Split.schema();
-    let all =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| SplitError::Engine(e.into()))?;
     let mut reports = Vec::new();
     for part in Part::ALL {
-        let mask = BooleanArray::from(parts.iter().map(|p| *p == part).collect::<Vec<_>>());
-        let part_rows = arrow::compute::filter_record_batch(&all, &mask)
-            .map_err(|e| SplitError::Engine(e.into()))?;
+        let part_rows = keep_rows(&all, |i| parts[i] == part)?;
         let idx: Vec<usize> = (0..n).filter(|&i| parts[i] == part).collect();
         out.write_parquet(&part.file(), &schema, &[part_rows])
             .await?;
@@ -348,7 +380,7 @@ pub async fn run(
             part,
             file: part.file(),
             rows: idx.len(),
-            need_support: idx.iter().filter(|&&i| need[i]).count(),
+            need_support: idx.iter().filter(|&&i| need.value(i)).count(),
             first: idx.iter().map(|&i| rows[i].0).min(),
             last: idx.iter().map(|&i| rows[i].0).max(),
         });
@@ -357,6 +389,90 @@ pub async fn run(
         candidates: counts,
         labels: labels.len(),
         parts: reports,
+    })
+}
+
+/// One monitoring batch written by [`append`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchReport {
+    pub batch: u32,
+    pub file: String,
+    pub rows: usize,
+    pub labelled: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppendReport {
+    pub batches: Vec<BatchReport>,
+    /// Newer candidates not yet filling a batch; they wait for the next run.
+    pub pending: usize,
+}
+
+/// The file of monitoring batch `n` (2, 3, …).
+pub fn batch_file(n: u32) -> String {
+    format!("batch-{n:04}.parquet")
+}
+
+/// Appends the candidates newer than everything already split (the test part and earlier
+/// batches) as monitoring batches of `batch_size` rows in time order (`split` = `inference`,
+/// `batch` = 2, 3, …; labels joined where the labels file has them). Only full batches are
+/// written; the rest waits.
+pub async fn append(
+    ctx: &SessionContext,
+    processed: &Store,
+    labels: &Labels,
+    batch_size: usize,
+    out: &Store,
+) -> Result<AppendReport, SplitError> {
+    if !out.exists(&Part::Test.file()).await? {
+        return Err(SplitError::NoInput(format!(
+            "{} (run `split` first: batches follow the initial split)",
+            out.location().join(&Part::Test.file())
+        )));
+    }
+    let mut done = vec![Part::Test.file()];
+    let mut next = 2u32;
+    for e in out.list("").await? {
+        if let Some(n) = e
+            .key
+            .strip_prefix("batch-")
+            .and_then(|r| r.strip_suffix(".parquet"))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            done.push(e.key.clone());
+            next = next.max(n + 1);
+        }
+    }
+    let mut last: Option<(DateTime<Utc>, u64)> = None;
+    for key in &done {
+        let (_, batches) = out.read_parquet(key).await?;
+        for b in &batches {
+            last = last.max(keys(b).into_iter().max());
+        }
+    }
+    let (cands, _) = candidates(ctx, processed).await?;
+    let joined = join_labels(ctx, cands, labels).await?;
+    let k = keys(&joined);
+    let newer = keep_rows(&joined, |i| Some(k[i]) > last)?;
+    let full = newer.num_rows() / batch_size.max(1);
+    let mut batches = Vec::new();
+    for j in 0..full {
+        let rows = newer.slice(j * batch_size, batch_size);
+        let b = with_split_columns(&rows, |_| "inference", next)?;
+        let labelled = rows.num_rows() - column::<Int8Array>(&rows, "label").null_count();
+        out.write_parquet(&batch_file(next), &Stage::Split.schema(), &[b])
+            .await?;
+        batches.push(BatchReport {
+            batch: next,
+            file: batch_file(next),
+            rows: batch_size,
+            labelled,
+        });
+        next += 1;
+    }
+    Ok(AppendReport {
+        batches,
+        pending: newer.num_rows() - full * batch_size,
     })
 }
 
