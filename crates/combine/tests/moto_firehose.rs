@@ -178,5 +178,51 @@ fn moto_firehose_objects_combine_like_the_local_layout() {
         assert_eq!(from_moto.totals.quarantined, 1);
         assert_eq!(from_local.totals.quarantined, 1);
         assert!(from_moto.totals.rows > 500);
+
+        // The next stages read and write s3:// through DataFusion's object store registry.
+        let s3_area = |p: &str| {
+            Store::open(
+                &Location::parse(&format!("s3://flagship-raw/{p}"), std::path::Path::new("."))
+                    .unwrap(),
+                &opts,
+            )
+            .unwrap()
+        };
+        let (combined, filtered) = (s3_area("combined"), s3_area("filtered"));
+        let moto_raw = s3_area("datasets/twitter/kinesis-demo");
+        let report = flagship_combine::run(
+            &ctx,
+            &moto_raw,
+            "",
+            &combined,
+            &s3_area("quarantine"),
+            &|_, _, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.totals.rows, from_moto.totals.rows);
+        let mut profile = flagship_core::Config::default().mission.filter;
+        profile.wanted = [("common".to_owned(), vec!["the".to_owned(), "a".to_owned()])].into();
+        let hours = flagship_filter::run(&ctx, &profile, &combined, &filtered, 2, &|_, _, _| {})
+            .await
+            .unwrap();
+        let totals = flagship_filter::totals(&hours);
+        println!("filter on s3: {totals:?}");
+        assert!(totals[flagship_filter::KEPT] > 0);
+        let keys: Vec<String> = filtered
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert!(
+            keys.iter().any(|k| k == "_manifest/filter.json"),
+            "{keys:?}"
+        );
+        assert_eq!(
+            keys.iter().filter(|k| k.ends_with(".parquet")).count(),
+            hours.len()
+        );
     });
 }
