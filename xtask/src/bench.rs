@@ -45,6 +45,9 @@ pub fn run(f: &Bench) -> Result<(), String> {
     if f.what == "textproc" {
         return textproc(f, &env);
     }
+    if f.what == "ingest" {
+        return ingest(f, &env);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
         "build",
@@ -222,6 +225,63 @@ fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
         );
     }
     std::fs::remove_dir_all(&work).ok();
+    Ok(())
+}
+
+/// `bench ingest`: replay N/4 then N stream messages into the local sink (same binary, one
+/// after the other): tweets/s and peak RSS, to show the rate and that memory stays flat.
+fn ingest(f: &Bench, env: &setup::Env) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
+        "build",
+        "--release",
+        "-p",
+        "flagship-cli",
+        "--bin",
+        "flagship",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env.root.join("target"));
+    let flagship = target.join("release").join("flagship");
+    let work = target.join("bench-ingest");
+    let mut lines = Vec::new();
+    for n in [f.tweets / 4, f.tweets] {
+        let file = work.join(format!("stream-{n}.jsonl"));
+        last_line(
+            Command::new(&flagship)
+                .current_dir(&env.root)
+                .args([
+                    "bench-ingest",
+                    "corpus",
+                    "--tweets",
+                    &n.to_string(),
+                    "--file",
+                ])
+                .arg(&file),
+            &format!("corpus of {n} stream messages"),
+        )?;
+        let out = last_line(
+            Command::new(&flagship)
+                .current_dir(&env.root)
+                .args(["bench-ingest", "run", "--file"])
+                .arg(&file)
+                .arg("--out")
+                .arg(work.join("out")),
+            "flagship ingest (replay → local sink)",
+        )?;
+        println!("flagship: {out}");
+        std::fs::remove_dir_all(&work).ok();
+        lines.push((n, out));
+    }
+    let get = |j: &str, k| field(j, k).ok_or_else(|| format!("no `{k}` in {j}"));
+    for (n, out) in &lines {
+        println!(
+            "bench ingest: {n} tweets replayed into the local Firehose layout at {:.0} tweets/s (target 100,000), peak RSS {:.0} MiB",
+            get(out, "tweets_per_second")?,
+            get(out, "peak_rss_mib")?
+        );
+    }
     Ok(())
 }
 

@@ -13,6 +13,8 @@ pub fn usage() -> String {
         "\nFlags:\n  setup      --force            reinstall the Python packages even if up to date\n  \
          test       --no-lint          skip fmt and clippy\n             -- ARGS            passed to `cargo test` (e.g. -- --no-fail-fast)\n  \
          pipeline   ARGS               passed to `flagship pipeline` (see `cargo xtask flagship pipeline --help`)\n  \
+         ingest     ARGS               passed to `flagship ingest` (run --replay DIR --sink local|firehose …; replay-spill)\n  \
+         aws        ARGS               passed to `flagship aws` (create|status|destroy --bucket B [--endpoint-url URL])\n  \
          combine    ARGS               passed to `flagship combine` (--input LOC --output LOC --prefix P --engine E)
   \
          filter     ARGS               passed to `flagship filter` (--input LOC --output LOC --engine E)
@@ -26,7 +28,8 @@ pub fn usage() -> String {
          evaluate   ARGS               passed to `flagship evaluate` (--predictions FILE --out DIR)\n  \
          monitor    ARGS               passed to `flagship monitor` (--model DIR --predictions FILE --out DIR)\n  \
          bench      train|predict      [--steps 30] [--rows 2000] [--batch-size 32] [--max-length 64]\n  \
-         bench      textproc           [--tweets 1000000] [--scale 4]  (vs PySpark local[*]; memory at tweets × scale)\n",
+         bench      textproc           [--tweets 1000000] [--scale 4]  (vs PySpark local[*]; memory at tweets × scale)\n  \
+         bench      ingest             [--tweets 1000000]  (replay into the local Firehose layout: tweets/s, peak RSS at N/4 and N)\n",
     );
     s
 }
@@ -91,10 +94,10 @@ impl Bench {
     pub fn parse(args: &[String]) -> Result<Bench, String> {
         let mut it = args.iter();
         let what = match it.next().map(String::as_str) {
-            Some(w @ ("train" | "predict" | "textproc")) => w.to_owned(),
+            Some(w @ ("train" | "predict" | "textproc" | "ingest")) => w.to_owned(),
             other => {
                 return Err(format!(
-                    "`bench`: say what to measure: `train`, `predict` or `textproc` (got {other:?})"
+                    "`bench`: say what to measure: `train`, `predict`, `textproc` or `ingest` (got {other:?})"
                 ));
             }
         };

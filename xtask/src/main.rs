@@ -28,6 +28,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "set up, then run the pipeline (`flagship pipeline`; demo data when no --config)",
     ),
     (
+        "ingest",
+        "stream tweets (X API v2 or --replay) into Firehose or its S3 layout (`flagship ingest run`)",
+    ),
+    (
+        "aws",
+        "create | status | destroy the bucket, log group, role and Firehose stream (`flagship aws`)",
+    ),
+    (
         "combine",
         "raw Firehose objects → one Parquet file per hour (`flagship combine`; dedup, quarantine, incremental)",
     ),

@@ -3,10 +3,12 @@
 //! the work lives in the stage crates.
 
 mod bench_cmd;
+mod bench_ingest;
 mod bench_textproc;
 mod config_cmd;
 mod engine;
 mod evaluate_cmd;
+mod ingest_cmd;
 mod inspect;
 mod model_cmd;
 mod monitor_cmd;
@@ -37,6 +39,11 @@ struct Cli {
 enum Command {
     /// Run every stage that is built, on the config's data (no config: the bundled demo).
     Pipeline(pipeline::Args),
+    /// Stream tweets (X API v2 filtered stream, or a replay) into Firehose or its S3 layout.
+    #[command(subcommand)]
+    Ingest(ingest_cmd::IngestCmd),
+    /// Create, check or delete the bucket, log group, role and Firehose stream ingest uses.
+    Aws(ingest_cmd::AwsArgs),
     /// Read X API v2 payload files (JSONL) into the raw schema: counts, Parquet, quarantine.
     Inspect(inspect::Args),
     /// Gather the raw Firehose objects of each hour into one Parquet file (dedup, quarantine).
@@ -62,6 +69,9 @@ enum Command {
     /// flagship's side of `cargo xtask bench train|predict` (one JSON line).
     #[command(hide = true)]
     BenchModel(bench_cmd::Args),
+    /// `cargo xtask bench ingest`: replay into the local sink (one JSON line).
+    #[command(hide = true, subcommand)]
+    BenchIngest(bench_ingest::Cmd),
     /// flagship's side of `cargo xtask bench textproc` (one JSON line).
     #[command(hide = true, subcommand)]
     BenchTextproc(bench_textproc::Cmd),
@@ -84,6 +94,8 @@ fn main() -> Result<()> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Pipeline(args) => pipeline::run(&config, cli.config.is_some(), args),
+        Command::Ingest(cmd) => ingest_cmd::ingest(&config, cmd),
+        Command::Aws(args) => ingest_cmd::aws_cmd(&config, args),
         Command::Inspect(args) => inspect::run(&config, args),
         Command::Combine(args) => stages_cmd::combine(&config, args).map(drop),
         Command::Filter(args) => stages_cmd::filter(&config, args).map(drop),
@@ -96,6 +108,7 @@ fn main() -> Result<()> {
         Command::Monitor(args) => monitor_cmd::run(&config, args),
         Command::BenchModel(args) => bench_cmd::run(args),
         Command::BenchTextproc(cmd) => bench_textproc::run(cmd),
+        Command::BenchIngest(cmd) => bench_ingest::run(cmd),
         Command::CheckModel { base } => check_model(&config, base).map(drop),
     }
 }

@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 /// Stages still to come, with the issue that builds each.
-const NOT_BUILT: &str = "ingest to Firehose (#3), the resumable end-to-end pipeline and the labeled demo (#7); combine/filter/textproc/split, train, evaluate and monitor are their own commands";
+const NOT_BUILT: &str = "the resumable end-to-end pipeline, the labeled demo and live triage (#7); ingest, combine/filter/textproc/split, train, evaluate and monitor are their own commands";
 
 pub fn run(config: &flagship_core::Config, has_config: bool, args: Args) -> Result<()> {
     if has_config {

@@ -1,9 +1,268 @@
-//! flagship-ingest: X API v2 filtered stream → Kinesis Firehose (or the local Firehose
-//! layout), and the AWS resources behind it.
+//! flagship-ingest: X API v2 filtered stream (or a replay of recorded payloads) → Kinesis
+//! Firehose or the local Firehose layout.
 //!
-//! This foundation holds the reconnect policy X documents for the v2 stream ([`backoff`]);
-//! the stream client, the Firehose and local sinks and `aws create | status | destroy` land
-//! with the ingest issue. It reads the network and writes raw NDJSON records; it never cleans
-//! or filters text (that is textproc's and filter's job) and never logs secrets.
+//! A [`source::TweetSource`] yields lines; [`run`] classifies each ([`record`]: tweet, error /
+//! operational-disconnect message, keep-alive, malformed), drops tweet ids already seen (a
+//! reconnect can repeat tweets), stamps tweets with their arrival time and hands them through
+//! a bounded queue (backpressure) to a [`sink::Sink`] task. Malformed lines go to a quarantine
+//! file with their origin, line and byte offset. It stops at `max_tweets`, after `duration`, on
+//! SIGINT / SIGTERM (the caller's `stop` future) or when a replay ends, then drains the queue,
+//! flushes the sink and reports every count. [`backoff`] holds X's reconnect schedule and
+//! [`xstream`] the stream client. It never cleans or filters text (textproc's and filter's job)
+//! and never logs secrets.
 
+pub mod aws;
 pub mod backoff;
+pub mod firehose;
+pub mod record;
+pub mod sink;
+pub mod source;
+pub mod xstream;
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use flagship_core::storage::Store;
+use serde::Serialize;
+
+use crate::record::Line;
+use crate::sink::{Sink, SinkCounts};
+use crate::source::{SourceStats, TweetSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Retrying cannot help (credentials, access level, rules): stop with this message.
+    #[error("{0}")]
+    Fatal(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("sink: {0}")]
+    Sink(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_tweets: Option<u64>,
+    pub duration: Option<Duration>,
+    /// Records waiting between the source and the sink; a full queue stops reading.
+    pub queue: usize,
+    /// How many recent tweet ids are remembered for dedup.
+    pub dedup_window: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_tweets: None,
+            duration: None,
+            queue: 10_000,
+            dedup_window: 1_000_000,
+        }
+    }
+}
+
+/// Every count of a run, printed at exit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub lines: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub keep_alives: u64,
+    pub api_errors: u64,
+    pub operational_disconnects: u64,
+    pub quarantined: u64,
+    pub sink: SinkCounts,
+    pub source: SourceStats,
+    pub seconds: f64,
+    /// Why the run ended: `max-tweets`, `duration`, `signal`, `end of input`, `error`.
+    pub stopped_by: String,
+    /// The fatal error that ended the run (after everything received was flushed).
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} tweets received ({} duplicates dropped), {} sent in {} calls ({} retried, {} spilled), {} malformed lines quarantined, {} API error messages ({} operational disconnects), {} keep-alives, {} reconnects; stopped by {} after {:.1} s",
+            self.received,
+            self.duplicates,
+            self.sink.sent,
+            self.sink.calls,
+            self.sink.retried,
+            self.sink.spilled,
+            self.quarantined,
+            self.api_errors,
+            self.operational_disconnects,
+            self.keep_alives,
+            self.source.reconnects,
+            self.stopped_by,
+            self.seconds
+        )
+    }
+}
+
+/// A progress snapshot, for the caller's progress line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub received: u64,
+    pub queued: usize,
+    pub elapsed: Duration,
+}
+
+/// Remembers the last `cap` ids.
+struct Seen {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+    cap: usize,
+}
+
+impl Seen {
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+/// Runs `source` into `sink` until a limit, `stop`, or the end of the source. Malformed lines
+/// are appended to `quarantine_key` in `quarantine` (JSONL: origin, line, offset, reason, raw).
+pub async fn run<S: Sink + 'static>(
+    source: &mut dyn TweetSource,
+    sink: S,
+    quarantine: &Store,
+    quarantine_key: &str,
+    opts: &Options,
+    stop: impl std::future::Future<Output = ()>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Totals, IngestError> {
+    let start = Instant::now();
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<(Bytes, chrono::DateTime<Utc>)>(opts.queue.max(1));
+    let sink_task = tokio::spawn(async move {
+        let mut sink = sink;
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some((rec, at)) => sink.put(rec, at).await?,
+                    None => break,
+                },
+                _ = ticker.tick() => sink.tick(Utc::now()).await?,
+            }
+        }
+        sink.flush().await?;
+        Ok::<SinkCounts, IngestError>(sink.counts())
+    });
+    let mut t = Totals::default();
+    let mut seen = Seen {
+        set: HashSet::new(),
+        order: VecDeque::new(),
+        cap: opts.dedup_window.max(1),
+    };
+    let mut bad = Vec::new();
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    tokio::pin!(stop);
+    let mut last_progress = Instant::now();
+    let stopped_by = loop {
+        if opts.max_tweets.is_some_and(|m| t.received >= m) {
+            break "max-tweets";
+        }
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, source.next_line()).await.ok(),
+                None => Some(source.next_line().await),
+            }
+        };
+        let line = tokio::select! {
+            biased;
+            _ = &mut stop => break "signal",
+            l = next => match l {
+                None => break "duration",
+                Some(Ok(l)) => l,
+                Some(Err(e)) => {
+                    t.error = Some(e.to_string());
+                    break "error";
+                }
+            },
+        };
+        let Some(line) = line else {
+            break "end of input";
+        };
+        t.lines += 1;
+        let now = Utc::now();
+        match record::classify(&line.bytes, now) {
+            Line::KeepAlive => t.keep_alives += 1,
+            Line::Tweet { id, record } => {
+                if seen.insert(id) {
+                    t.received += 1;
+                    if tx.send((record, now)).await.is_err() {
+                        break "sink failure";
+                    }
+                } else {
+                    t.duplicates += 1;
+                }
+            }
+            Line::Error {
+                operational_disconnect,
+                message,
+            } => {
+                t.api_errors += 1;
+                t.operational_disconnects += u64::from(operational_disconnect);
+                tracing::warn!(origin = %line.origin, line = line.line, "stream message: {message}");
+            }
+            Line::Malformed { reason } => {
+                t.quarantined += 1;
+                tracing::warn!(origin = %line.origin, line = line.line, offset = line.offset, "malformed line quarantined: {reason}");
+                bad.push(serde_json::json!({
+                    "source": line.origin, "line": line.line, "offset": line.offset,
+                    "error": reason, "raw": String::from_utf8_lossy(&line.bytes),
+                }));
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            progress(Progress {
+                received: t.received,
+                queued: opts.queue.max(1) - tx.capacity(),
+                elapsed: start.elapsed(),
+            });
+        }
+    };
+    drop(tx);
+    let sink_counts = sink_task
+        .await
+        .map_err(|e| IngestError::Sink(format!("sink task: {e}")))??;
+    if !bad.is_empty() {
+        let mut text = match quarantine.exists(quarantine_key).await {
+            Ok(true) => quarantine
+                .get(quarantine_key)
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for b in &bad {
+            text.extend_from_slice(b.to_string().as_bytes());
+            text.push(b'\n');
+        }
+        quarantine
+            .put(quarantine_key, Bytes::from(text))
+            .await
+            .map_err(|e| IngestError::Io(e.to_string()))?;
+    }
+    t.sink = sink_counts;
+    t.source = source.stats();
+    t.seconds = start.elapsed().as_secs_f64();
+    t.stopped_by = stopped_by.to_owned();
+    Ok(t)
+}

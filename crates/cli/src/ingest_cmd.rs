@@ -1,0 +1,299 @@
+//! `flagship ingest run | replay-spill` and `flagship aws create | status | destroy`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use flagship_core::config::{Area, Config};
+use flagship_core::storage::{Location, Store};
+use flagship_ingest::aws::{self, Resources};
+use flagship_ingest::firehose::FirehoseSink;
+use flagship_ingest::sink::LocalSink;
+use flagship_ingest::source::{Replay, TweetSource};
+use flagship_ingest::xstream::{self, XStream, XStreamConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// `90s`, `10m`, `2h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 2h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkKind {
+    /// The Firehose S3 layout in a local folder or bucket (`--out`, default storage.raw).
+    Local,
+    /// Kinesis Firehose `PutRecordBatch` (`--stream`).
+    Firehose,
+}
+
+#[derive(clap::Args)]
+pub struct AwsFlags {
+    /// Region (else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// An emulator's endpoint (moto: http://127.0.0.1:PORT).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsFlags {
+    fn region(&self, config: &Config) -> String {
+        self.region
+            .clone()
+            .or_else(|| config.storage.s3.region.clone())
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into())
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum IngestCmd {
+    /// Stream (X API v2, or a replay of recorded JSONL) into a sink until a limit or a signal.
+    Run(RunArgs),
+    /// Send the records a Firehose sink spilled, then remove the spill file.
+    ReplaySpill {
+        #[arg(long, default_value = "data/ingest-spill.jsonl")]
+        spill: PathBuf,
+        #[arg(long, default_value = "twitter_delivery_stream")]
+        stream: String,
+        #[command(flatten)]
+        aws: AwsFlags,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Replay recorded v2 JSONL (a file or a folder of .jsonl[.gz]) instead of the X API.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
+    /// Replay paced by the tweets' times, this many times faster (default: as fast as possible).
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// X API base URL.
+    #[arg(long, default_value = xstream::DEFAULT_BASE_URL)]
+    pub base_url: String,
+    /// Do not change the stream's rules (use them as they are).
+    #[arg(long)]
+    pub no_rule_sync: bool,
+    #[arg(long, value_enum, default_value_t = SinkKind::Local)]
+    pub sink: SinkKind,
+    /// Local sink: where to write (default: the config's storage.raw).
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Firehose: the delivery stream; also the object name in the local layout.
+    #[arg(long, default_value = "twitter_delivery_stream")]
+    pub stream: String,
+    /// Firehose: records it would not take after all retries go here.
+    #[arg(long, default_value = "data/ingest-spill.jsonl")]
+    pub spill: PathBuf,
+    #[arg(long)]
+    pub max_tweets: Option<u64>,
+    /// Stop after this long (`90s`, `10m`, `2h`).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Local sink buffering: bytes and seconds (Firehose's defaults: 5 MiB, 60 s).
+    #[arg(long, default_value_t = 5 * 1024 * 1024)]
+    pub buffer_bytes: usize,
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub buffer_interval: Duration,
+    #[command(flatten)]
+    pub aws: AwsFlags,
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("signal received: draining the queue and flushing");
+}
+
+async fn firehose_client(config: &Config, aws: &AwsFlags) -> aws_sdk_firehose::Client {
+    let mut r = Resources::for_bucket("-", &aws.region(config));
+    r.endpoint_url = aws.endpoint_url.clone();
+    aws::Clients::new(&r).await.firehose
+}
+
+pub fn ingest(config: &Config, cmd: IngestCmd) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    match cmd {
+        IngestCmd::ReplaySpill { spill, stream, aws } => rt.block_on(async {
+            let sink = FirehoseSink::new(
+                firehose_client(config, &aws).await,
+                &stream,
+                spill.with_extension("again.jsonl"),
+            );
+            let c = flagship_ingest::firehose::replay_spill(&spill, sink).await?;
+            println!(
+                "ingest: replayed {} records from {} in {} calls ({} spilled again)",
+                c.sent,
+                spill.display(),
+                c.calls,
+                c.spilled
+            );
+            Ok(())
+        }),
+        IngestCmd::Run(a) => rt.block_on(run(config, a)),
+    }
+}
+
+async fn run(config: &Config, a: RunArgs) -> Result<()> {
+    let mut source: Box<dyn TweetSource> = match &a.replay {
+        Some(p) => Box::new(Replay::new(Replay::files_of(p)?, a.speed)),
+        None => {
+            let x = XStream::new(XStreamConfig::new(&a.base_url, xstream::token_from_env()?))?;
+            if !a.no_rule_sync {
+                let rules = config.mission.stream.rules();
+                let sync = x.sync_rules(&rules).await?;
+                println!(
+                    "ingest: stream rules: {} kept, {} added, {} deleted",
+                    sync.kept,
+                    sync.added.len(),
+                    sync.deleted.len()
+                );
+            }
+            Box::new(x)
+        }
+    };
+    let quarantine = Store::open(&config.location(Area::Quarantine)?, &config.storage.s3)?;
+    let qkey = format!(
+        "ingest/{}.jsonl",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    );
+    let opts = flagship_ingest::Options {
+        max_tweets: a.max_tweets,
+        duration: a.duration,
+        ..Default::default()
+    };
+    let bar = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} ingest {msg}").expect("template"));
+    let progress = |p: flagship_ingest::Progress| {
+        let rate = p.received as f64 / p.elapsed.as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "{} tweets, {rate:.0}/s, queue {}",
+            p.received, p.queued
+        ));
+    };
+    let totals = match a.sink {
+        SinkKind::Local => {
+            let loc = match &a.out {
+                Some(o) => Location::parse(o, &std::env::current_dir()?)?,
+                None => config.location(Area::Raw)?,
+            };
+            let store = Store::open(&loc, &config.storage.s3)?;
+            println!("ingest: writing the Firehose layout to {loc}");
+            let sink = LocalSink::new(store, "", &a.stream)
+                .with_buffering(a.buffer_bytes, a.buffer_interval);
+            flagship_ingest::run(
+                source.as_mut(),
+                sink,
+                &quarantine,
+                &qkey,
+                &opts,
+                signal(),
+                &progress,
+            )
+            .await?
+        }
+        SinkKind::Firehose => {
+            let sink = FirehoseSink::new(
+                firehose_client(config, &a.aws).await,
+                &a.stream,
+                a.spill.clone(),
+            );
+            println!("ingest: sending to Firehose stream {}", a.stream);
+            flagship_ingest::run(
+                source.as_mut(),
+                sink,
+                &quarantine,
+                &qkey,
+                &opts,
+                signal(),
+                &progress,
+            )
+            .await?
+        }
+    };
+    bar.finish_and_clear();
+    println!("ingest: {totals}");
+    if totals.quarantined > 0 {
+        println!(
+            "ingest: malformed lines are in {}",
+            quarantine.location().join(&qkey)
+        );
+    }
+    if totals.sink.spilled > 0 {
+        println!(
+            "ingest: {} records spilled to {}; send them with `flagship ingest replay-spill`",
+            totals.sink.spilled,
+            a.spill.display()
+        );
+    }
+    if let Some(e) = &totals.error {
+        bail!("ingest stopped: {e}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct AwsArgs {
+    #[arg(value_parser = ["create", "status", "destroy"])]
+    pub action: String,
+    /// The bucket Firehose writes to.
+    #[arg(long, env = "AWS_S3_BUCKET_NAME")]
+    pub bucket: String,
+    #[arg(long, default_value = "datasets/twitter/kinesis-demo/")]
+    pub prefix: String,
+    #[arg(long, default_value = "twitter_delivery_stream")]
+    pub stream: String,
+    /// destroy: also empty and delete the bucket (it holds the data).
+    #[arg(long)]
+    pub delete_bucket: bool,
+    #[command(flatten)]
+    pub aws: AwsFlags,
+}
+
+pub fn aws_cmd(config: &Config, a: AwsArgs) -> Result<()> {
+    let mut r = Resources::for_bucket(&a.bucket, &a.aws.region(config));
+    r.prefix = format!("{}/", a.prefix.trim_matches('/'));
+    r.stream = a.stream.clone();
+    r.endpoint_url = a.aws.endpoint_url.clone();
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let c = aws::Clients::new(&r).await;
+        let steps = match a.action.as_str() {
+            "create" => aws::create(&c, &r).await,
+            "status" => aws::status(&c, &r).await,
+            _ => aws::destroy(&c, &r, a.delete_bucket).await,
+        }
+        .with_context(|| format!("aws {}", a.action))?;
+        for s in steps {
+            println!("aws {}: {:<48} {}", a.action, s.resource, s.state);
+        }
+        Ok(())
+    })
+}

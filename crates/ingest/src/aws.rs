@@ -1,0 +1,600 @@
+//! The AWS resources behind ingest: `create` (idempotent), `status`, `destroy` (in reverse,
+//! each deletion verified).
+//!
+//! - S3 bucket: public access blocked, default encryption (SSE-S3), `LocationConstraint` set
+//!   except in us-east-1 (where AWS rejects it — the seed's bug);
+//! - CloudWatch log group (with retention) and log stream for Firehose's delivery errors;
+//! - IAM role trusted by `firehose.amazonaws.com`, with one inline least-privilege policy: the
+//!   S3 actions Firehose needs on exactly that bucket and prefix, `logs:PutLogEvents` on exactly
+//!   that log stream (the seed attached whichever policy the account listed first);
+//! - Firehose DirectPut stream: prefix, error-output prefix, 5 MB / 60 s buffering, logging on;
+//!   waited for ACTIVE by polling `DescribeDeliveryStream`, never by sleeping a fixed time.
+//!
+//! Credentials come from the AWS default chain; `endpoint_url` points every client at an
+//! emulator (moto).
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_firehose::types::{
+    BufferingHints, CloudWatchLoggingOptions, DeliveryStreamStatus, DeliveryStreamType,
+    ExtendedS3DestinationConfiguration,
+};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, PublicAccessBlockConfiguration,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+    ServerSideEncryptionRule,
+};
+use serde::Serialize;
+
+use crate::IngestError;
+
+/// Names of everything ingest needs in AWS.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resources {
+    pub region: String,
+    pub bucket: String,
+    /// Key prefix Firehose writes under (`datasets/twitter/kinesis-demo/`).
+    pub prefix: String,
+    pub stream: String,
+    pub role: String,
+    pub log_group: String,
+    pub log_stream: String,
+    pub log_retention_days: i32,
+    pub endpoint_url: Option<String>,
+}
+
+impl Resources {
+    /// The seed's names for a bucket.
+    pub fn for_bucket(bucket: &str, region: &str) -> Resources {
+        Resources {
+            region: region.to_owned(),
+            bucket: bucket.to_owned(),
+            prefix: "datasets/twitter/kinesis-demo/".into(),
+            stream: "twitter_delivery_stream".into(),
+            role: "flagship-firehose-delivery".into(),
+            log_group: "/aws/kinesisfirehose/twitter_delivery_stream".into(),
+            log_stream: "DestinationDelivery".into(),
+            log_retention_days: 30,
+            endpoint_url: None,
+        }
+    }
+
+    fn error_prefix(&self) -> String {
+        format!("{}errors/!{{firehose:error-output-type}}/", self.prefix)
+    }
+}
+
+/// The clients, built once from the default credential chain.
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub firehose: aws_sdk_firehose::Client,
+}
+
+impl Clients {
+    pub async fn new(r: &Resources) -> Clients {
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(r.region.clone()));
+        if let Some(ep) = &r.endpoint_url {
+            loader = loader.endpoint_url(ep);
+        }
+        let conf = loader.load().await;
+        let s3_conf = aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(r.endpoint_url.is_some())
+            .build();
+        Clients {
+            s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            iam: aws_sdk_iam::Client::new(&conf),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
+            firehose: aws_sdk_firehose::Client::new(&conf),
+        }
+    }
+}
+
+/// One line of what create / status / destroy found or did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub resource: String,
+    pub state: String,
+}
+
+fn step(resource: impl Into<String>, state: impl Into<String>) -> Step {
+    let s = Step {
+        resource: resource.into(),
+        state: state.into(),
+    };
+    tracing::info!("{}: {}", s.resource, s.state);
+    s
+}
+
+fn fail<E: std::error::Error>(what: &str) -> impl Fn(E) -> IngestError + '_ {
+    move |e| {
+        IngestError::Fatal(format!(
+            "{what}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        ))
+    }
+}
+
+fn trust_policy() -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "firehose.amazonaws.com"},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+    .to_string()
+}
+
+/// The inline policy: exactly this bucket / prefix and this log stream.
+pub fn delivery_policy(r: &Resources, account: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                "Resource": [format!("arn:aws:s3:::{}", r.bucket)]
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+                "Resource": [format!("arn:aws:s3:::{}/{}*", r.bucket, r.prefix)]
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["logs:PutLogEvents"],
+                "Resource": [format!("arn:aws:logs:{}:{account}:log-group:{}:log-stream:{}", r.region, r.log_group, r.log_stream)]
+            }
+        ]
+    })
+    .to_string()
+}
+
+const POLICY_NAME: &str = "flagship-firehose-delivery";
+
+async fn bucket_exists(c: &Clients, r: &Resources) -> Result<bool, IngestError> {
+    match c.s3.head_bucket().bucket(&r.bucket).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+        Err(e) => Err(fail("checking the bucket")(e)),
+    }
+}
+
+async fn role_arn(c: &Clients, r: &Resources) -> Result<Option<String>, IngestError> {
+    match c.iam.get_role().role_name(&r.role).send().await {
+        Ok(out) => Ok(out.role().map(|x| x.arn().to_owned())),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(fail("reading the IAM role")(e)),
+    }
+}
+
+async fn stream_status(
+    c: &Clients,
+    r: &Resources,
+) -> Result<Option<DeliveryStreamStatus>, IngestError> {
+    match c
+        .firehose
+        .describe_delivery_stream()
+        .delivery_stream_name(&r.stream)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .delivery_stream_description()
+            .map(|d| d.delivery_stream_status().clone())),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(fail("describing the delivery stream")(e)),
+    }
+}
+
+async fn log_group_exists(c: &Clients, r: &Resources) -> Result<bool, IngestError> {
+    let out = c
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(&r.log_group)
+        .send()
+        .await
+        .map_err(fail("listing log groups"))?;
+    Ok(out
+        .log_groups()
+        .iter()
+        .any(|g| g.log_group_name() == Some(r.log_group.as_str())))
+}
+
+/// Polls `check` every `every` until it is true or `limit` passes.
+async fn poll<F, Fut>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<(), IngestError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, IngestError>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(IngestError::Fatal(format!(
+                "{what}: still not done after {limit:?}"
+            )));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Creates what is missing; leaves what exists. Safe to run again.
+pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, IngestError> {
+    let mut steps = Vec::new();
+    let bucket = format!("s3://{}", r.bucket);
+    if bucket_exists(c, r).await? {
+        steps.push(step(&bucket, "exists"));
+    } else {
+        let mut req = c.s3.create_bucket().bucket(&r.bucket);
+        if r.region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(r.region.as_str()))
+                    .build(),
+            );
+        }
+        req.send().await.map_err(fail("creating the bucket"))?;
+        steps.push(step(&bucket, "created"));
+    }
+    c.s3.put_public_access_block()
+        .bucket(&r.bucket)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(fail("blocking public access"))?;
+    let sse = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::Aes256)
+        .build()
+        .map_err(fail("encryption rule"))?;
+    c.s3.put_bucket_encryption()
+        .bucket(&r.bucket)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(sse)
+                        .build(),
+                )
+                .build()
+                .map_err(fail("encryption configuration"))?,
+        )
+        .send()
+        .await
+        .map_err(fail("setting default encryption"))?;
+    steps.push(step(
+        &bucket,
+        "public access blocked, SSE-S3 default encryption",
+    ));
+
+    if log_group_exists(c, r).await? {
+        steps.push(step(&r.log_group, "log group exists"));
+    } else {
+        c.logs
+            .create_log_group()
+            .log_group_name(&r.log_group)
+            .send()
+            .await
+            .map_err(fail("creating the log group"))?;
+        steps.push(step(&r.log_group, "log group created"));
+    }
+    c.logs
+        .put_retention_policy()
+        .log_group_name(&r.log_group)
+        .retention_in_days(r.log_retention_days)
+        .send()
+        .await
+        .map_err(fail("setting log retention"))?;
+    match c
+        .logs
+        .create_log_stream()
+        .log_group_name(&r.log_group)
+        .log_stream_name(&r.log_stream)
+        .send()
+        .await
+    {
+        Ok(_) => steps.push(step(
+            format!("{}/{}", r.log_group, r.log_stream),
+            "log stream created",
+        )),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_already_exists_exception()) =>
+        {
+            steps.push(step(
+                format!("{}/{}", r.log_group, r.log_stream),
+                "log stream exists",
+            ))
+        }
+        Err(e) => return Err(fail("creating the log stream")(e)),
+    }
+
+    let arn = match role_arn(c, r).await? {
+        Some(a) => {
+            steps.push(step(&r.role, "role exists"));
+            a
+        }
+        None => {
+            let out = c
+                .iam
+                .create_role()
+                .role_name(&r.role)
+                .assume_role_policy_document(trust_policy())
+                .description("flagship: lets Kinesis Firehose deliver tweets to S3")
+                .send()
+                .await
+                .map_err(fail("creating the IAM role"))?;
+            steps.push(step(&r.role, "role created"));
+            out.role().map(|x| x.arn().to_owned()).unwrap_or_default()
+        }
+    };
+    let account = arn.split(':').nth(4).unwrap_or_default().to_owned();
+    c.iam
+        .put_role_policy()
+        .role_name(&r.role)
+        .policy_name(POLICY_NAME)
+        .policy_document(delivery_policy(r, &account))
+        .send()
+        .await
+        .map_err(fail("attaching the delivery policy"))?;
+    steps.push(step(
+        &r.role,
+        format!(
+            "inline policy {POLICY_NAME}: s3://{}/{}*, log stream {}",
+            r.bucket, r.prefix, r.log_stream
+        ),
+    ));
+
+    match stream_status(c, r).await? {
+        Some(s) => steps.push(step(
+            &r.stream,
+            format!("delivery stream exists ({})", s.as_str()),
+        )),
+        None => {
+            let dest = ExtendedS3DestinationConfiguration::builder()
+                .role_arn(&arn)
+                .bucket_arn(format!("arn:aws:s3:::{}", r.bucket))
+                .prefix(&r.prefix)
+                .error_output_prefix(r.error_prefix())
+                .buffering_hints(
+                    BufferingHints::builder()
+                        .size_in_mbs(5)
+                        .interval_in_seconds(60)
+                        .build(),
+                )
+                .cloud_watch_logging_options(
+                    CloudWatchLoggingOptions::builder()
+                        .enabled(true)
+                        .log_group_name(&r.log_group)
+                        .log_stream_name(&r.log_stream)
+                        .build(),
+                )
+                .build()
+                .map_err(fail("destination configuration"))?;
+            // A new role takes a while to be usable by Firehose: retry while AWS says so.
+            let start = std::time::Instant::now();
+            loop {
+                let created = c
+                    .firehose
+                    .create_delivery_stream()
+                    .delivery_stream_name(&r.stream)
+                    .delivery_stream_type(DeliveryStreamType::DirectPut)
+                    .extended_s3_destination_configuration(dest.clone())
+                    .send()
+                    .await;
+                match created {
+                    Ok(_) => break,
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_invalid_argument_exception())
+                            && start.elapsed() < Duration::from_secs(120) =>
+                    {
+                        tracing::info!(
+                            "role not assumable yet; retrying: {}",
+                            aws_sdk_firehose::error::DisplayErrorContext(&e)
+                        );
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Err(e) => return Err(fail("creating the delivery stream")(e)),
+                }
+            }
+            steps.push(step(&r.stream, "delivery stream created"));
+        }
+    }
+    poll(
+        "waiting for the delivery stream to be ACTIVE",
+        Duration::from_secs(600),
+        Duration::from_secs(2),
+        || async { Ok(stream_status(c, r).await? == Some(DeliveryStreamStatus::Active)) },
+    )
+    .await?;
+    steps.push(step(&r.stream, "ACTIVE"));
+    Ok(steps)
+}
+
+/// What exists now.
+pub async fn status(c: &Clients, r: &Resources) -> Result<Vec<Step>, IngestError> {
+    Ok(vec![
+        step(
+            format!("s3://{}", r.bucket),
+            if bucket_exists(c, r).await? {
+                "exists"
+            } else {
+                "missing"
+            },
+        ),
+        step(
+            &r.log_group,
+            if log_group_exists(c, r).await? {
+                "exists"
+            } else {
+                "missing"
+            },
+        ),
+        step(
+            &r.role,
+            if role_arn(c, r).await?.is_some() {
+                "exists"
+            } else {
+                "missing"
+            },
+        ),
+        step(
+            &r.stream,
+            stream_status(c, r)
+                .await?
+                .map_or("missing".to_owned(), |s| s.as_str().to_owned()),
+        ),
+    ])
+}
+
+/// Deletes in reverse order of creation and checks each deletion; the bucket (which holds
+/// the data) only with `delete_bucket`, after emptying it.
+pub async fn destroy(
+    c: &Clients,
+    r: &Resources,
+    delete_bucket: bool,
+) -> Result<Vec<Step>, IngestError> {
+    let mut steps = Vec::new();
+    if stream_status(c, r).await?.is_some() {
+        c.firehose
+            .delete_delivery_stream()
+            .delivery_stream_name(&r.stream)
+            .send()
+            .await
+            .map_err(fail("deleting the delivery stream"))?;
+        poll(
+            "waiting for the delivery stream to go",
+            Duration::from_secs(600),
+            Duration::from_secs(2),
+            || async { Ok(stream_status(c, r).await?.is_none()) },
+        )
+        .await?;
+        steps.push(step(&r.stream, "deleted (verified)"));
+    } else {
+        steps.push(step(&r.stream, "absent"));
+    }
+    if role_arn(c, r).await?.is_some() {
+        match c
+            .iam
+            .delete_role_policy()
+            .role_name(&r.role)
+            .policy_name(POLICY_NAME)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
+            Err(e) => return Err(fail("deleting the inline policy")(e)),
+        }
+        c.iam
+            .delete_role()
+            .role_name(&r.role)
+            .send()
+            .await
+            .map_err(fail("deleting the role"))?;
+        if role_arn(c, r).await?.is_some() {
+            return Err(IngestError::Fatal(format!(
+                "role {} still exists after deletion",
+                r.role
+            )));
+        }
+        steps.push(step(&r.role, "deleted (verified)"));
+    } else {
+        steps.push(step(&r.role, "absent"));
+    }
+    if log_group_exists(c, r).await? {
+        c.logs
+            .delete_log_group()
+            .log_group_name(&r.log_group)
+            .send()
+            .await
+            .map_err(fail("deleting the log group"))?;
+        if log_group_exists(c, r).await? {
+            return Err(IngestError::Fatal(format!(
+                "log group {} still exists after deletion",
+                r.log_group
+            )));
+        }
+        steps.push(step(&r.log_group, "deleted (verified)"));
+    } else {
+        steps.push(step(&r.log_group, "absent"));
+    }
+    let bucket = format!("s3://{}", r.bucket);
+    if delete_bucket && bucket_exists(c, r).await? {
+        loop {
+            let page =
+                c.s3.list_objects_v2()
+                    .bucket(&r.bucket)
+                    .send()
+                    .await
+                    .map_err(fail("listing the bucket"))?;
+            if page.contents().is_empty() {
+                break;
+            }
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    c.s3.delete_object()
+                        .bucket(&r.bucket)
+                        .key(k)
+                        .send()
+                        .await
+                        .map_err(fail("emptying the bucket"))?;
+                }
+            }
+        }
+        c.s3.delete_bucket()
+            .bucket(&r.bucket)
+            .send()
+            .await
+            .map_err(fail("deleting the bucket"))?;
+        if bucket_exists(c, r).await? {
+            return Err(IngestError::Fatal(format!(
+                "{bucket} still exists after deletion"
+            )));
+        }
+        steps.push(step(&bucket, "emptied and deleted (verified)"));
+    } else {
+        steps.push(step(
+            &bucket,
+            if delete_bucket {
+                "absent"
+            } else {
+                "kept (it holds the data; --delete-bucket to remove)"
+            },
+        ));
+    }
+    Ok(steps)
+}

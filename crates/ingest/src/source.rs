@@ -1,0 +1,239 @@
+//! Where stream lines come from: the X API v2 filtered stream ([`crate::xstream`]) or a replay
+//! of recorded v2 JSONL ([`Replay`]), behind one trait so everything downstream runs without
+//! credentials.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::IngestError;
+
+/// One line as a source delivered it (no newline), with where it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceLine {
+    pub bytes: Bytes,
+    /// File name, or `stream#N` for the N-th connection.
+    pub origin: String,
+    /// 1-based line number within `origin`.
+    pub line: u64,
+    /// Byte offset of the line's first byte within `origin`.
+    pub offset: u64,
+}
+
+/// What a source counted about itself.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SourceStats {
+    pub connections: u64,
+    pub reconnects: u64,
+    pub stalls: u64,
+    pub network_errors: u64,
+    pub http_errors: u64,
+    pub rate_limited: u64,
+    /// Waits before reconnecting, in order (the documented schedule).
+    pub waits: Vec<Duration>,
+}
+
+#[async_trait::async_trait]
+pub trait TweetSource: Send {
+    /// The next line; `None` when the source is exhausted (a replay's end).
+    async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError>;
+    fn stats(&self) -> SourceStats;
+}
+
+/// Recorded v2 JSONL files (optionally gzipped), read line by line (memory stays flat
+/// whatever the file size). Search / lookup pages (`data` an array) are split into one stream
+/// message per tweet carrying the includes that tweet refers to (its author, referenced tweets,
+/// place), as the filtered stream sends them. With `speed`, lines are paced by their tweets'
+/// `created_at` (×`speed`: 60 = an hour in a minute).
+pub struct Replay {
+    files: Vec<PathBuf>,
+    speed: Option<f64>,
+    current: Option<(String, Box<dyn std::io::BufRead + Send>, u64, u64)>,
+    pending: std::collections::VecDeque<SourceLine>,
+    last_time: Option<DateTime<Utc>>,
+    stats: SourceStats,
+}
+
+impl Replay {
+    pub fn new(files: Vec<PathBuf>, speed: Option<f64>) -> Replay {
+        Replay {
+            files: files.into_iter().rev().collect(),
+            speed: speed.filter(|s| *s > 0.0),
+            current: None,
+            pending: Default::default(),
+            last_time: None,
+            stats: SourceStats::default(),
+        }
+    }
+
+    /// The `.jsonl` / `.jsonl.gz` files of a folder (sorted), or the file itself.
+    pub fn files_of(path: &std::path::Path) -> Result<Vec<PathBuf>, IngestError> {
+        if path.is_file() {
+            return Ok(vec![path.to_owned()]);
+        }
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| IngestError::Io(format!("{}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(".jsonl") || n.ends_with(".jsonl.gz"))
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Splits a page into stream messages; `None` for a line that is not a page.
+    pub fn split_page(line: &SourceLine) -> Option<Vec<SourceLine>> {
+        let b = &line.bytes;
+        let is_page =
+            b.starts_with(b"{") && (memfind(b, br#""data":["#) || memfind(b, br#""data": ["#));
+        if !is_page {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+        let data = v.get("data")?.as_array()?;
+        let inc = v.get("includes");
+        let list = |k: &str| -> Vec<serde_json::Value> {
+            inc.and_then(|i| i.get(k))
+                .and_then(|x| x.as_array())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (users, tweets, places) = (list("users"), list("tweets"), list("places"));
+        let id_of = |x: &serde_json::Value| x.get("id").and_then(|i| i.as_str()).map(str::to_owned);
+        Some(
+            data.iter()
+                .map(|d| {
+                    let author = d.get("author_id").and_then(|a| a.as_str());
+                    let refs: Vec<&str> = d
+                        .get("referenced_tweets")
+                        .and_then(|r| r.as_array())
+                        .map(|r| r.iter().filter_map(|x| x.get("id")?.as_str()).collect())
+                        .unwrap_or_default();
+                    let place = d.pointer("/geo/place_id").and_then(|p| p.as_str());
+                    let pick = |all: &[serde_json::Value],
+                                want: &dyn Fn(&str) -> bool|
+                     -> Vec<serde_json::Value> {
+                        all.iter()
+                            .filter(|x| id_of(x).is_some_and(|i| want(&i)))
+                            .cloned()
+                            .collect()
+                    };
+                    let includes = serde_json::json!({
+                        "users": pick(&users, &|i| Some(i) == author),
+                        "tweets": pick(&tweets, &|i| refs.contains(&i)),
+                        "places": pick(&places, &|i| Some(i) == place),
+                    });
+                    SourceLine {
+                        bytes: Bytes::from(
+                            serde_json::to_vec(
+                                &serde_json::json!({"data": d, "includes": includes}),
+                            )
+                            .expect("serializes"),
+                        ),
+                        ..line.clone()
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    async fn pace(&mut self, line: &SourceLine) {
+        let Some(speed) = self.speed else { return };
+        #[derive(serde::Deserialize)]
+        struct D {
+            data: Option<T>,
+        }
+        #[derive(serde::Deserialize)]
+        struct T {
+            created_at: Option<DateTime<Utc>>,
+        }
+        let Some(t) = serde_json::from_slice::<D>(&line.bytes)
+            .ok()
+            .and_then(|d| d.data?.created_at)
+        else {
+            return;
+        };
+        if let Some(prev) = self.last_time
+            && t > prev
+        {
+            let gap = (t - prev).to_std().unwrap_or_default().div_f64(speed);
+            tokio::time::sleep(gap.min(Duration::from_secs(60))).await;
+        }
+        self.last_time = Some(t);
+    }
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[async_trait::async_trait]
+impl TweetSource for Replay {
+    async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
+        loop {
+            if let Some(l) = self.pending.pop_front() {
+                self.pace(&l).await;
+                return Ok(Some(l));
+            }
+            if self.current.is_none() {
+                let Some(f) = self.files.pop() else {
+                    return Ok(None);
+                };
+                let file = std::fs::File::open(&f)
+                    .map_err(|e| IngestError::Io(format!("{}: {e}", f.display())))?;
+                let reader: Box<dyn std::io::BufRead + Send> =
+                    if f.extension().is_some_and(|e| e == "gz") {
+                        Box::new(std::io::BufReader::with_capacity(
+                            1 << 20,
+                            flate2::read::GzDecoder::new(file),
+                        ))
+                    } else {
+                        Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+                    };
+                let name = f.file_name().map_or_else(
+                    || f.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                self.stats.connections += 1;
+                self.current = Some((name, reader, 0, 0));
+            }
+            let (name, reader, pos, line_no) = self.current.as_mut().expect("set above");
+            let mut buf = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| IngestError::Io(format!("{name}: {e}")))?;
+            if n == 0 {
+                self.current = None;
+                continue;
+            }
+            let start = *pos;
+            *pos += n as u64;
+            *line_no += 1;
+            if buf.ends_with(b"\n") {
+                buf.pop();
+            }
+            if buf.ends_with(b"\r") {
+                buf.pop();
+            }
+            let line = SourceLine {
+                bytes: Bytes::from(buf),
+                origin: name.clone(),
+                line: *line_no,
+                offset: start,
+            };
+            match Replay::split_page(&line) {
+                Some(many) => self.pending.extend(many),
+                None => self.pending.push_back(line),
+            }
+        }
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats.clone()
+    }
+}
