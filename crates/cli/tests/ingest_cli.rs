@@ -111,7 +111,7 @@ fn sigterm_drains_flushes_and_reports() {
         .and_then(|s| s.split(" tweets received").next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(received >= 1 && received < 7, "{stdout}");
+    assert!((1..7).contains(&received), "{stdout}");
     let written: usize = walk(&dir.path().join("raw"))
         .iter()
         .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
