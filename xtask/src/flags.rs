@@ -12,17 +12,14 @@ pub fn usage() -> String {
     s.push_str(
         "\nFlags:\n  setup      --force            reinstall the Python packages even if up to date\n  \
          test       --no-lint          skip fmt and clippy\n             -- ARGS            passed to `cargo test` (e.g. -- --no-fail-fast)\n  \
-         pipeline   ARGS               passed to `flagship pipeline` (see `cargo xtask flagship pipeline --help`)\n  \
+         pipeline   ARGS               passed to `flagship pipeline` ([--from STAGE] [--to STAGE] [--force] [--engine E] [--endpoint-url URL])\n  \
          ingest     ARGS               passed to `flagship ingest` (run --replay DIR --sink local|firehose …; replay-spill)\n  \
          aws        ARGS               passed to `flagship aws` (create|status|destroy --bucket B [--endpoint-url URL])\n  \
-         combine    ARGS               passed to `flagship combine` (--input LOC --output LOC --prefix P --engine E)
-  \
-         filter     ARGS               passed to `flagship filter` (--input LOC --output LOC --engine E)
-  \
-         textproc   ARGS               passed to `flagship textproc` (--input LOC --output LOC --engine E)
-  \
-         split      ARGS               passed to `flagship split` (--labels FILE; export-for-labeling)
-  \
+         combine    ARGS               passed to `flagship combine` (--input LOC --output LOC --prefix P --engine E)\n  \
+         filter     ARGS               passed to `flagship filter` (--input LOC --output LOC --engine E)\n  \
+         textproc   ARGS               passed to `flagship textproc` (--input LOC --output LOC --engine E)\n  \
+         split      ARGS               passed to `flagship split` (--labels FILE; export-for-labeling)\n  \
+         watch      ARGS               passed to `flagship watch` ([--replay PATH] [--model DIR] [--out FILE] [--max-batch 32] [--max-wait 200ms])\n  \
          train      ARGS               passed to `flagship train` (--train FILE --val FILE --out DIR …)\n  \
          predict    ARGS               passed to `flagship predict` (--model DIR --input FILE --output FILE)\n  \
          evaluate   ARGS               passed to `flagship evaluate` (--predictions FILE --out DIR)\n  \

@@ -25,7 +25,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "pipeline",
-        "set up, then run the pipeline (`flagship pipeline`; demo data when no --config)",
+        "set up, then every stage, unchanged ones skipped (`flagship pipeline`; the bundled demo when no --config)",
     ),
     (
         "ingest",
@@ -68,6 +68,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "set up, then check a batch of predictions for drift against the model's reference (`flagship monitor`)",
     ),
     (
+        "watch",
+        "live triage: stream (X API or --replay), filter, clean, classify, append flagged tweets (`flagship watch`)",
+    ),
+    (
         "bench",
         "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark)",
     ),
@@ -87,8 +91,8 @@ fn main() -> ExitCode {
         Some("setup") => flags::Setup::parse(&args[1..]).and_then(|f| setup::run(&f).map(drop)),
         Some("test") => flags::Test::parse(&args[1..]).and_then(|f| test::run(&f)),
         Some("pipeline") => forward::pipeline(&args[1..]),
-        Some(stage @ ("combine" | "filter" | "textproc" | "split")) => {
-            forward::sub(stage, &args[1..])
+        Some(sub @ ("ingest" | "aws" | "combine" | "filter" | "textproc" | "split" | "watch")) => {
+            forward::sub(sub, &args[1..])
         }
         Some("train") => forward::sub("train", &args[1..]),
         Some("predict") => forward::sub("predict", &args[1..]),

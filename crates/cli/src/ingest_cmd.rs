@@ -24,10 +24,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 2h"))?;
     let secs = match unit {
+        "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be s, m or h")),
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -116,7 +117,7 @@ pub struct RunArgs {
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-async fn signal() {
+pub async fn signal() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -158,11 +159,11 @@ pub fn ingest(config: &Config, cmd: IngestCmd) -> Result<()> {
             );
             Ok(())
         }),
-        IngestCmd::Run(a) => rt.block_on(run(config, a)),
+        IngestCmd::Run(a) => rt.block_on(run(config, a)).map(drop),
     }
 }
 
-async fn run(config: &Config, a: RunArgs) -> Result<()> {
+pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals> {
     let mut source: Box<dyn TweetSource> = match &a.replay {
         Some(p) => Box::new(Replay::new(Replay::files_of(p)?, a.speed)),
         None => {
@@ -257,7 +258,7 @@ async fn run(config: &Config, a: RunArgs) -> Result<()> {
     if let Some(e) = &totals.error {
         bail!("ingest stopped: {e}");
     }
-    Ok(())
+    Ok(totals)
 }
 
 #[derive(clap::Args)]

@@ -15,6 +15,7 @@ mod monitor_cmd;
 mod pipeline;
 mod stages_cmd;
 mod table;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -37,7 +38,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every stage that is built, on the config's data (no config: the bundled demo).
+    /// Every stage in order — ingest (replay), combine, filter, textproc, split, train,
+    /// evaluate, monitor — skipping unchanged ones (no config: the bundled demo).
     Pipeline(pipeline::Args),
     /// Stream tweets (X API v2 filtered stream, or a replay) into Firehose or its S3 layout.
     #[command(subcommand)]
@@ -54,6 +56,8 @@ enum Command {
     Textproc(stages_cmd::Common),
     /// Chronological train / validation / test splits joined with the labels file.
     Split(stages_cmd::SplitArgs),
+    /// Live triage: stream (X API or replay), filter, clean, classify, append flagged tweets.
+    Watch(watch::Args),
     /// Print, check or explain the configuration.
     #[command(subcommand)]
     Config(config_cmd::Cmd),
@@ -101,11 +105,12 @@ fn main() -> Result<()> {
         Command::Filter(args) => stages_cmd::filter(&config, args).map(drop),
         Command::Textproc(args) => stages_cmd::textproc(&config, args),
         Command::Split(args) => stages_cmd::split(&config, args),
+        Command::Watch(args) => watch::run(&config, args).map(drop),
         Command::Config(cmd) => config_cmd::run(&config, cmd),
         Command::Train(args) => model_cmd::train(&config, args),
         Command::Predict(args) => model_cmd::predict(args),
-        Command::Evaluate(args) => evaluate_cmd::run(&config, args),
-        Command::Monitor(args) => monitor_cmd::run(&config, args),
+        Command::Evaluate(args) => evaluate_cmd::run(&config, args).map(drop),
+        Command::Monitor(args) => monitor_cmd::run(&config, args).map(drop),
         Command::BenchModel(args) => bench_cmd::run(args),
         Command::BenchTextproc(cmd) => bench_textproc::run(cmd),
         Command::BenchIngest(cmd) => bench_ingest::run(cmd),

@@ -63,6 +63,9 @@ pub struct TrainArgs {
     /// Class-weighted loss on or off (default: `model.class_weights`).
     #[arg(long)]
     pub class_weights: Option<bool>,
+    /// The column holding the texts (`text_model` for textproc's cleaned text).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
 }
 
 #[derive(clap::Args)]
@@ -79,11 +82,19 @@ pub struct PredictArgs {
     /// Texts per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// The column holding the texts (`text_model` for textproc's cleaned text).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
 }
 
 /// Examples from a labelled file; rows with a bad label are reported and left out.
-fn examples(path: &Path, limit: Option<usize>, seed: u64) -> Result<(Vec<Example>, DataRef)> {
-    let t = Table::read(path)?;
+fn examples(
+    path: &Path,
+    text: &str,
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<(Vec<Example>, DataRef)> {
+    let t = Table::read(path)?.with_text_column(text);
     if !t.bad_lines.is_empty() {
         let b = &t.bad_lines[0];
         eprintln!(
@@ -117,8 +128,8 @@ fn examples(path: &Path, limit: Option<usize>, seed: u64) -> Result<(Vec<Example
 pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
     let m = &config.model;
     let seed = args.seed.unwrap_or(m.seed);
-    let (train_set, train_ref) = examples(&args.train, args.limit, seed)?;
-    let (val_set, val_ref) = examples(&args.val, args.val_limit, seed ^ 1)?;
+    let (train_set, train_ref) = examples(&args.train, &args.text_column, args.limit, seed)?;
+    let (val_set, val_ref) = examples(&args.val, &args.text_column, args.val_limit, seed ^ 1)?;
     let share =
         |s: &[Example]| s.iter().filter(|e| e.need_support).count() as f64 / s.len().max(1) as f64;
     println!(
@@ -189,7 +200,7 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
         }
     };
     // The monitoring reference: the model's probabilities on the validation file, by group.
-    let val_table = Table::read(&args.val)?;
+    let val_table = Table::read(&args.val)?.with_text_column(&args.text_column);
     let model = Classifier::load(&args.out)?;
     let texts = val_table.texts()?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -222,7 +233,7 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
 
 pub fn predict(args: PredictArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let t = Table::read(&args.input)?;
+    let t = Table::read(&args.input)?.with_text_column(&args.text_column);
     let texts = t.texts()?;
     let mut model = Classifier::load(&args.model)?;
     model.batch_size = args.batch_size.max(1);

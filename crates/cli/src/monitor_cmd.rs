@@ -126,7 +126,8 @@ pub fn save_reference(dir: &Path, p: &Profile) -> Result<()> {
     Ok(())
 }
 
-pub fn run(config: &Config, args: Args) -> Result<()> {
+/// Writes the monitoring reports; returns (and prints) the one-line result.
+pub fn run(config: &Config, args: Args) -> Result<String> {
     let ref_path = args.model.join(REFERENCE);
     let reference: Profile =
         serde_json::from_str(&std::fs::read_to_string(&ref_path).with_context(|| {
@@ -187,7 +188,7 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
     ] {
         write_atomic(&args.out.join(name), text.as_bytes())?;
     }
-    println!(
+    let line = format!(
         "{} rows: {} of {} statistics drifted more than {:.0} %; {retrain}; {}",
         batch.overall.count,
         d.flagged,
@@ -195,7 +196,8 @@ pub fn run(config: &Config, args: Args) -> Result<()> {
         100.0 * d.threshold,
         args.out.join("monitor.html").display()
     );
-    Ok(())
+    println!("{line}");
+    Ok(line)
 }
 
 #[cfg(test)]

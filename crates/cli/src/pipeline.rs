@@ -1,63 +1,743 @@
-//! `flagship pipeline`: every stage that is built so far, in order, with progress.
+//! `flagship pipeline`: every stage in order — ingest (a replay) → combine → filter → textproc
+//! → split → train → evaluate → monitor — over the config's locations (no config: the bundled
+//! demo, `fixtures/demo/flagship.toml`).
+//!
+//! Each stage is keyed by a hash of its inputs (file contents, or S3 ETags) and of the settings
+//! it reads. When a stage finishes, its key and a hash of its outputs go to
+//! `<reports>/pipeline.json`; a later run skips a stage whose key and outputs are unchanged, so
+//! a second run takes seconds and an interrupted run resumes at the stage it was in (combine,
+//! filter and textproc also resume hour by hour through their own manifests). `--from STAGE`
+//! re-runs that stage and goes on from it, `--to STAGE` stops after it, `--force` re-runs all.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use flagship_core::storage::Location;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use flagship_core::config::{Area, Config};
+use flagship_core::manifest::Fingerprint;
+use flagship_core::storage::{Location, Store};
+use serde::{Deserialize, Serialize};
 
-use crate::inspect;
+use crate::engine::Engine;
+use crate::stages_cmd::{self, Common};
+use crate::table::write_atomic;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Ingest,
+    Combine,
+    Filter,
+    Textproc,
+    Split,
+    Train,
+    Evaluate,
+    Monitor,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 8] = [
+        Stage::Ingest,
+        Stage::Combine,
+        Stage::Filter,
+        Stage::Textproc,
+        Stage::Split,
+        Stage::Train,
+        Stage::Evaluate,
+        Stage::Monitor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Combine => "combine",
+            Stage::Filter => "filter",
+            Stage::Textproc => "textproc",
+            Stage::Split => "split",
+            Stage::Train => "train",
+            Stage::Evaluate => "evaluate",
+            Stage::Monitor => "monitor",
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Recorded X API v2 payloads replayed when no --config is given.
-    #[arg(long, default_value = "fixtures/twitter-v2")]
-    pub demo_input: PathBuf,
-    /// Where the demo run writes its outputs.
-    #[arg(long, default_value = "data/demo")]
-    pub demo_output: PathBuf,
+    /// The config run when no --config is given: the bundled demo.
+    #[arg(long, default_value = "fixtures/demo/flagship.toml")]
+    pub demo: PathBuf,
+    /// Start here: this stage re-runs even if unchanged; earlier stages are left as they are.
+    #[arg(long, value_enum)]
+    pub from: Option<Stage>,
+    /// Stop after this stage.
+    #[arg(long, value_enum)]
+    pub to: Option<Stage>,
+    /// Re-run every selected stage, changed or not.
+    #[arg(long)]
+    pub force: bool,
+    /// Where filter and textproc run: `local`, `ballista://HOST:PORT`, `ballista://standalone`.
+    #[arg(long, default_value = "local")]
+    pub engine: Engine,
+    /// S3 endpoint (moto, MinIO) for the `s3://` locations; overrides `storage.s3.endpoint_url`.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
 }
 
-/// Stages still to come, with the issue that builds each.
-const NOT_BUILT: &str = "the resumable end-to-end pipeline, the labeled demo and live triage (#7); ingest, combine/filter/textproc/split, train, evaluate and monitor are their own commands";
+/// The model folder the pipeline trains, under `storage.models`.
+pub const MODEL_DIR: &str = "need-support";
+/// The record of finished stages, under `storage.reports`.
+pub const STATE_FILE: &str = "pipeline.json";
+/// The column the model reads: textproc's cleaned text.
+pub const TEXT_COLUMN: &str = "text_model";
 
-pub fn run(config: &flagship_core::Config, has_config: bool, args: Args) -> Result<()> {
-    if has_config {
-        bail!(
-            "a configured end-to-end run over storage.raw ({}) is not wired yet; run the stages \
-             one by one (`flagship combine`, `filter`, `textproc`, `split`, `train`, …) or \
-             run without --config for the bundled demo. Not built: {NOT_BUILT}",
-            config.location(flagship_core::config::Area::Raw)?
-        );
+/// A finished stage, as `pipeline.json` records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    /// SHA-256 over the stage's inputs and settings.
+    pub inputs: String,
+    /// SHA-256 over what it wrote.
+    pub outputs: String,
+    pub finished_at: DateTime<Utc>,
+    pub seconds: f64,
+    pub summary: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FileHash {
+    size: u64,
+    modified: String,
+    sha256: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub stages: BTreeMap<Stage, Done>,
+    /// Content hashes of local files, reused while a file's size and mtime are unchanged.
+    #[serde(default)]
+    files: BTreeMap<String, FileHash>,
+}
+
+impl State {
+    pub fn load(path: &Path) -> Result<State> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => serde_json::from_str(&s)
+                .with_context(|| format!("{}: not a pipeline state file", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(
+            path,
+            (serde_json::to_string_pretty(self)? + "\n").as_bytes(),
+        )
+    }
+
+    /// SHA-256 of a local file's bytes (cached by size and mtime).
+    fn file_sha(&mut self, path: &Path) -> Result<String> {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let modified = format!("{:?}", meta.modified()?);
+        let key = std::path::absolute(path)?.display().to_string();
+        if let Some(h) = self.files.get(&key)
+            && h.size == meta.len()
+            && h.modified == modified
+        {
+            return Ok(h.sha256.clone());
+        }
+        let sha256 = flagship_model::classifier::sha256_file(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        self.files.insert(
+            key,
+            FileHash {
+                size: meta.len(),
+                modified,
+                sha256: sha256.clone(),
+            },
+        );
+        Ok(sha256)
+    }
+
+    /// Every file under `dir` (relative path and content hash), in name order; bookkeeping
+    /// (`_manifest/`) and temporary (`.name`) files are left out. A missing folder adds nothing.
+    fn add_dir(&mut self, f: &mut Fingerprint, dir: &Path) -> Result<()> {
+        let mut files = Vec::new();
+        walk(dir, dir, &mut files)?;
+        files.sort();
+        for rel in files {
+            let sha = self.file_sha(&dir.join(&rel))?;
+            f.add(&rel).add(sha);
+        }
+        Ok(())
+    }
+
+    /// A location's objects: file contents where it is local, keys, sizes and ETags on S3.
+    async fn add_store(&mut self, f: &mut Fingerprint, store: &Store) -> Result<()> {
+        match store.location() {
+            Location::Local(dir) => self.add_dir(f, &dir.clone()),
+            Location::S3 { .. } => {
+                let mut entries: Vec<_> = store
+                    .list("")
+                    .await?
+                    .into_iter()
+                    .filter(|e| !skipped(&e.key))
+                    .collect();
+                entries.sort_by(|a, b| a.key.cmp(&b.key));
+                f.add_entries(&entries);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn skipped(rel: &str) -> bool {
+    rel.starts_with("_manifest/") || rel.split('/').any(|p| p.starts_with('.'))
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for e in entries {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(root, &p, out)?;
+        } else {
+            let rel = p.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+            if !skipped(&rel) {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a sub-command's flags, so the pipeline runs each stage exactly as its own command.
+fn flags<T: clap::Args>(argv: &[&str]) -> Result<T> {
+    #[derive(clap::Parser)]
+    struct Argv<T: clap::Args> {
+        #[command(flatten)]
+        inner: T,
+    }
+    let argv = std::iter::once("flagship").chain(argv.iter().copied());
+    Ok(Argv::<T>::try_parse_from(argv)?.inner)
+}
+
+fn local(config: &Config, area: Area, key: &str) -> Result<PathBuf> {
+    match config.location(area)? {
+        Location::Local(p) => Ok(p),
+        Location::S3 { .. } => bail!(
+            "storage.{key} is on S3: the pipeline's split, train, evaluate and monitor stages \
+             read and write local files — give storage.{key} a local path (not built: model \
+             stages over s3://)"
+        ),
+    }
+}
+
+fn parquet_rows(path: &Path) -> Result<i64> {
+    use parquet::file::reader::FileReader;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let r = parquet::file::reader::SerializedFileReader::new(f)
+        .with_context(|| format!("{}: not a Parquet file", path.display()))?;
+    Ok(r.metadata().file_metadata().num_rows())
+}
+
+/// The monitoring batches split wrote (`batch-0002.parquet`, …), in order.
+fn batch_files(splits: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(splits) {
+        Ok(d) => d
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("batch-") && n.ends_with(".parquet"))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", splits.display())),
+    };
+    v.sort();
+    Ok(v)
+}
+
+/// The resolved places and settings of one pipeline run.
+struct Run<'a> {
+    config: &'a Config,
+    engine: Engine,
+    splits: PathBuf,
+    model: PathBuf,
+    reports: PathBuf,
+}
+
+impl Run<'_> {
+    fn store(&self, area: Area) -> Result<Store> {
+        Ok(Store::open(
+            &self.config.location(area)?,
+            &self.config.storage.s3,
+        )?)
+    }
+
+    fn replay(&self) -> Option<PathBuf> {
+        let r = self.config.pipeline.replay.as_ref()?;
+        Some(self.config.base_dir.join(r))
+    }
+
+    fn labels(&self) -> Option<PathBuf> {
+        let l = self.config.split.labels.as_ref()?;
+        Some(self.config.base_dir.join(l))
+    }
+
+    fn base_model(&self) -> Result<PathBuf> {
+        Ok(match &self.config.model.base {
+            Some(b) => self.config.base_dir.join(b),
+            None => flagship_model::Checkpoint::default_base()?,
+        })
+    }
+
+    /// The key of a stage: its name, the settings it reads, and its inputs' contents.
+    async fn inputs(&self, stage: Stage, st: &mut State) -> Result<String> {
+        let c = self.config;
+        let mut f = Fingerprint::new(stage.name());
+        match stage {
+            Stage::Ingest => {
+                let p = self.replay().context("no pipeline.replay")?;
+                for file in flagship_ingest::source::Replay::files_of(&p)? {
+                    f.add(file.display().to_string()).add(st.file_sha(&file)?);
+                }
+            }
+            Stage::Combine => st.add_store(&mut f, &self.store(Area::Raw)?).await?,
+            Stage::Filter => {
+                f.add(json(&c.mission.filter));
+                st.add_store(&mut f, &self.store(Area::Combined)?).await?;
+            }
+            Stage::Textproc => st.add_store(&mut f, &self.store(Area::Filtered)?).await?,
+            Stage::Split => {
+                f.add(json(&c.split))
+                    .add(json(&c.pipeline.split_until))
+                    .add(c.monitor.batch_size.to_string());
+                if let Some(l) = self.labels() {
+                    f.add(st.file_sha(&l)?);
+                }
+                st.add_store(&mut f, &self.store(Area::Processed)?).await?;
+            }
+            Stage::Train => {
+                f.add(json(&c.model)).add(json(&c.pipeline.max_steps));
+                for name in ["train.parquet", "val.parquet"] {
+                    f.add(name).add(st.file_sha(&self.splits.join(name))?);
+                }
+                let base = self.base_model()?;
+                for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+                    let p = base.join(name);
+                    if p.is_file() {
+                        f.add(name).add(st.file_sha(&p)?);
+                    }
+                }
+            }
+            Stage::Evaluate => {
+                f.add(json(&c.business));
+                st.add_dir(&mut f, &self.model)?;
+                f.add(st.file_sha(&self.splits.join("test.parquet"))?);
+            }
+            Stage::Monitor => {
+                f.add(json(&c.business)).add(json(&c.monitor));
+                st.add_dir(&mut f, &self.model)?;
+                for b in batch_files(&self.splits)? {
+                    f.add(st.file_sha(&b)?);
+                }
+            }
+        }
+        Ok(f.finish())
+    }
+
+    /// The hash of what a stage wrote.
+    async fn outputs(&self, stage: Stage, st: &mut State) -> Result<String> {
+        let mut f = Fingerprint::new(stage.name());
+        match stage {
+            Stage::Ingest => st.add_store(&mut f, &self.store(Area::Raw)?).await?,
+            Stage::Combine => st.add_store(&mut f, &self.store(Area::Combined)?).await?,
+            Stage::Filter => st.add_store(&mut f, &self.store(Area::Filtered)?).await?,
+            Stage::Textproc => st.add_store(&mut f, &self.store(Area::Processed)?).await?,
+            Stage::Split => st.add_dir(&mut f, &self.splits)?,
+            Stage::Train => st.add_dir(&mut f, &self.model)?,
+            Stage::Evaluate => {
+                for name in EVALUATE_FILES {
+                    let p = self.reports.join(name);
+                    f.add(name).add(if p.is_file() {
+                        st.file_sha(&p)?
+                    } else {
+                        "missing".into()
+                    });
+                }
+            }
+            Stage::Monitor => st.add_dir(&mut f, &self.reports.join("monitor"))?,
+        }
+        Ok(f.finish())
+    }
+
+    /// Runs one stage; returns its summary lines.
+    fn run(&self, stage: Stage) -> Result<Vec<String>> {
+        let config = self.config;
+        let common = |engine: &Engine| Common {
+            engine: engine.clone(),
+            input: None,
+            output: None,
+        };
+        match stage {
+            Stage::Ingest => {
+                let replay = self.replay().context("no pipeline.replay")?;
+                let raw = self.store(Area::Raw)?;
+                let rt = stages_cmd::runtime()?;
+                // The replay owns the raw location: what an earlier replay wrote goes first, so
+                // a changed recording never mixes with the old one.
+                let old = rt.block_on(raw.list(""))?;
+                for e in &old {
+                    rt.block_on(raw.delete(&e.key))?;
+                }
+                if !old.is_empty() {
+                    println!(
+                        "ingest: {} objects of the previous replay removed from {}",
+                        old.len(),
+                        raw.location()
+                    );
+                }
+                let stream = format!("flagship-{}", config.mission.name);
+                let a = flags(&[
+                    "--replay",
+                    &replay.display().to_string(),
+                    "--stream",
+                    &stream,
+                ])?;
+                let totals = rt.block_on(crate::ingest_cmd::run(config, a))?;
+                if totals.stopped_by == "signal" {
+                    bail!("ingest interrupted by a signal; run the pipeline again to redo it");
+                }
+                Ok(vec![format!("ingest: {totals}")])
+            }
+            Stage::Combine => {
+                let r = stages_cmd::combine(
+                    config,
+                    stages_cmd::CombineArgs {
+                        common: common(&Engine::Local),
+                        prefix: String::new(),
+                    },
+                )?;
+                Ok(vec![format!("combine: {r}")])
+            }
+            Stage::Filter => {
+                let totals = stages_cmd::filter(config, common(&self.engine))?;
+                let kept = totals.get(flagship_filter::KEPT).copied().unwrap_or(0);
+                let all: u64 = totals
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("unwanted category"))
+                    .map(|(_, v)| v)
+                    .sum();
+                Ok(vec![format!(
+                    "filter: {kept} of {all} tweets kept (profile `{}`)",
+                    config.mission.name
+                )])
+            }
+            Stage::Textproc => {
+                stages_cmd::textproc(config, common(&self.engine))?;
+                let rows = self.rows_in(Area::Processed)?;
+                Ok(vec![format!("textproc: {rows} rows processed")])
+            }
+            Stage::Split => self.split(),
+            Stage::Train => self.train(),
+            Stage::Evaluate => {
+                let predictions = self.reports.join("test-predictions.parquet");
+                self.predict(&self.splits.join("test.parquet"), &predictions)?;
+                crate::evaluate_cmd::run(
+                    config,
+                    crate::evaluate_cmd::Args {
+                        predictions,
+                        out: self.reports.clone(),
+                    },
+                )
+            }
+            Stage::Monitor => {
+                let dir = self.reports.join("monitor");
+                let batches = batch_files(&self.splits)?;
+                if batches.is_empty() {
+                    return Ok(vec![
+                        "monitor: no monitoring batches (set pipeline.split_until to keep later tweets for monitoring)".into(),
+                    ]);
+                }
+                let mut lines = Vec::new();
+                for b in batches {
+                    let name = b
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("batch")
+                        .to_owned();
+                    let predictions = dir.join(format!("{name}-predictions.parquet"));
+                    self.predict(&b, &predictions)?;
+                    let line = crate::monitor_cmd::run(
+                        config,
+                        crate::monitor_cmd::Args {
+                            model: self.model.clone(),
+                            predictions,
+                            out: dir.join(&name),
+                        },
+                    )?;
+                    lines.push(format!("monitor {name}: {line}"));
+                }
+                Ok(lines)
+            }
+        }
+    }
+
+    fn rows_in(&self, area: Area) -> Result<i64> {
+        let Location::Local(dir) = self.config.location(area)? else {
+            return Ok(-1);
+        };
+        let mut files = Vec::new();
+        walk(&dir, &dir, &mut files)?;
+        files
+            .iter()
+            .filter(|f| f.ends_with(".parquet"))
+            .map(|f| parquet_rows(&dir.join(f)))
+            .sum()
+    }
+
+    fn split(&self) -> Result<Vec<String>> {
+        // Batches are rebuilt from the new split, never mixed with an older one's.
+        for b in batch_files(&self.splits)? {
+            std::fs::remove_file(&b).with_context(|| format!("cannot remove {}", b.display()))?;
+        }
+        let common = Common {
+            engine: Engine::Local,
+            input: None,
+            output: None,
+        };
+        stages_cmd::split(
+            self.config,
+            stages_cmd::SplitArgs {
+                cmd: None,
+                common: common.clone(),
+                labels: None,
+                until: self.config.pipeline.split_until,
+            },
+        )?;
+        if self.config.pipeline.split_until.is_some() {
+            stages_cmd::split(
+                self.config,
+                stages_cmd::SplitArgs {
+                    cmd: Some(stages_cmd::SplitCmd::Append {
+                        common: common.clone(),
+                        labels: None,
+                    }),
+                    common,
+                    labels: None,
+                    until: None,
+                },
+            )?;
+        }
+        let mut line = String::from("split:");
+        for name in ["train.parquet", "val.parquet", "test.parquet"] {
+            line += &format!(" {name} {}", parquet_rows(&self.splits.join(name))?);
+        }
+        for b in batch_files(&self.splits)? {
+            line += &format!(
+                ", {} {}",
+                b.file_name().unwrap_or_default().to_string_lossy(),
+                parquet_rows(&b)?
+            );
+        }
+        Ok(vec![line + " rows"])
+    }
+
+    fn train(&self) -> Result<Vec<String>> {
+        let parent = self.model.parent().context("model folder")?;
+        let tmp = parent.join(format!(".{MODEL_DIR}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        let (train, val) = (
+            self.splits.join("train.parquet"),
+            self.splits.join("val.parquet"),
+        );
+        let (train, val, out) = (
+            train.display().to_string(),
+            val.display().to_string(),
+            tmp.display().to_string(),
+        );
+        let steps = self.config.pipeline.max_steps.map(|s| s.to_string());
+        let mut argv = vec![
+            "--train",
+            &train,
+            "--val",
+            &val,
+            "--out",
+            &out,
+            "--text-column",
+            TEXT_COLUMN,
+        ];
+        if let Some(s) = &steps {
+            argv.extend(["--max-steps", s]);
+        }
+        crate::model_cmd::train(self.config, flags(&argv)?)?;
+        // The new model replaces the old one whole, or not at all.
+        if self.model.exists() {
+            std::fs::remove_dir_all(&self.model)?;
+        }
+        std::fs::rename(&tmp, &self.model)?;
+        let card = flagship_model::classifier::ModelCard::read(&self.model)?;
+        let v = &card.validation;
+        Ok(vec![format!(
+            "train: model {} — validation F2 {:.3} at threshold {:.3}, ROC-AUC {:.3}{}",
+            self.model.display(),
+            v.tuned.f_beta,
+            v.tuned.threshold,
+            v.roc_auc,
+            card.training
+                .as_ref()
+                .map(|t| format!(", {} steps in {:.0} s", t.steps, t.seconds))
+                .unwrap_or_default()
+        )])
+    }
+
+    fn predict(&self, input: &Path, output: &Path) -> Result<()> {
+        let (m, i, o) = (
+            self.model.display().to_string(),
+            input.display().to_string(),
+            output.display().to_string(),
+        );
+        crate::model_cmd::predict(flags(&[
+            "--model",
+            &m,
+            "--input",
+            &i,
+            "--output",
+            &o,
+            "--text-column",
+            TEXT_COLUMN,
+        ])?)
+    }
+}
+
+const EVALUATE_FILES: [&str; 4] = [
+    "test-predictions.parquet",
+    "report.json",
+    "report.md",
+    "report.html",
+];
+
+/// Settings as JSON, for stage keys.
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("settings serialize")
+}
+
+pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
     let start = Instant::now();
+    let mut config = if has_config {
+        config.clone()
+    } else {
+        Config::load(&args.demo).with_context(|| {
+            format!(
+                "the demo config {} (run from the repository root, or pass --config)",
+                args.demo.display()
+            )
+        })?
+    };
+    if let Some(url) = &args.endpoint_url {
+        config.storage.s3.endpoint_url = Some(url.clone());
+    }
+    let config = &config;
+    let run = Run {
+        config,
+        engine: args.engine.clone(),
+        splits: local(config, Area::Splits, "splits")?,
+        model: local(config, Area::Models, "models")?.join(MODEL_DIR),
+        reports: local(config, Area::Reports, "reports")?,
+    };
+    let from = args.from.unwrap_or(Stage::Ingest);
+    let to = args.to.unwrap_or(Stage::Monitor);
+    if from > to {
+        bail!("--from {} comes after --to {}", from.name(), to.name());
+    }
     println!(
-        "flagship pipeline — demo (no config: mission `{}`, bundled payloads)",
-        config.mission.name
+        "flagship pipeline — mission `{}`{}, stages {} … {}",
+        config.mission.name,
+        if has_config {
+            String::new()
+        } else {
+            format!(" (demo: {})", args.demo.display())
+        },
+        from.name(),
+        to.name()
     );
-
-    println!("[1/2] replay: {} → raw schema", args.demo_input.display());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.demo_input)
-        .with_context(|| format!("demo input {}", args.demo_input.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let report = inspect::read_files(&files)?;
-    inspect::print_report(&report);
-    let out = Location::Local(config.base_dir.join(&args.demo_output));
-    tokio::runtime::Runtime::new()?.block_on(inspect::write_outputs(
-        &report,
-        &out,
-        &config.storage.s3,
-    ))?;
-
-    println!("[2/2] model: base checkpoint through libtorch");
-    crate::check_model(config, None)?;
-
+    let state_path = run.reports.join(STATE_FILE);
+    let mut state = State::load(&state_path)?;
+    let rt = stages_cmd::runtime()?;
+    let n = Stage::ALL.len();
+    for (i, &stage) in Stage::ALL.iter().enumerate() {
+        if stage < from || stage > to {
+            continue;
+        }
+        let tag = format!("[{}/{n}] {}", i + 1, stage.name());
+        if stage == Stage::Ingest && run.replay().is_none() {
+            println!(
+                "{tag}: no pipeline.replay — storage.raw is fed by `flagship ingest run`; nothing to do"
+            );
+            continue;
+        }
+        let t = Instant::now();
+        let inputs = rt.block_on(run.inputs(stage, &mut state))?;
+        let forced = args.force || args.from == Some(stage);
+        if !forced && let Some(done) = state.stages.get(&stage).cloned() {
+            let outputs = rt.block_on(run.outputs(stage, &mut state))?;
+            if done.inputs == inputs && done.outputs == outputs {
+                println!(
+                    "{tag}: unchanged since {}, skipped ({:.1} s)",
+                    done.finished_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    t.elapsed().as_secs_f64()
+                );
+                for l in &done.summary {
+                    println!("    {l}");
+                }
+                continue;
+            }
+        }
+        println!("{tag} …");
+        let summary = run
+            .run(stage)
+            .with_context(|| format!("pipeline stage {}", stage.name()))?;
+        let outputs = rt.block_on(run.outputs(stage, &mut state))?;
+        let seconds = t.elapsed().as_secs_f64();
+        state.stages.insert(
+            stage,
+            Done {
+                inputs,
+                outputs,
+                finished_at: Utc::now(),
+                seconds,
+                summary,
+            },
+        );
+        state.save(&state_path)?;
+        println!("{tag}: done in {seconds:.1} s");
+    }
+    state.save(&state_path)?;
     println!(
-        "done in {:.1} s. Not built yet: {NOT_BUILT}.",
-        start.elapsed().as_secs_f64()
+        "pipeline finished in {:.1} s (state: {})",
+        start.elapsed().as_secs_f64(),
+        state_path.display()
     );
+    if to >= Stage::Evaluate
+        && let Some(done) = state.stages.get(&Stage::Evaluate)
+    {
+        println!("report: {}", run.reports.join("report.html").display());
+        for l in &done.summary {
+            println!("{l}");
+        }
+    }
     Ok(())
 }

@@ -74,9 +74,18 @@ pub struct Table {
     /// Input line (JSONL, CSV: 1-based incl. header) or row (Parquet: 0-based) of each row.
     pub lines: Vec<usize>,
     pub bad_lines: Vec<BadLine>,
+    /// The column holding the texts to classify (`text` unless [`Table::with_text_column`]).
+    pub text: String,
 }
 
 impl Table {
+    /// Reads the texts from `name` instead of `text` (the pipeline trains on textproc's
+    /// cleaned `text_model`).
+    pub fn with_text_column(mut self, name: &str) -> Table {
+        name.clone_into(&mut self.text);
+        self
+    }
+
     pub fn read(path: &Path) -> Result<Table> {
         let (format, gz) = format_of(path)?;
         let (batch, lines, bad_lines) = match format {
@@ -105,6 +114,7 @@ impl Table {
             batch,
             lines,
             bad_lines,
+            text: "text".into(),
         })
     }
 
@@ -127,7 +137,7 @@ impl Table {
 
     /// The `text` column (null → empty string, counted by [`Table::null_texts`]).
     pub fn texts(&self) -> Result<Vec<String>> {
-        let s = self.text_column("text", "the texts to classify")?;
+        let s = self.text_column(&self.text, "the texts to classify")?;
         let s = s.as_any().downcast_ref::<StringArray>().expect("utf8");
         Ok(s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
     }
@@ -184,7 +194,7 @@ impl Table {
     }
 
     pub fn null_texts(&self) -> usize {
-        self.column("text").map_or(0, |c| c.null_count())
+        self.column(&self.text).map_or(0, |c| c.null_count())
     }
 
     fn column_names(&self) -> Vec<String> {

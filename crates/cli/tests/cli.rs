@@ -1,5 +1,5 @@
-//! The `flagship` binary end to end: the demo pipeline writes real Parquet and a quarantine
-//! file; a bad config fails with the key named.
+//! The `flagship` binary end to end: `inspect` writes real Parquet and a quarantine file,
+//! `check-model` opens the real MiniLM; a bad config fails with the key named.
 
 use std::process::Command;
 
@@ -12,15 +12,19 @@ fn flagship() -> Command {
 }
 
 #[test]
-fn demo_pipeline_writes_parquet_and_quarantine() {
+fn inspect_writes_parquet_and_quarantine_and_the_model_opens() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
+    let mut files: Vec<_> = std::fs::read_dir(fixture("twitter-v2"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
     let run = flagship()
-        .current_dir(dir.path())
-        .env("FLAGSHIP_VENV", workspace_root().join(".venv"))
-        .args(["pipeline", "--demo-input"])
-        .arg(fixture("twitter-v2"))
-        .arg("--demo-output")
+        .arg("inspect")
+        .args(&files)
+        .arg("--out")
         .arg(&out)
         .output()
         .unwrap();
@@ -34,7 +38,14 @@ fn demo_pipeline_writes_parquet_and_quarantine() {
         stdout.contains("527 tweets (521 with their author joined)"),
         "{stdout}"
     );
-    assert!(stdout.contains("22.7 M parameters"), "{stdout}");
+    let model = flagship()
+        .current_dir(dir.path())
+        .env("FLAGSHIP_VENV", workspace_root().join(".venv"))
+        .arg("check-model")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&model.stdout);
+    assert!(said.contains("22.7 M parameters"), "{said}");
 
     let bytes = std::fs::read(out.join("raw.parquet")).unwrap();
     let (_, batches) = flagship_core::records::from_parquet(bytes.into()).unwrap();

@@ -52,6 +52,8 @@ pub struct Config {
     pub model: Model,
     pub business: Business,
     pub monitor: Monitor,
+    #[serde(default)]
+    pub pipeline: Pipeline,
     /// Folder relative locations are resolved against (the config file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -149,6 +151,24 @@ pub struct Business {
 pub struct Monitor {
     pub batch_size: usize,
     pub drift_threshold: f64,
+}
+
+/// What `flagship pipeline` adds to the stage settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Recorded X API v2 payloads (file or folder) replayed into `storage.raw` as the ingest
+    /// stage. Unset: the raw location is fed by `flagship ingest run` (a service), and the
+    /// pipeline starts at combine.
+    #[serde(default)]
+    pub replay: Option<String>,
+    /// Tweets created up to this time form the initial split; later ones become monitoring
+    /// batches. Unset: every candidate is in the initial split and monitor has nothing to do.
+    #[serde(default)]
+    pub split_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Stop fine-tuning after this many optimizer steps (a quick run); unset: `model.epochs`.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
 }
 
 /// The storage locations by role.
@@ -284,8 +304,19 @@ impl Config {
             false,
         )?;
         positive("monitor.drift_threshold", self.monitor.drift_threshold)?;
-        if self.mission.filter.wanted.values().all(Vec::is_empty) {
-            return Err(("mission.filter.wanted", "needs at least one term".into()));
+        // No wanted group at all keeps every topic (the demo profile); a group without terms
+        // could never match and would drop everything, so it is a mistake.
+        if let Some((g, _)) = self
+            .mission
+            .filter
+            .wanted
+            .iter()
+            .find(|(_, t)| t.iter().all(|t| t.trim().is_empty()))
+        {
+            return Err((
+                "mission.filter.wanted",
+                format!("group `{g}` has no terms (remove it to keep every topic)"),
+            ));
         }
         if self
             .mission
@@ -474,6 +505,23 @@ mod tests {
 
         let e = parse("[model\n").unwrap_err().to_string();
         assert!(e.starts_with("flagship.toml: "), "{e}");
+
+        // No wanted group keeps every topic (the demo); an empty group is a mistake.
+        let all = parse("[mission.filter.wanted]\n").unwrap();
+        assert!(all.mission.filter.wanted.is_empty());
+        let e = parse("[mission.filter.wanted]\nwords = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("group `words` has no terms"), "{e}");
+
+        let p =
+            parse("[pipeline]\nsplit_until = \"2022-07-14T23:59:59Z\"\nmax_steps = 9\n").unwrap();
+        assert_eq!(p.pipeline.max_steps, Some(9));
+        assert!(p.pipeline.replay.is_none());
+        let e = parse("[pipeline]\nsplit_until = \"yesterday\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipeline.split_until"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,25 @@ pub enum Location {
     S3 { bucket: String, prefix: String },
 }
 
+/// `a/b/../c/./d` → `a/c/d`, without touching the file system (a `..` past the start stays).
+fn lexical(p: &FsPath) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !matches!(out.components().next_back(), Some(Component::Normal(_))) || !out.pop()
+                {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 impl Location {
     /// Parses `s3://bucket/prefix`, `file:///dir` or a path; a relative path is joined to `base`.
     pub fn parse(s: &str, base: &FsPath) -> Result<Location, StorageError> {
@@ -94,11 +113,11 @@ impl Location {
             };
         }
         let p = FsPath::new(s);
-        Ok(Location::Local(if p.is_absolute() {
+        Ok(Location::Local(lexical(&if p.is_absolute() {
             p.to_owned()
         } else {
             base.join(p)
-        }))
+        })))
     }
 
     /// A sub-location (`raw/2022/01/01`).
@@ -399,6 +418,14 @@ mod tests {
         assert_eq!(
             Location::parse("data/raw", base).unwrap(),
             Location::Local("/cfg/data/raw".into())
+        );
+        assert_eq!(
+            Location::parse("../../data/./demo/raw", FsPath::new("/repo/fixtures/demo")).unwrap(),
+            Location::Local("/repo/data/demo/raw".into())
+        );
+        assert_eq!(
+            lexical(FsPath::new("../x/../../y")),
+            PathBuf::from("../../y")
         );
         assert_eq!(
             Location::parse("file:///tmp/x", base).unwrap(),

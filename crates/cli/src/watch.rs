@@ -1,0 +1,459 @@
+//! `flagship watch`: live triage. Streams tweets (the X API v2 filtered stream, or a replay),
+//! keeps the ones the mission profile keeps, cleans them, classifies them with an exported
+//! model and appends the flagged ones (`need_support`) to a JSONL file, within a second of
+//! arrival. Tweets are batched on the fly — up to `--max-batch` or `--max-wait` after the
+//! first, whichever comes first — and each micro-batch runs the *same* DataFusion filter and
+//! textproc plans as the batch stages, so a tweet is judged live exactly as it would be later.
+//!
+//! The stream client reconnects on X's schedule by itself; ids already seen (including those
+//! in an existing output file) are never flagged twice, so a restarted watch keeps its place.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::{DateTime, Utc};
+use flagship_core::config::{Area, Config};
+use flagship_core::storage::Location;
+use flagship_core::{Tweet, records, v2};
+use flagship_ingest::IngestError;
+use flagship_ingest::record::{Line, classify};
+use flagship_ingest::source::{Replay, SourceLine, TweetSource};
+use flagship_ingest::xstream::{self, XStream, XStreamConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ingest_cmd::parse_duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model folder (default: `<storage.models>/need-support`, what the pipeline trains).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Replay recorded v2 JSONL (file or folder) instead of the X API.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
+    /// Replay paced by the tweets' times, this many times faster (default: as fast as possible).
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// X API base URL.
+    #[arg(long, default_value = xstream::DEFAULT_BASE_URL)]
+    pub base_url: String,
+    /// Do not change the stream's rules (use them as they are).
+    #[arg(long)]
+    pub no_rule_sync: bool,
+    /// Flagged tweets are appended here, one JSON object per line.
+    #[arg(long, default_value = "data/flagged.jsonl")]
+    pub out: PathBuf,
+    /// Classify at most this many tweets at once…
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// …or what arrived this long after the first waiting tweet (`200ms`, `1s`).
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    pub max_wait: Duration,
+    /// Stop after this many tweets.
+    #[arg(long)]
+    pub max_tweets: Option<u64>,
+    /// Stop after this long (`90s`, `10m`).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// A tweet waiting for its micro-batch.
+struct Arrived {
+    tweet: Tweet,
+    origin: String,
+    at: Instant,
+}
+
+/// Counts of a watch run.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Totals {
+    pub lines: u64,
+    pub seen: u64,
+    pub duplicates: u64,
+    pub malformed: u64,
+    pub api_errors: u64,
+    pub kept: u64,
+    pub flagged: u64,
+    pub batches: u64,
+    pub reconnects: u64,
+    /// Arrival → flagged line written and flushed, every classified tweet (ms).
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    pub seconds: f64,
+}
+
+/// Ids in an existing output file: already flagged, never flagged again.
+fn flagged_ids(path: &Path) -> Result<HashSet<u64>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let mut ids = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let id: Id = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {}: not a flagged tweet", path.display(), i + 1))?;
+        ids.insert(
+            id.id
+                .parse()
+                .with_context(|| format!("{}: line {}: bad id", path.display(), i + 1))?,
+        );
+    }
+    Ok(ids)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+/// The micro-batch as the combined schema (raw columns + `source_object`, `hour`).
+fn combined_batch(batch: &[Arrived], now: DateTime<Utc>) -> Result<RecordBatch> {
+    let tweets: Vec<Tweet> = batch.iter().map(|a| a.tweet.clone()).collect();
+    let raw = records::to_batch(&tweets)?;
+    let mut fields: Vec<Field> = raw
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns: Vec<ArrayRef> = raw.columns().to_vec();
+    fields.push(Field::new("source_object", DataType::Utf8, false));
+    columns.push(Arc::new(StringArray::from_iter_values(
+        batch.iter().map(|a| a.origin.as_str()),
+    )));
+    let hour = flagship_core::layout::hour_floor(now).timestamp_millis();
+    fields.push(Field::new(
+        "hour",
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())),
+        false,
+    ));
+    columns.push(Arc::new(
+        TimestampMillisecondArray::from(vec![hour; batch.len()]).with_timezone("UTC"),
+    ));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .with_context(|| format!("processed rows have no text column `{name}`"))
+}
+
+struct Triage {
+    config: Config,
+    model: flagship_model::Classifier,
+    model_id: String,
+    ctx: datafusion::prelude::SessionContext,
+    out: std::fs::File,
+    latencies: Vec<f64>,
+}
+
+impl Triage {
+    /// Filters, cleans and classifies one micro-batch; appends the flagged rows.
+    async fn run(&mut self, batch: Vec<Arrived>, t: &mut Totals) -> Result<()> {
+        let now = Utc::now();
+        let combined = combined_batch(&batch, now)?;
+        let df = self.ctx.read_batch(combined)?;
+        let (kept, _) = flagship_filter::filter_frame(df, &self.config.mission.filter).await?;
+        t.batches += 1;
+        let mut lines = Vec::new();
+        if kept.num_rows() > 0 {
+            let (processed, _) =
+                flagship_textproc::process_frame(self.ctx.read_batch(kept)?).await?;
+            let ids = processed
+                .column_by_name("id")
+                .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+                .context("processed rows have no id")?;
+            let texts = strings(&processed, crate::pipeline::TEXT_COLUMN)?;
+            let refs: Vec<&str> = (0..texts.len()).map(|i| texts.value(i)).collect();
+            let preds = self.model.predict(&refs)?;
+            t.kept += processed.num_rows() as u64;
+            let original = strings(&processed, "text")?;
+            let client = strings(&processed, "client")?;
+            let by_id: std::collections::HashMap<u64, &Arrived> =
+                batch.iter().map(|a| (a.tweet.id, a)).collect();
+            for (i, p) in preds.iter().enumerate() {
+                if !p.need_support {
+                    continue;
+                }
+                let id = ids.value(i);
+                let a = by_id.get(&id).copied();
+                let row = serde_json::json!({
+                    "id": id.to_string(),
+                    "created_at": a.and_then(|a| a.tweet.created_at),
+                    "author_username": a.and_then(|a| a.tweet.author_username.clone()),
+                    "client": (!client.is_null(i)).then(|| client.value(i)),
+                    "text": original.value(i),
+                    "text_model": texts.value(i),
+                    "need_support_probability": p.probability,
+                    "threshold": self.model.threshold(),
+                    "model": self.model_id,
+                    "flagged_at": Utc::now(),
+                    "latency_ms": a.map(|a| a.at.elapsed().as_secs_f64() * 1e3),
+                });
+                lines.push(row.to_string());
+            }
+        }
+        if !lines.is_empty() {
+            let mut text = lines.join("\n");
+            text.push('\n');
+            self.out.write_all(text.as_bytes())?;
+            self.out.flush()?;
+            t.flagged += lines.len() as u64;
+        }
+        for a in &batch {
+            self.latencies.push(a.at.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(())
+    }
+}
+
+pub fn run(config: &Config, a: Args) -> Result<Totals> {
+    tokio::runtime::Runtime::new()?.block_on(watch(config, a))
+}
+
+async fn watch(config: &Config, a: Args) -> Result<Totals> {
+    let model_dir = match &a.model {
+        Some(m) => m.clone(),
+        None => match config.location(Area::Models)? {
+            Location::Local(p) => p.join(crate::pipeline::MODEL_DIR),
+            Location::S3 { .. } => bail!("storage.models is on S3: pass --model DIR"),
+        },
+    };
+    let model = flagship_model::Classifier::load(&model_dir).with_context(|| {
+        format!(
+            "model {} (train one with `cargo xtask pipeline`, or pass --model)",
+            model_dir.display()
+        )
+    })?;
+    let mut source: Box<dyn TweetSource> = match &a.replay {
+        Some(p) => Box::new(Replay::new(Replay::files_of(p)?, a.speed)),
+        None => {
+            let x = XStream::new(XStreamConfig::new(&a.base_url, xstream::token_from_env()?))?;
+            if !a.no_rule_sync {
+                let sync = x.sync_rules(&config.mission.stream.rules()).await?;
+                println!(
+                    "watch: stream rules: {} kept, {} added, {} deleted",
+                    sync.kept,
+                    sync.added.len(),
+                    sync.deleted.len()
+                );
+            }
+            Box::new(x)
+        }
+    };
+    let mut seen = flagged_ids(&a.out)?;
+    let already = seen.len();
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.out)
+        .with_context(|| format!("cannot open {}", a.out.display()))?;
+    println!(
+        "watch: model {} (threshold {:.3}), profile `{}`, flagged tweets → {}{}",
+        model_dir.display(),
+        model.threshold(),
+        config.mission.name,
+        a.out.display(),
+        if already > 0 {
+            format!(" ({already} already there, not flagged again)")
+        } else {
+            String::new()
+        }
+    );
+    let mut triage = Triage {
+        config: config.clone(),
+        model_id: model_dir.display().to_string(),
+        model,
+        ctx: flagship_core::frames::local_session(),
+        out,
+        latencies: Vec::new(),
+    };
+    let mut recent: VecDeque<u64> = VecDeque::new();
+    let mut t = Totals::default();
+    let start = Instant::now();
+    let bar = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} watch {msg}").expect("template"));
+    let deadline = a.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut pending: Vec<Arrived> = Vec::new();
+    let mut first_at: Option<tokio::time::Instant> = None;
+    // The source runs in its own task, so waiting for a batch's deadline never cancels a read
+    // half-way; the channel is the queue between them.
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<(Result<SourceLine, IngestError>, Instant)>(4096);
+    let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = reconnects.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = source.next_line().await;
+            counter.store(
+                source.stats().reconnects,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let last = !matches!(r, Ok(Some(_)));
+            let item = match r {
+                Ok(Some(l)) => Ok(l),
+                Ok(None) => break,
+                Err(e) => Err(e),
+            };
+            if tx.send((item, Instant::now())).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    let stop = crate::ingest_cmd::signal();
+    tokio::pin!(stop);
+    let mut ended = false;
+    while !ended {
+        // Wait for the next line, but never past the waiting batch's deadline.
+        let flush_at = first_at.map(|f| f + a.max_wait);
+        let limit = match (flush_at, deadline) {
+            (Some(f), Some(d)) => Some(f.min(d)),
+            (f, d) => f.or(d),
+        };
+        let next = async {
+            match limit {
+                Some(l) => tokio::time::timeout_at(l, rx.recv()).await.ok(),
+                None => Some(rx.recv().await),
+            }
+        };
+        let line = tokio::select! {
+            biased;
+            _ = &mut stop => { ended = true; None }
+            l = next => match l {
+                None => None, // a timeout: flush what waits (or the duration ended)
+                Some(Some((Ok(line), at))) => Some((line, at)),
+                Some(None) => { ended = true; None }
+                Some(Some((Err(e), _))) => {
+                    if !pending.is_empty() {
+                        triage.run(std::mem::take(&mut pending), &mut t).await?;
+                    }
+                    bar.finish_and_clear();
+                    bail!("watch: the stream ended: {e} (flagged so far: {})", t.flagged);
+                }
+            },
+        };
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            ended = true;
+        }
+        if let Some((line, at)) = line {
+            t.lines += 1;
+            match classify(&line.bytes, Utc::now()) {
+                Line::KeepAlive => {}
+                Line::Error { .. } => t.api_errors += 1,
+                Line::Malformed { reason } => {
+                    t.malformed += 1;
+                    tracing::warn!("{} line {}: malformed: {reason}", line.origin, line.line);
+                }
+                Line::Tweet { id, record } => {
+                    if !seen.insert(id) {
+                        t.duplicates += 1;
+                    } else {
+                        recent.push_back(id);
+                        if recent.len() > 1_000_000
+                            && let Some(old) = recent.pop_front()
+                        {
+                            seen.remove(&old);
+                        }
+                        match serde_json::from_slice::<v2::Payload>(&record) {
+                            Ok(p) => {
+                                for tweet in p.into_parsed(Some(Utc::now())).tweets {
+                                    t.seen += 1;
+                                    pending.push(Arrived {
+                                        tweet,
+                                        origin: line.origin.clone(),
+                                        at,
+                                    });
+                                }
+                                first_at.get_or_insert_with(tokio::time::Instant::now);
+                            }
+                            Err(e) => {
+                                t.malformed += 1;
+                                tracing::warn!(
+                                    "{} line {}: not a stream message: {e}",
+                                    line.origin,
+                                    line.line
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let due = first_at.is_some_and(|f| f.elapsed() >= a.max_wait);
+        if !pending.is_empty() && (pending.len() >= a.max_batch || due || ended) {
+            triage.run(std::mem::take(&mut pending), &mut t).await?;
+            first_at = None;
+            bar.set_message(format!(
+                "{} seen, {} kept by the profile, {} flagged ({:.0}/s)",
+                t.seen,
+                t.kept,
+                t.flagged,
+                t.seen as f64 / start.elapsed().as_secs_f64().max(1e-9)
+            ));
+        }
+        if a.max_tweets.is_some_and(|m| t.seen >= m) {
+            ended = true;
+            if !pending.is_empty() {
+                triage.run(std::mem::take(&mut pending), &mut t).await?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let mut l = std::mem::take(&mut triage.latencies);
+    l.sort_by(f64::total_cmp);
+    t.latency_p50_ms = quantile(&l, 0.50);
+    t.latency_p99_ms = quantile(&l, 0.99);
+    t.latency_max_ms = l.last().copied().unwrap_or(0.0);
+    reader.abort();
+    t.reconnects = reconnects.load(std::sync::atomic::Ordering::Relaxed);
+    t.seconds = start.elapsed().as_secs_f64();
+    println!(
+        "watch: {} tweets seen ({} duplicates, {} malformed lines, {} API messages, {} reconnects), {} kept by the profile, {} flagged need_support → {}",
+        t.seen,
+        t.duplicates,
+        t.malformed,
+        t.api_errors,
+        t.reconnects,
+        t.kept,
+        t.flagged,
+        a.out.display()
+    );
+    println!(
+        "watch: latency arrival → flagged line written: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} tweets in {} micro-batches; {:.1} s",
+        t.latency_p50_ms,
+        t.latency_p99_ms,
+        t.latency_max_ms,
+        l.len(),
+        t.batches,
+        t.seconds
+    );
+    println!("{}", serde_json::to_string(&t)?);
+    Ok(t)
+}
