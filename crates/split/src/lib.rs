@@ -28,8 +28,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use datafusion::logical_expr::{JoinType, lit};
-use datafusion::prelude::{DataFrame, SessionContext, col};
+use datafusion::logical_expr::{JoinType, lit, when};
+use datafusion::prelude::{SessionContext, col};
 use flagship_core::frames::{self, FrameError};
 use flagship_core::schema::Stage;
 use flagship_core::storage::{StorageError, Store};
@@ -150,10 +150,6 @@ pub struct CandidateCounts {
     pub candidates: u64,
 }
 
-async fn count(df: &DataFrame) -> Result<u64, SplitError> {
-    Ok(df.clone().count().await.map_err(df_err)? as u64)
-}
-
 /// The candidate tweets of every processed hour in `processed`, ordered by time and id.
 pub async fn candidates(
     ctx: &SessionContext,
@@ -168,23 +164,51 @@ pub async fn candidates(
         return Err(SplitError::NoInput(processed.location().to_string()));
     }
     let all = frames::read_parquet(ctx, processed, &keys).await?;
-    let mut c = CandidateCounts {
-        processed: count(&all).await?,
-        ..CandidateCounts::default()
-    };
-    let step = |df: DataFrame, e| df.filter(e).map_err(df_err);
-    let df = step(all, !col("is_retweet"))?;
-    c.retweets = c.processed - count(&df).await?;
-    let left = count(&df).await?;
-    let df = step(df, !col("is_quote"))?;
-    c.quotes = left - count(&df).await?;
-    let left = count(&df).await?;
-    let df = step(df, col("created_at").is_not_null())?;
-    c.no_time = left - count(&df).await?;
-    let left = count(&df).await?;
-    let df = step(df, col("text_model").not_eq(lit("")))?;
-    c.empty_text = left - count(&df).await?;
-    let left = count(&df).await?;
+    // Each row set aside is counted under the first rule it fails, in one aggregate plan;
+    // the kept rows are a second plan over the same files.
+    let reason = when(col("is_retweet"), lit("retweets"))
+        .when(col("is_quote"), lit("quotes"))
+        .when(col("created_at").is_null(), lit("no_time"))
+        .when(col("text_model").eq(lit("")), lit("empty_text"))
+        .otherwise(lit("kept"))
+        .map_err(df_err)?;
+    let by_reason = all
+        .clone()
+        .aggregate(
+            vec![reason.alias("reason")],
+            vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("n")],
+        )
+        .map_err(df_err)?
+        .collect()
+        .await
+        .map_err(df_err)?;
+    let mut c = CandidateCounts::default();
+    let mut left = 0;
+    for b in &by_reason {
+        let reasons = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| SplitError::Engine(e.into()))?;
+        let reasons = column_of::<StringArray>(&reasons);
+        let n = column_of::<arrow::array::Int64Array>(b.column(1));
+        for i in 0..b.num_rows() {
+            let n = n.value(i) as u64;
+            c.processed += n;
+            match reasons.value(i) {
+                "retweets" => c.retweets = n,
+                "quotes" => c.quotes = n,
+                "no_time" => c.no_time = n,
+                "empty_text" => c.empty_text = n,
+                _ => left = n,
+            }
+        }
+    }
+    let df = all
+        .filter(
+            (!col("is_retweet"))
+                .and(!col("is_quote"))
+                .and(col("created_at").is_not_null())
+                .and(col("text_model").not_eq(lit(""))),
+        )
+        .map_err(df_err)?;
     // Repeated ids and texts: the earliest copy is kept. (Done over the time-ordered rows
     // here: DataFusion 55's DISTINCT ON panics in `first_value` over several partitions.)
     let df = df
@@ -279,6 +303,12 @@ async fn join_labels(
         .collect();
     schema.push(Field::new("label", DataType::Int8, true));
     Ok(frames::collect(df, &Arc::new(Schema::new(schema))).await?)
+}
+
+fn column_of<T: 'static>(a: &arrow::array::ArrayRef) -> &T {
+    a.as_any()
+        .downcast_ref::<T>()
+        .expect("an aggregate's column has its planned type")
 }
 
 fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
