@@ -263,6 +263,51 @@ batch_size = 10
     std::fs::write(&labels, lines).unwrap();
     let out = flagship(&cfg, &["split", "--labels", labels.to_str().unwrap()]);
     println!("{out}");
+    // The set-aside counts, each under the first rule a row fails, against the processed files.
+    let (mut rows, mut rts, mut quotes, mut empty) = (0, 0, 0, 0);
+    for e in std::fs::read_dir(d.join("processed")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "parquet") {
+            continue;
+        }
+        let (_, batches) =
+            flagship_core::records::from_parquet(std::fs::read(&p).unwrap().into()).unwrap();
+        for b in &batches {
+            let flag = |name: &str| {
+                b.column_by_name(name)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .unwrap()
+                    .clone()
+            };
+            let (rt, q) = (flag("is_retweet"), flag("is_quote"));
+            let text = b
+                .column_by_name("text_model")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap()
+                .clone();
+            for i in 0..b.num_rows() {
+                rows += 1;
+                if rt.value(i) {
+                    rts += 1;
+                } else if q.value(i) {
+                    quotes += 1;
+                } else if text.value(i).is_empty() {
+                    empty += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        out.contains(&format!(
+            "split: {rows} processed rows → {} candidates ({rts} retweets, {quotes} quotes, 0 without time, {empty} empty after cleaning, 0 repeated ids, 0 repeated texts set aside)",
+            rows - rts - quotes - empty
+        )),
+        "{out}"
+    );
     let mut spans = Vec::new();
     for part in ["train", "val", "test"] {
         let bytes = std::fs::read(d.join("splits").join(format!("{part}.parquet"))).unwrap();
