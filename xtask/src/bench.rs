@@ -40,14 +40,10 @@ fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{what} printed no JSON result"))
 }
 
-pub fn run(f: &Bench) -> Result<(), String> {
-    let env = setup::run(&crate::flags::Setup::default())?;
-    if f.what == "textproc" {
-        return textproc(f, &env);
-    }
-    if f.what == "ingest" {
-        return ingest(f, &env);
-    }
+/// Builds the release `flagship` binary; returns it and the target folder.
+fn release_flagship(
+    env: &setup::Env,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
         "build",
@@ -60,7 +56,18 @@ pub fn run(f: &Bench) -> Result<(), String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env.root.join("target"));
-    let flagship = target.join("release").join("flagship");
+    Ok((target.join("release").join("flagship"), target))
+}
+
+pub fn run(f: &Bench) -> Result<(), String> {
+    let env = setup::run(&crate::flags::Setup::default())?;
+    if f.what == "textproc" {
+        return textproc(f, &env);
+    }
+    if f.what == "ingest" {
+        return ingest(f, &env);
+    }
+    let (flagship, _) = release_flagship(&env)?;
     let base = env.venv.join("base-model");
     let data = env.root.join("fixtures/tweeteval-sentiment/train.jsonl.gz");
     let common = [
@@ -127,19 +134,7 @@ pub fn run(f: &Bench) -> Result<(), String> {
 /// `bench textproc`: flagship's DataFusion plan vs PySpark `local[*]` on one corpus, one
 /// after the other; then flagship alone on `scale` times the corpus for its peak memory.
 fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
-        "build",
-        "--release",
-        "-p",
-        "flagship-cli",
-        "--bin",
-        "flagship",
-    ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env.root.join("target"));
-    let flagship = target.join("release").join("flagship");
+    let (flagship, target) = release_flagship(env)?;
     let has_spark = Command::new(env.python())
         .args(["-c", "import pyspark"])
         .status()
@@ -231,19 +226,7 @@ fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
 /// `bench ingest`: replay N/4 then N stream messages into the local sink (same binary, one
 /// after the other): tweets/s and peak RSS, to show the rate and that memory stays flat.
 fn ingest(f: &Bench, env: &setup::Env) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
-        "build",
-        "--release",
-        "-p",
-        "flagship-cli",
-        "--bin",
-        "flagship",
-    ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env.root.join("target"));
-    let flagship = target.join("release").join("flagship");
+    let (flagship, target) = release_flagship(env)?;
     let work = target.join("bench-ingest");
     let mut lines = Vec::new();
     for n in [f.tweets / 4, f.tweets] {
