@@ -8,7 +8,7 @@ use flagship_core::config::{Area, Config};
 use flagship_core::storage::{Location, Store};
 use flagship_ingest::aws::{self, Resources};
 use flagship_ingest::firehose::FirehoseSink;
-use flagship_ingest::sink::LocalSink;
+use flagship_ingest::sink::{LocalSink, Sink};
 use flagship_ingest::source::{Replay, TweetSource};
 use flagship_ingest::xstream::{self, XStream, XStreamConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -200,7 +200,7 @@ pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals>
             p.received, p.queued
         ));
     };
-    let totals = match a.sink {
+    let sink: Box<dyn Sink> = match a.sink {
         SinkKind::Local => {
             let loc = match &a.out {
                 Some(o) => Location::parse(o, &std::env::current_dir()?)?,
@@ -208,38 +208,30 @@ pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals>
             };
             let store = Store::open(&loc, &config.storage.s3)?;
             println!("ingest: writing the Firehose layout to {loc}");
-            let sink = LocalSink::new(store, "", &a.stream)
-                .with_buffering(a.buffer_bytes, a.buffer_interval);
-            flagship_ingest::run(
-                source.as_mut(),
-                sink,
-                &quarantine,
-                &qkey,
-                &opts,
-                signal(),
-                &progress,
+            Box::new(
+                LocalSink::new(store, "", &a.stream)
+                    .with_buffering(a.buffer_bytes, a.buffer_interval),
             )
-            .await?
         }
         SinkKind::Firehose => {
-            let sink = FirehoseSink::new(
+            println!("ingest: sending to Firehose stream {}", a.stream);
+            Box::new(FirehoseSink::new(
                 firehose_client(config, &a.aws).await,
                 &a.stream,
                 a.spill.clone(),
-            );
-            println!("ingest: sending to Firehose stream {}", a.stream);
-            flagship_ingest::run(
-                source.as_mut(),
-                sink,
-                &quarantine,
-                &qkey,
-                &opts,
-                signal(),
-                &progress,
-            )
-            .await?
+            ))
         }
     };
+    let totals = flagship_ingest::run(
+        source.as_mut(),
+        sink,
+        &quarantine,
+        &qkey,
+        &opts,
+        signal(),
+        &progress,
+    )
+    .await?;
     bar.finish_and_clear();
     println!("ingest: {totals}");
     if totals.quarantined > 0 {

@@ -29,6 +29,26 @@ pub trait Sink: Send {
     fn counts(&self) -> SinkCounts;
 }
 
+/// A sink chosen at run time.
+#[async_trait::async_trait]
+impl Sink for Box<dyn Sink> {
+    async fn put(&mut self, record: Bytes, at: DateTime<Utc>) -> Result<(), IngestError> {
+        (**self).put(record, at).await
+    }
+
+    async fn tick(&mut self, now: DateTime<Utc>) -> Result<(), IngestError> {
+        (**self).tick(now).await
+    }
+
+    async fn flush(&mut self) -> Result<(), IngestError> {
+        (**self).flush().await
+    }
+
+    fn counts(&self) -> SinkCounts {
+        (**self).counts()
+    }
+}
+
 /// Buffers records like Firehose (by size and interval) and writes each buffer as one object
 /// at `prefix/YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid>` (the UTC arrival hour of
 /// its first record; a buffer never spans two hours). Objects appear atomically.
