@@ -212,30 +212,38 @@ fn labels_path(config: &Config, given: Option<PathBuf>) -> Option<PathBuf> {
     })
 }
 
+/// Split's input and output stores, its labels (none given: no labels yet) and a local
+/// session (split joins in-memory labels, so it runs here whatever `--engine` says).
+fn split_setup(
+    config: &Config,
+    common: &Common,
+    labels: Option<PathBuf>,
+) -> Result<(
+    Store,
+    Store,
+    flagship_split::Labels,
+    datafusion::prelude::SessionContext,
+)> {
+    let input = store(config, &common.input, Area::Processed)?;
+    let out = store(config, &common.output, Area::Splits)?;
+    let labels = match labels_path(config, labels) {
+        Some(p) => flagship_split::Labels::read(&p)?,
+        None => flagship_split::Labels::default(),
+    };
+    note_local("split", &common.engine);
+    Ok((input, out, labels, flagship_core::frames::local_session()))
+}
+
 pub fn split(config: &Config, a: SplitArgs) -> Result<()> {
     runtime()?.block_on(async {
         if let Some(SplitCmd::ExportForLabeling { common, labels, file }) = a.cmd {
-            let input = store(config, &common.input, Area::Processed)?;
-            let out = store(config, &common.output, Area::Splits)?;
-            let labels = match labels_path(config, labels) {
-                Some(p) => flagship_split::Labels::read(&p)?,
-                None => flagship_split::Labels::default(),
-            };
-            note_local("split", &common.engine);
-            let ctx = flagship_core::frames::local_session();
+            let (input, out, labels, ctx) = split_setup(config, &common, labels)?;
             let n = flagship_split::export_for_labeling(&ctx, &input, &labels, &out, &file).await?;
             println!("split: {n} unlabeled candidate tweets written to {}", out.location().join(&file));
             return Ok(());
         }
         if let Some(SplitCmd::Append { common, labels }) = a.cmd {
-            let input = store(config, &common.input, Area::Processed)?;
-            let out = store(config, &common.output, Area::Splits)?;
-            let labels = match labels_path(config, labels) {
-                Some(p) => flagship_split::Labels::read(&p)?,
-                None => flagship_split::Labels::default(),
-            };
-            note_local("split", &common.engine);
-            let ctx = flagship_core::frames::local_session();
+            let (input, out, labels, ctx) = split_setup(config, &common, labels)?;
             let r = flagship_split::append(&ctx, &input, &labels, config.monitor.batch_size, &out).await?;
             for b in &r.batches {
                 println!("split: batch {} → {} ({} rows, {} labelled)", b.batch, out.location().join(&b.file), b.rows, b.labelled);
@@ -243,15 +251,11 @@ pub fn split(config: &Config, a: SplitArgs) -> Result<()> {
             println!("split: {} new batches; {} newer tweets wait for a full batch of {}", r.batches.len(), r.pending, config.monitor.batch_size);
             return Ok(());
         }
-        let input = store(config, &a.common.input, Area::Processed)?;
-        let out = store(config, &a.common.output, Area::Splits)?;
         let path = labels_path(config, a.labels).context(
             "no labels file: pass --labels FILE or set split.labels in the config \
              (`flagship split export-for-labeling` writes what needs labels)",
         )?;
-        let labels = flagship_split::Labels::read(&path)?;
-        note_local("split", &a.common.engine);
-        let ctx = flagship_core::frames::local_session();
+        let (input, out, labels, ctx) = split_setup(config, &a.common, Some(path))?;
         let r = flagship_split::run(
             &ctx,
             &input,
