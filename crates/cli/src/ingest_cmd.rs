@@ -77,8 +77,9 @@ pub enum IngestCmd {
     },
 }
 
+/// Where tweets come from: the X API v2 filtered stream, or a replay.
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub struct SourceArgs {
     /// Replay recorded v2 JSONL (a file or a folder of .jsonl[.gz]) instead of the X API.
     #[arg(long)]
     pub replay: Option<PathBuf>,
@@ -91,6 +92,35 @@ pub struct RunArgs {
     /// Do not change the stream's rules (use them as they are).
     #[arg(long)]
     pub no_rule_sync: bool,
+}
+
+impl SourceArgs {
+    /// Opens the replay, or connects to X after syncing the stream rules with the profile's.
+    pub async fn open(&self, config: &Config, who: &str) -> Result<Box<dyn TweetSource>> {
+        if let Some(p) = &self.replay {
+            return Ok(Box::new(Replay::new(Replay::files_of(p)?, self.speed)));
+        }
+        let x = XStream::new(XStreamConfig::new(
+            &self.base_url,
+            xstream::token_from_env()?,
+        ))?;
+        if !self.no_rule_sync {
+            let sync = x.sync_rules(&config.mission.stream.rules()).await?;
+            println!(
+                "{who}: stream rules: {} kept, {} added, {} deleted",
+                sync.kept,
+                sync.added.len(),
+                sync.deleted.len()
+            );
+        }
+        Ok(Box::new(x))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[arg(long, value_enum, default_value_t = SinkKind::Local)]
     pub sink: SinkKind,
     /// Local sink: where to write (default: the config's storage.raw).
@@ -164,23 +194,7 @@ pub fn ingest(config: &Config, cmd: IngestCmd) -> Result<()> {
 }
 
 pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals> {
-    let mut source: Box<dyn TweetSource> = match &a.replay {
-        Some(p) => Box::new(Replay::new(Replay::files_of(p)?, a.speed)),
-        None => {
-            let x = XStream::new(XStreamConfig::new(&a.base_url, xstream::token_from_env()?))?;
-            if !a.no_rule_sync {
-                let rules = config.mission.stream.rules();
-                let sync = x.sync_rules(&rules).await?;
-                println!(
-                    "ingest: stream rules: {} kept, {} added, {} deleted",
-                    sync.kept,
-                    sync.added.len(),
-                    sync.deleted.len()
-                );
-            }
-            Box::new(x)
-        }
-    };
+    let mut source = a.source.open(config, "ingest").await?;
     let quarantine = Store::open(&config.location(Area::Quarantine)?, &config.storage.s3)?;
     let qkey = format!(
         "ingest/{}.jsonl",

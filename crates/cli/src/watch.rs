@@ -15,18 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{
-    Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
-};
-use arrow::datatypes::{DataType, Field, Schema};
-use chrono::{DateTime, Utc};
+use arrow::array::{Array, RecordBatch, StringArray, UInt64Array};
+use chrono::Utc;
 use flagship_core::config::{Area, Config};
 use flagship_core::storage::Location;
-use flagship_core::{Tweet, records, v2};
+use flagship_core::{Tweet, v2};
 use flagship_ingest::IngestError;
 use flagship_ingest::record::{Line, classify};
-use flagship_ingest::source::{Replay, SourceLine, TweetSource};
-use flagship_ingest::xstream::{self, XStream, XStreamConfig};
+use flagship_ingest::source::SourceLine;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ingest_cmd::parse_duration;
@@ -36,18 +32,8 @@ pub struct Args {
     /// Model folder (default: `<storage.models>/need-support`, what the pipeline trains).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Replay recorded v2 JSONL (file or folder) instead of the X API.
-    #[arg(long)]
-    pub replay: Option<PathBuf>,
-    /// Replay paced by the tweets' times, this many times faster (default: as fast as possible).
-    #[arg(long)]
-    pub speed: Option<f64>,
-    /// X API base URL.
-    #[arg(long, default_value = xstream::DEFAULT_BASE_URL)]
-    pub base_url: String,
-    /// Do not change the stream's rules (use them as they are).
-    #[arg(long)]
-    pub no_rule_sync: bool,
+    #[command(flatten)]
+    pub source: crate::ingest_cmd::SourceArgs,
     /// Flagged tweets are appended here, one JSON object per line.
     #[arg(long, default_value = "data/flagged.jsonl")]
     pub out: PathBuf,
@@ -126,36 +112,6 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
-/// The micro-batch as the combined schema (raw columns + `source_object`, `hour`).
-fn combined_batch(batch: &[Arrived], now: DateTime<Utc>) -> Result<RecordBatch> {
-    let tweets: Vec<Tweet> = batch.iter().map(|a| a.tweet.clone()).collect();
-    let raw = records::to_batch(&tweets)?;
-    let mut fields: Vec<Field> = raw
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut columns: Vec<ArrayRef> = raw.columns().to_vec();
-    fields.push(Field::new("source_object", DataType::Utf8, false));
-    columns.push(Arc::new(StringArray::from_iter_values(
-        batch.iter().map(|a| a.origin.as_str()),
-    )));
-    let hour = flagship_core::layout::hour_floor(now).timestamp_millis();
-    fields.push(Field::new(
-        "hour",
-        DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())),
-        false,
-    ));
-    columns.push(Arc::new(
-        TimestampMillisecondArray::from(vec![hour; batch.len()]).with_timezone("UTC"),
-    ));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
 fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
@@ -174,8 +130,13 @@ struct Triage {
 impl Triage {
     /// Filters, cleans and classifies one micro-batch; appends the flagged rows.
     async fn run(&mut self, batch: Vec<Arrived>, t: &mut Totals) -> Result<()> {
-        let now = Utc::now();
-        let combined = combined_batch(&batch, now)?;
+        // The micro-batch as combine would write it (same code: ids deduplicated, time-ordered).
+        let hour = flagship_core::layout::hour_floor(Utc::now());
+        let rows: Vec<(Tweet, String)> = batch
+            .iter()
+            .map(|a| (a.tweet.clone(), a.origin.clone()))
+            .collect();
+        let combined = flagship_combine::combine_rows(&self.ctx, hour, &rows).await?;
         let df = self.ctx.read_batch(combined)?;
         let (kept, _) = flagship_filter::filter_frame(df, &self.config.mission.filter).await?;
         t.batches += 1;
@@ -249,22 +210,7 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
             model_dir.display()
         )
     })?;
-    let mut source: Box<dyn TweetSource> = match &a.replay {
-        Some(p) => Box::new(Replay::new(Replay::files_of(p)?, a.speed)),
-        None => {
-            let x = XStream::new(XStreamConfig::new(&a.base_url, xstream::token_from_env()?))?;
-            if !a.no_rule_sync {
-                let sync = x.sync_rules(&config.mission.stream.rules()).await?;
-                println!(
-                    "watch: stream rules: {} kept, {} added, {} deleted",
-                    sync.kept,
-                    sync.added.len(),
-                    sync.deleted.len()
-                );
-            }
-            Box::new(x)
-        }
-    };
+    let mut source = a.source.open(config, "watch").await?;
     let mut seen = flagged_ids(&a.out)?;
     let already = seen.len();
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {

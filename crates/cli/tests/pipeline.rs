@@ -6,10 +6,9 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use flagship_core::testing::{MotoServer, fixture, workspace_root};
+use flagship_core::testing::{MotoServer, fixture};
 
 /// The first `n` messages of the demo stream (days 1 to ~4), as plain JSONL.
 fn demo_subset(dir: &Path, n: usize) -> PathBuf {
@@ -75,24 +74,8 @@ models = "models"
 reports = "reports"
 quarantine = "quarantine""#;
 
-fn flagship(config: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_flagship"))
-        .env("RUST_BACKTRACE", "0")
-        .env("FLAGSHIP_VENV", workspace_root().join(".venv"))
-        .envs(env.iter().copied())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "flagship {args:?}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+mod common;
+use common::flagship_env as flagship;
 
 fn ran(stdout: &str, stage: &str) -> bool {
     stdout.lines().any(|l| l.ends_with(&format!("] {stage} …")))

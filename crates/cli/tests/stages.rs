@@ -3,40 +3,13 @@
 //! same filter / textproc plans on an in-process Ballista cluster giving byte-identical files.
 
 use std::path::Path;
-use std::process::Command;
 
 use chrono::{TimeZone, Utc};
 use flagship_core::layout::object_key;
 use flagship_core::testing::fixture;
 
-fn flagship(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_flagship"))
-        .env("RUST_BACKTRACE", "0")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "flagship {args:?}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn flagship_fails(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_flagship"))
-        .env("RUST_BACKTRACE", "0")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "flagship {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{flagship, flagship_fails};
 
 fn legacy_record(values: &[(&str, &str)]) -> String {
     let cols = flagship_combine::legacy::COLUMNS;

@@ -1,0 +1,42 @@
+//! Running the `flagship` binary from the integration tests.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use flagship_core::testing::workspace_root;
+
+fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flagship"))
+        .env("RUST_BACKTRACE", "0")
+        .env("FLAGSHIP_VENV", workspace_root().join(".venv"))
+        .envs(env.iter().copied())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `flagship --config CONFIG ARGS…` with extra environment; its stdout, after it succeeded.
+pub fn flagship_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(config, args, env);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flagship {args:?}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+pub fn flagship(config: &Path, args: &[&str]) -> String {
+    flagship_env(config, args, &[])
+}
+
+/// The same, expected to fail: its stderr.
+pub fn flagship_fails(config: &Path, args: &[&str]) -> String {
+    let out = run(config, args, &[]);
+    assert!(!out.status.success(), "flagship {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
