@@ -8,6 +8,10 @@
 //! a second run takes seconds and an interrupted run resumes at the stage it was in (combine,
 //! filter and textproc also resume hour by hour through their own manifests). `--from STAGE`
 //! re-runs that stage and goes on from it, `--to STAGE` stops after it, `--force` re-runs all.
+//!
+//! Every location may be a path or `s3://`. The model stages work on files: where splits,
+//! models or reports are on S3, a stage pulls what it reads into a local mirror (under the
+//! temp folder) and pushes what it wrote back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -231,14 +235,96 @@ fn flags<T: clap::Args>(argv: &[&str]) -> Result<T> {
     Ok(Argv::<T>::try_parse_from(argv)?.inner)
 }
 
-fn local(config: &Config, area: Area, key: &str) -> Result<PathBuf> {
-    match config.location(area)? {
-        Location::Local(p) => Ok(p),
-        Location::S3 { .. } => bail!(
-            "storage.{key} is on S3: the pipeline's split, train, evaluate and monitor stages \
-             read and write local files — give storage.{key} a local path (not built: model \
-             stages over s3://)"
-        ),
+/// A storage area the model stages use as local files: the location itself when it is a
+/// path; for `s3://`, a local mirror that a stage pulls before it reads and pushes after it
+/// writes (train, predict and the reports work on files).
+struct Mirror {
+    store: Store,
+    dir: PathBuf,
+    remote: bool,
+}
+
+impl Mirror {
+    fn open(config: &Config, area: Area) -> Result<Mirror> {
+        let loc = config.location(area)?;
+        let store = Store::open(&loc, &config.storage.s3)?;
+        Ok(match &loc {
+            Location::Local(p) => Mirror {
+                store,
+                dir: p.clone(),
+                remote: false,
+            },
+            Location::S3 { bucket, prefix } => Mirror {
+                store,
+                dir: std::env::temp_dir()
+                    .join("flagship-pipeline")
+                    .join(bucket)
+                    .join(prefix),
+                remote: true,
+            },
+        })
+    }
+
+    /// Adds the objects whose keys start with `prefix`: content hashes of local files, or
+    /// keys, sizes and ETags on S3.
+    async fn add(&self, st: &mut State, f: &mut Fingerprint, prefix: &str) -> Result<()> {
+        if self.remote {
+            let entries: Vec<_> = self
+                .store
+                .list("")
+                .await?
+                .into_iter()
+                .filter(|e| e.key.starts_with(prefix) && !skipped(&e.key))
+                .collect();
+            f.add_entries(&entries);
+            return Ok(());
+        }
+        let mut files = Vec::new();
+        walk(&self.dir, &self.dir, &mut files)?;
+        files.sort();
+        for rel in files.into_iter().filter(|r| r.starts_with(prefix)) {
+            let sha = st.file_sha(&self.dir.join(&rel))?;
+            f.add(&rel).add(sha);
+        }
+        Ok(())
+    }
+
+    /// S3 → the mirror, for the keys starting with `prefix`.
+    async fn pull(&self, prefix: &str) -> Result<()> {
+        if !self.remote {
+            return Ok(());
+        }
+        for e in self.store.list("").await? {
+            if e.key.starts_with(prefix) && !skipped(&e.key) {
+                let bytes = self.store.get(&e.key).await?;
+                write_atomic(&self.dir.join(&e.key), &bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The mirror → S3, for the files starting with `prefix`; objects under it that the mirror
+    /// no longer has are deleted.
+    async fn push(&self, prefix: &str) -> Result<()> {
+        if !self.remote {
+            return Ok(());
+        }
+        let mut files = Vec::new();
+        walk(&self.dir, &self.dir, &mut files)?;
+        let files: Vec<String> = files
+            .into_iter()
+            .filter(|r| r.starts_with(prefix))
+            .collect();
+        for rel in &files {
+            let bytes = std::fs::read(self.dir.join(rel))?;
+            self.store.put(rel, bytes.into()).await?;
+        }
+        for e in self.store.list("").await? {
+            if e.key.starts_with(prefix) && !skipped(&e.key) && !files.contains(&e.key) {
+                self.store.delete(&e.key).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -272,9 +358,12 @@ fn batch_files(splits: &Path) -> Result<Vec<PathBuf>> {
 struct Run<'a> {
     config: &'a Config,
     engine: Engine,
-    splits: PathBuf,
+    splits: Mirror,
+    models: Mirror,
+    reports: Mirror,
+    /// `models.dir/need-support`.
     model: PathBuf,
-    reports: PathBuf,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Run<'_> {
@@ -331,7 +420,7 @@ impl Run<'_> {
             Stage::Train => {
                 f.add(json(&c.model)).add(json(&c.pipeline.max_steps));
                 for name in ["train.parquet", "val.parquet"] {
-                    f.add(name).add(st.file_sha(&self.splits.join(name))?);
+                    self.splits.add(st, &mut f, name).await?;
                 }
                 let base = self.base_model()?;
                 for name in ["config.json", "model.safetensors", "tokenizer.json"] {
@@ -343,15 +432,13 @@ impl Run<'_> {
             }
             Stage::Evaluate => {
                 f.add(json(&c.business));
-                st.add_dir(&mut f, &self.model)?;
-                f.add(st.file_sha(&self.splits.join("test.parquet"))?);
+                self.models.add(st, &mut f, MODEL_PREFIX).await?;
+                self.splits.add(st, &mut f, "test.parquet").await?;
             }
             Stage::Monitor => {
                 f.add(json(&c.business)).add(json(&c.monitor));
-                st.add_dir(&mut f, &self.model)?;
-                for b in batch_files(&self.splits)? {
-                    f.add(st.file_sha(&b)?);
-                }
+                self.models.add(st, &mut f, MODEL_PREFIX).await?;
+                self.splits.add(st, &mut f, "batch-").await?;
             }
         }
         Ok(f.finish())
@@ -365,19 +452,15 @@ impl Run<'_> {
             Stage::Combine => st.add_store(&mut f, &self.store(Area::Combined)?).await?,
             Stage::Filter => st.add_store(&mut f, &self.store(Area::Filtered)?).await?,
             Stage::Textproc => st.add_store(&mut f, &self.store(Area::Processed)?).await?,
-            Stage::Split => st.add_dir(&mut f, &self.splits)?,
-            Stage::Train => st.add_dir(&mut f, &self.model)?,
+            Stage::Split => self.splits.add(st, &mut f, "").await?,
+            Stage::Train => self.models.add(st, &mut f, MODEL_PREFIX).await?,
             Stage::Evaluate => {
                 for name in EVALUATE_FILES {
-                    let p = self.reports.join(name);
-                    f.add(name).add(if p.is_file() {
-                        st.file_sha(&p)?
-                    } else {
-                        "missing".into()
-                    });
+                    f.add(name);
+                    self.reports.add(st, &mut f, name).await?;
                 }
             }
-            Stage::Monitor => st.add_dir(&mut f, &self.reports.join("monitor"))?,
+            Stage::Monitor => self.reports.add(st, &mut f, "monitor/").await?,
         }
         Ok(f.finish())
     }
@@ -394,7 +477,7 @@ impl Run<'_> {
             Stage::Ingest => {
                 let replay = self.replay().context("no pipeline.replay")?;
                 let raw = self.store(Area::Raw)?;
-                let rt = stages_cmd::runtime()?;
+                let rt = &self.rt;
                 // The replay owns the raw location: what an earlier replay wrote goes first, so
                 // a changed recording never mixes with the old one.
                 let old = rt.block_on(raw.list(""))?;
@@ -452,46 +535,60 @@ impl Run<'_> {
             Stage::Split => self.split(),
             Stage::Train => self.train(),
             Stage::Evaluate => {
-                let predictions = self.reports.join("test-predictions.parquet");
-                self.predict(&self.splits.join("test.parquet"), &predictions)?;
-                crate::evaluate_cmd::run(
+                self.rt.block_on(self.splits.pull("test.parquet"))?;
+                self.rt.block_on(self.models.pull(MODEL_PREFIX))?;
+                let predictions = self.reports.dir.join("test-predictions.parquet");
+                self.predict(&self.splits.dir.join("test.parquet"), &predictions)?;
+                let verdict = crate::evaluate_cmd::run(
                     config,
                     crate::evaluate_cmd::Args {
                         predictions,
-                        out: self.reports.clone(),
+                        out: self.reports.dir.clone(),
                     },
-                )
+                )?;
+                for name in EVALUATE_FILES {
+                    self.rt.block_on(self.reports.push(name))?;
+                }
+                Ok(verdict)
             }
             Stage::Monitor => {
-                let dir = self.reports.join("monitor");
-                let batches = batch_files(&self.splits)?;
-                if batches.is_empty() {
-                    return Ok(vec![
-                        "monitor: no monitoring batches (set pipeline.split_until to keep later tweets for monitoring)".into(),
-                    ]);
-                }
-                let mut lines = Vec::new();
-                for b in batches {
-                    let name = b
-                        .file_stem()
-                        .and_then(|s| s.to_str())
-                        .unwrap_or("batch")
-                        .to_owned();
-                    let predictions = dir.join(format!("{name}-predictions.parquet"));
-                    self.predict(&b, &predictions)?;
-                    let line = crate::monitor_cmd::run(
-                        config,
-                        crate::monitor_cmd::Args {
-                            model: self.model.clone(),
-                            predictions,
-                            out: dir.join(&name),
-                        },
-                    )?;
-                    lines.push(format!("monitor {name}: {line}"));
-                }
+                self.rt.block_on(self.splits.pull("batch-"))?;
+                self.rt.block_on(self.models.pull(MODEL_PREFIX))?;
+                let lines = self.monitor()?;
+                self.rt.block_on(self.reports.push("monitor/"))?;
                 Ok(lines)
             }
         }
+    }
+
+    fn monitor(&self) -> Result<Vec<String>> {
+        let dir = self.reports.dir.join("monitor");
+        let batches = batch_files(&self.splits.dir)?;
+        if batches.is_empty() {
+            return Ok(vec![
+                "monitor: no monitoring batches (set pipeline.split_until to keep later tweets for monitoring)".into(),
+            ]);
+        }
+        let mut lines = Vec::new();
+        for b in batches {
+            let name = b
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("batch")
+                .to_owned();
+            let predictions = dir.join(format!("{name}-predictions.parquet"));
+            self.predict(&b, &predictions)?;
+            let line = crate::monitor_cmd::run(
+                self.config,
+                crate::monitor_cmd::Args {
+                    model: self.model.clone(),
+                    predictions,
+                    out: dir.join(&name),
+                },
+            )?;
+            lines.push(format!("monitor {name}: {line}"));
+        }
+        Ok(lines)
     }
 
     fn rows_in(&self, area: Area) -> Result<i64> {
@@ -509,7 +606,12 @@ impl Run<'_> {
 
     fn split(&self) -> Result<Vec<String>> {
         // Batches are rebuilt from the new split, never mixed with an older one's.
-        for b in batch_files(&self.splits)? {
+        for e in self.rt.block_on(self.splits.store.list(""))? {
+            if e.key.starts_with("batch-") {
+                self.rt.block_on(self.splits.store.delete(&e.key))?;
+            }
+        }
+        for b in batch_files(&self.splits.dir)? {
             std::fs::remove_file(&b).with_context(|| format!("cannot remove {}", b.display()))?;
         }
         let common = Common {
@@ -540,11 +642,12 @@ impl Run<'_> {
                 },
             )?;
         }
+        self.rt.block_on(self.splits.pull(""))?;
         let mut line = String::from("split:");
         for name in ["train.parquet", "val.parquet", "test.parquet"] {
-            line += &format!(" {name} {}", parquet_rows(&self.splits.join(name))?);
+            line += &format!(" {name} {}", parquet_rows(&self.splits.dir.join(name))?);
         }
-        for b in batch_files(&self.splits)? {
+        for b in batch_files(&self.splits.dir)? {
             line += &format!(
                 ", {} {}",
                 b.file_name().unwrap_or_default().to_string_lossy(),
@@ -560,9 +663,12 @@ impl Run<'_> {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
+        for name in ["train.parquet", "val.parquet"] {
+            self.rt.block_on(self.splits.pull(name))?;
+        }
         let (train, val) = (
-            self.splits.join("train.parquet"),
-            self.splits.join("val.parquet"),
+            self.splits.dir.join("train.parquet"),
+            self.splits.dir.join("val.parquet"),
         );
         let (train, val, out) = (
             train.display().to_string(),
@@ -589,6 +695,7 @@ impl Run<'_> {
             std::fs::remove_dir_all(&self.model)?;
         }
         std::fs::rename(&tmp, &self.model)?;
+        self.rt.block_on(self.models.push(MODEL_PREFIX))?;
         let card = flagship_model::classifier::ModelCard::read(&self.model)?;
         let v = &card.validation;
         Ok(vec![format!(
@@ -623,6 +730,9 @@ impl Run<'_> {
     }
 }
 
+/// The model folder's keys in `storage.models`.
+const MODEL_PREFIX: &str = "need-support/";
+
 const EVALUATE_FILES: [&str; 4] = [
     "test-predictions.parquet",
     "report.json",
@@ -651,12 +761,15 @@ pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
         config.storage.s3.endpoint_url = Some(url.clone());
     }
     let config = &config;
+    let models = Mirror::open(config, Area::Models)?;
     let run = Run {
         config,
         engine: args.engine.clone(),
-        splits: local(config, Area::Splits, "splits")?,
-        model: local(config, Area::Models, "models")?.join(MODEL_DIR),
-        reports: local(config, Area::Reports, "reports")?,
+        splits: Mirror::open(config, Area::Splits)?,
+        model: models.dir.join(MODEL_DIR),
+        models,
+        reports: Mirror::open(config, Area::Reports)?,
+        rt: stages_cmd::runtime()?,
     };
     let from = args.from.unwrap_or(Stage::Ingest);
     let to = args.to.unwrap_or(Stage::Monitor);
@@ -674,9 +787,10 @@ pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
         from.name(),
         to.name()
     );
-    let state_path = run.reports.join(STATE_FILE);
+    let state_path = run.reports.dir.join(STATE_FILE);
+    let rt = &run.rt;
+    rt.block_on(run.reports.pull(STATE_FILE))?;
     let mut state = State::load(&state_path)?;
-    let rt = stages_cmd::runtime()?;
     let n = Stage::ALL.len();
     for (i, &stage) in Stage::ALL.iter().enumerate() {
         if stage < from || stage > to {
@@ -723,6 +837,7 @@ pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
             },
         );
         state.save(&state_path)?;
+        rt.block_on(run.reports.push(STATE_FILE))?;
         println!("{tag}: done in {seconds:.1} s");
     }
     state.save(&state_path)?;
@@ -734,7 +849,14 @@ pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
     if to >= Stage::Evaluate
         && let Some(done) = state.stages.get(&Stage::Evaluate)
     {
-        println!("report: {}", run.reports.join("report.html").display());
+        println!(
+            "report: {}",
+            if run.reports.remote {
+                run.reports.store.location().join("report.html").to_string()
+            } else {
+                run.reports.dir.join("report.html").display().to_string()
+            }
+        );
         for l in &done.summary {
             println!("{l}");
         }

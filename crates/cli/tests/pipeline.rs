@@ -244,39 +244,72 @@ fn pipeline_resumes_skips_and_retrains_then_watch_flags_a_replay() {
 }
 
 #[test]
-fn ingest_and_combine_against_moto_s3() {
+fn every_stage_against_moto_s3() {
     let moto = MotoServer::start();
     moto.create_bucket("flagship-pipeline");
     let dir = tempfile::tempdir().unwrap();
-    demo_subset(dir.path(), 300);
+    demo_subset(dir.path(), 1500);
     let storage = r#"[storage]
 raw = "s3://flagship-pipeline/raw"
 combined = "s3://flagship-pipeline/combined"
+filtered = "s3://flagship-pipeline/filtered"
+processed = "s3://flagship-pipeline/processed"
+splits = "s3://flagship-pipeline/splits"
+models = "s3://flagship-pipeline/models"
+reports = "s3://flagship-pipeline/reports"
 quarantine = "s3://flagship-pipeline/quarantine"
-splits = "splits"
-models = "models"
-reports = "reports"
 [storage.s3]
 region = "us-east-1""#;
     let cfg = config(dir.path(), storage);
     let endpoint = moto.endpoint();
+    // The model stages' local mirror lives under the temp folder: this test's own.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     let env = [
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("TMPDIR", tmp.to_str().unwrap()),
     ];
-    let args = ["pipeline", "--to", "combine", "--endpoint-url", &endpoint];
+    let args = ["pipeline", "--endpoint-url", &endpoint];
     let first = flagship(&cfg, &args, &env);
-    assert!(first.contains("300 tweets received"), "{first}");
+    assert!(first.contains("1500 tweets received"), "{first}");
     assert!(
-        first.contains("→ 300 rows (0 duplicate ids dropped"),
+        first.contains("→ 1500 rows (0 duplicate ids dropped"),
         "{first}"
     );
-    assert!(ran(&first, "ingest") && ran(&first, "combine"), "{first}");
+    assert!(
+        [
+            "ingest", "combine", "filter", "textproc", "split", "train", "evaluate", "monitor"
+        ]
+        .iter()
+        .all(|s| ran(&first, s)),
+        "{first}"
+    );
+    assert!(
+        first.contains("report: s3://flagship-pipeline/reports/report.html"),
+        "{first}"
+    );
     // Keyed by the objects' ETags on S3: nothing changed, nothing runs.
     let second = flagship(&cfg, &args, &env);
     assert!(
-        skipped(&second, "ingest") && skipped(&second, "combine"),
+        [
+            "ingest", "combine", "filter", "textproc", "split", "train", "evaluate", "monitor"
+        ]
+        .iter()
+        .all(|s| skipped(&second, s)),
         "{second}"
     );
+    // With the local mirror gone, evaluate and monitor read the model and splits from S3.
+    std::fs::remove_dir_all(tmp.join("flagship-pipeline")).unwrap();
+    let args = [
+        "pipeline",
+        "--from",
+        "evaluate",
+        "--endpoint-url",
+        &endpoint,
+    ];
+    let again = flagship(&cfg, &args, &env);
+    assert!(ran(&again, "evaluate"), "{again}");
+    assert!(again.contains("F2 "), "{again}");
 }
