@@ -42,8 +42,7 @@ fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
 
 /// Builds the release `flagship` binary; returns it and the target folder.
 fn release_flagship(env: &setup::Env) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    setup::run_cmd(Command::new(&cargo).current_dir(&env.root).args([
+    setup::run_cmd(setup::cargo(&env.root).args([
         "build",
         "--release",
         "-p",

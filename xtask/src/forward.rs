@@ -1,16 +1,12 @@
 //! Commands that forward to the `flagship` binary (crates/cli), after set-up.
 
-use std::process::Command;
-
 use crate::{flags, setup};
 
 /// `cargo xtask flagship ARGS…`: builds (release, showing cargo's progress) and runs `flagship ARGS…`.
 pub fn flagship(args: &[String]) -> Result<(), String> {
     let env = setup::run(&flags::Setup::default())?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     setup::run_cmd(
-        Command::new(cargo)
-            .current_dir(&env.root)
+        setup::cargo(&env.root)
             .args([
                 "run",
                 "--release",

@@ -122,6 +122,36 @@ fn relink(target: &Path, link: &Path) -> Result<(), String> {
         .map_err(|e| format!("link {} -> {}: {e}", link.display(), target.display()))
 }
 
+/// `cargo` in the workspace root, without the variables `cargo run` set for xtask itself.
+///
+/// `cargo xtask` runs inside `cargo run`, which exports `CARGO_PKG_NAME=xtask`,
+/// `CARGO_MANIFEST_DIR`, … Build scripts that declare `rerun-if-env-changed` on those (ring,
+/// among others) would then look changed to the inner cargo, and every build launched from
+/// xtask and every plain `cargo build` would rebuild half the dependency tree in turn.
+/// (`cargo xtask test` still runs its cargo with them, so CI's kept debug builds stay valid
+/// until that switch is made in one step.)
+pub fn cargo(root: &Path) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(root);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+        {
+            c.env_remove(k.as_ref());
+        }
+    }
+    c
+}
+
 pub fn run_cmd(cmd: &mut Command) -> Result<(), String> {
     let status = cmd
         .status()
