@@ -137,13 +137,15 @@ impl Triage {
             .map(|a| (a.tweet.clone(), a.origin.clone()))
             .collect();
         let combined = flagship_combine::combine_rows(&self.ctx, hour, &rows).await?;
-        let df = self.ctx.read_batch(combined)?;
-        let (kept, _) = flagship_filter::filter_frame(df, &self.config.mission.filter).await?;
+        // filter's and textproc's plans, as one plan over the micro-batch.
+        let kept = flagship_filter::kept_frame(
+            self.ctx.read_batch(combined)?,
+            &self.config.mission.filter,
+        )?;
+        let (processed, _) = flagship_textproc::process_frame(kept).await?;
         t.batches += 1;
         let mut lines = Vec::new();
-        if kept.num_rows() > 0 {
-            let (processed, _) =
-                flagship_textproc::process_frame(self.ctx.read_batch(kept)?).await?;
+        if processed.num_rows() > 0 {
             let ids = processed
                 .column_by_name("id")
                 .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())

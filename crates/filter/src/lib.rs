@@ -174,6 +174,28 @@ fn df_err(e: datafusion::error::DataFusionError) -> FilterError {
     FilterError::Engine(FrameError::DataFusion(e))
 }
 
+/// The rows of an [`annotate`]d frame that the profile keeps, with `matched_terms`, ordered by
+/// time and id — a plan, not yet run.
+fn kept_rows(annotated: DataFrame, filter: &Filter) -> Result<DataFrame, FilterError> {
+    let terms = matched_terms(filter)?;
+    annotated
+        .filter(col("reason").eq(lit(KEPT)))
+        .and_then(|d| d.with_column("matched_terms", terms))
+        .and_then(|d| {
+            d.sort(vec![
+                col("created_at").sort(true, false),
+                col("id").sort(true, false),
+            ])
+        })
+        .map_err(df_err)
+}
+
+/// The kept rows of combined `df`, as a plan that later steps extend (live triage runs filter
+/// and textproc as one plan this way); no counts.
+pub fn kept_frame(df: DataFrame, filter: &Filter) -> Result<DataFrame, FilterError> {
+    kept_rows(annotate(df, filter)?, filter)
+}
+
 /// The kept rows of `df` with `matched_terms`, ordered by time and id, and the count of
 /// rows per reason (two plans over the same input; both run on `df`'s engine).
 pub async fn filter_frame(
@@ -206,17 +228,7 @@ pub async fn filter_frame(
         }
     }
     counts.entry(KEPT.to_owned()).or_insert(0);
-    let terms = matched_terms(filter)?;
-    let kept = annotated
-        .filter(col("reason").eq(lit(KEPT)))
-        .and_then(|d| d.with_column("matched_terms", terms))
-        .and_then(|d| {
-            d.sort(vec![
-                col("created_at").sort(true, false),
-                col("id").sort(true, false),
-            ])
-        })
-        .map_err(df_err)?;
+    let kept = kept_rows(annotated, filter)?;
     let batch = frames::collect(kept, &Stage::Filtered.schema())
         .await
         .map_err(FilterError::Engine)?;
