@@ -167,37 +167,6 @@ impl State {
         );
         Ok(sha256)
     }
-
-    /// Every file under `dir` (relative path and content hash), in name order; bookkeeping
-    /// (`_manifest/`) and temporary (`.name`) files are left out. A missing folder adds nothing.
-    fn add_dir(&mut self, f: &mut Fingerprint, dir: &Path) -> Result<()> {
-        let mut files = Vec::new();
-        walk(dir, dir, &mut files)?;
-        files.sort();
-        for rel in files {
-            let sha = self.file_sha(&dir.join(&rel))?;
-            f.add(&rel).add(sha);
-        }
-        Ok(())
-    }
-
-    /// A location's objects: file contents where it is local, keys, sizes and ETags on S3.
-    async fn add_store(&mut self, f: &mut Fingerprint, store: &Store) -> Result<()> {
-        match store.location() {
-            Location::Local(dir) => self.add_dir(f, &dir.clone()),
-            Location::S3 { .. } => {
-                let mut entries: Vec<_> = store
-                    .list("")
-                    .await?
-                    .into_iter()
-                    .filter(|e| !skipped(&e.key))
-                    .collect();
-                entries.sort_by(|a, b| a.key.cmp(&b.key));
-                f.add_entries(&entries);
-                Ok(())
-            }
-        }
-    }
 }
 
 fn skipped(rel: &str) -> bool {
@@ -367,6 +336,11 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// A data stage's whole location, into a stage key.
+    async fn add_area(&self, st: &mut State, f: &mut Fingerprint, area: Area) -> Result<()> {
+        Mirror::open(self.config, area)?.add(st, f, "").await
+    }
+
     fn store(&self, area: Area) -> Result<Store> {
         Ok(Store::open(
             &self.config.location(area)?,
@@ -402,12 +376,12 @@ impl Run<'_> {
                     f.add(file.display().to_string()).add(st.file_sha(&file)?);
                 }
             }
-            Stage::Combine => st.add_store(&mut f, &self.store(Area::Raw)?).await?,
+            Stage::Combine => self.add_area(st, &mut f, Area::Raw).await?,
             Stage::Filter => {
                 f.add(json(&c.mission.filter));
-                st.add_store(&mut f, &self.store(Area::Combined)?).await?;
+                self.add_area(st, &mut f, Area::Combined).await?;
             }
-            Stage::Textproc => st.add_store(&mut f, &self.store(Area::Filtered)?).await?,
+            Stage::Textproc => self.add_area(st, &mut f, Area::Filtered).await?,
             Stage::Split => {
                 f.add(json(&c.split))
                     .add(json(&c.pipeline.split_until))
@@ -415,7 +389,7 @@ impl Run<'_> {
                 if let Some(l) = self.labels() {
                     f.add(st.file_sha(&l)?);
                 }
-                st.add_store(&mut f, &self.store(Area::Processed)?).await?;
+                self.add_area(st, &mut f, Area::Processed).await?;
             }
             Stage::Train => {
                 f.add(json(&c.model)).add(json(&c.pipeline.max_steps));
@@ -448,10 +422,10 @@ impl Run<'_> {
     async fn outputs(&self, stage: Stage, st: &mut State) -> Result<String> {
         let mut f = Fingerprint::new(stage.name());
         match stage {
-            Stage::Ingest => st.add_store(&mut f, &self.store(Area::Raw)?).await?,
-            Stage::Combine => st.add_store(&mut f, &self.store(Area::Combined)?).await?,
-            Stage::Filter => st.add_store(&mut f, &self.store(Area::Filtered)?).await?,
-            Stage::Textproc => st.add_store(&mut f, &self.store(Area::Processed)?).await?,
+            Stage::Ingest => self.add_area(st, &mut f, Area::Raw).await?,
+            Stage::Combine => self.add_area(st, &mut f, Area::Combined).await?,
+            Stage::Filter => self.add_area(st, &mut f, Area::Filtered).await?,
+            Stage::Textproc => self.add_area(st, &mut f, Area::Processed).await?,
             Stage::Split => self.splits.add(st, &mut f, "").await?,
             Stage::Train => self.models.add(st, &mut f, MODEL_PREFIX).await?,
             Stage::Evaluate => {
