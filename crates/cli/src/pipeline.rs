@@ -372,8 +372,10 @@ impl Run<'_> {
         match stage {
             Stage::Ingest => {
                 let p = self.replay().context("no pipeline.replay")?;
+                // Names and contents, not where the checkout lives.
                 for file in flagship_ingest::source::Replay::files_of(&p)? {
-                    f.add(file.display().to_string()).add(st.file_sha(&file)?);
+                    let name = file.file_name().unwrap_or_default().to_string_lossy();
+                    f.add(name.as_bytes()).add(st.file_sha(&file)?);
                 }
             }
             Stage::Combine => self.add_area(st, &mut f, Area::Raw).await?,
