@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use flagship_core::testing::fixture;
 
+mod common;
+use common::flagship;
+
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let cfg = dir.join("flagship.toml");
     std::fs::write(
@@ -21,18 +24,10 @@ fn config(dir: &std::path::Path) -> std::path::PathBuf {
 fn replay_into_the_local_layout_then_combine() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_flagship"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["ingest", "run", "--replay"])
-        .arg(fixture("twitter-v2"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let replay = fixture("twitter-v2");
+    let stdout = flagship(
+        &cfg,
+        &["ingest", "run", "--replay", replay.to_str().unwrap()],
     );
     assert!(
         stdout.contains("527 tweets received (0 duplicates dropped), 527 sent"),
@@ -40,18 +35,7 @@ fn replay_into_the_local_layout_then_combine() {
     );
     assert!(stdout.contains("1 malformed lines quarantined"), "{stdout}");
     assert!(stdout.contains("stopped by end of input"), "{stdout}");
-    let out = Command::new(env!("CARGO_BIN_EXE_flagship"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("combine")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = flagship(&cfg, &["combine"]);
     assert!(
         stdout.contains("→ 527 rows (0 duplicate ids dropped"),
         "{stdout}"
