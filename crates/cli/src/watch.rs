@@ -8,7 +8,7 @@
 //! The stream client reconnects on X's schedule by itself; ids already seen (including those
 //! in an existing output file) are never flagged twice, so a restarted watch keeps its place.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -213,8 +213,10 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
         )
     })?;
     let mut source = a.source.open(config, "watch").await?;
-    let mut seen = flagged_ids(&a.out)?;
-    let already = seen.len();
+    // Ids flagged by an earlier run are never flagged again; the rest dedup in a window.
+    let flagged_before = flagged_ids(&a.out)?;
+    let already = flagged_before.len();
+    let mut seen = flagship_ingest::Seen::new(1_000_000);
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -243,7 +245,6 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
         out,
         latencies: Vec::new(),
     };
-    let mut recent: VecDeque<u64> = VecDeque::new();
     let mut t = Totals::default();
     let start = Instant::now();
     let bar = ProgressBar::new_spinner()
@@ -320,15 +321,9 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
                     tracing::warn!("{} line {}: malformed: {reason}", line.origin, line.line);
                 }
                 Line::Tweet { id, record } => {
-                    if !seen.insert(id) {
+                    if flagged_before.contains(&id) || !seen.insert(id) {
                         t.duplicates += 1;
                     } else {
-                        recent.push_back(id);
-                        if recent.len() > 1_000_000
-                            && let Some(old) = recent.pop_front()
-                        {
-                            seen.remove(&old);
-                        }
                         match serde_json::from_slice::<v2::Payload>(&record) {
                             Ok(p) => {
                                 for tweet in p.into_parsed(Some(Utc::now())).tweets {

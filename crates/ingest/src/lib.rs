@@ -112,15 +112,24 @@ pub struct Progress {
     pub elapsed: Duration,
 }
 
-/// Remembers the last `cap` ids.
-struct Seen {
+/// Remembers the last `cap` ids (the dedup window of ingest and of live triage).
+pub struct Seen {
     set: HashSet<u64>,
     order: VecDeque<u64>,
     cap: usize,
 }
 
 impl Seen {
-    fn insert(&mut self, id: u64) -> bool {
+    pub fn new(cap: usize) -> Seen {
+        Seen {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Whether `id` is new in the window (and remembers it).
+    pub fn insert(&mut self, id: u64) -> bool {
         if !self.set.insert(id) {
             return false;
         }
@@ -164,11 +173,7 @@ pub async fn run<S: Sink + 'static>(
         Ok::<SinkCounts, IngestError>(sink.counts())
     });
     let mut t = Totals::default();
-    let mut seen = Seen {
-        set: HashSet::new(),
-        order: VecDeque::new(),
-        cap: opts.dedup_window.max(1),
-    };
+    let mut seen = Seen::new(opts.dedup_window);
     let mut bad = Vec::new();
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     tokio::pin!(stop);
