@@ -1,9 +1,16 @@
 //! Gives binaries and tests that link libtorch an rpath to it, so they run without
 //! LD_LIBRARY_PATH. LIBTORCH comes from `.cargo/config.toml` (→ `.venv/libtorch`, made by
-//! `cargo xtask setup`) or the user's environment. Shared by crates/cli.
+//! `cargo xtask setup`) or the user's environment. Shared by crates/cli and crates/bench.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    // The flagship binary links libtorch only with its `model` feature (the streaming-host
+    // build leaves it out); every other crate using this script always links it.
+    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("flagship-cli")
+        && std::env::var_os("CARGO_FEATURE_MODEL").is_none()
+    {
+        return;
+    }
     if let Some(dir) = std::env::var_os("LIBTORCH") {
         let lib = std::path::Path::new(&dir).join("lib");
         // The real path: libtorch_cuda finds its CUDA libraries through `$ORIGIN/../../nvidia`,

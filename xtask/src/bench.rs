@@ -1,6 +1,11 @@
 //! `cargo xtask bench train|predict`: flagship against Hugging Face `transformers` on the same
 //! checkpoint, texts, batch size, max length and steps, one after the other on this machine.
 //! Prints both rates and the ratio. Not a test: nothing here fails on a slow machine.
+//! `bench textproc` (vs PySpark) and `bench ingest` likewise.
+//!
+//! flagship's side runs in the `flagship-bench` binary (crates/bench), not in the product
+//! binary: `flagship-bench model train|predict`, `flagship-bench textproc corpus|run`,
+//! `flagship-bench ingest corpus|run`.
 
 use std::process::Command;
 
@@ -40,20 +45,26 @@ fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{what} printed no JSON result"))
 }
 
-/// Builds the release `flagship` binary; returns it and the target folder.
-fn release_flagship(env: &setup::Env) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+/// Builds the release `flagship-bench` binary; returns it and the target folder.
+/// (`setup::cargo`: without `cargo run`'s variables, which would force rebuilds.)
+fn release_bench(env: &setup::Env) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     setup::run_cmd(setup::cargo(&env.root).args([
         "build",
         "--release",
         "-p",
-        "flagship-cli",
+        "flagship-bench",
         "--bin",
-        "flagship",
+        "flagship-bench",
     ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env.root.join("target"));
-    Ok((target.join("release").join("flagship"), target))
+    Ok((target.join("release").join("flagship-bench"), target))
+}
+
+/// `cargo xtask bench train|predict|textproc|ingest [--steps N] …`.
+pub fn cmd(args: &[String]) -> Result<(), String> {
+    run(&Bench::parse(args)?)
 }
 
 pub fn run(f: &Bench) -> Result<(), String> {
@@ -64,7 +75,7 @@ pub fn run(f: &Bench) -> Result<(), String> {
     if f.what == "ingest" {
         return ingest(f, &env);
     }
-    let (flagship, _) = release_flagship(&env)?;
+    let (bench, _) = release_bench(&env)?;
     let base = env.venv.join("base-model");
     let data = env.root.join("fixtures/tweeteval-sentiment/train.jsonl.gz");
     let common = [
@@ -82,9 +93,9 @@ pub fn run(f: &Bench) -> Result<(), String> {
         f.max_length.to_string(),
     ];
     let ours = last_line(
-        Command::new(&flagship)
+        Command::new(&bench)
             .current_dir(&env.root)
-            .arg("bench-model")
+            .arg("model")
             .arg(&f.what)
             .args(&common),
         "flagship",
@@ -131,7 +142,7 @@ pub fn run(f: &Bench) -> Result<(), String> {
 /// `bench textproc`: flagship's DataFusion plan vs PySpark `local[*]` on one corpus, one
 /// after the other; then flagship alone on `scale` times the corpus for its peak memory.
 fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
-    let (flagship, target) = release_flagship(env)?;
+    let (bench, target) = release_bench(env)?;
     let has_spark = Command::new(env.python())
         .args(["-c", "import pyspark"])
         .status()
@@ -153,15 +164,9 @@ fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
     let corpus = |n: usize| -> Result<std::path::PathBuf, String> {
         let dir = work.join(format!("corpus-{n}"));
         last_line(
-            Command::new(&flagship)
+            Command::new(&bench)
                 .current_dir(&env.root)
-                .args([
-                    "bench-textproc",
-                    "corpus",
-                    "--tweets",
-                    &n.to_string(),
-                    "--dir",
-                ])
+                .args(["textproc", "corpus", "--tweets", &n.to_string(), "--dir"])
                 .arg(&dir),
             &format!("corpus of {n} tweets"),
         )?;
@@ -169,9 +174,9 @@ fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
     };
     let ours_on = |dir: &std::path::Path| {
         last_line(
-            Command::new(&flagship)
+            Command::new(&bench)
                 .current_dir(&env.root)
-                .args(["bench-textproc", "run", "--dir"])
+                .args(["textproc", "run", "--dir"])
                 .arg(dir)
                 .arg("--out")
                 .arg(work.join("out-flagship")),
@@ -223,28 +228,22 @@ fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
 /// `bench ingest`: replay N/4 then N stream messages into the local sink (same binary, one
 /// after the other): tweets/s and peak RSS, to show the rate and that memory stays flat.
 fn ingest(f: &Bench, env: &setup::Env) -> Result<(), String> {
-    let (flagship, target) = release_flagship(env)?;
+    let (bench, target) = release_bench(env)?;
     let work = target.join("bench-ingest");
     let mut lines = Vec::new();
     for n in [f.tweets / 4, f.tweets] {
         let file = work.join(format!("stream-{n}.jsonl"));
         last_line(
-            Command::new(&flagship)
+            Command::new(&bench)
                 .current_dir(&env.root)
-                .args([
-                    "bench-ingest",
-                    "corpus",
-                    "--tweets",
-                    &n.to_string(),
-                    "--file",
-                ])
+                .args(["ingest", "corpus", "--tweets", &n.to_string(), "--file"])
                 .arg(&file),
             &format!("corpus of {n} stream messages"),
         )?;
         let out = last_line(
-            Command::new(&flagship)
+            Command::new(&bench)
                 .current_dir(&env.root)
-                .args(["bench-ingest", "run", "--file"])
+                .args(["ingest", "run", "--file"])
                 .arg(&file)
                 .arg("--out")
                 .arg(work.join("out")),

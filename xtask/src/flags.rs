@@ -1,38 +1,149 @@
-//! Flags of every command, declared in one place.
+//! `cargo xtask --help` and the flag parser, both driven by [`COMMANDS`].
+//!
+//! [`parse`] walks a native command's declared [`Flag`]s: anything else is rejected by name.
+//! The typed structs ([`Setup`], [`Test`], [`Bench`]) then read the parsed flags by name;
+//! asking for a flag the table does not declare is a bug (a panic the unit tests catch).
 
-use crate::COMMANDS;
+use crate::{COMMANDS, Command, Flag, Kind, command};
 
+/// The usage text: every command with its help, each native command's flags, and what each
+/// forwarded command runs.
 pub fn usage() -> String {
     let mut s = String::from(
         "flagship developer and user commands\n\nUsage: cargo xtask <command> [flags]\n\nCommands:\n",
     );
-    for (name, help) in COMMANDS {
-        s.push_str(&format!("  {name:<10} {help}\n"));
+    for c in COMMANDS {
+        s.push_str(&format!("  {:<10} {}\n", c.name, c.help));
     }
-    s.push_str(
-        "\nFlags:\n  setup      --force            reinstall the Python packages even if up to date\n  \
-         test       --no-lint          skip fmt and clippy\n             -- ARGS            passed to `cargo test` (e.g. -- --no-fail-fast)\n  \
-         pipeline   ARGS               passed to `flagship pipeline` ([--from STAGE] [--to STAGE] [--force] [--engine E] [--endpoint-url URL])\n  \
-         ingest     ARGS               passed to `flagship ingest` (run --replay DIR --sink local|firehose …; replay-spill)\n  \
-         aws        ARGS               passed to `flagship aws` (create|status|destroy --bucket B [--endpoint-url URL])\n  \
-         combine    ARGS               passed to `flagship combine` (--input LOC --output LOC --prefix P --engine E)\n  \
-         filter     ARGS               passed to `flagship filter` (--input LOC --output LOC --engine E)\n  \
-         textproc   ARGS               passed to `flagship textproc` (--input LOC --output LOC --engine E)\n  \
-         split      ARGS               passed to `flagship split` (--labels FILE; export-for-labeling)\n  \
-         watch      ARGS               passed to `flagship watch` ([--replay PATH] [--model DIR] [--out FILE] [--max-batch 32] [--max-wait 200ms])\n  \
-         train      ARGS               passed to `flagship train` (--train FILE --val FILE --out DIR …)\n  \
-         predict    ARGS               passed to `flagship predict` (--model DIR --input FILE --output FILE)\n  \
-         evaluate   ARGS               passed to `flagship evaluate` (--predictions FILE --out DIR)\n  \
-         monitor    ARGS               passed to `flagship monitor` (--model DIR --predictions FILE --out DIR)\n  \
-         bench      train|predict      [--steps 30] [--rows 2000] [--batch-size 32] [--max-length 64]\n  \
-         bench      textproc           [--tweets 1000000] [--scale 4]  (vs PySpark local[*]; memory at tweets × scale)\n  \
-         bench      ingest             [--tweets 1000000]  (replay into the local Firehose layout: tweets/s, peak RSS at N/4 and N)\n",
-    );
+    s.push_str("\nFlags:\n");
+    for c in COMMANDS
+        .iter()
+        .filter(|c| matches!(c.kind, Kind::Native(_)))
+    {
+        let mut name = c.name;
+        if !c.args.is_empty() {
+            s.push_str(&format!("  {name:<10} {}\n", c.args));
+            name = "";
+        }
+        for f in c.flags {
+            s.push_str(&format!("  {name:<10} {}\n", flag_line(f)));
+            name = "";
+        }
+    }
+    s.push_str("\nForwarded to the flagship binary (its own --help lists their flags):\n");
+    for c in COMMANDS {
+        if let Kind::Forward { to } = c.kind {
+            s.push_str(&format!("  {:<10} {}\n", c.name, forward_line(to)));
+        }
+    }
     s
+}
+
+/// `--steps N          train: optimizer steps timed (default 30)`.
+fn flag_line(f: &Flag) -> String {
+    let spelled = match f.value {
+        Some(v) => format!("{} {v}", f.name),
+        None => f.name.to_owned(),
+    };
+    let default = f
+        .default
+        .map(|d| format!(" (default {d})"))
+        .unwrap_or_default();
+    format!("{spelled:<18} {}{default}", f.help)
+}
+
+/// `ARGS  → flagship pipeline ARGS (see: cargo xtask flagship pipeline --help)`.
+fn forward_line(to: &str) -> String {
+    let to = if to.is_empty() {
+        String::new()
+    } else {
+        format!(" {to}")
+    };
+    format!("ARGS  → flagship{to} ARGS (see: cargo xtask flagship{to} --help)")
 }
 
 fn unknown(cmd: &str, flag: &str) -> String {
     format!("`{cmd}`: unknown flag `{flag}` (see `cargo xtask --help`)")
+}
+
+/// A native command's arguments, checked against its declaration in [`COMMANDS`].
+pub struct Parsed {
+    cmd: &'static Command,
+    /// Arguments not starting with `-` (only accepted where the command declares `args`).
+    pub positional: Vec<String>,
+    /// The declared flags given, with their values, in order.
+    given: Vec<(&'static str, Option<String>)>,
+    /// What followed a declared `--`.
+    pub rest: Vec<String>,
+}
+
+/// Parses `args` with `cmd`'s declared flags; an undeclared flag is an error naming it.
+pub fn parse(cmd: &'static Command, args: &[String]) -> Result<Parsed, String> {
+    let mut p = Parsed {
+        cmd,
+        positional: Vec::new(),
+        given: Vec::new(),
+        rest: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match cmd.flags.iter().find(|f| f.name == a) {
+            Some(f) if f.name == "--" => p.rest.extend(it.by_ref().cloned()),
+            Some(f) => {
+                let value = match f.value {
+                    None => None,
+                    Some(v) => Some(it.next().cloned().ok_or_else(|| {
+                        format!("`{}`: `{}` needs a value ({v})", cmd.name, f.name)
+                    })?),
+                };
+                p.given.push((f.name, value));
+            }
+            None if a.starts_with('-') => return Err(unknown(cmd.name, a)),
+            None if cmd.args.is_empty() => {
+                return Err(format!(
+                    "`{}`: unexpected argument `{a}` (see `cargo xtask --help`)",
+                    cmd.name
+                ));
+            }
+            None => p.positional.push(a.clone()),
+        }
+    }
+    Ok(p)
+}
+
+impl Parsed {
+    fn declared(&self, name: &str) -> &'static Flag {
+        self.cmd
+            .flags
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("`{}` does not declare `{name}` in COMMANDS", self.cmd.name))
+    }
+
+    /// Whether the switch `name` was given.
+    pub fn has(&self, name: &str) -> bool {
+        let f = self.declared(name);
+        self.given.iter().any(|(n, _)| *n == f.name)
+    }
+
+    /// The last value given for `name`, else its declared default.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        let f = self.declared(name);
+        self.given
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == f.name)
+            .and_then(|(_, v)| v.as_deref())
+            .or(f.default)
+    }
+
+    /// `name`'s value (given or default) as a positive number.
+    pub fn positive(&self, name: &str) -> Result<usize, String> {
+        self.value(name)
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .ok_or_else(|| format!("`{}`: `{name}` needs a positive number", self.cmd.name))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -42,14 +153,10 @@ pub struct Setup {
 
 impl Setup {
     pub fn parse(args: &[String]) -> Result<Setup, String> {
-        let mut f = Setup::default();
-        for a in args {
-            match a.as_str() {
-                "--force" => f.force = true,
-                other => return Err(unknown("setup", other)),
-            }
-        }
-        Ok(f)
+        let p = parse(command("setup"), args)?;
+        Ok(Setup {
+            force: p.has("--force"),
+        })
     }
 }
 
@@ -61,20 +168,15 @@ pub struct Test {
 
 impl Test {
     pub fn parse(args: &[String]) -> Result<Test, String> {
-        let mut f = Test::default();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--no-lint" => f.no_lint = true,
-                "--" => f.cargo_args.extend(it.by_ref().cloned()),
-                other => return Err(unknown("test", other)),
-            }
-        }
-        Ok(f)
+        let p = parse(command("test"), args)?;
+        Ok(Test {
+            no_lint: p.has("--no-lint"),
+            cargo_args: p.rest,
+        })
     }
 }
 
-/// `bench train|predict`.
+/// `bench train|predict|textproc|ingest`.
 #[derive(Debug)]
 pub struct Bench {
     pub what: String,
@@ -89,41 +191,32 @@ pub struct Bench {
 
 impl Bench {
     pub fn parse(args: &[String]) -> Result<Bench, String> {
-        let mut it = args.iter();
-        let what = match it.next().map(String::as_str) {
-            Some(w @ ("train" | "predict" | "textproc" | "ingest")) => w.to_owned(),
+        let cmd = command("bench");
+        let p = parse(cmd, args)?;
+        let what = match p.positional.as_slice() {
+            [w] if cmd.args.split('|').any(|a| a == w) => w.clone(),
             other => {
+                let names: Vec<String> = cmd.args.split('|').map(|a| format!("`{a}`")).collect();
+                let got = if other.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    format!("`{}`", other.join(" "))
+                };
                 return Err(format!(
-                    "`bench`: say what to measure: `train`, `predict`, `textproc` or `ingest` (got {other:?})"
+                    "`bench`: say what to measure, one of {} (got {got})",
+                    names.join(", ")
                 ));
             }
         };
-        let mut f = Bench {
+        Ok(Bench {
             what,
-            steps: 30,
-            rows: 2000,
-            batch_size: 32,
-            max_length: 64,
-            tweets: 1_000_000,
-            scale: 4,
-        };
-        while let Some(a) = it.next() {
-            let slot = match a.as_str() {
-                "--steps" => &mut f.steps,
-                "--rows" => &mut f.rows,
-                "--batch-size" => &mut f.batch_size,
-                "--max-length" => &mut f.max_length,
-                "--tweets" => &mut f.tweets,
-                "--scale" => &mut f.scale,
-                other => return Err(unknown("bench", other)),
-            };
-            *slot = it
-                .next()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n: &usize| n > 0)
-                .ok_or_else(|| format!("`bench`: `{a}` needs a positive number"))?;
-        }
-        Ok(f)
+            steps: p.positive("--steps")?,
+            rows: p.positive("--rows")?,
+            batch_size: p.positive("--batch-size")?,
+            max_length: p.positive("--max-length")?,
+            tweets: p.positive("--tweets")?,
+            scale: p.positive("--scale")?,
+        })
     }
 }
 
@@ -135,6 +228,32 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    /// A native command's typed parse, as `Debug` text.
+    fn typed(name: &str, a: &[String]) -> Result<String, String> {
+        match name {
+            "setup" => Setup::parse(a).map(|f| format!("{f:?}")),
+            "test" => Test::parse(a).map(|f| format!("{f:?}")),
+            "bench" => Bench::parse(a).map(|f| format!("{f:?}")),
+            other => panic!("native command `{other}` has no typed parse in this test"),
+        }
+    }
+
+    fn natives() -> impl Iterator<Item = &'static Command> {
+        COMMANDS
+            .iter()
+            .filter(|c| matches!(c.kind, Kind::Native(_)))
+    }
+
+    /// The smallest valid argument list: the first declared positional, if any.
+    fn base(c: &Command) -> Vec<String> {
+        c.args
+            .split('|')
+            .next()
+            .filter(|a| !a.is_empty())
+            .map(|a| vec![a.to_owned()])
+            .unwrap_or_default()
+    }
+
     #[test]
     fn flags_parse_and_unknown_ones_are_named() {
         assert!(Setup::parse(&args(&["--force"])).unwrap().force);
@@ -142,27 +261,108 @@ mod tests {
         assert!(t.no_lint);
         assert_eq!(t.cargo_args, ["--no-fail-fast", "-p"]);
         let e = Test::parse(&args(&["--lint"])).unwrap_err();
-        assert!(e.contains("`test`: unknown flag `--lint`"), "{e}");
+        assert_eq!(
+            e,
+            "`test`: unknown flag `--lint` (see `cargo xtask --help`)"
+        );
+        let e = Setup::parse(&args(&["extra"])).unwrap_err();
+        assert!(e.contains("`setup`: unexpected argument `extra`"), "{e}");
     }
 
     #[test]
     fn bench_flags() {
         let b = Bench::parse(&args(&["predict", "--rows", "500"])).unwrap();
         assert_eq!((b.what.as_str(), b.rows, b.steps), ("predict", 500, 30));
+        assert_eq!((b.tweets, b.scale), (1_000_000, 4));
         assert!(Bench::parse(&args(&["fly"])).is_err());
+        assert!(Bench::parse(&args(&[])).is_err());
+        assert!(Bench::parse(&args(&["train", "predict"])).is_err());
         let e = Bench::parse(&args(&["train", "--steps", "0"])).unwrap_err();
         assert!(e.contains("`--steps` needs a positive number"), "{e}");
+        let e = Bench::parse(&args(&["train", "--steps"])).unwrap_err();
+        assert!(e.contains("`--steps` needs a value"), "{e}");
+    }
+
+    #[test]
+    fn an_undeclared_flag_is_rejected_by_every_native_command() {
+        for c in natives() {
+            let mut a = base(c);
+            a.push("--undeclared".into());
+            assert_eq!(
+                typed(c.name, &a).unwrap_err(),
+                format!(
+                    "`{}`: unknown flag `--undeclared` (see `cargo xtask --help`)",
+                    c.name
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn every_declared_flag_is_accepted_and_changes_the_result() {
+        for c in natives() {
+            let plain = typed(c.name, &base(c)).unwrap();
+            for f in c.flags {
+                let mut a = base(c);
+                a.push(f.name.into());
+                if f.value.is_some() {
+                    a.push("7".into());
+                }
+                let with = typed(c.name, &a).unwrap_or_else(|e| panic!("{e}"));
+                assert_ne!(with, plain, "`{} {}` is ignored", c.name, f.name);
+            }
+            // Defaults are valid values.
+            for f in c.flags.iter().filter(|f| f.default.is_some()) {
+                let mut a = base(c);
+                a.extend([f.name.to_owned(), f.default.unwrap().to_owned()]);
+                assert_eq!(typed(c.name, &a).unwrap(), plain, "{} {}", c.name, f.name);
+            }
+        }
     }
 
     #[test]
     fn usage_lists_every_command_once() {
         let u = usage();
-        for (name, help) in COMMANDS {
+        for c in COMMANDS {
             assert_eq!(
-                u.matches(&format!("  {name:<10} {help}\n")).count(),
+                u.matches(&format!("  {:<10} {}\n", c.name, c.help)).count(),
                 1,
-                "{name}"
+                "{}",
+                c.name
             );
+        }
+    }
+
+    #[test]
+    fn usage_lists_every_flag_of_every_native_command_once() {
+        let u = usage();
+        for c in natives() {
+            for f in c.flags {
+                let line = format!(" {}\n", flag_line(f));
+                assert_eq!(u.matches(&line).count(), 1, "{} {}", c.name, f.name);
+                let spelled = match f.value {
+                    Some(v) => format!("  {} {v} ", f.name),
+                    None => format!("  {} ", f.name),
+                };
+                assert_eq!(u.matches(&spelled).count(), 1, "{} {}", c.name, f.name);
+            }
+        }
+        assert!(u.contains("  bench      train|predict|textproc|ingest\n"));
+    }
+
+    #[test]
+    fn forwarded_commands_point_to_flagship_help() {
+        let u = usage();
+        assert!(u.contains(
+            "  pipeline   ARGS  → flagship pipeline ARGS (see: cargo xtask flagship pipeline --help)\n"
+        ));
+        assert!(
+            u.contains("  flagship   ARGS  → flagship ARGS (see: cargo xtask flagship --help)\n")
+        );
+        for c in COMMANDS {
+            if let Kind::Forward { to } = c.kind {
+                assert_eq!(u.matches(&forward_line(to)).count(), 1, "{}", c.name);
+            }
         }
     }
 }

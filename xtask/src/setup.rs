@@ -49,6 +49,11 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// `cargo xtask setup [--force]`.
+pub fn cmd(args: &[String]) -> Result<(), String> {
+    run(&flags::Setup::parse(args)?).map(drop)
+}
+
 pub fn run(flags: &flags::Setup) -> Result<Env, String> {
     let root = root();
     let venv = root.join(".venv");
@@ -123,33 +128,36 @@ fn relink(target: &Path, link: &Path) -> Result<(), String> {
 }
 
 /// `cargo` in the workspace root, without the variables `cargo run` set for xtask itself.
+/// Every cargo xtask starts (test, bench, the forwarded commands) is made here.
 ///
 /// `cargo xtask` runs inside `cargo run`, which exports `CARGO_PKG_NAME=xtask`,
-/// `CARGO_MANIFEST_DIR`, … Build scripts that declare `rerun-if-env-changed` on those (ring,
-/// among others) would then look changed to the inner cargo, and every build launched from
-/// xtask and every plain `cargo build` would rebuild half the dependency tree in turn.
-/// (`cargo xtask test` still runs its cargo with them, so CI's kept debug builds stay valid
-/// until that switch is made in one step.)
+/// `CARGO_MANIFEST_DIR`, `CARGO_CRATE_NAME`, `CARGO_BIN_NAME`, `CARGO_PRIMARY_PACKAGE`, …
+/// Build scripts that declare `rerun-if-env-changed` on those (ring, among others) would then
+/// look changed to the inner cargo, and every build launched from xtask and every plain
+/// `cargo build` would rebuild half the dependency tree in turn.
 pub fn cargo(root: &Path) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut c = Command::new(cargo);
     c.current_dir(root);
     for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-            "CARGO_PRIMARY_",
-        ]
-        .iter()
-        .any(|p| k.starts_with(p))
-        {
-            c.env_remove(k.as_ref());
+        if per_package(&k.to_string_lossy()) {
+            c.env_remove(k);
         }
     }
     c
+}
+
+/// Whether `cargo run` set the variable `name` for xtask's own package (see [`cargo`]).
+fn per_package(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 pub fn run_cmd(cmd: &mut Command) -> Result<(), String> {
@@ -174,4 +182,47 @@ fn capture(cmd: &mut Command) -> Result<String, String> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_run_s_package_variables_are_not_passed_on() {
+        for k in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            assert!(per_package(k), "{k}");
+        }
+        for k in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_TERM_COLOR",
+            "LIBTORCH",
+        ] {
+            assert!(!per_package(k), "{k}");
+        }
+        // `cargo test` sets some of them for this very test: they are removed.
+        let c = cargo(Path::new("."));
+        let removed: Vec<_> = c
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        for (k, _) in std::env::vars_os() {
+            assert_eq!(
+                removed.contains(&k.as_os_str()),
+                per_package(&k.to_string_lossy()),
+                "{k:?}"
+            );
+        }
+    }
 }

@@ -1,40 +1,80 @@
-//! `cargo xtask test`: what CI runs. Set-up first, then format and lint checks, then the tests
-//! of every crate (tests start the real parts they need: moto, libtorch, the MiniLM).
+//! `cargo xtask test`: what CI runs. Set-up first, then format and lint checks (the default
+//! build and the Ballista build), then the tests of every crate and the Ballista tests (tests
+//! start the real parts they need: moto, libtorch, the MiniLM).
 
 use std::process::Command;
 
 use crate::{flags, setup};
 
-pub fn run(flags: &flags::Test) -> Result<(), String> {
-    let env = setup::run(&flags::Setup::default())?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let in_root = |args: &[&str]| {
-        let mut c = Command::new(&cargo);
-        c.current_dir(&env.root).args(args);
-        c
-    };
+/// `cargo xtask test [--no-lint] [-- ARGS]`.
+pub fn cmd(args: &[String]) -> Result<(), String> {
+    run(&flags::Test::parse(args)?)
+}
+
+/// The cargo invocations, in order (`ARGS` = the flags' `-- ARGS`). Each one fails the run.
+pub fn steps(flags: &flags::Test) -> Vec<Vec<String>> {
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut steps = Vec::new();
     if !flags.no_lint {
-        eprintln!("test: cargo fmt --check");
-        setup::run_cmd(&mut in_root(&["fmt", "--all", "--check"]))?;
-        eprintln!("test: cargo clippy --workspace --all-targets -- -D warnings");
-        setup::run_cmd(&mut in_root(&[
+        steps.push(words(&["fmt", "--all", "--check"]));
+        steps.push(words(&[
             "clippy",
             "--workspace",
             "--all-targets",
             "--",
             "-D",
             "warnings",
-        ]))?;
+        ]));
+        // The binary's optional features, and the streaming host's build without libtorch.
+        for features in [
+            &["--features", "ballista,aws"][..],
+            &["--no-default-features"],
+        ] {
+            let mut c = words(&["clippy", "-p", "flagship-cli", "--all-targets"]);
+            c.extend(words(features));
+            c.extend(words(&["--", "-D", "warnings"]));
+            steps.push(c);
+        }
     }
-    eprintln!("test: cargo test --workspace");
-    let mut test = in_root(&["test", "--workspace"]);
-    test.args(&flags.cargo_args);
-    let (passed, failed, ok) = run_counting(&mut test)?;
-    // One closing line for the whole workspace, whatever binary ran last.
+    let mut all = words(&["test", "--workspace"]);
+    all.extend(flags.cargo_args.iter().cloned());
+    steps.push(all);
+    let mut ballista = words(&[
+        "test",
+        "-p",
+        "flagship-cli",
+        "--features",
+        "ballista",
+        "--test",
+        "stages",
+    ]);
+    ballista.extend(flags.cargo_args.iter().cloned());
+    steps.push(ballista);
+    steps
+}
+
+pub fn run(flags: &flags::Test) -> Result<(), String> {
+    let env = setup::run(&flags::Setup::default())?;
+    let (mut passed, mut failed) = (0, 0);
+    for step in steps(flags) {
+        eprintln!("test: cargo {}", step.join(" "));
+        // `setup::cargo`: without the variables `cargo run` set for xtask itself.
+        let mut cargo = setup::cargo(&env.root);
+        cargo.args(&step);
+        if step[0] != "test" {
+            setup::run_cmd(&mut cargo)?;
+            continue;
+        }
+        let (p, f, ok) = run_counting(&mut cargo)?;
+        passed += p;
+        failed += f;
+        if !ok {
+            println!("test: {passed} passed, {failed} failed");
+            return Err(format!("cargo {} failed", step.join(" ")));
+        }
+    }
+    // One closing line for both test runs, whatever binary ran last.
     println!("test: {passed} passed, {failed} failed");
-    if !ok {
-        return Err("cargo test failed".into());
-    }
     if passed == 0 {
         return Err("no test ran".into());
     }
@@ -79,7 +119,37 @@ fn result_counts(line: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::result_counts;
+    use super::*;
+
+    #[test]
+    fn the_cargo_commands() {
+        let lines = |f: &flags::Test| -> Vec<String> {
+            steps(f)
+                .iter()
+                .map(|s| format!("cargo {}", s.join(" ")))
+                .collect()
+        };
+        let f = flags::Test::parse(&["--".into(), "--no-fail-fast".into()]).unwrap();
+        assert_eq!(
+            lines(&f),
+            [
+                "cargo fmt --all --check",
+                "cargo clippy --workspace --all-targets -- -D warnings",
+                "cargo clippy -p flagship-cli --all-targets --features ballista,aws -- -D warnings",
+                "cargo clippy -p flagship-cli --all-targets --no-default-features -- -D warnings",
+                "cargo test --workspace --no-fail-fast",
+                "cargo test -p flagship-cli --features ballista --test stages --no-fail-fast",
+            ]
+        );
+        let f = flags::Test::parse(&["--no-lint".into()]).unwrap();
+        assert_eq!(
+            lines(&f),
+            [
+                "cargo test --workspace",
+                "cargo test -p flagship-cli --features ballista --test stages",
+            ]
+        );
+    }
 
     #[test]
     fn reads_libtest_summaries() {

@@ -8,8 +8,12 @@
 //! credentials on every executor — the client's object store registration does not travel.
 
 use anyhow::{Context, Result, bail};
+#[cfg(feature = "ballista")]
 use ballista::prelude::SessionContextExt;
 use datafusion::prelude::SessionContext;
+
+/// What `--engine ballista://…` says in a binary built without the `ballista` feature.
+pub const NO_BALLISTA: &str = "this flagship was built without Ballista: build it with      `cargo build --release -p flagship-cli --features ballista` (or run `cargo xtask …`      with `--engine ballista://…`, which turns the feature on)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Engine {
@@ -58,10 +62,12 @@ impl Engine {
     /// A session on this engine.
     pub async fn session(&self) -> Result<SessionContext> {
         Ok(match self {
-            Engine::Local => flagship_core::frames::local_session(),
+            Engine::Local => flagship_store::frames::local_session(),
+            #[cfg(feature = "ballista")]
             Engine::BallistaStandalone => SessionContext::standalone()
                 .await
                 .context("starting an in-process Ballista scheduler and executor")?,
+            #[cfg(feature = "ballista")]
             Engine::Ballista { host, port } => {
                 SessionContext::remote(&format!("df://{host}:{port}"))
                     .await
@@ -69,6 +75,8 @@ impl Engine {
                         format!("connecting to the Ballista scheduler at {host}:{port}")
                     })?
             }
+            #[cfg(not(feature = "ballista"))]
+            other => bail!("--engine {other}: {NO_BALLISTA}"),
         })
     }
 
@@ -102,5 +110,18 @@ mod tests {
         for bad in ["spark://x:1", "ballista://host", "ballista://h:port"] {
             assert!(bad.parse::<Engine>().is_err(), "{bad}");
         }
+    }
+
+    #[cfg(not(feature = "ballista"))]
+    #[tokio::test]
+    async fn without_the_feature_ballista_says_how_to_build_it() {
+        let e = Engine::BallistaStandalone
+            .session()
+            .await
+            .err()
+            .expect("an error");
+        let e = e.to_string();
+        assert!(e.contains("--features ballista"), "{e}");
+        assert!(Engine::Local.session().await.is_ok());
     }
 }

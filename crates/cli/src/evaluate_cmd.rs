@@ -7,7 +7,9 @@ use anyhow::{Result, bail};
 use flagship_core::Config;
 use flagship_metrics::Evaluation;
 
-use crate::table::{Table, write_atomic};
+use flagship_core::labels;
+use flagship_store::fs::write_atomic;
+use flagship_store::table::Table;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,21 +26,25 @@ pub struct Args {
 /// the report's path (each line also printed).
 pub fn run(config: &Config, args: Args) -> Result<Vec<String>> {
     let t = Table::read(&args.predictions)?;
-    let labels = t.labels()?;
+    let written = t.labels()?;
     let probs = t.f64_column("need_support_probability")?;
     let flags = t.bool_column("need_support")?;
     let words = crate::monitor_cmd::words(&t)?;
     let (mut y, mut p, mut f, mut w) = (vec![], vec![], vec![], vec![]);
     let mut skipped = 0;
-    for (i, l) in labels.iter().enumerate() {
-        match l {
-            Ok(l) => {
-                y.push(*l <= 1);
+    for (i, l) in written.iter().enumerate() {
+        match l
+            .as_ref()
+            .ok()
+            .and_then(|&l| labels::need_support(l.into()))
+        {
+            Some(need) => {
+                y.push(need);
                 p.push(probs[i]);
                 f.push(flags[i]);
                 w.push(words[i]);
             }
-            Err(_) => skipped += 1,
+            None => skipped += 1,
         }
     }
     if y.is_empty() {

@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+#[cfg(feature = "aws")]
+use flagship_aws::{self as aws, Resources};
 use flagship_core::config::{Area, Config};
-use flagship_core::storage::{Location, Store};
-use flagship_ingest::aws::{self, Resources};
 use flagship_ingest::firehose::FirehoseSink;
 use flagship_ingest::sink::{LocalSink, Sink};
 use flagship_ingest::source::{Replay, TweetSource};
 use flagship_ingest::xstream::{self, XStream, XStreamConfig};
+use flagship_store::storage::{Location, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// `90s`, `10m`, `2h`, or plain seconds.
@@ -68,9 +69,9 @@ pub enum IngestCmd {
     Run(RunArgs),
     /// Send the records a Firehose sink spilled, then remove the spill file.
     ReplaySpill {
-        #[arg(long, default_value = "data/ingest-spill.jsonl")]
+        #[arg(long, default_value = SPILL)]
         spill: PathBuf,
-        #[arg(long, default_value = "twitter_delivery_stream")]
+        #[arg(long, default_value = STREAM)]
         stream: String,
         #[command(flatten)]
         aws: AwsFlags,
@@ -127,10 +128,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<String>,
     /// Firehose: the delivery stream; also the object name in the local layout.
-    #[arg(long, default_value = "twitter_delivery_stream")]
+    #[arg(long, default_value = STREAM)]
     pub stream: String,
     /// Firehose: records it would not take after all retries go here.
-    #[arg(long, default_value = "data/ingest-spill.jsonl")]
+    #[arg(long, default_value = SPILL)]
     pub spill: PathBuf,
     #[arg(long)]
     pub max_tweets: Option<u64>,
@@ -138,12 +139,46 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Local sink buffering: bytes and seconds (Firehose's defaults: 5 MiB, 60 s).
-    #[arg(long, default_value_t = 5 * 1024 * 1024)]
+    #[arg(long, default_value_t = BUFFER_BYTES)]
     pub buffer_bytes: usize,
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = parse_duration, default_value = BUFFER_INTERVAL)]
     pub buffer_interval: Duration,
     #[command(flatten)]
     pub aws: AwsFlags,
+}
+
+/// Firehose's buffering defaults, which the local sink copies.
+pub const BUFFER_BYTES: usize = 5 * 1024 * 1024;
+pub const BUFFER_INTERVAL: &str = "60s";
+pub const STREAM: &str = "twitter_delivery_stream";
+pub const SPILL: &str = "data/ingest-spill.jsonl";
+
+#[cfg(feature = "model")]
+impl RunArgs {
+    /// A replay of `path`, as fast as it reads, into the config's `storage.raw` through the
+    /// local sink, objects named after `stream` (the pipeline's ingest stage).
+    pub fn replay_into_raw(path: PathBuf, stream: &str) -> RunArgs {
+        RunArgs {
+            source: SourceArgs {
+                replay: Some(path),
+                speed: None,
+                base_url: xstream::DEFAULT_BASE_URL.into(),
+                no_rule_sync: false,
+            },
+            sink: SinkKind::Local,
+            out: None,
+            stream: stream.into(),
+            spill: SPILL.into(),
+            max_tweets: None,
+            duration: None,
+            buffer_bytes: BUFFER_BYTES,
+            buffer_interval: parse_duration(BUFFER_INTERVAL).expect("a valid default"),
+            aws: AwsFlags {
+                region: None,
+                endpoint_url: None,
+            },
+        }
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -164,10 +199,8 @@ pub async fn signal() {
     tracing::info!("signal received: draining the queue and flushing");
 }
 
-async fn firehose_client(config: &Config, aws: &AwsFlags) -> aws_sdk_firehose::Client {
-    let mut r = Resources::for_bucket("-", &aws.region(config));
-    r.endpoint_url = aws.endpoint_url.clone();
-    aws::Clients::new(&r).await.firehose
+async fn firehose_client(config: &Config, aws: &AwsFlags) -> flagship_ingest::firehose::Client {
+    FirehoseSink::client(&aws.region(config), aws.endpoint_url.as_deref()).await
 }
 
 pub fn ingest(config: &Config, cmd: IngestCmd) -> Result<()> {
@@ -276,7 +309,7 @@ pub struct AwsArgs {
     pub bucket: String,
     #[arg(long, default_value = "datasets/twitter/kinesis-demo/")]
     pub prefix: String,
-    #[arg(long, default_value = "twitter_delivery_stream")]
+    #[arg(long, default_value = STREAM)]
     pub stream: String,
     /// destroy: also empty and delete the bucket (it holds the data).
     #[arg(long)]
@@ -285,7 +318,20 @@ pub struct AwsArgs {
     pub aws: AwsFlags,
 }
 
+/// What `flagship aws` says in a binary built without the `aws` feature.
+#[cfg(not(feature = "aws"))]
+pub fn aws_cmd(_: &Config, a: AwsArgs) -> Result<()> {
+    bail!(
+        "aws {}: this flagship was built without the `aws` feature: run `cargo xtask aws {} …`, \
+         or build with `cargo build --release -p flagship-cli --features aws`",
+        a.action,
+        a.action
+    )
+}
+
+#[cfg(feature = "aws")]
 pub fn aws_cmd(config: &Config, a: AwsArgs) -> Result<()> {
+    use anyhow::Context;
     let mut r = Resources::for_bucket(&a.bucket, &a.aws.region(config));
     r.prefix = format!("{}/", a.prefix.trim_matches('/'));
     r.stream = a.stream.clone();

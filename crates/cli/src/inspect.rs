@@ -2,9 +2,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use flagship_core::jsonl::ReadReport;
-use flagship_core::records;
 use flagship_core::schema::Stage;
-use flagship_core::storage::{Location, Store};
+use flagship_store::records;
+use flagship_store::storage::{Location, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args)]
@@ -52,7 +52,7 @@ pub fn print_report(r: &ReadReport) {
 pub async fn write_outputs(
     r: &ReadReport,
     out: &Location,
-    s3: &flagship_core::storage::S3Options,
+    s3: &flagship_store::storage::S3Options,
 ) -> Result<()> {
     let store = Store::open(out, s3)?;
     let batch = records::to_batch(&r.tweets)?;

@@ -1,20 +1,24 @@
 //! `flagship`: the one binary that composes the stage crates — what `cargo xtask` forwards to
-//! and what a server's systemd unit runs. Argument parsing, progress and logging live here;
-//! the work lives in the stage crates.
+//! and what a server's systemd unit runs. Each command parses its flags and calls one typed
+//! function; `pipeline` calls those functions, never another command's arguments. Progress
+//! and logging live here; the work lives in the library crates.
+//!
+//! Cargo features: `model` (default; train, predict, watch, pipeline, check-model — libtorch)
+//! and `ballista` (`--engine ballista://…`). `--no-default-features` is the streaming host's
+//! binary, without libtorch.
 
-mod bench_cmd;
-mod bench_ingest;
-mod bench_textproc;
 mod config_cmd;
 mod engine;
 mod evaluate_cmd;
 mod ingest_cmd;
 mod inspect;
+#[cfg(feature = "model")]
 mod model_cmd;
 mod monitor_cmd;
+#[cfg(feature = "model")]
 mod pipeline;
 mod stages_cmd;
-mod table;
+#[cfg(feature = "model")]
 mod watch;
 
 use std::path::PathBuf;
@@ -40,6 +44,7 @@ struct Cli {
 enum Command {
     /// Every stage in order — ingest (replay), combine, filter, textproc, split, train,
     /// evaluate, monitor — skipping unchanged ones (no config: the bundled demo).
+    #[cfg(feature = "model")]
     Pipeline(pipeline::Args),
     /// Stream tweets (X API v2 filtered stream, or a replay) into Firehose or its S3 layout.
     #[command(subcommand)]
@@ -57,29 +62,24 @@ enum Command {
     /// Chronological train / validation / test splits joined with the labels file.
     Split(stages_cmd::SplitArgs),
     /// Live triage: stream (X API or replay), filter, clean, classify, append flagged tweets.
+    #[cfg(feature = "model")]
     Watch(watch::Args),
     /// Print, check or explain the configuration.
     #[command(subcommand)]
     Config(config_cmd::Cmd),
     /// Fine-tune the transformer (or train the linear baseline) and write a model folder.
+    #[cfg(feature = "model")]
     Train(model_cmd::TrainArgs),
     /// Score a JSONL/CSV/Parquet file's `text` column with a model folder.
+    #[cfg(feature = "model")]
     Predict(model_cmd::PredictArgs),
     /// Metrics of a labelled predictions file: report.json and report.md (F2, minutes wasted
     /// and missed against the naive baseline, the verdict).
     Evaluate(evaluate_cmd::Args),
     /// Drift of a batch of predictions against the model's reference profile (monitor.json/md).
     Monitor(monitor_cmd::Args),
-    /// flagship's side of `cargo xtask bench train|predict` (one JSON line).
-    #[command(hide = true)]
-    BenchModel(bench_cmd::Args),
-    /// `cargo xtask bench ingest`: replay into the local sink (one JSON line).
-    #[command(hide = true, subcommand)]
-    BenchIngest(bench_ingest::Cmd),
-    /// flagship's side of `cargo xtask bench textproc` (one JSON line).
-    #[command(hide = true, subcommand)]
-    BenchTextproc(bench_textproc::Cmd),
     /// Open a base checkpoint through libtorch and check it (default: the set-up MiniLM).
+    #[cfg(feature = "model")]
     CheckModel {
         /// Checkpoint folder (config.json, model.safetensors, tokenizer.json).
         #[arg(long)]
@@ -97,6 +97,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
+        #[cfg(feature = "model")]
         Command::Pipeline(args) => pipeline::run(&config, cli.config.is_some(), args),
         Command::Ingest(cmd) => ingest_cmd::ingest(&config, cmd),
         Command::Aws(args) => ingest_cmd::aws_cmd(&config, args),
@@ -105,15 +106,16 @@ fn main() -> Result<()> {
         Command::Filter(args) => stages_cmd::filter(&config, args).map(drop),
         Command::Textproc(args) => stages_cmd::textproc(&config, args),
         Command::Split(args) => stages_cmd::split(&config, args),
+        #[cfg(feature = "model")]
         Command::Watch(args) => watch::run(&config, args).map(drop),
         Command::Config(cmd) => config_cmd::run(&config, cmd),
-        Command::Train(args) => model_cmd::train(&config, args),
+        #[cfg(feature = "model")]
+        Command::Train(args) => model_cmd::train(&config, args).map(drop),
+        #[cfg(feature = "model")]
         Command::Predict(args) => model_cmd::predict(args),
         Command::Evaluate(args) => evaluate_cmd::run(&config, args).map(drop),
         Command::Monitor(args) => monitor_cmd::run(&config, args).map(drop),
-        Command::BenchModel(args) => bench_cmd::run(args),
-        Command::BenchTextproc(cmd) => bench_textproc::run(cmd),
-        Command::BenchIngest(cmd) => bench_ingest::run(cmd),
+        #[cfg(feature = "model")]
         Command::CheckModel { base } => check_model(&config, base).map(drop),
     }
 }
@@ -126,6 +128,7 @@ fn load_config(path: Option<&std::path::Path>) -> Result<flagship_core::Config> 
 }
 
 /// Opens the base checkpoint and prints what libtorch sees.
+#[cfg(feature = "model")]
 pub fn check_model(
     config: &flagship_core::Config,
     base: Option<PathBuf>,

@@ -4,22 +4,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use flagship_core::Config;
+use flagship_core::config::ModelKind;
+use flagship_core::labels::{self, Example};
+use flagship_core::rng::Rng;
+use flagship_core::{Config, scoring};
 use flagship_model::classifier::{self, sha256_file};
-use flagship_model::threshold;
-use flagship_model::train::Rng;
-use flagship_model::{Classifier, DataRef, Example, LinearOptions, TrainOptions};
+use flagship_model::{Classifier, DataRef, LinearOptions, TrainOptions};
+use flagship_store::table::{self, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::table::{self, Table};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kind {
-    /// Fine-tune the pre-trained transformer (libtorch).
-    Transformer,
-    /// TF-IDF (word + char n-grams) + logistic regression: the instant baseline.
-    Linear,
-}
+/// The column `train` and `predict` read texts from unless told otherwise.
+pub const TEXT_COLUMN: &str = "text";
+/// Texts per forward pass in `predict`.
+pub const PREDICT_BATCH: usize = 64;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -32,9 +29,9 @@ pub struct TrainArgs {
     /// Model folder to write.
     #[arg(long)]
     pub out: PathBuf,
-    /// Model kind (default: `model.kind` of the config).
-    #[arg(long, value_enum)]
-    pub model_kind: Option<Kind>,
+    /// Model kind, `transformer` or `linear` (default: `model.kind` of the config).
+    #[arg(long)]
+    pub model_kind: Option<ModelKind>,
     /// Base checkpoint folder (default: `model.base`, else the set-up MiniLM).
     #[arg(long)]
     pub base: Option<PathBuf>,
@@ -64,8 +61,33 @@ pub struct TrainArgs {
     #[arg(long)]
     pub class_weights: Option<bool>,
     /// The column holding the texts (`text_model` for textproc's cleaned text).
-    #[arg(long, default_value = "text")]
+    #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
+}
+
+impl TrainArgs {
+    /// A run on the config's settings (what the pipeline asks for; a caller sets the fields
+    /// it changes).
+    pub fn new(train: PathBuf, val: PathBuf, out: PathBuf) -> TrainArgs {
+        TrainArgs {
+            train,
+            val,
+            out,
+            model_kind: None,
+            base: None,
+            limit: None,
+            val_limit: None,
+            epochs: None,
+            max_steps: None,
+            batch_size: None,
+            max_length: None,
+            learning_rate: None,
+            seed: None,
+            expected_rate: None,
+            class_weights: None,
+            text_column: TEXT_COLUMN.into(),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -80,11 +102,23 @@ pub struct PredictArgs {
     #[arg(long)]
     pub output: PathBuf,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = PREDICT_BATCH)]
     pub batch_size: usize,
     /// The column holding the texts (`text_model` for textproc's cleaned text).
-    #[arg(long, default_value = "text")]
+    #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
+}
+
+impl PredictArgs {
+    pub fn new(model: PathBuf, input: PathBuf, output: PathBuf) -> PredictArgs {
+        PredictArgs {
+            model,
+            input,
+            output,
+            batch_size: PREDICT_BATCH,
+            text_column: TEXT_COLUMN.into(),
+        }
+    }
 }
 
 /// Examples from a labelled file; rows with a bad label are reported and left out.
@@ -125,7 +159,9 @@ fn examples(
     Ok((ex, data))
 }
 
-pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
+/// Trains and writes the model folder `args.out` with its monitoring reference; returns its
+/// card.
+pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> {
     let m = &config.model;
     let seed = args.seed.unwrap_or(m.seed);
     let (train_set, train_ref) = examples(&args.train, &args.text_column, args.limit, seed)?;
@@ -146,12 +182,8 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
         ("val".to_string(), val_ref),
     ]);
     let rate = args.expected_rate.unwrap_or(m.expected_need_support_rate);
-    let kind = args.model_kind.unwrap_or(match m.kind {
-        flagship_core::config::ModelKind::Linear => Kind::Linear,
-        _ => Kind::Transformer,
-    });
-    let card = match kind {
-        Kind::Linear => classifier::train_linear(
+    let card = match args.model_kind.unwrap_or(m.kind) {
+        ModelKind::Linear => classifier::train_linear(
             &train_set,
             &val_set,
             &LinearOptions {
@@ -162,7 +194,7 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
             &args.out,
             data,
         )?,
-        Kind::Transformer => {
+        ModelKind::Transformer => {
             let base = match args
                 .base
                 .or_else(|| m.base.as_ref().map(|b| config.base_dir.join(b)))
@@ -170,20 +202,18 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
                 Some(b) => b,
                 None => flagship_model::Checkpoint::default_base()?,
             };
+            let from_config = TrainOptions::from_config(m);
             let opts = TrainOptions {
                 epochs: args.epochs.unwrap_or(m.epochs),
                 learning_rate: args.learning_rate.unwrap_or(m.learning_rate),
                 batch_size: args.batch_size.unwrap_or(m.batch_size),
-                weight_decay: m.weight_decay,
-                warmup_ratio: m.warmup_ratio,
                 max_length: args.max_length.unwrap_or(m.max_length),
                 seed,
                 class_weights: args.class_weights.unwrap_or(m.class_weights),
-                early_stopping_patience: m.early_stopping_patience,
                 expected_need_support_rate: rate,
                 max_steps: args.max_steps,
                 progress: true,
-                ..TrainOptions::default()
+                ..from_config
             };
             println!(
                 "fine-tuning {} on {:?} ({} threads): {} epoch(s), batch {}, lr {}, max length {}",
@@ -228,7 +258,7 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<()> {
             t.steps, t.best_epoch, t.seconds, t.truncated
         );
     }
-    Ok(())
+    Ok(card)
 }
 
 pub fn predict(args: PredictArgs) -> Result<()> {
@@ -291,19 +321,23 @@ pub fn predict(args: PredictArgs) -> Result<()> {
 
 /// With labels in the input: F2 at the model's threshold, ROC-AUC and the trivial baselines.
 fn score_labelled(t: &Table, probs: &[f32], threshold: f64) -> Result<()> {
-    let labels = t.labels()?;
+    let written = t.labels()?;
     let (mut p, mut y) = (Vec::new(), Vec::new());
-    for (prob, l) in probs.iter().zip(&labels) {
-        if let Ok(l) = l {
+    for (prob, l) in probs.iter().zip(&written) {
+        if let Some(need) = l
+            .as_ref()
+            .ok()
+            .and_then(|&l| labels::need_support(l.into()))
+        {
             p.push(*prob);
-            y.push(*l <= 1);
+            y.push(need);
         }
     }
     if y.is_empty() {
         bail!("{}: no valid labels to score", t.path.display());
     }
-    let at = threshold::score_at(&p, &y, threshold, 2.0);
-    let always = threshold::score_at(&p, &y, f64::NEG_INFINITY, 2.0);
+    let at = scoring::score_at(&p, &y, threshold, 2.0);
+    let always = scoring::score_at(&p, &y, f64::NEG_INFINITY, 2.0);
     let prevalence = y.iter().filter(|&&v| v).count() as f64 / y.len() as f64;
     // Uniform random guessing flags half of each class: TP = P/2, FN = P/2, FP = N/2.
     let random = 2.5 * prevalence / (4.5 * prevalence + 0.5 * (1.0 - prevalence));
@@ -315,7 +349,7 @@ fn score_labelled(t: &Table, probs: &[f32], threshold: f64) -> Result<()> {
         at.precision,
         at.recall,
         threshold,
-        threshold::roc_auc(&p, &y),
+        scoring::roc_auc(&p, &y),
         always.f_beta,
         random
     );

@@ -2,14 +2,16 @@
 //! model at training time (`monitor-reference.json`), flagging groups whose probability mean or
 //! spread moved more than `monitor.drift_threshold`; with labels, the retraining rule too.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use flagship_core::Config;
 use flagship_core::config::Business;
-use flagship_metrics::{Confusion, Drift, Profile, Quality, Times};
-
-use crate::table::{Table, write_atomic};
+use flagship_core::labels;
+use flagship_metrics::monitor::{self, GroupColumns};
+use flagship_metrics::{Drift, Profile};
+use flagship_store::fs::write_atomic;
+use flagship_store::table::Table;
 
 pub const REFERENCE: &str = "monitor-reference.json";
 
@@ -42,83 +44,49 @@ pub fn words(t: &Table) -> Result<Vec<u32>> {
     })
 }
 
-/// The grouping dimensions a table supports: client (`source`), time of day (`time_of_day`,
-/// or from `created_at`), word-count bin (`word_bin`, or from the word count).
-fn dimensions(t: &Table, words: &[u32]) -> Result<Vec<(String, Vec<String>)>> {
-    let mut dims = Vec::new();
-    let text_col = |name: &str| -> Result<Vec<String>> {
-        Ok(t.string_column(name)?
+/// `need_support` of each row from its `label` (`None` where unlabelled or not 0/1/2), when
+/// the table has labels.
+pub fn need_support(t: &Table) -> Result<Option<Vec<Option<bool>>>> {
+    if !t.has_column("label") {
+        return Ok(None);
+    }
+    Ok(Some(
+        t.labels()?
             .into_iter()
-            .map(|v| v.unwrap_or_else(|| "unknown".into()))
-            .collect())
-    };
-    for name in ["source", "client"] {
-        if t.has_column(name) {
-            dims.push(("client".to_string(), text_col(name)?));
-            break;
-        }
-    }
-    if t.has_column("time_of_day") {
-        dims.push(("time_of_day".into(), text_col("time_of_day")?));
-    } else if t.has_column("created_at") {
-        let v = text_col("created_at")?
-            .iter()
-            .map(|s| {
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .ok()
-                    .and_then(|d| {
-                        use chrono::Timelike;
-                        flagship_textproc::time_of_day(d.naive_utc().hour())
-                    })
-                    .unwrap_or("unknown")
-                    .to_string()
-            })
-            .collect();
-        dims.push(("time_of_day".into(), v));
-    }
-    let bins = if t.has_column("word_bin") {
-        text_col("word_bin")?
-    } else {
-        words
-            .iter()
-            .map(|&w| flagship_textproc::word_bin(w))
-            .collect()
-    };
-    dims.push(("word_bin".into(), bins));
-    Ok(dims)
+            .map(|l| l.ok().and_then(|l| labels::need_support(l.into())))
+            .collect(),
+    ))
 }
 
-/// The profile of a predictions table (probabilities, flags, optional labels).
+/// The profile of a predictions table: its grouping columns read here, the grouping and
+/// statistics in `flagship_metrics::monitor`.
 pub fn profile(t: &Table, probs: &[f64], flags: &[bool], business: &Business) -> Result<Profile> {
-    let w = words(t)?;
-    let dims = dimensions(t, &w)?;
-    let quality = if t.has_column("label") {
-        let labels = t.labels()?;
-        let (mut y, mut f, mut ww) = (vec![], vec![], vec![]);
-        for (i, l) in labels.iter().enumerate() {
-            if let Ok(l) = l {
-                y.push(*l <= 1);
-                f.push(flags[i]);
-                ww.push(w[i]);
-            }
+    let column = |names: &[&str]| -> Result<Option<Vec<Option<String>>>> {
+        match names.iter().find(|n| t.has_column(n)) {
+            Some(n) => Ok(Some(t.string_column(n)?)),
+            None => Ok(None),
         }
-        (!y.is_empty()).then(|| {
-            let times = Times::new(&y, &f, &ww, business);
-            let per100 = 100.0 / y.len() as f64;
-            Quality {
-                f2: Confusion::from_pairs(&y, &f).f_beta(2.0),
-                wasted_minutes_per_100: times.wasted_minutes * per100,
-                missed_minutes_per_100: times.missed_minutes * per100,
-            }
-        })
-    } else {
-        None
     };
-    Ok(Profile::new(probs, &dims, quality))
+    let cols = GroupColumns {
+        client: column(&["source", "client"])?,
+        time_of_day: column(&["time_of_day"])?,
+        created_at: column(&["created_at"])?,
+        word_bin: column(&["word_bin"])?,
+    };
+    let labels = need_support(t)?;
+    Ok(monitor::profile_of(
+        probs,
+        flags,
+        &words(t)?,
+        labels.as_deref(),
+        &cols,
+        business,
+    ))
 }
 
 /// Writes `dir/monitor-reference.json` (atomically).
-pub fn save_reference(dir: &Path, p: &Profile) -> Result<()> {
+#[cfg(feature = "model")]
+pub fn save_reference(dir: &std::path::Path, p: &Profile) -> Result<()> {
     write_atomic(
         &dir.join(REFERENCE),
         (serde_json::to_string_pretty(p)? + "\n").as_bytes(),
@@ -198,51 +166,4 @@ pub fn run(config: &Config, args: Args) -> Result<String> {
     );
     println!("{line}");
     Ok(line)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_by_client_time_of_day_and_word_bin() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("batch.csv");
-        std::fs::write(
-            &f,
-            "id,created_at,source,text,need_support_probability,need_support\n\
-             1,2022-07-12T14:30:00Z,Twitter for iPhone,the mirror is stunning,0.2,false\n\
-             2,2022-07-12T02:10:00Z,Twitter Web App,why is the feed down again today,0.9,true\n\
-             3,not a time,Twitter for iPhone,,0.5,true\n",
-        )
-        .unwrap();
-        let t = Table::read(&f).unwrap();
-        let w = words(&t).unwrap();
-        assert_eq!(w, vec![4, 7, 0]);
-        let dims = dimensions(&t, &w).unwrap();
-        let get = |name: &str| dims.iter().find(|(n, _)| n == name).unwrap().1.clone();
-        assert_eq!(
-            get("client"),
-            vec![
-                "Twitter for iPhone",
-                "Twitter Web App",
-                "Twitter for iPhone"
-            ]
-        );
-        // 14:30 UTC is in (12, 16] → Afternoon; 02:10 in (0, 4] → Late Night; bad → unknown.
-        assert_eq!(
-            get("time_of_day"),
-            vec!["Afternoon", "Late Night", "unknown"]
-        );
-        assert_eq!(get("word_bin"), vec!["0-5", "6-10", "0-5"]);
-        let p = profile(
-            &t,
-            &[0.2, 0.9, 0.5],
-            &[false, true, true],
-            &Config::default().business,
-        )
-        .unwrap();
-        assert_eq!(p.groups["client"]["Twitter for iPhone"].count, 2);
-        assert!(p.quality.is_none());
-    }
 }

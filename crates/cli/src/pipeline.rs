@@ -11,7 +11,10 @@
 //!
 //! Every location may be a path or `s3://`. The model stages work on files: where splits,
 //! models or reports are on S3, a stage pulls what it reads into a local mirror (under the
-//! temp folder) and pushes what it wrote back.
+//! temp folder) and pushes what it wrote back (`flagship_store::mirror`).
+//!
+//! Each stage is the typed function its own command calls (`stages_cmd::filter`,
+//! `model_cmd::train`, …); the pipeline never builds another command's arguments.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,15 +22,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use clap::Parser;
 use flagship_core::config::{Area, Config};
-use flagship_core::manifest::Fingerprint;
-use flagship_core::storage::{Location, Store};
+use flagship_store::fs::write_atomic;
+use flagship_store::manifest::Fingerprint;
+use flagship_store::mirror::{FileHashes, Mirror, files_under};
+use flagship_store::storage::{Location, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
+use crate::ingest_cmd::RunArgs;
+use crate::model_cmd::{PredictArgs, TrainArgs};
 use crate::stages_cmd::{self, Common};
-use crate::table::write_atomic;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
@@ -111,19 +116,12 @@ pub struct Done {
     pub summary: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct FileHash {
-    size: u64,
-    modified: String,
-    sha256: String,
-}
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
     pub stages: BTreeMap<Stage, Done>,
     /// Content hashes of local files, reused while a file's size and mtime are unchanged.
     #[serde(default)]
-    files: BTreeMap<String, FileHash>,
+    files: FileHashes,
 }
 
 impl State {
@@ -137,164 +135,16 @@ impl State {
     }
 
     fn save(&self, path: &Path) -> Result<()> {
-        write_atomic(
+        Ok(write_atomic(
             path,
             (serde_json::to_string_pretty(self)? + "\n").as_bytes(),
-        )
-    }
-
-    /// SHA-256 of a local file's bytes (cached by size and mtime).
-    fn file_sha(&mut self, path: &Path) -> Result<String> {
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let modified = format!("{:?}", meta.modified()?);
-        let key = std::path::absolute(path)?.display().to_string();
-        if let Some(h) = self.files.get(&key)
-            && h.size == meta.len()
-            && h.modified == modified
-        {
-            return Ok(h.sha256.clone());
-        }
-        let sha256 = flagship_model::classifier::sha256_file(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        self.files.insert(
-            key,
-            FileHash {
-                size: meta.len(),
-                modified,
-                sha256: sha256.clone(),
-            },
-        );
-        Ok(sha256)
+        )?)
     }
 }
 
-fn skipped(rel: &str) -> bool {
-    rel.starts_with("_manifest/") || rel.split('/').any(|p| p.starts_with('.'))
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
-    for e in entries {
-        let p = e?.path();
-        if p.is_dir() {
-            walk(root, &p, out)?;
-        } else {
-            let rel = p.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
-            if !skipped(&rel) {
-                out.push(rel);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Parses a sub-command's flags, so the pipeline runs each stage exactly as its own command.
-fn flags<T: clap::Args>(argv: &[&str]) -> Result<T> {
-    #[derive(clap::Parser)]
-    struct Argv<T: clap::Args> {
-        #[command(flatten)]
-        inner: T,
-    }
-    let argv = std::iter::once("flagship").chain(argv.iter().copied());
-    Ok(Argv::<T>::try_parse_from(argv)?.inner)
-}
-
-/// A storage area the model stages use as local files: the location itself when it is a
-/// path; for `s3://`, a local mirror that a stage pulls before it reads and pushes after it
-/// writes (train, predict and the reports work on files).
-struct Mirror {
-    store: Store,
-    dir: PathBuf,
-    remote: bool,
-}
-
-impl Mirror {
-    fn open(config: &Config, area: Area) -> Result<Mirror> {
-        let loc = config.location(area)?;
-        let store = Store::open(&loc, &config.storage.s3)?;
-        Ok(match &loc {
-            Location::Local(p) => Mirror {
-                store,
-                dir: p.clone(),
-                remote: false,
-            },
-            Location::S3 { bucket, prefix } => Mirror {
-                store,
-                dir: std::env::temp_dir()
-                    .join("flagship-pipeline")
-                    .join(bucket)
-                    .join(prefix),
-                remote: true,
-            },
-        })
-    }
-
-    /// Adds the objects whose keys start with `prefix`: content hashes of local files, or
-    /// keys, sizes and ETags on S3.
-    async fn add(&self, st: &mut State, f: &mut Fingerprint, prefix: &str) -> Result<()> {
-        if self.remote {
-            let entries: Vec<_> = self
-                .store
-                .list("")
-                .await?
-                .into_iter()
-                .filter(|e| e.key.starts_with(prefix) && !skipped(&e.key))
-                .collect();
-            f.add_entries(&entries);
-            return Ok(());
-        }
-        let mut files = Vec::new();
-        walk(&self.dir, &self.dir, &mut files)?;
-        files.sort();
-        for rel in files.into_iter().filter(|r| r.starts_with(prefix)) {
-            let sha = st.file_sha(&self.dir.join(&rel))?;
-            f.add(&rel).add(sha);
-        }
-        Ok(())
-    }
-
-    /// S3 → the mirror, for the keys starting with `prefix`.
-    async fn pull(&self, prefix: &str) -> Result<()> {
-        if !self.remote {
-            return Ok(());
-        }
-        for e in self.store.list("").await? {
-            if e.key.starts_with(prefix) && !skipped(&e.key) {
-                let bytes = self.store.get(&e.key).await?;
-                write_atomic(&self.dir.join(&e.key), &bytes)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The mirror → S3, for the files starting with `prefix`; objects under it that the mirror
-    /// no longer has are deleted.
-    async fn push(&self, prefix: &str) -> Result<()> {
-        if !self.remote {
-            return Ok(());
-        }
-        let mut files = Vec::new();
-        walk(&self.dir, &self.dir, &mut files)?;
-        let files: Vec<String> = files
-            .into_iter()
-            .filter(|r| r.starts_with(prefix))
-            .collect();
-        for rel in &files {
-            let bytes = std::fs::read(self.dir.join(rel))?;
-            self.store.put(rel, bytes.into()).await?;
-        }
-        for e in self.store.list("").await? {
-            if e.key.starts_with(prefix) && !skipped(&e.key) && !files.contains(&e.key) {
-                self.store.delete(&e.key).await?;
-            }
-        }
-        Ok(())
-    }
+/// Opens a storage area as local files.
+fn mirror(config: &Config, area: Area) -> Result<Mirror> {
+    Ok(Mirror::open(&config.location(area)?, &config.storage.s3)?)
 }
 
 fn parquet_rows(path: &Path) -> Result<i64> {
@@ -338,7 +188,20 @@ struct Run<'a> {
 impl Run<'_> {
     /// A data stage's whole location, into a stage key.
     async fn add_area(&self, st: &mut State, f: &mut Fingerprint, area: Area) -> Result<()> {
-        Mirror::open(self.config, area)?.add(st, f, "").await
+        Ok(mirror(self.config, area)?
+            .digest(&mut st.files, f, "")
+            .await?)
+    }
+
+    /// The files of `m` under `prefix`, into a stage key.
+    async fn add(
+        &self,
+        m: &Mirror,
+        st: &mut State,
+        f: &mut Fingerprint,
+        prefix: &str,
+    ) -> Result<()> {
+        Ok(m.digest(&mut st.files, f, prefix).await?)
     }
 
     fn store(&self, area: Area) -> Result<Store> {
@@ -375,7 +238,7 @@ impl Run<'_> {
                 // Names and contents, not where the checkout lives.
                 for file in flagship_ingest::source::Replay::files_of(&p)? {
                     let name = file.file_name().unwrap_or_default().to_string_lossy();
-                    f.add(name.as_bytes()).add(st.file_sha(&file)?);
+                    f.add(name.as_bytes()).add(st.files.sha256(&file)?);
                 }
             }
             Stage::Combine => self.add_area(st, &mut f, Area::Raw).await?,
@@ -389,32 +252,32 @@ impl Run<'_> {
                     .add(json(&c.pipeline.split_until))
                     .add(c.monitor.batch_size.to_string());
                 if let Some(l) = self.labels() {
-                    f.add(st.file_sha(&l)?);
+                    f.add(st.files.sha256(&l)?);
                 }
                 self.add_area(st, &mut f, Area::Processed).await?;
             }
             Stage::Train => {
                 f.add(json(&c.model)).add(json(&c.pipeline.max_steps));
                 for name in ["train.parquet", "val.parquet"] {
-                    self.splits.add(st, &mut f, name).await?;
+                    self.add(&self.splits, st, &mut f, name).await?;
                 }
                 let base = self.base_model()?;
                 for name in ["config.json", "model.safetensors", "tokenizer.json"] {
                     let p = base.join(name);
                     if p.is_file() {
-                        f.add(name).add(st.file_sha(&p)?);
+                        f.add(name).add(st.files.sha256(&p)?);
                     }
                 }
             }
             Stage::Evaluate => {
                 f.add(json(&c.business));
-                self.models.add(st, &mut f, MODEL_PREFIX).await?;
-                self.splits.add(st, &mut f, "test.parquet").await?;
+                self.add(&self.models, st, &mut f, MODEL_PREFIX).await?;
+                self.add(&self.splits, st, &mut f, "test.parquet").await?;
             }
             Stage::Monitor => {
                 f.add(json(&c.business)).add(json(&c.monitor));
-                self.models.add(st, &mut f, MODEL_PREFIX).await?;
-                self.splits.add(st, &mut f, "batch-").await?;
+                self.add(&self.models, st, &mut f, MODEL_PREFIX).await?;
+                self.add(&self.splits, st, &mut f, "batch-").await?;
             }
         }
         Ok(f.finish())
@@ -428,15 +291,15 @@ impl Run<'_> {
             Stage::Combine => self.add_area(st, &mut f, Area::Combined).await?,
             Stage::Filter => self.add_area(st, &mut f, Area::Filtered).await?,
             Stage::Textproc => self.add_area(st, &mut f, Area::Processed).await?,
-            Stage::Split => self.splits.add(st, &mut f, "").await?,
-            Stage::Train => self.models.add(st, &mut f, MODEL_PREFIX).await?,
+            Stage::Split => self.add(&self.splits, st, &mut f, "").await?,
+            Stage::Train => self.add(&self.models, st, &mut f, MODEL_PREFIX).await?,
             Stage::Evaluate => {
                 for name in EVALUATE_FILES {
                     f.add(name);
-                    self.reports.add(st, &mut f, name).await?;
+                    self.add(&self.reports, st, &mut f, name).await?;
                 }
             }
-            Stage::Monitor => self.reports.add(st, &mut f, "monitor/").await?,
+            Stage::Monitor => self.add(&self.reports, st, &mut f, "monitor/").await?,
         }
         Ok(f.finish())
     }
@@ -468,12 +331,7 @@ impl Run<'_> {
                     );
                 }
                 let stream = format!("flagship-{}", config.mission.name);
-                let a = flags(&[
-                    "--replay",
-                    &replay.display().to_string(),
-                    "--stream",
-                    &stream,
-                ])?;
+                let a = RunArgs::replay_into_raw(replay, &stream);
                 let totals = rt.block_on(crate::ingest_cmd::run(config, a))?;
                 if totals.stopped_by == "signal" {
                     bail!("ingest interrupted by a signal; run the pipeline again to redo it");
@@ -571,9 +429,7 @@ impl Run<'_> {
         let Location::Local(dir) = self.config.location(area)? else {
             return Ok(-1);
         };
-        let mut files = Vec::new();
-        walk(&dir, &dir, &mut files)?;
-        files
+        files_under(&dir)?
             .iter()
             .filter(|f| f.ends_with(".parquet"))
             .map(|f| parquet_rows(&dir.join(f)))
@@ -646,31 +502,12 @@ impl Run<'_> {
             self.splits.dir.join("train.parquet"),
             self.splits.dir.join("val.parquet"),
         );
-        let (train, val, out) = (
-            train.display().to_string(),
-            val.display().to_string(),
-            tmp.display().to_string(),
-        );
-        let steps = self.config.pipeline.max_steps.map(|s| s.to_string());
-        let mut argv = vec![
-            "--train",
-            &train,
-            "--val",
-            &val,
-            "--out",
-            &out,
-            "--text-column",
-            TEXT_COLUMN,
-        ];
-        if let Some(s) = &steps {
-            argv.extend(["--max-steps", s]);
-        }
-        crate::model_cmd::train(self.config, flags(&argv)?)?;
+        let mut args = TrainArgs::new(train, val, tmp.clone());
+        args.text_column = TEXT_COLUMN.into();
+        args.max_steps = self.config.pipeline.max_steps;
+        crate::model_cmd::train(self.config, args)?;
         // The new model replaces the old one whole, or not at all.
-        if self.model.exists() {
-            std::fs::remove_dir_all(&self.model)?;
-        }
-        std::fs::rename(&tmp, &self.model)?;
+        flagship_model::classifier::replace_dir(&tmp, &self.model)?;
         self.rt.block_on(self.models.push(MODEL_PREFIX))?;
         let card = flagship_model::classifier::ModelCard::read(&self.model)?;
         let v = &card.validation;
@@ -688,21 +525,9 @@ impl Run<'_> {
     }
 
     fn predict(&self, input: &Path, output: &Path) -> Result<()> {
-        let (m, i, o) = (
-            self.model.display().to_string(),
-            input.display().to_string(),
-            output.display().to_string(),
-        );
-        crate::model_cmd::predict(flags(&[
-            "--model",
-            &m,
-            "--input",
-            &i,
-            "--output",
-            &o,
-            "--text-column",
-            TEXT_COLUMN,
-        ])?)
+        let mut args = PredictArgs::new(self.model.clone(), input.into(), output.into());
+        args.text_column = TEXT_COLUMN.into();
+        crate::model_cmd::predict(args)
     }
 }
 
@@ -737,14 +562,14 @@ pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
         config.storage.s3.endpoint_url = Some(url.clone());
     }
     let config = &config;
-    let models = Mirror::open(config, Area::Models)?;
+    let models = mirror(config, Area::Models)?;
     let run = Run {
         config,
         engine: args.engine.clone(),
-        splits: Mirror::open(config, Area::Splits)?,
+        splits: mirror(config, Area::Splits)?,
         model: models.dir.join(MODEL_DIR),
         models,
-        reports: Mirror::open(config, Area::Reports)?,
+        reports: mirror(config, Area::Reports)?,
         rt: stages_cmd::runtime()?,
     };
     let from = args.from.unwrap_or(Stage::Ingest);

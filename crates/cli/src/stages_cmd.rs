@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use flagship_core::config::{Area, Config};
-use flagship_core::frames::HourDone;
-use flagship_core::storage::{Location, Store};
+use flagship_store::frames::HourDone;
+use flagship_store::storage::{Location, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::Engine;
@@ -118,7 +118,7 @@ pub fn combine(config: &Config, a: CombineArgs) -> Result<flagship_combine::Repo
         // Parsing (and its quarantine) runs here line by line; the dedup plan runs over the
         // parsed rows in this process, so a cluster has nothing to do for combine.
         note_local("combine", &a.common.engine);
-        let ctx = flagship_core::frames::local_session();
+        let ctx = flagship_store::frames::local_session();
         let b = bar("combine");
         let report = flagship_combine::run(&ctx, &raw, &a.prefix, &out, &quarantine, &|_, i, n| {
             b.set_length(n as u64);
@@ -231,7 +231,7 @@ fn split_setup(
         None => flagship_split::Labels::default(),
     };
     note_local("split", &common.engine);
-    Ok((input, out, labels, flagship_core::frames::local_session()))
+    Ok((input, out, labels, flagship_store::frames::local_session()))
 }
 
 pub fn split(config: &Config, a: SplitArgs) -> Result<()> {

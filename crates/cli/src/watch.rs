@@ -18,11 +18,11 @@ use anyhow::{Context, Result, bail};
 use arrow::array::{Array, RecordBatch, StringArray, UInt64Array};
 use chrono::Utc;
 use flagship_core::config::{Area, Config};
-use flagship_core::storage::Location;
 use flagship_core::{Tweet, v2};
 use flagship_ingest::IngestError;
 use flagship_ingest::record::{Line, classify};
 use flagship_ingest::source::SourceLine;
+use flagship_store::storage::Location;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ingest_cmd::parse_duration;
@@ -241,7 +241,7 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
         config: config.clone(),
         model_id: model_dir.display().to_string(),
         model,
-        ctx: flagship_core::frames::local_session(),
+        ctx: flagship_store::frames::local_session(),
         out,
         latencies: Vec::new(),
     };

@@ -48,7 +48,7 @@ fn inspect_writes_parquet_and_quarantine_and_the_model_opens() {
     assert!(said.contains("22.7 M parameters"), "{said}");
 
     let bytes = std::fs::read(out.join("raw.parquet")).unwrap();
-    let (_, batches) = flagship_core::records::from_parquet(bytes.into()).unwrap();
+    let (_, batches) = flagship_store::records::from_parquet(bytes.into()).unwrap();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 527);
     let q = std::fs::read_to_string(out.join("quarantine.jsonl")).unwrap();

@@ -301,7 +301,7 @@ region = "us-east-1""#;
         "{second}"
     );
     // With the local mirror gone, evaluate and monitor read the model and splits from S3.
-    std::fs::remove_dir_all(tmp.join("flagship-pipeline")).unwrap();
+    std::fs::remove_dir_all(tmp.join("flagship-mirror")).unwrap();
     let args = [
         "pipeline",
         "--from",

@@ -181,37 +181,43 @@ batch_size = 10
     println!("{out}");
 
     // The same plans on Ballista (scheduler + executor in this process): identical bytes.
-    for (stage, input, local) in [
-        ("filter", "combined", "filtered"),
-        ("textproc", "filtered", "processed"),
-    ] {
-        let on = d.join(format!("{stage}-ballista"));
-        let out = flagship(
-            &cfg,
-            &[
-                stage,
-                "--engine",
-                "ballista://standalone",
-                "--input",
-                d.join(input).to_str().unwrap(),
-                "--output",
-                on.to_str().unwrap(),
-            ],
-        );
-        println!("{out}");
-        let (a, b) = (files(&d.join(local)), files(&on));
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 3);
-        for f in &a {
-            let (x, y) = (
-                std::fs::read(d.join(local).join(f)).unwrap(),
-                std::fs::read(on.join(f)).unwrap(),
+    // Without the `ballista` feature the binary says how to get it instead.
+    if cfg!(feature = "ballista") {
+        for (stage, input, local) in [
+            ("filter", "combined", "filtered"),
+            ("textproc", "filtered", "processed"),
+        ] {
+            let on = d.join(format!("{stage}-ballista"));
+            let out = flagship(
+                &cfg,
+                &[
+                    stage,
+                    "--engine",
+                    "ballista://standalone",
+                    "--input",
+                    d.join(input).to_str().unwrap(),
+                    "--output",
+                    on.to_str().unwrap(),
+                ],
             );
-            assert!(
-                x == y,
-                "{stage} {f}: Ballista's Parquet differs from local DataFusion's"
-            );
+            println!("{out}");
+            let (a, b) = (files(&d.join(local)), files(&on));
+            assert_eq!(a, b);
+            assert_eq!(a.len(), 3);
+            for f in &a {
+                let (x, y) = (
+                    std::fs::read(d.join(local).join(f)).unwrap(),
+                    std::fs::read(on.join(f)).unwrap(),
+                );
+                assert!(
+                    x == y,
+                    "{stage} {f}: Ballista's Parquet differs from local DataFusion's"
+                );
+            }
         }
+    } else {
+        let e = flagship_fails(&cfg, &["filter", "--engine", "ballista://standalone"]);
+        assert!(e.contains("--features ballista"), "{e}");
     }
 
     // split: refuses while tweets are unlabeled, exports them, then splits.
@@ -244,7 +250,7 @@ batch_size = 10
             continue;
         }
         let (_, batches) =
-            flagship_core::records::from_parquet(std::fs::read(&p).unwrap().into()).unwrap();
+            flagship_store::records::from_parquet(std::fs::read(&p).unwrap().into()).unwrap();
         for b in &batches {
             let flag = |name: &str| {
                 b.column_by_name(name)
@@ -284,7 +290,7 @@ batch_size = 10
     let mut spans = Vec::new();
     for part in ["train", "val", "test"] {
         let bytes = std::fs::read(d.join("splits").join(format!("{part}.parquet"))).unwrap();
-        let (schema, batches) = flagship_core::records::from_parquet(bytes.into()).unwrap();
+        let (schema, batches) = flagship_store::records::from_parquet(bytes.into()).unwrap();
         flagship_core::schema::check(&schema, flagship_core::schema::Stage::Split).unwrap();
         let mut keys = Vec::new();
         for b in &batches {

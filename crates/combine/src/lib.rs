@@ -8,7 +8,7 @@
 //! schema (raw columns + `source_object`, `hour`). Malformed lines go to
 //! `quarantine/combine/YYYYMMDDHH.jsonl` with object key, line and byte offset, and are
 //! counted. An hour whose objects (keys, sizes, ETags) did not change since its output was
-//! written is skipped ([`flagship_core::manifest`]).
+//! written is skipped ([`flagship_store::manifest`]).
 //!
 //! Parsing runs here, line by line, because quarantining a bad line needs it (DataFusion's
 //! NDJSON scan fails a whole file on one bad line and cannot join `includes`); the dedup and
@@ -25,13 +25,13 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::prelude::{SessionContext, col};
 use flagship_core::Tweet;
-use flagship_core::frames::{self, FrameError};
 use flagship_core::jsonl::{BadLine, PayloadError, parse_payload};
 use flagship_core::layout::{hour_file, hour_of_key};
-use flagship_core::manifest::{Fingerprint, Manifest, ManifestError};
-use flagship_core::records::{self, RecordError};
 use flagship_core::schema::Stage;
-use flagship_core::storage::{Entry, StorageError, Store};
+use flagship_store::frames::{self, FrameError};
+use flagship_store::manifest::{Fingerprint, Manifest, ManifestError};
+use flagship_store::records::{self, RecordError};
+use flagship_store::storage::{Entry, StorageError, Store};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
@@ -402,7 +402,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use flagship_core::layout::object_key;
-    use flagship_core::storage::{Location, S3Options};
+    use flagship_store::storage::{Location, S3Options};
 
     #[tokio::test]
     async fn groups_a_real_listing_by_hour() {

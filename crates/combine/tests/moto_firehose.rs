@@ -10,8 +10,8 @@ use std::process::Command;
 use bytes::Bytes;
 use chrono::Utc;
 use flagship_core::layout::object_key;
-use flagship_core::storage::{Location, S3Options, Store};
 use flagship_core::testing::{MotoServer, fixture, venv};
+use flagship_store::storage::{Location, S3Options, Store};
 
 const PUT: &str = r#"
 import boto3, json, sys
@@ -118,7 +118,7 @@ fn moto_firehose_objects_combine_like_the_local_layout() {
             local.put(&key, Bytes::from(lines)).await.unwrap();
         }
 
-        let ctx = flagship_core::frames::local_session();
+        let ctx = flagship_store::frames::local_session();
         let combine = |raw: Store, name: &'static str| {
             let dir = dir.path().to_owned();
             let ctx = ctx.clone();
@@ -166,7 +166,8 @@ fn moto_firehose_objects_combine_like_the_local_layout() {
                     let raw_cols: Vec<usize> =
                         (0..flagship_core::schema::Stage::Raw.schema().fields().len()).collect();
                     t.extend(
-                        flagship_core::records::from_batch(&b.project(&raw_cols).unwrap()).unwrap(),
+                        flagship_store::records::from_batch(&b.project(&raw_cols).unwrap())
+                            .unwrap(),
                     );
                 }
                 t.sort_by_key(|x| x.id);

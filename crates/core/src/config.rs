@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Location, S3Options, StorageError};
+use crate::location::{Location, LocationError, S3Options};
 
 /// The defaults, with every key documented.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -39,7 +39,7 @@ pub enum ConfigError {
     Location {
         path: PathBuf,
         #[source]
-        source: Box<StorageError>,
+        source: Box<LocationError>,
     },
 }
 
@@ -111,11 +111,29 @@ pub struct Split {
     pub labels: Option<String>,
 }
 
+/// Which model a folder holds / training makes: written once, read by the config, the model
+/// crate (its card) and the `--model-kind` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
+    /// Fine-tune the pre-trained transformer (libtorch).
     Transformer,
+    /// TF-IDF (word + char n-grams) + logistic regression: the instant baseline.
     Linear,
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ModelKind, String> {
+        match s {
+            "transformer" => Ok(ModelKind::Transformer),
+            "linear" => Ok(ModelKind::Linear),
+            other => Err(format!(
+                "model kind {other:?}: use `transformer` or `linear`"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,7 +349,7 @@ impl Config {
     }
 
     /// The parsed location of one storage area.
-    pub fn location(&self, area: Area) -> Result<Location, StorageError> {
+    pub fn location(&self, area: Area) -> Result<Location, LocationError> {
         let s = &self.storage;
         let raw = match area {
             Area::Raw => &s.raw,

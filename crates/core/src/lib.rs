@@ -1,34 +1,37 @@
-//! flagship-core: the types every stage shares, and nothing that does a stage's work.
+//! flagship-core: the light core every crate shares — types, config, schemas and the rules
+//! written once. No I/O engines: no DataFusion, no object_store, no AWS, no libtorch.
 //!
 //! - [`v2`]: the serde model of X API v2 payloads (stream messages, search / lookup pages);
 //!   [`jsonl`] reads them line by line, reporting each bad line with its source, line, byte
 //!   offset and JSON path instead of failing or dropping it.
 //! - [`Tweet`]: the canonical record (payload `data` joined with `includes`).
-//! - [`schema`]: one versioned Arrow schema per stage output; [`records`] converts tweets to
-//!   and from Arrow batches and Parquet.
-//! - [`storage`]: locations as URLs (`path`, `file://`, `s3://bucket/prefix`, custom
-//!   endpoint) opened through `object_store`, with atomic writes.
+//! - [`schema`]: one versioned Arrow schema per stage output (`arrow-schema` only).
+//! - [`location`]: storage locations as values (`path`, `file://`, `s3://bucket/prefix`);
+//!   `flagship-store` opens them.
 //! - [`layout`]: Kinesis Firehose's `YYYY/MM/DD/HH` key layout, shared by ingest and combine.
-//! - [`frames`]: what every DataFusion stage job shares: a session, the stores registered
-//!   with it, and output batches conformed to a stage schema and encoded deterministically.
-//! - [`manifest`]: which inputs produced each output, so finished work is skipped.
 //! - [`config`]: `flagship.toml` — mission profile, locations, split, model, business and
-//!   monitoring settings; unknown keys are errors.
+//!   monitoring settings; `default.toml` is the only source of defaults; unknown keys are
+//!   errors.
+//! - The shared rules: [`labels`] (label → `need_support`), [`config::ModelKind`], [`rng`]
+//!   (the one seeded generator), [`scoring`] (F-beta, ROC-AUC, threshold tuning) and
+//!   [`features`] (time-of-day buckets, word-count bins).
 //!
-//! It reads and writes only what its callers hand it; it never talks to X, Firehose or a
-//! model, and it must not depend on `tch` (xtask and light tools link it).
+//! It reads only the config file its caller names; it never talks to X, Firehose, S3 or a
+//! model, and it must stay light (xtask-like tools, metrics and the model crate link it).
 
 pub mod config;
-pub mod frames;
+pub mod features;
 pub mod jsonl;
+pub mod labels;
 pub mod layout;
-pub mod manifest;
-pub mod records;
+pub mod location;
+pub mod rng;
 pub mod schema;
-pub mod storage;
+pub mod scoring;
 pub mod testing;
 pub mod tweet;
 pub mod v2;
 
 pub use config::Config;
+pub use location::Location;
 pub use tweet::Tweet;

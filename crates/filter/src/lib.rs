@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use datafusion::logical_expr::{Expr, lit, when};
 use datafusion::prelude::{DataFrame, SessionContext, col};
 use flagship_core::config::{Filter, TermGroups};
-use flagship_core::frames::{self, FrameError, HourDone, HoursError};
 use flagship_core::schema::Stage;
-use flagship_core::storage::Store;
+use flagship_store::frames::{self, FrameError, HourDone, HoursError};
+use flagship_store::storage::Store;
 use regex::Regex;
 
 pub const STAGE: &str = "filter";

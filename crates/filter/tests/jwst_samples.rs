@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
-use flagship_core::storage::{Location, S3Options, Store};
-use flagship_core::{Config, Tweet, records, schema::Stage};
+use flagship_core::{Config, Tweet, schema::Stage};
 use flagship_filter::{KEPT, TermMatcher};
+use flagship_store::records;
+use flagship_store::storage::{Location, S3Options, Store};
 
 fn samples() -> Vec<String> {
     let text = std::fs::read_to_string(flagship_core::testing::fixture(
@@ -77,7 +78,7 @@ async fn jwst_profile_keeps_and_drops_the_samples_with_counts() {
 
     let config = Config::default();
     let filter = &config.mission.filter;
-    let ctx = flagship_core::frames::local_session();
+    let ctx = flagship_store::frames::local_session();
     let hours = flagship_filter::run(&ctx, filter, &input, &output, 2, &|_, _, _| {})
         .await
         .unwrap();

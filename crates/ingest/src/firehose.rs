@@ -5,6 +5,7 @@
 //! (NDJSON, fsynced) that `flagship ingest replay-spill` sends later. A record over Firehose's
 //! 1,000 KiB limit is spilled at once. Nothing is dropped silently; every count is reported.
 
+pub use aws_sdk_firehose::Client;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +35,12 @@ pub struct FirehoseSink {
 }
 
 impl FirehoseSink {
+    /// A Firehose client for `region` (or an emulator's endpoint), on the workspace's one SDK
+    /// configuration (`flagship_store::aws`).
+    pub async fn client(region: &str, endpoint_url: Option<&str>) -> aws_sdk_firehose::Client {
+        aws_sdk_firehose::Client::new(&flagship_store::aws::sdk_config(region, endpoint_url).await)
+    }
+
     pub fn new(client: aws_sdk_firehose::Client, stream: &str, spill: PathBuf) -> FirehoseSink {
         FirehoseSink {
             client,

@@ -11,7 +11,6 @@
 //! [`xstream`] the stream client. It never cleans or filters text (textproc's and filter's job)
 //! and never logs secrets.
 
-pub mod aws;
 pub mod backoff;
 pub mod firehose;
 pub mod record;
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use flagship_core::storage::Store;
+use flagship_store::Store;
 use serde::Serialize;
 
 use crate::record::Line;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use flagship_core::layout::{hour_floor, object_key};
-use flagship_core::storage::Store;
+use flagship_store::storage::Store;
 
 use crate::IngestError;
 

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use flagship_core::storage::{Location, S3Options, Store};
 use flagship_core::testing::fixture;
 use flagship_ingest::sink::LocalSink;
 use flagship_ingest::xstream::{XStream, XStreamConfig};
+use flagship_store::storage::{Location, S3Options, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 enum Part {

@@ -8,6 +8,7 @@
 //! Σ reading over false positives (what the seed's scope text described).
 
 use flagship_core::config::Business;
+use flagship_core::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::classification::Confusion;
@@ -114,32 +115,14 @@ pub struct Naive {
     pub missed_minutes: MeanSd,
 }
 
-/// SplitMix64: small, seeded, the same on every platform.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 impl Naive {
     /// Runs the naive baseline (the seed used scikit-learn's `DummyClassifier(strategy="uniform",
     /// random_state=88)` once; its exact draws are numpy's and are not reproduced here).
     pub fn run(truth: &[bool], words: &[u32], b: &Business) -> Naive {
-        let mut rng = Rng(b.naive_seed);
+        let mut rng = Rng::from_state(b.naive_seed);
         let (mut f2, mut wasted, mut reading, mut missed) = (vec![], vec![], vec![], vec![]);
         for _ in 0..b.naive_repeats.max(1) {
-            let guess: Vec<bool> = truth.iter().map(|_| rng.next_u64() >> 63 == 1).collect();
+            let guess: Vec<bool> = truth.iter().map(|_| rng.coin()).collect();
             f2.push(Confusion::from_pairs(truth, &guess).f_beta(2.0));
             let t = Times::new(truth, &guess, words, b);
             wasted.push(t.wasted_minutes);

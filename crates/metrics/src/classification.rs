@@ -42,10 +42,7 @@ impl Confusion {
     }
     /// Fβ = (1 + β²)·TP / ((1 + β²)·TP + β²·FN + FP); 0 when undefined.
     pub fn f_beta(&self, beta: f64) -> f64 {
-        let b2 = beta * beta;
-        let num = (1.0 + b2) * self.tp as f64;
-        let den = num + b2 * self.fn_ as f64 + self.fp as f64;
-        if den == 0.0 { 0.0 } else { num / den }
+        flagship_core::scoring::f_beta(self.tp as f64, self.fp as f64, self.fn_ as f64, beta)
     }
 
     /// Share of negatives flagged (false-positive rate, the ROC's x axis).

@@ -8,7 +8,12 @@
 
 use std::collections::BTreeMap;
 
+use flagship_core::config::Business;
+use flagship_core::features::{time_of_day, word_bin};
 use serde::{Deserialize, Serialize};
+
+use crate::business::Times;
+use crate::classification::Confusion;
 
 /// Statistics of the predicted probability in one group.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -180,8 +185,151 @@ impl Drift {
     }
 }
 
+/// The columns of a predictions table that monitoring groups by, as the caller read them
+/// (each `None` when the table lacks it; values `None` where a row has none).
+#[derive(Debug, Clone, Default)]
+pub struct GroupColumns {
+    /// The posting client (`source`, or `client`).
+    pub client: Option<Vec<Option<String>>>,
+    /// textproc's `time_of_day`.
+    pub time_of_day: Option<Vec<Option<String>>>,
+    /// RFC 3339 creation times, bucketed when there is no `time_of_day`.
+    pub created_at: Option<Vec<Option<String>>>,
+    /// textproc's `word_bin`; else binned from the word counts.
+    pub word_bin: Option<Vec<Option<String>>>,
+}
+
+/// The grouping dimensions a table supports: client, time of day (from `time_of_day` or
+/// `created_at`), word-count bin (from `word_bin` or the word counts). Missing values and
+/// unreadable times are the group "unknown".
+pub fn dimensions(cols: &GroupColumns, words: &[u32]) -> Vec<(String, Vec<String>)> {
+    let known = |v: &[Option<String>]| -> Vec<String> {
+        v.iter()
+            .map(|s| s.clone().unwrap_or_else(|| "unknown".into()))
+            .collect()
+    };
+    let mut dims = Vec::new();
+    if let Some(c) = &cols.client {
+        dims.push(("client".to_string(), known(c)));
+    }
+    if let Some(t) = &cols.time_of_day {
+        dims.push(("time_of_day".into(), known(t)));
+    } else if let Some(c) = &cols.created_at {
+        let v = c
+            .iter()
+            .map(|s| {
+                s.as_deref()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .and_then(|d| {
+                        use chrono::Timelike;
+                        time_of_day(d.naive_utc().hour())
+                    })
+                    .unwrap_or("unknown")
+                    .to_string()
+            })
+            .collect();
+        dims.push(("time_of_day".into(), v));
+    }
+    let bins = match &cols.word_bin {
+        Some(b) => known(b),
+        None => words.iter().map(|&w| word_bin(w)).collect(),
+    };
+    dims.push(("word_bin".into(), bins));
+    dims
+}
+
+/// The profile of a batch of predictions: probabilities by group, and with labels
+/// (`need_support` per row, `None` where unlabelled) its quality per 100 posts.
+pub fn profile_of(
+    probs: &[f64],
+    flags: &[bool],
+    words: &[u32],
+    need_support: Option<&[Option<bool>]>,
+    cols: &GroupColumns,
+    business: &Business,
+) -> Profile {
+    let dims = dimensions(cols, words);
+    let quality = need_support.and_then(|labels| {
+        let (mut y, mut f, mut w) = (vec![], vec![], vec![]);
+        for (i, l) in labels.iter().enumerate() {
+            if let Some(l) = l {
+                y.push(*l);
+                f.push(flags[i]);
+                w.push(words[i]);
+            }
+        }
+        (!y.is_empty()).then(|| {
+            let times = Times::new(&y, &f, &w, business);
+            let per100 = 100.0 / y.len() as f64;
+            Quality {
+                f2: Confusion::from_pairs(&y, &f).f_beta(2.0),
+                wasted_minutes_per_100: times.wasted_minutes * per100,
+                missed_minutes_per_100: times.missed_minutes * per100,
+            }
+        })
+    });
+    Profile::new(probs, &dims, quality)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn groups_by_client_time_of_day_and_word_bin() {
+        let some = |v: &[&str]| Some(v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>());
+        let cols = GroupColumns {
+            client: some(&[
+                "Twitter for iPhone",
+                "Twitter Web App",
+                "Twitter for iPhone",
+            ]),
+            created_at: Some(vec![
+                Some("2022-07-12T14:30:00Z".into()),
+                Some("2022-07-12T02:10:00Z".into()),
+                Some("not a time".into()),
+            ]),
+            ..GroupColumns::default()
+        };
+        let words = [4, 7, 0];
+        let dims = dimensions(&cols, &words);
+        let get = |name: &str| dims.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        assert_eq!(
+            get("client"),
+            [
+                "Twitter for iPhone",
+                "Twitter Web App",
+                "Twitter for iPhone"
+            ]
+        );
+        // 14:30 UTC is in (12, 16] → Afternoon; 02:10 in (0, 4] → Late Night; bad → unknown.
+        assert_eq!(get("time_of_day"), ["Afternoon", "Late Night", "unknown"]);
+        assert_eq!(get("word_bin"), ["0-5", "6-10", "0-5"]);
+        let business = flagship_core::Config::default().business;
+        let p = profile_of(
+            &[0.2, 0.9, 0.5],
+            &[false, true, true],
+            &words,
+            None,
+            &cols,
+            &business,
+        );
+        assert_eq!(p.groups["client"]["Twitter for iPhone"].count, 2);
+        assert!(p.quality.is_none());
+        // Labels: two rows labelled, both flagged correctly or not → quality from those only.
+        let labels = [Some(false), Some(true), None];
+        let q = profile_of(
+            &[0.2, 0.9, 0.5],
+            &[false, true, true],
+            &words,
+            Some(&labels),
+            &cols,
+            &business,
+        )
+        .quality
+        .unwrap();
+        assert_eq!(q.f2, 1.0);
+        assert_eq!(q.missed_minutes_per_100, 0.0);
+    }
+
     use super::*;
 
     fn dims(v: &[&str]) -> Vec<(String, Vec<String>)> {

@@ -74,18 +74,10 @@ pub fn roc_points(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64)> {
     pts
 }
 
-/// Area under the ROC curve (trapezoids over distinct thresholds; equals the Mann–Whitney
-/// statistic with ties counted half). `NaN` when only one class is present.
-pub fn roc_auc(scores: &[f64], labels: &[bool]) -> f64 {
-    let pos = labels.iter().filter(|&&v| v).count();
-    if pos == 0 || pos == labels.len() {
-        return f64::NAN;
-    }
-    roc_points(scores, labels)
-        .windows(2)
-        .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
-        .sum()
-}
+/// Area under the ROC curve (Mann–Whitney, ties counted half; the same value as the
+/// trapezoids under [`roc_points`]). `NaN` when only one class is present. The rule lives in
+/// `flagship-core`, shared with the model's training report.
+pub use flagship_core::scoring::roc_auc;
 
 /// Precision–recall points `(recall, precision)` at every distinct threshold, highest first.
 pub fn pr_points(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64)> {

@@ -1,8 +1,8 @@
 //! Agreement with scikit-learn on fixed cases (fixtures/metrics/sklearn-reference.json, from
 //! scripts/metrics_reference.py), and properties that must hold on any input.
 
+use flagship_core::rng::Rng;
 use flagship_core::testing::fixture;
-use flagship_metrics::business::Rng;
 use flagship_metrics::{Classification, Confusion, average_precision, brier, roc_auc};
 
 const EPS: f64 = 1e-12;
@@ -71,7 +71,7 @@ fn agrees_with_scikit_learn() {
 
 #[test]
 fn properties_hold_on_generated_cases() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::from_state(5);
     for case in 0..300 {
         let n = 1 + (rng.next_u64() % 60) as usize;
         let y: Vec<bool> = (0..n).map(|_| rng.unit() < 0.4).collect();

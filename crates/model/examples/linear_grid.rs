@@ -2,7 +2,7 @@
 //! val (re-weighted to 40 %), scores the 40 % held-out set.
 //! `cargo run --release -p flagship-model --example linear_grid`
 
-use flagship_model::threshold::{score_at, tune};
+use flagship_core::scoring::{score_at, tune};
 use flagship_model::{Example, LinearModel, LinearOptions};
 use std::io::{BufRead, Read};
 
@@ -66,7 +66,7 @@ fn main() {
             pair[2],
             c.threshold,
             s.f_beta,
-            flagship_model::threshold::roc_auc(&pt, &yt)
+            flagship_core::scoring::roc_auc(&pt, &yt)
         );
     }
 }

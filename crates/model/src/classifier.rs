@@ -21,18 +21,13 @@ use crate::config::Family;
 use crate::layers::Precision;
 use crate::linear::LinearModel;
 use crate::sequence::SequenceClassifier;
-use crate::threshold::Choice;
 use crate::tokenize::TextEncoder;
 use crate::train::{self, EpochRecord, Trained, Validation};
+use flagship_core::scoring::Choice;
 
 pub const CARD_FORMAT: &str = "flagship-model/1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    Transformer,
-    Linear,
-}
+pub use flagship_core::config::ModelKind;
 
 /// A file the model was trained from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,13 +161,24 @@ fn write_dir_atomically(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    replace_dir(&tmp, dir)
+}
+
+/// Moves the finished folder `tmp` onto `dir` (a sibling), replacing what was there: the one
+/// place a model folder is swapped in.
+pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), ModelError> {
     if dir.exists() {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
         std::fs::rename(dir, &old).map_err(|e| ModelError::io(dir, e))?;
-        std::fs::rename(&tmp, dir).map_err(|e| ModelError::io(dir, e))?;
+        std::fs::rename(tmp, dir).map_err(|e| ModelError::io(dir, e))?;
         let _ = std::fs::remove_dir_all(&old);
     } else {
-        std::fs::rename(&tmp, dir).map_err(|e| ModelError::io(dir, e))?;
+        std::fs::rename(tmp, dir).map_err(|e| ModelError::io(dir, e))?;
     }
     Ok(())
 }
@@ -281,7 +287,7 @@ pub fn train_linear(
 
 /// Validation figures from probabilities (no loss for models without logits).
 pub fn validation_of(probs: &[f32], labels: &[bool], rate: f64) -> Validation {
-    use crate::threshold::{roc_auc, score_at, tune};
+    use flagship_core::scoring::{roc_auc, score_at, tune};
     let tuned: Choice = tune(probs, labels, Some(rate), 2.0);
     let loss = probs
         .iter()

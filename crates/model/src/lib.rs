@@ -7,6 +7,9 @@
 //! ([`train::train`]), tunes the decision threshold for the expected `need_support` rate, and
 //! writes model folders ([`Classifier`] serves them). It takes texts and booleans, not files or
 //! tweets: reading tables and storage is the caller's job, and it never downloads anything.
+//! The rules it shares with the rest of the workspace — the label → target map, the seeded
+//! generator, F-beta / ROC-AUC / threshold tuning, the model kinds and the default settings —
+//! come from `flagship-core` (light: no DataFusion, object_store or AWS here).
 
 pub mod checkpoint;
 pub mod classifier;
@@ -15,7 +18,6 @@ pub mod encoder;
 pub mod layers;
 pub mod linear;
 pub mod sequence;
-pub mod threshold;
 pub mod tokenize;
 pub mod train;
 

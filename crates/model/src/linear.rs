@@ -10,7 +10,8 @@ use std::path::Path;
 use tch::Tensor;
 
 use crate::ModelError;
-use crate::train::{Example, Rng};
+use flagship_core::labels::Example;
+use flagship_core::rng::Rng;
 
 /// Settings of the linear baseline.
 #[derive(Debug, Clone, PartialEq)]

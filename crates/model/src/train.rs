@@ -21,15 +21,10 @@ use crate::checkpoint::Checkpoint;
 use crate::encoder::Mode;
 use crate::layers::{DECAY, NO_DECAY, Precision};
 use crate::sequence::SequenceClassifier;
-use crate::threshold::{self, Choice};
 use crate::tokenize::{Encoded, TextEncoder};
-
-/// One training or validation example.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Example {
-    pub text: String,
-    pub need_support: bool,
-}
+pub use flagship_core::labels::Example;
+pub use flagship_core::rng::Rng;
+use flagship_core::scoring::{self as threshold, Choice};
 
 /// Settings of a fine-tuning run (the `[model]` table of `flagship.toml`, plus run limits).
 #[derive(Debug, Clone)]
@@ -55,29 +50,38 @@ pub struct TrainOptions {
     pub progress: bool,
 }
 
+/// Gradient-norm clipping bound (Hugging Face Trainer's default; not a config key).
+pub const MAX_GRAD_NORM: f64 = 1.0;
+
 impl Default for TrainOptions {
+    /// The `[model]` defaults of `flagship-core`'s `default.toml` — the only source of them.
     fn default() -> Self {
+        TrainOptions::from_config(&flagship_core::Config::default().model)
+    }
+}
+
+impl TrainOptions {
+    /// The settings of a config's `[model]` table, on the default device.
+    pub fn from_config(m: &flagship_core::config::Model) -> TrainOptions {
         TrainOptions {
-            epochs: 5,
-            learning_rate: 5e-5,
-            batch_size: 32,
-            weight_decay: 0.01,
-            warmup_ratio: 0.1,
-            max_length: 128,
-            seed: 42,
-            class_weights: false,
-            early_stopping_patience: 2,
-            expected_need_support_rate: 0.40,
-            max_grad_norm: 1.0,
+            epochs: m.epochs,
+            learning_rate: m.learning_rate,
+            batch_size: m.batch_size,
+            weight_decay: m.weight_decay,
+            warmup_ratio: m.warmup_ratio,
+            max_length: m.max_length,
+            seed: m.seed,
+            class_weights: m.class_weights,
+            early_stopping_patience: m.early_stopping_patience,
+            expected_need_support_rate: m.expected_need_support_rate,
+            max_grad_norm: MAX_GRAD_NORM,
             max_steps: None,
             device: crate::device(),
             precision: None,
             progress: false,
         }
     }
-}
 
-impl TrainOptions {
     pub fn precision(&self) -> Precision {
         self.precision.unwrap_or(if self.device.is_cuda() {
             Precision::Bf16
@@ -128,28 +132,6 @@ pub struct Trained {
     pub seconds: f64,
     pub truncated: usize,
     pub options: TrainOptions,
-}
-
-/// Small deterministic generator (SplitMix64) for shuffling; independent of libtorch's.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
 }
 
 /// Batches of similar length: shuffle, sort within windows of 50 batches, cut, shuffle batches.

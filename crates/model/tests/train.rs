@@ -90,7 +90,7 @@ fn seeded_training_is_reproducible_and_exports_a_working_model() {
     let preds = model.predict(&texts).unwrap();
     let labels: Vec<bool> = val.iter().map(|e| e.need_support).collect();
     let probs: Vec<f32> = preds.iter().map(|p| p.probability).collect();
-    let again = flagship_model::threshold::tune(&probs, &labels, Some(0.40), 2.0);
+    let again = flagship_core::scoring::tune(&probs, &labels, Some(0.40), 2.0);
     assert!((again.f_beta - card.validation.tuned.f_beta).abs() < 1e-6);
     assert!(
         preds

@@ -30,9 +30,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::logical_expr::{JoinType, lit, when};
 use datafusion::prelude::{SessionContext, col};
-use flagship_core::frames::{self, FrameError};
 use flagship_core::schema::Stage;
-use flagship_core::storage::{StorageError, Store};
+use flagship_store::frames::{self, FrameError};
+use flagship_store::storage::{StorageError, Store};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +75,10 @@ fn df_err(e: datafusion::error::DataFusionError) -> SplitError {
     SplitError::Engine(FrameError::DataFusion(e))
 }
 
-/// The target: does a tweet with this hand label need a reply from support?
+/// The target of tweet `id` from its hand label (`flagship_core::labels`), or an error naming
+/// the tweet and the label.
 pub fn need_support(id: u64, label: i64) -> Result<bool, SplitError> {
-    match label {
-        0 | 1 => Ok(true),
-        2 => Ok(false),
-        _ => Err(SplitError::BadLabel { id, label }),
-    }
+    flagship_core::labels::need_support(label).ok_or(SplitError::BadLabel { id, label })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

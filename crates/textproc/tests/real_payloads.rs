@@ -8,9 +8,10 @@ use arrow::array::{
     TimestampMillisecondArray, UInt8Array, UInt32Array, UInt64Array,
 };
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use flagship_core::Tweet;
 use flagship_core::schema::Stage;
-use flagship_core::storage::{Location, S3Options, Store};
-use flagship_core::{Tweet, records};
+use flagship_store::records;
+use flagship_store::storage::{Location, S3Options, Store};
 use regex::Regex;
 
 fn real_tweets() -> Vec<Tweet> {
@@ -124,7 +125,7 @@ async fn textproc_matches_the_reference_and_fixes_the_seed_defects() {
         .await
         .unwrap();
 
-    let ctx = flagship_core::frames::local_session();
+    let ctx = flagship_store::frames::local_session();
     let hours = flagship_textproc::run(&ctx, &input, &output, 2, &|_, _, _| {})
         .await
         .unwrap();
@@ -182,13 +183,13 @@ async fn textproc_matches_the_reference_and_fixes_the_seed_defects() {
         assert_eq!(analysis.value(i), reference_analysis(&m), "tweet {}", t.id);
         let n = m.split_whitespace().count() as u32;
         assert_eq!(words.value(i), n);
-        assert_eq!(bin.value(i), flagship_textproc::word_bin(n));
+        assert_eq!(bin.value(i), flagship_core::features::word_bin(n));
         match t.created_at {
             Some(c) => {
                 assert_eq!(u32::from(hod.value(i)), c.hour());
                 assert_eq!(
                     tod.value(i),
-                    flagship_textproc::time_of_day(c.hour()).unwrap()
+                    flagship_core::features::time_of_day(c.hour()).unwrap()
                 );
                 assert_eq!(weekday.value(i), c.format("%A").to_string());
                 let _ = c.weekday();

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use flagship_core::jsonl::ReadReport;
-use flagship_core::records;
 use flagship_core::schema::{self, Stage};
 use flagship_core::testing::fixture;
+use flagship_store::records;
 
 /// Tweets in `data` per file, as the fixtures' SOURCE.md lists them.
 const EXPECTED_TWEETS: [(&str, usize); 9] = [

@@ -9,13 +9,75 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float32Array, RecordBatch, RecordBatchReader, StringArray,
 };
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema};
-use flagship_model::Example;
+use flagship_core::labels::{self, Example};
+
+use crate::fs::{persist, temp_beside, write_atomic};
+
+/// A table that cannot be read or written; the message names the file (and line, column).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TableError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl TableError {
+    fn msg(message: String) -> TableError {
+        TableError {
+            message,
+            source: None,
+        }
+    }
+}
+
+macro_rules! from_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for TableError {
+            fn from(e: $t) -> TableError {
+                TableError { message: e.to_string(), source: Some(Box::new(e)) }
+            }
+        }
+    )*};
+}
+from_errors!(
+    arrow::error::ArrowError,
+    parquet::errors::ParquetError,
+    std::io::Error,
+    crate::fs::WriteError,
+    serde_json::Error
+);
+
+type Result<T, E = TableError> = std::result::Result<T, E>;
+
+/// `anyhow`-style context for this module's errors.
+trait Context<T> {
+    fn with_context(self, f: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for Result<T, E> {
+    fn with_context(self, f: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| TableError {
+            message: format!("{}: {e}", f()),
+            source: Some(Box::new(e)),
+        })
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn with_context(self, f: impl FnOnce() -> String) -> Result<T> {
+        self.ok_or_else(|| TableError::msg(f()))
+    }
+}
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(TableError::msg(format!($($t)*))) };
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -212,11 +274,11 @@ impl Table {
         let s = self.text_column("label", "0 negative, 1 neutral, 2 positive")?;
         let s = s.as_any().downcast_ref::<StringArray>().expect("utf8");
         Ok((0..s.len())
-            .map(|i| match s.is_valid(i).then(|| s.value(i).trim()) {
-                Some("0") => Ok(0),
-                Some("1") => Ok(1),
-                Some("2") => Ok(2),
-                other => Err((self.lines[i], other.unwrap_or("null").to_owned())),
+            .map(|i| {
+                let written = s.is_valid(i).then(|| s.value(i));
+                written
+                    .and_then(labels::parse)
+                    .ok_or_else(|| (self.lines[i], written.unwrap_or("null").trim().to_owned()))
             })
             .collect())
     }
@@ -230,7 +292,7 @@ impl Table {
             match label {
                 Ok(l) => out.push(Example {
                     text,
-                    need_support: l <= 1,
+                    need_support: labels::need_support(l.into()) == Some(true),
                 }),
                 Err(e) => bad.push(e),
             }
@@ -271,26 +333,6 @@ impl Table {
     }
 }
 
-/// A temporary file in `out`'s folder (created if needed), to be renamed onto `out`.
-fn temp_beside(out: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    Ok(tempfile::NamedTempFile::new_in(dir)?)
-}
-
-/// Writes `bytes` to `out` through a temporary file renamed into place: readers see the old
-/// file or the whole new one, never a part.
-pub fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = temp_beside(out)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(out)
-        .with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(())
-}
-
 /// Writes `batch` to `out` (format from its name) atomically.
 pub fn write_batch(out: &Path, batch: &RecordBatch) -> Result<()> {
     let (format, gz) = format_of(out)?;
@@ -325,8 +367,7 @@ pub fn write_batch(out: &Path, batch: &RecordBatch) -> Result<()> {
         }
         w.flush()?;
     }
-    tmp.persist(out)
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    persist(tmp, out)?;
     Ok(())
 }
 
@@ -443,7 +484,7 @@ pub fn write_bad_lines(out: &Path, source: &Path, bad: &[BadLine]) -> Result<()>
         );
         text.push('\n');
     }
-    write_atomic(out, text.as_bytes())
+    Ok(write_atomic(out, text.as_bytes())?)
 }
 
 /// The keys of a JSON object, in the order written.

@@ -1,4 +1,4 @@
-//! `flagship bench-ingest corpus|run`: `cargo xtask bench ingest` — replay N stream messages
+//! `flagship-bench ingest corpus|run`: `cargo xtask bench ingest` — replay N stream messages
 //! (built from the real payloads in `fixtures/twitter-v2`, tweet ids varied) into the local
 //! Firehose-layout sink; one JSON line with tweets/s and this process's peak RSS.
 
@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use flagship_core::storage::{Location, Store};
 use flagship_ingest::sink::LocalSink;
 use flagship_ingest::source::{Replay, TweetSource};
+use flagship_store::storage::{Location, Store};
 
 #[derive(clap::Subcommand)]
 pub enum Cmd {
@@ -76,7 +76,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
                 serde_json::json!({
                     "tweets": t.received, "sent": t.sink.sent, "objects": t.sink.objects,
                     "seconds": secs, "tweets_per_second": t.received as f64 / secs,
-                    "peak_rss_mib": crate::bench_textproc::peak_rss_mib(),
+                    "peak_rss_mib": crate::textproc::peak_rss_mib(),
                 })
             );
             Ok(())

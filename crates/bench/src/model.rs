@@ -1,4 +1,4 @@
-//! `flagship bench-model train|predict`: flagship's side of `cargo xtask bench train|predict`
+//! `flagship-bench model train|predict`: flagship's side of `cargo xtask bench train|predict`
 //! (the Hugging Face side is `scripts/bench_model.py`, same settings). Prints one JSON line.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use anyhow::Result;
 use flagship_model::train::{self, TrainOptions};
 use flagship_model::{Mode, Precision, SequenceClassifier, TextEncoder};
 
-use crate::table::Table;
+use flagship_store::table::Table;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum What {

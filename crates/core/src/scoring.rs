@@ -1,4 +1,5 @@
-//! Choosing the decision threshold, and the ranking scores training reports.
+//! Scoring rules written once: F-beta, ROC-AUC, and choosing the decision threshold. The
+//! model crate tunes its threshold with them; the metrics crate reports with them.
 //!
 //! F2 depends on prevalence: a threshold that maximises F2 on a validation set with 60 %
 //! `need_support` is too low for a stream with 40 %. [`tune`] therefore re-weights the
@@ -18,8 +19,9 @@ pub fn prevalence_weights(labels: &[bool], rate: f64) -> Option<(f64, f64)> {
     Some((rate * n / pos, (1.0 - rate) * n / (n - pos)))
 }
 
-/// Weighted F-beta of a threshold's counts.
-fn f_beta(tp: f64, fp: f64, fn_: f64, beta: f64) -> f64 {
+/// F-beta of (possibly weighted) counts: (1 + β²)·TP / ((1 + β²)·TP + β²·FN + FP); 0 when
+/// undefined.
+pub fn f_beta(tp: f64, fp: f64, fn_: f64, beta: f64) -> f64 {
     let b2 = beta * beta;
     let denom = (1.0 + b2) * tp + b2 * fn_ + fp;
     if denom == 0.0 {
@@ -42,7 +44,13 @@ pub struct Choice {
 /// The threshold maximising F-beta; with `rate`, on the set re-weighted to that prevalence.
 /// Ties prefer the higher threshold (fewer tweets to read for the same score). The threshold
 /// lies halfway between the lowest flagged probability and the highest unflagged one.
-pub fn tune(probs: &[f32], labels: &[bool], rate: Option<f64>, beta: f64) -> Choice {
+pub fn tune<P: Copy + Into<f64>>(
+    probs: &[P],
+    labels: &[bool],
+    rate: Option<f64>,
+    beta: f64,
+) -> Choice {
+    let probs: Vec<f64> = probs.iter().map(|&p| p.into()).collect();
     assert_eq!(probs.len(), labels.len());
     let (wp, wn) = rate
         .and_then(|r| prevalence_weights(labels, r))
@@ -74,8 +82,8 @@ pub fn tune(probs: &[f32], labels: &[bool], rate: Option<f64>, beta: f64) -> Cho
             // Halfway to the next lower probability: the same texts are flagged, and a text
             // scored at the cut in another run (a rounding bit lower) still is.
             let threshold = match order.get(i) {
-                Some(&next) => (p as f64 + probs[next] as f64) / 2.0,
-                None => p as f64,
+                Some(&next) => (p + probs[next]) / 2.0,
+                None => p,
             };
             best = Choice {
                 threshold,
@@ -89,10 +97,15 @@ pub fn tune(probs: &[f32], labels: &[bool], rate: Option<f64>, beta: f64) -> Cho
 }
 
 /// Counts at a fixed threshold: F-beta, precision, recall (unweighted).
-pub fn score_at(probs: &[f32], labels: &[bool], threshold: f64, beta: f64) -> Choice {
+pub fn score_at<P: Copy + Into<f64>>(
+    probs: &[P],
+    labels: &[bool],
+    threshold: f64,
+    beta: f64,
+) -> Choice {
     let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
     for (&p, &y) in probs.iter().zip(labels) {
-        match (p as f64 >= threshold, y) {
+        match (p.into() >= threshold, y) {
             (true, true) => tp += 1.0,
             (true, false) => fp += 1.0,
             (false, true) => fn_ += 1.0,
@@ -108,7 +121,8 @@ pub fn score_at(probs: &[f32], labels: &[bool], threshold: f64, beta: f64) -> Ch
 }
 
 /// Area under the ROC curve (Mann–Whitney, ties counted half). `NaN` with one class only.
-pub fn roc_auc(probs: &[f32], labels: &[bool]) -> f64 {
+pub fn roc_auc<P: Copy + Into<f64>>(probs: &[P], labels: &[bool]) -> f64 {
+    let probs: Vec<f64> = probs.iter().map(|&p| p.into()).collect();
     let mut order: Vec<usize> = (0..probs.len()).collect();
     order.sort_by(|&a, &b| probs[a].total_cmp(&probs[b]));
     // Average ranks over ties.
@@ -149,9 +163,10 @@ mod tests {
     #[test]
     fn auc_perfect_reversed_and_ties() {
         let y = [false, false, true, true];
-        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &y), 1.0);
+        assert_eq!(roc_auc(&[0.1f32, 0.2, 0.8, 0.9], &y), 1.0);
         assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &y), 0.0);
-        assert_eq!(roc_auc(&[0.5, 0.5, 0.5, 0.5], &y), 0.5);
+        assert_eq!(roc_auc(&[0.5f32, 0.5, 0.5, 0.5], &y), 0.5);
+        assert!(roc_auc(&[0.3, 0.4], &[true, true]).is_nan());
         // sklearn.metrics.roc_auc_score([0,0,1,1,0,1],[.1,.4,.35,.8,.35,.35]) == 0.6666…
         let y = [false, false, true, true, false, true];
         let p = [0.1, 0.4, 0.35, 0.8, 0.35, 0.35];

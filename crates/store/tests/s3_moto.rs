@@ -7,10 +7,10 @@
 
 use bytes::Bytes;
 use flagship_core::jsonl::ReadReport;
-use flagship_core::records;
 use flagship_core::schema::Stage;
-use flagship_core::storage::{Location, S3Options, Store};
 use flagship_core::testing::{MotoServer, fixture};
+use flagship_store::records;
+use flagship_store::storage::{Location, S3Options, Store};
 
 #[test]
 fn s3_location_against_moto() {

@@ -16,8 +16,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::schema::{self, SchemaError, Stage};
-use crate::tweet::Tweet;
+use flagship_core::Tweet;
+use flagship_core::schema::{self, SchemaError, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -1,4 +1,4 @@
-//! `flagship bench-textproc corpus|run`: flagship's side of `cargo xtask bench textproc`
+//! `flagship-bench textproc corpus|run`: flagship's side of `cargo xtask bench textproc`
 //! (the PySpark side is `scripts/bench_textproc.py`, same steps, same files).
 //!
 //! `corpus` builds N tweets from the real payloads in `fixtures/twitter-v2` (ids and times
@@ -17,7 +17,7 @@ use arrow::array::{
 use chrono::{TimeZone, Utc};
 use flagship_core::layout::{hour_file, hour_floor};
 use flagship_core::schema::Stage;
-use flagship_core::storage::{Location, Store};
+use flagship_store::storage::{Location, Store};
 
 #[derive(clap::Subcommand)]
 pub enum Cmd {
@@ -70,7 +70,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
             }
             let input = Store::open(&Location::Local(dir.clone()), &Default::default())?;
             let output = Store::open(&Location::Local(out), &Default::default())?;
-            let ctx = flagship_core::frames::local_session();
+            let ctx = flagship_store::frames::local_session();
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let start = Instant::now();
             let hours = flagship_textproc::run(&ctx, &input, &output, cores, &|_, _, _| {}).await?;
@@ -99,7 +99,11 @@ async fn corpus(dir: PathBuf, n: usize, per_hour: usize, payloads: PathBuf) -> R
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     files.sort();
-    let report = crate::inspect::read_files(&files)?;
+    let mut report = flagship_core::jsonl::ReadReport::default();
+    for f in &files {
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        report.read(&f.display().to_string(), &bytes, None);
+    }
     let base = report.tweets;
     anyhow::ensure!(!base.is_empty(), "no tweets in {}", payloads.display());
     if dir.exists() {
@@ -121,7 +125,7 @@ async fn corpus(dir: PathBuf, n: usize, per_hour: usize, payloads: PathBuf) -> R
             })
             .collect();
         let hour = hour_floor(tweets[0].created_at.expect("set above"));
-        let raw = flagship_core::records::to_batch(&tweets)?;
+        let raw = flagship_store::records::to_batch(&tweets)?;
         let mut cols = raw.columns().to_vec();
         cols.push(Arc::new(StringArray::from(vec!["bench"; count])));
         cols.push(Arc::new(

@@ -12,7 +12,6 @@
 //! `endpoint_url` points at an emulator (moto, MinIO) and allows plain HTTP for it.
 
 use std::fmt;
-use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,12 +27,14 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
+pub use flagship_core::location::{Location, LocationError, S3Options};
+
 use crate::records::{self, RecordError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("invalid location {location:?}: {reason}")]
-    InvalidLocation { location: String, reason: String },
+    #[error(transparent)]
+    Location(#[from] LocationError),
     #[error("{location}: {source}")]
     Store {
         location: String,
@@ -52,108 +53,6 @@ pub enum StorageError {
         #[source]
         source: RecordError,
     },
-}
-
-/// Where a stage's data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Local(PathBuf),
-    S3 { bucket: String, prefix: String },
-}
-
-/// `a/b/../c/./d` → `a/c/d`, without touching the file system (a `..` past the start stays).
-fn lexical(p: &FsPath) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !matches!(out.components().next_back(), Some(Component::Normal(_))) || !out.pop()
-                {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-impl Location {
-    /// Parses `s3://bucket/prefix`, `file:///dir` or a path; a relative path is joined to `base`.
-    pub fn parse(s: &str, base: &FsPath) -> Result<Location, StorageError> {
-        let invalid = |reason: &str| StorageError::InvalidLocation {
-            location: s.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if s.trim().is_empty() {
-            return Err(invalid("empty"));
-        }
-        if let Some((scheme, _)) = s.split_once("://") {
-            let url = Url::parse(s).map_err(|e| invalid(&e.to_string()))?;
-            return match scheme {
-                "s3" => {
-                    let bucket = url
-                        .host_str()
-                        .filter(|b| !b.is_empty())
-                        .ok_or_else(|| invalid("no bucket name"))?;
-                    Ok(Location::S3 {
-                        bucket: bucket.to_owned(),
-                        prefix: url.path().trim_matches('/').to_owned(),
-                    })
-                }
-                "file" => url
-                    .to_file_path()
-                    .map(Location::Local)
-                    .map_err(|_| invalid("not an absolute file path")),
-                other => Err(invalid(&format!(
-                    "unsupported scheme `{other}` (use a path, file:// or s3://)"
-                ))),
-            };
-        }
-        let p = FsPath::new(s);
-        Ok(Location::Local(lexical(&if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        })))
-    }
-
-    /// A sub-location (`raw/2022/01/01`).
-    pub fn join(&self, rel: &str) -> Location {
-        let rel = rel.trim_matches('/');
-        match self {
-            Location::Local(p) => Location::Local(p.join(rel)),
-            Location::S3 { bucket, prefix } => Location::S3 {
-                bucket: bucket.clone(),
-                prefix: if prefix.is_empty() {
-                    rel.to_owned()
-                } else {
-                    format!("{prefix}/{rel}")
-                },
-            },
-        }
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Location::Local(p) => write!(f, "{}", p.display()),
-            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-        }
-    }
-}
-
-/// How to reach S3-compatible storage; no secrets here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct S3Options {
-    /// Custom endpoint (moto, MinIO); plain HTTP is allowed for it.
-    pub endpoint_url: Option<String>,
-    /// Region; else `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
-    pub region: Option<String>,
 }
 
 /// The AWS default credential chain as an `object_store` credential provider.
@@ -184,7 +83,11 @@ impl CredentialProvider for AwsChainCredentials {
         let chain = self
             .chain
             .get_or_init(|| async {
+                // The shared client on ring (see `crate::aws`): no second TLS stack.
+                let conf = aws_config::provider_config::ProviderConfig::default()
+                    .with_http_client(crate::aws::http_client());
                 aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .configure(conf)
                     .build()
                     .await
             })
@@ -248,12 +151,7 @@ impl Store {
                 (Arc::new(fs), Path::default())
             }
             Location::S3 { bucket, prefix } => {
-                let region = s3
-                    .region
-                    .clone()
-                    .or_else(|| std::env::var("AWS_REGION").ok())
-                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-                    .unwrap_or_else(|| "us-east-1".into());
+                let region = crate::aws::region(s3.region.as_deref());
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_region(region)
@@ -411,40 +309,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_locations() {
-        let base = FsPath::new("/cfg");
-        assert_eq!(
-            Location::parse("data/raw", base).unwrap(),
-            Location::Local("/cfg/data/raw".into())
-        );
-        assert_eq!(
-            Location::parse("../../data/./demo/raw", FsPath::new("/repo/fixtures/demo")).unwrap(),
-            Location::Local("/repo/data/demo/raw".into())
-        );
-        assert_eq!(
-            lexical(FsPath::new("../x/../../y")),
-            PathBuf::from("../../y")
-        );
-        assert_eq!(
-            Location::parse("file:///tmp/x", base).unwrap(),
-            Location::Local("/tmp/x".into())
-        );
-        assert_eq!(
-            Location::parse("s3://bkt/datasets/twitter/", base).unwrap(),
-            Location::S3 {
-                bucket: "bkt".into(),
-                prefix: "datasets/twitter".into()
-            }
-        );
-        let loc = Location::parse("s3://bkt", base).unwrap();
-        assert_eq!(loc.join("2022/01").to_string(), "s3://bkt/2022/01");
-        for bad in ["", "gs://b/x", "s3:///nobucket"] {
-            let e = Location::parse(bad, base).unwrap_err();
-            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
-        }
-    }
 
     #[tokio::test]
     async fn local_roundtrip_atomic_and_listing() {

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use flagship_aws::{self as aws, Resources};
 use flagship_core::testing::{MotoServer, fixture};
-use flagship_ingest::aws::{self, Resources};
 use flagship_ingest::firehose::FirehoseSink;
 use flagship_ingest::source::Replay;
 
@@ -97,8 +97,8 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
 
         // Stream the real recorded payloads through PutRecordBatch.
         let dir = tempfile::tempdir().unwrap();
-        let q = flagship_core::storage::Store::open(
-            &flagship_core::storage::Location::Local(dir.path().join("q")),
+        let q = flagship_store::storage::Store::open(
+            &flagship_store::storage::Location::Local(dir.path().join("q")),
             &Default::default(),
         )
         .unwrap();
@@ -133,13 +133,13 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
         assert!(totals.sink.calls as u64 <= totals.received.div_ceil(500) + 1);
 
         // Read back what Firehose delivered: Firehose's key layout, every tweet once.
-        let store = flagship_core::storage::Store::open(
-            &flagship_core::storage::Location::parse(
+        let store = flagship_store::storage::Store::open(
+            &flagship_store::storage::Location::parse(
                 "s3://flagship-ingest/datasets/twitter/kinesis-demo",
                 std::path::Path::new("."),
             )
             .unwrap(),
-            &flagship_core::storage::S3Options {
+            &flagship_store::storage::S3Options {
                 endpoint_url: Some(moto.endpoint()),
                 region: Some("eu-west-1".into()),
             },

@@ -1,5 +1,7 @@
-//! The AWS resources behind ingest: `create` (idempotent), `status`, `destroy` (in reverse,
-//! each deletion verified).
+//! flagship-aws: administration of the AWS resources behind ingest — `create` (idempotent),
+//! `status`, `destroy` (in reverse, each deletion verified). An administration crate, not a
+//! stage: it never reads or writes tweets, and the streaming path (`ingest`, `watch`) does not
+//! link it.
 //!
 //! - S3 bucket: public access blocked, default encryption (SSE-S3), `LocationConstraint` set
 //!   except in us-east-1 (where AWS rejects it — the seed's bug);
@@ -11,11 +13,11 @@
 //!   waited for ACTIVE by polling `DescribeDeliveryStream`, never by sleeping a fixed time.
 //!
 //! Credentials come from the AWS default chain; `endpoint_url` points every client at an
-//! emulator (moto).
+//! emulator (moto). The SDK configuration (HTTP client, one TLS crypto stack) is
+//! `flagship_store::aws::sdk_config`, shared with ingest's Firehose sink.
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_firehose::types::{
     BufferingHints, CloudWatchLoggingOptions, DeliveryStreamStatus, DeliveryStreamType,
     ExtendedS3DestinationConfiguration,
@@ -27,7 +29,12 @@ use aws_sdk_s3::types::{
 };
 use serde::Serialize;
 
-use crate::IngestError;
+/// What went wrong, with the resource and the likely cause.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("{0}")]
+    Fatal(String),
+}
 
 /// Names of everything ingest needs in AWS.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -75,12 +82,7 @@ pub struct Clients {
 
 impl Clients {
     pub async fn new(r: &Resources) -> Clients {
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(r.region.clone()));
-        if let Some(ep) = &r.endpoint_url {
-            loader = loader.endpoint_url(ep);
-        }
-        let conf = loader.load().await;
+        let conf = flagship_store::aws::sdk_config(&r.region, r.endpoint_url.as_deref()).await;
         let s3_conf = aws_sdk_s3::config::Builder::from(&conf)
             .force_path_style(r.endpoint_url.is_some())
             .build();
@@ -109,9 +111,9 @@ fn step(resource: impl Into<String>, state: impl Into<String>) -> Step {
     s
 }
 
-fn fail<E: std::error::Error>(what: &str) -> impl Fn(E) -> IngestError + '_ {
+fn fail<E: std::error::Error>(what: &str) -> impl Fn(E) -> AwsError + '_ {
     move |e| {
-        IngestError::Fatal(format!(
+        AwsError::Fatal(format!(
             "{what}: {}",
             aws_sdk_s3::error::DisplayErrorContext(&e)
         ))
@@ -157,7 +159,7 @@ pub fn delivery_policy(r: &Resources, account: &str) -> String {
 
 const POLICY_NAME: &str = "flagship-firehose-delivery";
 
-async fn bucket_exists(c: &Clients, r: &Resources) -> Result<bool, IngestError> {
+async fn bucket_exists(c: &Clients, r: &Resources) -> Result<bool, AwsError> {
     match c.s3.head_bucket().bucket(&r.bucket).send().await {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
@@ -166,7 +168,7 @@ async fn bucket_exists(c: &Clients, r: &Resources) -> Result<bool, IngestError> 
     }
 }
 
-async fn role_arn(c: &Clients, r: &Resources) -> Result<Option<String>, IngestError> {
+async fn role_arn(c: &Clients, r: &Resources) -> Result<Option<String>, AwsError> {
     match c.iam.get_role().role_name(&r.role).send().await {
         Ok(out) => Ok(out.role().map(|x| x.arn().to_owned())),
         Err(e)
@@ -182,7 +184,7 @@ async fn role_arn(c: &Clients, r: &Resources) -> Result<Option<String>, IngestEr
 async fn stream_status(
     c: &Clients,
     r: &Resources,
-) -> Result<Option<DeliveryStreamStatus>, IngestError> {
+) -> Result<Option<DeliveryStreamStatus>, AwsError> {
     match c
         .firehose
         .describe_delivery_stream()
@@ -203,7 +205,7 @@ async fn stream_status(
     }
 }
 
-async fn log_group_exists(c: &Clients, r: &Resources) -> Result<bool, IngestError> {
+async fn log_group_exists(c: &Clients, r: &Resources) -> Result<bool, AwsError> {
     let out = c
         .logs
         .describe_log_groups()
@@ -223,10 +225,10 @@ async fn poll<F, Fut>(
     limit: Duration,
     every: Duration,
     mut check: F,
-) -> Result<(), IngestError>
+) -> Result<(), AwsError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, IngestError>>,
+    Fut: std::future::Future<Output = Result<bool, AwsError>>,
 {
     let start = std::time::Instant::now();
     loop {
@@ -234,7 +236,7 @@ where
             return Ok(());
         }
         if start.elapsed() > limit {
-            return Err(IngestError::Fatal(format!(
+            return Err(AwsError::Fatal(format!(
                 "{what}: still not done after {limit:?}"
             )));
         }
@@ -243,7 +245,7 @@ where
 }
 
 /// Creates what is missing; leaves what exists. Safe to run again.
-pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, IngestError> {
+pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
     let mut steps = Vec::new();
     let bucket = format!("s3://{}", r.bucket);
     if bucket_exists(c, r).await? {
@@ -443,7 +445,7 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, IngestError
 }
 
 /// What exists now.
-pub async fn status(c: &Clients, r: &Resources) -> Result<Vec<Step>, IngestError> {
+pub async fn status(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
     Ok(vec![
         step(
             format!("s3://{}", r.bucket),
@@ -484,7 +486,7 @@ pub async fn destroy(
     c: &Clients,
     r: &Resources,
     delete_bucket: bool,
-) -> Result<Vec<Step>, IngestError> {
+) -> Result<Vec<Step>, AwsError> {
     let mut steps = Vec::new();
     if stream_status(c, r).await?.is_some() {
         c.firehose
@@ -526,7 +528,7 @@ pub async fn destroy(
             .await
             .map_err(fail("deleting the role"))?;
         if role_arn(c, r).await?.is_some() {
-            return Err(IngestError::Fatal(format!(
+            return Err(AwsError::Fatal(format!(
                 "role {} still exists after deletion",
                 r.role
             )));
@@ -543,7 +545,7 @@ pub async fn destroy(
             .await
             .map_err(fail("deleting the log group"))?;
         if log_group_exists(c, r).await? {
-            return Err(IngestError::Fatal(format!(
+            return Err(AwsError::Fatal(format!(
                 "log group {} still exists after deletion",
                 r.log_group
             )));
@@ -581,7 +583,7 @@ pub async fn destroy(
             .await
             .map_err(fail("deleting the bucket"))?;
         if bucket_exists(c, r).await? {
-            return Err(IngestError::Fatal(format!(
+            return Err(AwsError::Fatal(format!(
                 "{bucket} still exists after deletion"
             )));
         }

@@ -20,9 +20,9 @@ use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 
-use crate::layout::{hour_file, hour_of_file};
 use crate::manifest::{Fingerprint, Manifest, ManifestError};
 use crate::storage::{Entry, StorageError, Store};
+use flagship_core::layout::{hour_file, hour_of_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -224,11 +224,12 @@ where
 mod tests {
     use super::*;
     use crate::records;
-    use crate::schema::Stage;
+    use flagship_core::schema::Stage;
 
-    fn tweets() -> Vec<crate::Tweet> {
-        let bytes = std::fs::read(crate::testing::fixture("twitter-v2/kpop.jsonl")).unwrap();
-        let mut r = crate::jsonl::ReadReport::default();
+    fn tweets() -> Vec<flagship_core::Tweet> {
+        let bytes =
+            std::fs::read(flagship_core::testing::fixture("twitter-v2/kpop.jsonl")).unwrap();
+        let mut r = flagship_core::jsonl::ReadReport::default();
         r.read("kpop.jsonl", &bytes, None);
         r.tweets
     }

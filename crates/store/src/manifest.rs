@@ -43,7 +43,7 @@ pub struct Fingerprint(Sha256);
 impl Fingerprint {
     pub fn new(stage: &str) -> Fingerprint {
         let mut f = Fingerprint(Sha256::new());
-        f.add(stage).add(crate::schema::VERSION);
+        f.add(stage).add(flagship_core::schema::VERSION);
         f
     }
 

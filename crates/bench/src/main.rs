@@ -1,0 +1,40 @@
+//! `flagship-bench`: flagship's side of `cargo xtask bench …` — each sub-command measures one
+//! part on the release build and prints one JSON line that xtask sets beside its peer's
+//! (Hugging Face `transformers`, PySpark). Kept out of the `flagship` binary a server runs.
+
+mod ingest;
+mod model;
+mod textproc;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "flagship-bench",
+    about = "flagship's benchmarks (run by `cargo xtask bench`)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// `bench train|predict`: fine-tuning or scoring speed on the same settings as the peer.
+    Model(model::Args),
+    /// `bench ingest`: replay into the local Firehose layout.
+    #[command(subcommand)]
+    Ingest(ingest::Cmd),
+    /// `bench textproc`: the textproc plan on a generated corpus.
+    #[command(subcommand)]
+    Textproc(textproc::Cmd),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Model(args) => model::run(args),
+        Command::Ingest(cmd) => ingest::run(cmd),
+        Command::Textproc(cmd) => textproc::run(cmd),
+    }
+}
