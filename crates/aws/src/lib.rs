@@ -3,14 +3,21 @@
 //! stage: it never reads or writes tweets, and the streaming path (`ingest`, `watch`) does not
 //! link it.
 //!
-//! - S3 bucket: public access blocked, default encryption (SSE-S3), `LocationConstraint` set
-//!   except in us-east-1 (where AWS rejects it — the seed's bug);
-//! - CloudWatch log group (with retention) and log stream for Firehose's delivery errors;
-//! - IAM role trusted by `firehose.amazonaws.com`, with one inline least-privilege policy: the
-//!   S3 actions Firehose needs on exactly that bucket and prefix, `logs:PutLogEvents` on exactly
-//!   that log stream (the seed attached whichever policy the account listed first);
-//! - Firehose DirectPut stream: prefix, error-output prefix, 5 MB / 60 s buffering, logging on;
-//!   waited for ACTIVE by polling `DescribeDeliveryStream`, never by sleeping a fixed time.
+//! - S3 bucket: public access blocked, default encryption (SSE-S3, unless the bucket already
+//!   has a rule — an SSE-KMS key is kept), a bucket policy that denies every request without
+//!   TLS (`aws:SecureTransport`; other statements kept), `LocationConstraint` set except in
+//!   us-east-1 (where AWS rejects it — the seed's bug);
+//! - CloudWatch log group `/aws/kinesisfirehose/<stream>` (with retention) and log stream for
+//!   Firehose's delivery errors;
+//! - IAM role `flagship-firehose-<stream>` trusted by `firehose.amazonaws.com` for this account
+//!   only (`aws:SourceAccount`, the confused-deputy guard), with one inline least-privilege
+//!   policy: the S3 actions Firehose needs on exactly that bucket and prefix,
+//!   `logs:PutLogEvents` on exactly that log stream (the seed attached whichever policy the
+//!   account listed first). Named after the stream, so a second mission never shares them;
+//! - Firehose DirectPut stream: prefix, error-output prefix *beside* the data prefix, 5 MB /
+//!   60 s buffering, logging on; waited for ACTIVE by polling `DescribeDeliveryStream`, never
+//!   by sleeping a fixed time. A stream of the same name delivering to another bucket is
+//!   refused before anything is changed.
 //!
 //! Credentials come from the AWS default chain; `endpoint_url` points every client at an
 //! emulator (moto). The SDK configuration (HTTP client, one TLS crypto stack) is
@@ -49,31 +56,77 @@ pub struct Resources {
     pub log_stream: String,
     pub log_retention_days: i32,
     pub endpoint_url: Option<String>,
+    /// Put the bucket policy that denies requests without TLS. On by default; off only for an
+    /// emulator reached over plain HTTP, which the policy would lock out.
+    pub tls_only: bool,
 }
 
 impl Resources {
-    /// The seed's names for a bucket.
+    /// The seed's names for a bucket (prefix `datasets/twitter/kinesis-demo/`, stream
+    /// `twitter_delivery_stream`).
     pub fn for_bucket(bucket: &str, region: &str) -> Resources {
+        Resources::new(
+            bucket,
+            region,
+            "datasets/twitter/kinesis-demo/",
+            "twitter_delivery_stream",
+        )
+    }
+
+    /// The resources of one delivery stream. The role and the log group are named after the
+    /// stream, so a second mission (another bucket, another stream) in the same account gets
+    /// its own and never rewrites or deletes the first one's.
+    pub fn new(bucket: &str, region: &str, prefix: &str, stream: &str) -> Resources {
+        // IAM role names: at most 64 of [A-Za-z0-9+=,.@_-].
+        let role: String = format!("flagship-firehose-{stream}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
         Resources {
             region: region.to_owned(),
             bucket: bucket.to_owned(),
-            prefix: "datasets/twitter/kinesis-demo/".into(),
-            stream: "twitter_delivery_stream".into(),
-            role: "flagship-firehose-delivery".into(),
-            log_group: "/aws/kinesisfirehose/twitter_delivery_stream".into(),
+            prefix: format!("{}/", prefix.trim_matches('/')),
+            stream: stream.to_owned(),
+            role,
+            log_group: format!("/aws/kinesisfirehose/{stream}"),
             log_stream: "DestinationDelivery".into(),
             log_retention_days: 30,
             endpoint_url: None,
+            tls_only: true,
         }
     }
 
-    fn error_prefix(&self) -> String {
-        format!("{}errors/!{{firehose:error-output-type}}/", self.prefix)
+    /// Against an emulator's endpoint (moto, LocalStack); a plain-HTTP one cannot take the
+    /// TLS-only bucket policy.
+    pub fn with_endpoint(mut self, endpoint_url: Option<String>) -> Resources {
+        self.tls_only = !endpoint_url
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        self.endpoint_url = endpoint_url;
+        self
+    }
+
+    /// Where Firehose puts records it could not deliver: beside the data prefix, never inside
+    /// it (combine reads the data prefix; records under it outside the hour layout would be
+    /// reported but never combined).
+    pub fn error_prefix(&self) -> String {
+        format!(
+            "{}-errors/!{{firehose:error-output-type}}/",
+            self.prefix.trim_end_matches('/')
+        )
     }
 }
 
 /// The clients, built once from the default credential chain.
 pub struct Clients {
+    pub sts: aws_sdk_sts::Client,
     pub s3: aws_sdk_s3::Client,
     pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
@@ -87,6 +140,7 @@ impl Clients {
             .force_path_style(r.endpoint_url.is_some())
             .build();
         Clients {
+            sts: aws_sdk_sts::Client::new(&conf),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             iam: aws_sdk_iam::Client::new(&conf),
             logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
@@ -120,16 +174,45 @@ fn fail<E: std::error::Error>(what: &str) -> impl Fn(E) -> AwsError + '_ {
     }
 }
 
-fn trust_policy() -> String {
+/// Firehose may assume the role only on behalf of this account (the confused-deputy guard).
+pub fn trust_policy(account: &str) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
             "Principal": {"Service": "firehose.amazonaws.com"},
-            "Action": "sts:AssumeRole"
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account}}
         }]
     })
     .to_string()
+}
+
+/// The bucket policy statement that refuses every request not made over TLS.
+pub const TLS_ONLY_SID: &str = "flagship-deny-insecure-transport";
+
+/// `existing` (a bucket policy, or none) with the TLS-only statement added once; other
+/// statements are kept as they are.
+pub fn with_tls_only(existing: Option<&str>, bucket: &str) -> Result<String, AwsError> {
+    let mut doc: serde_json::Value = match existing {
+        Some(p) => serde_json::from_str(p)
+            .map_err(|e| AwsError::Fatal(format!("the bucket policy is not JSON: {e}")))?,
+        None => serde_json::json!({"Version": "2012-10-17", "Statement": []}),
+    };
+    let statements = doc["Statement"]
+        .as_array_mut()
+        .ok_or_else(|| AwsError::Fatal("the bucket policy has no Statement list".into()))?;
+    if !statements.iter().any(|s| s["Sid"] == TLS_ONLY_SID) {
+        statements.push(serde_json::json!({
+            "Sid": TLS_ONLY_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+        }));
+    }
+    Ok(doc.to_string())
 }
 
 /// The inline policy: exactly this bucket / prefix and this log stream.
@@ -244,8 +327,37 @@ where
     }
 }
 
+/// A delivery stream of this name that delivers to another bucket belongs to another
+/// deployment: refused before anything is created or changed.
+async fn check_stream_owner(c: &Clients, r: &Resources) -> Result<(), AwsError> {
+    if stream_status(c, r).await?.is_none() {
+        return Ok(());
+    }
+    let d = c
+        .firehose
+        .describe_delivery_stream()
+        .delivery_stream_name(&r.stream)
+        .send()
+        .await
+        .map_err(fail("describing the delivery stream"))?;
+    let bucket_arn = d
+        .delivery_stream_description()
+        .and_then(|d| d.destinations().first())
+        .and_then(|d| d.extended_s3_destination_description())
+        .map(|d| d.bucket_arn().to_owned());
+    let ours = format!("arn:aws:s3:::{}", r.bucket);
+    if let Some(b) = bucket_arn.filter(|b| *b != ours) {
+        return Err(AwsError::Fatal(format!(
+            "delivery stream {} already delivers to {b} — another deployment's; pass another --stream",
+            r.stream
+        )));
+    }
+    Ok(())
+}
+
 /// Creates what is missing; leaves what exists. Safe to run again.
 pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
+    check_stream_owner(c, r).await?;
     let mut steps = Vec::new();
     let bucket = format!("s3://{}", r.bucket);
     if bucket_exists(c, r).await? {
@@ -275,28 +387,73 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         .send()
         .await
         .map_err(fail("blocking public access"))?;
-    let sse = ServerSideEncryptionByDefault::builder()
-        .sse_algorithm(ServerSideEncryption::Aes256)
-        .build()
-        .map_err(fail("encryption rule"))?;
-    c.s3.put_bucket_encryption()
-        .bucket(&r.bucket)
-        .server_side_encryption_configuration(
-            ServerSideEncryptionConfiguration::builder()
-                .rules(
-                    ServerSideEncryptionRule::builder()
-                        .apply_server_side_encryption_by_default(sse)
-                        .build(),
-                )
+    // Default encryption: an existing rule (SSE-KMS with the team's key, say) is kept.
+    let existing = match c.s3.get_bucket_encryption().bucket(&r.bucket).send().await {
+        Ok(out) => out
+            .server_side_encryption_configuration()
+            .and_then(|conf| conf.rules().first())
+            .and_then(|rule| rule.apply_server_side_encryption_by_default())
+            .map(|d| d.sse_algorithm().as_str().to_owned()),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.meta().code())
+                == Some("ServerSideEncryptionConfigurationNotFoundError") =>
+        {
+            None
+        }
+        Err(e) => return Err(fail("reading default encryption")(e)),
+    };
+    let encryption = match existing {
+        Some(alg) => format!("default encryption {alg} kept"),
+        None => {
+            let sse = ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::Aes256)
                 .build()
-                .map_err(fail("encryption configuration"))?,
-        )
-        .send()
-        .await
-        .map_err(fail("setting default encryption"))?;
+                .map_err(fail("encryption rule"))?;
+            c.s3.put_bucket_encryption()
+                .bucket(&r.bucket)
+                .server_side_encryption_configuration(
+                    ServerSideEncryptionConfiguration::builder()
+                        .rules(
+                            ServerSideEncryptionRule::builder()
+                                .apply_server_side_encryption_by_default(sse)
+                                .build(),
+                        )
+                        .build()
+                        .map_err(fail("encryption configuration"))?,
+                )
+                .send()
+                .await
+                .map_err(fail("setting default encryption"))?;
+            "SSE-S3 default encryption".to_owned()
+        }
+    };
+    let tls = if r.tls_only {
+        let policy = match c.s3.get_bucket_policy().bucket(&r.bucket).send().await {
+            Ok(out) => out.policy().map(str::to_owned),
+            Err(e)
+                if e.as_service_error().and_then(|s| s.meta().code())
+                    == Some("NoSuchBucketPolicy") =>
+            {
+                None
+            }
+            Err(e) => return Err(fail("reading the bucket policy")(e)),
+        };
+        let wanted = with_tls_only(policy.as_deref(), &r.bucket)?;
+        if policy.as_deref() != Some(wanted.as_str()) {
+            c.s3.put_bucket_policy()
+                .bucket(&r.bucket)
+                .policy(&wanted)
+                .send()
+                .await
+                .map_err(fail("setting the TLS-only bucket policy"))?;
+        }
+        "TLS-only bucket policy"
+    } else {
+        "no TLS-only policy (plain-HTTP emulator endpoint)"
+    };
     steps.push(step(
         &bucket,
-        "public access blocked, SSE-S3 default encryption",
+        format!("public access blocked, {encryption}, {tls}"),
     ));
 
     if log_group_exists(c, r).await? {
@@ -341,8 +498,25 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         Err(e) => return Err(fail("creating the log stream")(e)),
     }
 
+    let account = c
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(fail("reading the account id (sts:GetCallerIdentity)"))?
+        .account()
+        .unwrap_or_default()
+        .to_owned();
     let arn = match role_arn(c, r).await? {
         Some(a) => {
+            // An older role may lack the SourceAccount condition: its trust policy is renewed.
+            c.iam
+                .update_assume_role_policy()
+                .role_name(&r.role)
+                .policy_document(trust_policy(&account))
+                .send()
+                .await
+                .map_err(fail("updating the role's trust policy"))?;
             steps.push(step(&r.role, "role exists"));
             a
         }
@@ -351,7 +525,7 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
                 .iam
                 .create_role()
                 .role_name(&r.role)
-                .assume_role_policy_document(trust_policy())
+                .assume_role_policy_document(trust_policy(&account))
                 .description("flagship: lets Kinesis Firehose deliver tweets to S3")
                 .send()
                 .await
@@ -360,7 +534,6 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
             out.role().map(|x| x.arn().to_owned()).unwrap_or_default()
         }
     };
-    let account = arn.split(':').nth(4).unwrap_or_default().to_owned();
     c.iam
         .put_role_policy()
         .role_name(&r.role)

@@ -23,8 +23,11 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Not us-east-1: the bucket needs its LocationConstraint.
-        let mut r = Resources::for_bucket("flagship-ingest", "eu-west-1");
-        r.endpoint_url = Some(moto.endpoint());
+        // Plain HTTP to moto: the TLS-only policy would lock the test out of its own bucket
+        // (the second mission below has it, and shows it working).
+        let r = Resources::for_bucket("flagship-ingest", "eu-west-1")
+            .with_endpoint(Some(moto.endpoint()));
+        assert!(!r.tls_only);
         let c = aws::Clients::new(&r).await;
         let first = aws::create(&c, &r).await.unwrap();
         let states: Vec<&str> = first.iter().map(|s| s.state.as_str()).collect();
@@ -93,6 +96,112 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
         assert_eq!(
             s3d.buffering_hints().unwrap().interval_in_seconds(),
             Some(60)
+        );
+        // Failed deliveries land beside the data prefix, never inside it (combine reads it).
+        assert!(
+            s3d.error_output_prefix()
+                .unwrap()
+                .starts_with("datasets/twitter/kinesis-demo-errors/"),
+            "{:?}",
+            s3d.error_output_prefix()
+        );
+        // Firehose may assume the role for this account only.
+        let role = c.iam.get_role().role_name(&r.role).send().await.unwrap();
+        let trust = urlencoding_decode(
+            role.role()
+                .unwrap()
+                .assume_role_policy_document()
+                .unwrap_or_default(),
+        );
+        assert!(trust.contains("aws:SourceAccount"), "{trust}");
+
+        // A second mission in the same account: its own bucket (already encrypted with KMS,
+        // which stays), stream, role and log group; the first mission's are untouched.
+        let mut other = Resources::new("flagship-mars", "eu-west-1", "mars/raw", "mars_stream")
+            .with_endpoint(r.endpoint_url.clone());
+        other.tls_only = true;
+        c.s3.create_bucket()
+            .bucket(&other.bucket)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let kms = aws_sdk_s3::types::ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .kms_master_key_id("alias/mars")
+            .build()
+            .unwrap();
+        c.s3.put_bucket_encryption()
+            .bucket(&other.bucket)
+            .server_side_encryption_configuration(
+                aws_sdk_s3::types::ServerSideEncryptionConfiguration::builder()
+                    .rules(
+                        aws_sdk_s3::types::ServerSideEncryptionRule::builder()
+                            .apply_server_side_encryption_by_default(kms)
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(other.role, r.role);
+        assert_ne!(other.log_group, r.log_group);
+        let steps = aws::create(&c, &other).await.unwrap();
+        assert!(
+            steps.iter().any(|s| s.state.contains("aws:kms kept")),
+            "{steps:?}"
+        );
+        // The TLS-only policy is there, and moto enforces it: a plain-HTTP put is refused.
+        let bp =
+            c.s3.get_bucket_policy()
+                .bucket(&other.bucket)
+                .send()
+                .await
+                .unwrap();
+        let bp = bp.policy().unwrap();
+        assert!(
+            bp.contains(aws::TLS_ONLY_SID) && bp.contains("aws:SecureTransport"),
+            "{bp}"
+        );
+        let put =
+            c.s3.put_object()
+                .bucket(&other.bucket)
+                .key("x")
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+                .send()
+                .await;
+        assert!(put.is_err(), "a request without TLS was let through");
+        let first_policy_again = c
+            .iam
+            .get_role_policy()
+            .role_name(&r.role)
+            .policy_name("flagship-firehose-delivery")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            first_policy_again.policy_document(),
+            policy.policy_document(),
+            "the second create changed the first mission's policy"
+        );
+        // The first mission's stream name for another bucket is refused, not rewired.
+        let clash = Resources::for_bucket("flagship-mars", "eu-west-1")
+            .with_endpoint(r.endpoint_url.clone());
+        let e = aws::create(&c, &clash).await.unwrap_err().to_string();
+        assert!(e.contains("another deployment"), "{e}");
+        // The bucket stays (its policy refuses plain HTTP, so it could not be emptied here).
+        aws::destroy(&c, &other, false).await.unwrap();
+        let status = aws::status(&c, &r).await.unwrap();
+        assert_eq!(
+            status.iter().map(|s| s.state.as_str()).collect::<Vec<_>>(),
+            ["exists", "exists", "exists", "ACTIVE"],
+            "destroying the second mission left the first whole"
         );
 
         // Stream the real recorded payloads through PutRecordBatch.

@@ -13,7 +13,12 @@ use ballista::prelude::SessionContextExt;
 use datafusion::prelude::SessionContext;
 
 /// What `--engine ballista://…` says in a binary built without the `ballista` feature.
-pub const NO_BALLISTA: &str = "this flagship was built without Ballista: build it with      `cargo build --release -p flagship-cli --features ballista` (or run `cargo xtask …`      with `--engine ballista://…`, which turns the feature on)";
+#[cfg(not(feature = "ballista"))]
+pub const NO_BALLISTA: &str = concat!(
+    "this flagship was built without Ballista: build it with ",
+    "`cargo build --release -p flagship-cli --features ballista` ",
+    "(or run `cargo xtask …` with `--engine ballista://…`, which turns the feature on)"
+);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Engine {

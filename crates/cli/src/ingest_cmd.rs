@@ -106,12 +106,16 @@ impl SourceArgs {
             xstream::token_from_env()?,
         ))?;
         if !self.no_rule_sync {
-            let sync = x.sync_rules(&config.mission.stream.rules()).await?;
+            let sync = x
+                .sync_rules(&config.mission.name, &config.mission.stream.rules())
+                .await?;
             println!(
-                "{who}: stream rules: {} kept, {} added, {} deleted",
+                "{who}: stream rules of mission `{}`: {} kept, {} added, {} deleted; {} other rules on the app left alone",
+                config.mission.name,
                 sync.kept,
                 sync.added.len(),
-                sync.deleted.len()
+                sync.deleted.len(),
+                sync.foreign
             );
         }
         Ok(Box::new(x))
@@ -138,6 +142,10 @@ pub struct RunArgs {
     /// Stop after this long (`90s`, `10m`, `2h`).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// After SIGTERM / SIGINT, how long the queue may drain to the sink before the rest is
+    /// spilled (keep it below systemd's TimeoutStopSec).
+    #[arg(long, value_parser = parse_duration, default_value = DRAIN_TIMEOUT)]
+    pub drain_timeout: Duration,
     /// Local sink buffering: bytes and seconds (Firehose's defaults: 5 MiB, 60 s).
     #[arg(long, default_value_t = BUFFER_BYTES)]
     pub buffer_bytes: usize,
@@ -152,6 +160,7 @@ pub const BUFFER_BYTES: usize = 5 * 1024 * 1024;
 pub const BUFFER_INTERVAL: &str = "60s";
 pub const STREAM: &str = "twitter_delivery_stream";
 pub const SPILL: &str = "data/ingest-spill.jsonl";
+pub const DRAIN_TIMEOUT: &str = "60s";
 
 #[cfg(feature = "model")]
 impl RunArgs {
@@ -171,6 +180,7 @@ impl RunArgs {
             spill: SPILL.into(),
             max_tweets: None,
             duration: None,
+            drain_timeout: parse_duration(DRAIN_TIMEOUT).expect("a valid default"),
             buffer_bytes: BUFFER_BYTES,
             buffer_interval: parse_duration(BUFFER_INTERVAL).expect("a valid default"),
             aws: AwsFlags {
@@ -236,6 +246,7 @@ pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals>
     let opts = flagship_ingest::Options {
         max_tweets: a.max_tweets,
         duration: a.duration,
+        drain_timeout: a.drain_timeout,
         ..Default::default()
     };
     let bar = ProgressBar::new_spinner()
@@ -332,10 +343,8 @@ pub fn aws_cmd(_: &Config, a: AwsArgs) -> Result<()> {
 #[cfg(feature = "aws")]
 pub fn aws_cmd(config: &Config, a: AwsArgs) -> Result<()> {
     use anyhow::Context;
-    let mut r = Resources::for_bucket(&a.bucket, &a.aws.region(config));
-    r.prefix = format!("{}/", a.prefix.trim_matches('/'));
-    r.stream = a.stream.clone();
-    r.endpoint_url = a.aws.endpoint_url.clone();
+    let r = Resources::new(&a.bucket, &a.aws.region(config), &a.prefix, &a.stream)
+        .with_endpoint(a.aws.endpoint_url.clone());
     tokio::runtime::Runtime::new()?.block_on(async {
         let c = aws::Clients::new(&r).await;
         let steps = match a.action.as_str() {

@@ -336,6 +336,13 @@ fn score_labelled(t: &Table, probs: &[f32], threshold: f64) -> Result<()> {
     if y.is_empty() {
         bail!("{}: no valid labels to score", t.path.display());
     }
+    if y.len() < written.len() {
+        eprintln!(
+            "{}: {} row(s) without a 0/1/2 label left out of the scores",
+            t.path.display(),
+            written.len() - y.len()
+        );
+    }
     let at = scoring::score_at(&p, &y, threshold, 2.0);
     let always = scoring::score_at(&p, &y, f64::NEG_INFINITY, 2.0);
     let prevalence = y.iter().filter(|&&v| v).count() as f64 / y.len() as f64;

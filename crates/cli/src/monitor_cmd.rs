@@ -50,9 +50,16 @@ pub fn need_support(t: &Table) -> Result<Option<Vec<Option<bool>>>> {
     if !t.has_column("label") {
         return Ok(None);
     }
+    let rows = t.labels()?;
+    let bad = rows.iter().filter(|l| l.is_err()).count();
+    if bad > 0 {
+        eprintln!(
+            "{}: {bad} row(s) without a 0/1/2 label left out of the quality check",
+            t.path.display()
+        );
+    }
     Ok(Some(
-        t.labels()?
-            .into_iter()
+        rows.into_iter()
             .map(|l| l.ok().and_then(|l| labels::need_support(l.into())))
             .collect(),
     ))
@@ -111,41 +118,10 @@ pub fn run(config: &Config, args: Args) -> Result<String> {
     let batch = profile(&t, &probs, &flags, &config.business)?;
     let d = Drift::compare(&reference, &batch, config.monitor.drift_threshold, 10);
     let report = serde_json::json!({ "reference": reference, "batch": batch, "drift": d });
-    let mut md = format!(
-        "# Monitoring of {}\n\n{} rows; {} of {} compared statistics moved more than {:.0} % (groups under {} rows never flagged).\n\n| dimension | group | statistic | reference | batch | change | flagged |\n|---|---|---|---|---|---|---|\n",
-        args.predictions.display(),
-        batch.overall.count,
-        d.flagged,
-        d.changes.len(),
-        100.0 * d.threshold,
-        d.min_count
-    );
-    for c in &d.changes {
-        md.push_str(&format!(
-            "| {} | {} | {} | {:.4} | {:.4} | {:+.1} % | {} |\n",
-            c.dimension,
-            c.group,
-            c.statistic,
-            c.reference,
-            c.batch,
-            100.0 * c.relative,
-            if c.flagged { "**yes**" } else { "" }
-        ));
-    }
-    for (dim, g) in &d.new_groups {
-        md.push_str(&format!("\nNew group, not in the reference: {dim} = {g}\n"));
-    }
-    let retrain = match d.retrain {
-        Some(true) => "labelled batch: F2 or minutes moved beyond the threshold — retrain",
-        Some(false) => "labelled batch: F2 and minutes within the threshold of the reference",
-        None => "no labels in the batch: quality not checked",
-    };
-    md.push_str(&format!("\n{retrain}.\n"));
-    let html = flagship_metrics::html::render_drift(
-        &format!("Monitoring of {}", args.predictions.display()),
-        &d,
-        &md,
-    );
+    let title = format!("Monitoring of {}", args.predictions.display());
+    let md = d.to_markdown(&title, batch.overall.count);
+    let retrain = d.retrain_verdict();
+    let html = flagship_metrics::html::render_drift(&title, &d, &md);
     for (name, text) in [
         (
             "monitor.json",

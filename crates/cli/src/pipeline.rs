@@ -10,8 +10,8 @@
 //! re-runs that stage and goes on from it, `--to STAGE` stops after it, `--force` re-runs all.
 //!
 //! Every location may be a path or `s3://`. The model stages work on files: where splits,
-//! models or reports are on S3, a stage pulls what it reads into a local mirror (under the
-//! temp folder) and pushes what it wrote back (`flagship_store::mirror`).
+//! models or reports are on S3, a stage pulls what it reads into a local mirror (the user's
+//! cache folder) and pushes what it wrote back (`flagship_store::mirror`).
 //!
 //! Each stage is the typed function its own command calls (`stages_cmd::filter`,
 //! `model_cmd::train`, …); the pipeline never builds another command's arguments.
@@ -317,9 +317,21 @@ impl Run<'_> {
                 let replay = self.replay().context("no pipeline.replay")?;
                 let raw = self.store(Area::Raw)?;
                 let rt = &self.rt;
-                // The replay owns the raw location: what an earlier replay wrote goes first, so
-                // a changed recording never mixes with the old one.
-                let old = rt.block_on(raw.list(""))?;
+                // What an earlier replay wrote goes first, so a changed recording never mixes
+                // with the old one. Only the replay's own objects (named after its stream):
+                // anything else in storage.raw — a production stream's — is left alone.
+                let stream = format!("flagship-{}", config.mission.name);
+                let own = format!("{stream}-1-");
+                let old: Vec<_> = rt
+                    .block_on(raw.list(""))?
+                    .into_iter()
+                    .filter(|e| {
+                        e.key
+                            .rsplit('/')
+                            .next()
+                            .is_some_and(|n| n.starts_with(&own))
+                    })
+                    .collect();
                 for e in &old {
                     rt.block_on(raw.delete(&e.key))?;
                 }
@@ -330,7 +342,6 @@ impl Run<'_> {
                         raw.location()
                     );
                 }
-                let stream = format!("flagship-{}", config.mission.name);
                 let a = RunArgs::replay_into_raw(replay, &stream);
                 let totals = rt.block_on(crate::ingest_cmd::run(config, a))?;
                 if totals.stopped_by == "signal" {
@@ -531,6 +542,59 @@ impl Run<'_> {
     }
 }
 
+/// Held while a pipeline runs on a reports location, so two runs never interleave stages.
+const LOCK_FILE: &str = "pipeline.lock";
+
+/// A lock file holding the running pipeline's process id; removed when dropped. A lock whose
+/// process is gone (a killed run) is taken over.
+struct Lock(PathBuf);
+
+impl Lock {
+    fn take(path: &Path) -> Result<Lock> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id())?;
+                    return Ok(Lock(path.to_owned()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(path).unwrap_or_default();
+                    let pid = holder.trim();
+                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+                    if alive {
+                        bail!(
+                            "another pipeline (pid {pid}) is running on these locations (lock {}); wait for it or stop it",
+                            path.display()
+                        );
+                    }
+                    tracing::warn!(pid, "taking over the lock of a pipeline that is gone");
+                    std::fs::remove_file(path)
+                        .with_context(|| format!("cannot remove {}", path.display()))?;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()));
+                }
+            }
+        }
+        bail!("cannot take the lock {}", path.display())
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The model folder's keys in `storage.models`.
 const MODEL_PREFIX: &str = "need-support/";
 
@@ -589,6 +653,7 @@ pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
         to.name()
     );
     let state_path = run.reports.dir.join(STATE_FILE);
+    let _lock = Lock::take(&run.reports.dir.join(LOCK_FILE))?;
     let rt = &run.rt;
     rt.block_on(run.reports.pull(STATE_FILE))?;
     let mut state = State::load(&state_path)?;
@@ -641,6 +706,8 @@ pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
         rt.block_on(run.reports.push(STATE_FILE))?;
         println!("{tag}: done in {seconds:.1} s");
     }
+    // Content hashes of files this run did not look at are forgotten.
+    state.files.prune();
     state.save(&state_path)?;
     println!(
         "pipeline finished in {:.1} s (state: {})",
@@ -663,4 +730,31 @@ pub fn run(config: &Config, has_config: bool, args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pipeline_at_a_time_and_a_dead_ones_lock_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports").join(LOCK_FILE);
+        let held = Lock::take(&path).unwrap();
+        let e = Lock::take(&path).err().expect("a second run is refused");
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(held);
+        assert!(!path.exists());
+        // A lock left by a process that is gone (pid beyond the kernel's maximum).
+        std::fs::write(&path, "4194305\n").unwrap();
+        let _again = Lock::take(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            std::process::id().to_string()
+        );
+    }
 }

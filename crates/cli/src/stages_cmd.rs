@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use flagship_core::config::{Area, Config};
 use flagship_store::frames::HourDone;
 use flagship_store::storage::{Location, Store};
@@ -80,6 +80,21 @@ fn store(config: &Config, over: &Option<String>, area: Area) -> Result<Store> {
     Ok(Store::open(&loc, &config.storage.s3)?)
 }
 
+/// A stage's input: like [`store`], but a local folder that does not exist is an error (a
+/// typo must not read as "0 hours, nothing to do"; opening would create it).
+fn input(config: &Config, over: &Option<String>, area: Area, stage: &str) -> Result<Store> {
+    let loc = match over {
+        Some(s) => Location::parse(s, &std::env::current_dir()?)?,
+        None => config.location(area)?,
+    };
+    if let Location::Local(p) = &loc
+        && !p.is_dir()
+    {
+        bail!("{stage}: the input {} does not exist", p.display());
+    }
+    Ok(Store::open(&loc, &config.storage.s3)?)
+}
+
 fn bar(stage: &str) -> ProgressBar {
     let b = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} hours {elapsed}")
@@ -112,7 +127,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn combine(config: &Config, a: CombineArgs) -> Result<flagship_combine::Report> {
     runtime()?.block_on(async {
-        let raw = store(config, &a.common.input, Area::Raw)?;
+        let raw = input(config, &a.common.input, Area::Raw, "combine")?;
         let out = store(config, &a.common.output, Area::Combined)?;
         let quarantine = store(config, &None, Area::Quarantine)?;
         // Parsing (and its quarantine) runs here line by line; the dedup plan runs over the
@@ -143,7 +158,7 @@ pub fn combine(config: &Config, a: CombineArgs) -> Result<flagship_combine::Repo
 
 pub fn filter(config: &Config, a: Common) -> Result<std::collections::BTreeMap<String, u64>> {
     runtime()?.block_on(async {
-        let input = store(config, &a.input, Area::Combined)?;
+        let input = input(config, &a.input, Area::Combined, "filter")?;
         let out = store(config, &a.output, Area::Filtered)?;
         let ctx = a.engine.session().await?;
         let b = bar("filter");
@@ -182,7 +197,7 @@ pub fn filter(config: &Config, a: Common) -> Result<std::collections::BTreeMap<S
 
 pub fn textproc(config: &Config, a: Common) -> Result<()> {
     runtime()?.block_on(async {
-        let input = store(config, &a.input, Area::Filtered)?;
+        let input = input(config, &a.input, Area::Filtered, "textproc")?;
         let out = store(config, &a.output, Area::Processed)?;
         let ctx = a.engine.session().await?;
         let b = bar("textproc");
@@ -224,7 +239,7 @@ fn split_setup(
     flagship_split::Labels,
     datafusion::prelude::SessionContext,
 )> {
-    let input = store(config, &common.input, Area::Processed)?;
+    let input = input(config, &common.input, Area::Processed, "split")?;
     let out = store(config, &common.output, Area::Splits)?;
     let labels = match labels_path(config, labels) {
         Some(p) => flagship_split::Labels::read(&p)?,
@@ -271,6 +286,13 @@ pub fn split(config: &Config, a: SplitArgs) -> Result<()> {
             "split: {} processed rows → {} candidates ({} retweets, {} quotes, {} without time, {} empty after cleaning, {} repeated ids, {} repeated texts set aside); {} labels",
             c.processed, c.candidates, c.retweets, c.quotes, c.no_time, c.empty_text, c.duplicate_ids, c.duplicate_texts, r.labels
         );
+        if r.labels_unmatched > 0 {
+            tracing::warn!(
+                "{} of {} labels are for tweets that are not candidates (not used)",
+                r.labels_unmatched,
+                r.labels
+            );
+        }
         for p in &r.parts {
             println!(
                 "  {:<5} {:>6} rows, {:>5.1}% need support, {} … {}  → {}",

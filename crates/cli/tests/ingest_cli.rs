@@ -103,6 +103,121 @@ fn sigterm_drains_flushes_and_reports() {
     assert_eq!(written as u64, received);
 }
 
+/// Firehose down for the whole run (the fake answers 503), 4,800 demo tweets replayed, then
+/// SIGTERM: the queue drains for `--drain-timeout`, everything left is spilled, the totals
+/// line is printed, and every received tweet is in the spill file — well within the unit's
+/// TimeoutStopSec.
+#[cfg(unix)]
+#[test]
+fn sigterm_during_a_firehose_outage_spills_everything_and_reports() {
+    use flagship_ingest::testing::FakeFirehose;
+    let fake = FakeFirehose::start(vec![]);
+    fake.down_for(Duration::from_secs(3600));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let spill = dir.path().join("spill.jsonl");
+    let child = Command::new(env!("CARGO_BIN_EXE_flagship"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "ingest",
+            "run",
+            "--sink",
+            "firehose",
+            "--region",
+            "us-east-1",
+        ])
+        .args(["--endpoint-url", &fake.endpoint(), "--drain-timeout", "3s"])
+        .arg("--spill")
+        .arg(&spill)
+        .arg("--replay")
+        .arg(fixture("demo/stream.jsonl.gz"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it read, fill its queue and start failing, then stop it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fake.calls() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no call within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let took = stopped.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(took < Duration::from_secs(30), "stopped in {took:?}");
+    assert!(stdout.contains("stopped by signal"), "{stdout}");
+    let totals = stdout
+        .lines()
+        .find(|l| l.contains("tweets received"))
+        .unwrap_or_else(|| panic!("no totals line: {stdout}"));
+    let number = |after: &str| -> u64 {
+        totals
+            .split(after)
+            .next()
+            .and_then(|s| s.rsplit([' ', '(']).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{after:?} in {totals}"))
+    };
+    let received = number(" tweets received");
+    assert_eq!(number(" sent in"), 0, "{totals}");
+    assert_eq!(number(" lost"), 0, "{totals}");
+    assert_eq!(number(" spilled"), received, "{totals}");
+    let lines = std::fs::read_to_string(&spill).unwrap().lines().count() as u64;
+    assert_eq!(lines, received, "{totals}");
+    assert!(received > 0, "{totals}");
+    println!("{totals} — stopped in {took:?}");
+}
+
+/// The unit file passes `systemd-analyze verify` (where systemd is installed).
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing (apt-get install systemd)"
+        );
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(
+        flagship_core::testing::workspace_root().join("deploy/flagship-ingest.service"),
+    )
+    .unwrap();
+    // The unit names the installed binary; verify it against this build instead.
+    let unit = unit.replace("/usr/local/bin/flagship", env!("CARGO_BIN_EXE_flagship"));
+    let path = dir.path().join("flagship-ingest.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("systemd-analyze verify: {text}");
+    let own: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("flagship-ingest.service"))
+        .collect();
+    assert!(own.is_empty() && out.status.success(), "{text}");
+}
+
 fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(p) else {

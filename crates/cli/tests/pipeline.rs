@@ -262,14 +262,13 @@ quarantine = "s3://flagship-pipeline/quarantine"
 region = "us-east-1""#;
     let cfg = config(dir.path(), storage);
     let endpoint = moto.endpoint();
-    // The model stages' local mirror lives under the temp folder: this test's own.
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    // The model stages' local mirror: this test's own folder.
+    let mirror = dir.path().join("mirror");
     let env = [
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("TMPDIR", tmp.to_str().unwrap()),
+        ("FLAGSHIP_MIRROR", mirror.to_str().unwrap()),
     ];
     let args = ["pipeline", "--endpoint-url", &endpoint];
     let first = flagship(&cfg, &args, &env);
@@ -301,7 +300,7 @@ region = "us-east-1""#;
         "{second}"
     );
     // With the local mirror gone, evaluate and monitor read the model and splits from S3.
-    std::fs::remove_dir_all(tmp.join("flagship-mirror")).unwrap();
+    std::fs::remove_dir_all(&mirror).unwrap();
     let args = [
         "pipeline",
         "--from",

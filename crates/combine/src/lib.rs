@@ -141,6 +141,8 @@ pub struct Report {
     pub hours: Vec<HourReport>,
     pub outside_layout: Vec<String>,
     pub totals: Counts,
+    /// Outputs of hours whose raw objects are all gone, removed (a full run only).
+    pub removed: Vec<String>,
 }
 
 impl std::fmt::Display for Report {
@@ -149,7 +151,7 @@ impl std::fmt::Display for Report {
         let skipped = self.hours.iter().filter(|h| h.skipped).count();
         write!(
             f,
-            "{} hours ({skipped} unchanged, skipped), {} objects, {} lines → {} rows ({} duplicate ids dropped, {} legacy TSV records), {} malformed lines quarantined, {} API error objects, {} keys outside the layout",
+            "{} hours ({skipped} unchanged, skipped), {} objects, {} lines → {} rows ({} duplicate ids dropped, {} legacy TSV records), {} malformed lines quarantined, {} API error objects, {} keys outside the layout{}",
             self.hours.len(),
             t.objects,
             t.lines,
@@ -158,7 +160,11 @@ impl std::fmt::Display for Report {
             t.legacy_records,
             t.quarantined,
             t.api_errors,
-            self.outside_layout.len()
+            self.outside_layout.len(),
+            match self.removed.len() {
+                0 => String::new(),
+                n => format!(", {n} outputs of vanished hours removed"),
+            }
         )
     }
 }
@@ -168,7 +174,9 @@ pub fn quarantine_key(hour: DateTime<Utc>) -> String {
     format!("{STAGE}/{}.jsonl", hour.format("%Y%m%d%H"))
 }
 
-/// Parses one object's lines into `tweets` (with their object and sequence), counting.
+/// Parses one object's lines into `tweets` (with their object and sequence), counting. A
+/// gzip object (Firehose's `GZIP` compression, or a gzipped upload) is read decompressed; one
+/// that does not decompress is quarantined as one record saying so, not as lines of binary.
 fn parse_object(
     key: &str,
     bytes: &[u8],
@@ -176,6 +184,32 @@ fn parse_object(
     bad: &mut Vec<BadLine>,
     counts: &mut Counts,
 ) {
+    let unzipped;
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        match std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes), &mut out) {
+            Ok(_) => {
+                unzipped = out;
+                &unzipped[..]
+            }
+            Err(e) => {
+                counts.lines += 1;
+                bad.push(BadLine {
+                    source: key.to_owned(),
+                    line: 1,
+                    offset: 0,
+                    error: PayloadError {
+                        path: ".".into(),
+                        message: format!("a gzip object that does not decompress: {e}"),
+                    },
+                    raw: format!("<{} bytes of gzip>", bytes.len()),
+                });
+                return;
+            }
+        }
+    } else {
+        bytes
+    };
     let mut offset = 0u64;
     for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
         let start = offset;
@@ -347,6 +381,28 @@ pub async fn run(
         progress(&hour_report, i + 1, total);
         report.hours.push(hour_report);
     }
+    // A full run owns the output: an hour whose raw objects are all gone leaves no output
+    // behind (it would otherwise be filtered, split and trained on forever).
+    if prefix.is_empty() {
+        let live: std::collections::BTreeSet<String> =
+            grouped.hours.keys().map(|h| hour_file(*h)).collect();
+        let stale: Vec<String> = manifest
+            .outputs
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for output in stale {
+            if out.exists(&output).await? {
+                out.delete(&output).await?;
+            }
+            manifest.outputs.remove(&output);
+            report.removed.push(output);
+        }
+        if !report.removed.is_empty() {
+            manifest.save(out).await?;
+        }
+    }
     Ok(report)
 }
 
@@ -401,6 +457,30 @@ async fn combine_hour(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn gzip_objects_are_read_and_a_broken_one_is_one_quarantined_record() {
+        use std::io::Write;
+        let text = b"{\"data\":{\"id\":\"7\",\"text\":\"hello\"}}\n{}\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text).unwrap();
+        let gz = gz.finish().unwrap();
+        let (mut tweets, mut bad, mut counts) = (Vec::new(), Vec::new(), Counts::default());
+        parse_object("k.gz", &gz, &mut tweets, &mut bad, &mut counts);
+        // `{}` is not a payload: quarantined, never silently dropped.
+        assert_eq!((tweets.len(), bad.len(), counts.lines), (1, 1, 2));
+        assert!(bad[0].error.message.contains("not an X API v2 payload"));
+        let (mut tweets, mut bad, mut counts) = (Vec::new(), Vec::new(), Counts::default());
+        parse_object(
+            "broken.gz",
+            &gz[..gz.len() / 2],
+            &mut tweets,
+            &mut bad,
+            &mut counts,
+        );
+        assert_eq!((tweets.len(), bad.len()), (0, 1));
+        assert!(bad[0].error.message.contains("gzip"), "{:?}", bad[0]);
+    }
     use flagship_core::layout::object_key;
     use flagship_store::storage::{Location, S3Options};
 
@@ -431,5 +511,50 @@ mod tests {
         assert!(g.hours[&t(23, 0)][0].key.ends_with("-b"));
         assert_eq!(g.outside_layout.len(), 1);
         assert_eq!(g.outside_layout[0].key, "kinesis-demo/README");
+    }
+
+    #[tokio::test]
+    async fn outputs_of_hours_whose_input_vanished_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            Store::open(
+                &Location::Local(dir.path().join(name)),
+                &S3Options::default(),
+            )
+            .unwrap()
+        };
+        let (raw, out, q) = (open("raw"), open("combined"), open("quarantine"));
+        let t = |h| Utc.with_ymd_and_hms(2022, 1, 9, h, 5, 0).unwrap();
+        let line = |id: u32| format!("{{\"data\":{{\"id\":\"{id}\",\"text\":\"hi\"}}}}\n");
+        raw.put(&object_key("", "s", t(1), "a"), line(1).into())
+            .await
+            .unwrap();
+        raw.put(&object_key("", "s", t(2), "b"), line(2).into())
+            .await
+            .unwrap();
+        let ctx = flagship_store::frames::local_session();
+        let r = run(&ctx, &raw, "", &out, &q, &|_, _, _| {}).await.unwrap();
+        assert_eq!((r.hours.len(), r.removed.len()), (2, 0));
+        raw.delete(&object_key("", "s", t(2), "b")).await.unwrap();
+        let r = run(&ctx, &raw, "", &out, &q, &|_, _, _| {}).await.unwrap();
+        assert_eq!(
+            r.removed,
+            [hour_file(
+                Utc.with_ymd_and_hms(2022, 1, 9, 2, 0, 0).unwrap()
+            )]
+        );
+        assert!(!out.exists(&r.removed[0]).await.unwrap());
+        assert!(
+            out.exists(&hour_file(
+                Utc.with_ymd_and_hms(2022, 1, 9, 1, 0, 0).unwrap()
+            ))
+            .await
+            .unwrap()
+        );
+        assert!(
+            r.to_string()
+                .contains("1 outputs of vanished hours removed"),
+            "{r}"
+        );
     }
 }

@@ -189,7 +189,7 @@ fn moto_firehose_objects_combine_like_the_local_layout() {
             )
             .unwrap()
         };
-        let (combined, filtered) = (s3_area("combined"), s3_area("filtered"));
+        let combined = s3_area("combined");
         let moto_raw = s3_area("datasets/twitter/kinesis-demo");
         let report = flagship_combine::run(
             &ctx,
@@ -202,28 +202,20 @@ fn moto_firehose_objects_combine_like_the_local_layout() {
         .await
         .unwrap();
         assert_eq!(report.totals.rows, from_moto.totals.rows);
-        let mut profile = flagship_core::Config::default().mission.filter;
-        profile.wanted = [("common".to_owned(), vec!["the".to_owned(), "a".to_owned()])].into();
-        let hours = flagship_filter::run(&ctx, &profile, &combined, &filtered, 2, &|_, _, _| {})
-            .await
-            .unwrap();
-        let totals = flagship_filter::totals(&hours);
-        println!("filter on s3: {totals:?}");
-        assert!(totals[flagship_filter::KEPT] > 0);
-        let keys: Vec<String> = filtered
+        // DataFusion reads those s3:// outputs back through the registered object store
+        // (what filter and textproc do; running them here would make this stage import them).
+        let hour_files: Vec<String> = combined
             .list("")
             .await
             .unwrap()
             .into_iter()
             .map(|e| e.key)
+            .filter(|k| k.ends_with(".parquet"))
             .collect();
-        assert!(
-            keys.iter().any(|k| k == "_manifest/filter.json"),
-            "{keys:?}"
-        );
-        assert_eq!(
-            keys.iter().filter(|k| k.ends_with(".parquet")).count(),
-            hours.len()
-        );
+        assert_eq!(hour_files.len(), report.hours.len());
+        let df = flagship_store::frames::read_parquet(&ctx, &combined, &hour_files)
+            .await
+            .unwrap();
+        assert_eq!(df.count().await.unwrap() as u64, report.totals.rows);
     });
 }

@@ -345,6 +345,49 @@ impl Config {
         {
             return Err(("mission.stream.track", "holds an empty term".into()));
         }
+        if self.mission.stream.track.is_empty() {
+            return Err((
+                "mission.stream.track",
+                "is empty: the stream would match nothing (list the mission's terms)".into(),
+            ));
+        }
+        if let Some(r) = self
+            .mission
+            .stream
+            .rules()
+            .into_iter()
+            .find(|r| r.len() > MAX_RULE_LEN)
+        {
+            return Err((
+                "mission.stream.track",
+                format!(
+                    "a term makes a {}-character rule; X allows {MAX_RULE_LEN}: {}…",
+                    r.len(),
+                    r.chars().take(60).collect::<String>()
+                ),
+            ));
+        }
+        // Encoders of the BERT family have 512 positions.
+        if m.max_length > MAX_MODEL_LENGTH {
+            return Err((
+                "model.max_length",
+                format!(
+                    "must be at most {MAX_MODEL_LENGTH} tokens (the encoder's positions), got {}",
+                    m.max_length
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("split.test_size", self.split.test_size),
+            ("split.val_size", self.split.val_size),
+        ] {
+            if v == 0 {
+                return Err((
+                    key,
+                    "must be at least 1 (an empty split cannot be scored)".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -434,9 +477,43 @@ impl Stream {
     }
 }
 
+/// The longest `model.max_length` a config may ask for: the positions of BERT-family encoders.
+pub const MAX_MODEL_LENGTH: usize = 512;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_config_writes_only_under_var_lib_flagship() {
+        // Under the unit's ProtectSystem=strict, a relative location would resolve under /etc.
+        let c =
+            Config::load(&crate::testing::workspace_root().join("deploy/flagship.toml")).unwrap();
+        for area in Area::ALL {
+            match c.location(area).unwrap() {
+                Location::Local(p) => assert!(p.starts_with("/var/lib/flagship"), "{p:?}"),
+                other => panic!("{other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn settings_no_run_can_use_are_refused() {
+        let long = "x".repeat(610);
+        for (text, key) in [
+            ("[mission.stream]\ntrack = []\n", "mission.stream.track"),
+            (
+                &format!("[mission.stream]\ntrack = [\"{long}\"]\n")[..],
+                "mission.stream.track",
+            ),
+            ("[model]\nmax_length = 100000\n", "model.max_length"),
+            ("[split]\ntest_size = 0\n", "split.test_size"),
+            ("[split]\nval_size = 0\n", "split.val_size"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("key `{key}`")), "{text}: {e}");
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(text, Path::new("flagship.toml"), Path::new("/srv/flagship"))

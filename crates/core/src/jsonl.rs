@@ -34,6 +34,14 @@ pub fn parse_payload(
         path: ".".into(),
         message: e.to_string(),
     })?;
+    // Any JSON object deserialises (every field is optional): one with neither tweets, nor
+    // errors, nor a page's `meta` is not an X API payload, and must not vanish uncounted.
+    if payload.data.is_none() && payload.errors.is_empty() && payload.meta.is_none() {
+        return Err(PayloadError {
+            path: ".".into(),
+            message: "not an X API v2 payload: no `data`, `errors` or `meta`".into(),
+        });
+    }
     Ok(payload.into_parsed(received_at))
 }
 
@@ -138,6 +146,32 @@ impl ReadReport {
             .iter()
             .map(|b| serde_json::to_string(b).expect("BadLine serializes") + "\n")
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+
+    #[test]
+    fn objects_that_are_not_payloads_are_errors() {
+        for line in [&b"{}"[..], b"{\"foo\":1}", b"{\"includes\":{}}"] {
+            let e = parse_payload(line, None).unwrap_err();
+            assert!(e.message.contains("not an X API v2 payload"), "{e}");
+        }
+        // An empty search page is a payload (no tweets, its meta says so).
+        let p = parse_payload(b"{\"meta\":{\"result_count\":0}}", None).unwrap();
+        assert!(p.tweets.is_empty());
+        let mut r = ReadReport::default();
+        r.read(
+            "x.jsonl",
+            b"{}\n\n{\"data\":{\"id\":\"1\",\"text\":\"hi\"}}\n",
+            None,
+        );
+        assert_eq!(
+            (r.tweets.len(), r.bad_lines.len(), r.keep_alives),
+            (1, 1, 1)
+        );
     }
 }
 

@@ -16,6 +16,8 @@ pub mod firehose;
 pub mod record;
 pub mod sink;
 pub mod source;
+#[doc(hidden)]
+pub mod testing;
 pub mod xstream;
 
 use std::collections::{HashSet, VecDeque};
@@ -27,7 +29,7 @@ use flagship_store::Store;
 use serde::Serialize;
 
 use crate::record::Line;
-use crate::sink::{Sink, SinkCounts};
+use crate::sink::{Drain, Sink, SinkCounts};
 use crate::source::{SourceStats, TweetSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub struct Options {
     pub queue: usize,
     /// How many recent tweet ids are remembered for dedup.
     pub dedup_window: usize,
+    /// After a stop signal, how long the sink may go on sending what is queued before it
+    /// spills the rest (the systemd unit stops after 90 s: the default leaves room).
+    pub drain_timeout: Duration,
 }
 
 impl Default for Options {
@@ -58,6 +63,7 @@ impl Default for Options {
             duration: None,
             queue: 10_000,
             dedup_window: 1_000_000,
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -73,6 +79,9 @@ pub struct Totals {
     pub operational_disconnects: u64,
     pub quarantined: u64,
     pub sink: SinkCounts,
+    /// Received tweets neither delivered nor spilled (a failed sink): 0 unless logged as an
+    /// error.
+    pub lost: u64,
     pub source: SourceStats,
     pub seconds: f64,
     /// Why the run ended: `max-tweets`, `duration`, `signal`, `end of input`, `error`.
@@ -85,13 +94,14 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(
             f,
-            "{} tweets received ({} duplicates dropped), {} sent in {} calls ({} retried, {} spilled), {} malformed lines quarantined, {} API error messages ({} operational disconnects), {} keep-alives, {} reconnects; stopped by {} after {:.1} s",
+            "{} tweets received ({} duplicates dropped), {} sent in {} calls ({} retried, {} spilled, {} lost), {} malformed lines quarantined, {} API error messages ({} operational disconnects), {} keep-alives, {} reconnects; stopped by {} after {:.1} s",
             self.received,
             self.duplicates,
             self.sink.sent,
             self.sink.calls,
             self.sink.retried,
             self.sink.spilled,
+            self.lost,
             self.quarantined,
             self.api_errors,
             self.operational_disconnects,
@@ -142,11 +152,54 @@ impl Seen {
     }
 }
 
+/// What one line means for the run: counted, quarantined, or a record to send.
+fn handle(
+    line: &source::SourceLine,
+    t: &mut Totals,
+    seen: &mut Seen,
+    bad: &mut Vec<serde_json::Value>,
+) -> Option<(Bytes, chrono::DateTime<Utc>)> {
+    t.lines += 1;
+    let now = Utc::now();
+    match record::classify(&line.bytes, now) {
+        Line::KeepAlive => t.keep_alives += 1,
+        Line::Tweet { id, record } => {
+            if seen.insert(id) {
+                t.received += 1;
+                return Some((record, now));
+            }
+            t.duplicates += 1;
+        }
+        Line::Error {
+            operational_disconnect,
+            message,
+        } => {
+            t.api_errors += 1;
+            t.operational_disconnects += u64::from(operational_disconnect);
+            tracing::warn!(origin = %line.origin, line = line.line, "stream message: {message}");
+        }
+        Line::Malformed { reason } => {
+            t.quarantined += 1;
+            tracing::warn!(origin = %line.origin, line = line.line, offset = line.offset, "malformed line quarantined: {reason}");
+            bad.push(serde_json::json!({
+                "source": line.origin, "line": line.line, "offset": line.offset,
+                "error": reason, "raw": String::from_utf8_lossy(&line.bytes),
+            }));
+        }
+    }
+    None
+}
+
 /// Runs `source` into `sink` until a limit, `stop`, or the end of the source. Malformed lines
 /// are appended to `quarantine_key` in `quarantine` (JSONL: origin, line, offset, reason, raw).
+///
+/// Nothing received is dropped silently: after a stop the queue is drained through the sink
+/// until `opts.drain_timeout`, then the sink spills what is left; lines the source already
+/// holds are handled too; the quarantine and every count are written even when the sink
+/// fails, and what a failed sink never took is counted in [`Totals::lost`] and logged.
 pub async fn run<S: Sink + 'static>(
     source: &mut dyn TweetSource,
-    sink: S,
+    mut sink: S,
     quarantine: &Store,
     quarantine_key: &str,
     opts: &Options,
@@ -154,22 +207,29 @@ pub async fn run<S: Sink + 'static>(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Totals, IngestError> {
     let start = Instant::now();
+    let drain = Drain::default();
+    sink.set_drain(drain.clone());
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<(Bytes, chrono::DateTime<Utc>)>(opts.queue.max(1));
     let sink_task = tokio::spawn(async move {
         let mut sink = sink;
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                r = rx.recv() => match r {
-                    Some((rec, at)) => sink.put(rec, at).await?,
-                    None => break,
-                },
-                _ = ticker.tick() => sink.tick(Utc::now()).await?,
+        // A tick missed while a send was slow is not made up for in a burst.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = async {
+            loop {
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Some((rec, at)) => sink.put(rec, at).await?,
+                        None => break,
+                    },
+                    _ = ticker.tick() => sink.tick(Utc::now()).await?,
+                }
             }
+            sink.flush().await
         }
-        sink.flush().await?;
-        Ok::<SinkCounts, IngestError>(sink.counts())
+        .await;
+        (sink.counts(), result.err())
     });
     let mut t = Totals::default();
     let mut seen = Seen::new(opts.dedup_window);
@@ -177,6 +237,8 @@ pub async fn run<S: Sink + 'static>(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     tokio::pin!(stop);
     let mut last_progress = Instant::now();
+    // A record taken from the source but not yet queued when the loop ended.
+    let mut held = None;
     let stopped_by = loop {
         if opts.max_tweets.is_some_and(|m| t.received >= m) {
             break "max-tweets";
@@ -202,35 +264,19 @@ pub async fn run<S: Sink + 'static>(
         let Some(line) = line else {
             break "end of input";
         };
-        t.lines += 1;
-        let now = Utc::now();
-        match record::classify(&line.bytes, now) {
-            Line::KeepAlive => t.keep_alives += 1,
-            Line::Tweet { id, record } => {
-                if seen.insert(id) {
-                    t.received += 1;
-                    if tx.send((record, now)).await.is_err() {
-                        break "sink failure";
-                    }
-                } else {
-                    t.duplicates += 1;
+        if let Some(rec) = handle(&line, &mut t, &mut seen, &mut bad) {
+            // A full queue waits here, and a stop still ends the run: the record is kept and
+            // queued during the drain.
+            tokio::select! {
+                biased;
+                _ = &mut stop => {
+                    held = Some(rec);
+                    break "signal";
                 }
-            }
-            Line::Error {
-                operational_disconnect,
-                message,
-            } => {
-                t.api_errors += 1;
-                t.operational_disconnects += u64::from(operational_disconnect);
-                tracing::warn!(origin = %line.origin, line = line.line, "stream message: {message}");
-            }
-            Line::Malformed { reason } => {
-                t.quarantined += 1;
-                tracing::warn!(origin = %line.origin, line = line.line, offset = line.offset, "malformed line quarantined: {reason}");
-                bad.push(serde_json::json!({
-                    "source": line.origin, "line": line.line, "offset": line.offset,
-                    "error": reason, "raw": String::from_utf8_lossy(&line.bytes),
-                }));
+                permit = tx.reserve() => match permit {
+                    Ok(p) => p.send(rec),
+                    Err(_) => break "sink failure",
+                },
             }
         }
         if last_progress.elapsed() >= Duration::from_millis(500) {
@@ -242,10 +288,59 @@ pub async fn run<S: Sink + 'static>(
             });
         }
     };
+    let start_drain = || {
+        drain.start(tokio::time::Instant::now() + opts.drain_timeout);
+        tracing::info!(
+            deadline_s = opts.drain_timeout.as_secs_f64(),
+            "stopping: draining the queue, then spilling what is left"
+        );
+    };
+    let mut stopped_by = stopped_by;
+    if stopped_by == "signal" {
+        start_drain();
+    }
+    // Complete lines the source has already read (a stream's buffer) are handled, not dropped.
+    let mut rest: Vec<_> = held.into_iter().collect();
+    for line in source.buffered() {
+        rest.extend(handle(&line, &mut t, &mut seen, &mut bad));
+    }
+    for rec in rest {
+        if tx.send(rec).await.is_err() {
+            break;
+        }
+    }
     drop(tx);
-    let sink_counts = sink_task
-        .await
-        .map_err(|e| IngestError::Sink(format!("sink task: {e}")))??;
+    // A signal while the queue drains (the source had already ended) also sets the deadline.
+    tokio::pin!(sink_task);
+    let joined = if stopped_by == "signal" {
+        sink_task.await
+    } else {
+        tokio::select! {
+            j = &mut sink_task => j,
+            _ = &mut stop => {
+                stopped_by = "signal";
+                start_drain();
+                sink_task.await
+            }
+        }
+    };
+    let (sink_counts, sink_error) =
+        joined.map_err(|e| IngestError::Sink(format!("sink task: {e}")))?;
+    t.sink = sink_counts;
+    t.source = source.stats();
+    t.seconds = start.elapsed().as_secs_f64();
+    t.stopped_by = stopped_by.to_owned();
+    t.lost = t.received.saturating_sub(t.sink.sent + t.sink.spilled);
+    if let Some(e) = sink_error {
+        tracing::error!("sink failed: {e}");
+        t.error.get_or_insert(format!("sink: {e}"));
+    }
+    if t.lost > 0 {
+        tracing::error!(
+            lost = t.lost,
+            "tweets received but neither delivered nor spilled"
+        );
+    }
     if !bad.is_empty() {
         let mut text = match quarantine.exists(quarantine_key).await {
             Ok(true) => quarantine
@@ -264,9 +359,5 @@ pub async fn run<S: Sink + 'static>(
             .await
             .map_err(|e| IngestError::Io(e.to_string()))?;
     }
-    t.sink = sink_counts;
-    t.source = source.stats();
-    t.seconds = start.elapsed().as_secs_f64();
-    t.stopped_by = stopped_by.to_owned();
     Ok(t)
 }

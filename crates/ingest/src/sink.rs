@@ -18,6 +18,30 @@ pub struct SinkCounts {
     pub objects: u64,
 }
 
+/// The shutdown deadline a run gives its sink: unset while running; once a stop is asked for,
+/// the instant by which everything left must be delivered or spilled. Shared between the run
+/// loop and the sink task (a sink in the middle of a retry sees it at its next step).
+#[derive(Debug, Clone, Default)]
+pub struct Drain(std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+
+impl Drain {
+    /// Starts draining: everything must be out by `deadline`.
+    pub fn start(&self, deadline: tokio::time::Instant) {
+        let mut d = self.0.lock().expect("drain lock");
+        d.get_or_insert(deadline);
+    }
+
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        *self.0.lock().expect("drain lock")
+    }
+
+    /// The deadline has passed: send nothing more, spill what is left.
+    pub fn passed(&self) -> bool {
+        self.deadline()
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Sink: Send {
     /// Accepts one record (a newline-terminated JSON line) received at `at`.
@@ -27,6 +51,9 @@ pub trait Sink: Send {
     /// Sends everything buffered.
     async fn flush(&mut self) -> Result<(), IngestError>;
     fn counts(&self) -> SinkCounts;
+    /// The run's shutdown deadline (a sink that can stall — a remote service — honours it by
+    /// spilling what it cannot send in time). Local sinks ignore it.
+    fn set_drain(&mut self, _drain: Drain) {}
 }
 
 /// A sink chosen at run time.
@@ -46,6 +73,10 @@ impl Sink for Box<dyn Sink> {
 
     fn counts(&self) -> SinkCounts {
         (**self).counts()
+    }
+
+    fn set_drain(&mut self, drain: Drain) {
+        (**self).set_drain(drain)
     }
 }
 

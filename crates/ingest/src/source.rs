@@ -40,6 +40,11 @@ pub trait TweetSource: Send {
     /// The next line; `None` when the source is exhausted (a replay's end).
     async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError>;
     fn stats(&self) -> SourceStats;
+    /// At a stop: the lines already read but not yet returned (a stream's buffer; a partial
+    /// last line comes back as it is and is quarantined), so none is dropped uncounted.
+    fn buffered(&mut self) -> Vec<SourceLine> {
+        Vec::new()
+    }
 }
 
 /// Recorded v2 JSONL files (optionally gzipped), read line by line (memory stays flat
@@ -190,7 +195,8 @@ impl TweetSource for Replay {
                     if f.extension().is_some_and(|e| e == "gz") {
                         Box::new(std::io::BufReader::with_capacity(
                             1 << 20,
-                            flate2::read::GzDecoder::new(file),
+                            // Multi-member: a `.gz` written in parts (`cat a.gz b.gz`, log rotation) is read whole.
+                            flate2::read::MultiGzDecoder::new(file),
                         ))
                     } else {
                         Box::new(std::io::BufReader::with_capacity(1 << 20, file))

@@ -5,10 +5,12 @@
 //! (`flagship_core::v2`, which also accepts the numeric rule ids of 2021 captures).
 //!
 //! - Rules: [`XStream::sync_rules`] reads the current rules, validates the missing ones with
-//!   `dry_run=true`, then adds them and deletes the stale ones; rule errors are fatal.
+//!   `dry_run=true`, then adds them (tagged `flagship:<mission>:n`) and deletes the stale ones
+//!   *of this mission only*; other rules on the app are never touched; rule errors are fatal.
 //! - Connection: `GET /2/tweets/search/stream` with the expansions and fields the core record
 //!   needs. Reconnects follow [`crate::backoff`] (X's documented schedule); no byte for
-//!   `stall` (20 s: X sends a keep-alive newline every 20 s) is a stall and reconnects;
+//!   `stall` (X sends a keep-alive newline every 20 s; silence past 20 s plus a 10 s margin
+//!   for late keep-alives) is a stall and reconnects;
 //!   401 / 403 / 400 / 404 end the stream with a clear error instead of retrying forever.
 //! - A line cut by a dropped connection is handed on as it is (it will be quarantined with its
 //!   offset), never glued to the next connection's bytes.
@@ -57,7 +59,7 @@ pub fn token_from_env() -> Result<String, IngestError> {
 pub struct XStreamConfig {
     pub base_url: String,
     pub token: String,
-    /// No byte for this long is a stall (X: 20 s).
+    /// No byte for this long is a stall (X: a keep-alive every 20 s, plus a margin).
     pub stall: Duration,
     /// Record the reconnect waits without sleeping (tests: a virtual clock).
     pub virtual_waits: bool,
@@ -78,7 +80,7 @@ impl XStreamConfig {
         XStreamConfig {
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
-            stall: Duration::from_secs(20),
+            stall: STALL,
             virtual_waits: false,
         }
     }
@@ -90,6 +92,18 @@ pub struct RuleSync {
     pub kept: usize,
     pub added: Vec<String>,
     pub deleted: Vec<String>,
+    /// Rules on the app that are not this mission's (other missions', other tools'): left as
+    /// they are.
+    pub foreign: usize,
+}
+
+/// No byte for this long is a stall: X's keep-alive interval (20 s) plus 10 s, as keep-alives
+/// arrive late under load (exactly 20 s reconnected healthy streams).
+pub const STALL: Duration = Duration::from_secs(30);
+
+/// The tag prefix that marks a stream rule as this mission's: `flagship:<mission>:`.
+pub fn rule_tag_prefix(mission: &str) -> String {
+    format!("flagship:{mission}:")
 }
 
 #[derive(Deserialize)]
@@ -104,6 +118,8 @@ struct Rules {
 struct Rule {
     id: flagship_core::v2::Id,
     value: String,
+    #[serde(default)]
+    tag: Option<String>,
 }
 
 type Body = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -171,12 +187,26 @@ impl XStream {
         Ok(rules)
     }
 
-    /// Makes the stream's rules exactly `wanted`: validate (dry run), add, delete stale.
-    pub async fn sync_rules(&self, wanted: &[String]) -> Result<RuleSync, IngestError> {
+    /// Makes the mission's rules exactly `wanted`: validate (dry run), add, delete stale. Only
+    /// rules tagged `flagship:<mission>:…` are this mission's; every other rule on the app
+    /// (another mission's, another tool's) is left alone. An empty `wanted` is refused: it
+    /// would leave the mission streaming nothing.
+    pub async fn sync_rules(
+        &self,
+        mission: &str,
+        wanted: &[String],
+    ) -> Result<RuleSync, IngestError> {
+        if wanted.is_empty() {
+            return Err(IngestError::Fatal(format!(
+                "mission `{mission}` has no stream rules (mission.stream.track is empty): refusing to sync"
+            )));
+        }
+        let prefix = rule_tag_prefix(mission);
         let url = self.url("/2/tweets/search/stream/rules");
         let current = self
             .rules_call(self.client.get(&url), "reading stream rules")
             .await?;
+        let ours = |r: &Rule| r.tag.as_deref().is_some_and(|t| t.starts_with(&prefix));
         let have: Vec<&str> = current.data.iter().map(|r| r.value.as_str()).collect();
         let add: Vec<String> = wanted
             .iter()
@@ -186,11 +216,12 @@ impl XStream {
         let delete: Vec<&Rule> = current
             .data
             .iter()
-            .filter(|r| !wanted.contains(&r.value))
+            .filter(|r| ours(r) && !wanted.contains(&r.value))
             .collect();
+        let foreign = current.data.iter().filter(|r| !ours(r)).count();
         if !add.is_empty() {
             let body = serde_json::json!({
-                "add": add.iter().enumerate().map(|(i, v)| serde_json::json!({"value": v, "tag": format!("flagship-{}", i + 1)})).collect::<Vec<_>>()
+                "add": add.iter().enumerate().map(|(i, v)| serde_json::json!({"value": v, "tag": format!("{prefix}{}", i + 1)})).collect::<Vec<_>>()
             });
             for dry in [true, false] {
                 self.rules_call(
@@ -223,6 +254,7 @@ impl XStream {
             kept: wanted.len() - add.len(),
             added: add,
             deleted: delete.iter().map(|r| r.value.clone()).collect(),
+            foreign,
         })
     }
 
@@ -363,5 +395,17 @@ impl TweetSource for XStream {
 
     fn stats(&self) -> SourceStats {
         self.stats.clone()
+    }
+
+    fn buffered(&mut self) -> Vec<SourceLine> {
+        let mut out = Vec::new();
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            out.push(self.take_line(i, 1));
+        }
+        if !self.buf.is_empty() {
+            let n = self.buf.len();
+            out.push(self.take_line(n, 0));
+        }
+        out
     }
 }

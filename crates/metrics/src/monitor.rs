@@ -185,6 +185,45 @@ impl Drift {
     }
 }
 
+impl Drift {
+    /// The seed's retraining rule, in words.
+    pub fn retrain_verdict(&self) -> &'static str {
+        match self.retrain {
+            Some(true) => "labelled batch: F2 or minutes moved beyond the threshold — retrain",
+            Some(false) => "labelled batch: F2 and minutes within the threshold of the reference",
+            None => "no labels in the batch: quality not checked",
+        }
+    }
+
+    /// The monitoring report as markdown: every compared statistic, new groups, the verdict.
+    pub fn to_markdown(&self, title: &str, rows: usize) -> String {
+        let mut md = format!(
+            "# {title}\n\n{rows} rows; {} of {} compared statistics moved more than {:.0} % (groups under {} rows never flagged).\n\n| dimension | group | statistic | reference | batch | change | flagged |\n|---|---|---|---|---|---|---|\n",
+            self.flagged,
+            self.changes.len(),
+            100.0 * self.threshold,
+            self.min_count
+        );
+        for c in &self.changes {
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.4} | {:.4} | {:+.1} % | {} |\n",
+                c.dimension,
+                c.group,
+                c.statistic,
+                c.reference,
+                c.batch,
+                100.0 * c.relative,
+                if c.flagged { "**yes**" } else { "" }
+            ));
+        }
+        for (dim, g) in &self.new_groups {
+            md.push_str(&format!("\nNew group, not in the reference: {dim} = {g}\n"));
+        }
+        md.push_str(&format!("\n{}.\n", self.retrain_verdict()));
+        md
+    }
+}
+
 /// The columns of a predictions table that monitoring groups by, as the caller read them
 /// (each `None` when the table lacks it; values `None` where a row has none).
 #[derive(Debug, Clone, Default)]

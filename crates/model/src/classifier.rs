@@ -358,6 +358,7 @@ impl Classifier {
                     card.max_length.max(2),
                     model.config.pad_token_id,
                 )?;
+                check_fits(dir, &model.config, &encoder)?;
                 Inner::Transformer(Box::new(Transformer {
                     _vs: vs,
                     model,
@@ -412,5 +413,56 @@ impl Classifier {
                 truncated,
             })
             .collect())
+    }
+}
+
+/// Ids the tokenizer can produce must have embeddings, and `max_length` tokens positions;
+/// otherwise libtorch would abort mid-prediction. Checked when a folder is loaded.
+fn check_fits(dir: &Path, config: &crate::Config, encoder: &TextEncoder) -> Result<(), ModelError> {
+    let bad = |message: String| ModelError::BadFile {
+        path: dir.to_owned(),
+        message,
+    };
+    if encoder.vocab_size() as i64 > config.vocab_size {
+        return Err(bad(format!(
+            "tokenizer.json has {} tokens but the model embeds {} (config.json vocab_size): they do not belong together",
+            encoder.vocab_size(),
+            config.vocab_size
+        )));
+    }
+    // RoBERTa numbers positions from pad_token_id + 1.
+    let offset = if config.model_type == "roberta" {
+        config.pad_token_id + 1
+    } else {
+        0
+    };
+    let positions = config.max_position_embeddings - offset;
+    if encoder.max_length() as i64 > positions {
+        return Err(bad(format!(
+            "max_length {} is more than the model's {positions} positions",
+            encoder.max_length()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_beyond_the_positions_or_a_foreign_tokenizer_is_refused_at_load() {
+        let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
+        let ck = Checkpoint::open(&base).unwrap();
+        let tok = base.join("tokenizer.json");
+        let fits = TextEncoder::from_file(&tok, 128, 0).unwrap();
+        check_fits(&base, &ck.config, &fits).unwrap();
+        let long = TextEncoder::from_file(&tok, 100_000, 0).unwrap();
+        let e = check_fits(&base, &ck.config, &long).unwrap_err();
+        assert!(e.to_string().contains("positions"), "{e}");
+        let mut small = ck.config.clone();
+        small.vocab_size = 1000;
+        let e = check_fits(&base, &small, &fits).unwrap_err();
+        assert!(e.to_string().contains("vocab_size"), "{e}");
     }
 }

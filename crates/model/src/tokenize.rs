@@ -56,6 +56,11 @@ impl TextEncoder {
         self.max_length
     }
 
+    /// Tokens the tokenizer can produce (added tokens included).
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     pub fn pad_id(&self) -> i64 {
         self.pad_id
     }

@@ -252,6 +252,9 @@ pub struct PartReport {
 pub struct Report {
     pub candidates: CandidateCounts,
     pub labels: usize,
+    /// Labels whose tweet is not among the candidates (a retweet, another dataset, a typo):
+    /// not used, and said so.
+    pub labels_unmatched: usize,
     pub parts: Vec<PartReport>,
 }
 
@@ -369,6 +372,15 @@ pub async fn run(
     out: &Store,
 ) -> Result<Report, SplitError> {
     let (cands, counts) = candidates(ctx, processed).await?;
+    let candidate_ids: std::collections::HashSet<u64> = column::<UInt64Array>(&cands, "id")
+        .values()
+        .iter()
+        .copied()
+        .collect();
+    let labels_unmatched = labels
+        .iter()
+        .filter(|(id, _)| !candidate_ids.contains(id))
+        .count();
     let joined = join_labels(ctx, cands, labels).await?;
     let joined = match until {
         Some(u) => {
@@ -415,6 +427,7 @@ pub async fn run(
     Ok(Report {
         candidates: counts,
         labels: labels.len(),
+        labels_unmatched,
         parts: reports,
     })
 }

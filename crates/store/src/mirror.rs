@@ -42,12 +42,31 @@ struct FileHash {
 }
 
 /// Content hashes of local files, reused while a file's size and modification time are
-/// unchanged (serialised with the state that keeps them).
+/// unchanged (serialised with the state that keeps them). [`FileHashes::prune`] drops the
+/// files not asked about since the last prune, so the cache never outgrows what a run uses.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FileHashes(BTreeMap<String, FileHash>);
+pub struct FileHashes {
+    #[serde(flatten)]
+    known: BTreeMap<String, FileHash>,
+    #[serde(skip)]
+    used: std::collections::BTreeSet<String>,
+}
 
 impl FileHashes {
+    /// Forgets every file not hashed since the last prune.
+    pub fn prune(&mut self) {
+        let used = std::mem::take(&mut self.used);
+        self.known.retain(|k, _| used.contains(k));
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
     /// SHA-256 of a local file's bytes, hex.
     pub fn sha256(&mut self, path: &Path) -> Result<String, MirrorError> {
         let meta = std::fs::metadata(path).map_err(io(path))?;
@@ -56,7 +75,8 @@ impl FileHashes {
             .map_err(io(path))?
             .display()
             .to_string();
-        if let Some(h) = self.0.get(&key)
+        self.used.insert(key.clone());
+        if let Some(h) = self.known.get(&key)
             && h.size == meta.len()
             && h.modified == modified
         {
@@ -66,7 +86,7 @@ impl FileHashes {
         std::io::copy(&mut std::fs::File::open(path).map_err(io(path))?, &mut h)
             .map_err(io(path))?;
         let sha256: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        self.0.insert(
+        self.known.insert(
             key,
             FileHash {
                 size: meta.len(),
@@ -111,6 +131,29 @@ pub fn files_under(dir: &Path) -> Result<Vec<String>, MirrorError> {
     Ok(out)
 }
 
+/// Where S3 areas are mirrored: `FLAGSHIP_MIRROR`, else `$XDG_CACHE_HOME/flagship/mirror`,
+/// else `~/.cache/flagship/mirror` — the user's own folder (created `0700`), not a shared,
+/// predictable path under `/tmp` another user could prepare.
+pub fn mirror_root() -> Result<PathBuf, MirrorError> {
+    let root = std::env::var_os("FLAGSHIP_MIRROR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("flagship/mirror"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flagship/mirror"))
+        })
+        .unwrap_or_else(|| std::env::temp_dir().join("flagship-mirror"));
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&root))?;
+    }
+    Ok(root)
+}
+
 /// A storage area as local files (see the module doc).
 pub struct Mirror {
     pub store: Store,
@@ -120,7 +163,7 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Opens `location`; an `s3://` one is mirrored under `<temp>/flagship-mirror/bucket/prefix`.
+    /// Opens `location`; an `s3://` one is mirrored under [`mirror_root`]`/bucket/prefix`.
     pub fn open(location: &Location, s3: &S3Options) -> Result<Mirror, MirrorError> {
         let store = Store::open(location, s3)?;
         Ok(match location {
@@ -131,10 +174,7 @@ impl Mirror {
             },
             Location::S3 { bucket, prefix } => Mirror {
                 store,
-                dir: std::env::temp_dir()
-                    .join("flagship-mirror")
-                    .join(bucket)
-                    .join(prefix),
+                dir: mirror_root()?.join(bucket).join(prefix),
                 remote: true,
             },
         })
@@ -233,5 +273,14 @@ mod tests {
         );
         std::fs::write(d.join("a.parquet"), "10").unwrap();
         assert_ne!(h.sha256(&d.join("a.parquet")).unwrap(), one);
+        h.sha256(&d.join("sub/b.json")).unwrap();
+        // Serialised as a plain map of path → hash; a prune keeps what was used since the last.
+        let back: FileHashes = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(back.len(), 2);
+        h.prune();
+        assert_eq!(h.len(), 2);
+        h.sha256(&d.join("a.parquet")).unwrap();
+        h.prune();
+        assert_eq!(h.len(), 1);
     }
 }

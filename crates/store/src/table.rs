@@ -389,7 +389,18 @@ fn read_jsonl(path: &Path, gz: bool) -> Result<(RecordBatch, Vec<usize>, Vec<Bad
             break;
         }
         n += 1;
-        let text = String::from_utf8_lossy(&raw);
+        // Text is never guessed: a line that is not UTF-8 is set aside, not turned into U+FFFD.
+        let text = match std::str::from_utf8(&raw) {
+            Ok(t) => t,
+            Err(e) => {
+                bad.push(BadLine {
+                    line: n,
+                    error: format!("not UTF-8 (invalid byte at {})", e.valid_up_to()),
+                    raw: String::from_utf8_lossy(&raw).trim_end().to_owned(),
+                });
+                continue;
+            }
+        };
         let line = text.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
