@@ -89,6 +89,23 @@ fn respond(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()>
     conn.flush()
 }
 
+/// A record Firehose did not take.
+const REJECTED: &str =
+    "{\"ErrorCode\":\"ServiceUnavailableException\",\"ErrorMessage\":\"Slow down.\"}";
+
+/// A `PutRecordBatch` answer with these per-record responses.
+fn batch_answer(conn: &mut TcpStream, responses: Vec<String>) -> std::io::Result<()> {
+    let failed = responses.iter().filter(|r| r.as_str() == REJECTED).count();
+    respond(
+        conn,
+        200,
+        &format!(
+            "{{\"FailedPutCount\":{failed},\"Encrypted\":false,\"RequestResponses\":[{}]}}",
+            responses.join(",")
+        ),
+    )
+}
+
 fn serve(conn: TcpStream, state: &Mutex<State>) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone the connection"));
     let mut conn = conn;
@@ -136,57 +153,27 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         let ok = |i: usize| format!("{{\"RecordId\":\"r{i}\"}}");
         let answer = match call {
             Call::Accept => {
-                state
-                    .lock()
-                    .expect("state")
-                    .accepted
-                    .extend(records.iter().cloned());
-                let rs: Vec<String> = (0..records.len()).map(ok).collect();
-                respond(
-                    &mut conn,
-                    200,
-                    &format!(
-                        "{{\"FailedPutCount\":0,\"Encrypted\":false,\"RequestResponses\":[{}]}}",
-                        rs.join(",")
-                    ),
-                )
+                let mut s = state.lock().expect("state");
+                s.accepted.extend(records.iter().cloned());
+                batch_answer(&mut conn, (0..records.len()).map(ok).collect())
             }
             Call::RejectEvery(n) => {
-                let n = n.max(1);
                 let mut rs = Vec::new();
-                let mut failed = 0;
                 for (i, r) in records.iter().enumerate() {
-                    if (i + 1) % n == 0 {
-                        failed += 1;
-                        rs.push(
-                            "{\"ErrorCode\":\"ServiceUnavailableException\",\"ErrorMessage\":\"Slow down.\"}"
-                                .to_string(),
-                        );
+                    if (i + 1) % n.max(1) == 0 {
+                        rs.push(REJECTED.to_owned());
                     } else {
                         state.lock().expect("state").accepted.push(r.clone());
                         rs.push(ok(i));
                     }
                 }
-                respond(
-                    &mut conn,
-                    200,
-                    &format!(
-                        "{{\"FailedPutCount\":{failed},\"Encrypted\":false,\"RequestResponses\":[{}]}}",
-                        rs.join(",")
-                    ),
-                )
+                batch_answer(&mut conn, rs)
             }
-            Call::Partial => {
-                let rs: Vec<String> = (0..records.len().saturating_sub(1)).map(ok).collect();
-                respond(
-                    &mut conn,
-                    200,
-                    &format!(
-                        "{{\"FailedPutCount\":0,\"Encrypted\":false,\"RequestResponses\":[{}]}}",
-                        rs.join(",")
-                    ),
-                )
-            }
+            // One response fewer than records, none of them taken.
+            Call::Partial => batch_answer(
+                &mut conn,
+                (0..records.len().saturating_sub(1)).map(ok).collect(),
+            ),
             Call::Status(code) => respond(
                 &mut conn,
                 code,
