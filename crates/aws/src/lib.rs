@@ -10,7 +10,7 @@
 //! - CloudWatch log group `/aws/kinesisfirehose/<stream>` (with retention) and log stream for
 //!   Firehose's delivery errors;
 //! - IAM role `flagship-firehose-<stream>` trusted by `firehose.amazonaws.com` for this account
-//!   only (`aws:SourceAccount`, the confused-deputy guard), with one inline least-privilege
+//!   only (`sts:ExternalId` = the account, the confused-deputy guard Firehose documents), with one inline least-privilege
 //!   policy: the S3 actions Firehose needs on exactly that bucket and prefix,
 //!   `logs:PutLogEvents` on exactly that log stream (the seed attached whichever policy the
 //!   account listed first). Named after the stream, so a second mission never shares them;
@@ -174,7 +174,9 @@ fn fail<E: std::error::Error>(what: &str) -> impl Fn(E) -> AwsError + '_ {
     }
 }
 
-/// Firehose may assume the role only on behalf of this account (the confused-deputy guard).
+/// Firehose may assume the role only on behalf of this account (the confused-deputy guard):
+/// Firehose passes the account id as the external id when it assumes a delivery role, which
+/// is the condition its documentation gives.
 pub fn trust_policy(account: &str) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
@@ -182,7 +184,7 @@ pub fn trust_policy(account: &str) -> String {
             "Effect": "Allow",
             "Principal": {"Service": "firehose.amazonaws.com"},
             "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": account}}
+            "Condition": {"StringEquals": {"sts:ExternalId": account}}
         }]
     })
     .to_string()
@@ -216,8 +218,8 @@ pub fn with_tls_only(existing: Option<&str>, bucket: &str) -> Result<String, Aws
 }
 
 /// The inline policy: exactly this bucket / prefix and this log stream.
-pub fn delivery_policy(r: &Resources, account: &str) -> String {
-    serde_json::json!({
+pub fn delivery_policy(r: &Resources, account: &str, kms_key: Option<&str>) -> String {
+    let mut doc = serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -236,8 +238,25 @@ pub fn delivery_policy(r: &Resources, account: &str) -> String {
                 "Resource": [format!("arn:aws:logs:{}:{account}:log-group:{}:log-stream:{}", r.region, r.log_group, r.log_stream)]
             }
         ]
-    })
-    .to_string()
+    });
+    // A bucket encrypted with a customer-managed KMS key: Firehose must be allowed to use that
+    // key, through S3 only and for this prefix only.
+    if let Some(key) = kms_key {
+        let resource = if key.starts_with("arn:") { key } else { "*" };
+        doc["Statement"]
+            .as_array_mut()
+            .expect("statements")
+            .push(serde_json::json!({
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": [resource],
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": format!("s3.{}.amazonaws.com", r.region)},
+                    "StringLike": {"kms:EncryptionContext:aws:s3:arn": format!("arn:aws:s3:::{}/{}*", r.bucket, r.prefix)}
+                }
+            }));
+    }
+    doc.to_string()
 }
 
 const POLICY_NAME: &str = "flagship-firehose-delivery";
@@ -340,16 +359,23 @@ async fn check_stream_owner(c: &Clients, r: &Resources) -> Result<(), AwsError> 
         .send()
         .await
         .map_err(fail("describing the delivery stream"))?;
-    let bucket_arn = d
+    let dest = d
         .delivery_stream_description()
         .and_then(|d| d.destinations().first())
-        .and_then(|d| d.extended_s3_destination_description())
-        .map(|d| d.bucket_arn().to_owned());
+        .and_then(|d| d.extended_s3_destination_description());
     let ours = format!("arn:aws:s3:::{}", r.bucket);
-    if let Some(b) = bucket_arn.filter(|b| *b != ours) {
+    if let Some(b) = dest.map(|d| d.bucket_arn()).filter(|b| *b != ours) {
         return Err(AwsError::Fatal(format!(
             "delivery stream {} already delivers to {b} — another deployment's; pass another --stream",
             r.stream
+        )));
+    }
+    // The role's policy follows `--prefix`: a stream writing under another prefix would be
+    // left with a policy that no longer lets it deliver.
+    if let Some(p) = dest.and_then(|d| d.prefix()).filter(|p| *p != r.prefix) {
+        return Err(AwsError::Fatal(format!(
+            "delivery stream {} writes under prefix {p:?}, not {:?}: pass --prefix {p:?} (or another --stream)",
+            r.stream, r.prefix
         )));
     }
     Ok(())
@@ -393,7 +419,12 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
             .server_side_encryption_configuration()
             .and_then(|conf| conf.rules().first())
             .and_then(|rule| rule.apply_server_side_encryption_by_default())
-            .map(|d| d.sse_algorithm().as_str().to_owned()),
+            .map(|d| {
+                (
+                    d.sse_algorithm().as_str().to_owned(),
+                    d.kms_master_key_id().map(str::to_owned),
+                )
+            }),
         Err(e)
             if e.as_service_error().and_then(|s| s.meta().code())
                 == Some("ServerSideEncryptionConfigurationNotFoundError") =>
@@ -402,8 +433,12 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         }
         Err(e) => return Err(fail("reading default encryption")(e)),
     };
+    let kms_key = existing
+        .as_ref()
+        .filter(|(alg, _)| alg.starts_with("aws:kms"))
+        .and_then(|(_, key)| key.clone());
     let encryption = match existing {
-        Some(alg) => format!("default encryption {alg} kept"),
+        Some((alg, _)) => format!("default encryption {alg} kept"),
         None => {
             let sse = ServerSideEncryptionByDefault::builder()
                 .sse_algorithm(ServerSideEncryption::Aes256)
@@ -505,11 +540,12 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         .await
         .map_err(fail("reading the account id (sts:GetCallerIdentity)"))?
         .account()
-        .unwrap_or_default()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| AwsError::Fatal("sts:GetCallerIdentity returned no account id".into()))?
         .to_owned();
     let arn = match role_arn(c, r).await? {
         Some(a) => {
-            // An older role may lack the SourceAccount condition: its trust policy is renewed.
+            // An older role may lack the account condition: its trust policy is renewed.
             c.iam
                 .update_assume_role_policy()
                 .role_name(&r.role)
@@ -538,7 +574,7 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         .put_role_policy()
         .role_name(&r.role)
         .policy_name(POLICY_NAME)
-        .policy_document(delivery_policy(r, &account))
+        .policy_document(delivery_policy(r, &account, kms_key.as_deref()))
         .send()
         .await
         .map_err(fail("attaching the delivery policy"))?;

@@ -113,7 +113,7 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
                 .assume_role_policy_document()
                 .unwrap_or_default(),
         );
-        assert!(trust.contains("aws:SourceAccount"), "{trust}");
+        assert!(trust.contains("sts:ExternalId"), "{trust}");
 
         // A second mission in the same account: its own bucket (already encrypted with KMS,
         // which stays), stream, role and log group; the first mission's are untouched.
@@ -157,6 +157,20 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
             steps.iter().any(|s| s.state.contains("aws:kms kept")),
             "{steps:?}"
         );
+        // … and its role may use that key (through S3, for its prefix only).
+        let p = c
+            .iam
+            .get_role_policy()
+            .role_name(&other.role)
+            .policy_name("flagship-firehose-delivery")
+            .send()
+            .await
+            .unwrap();
+        let doc = urlencoding_decode(p.policy_document());
+        assert!(
+            doc.contains("kms:GenerateDataKey") && doc.contains("s3.eu-west-1.amazonaws.com"),
+            "{doc}"
+        );
         // The TLS-only policy is there, and moto enforces it: a plain-HTTP put is refused.
         let bp =
             c.s3.get_bucket_policy()
@@ -195,6 +209,11 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
             .with_endpoint(r.endpoint_url.clone());
         let e = aws::create(&c, &clash).await.unwrap_err().to_string();
         assert!(e.contains("another deployment"), "{e}");
+        // The same stream with another --prefix would strand its deliveries: refused.
+        let moved = Resources::new(&r.bucket, "eu-west-1", "elsewhere/", &r.stream)
+            .with_endpoint(r.endpoint_url.clone());
+        let e = aws::create(&c, &moved).await.unwrap_err().to_string();
+        assert!(e.contains("writes under prefix"), "{e}");
         // The bucket stays (its policy refuses plain HTTP, so it could not be emptied here).
         aws::destroy(&c, &other, false).await.unwrap();
         let status = aws::status(&c, &r).await.unwrap();

@@ -355,6 +355,7 @@ impl Run<'_> {
                     stages_cmd::CombineArgs {
                         common: common(&Engine::Local),
                         prefix: String::new(),
+                        prune_vanished: false,
                     },
                 )?;
                 Ok(vec![format!("combine: {r}")])
@@ -545,53 +546,44 @@ impl Run<'_> {
 /// Held while a pipeline runs on a reports location, so two runs never interleave stages.
 const LOCK_FILE: &str = "pipeline.lock";
 
-/// A lock file holding the running pipeline's process id; removed when dropped. A lock whose
-/// process is gone (a killed run) is taken over.
-struct Lock(PathBuf);
+/// An exclusive OS lock (`flock`) on the lock file, held for the whole run and released by the
+/// OS however the process ends; the file holds the holder's process id, for the message.
+struct Lock {
+    _file: std::fs::File,
+}
 
 impl Lock {
     fn take(path: &Path) -> Result<Lock> {
+        use std::io::Write;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    writeln!(f, "{}", std::process::id())?;
-                    return Ok(Lock(path.to_owned()));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(path).unwrap_or_default();
-                    let pid = holder.trim();
-                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
-                    if alive {
-                        bail!(
-                            "another pipeline (pid {pid}) is running on these locations (lock {}); wait for it or stop it",
-                            path.display()
-                        );
-                    }
-                    tracing::warn!(pid, "taking over the lock of a pipeline that is gone");
-                    std::fs::remove_file(path)
-                        .with_context(|| format!("cannot remove {}", path.display()))?;
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", path.display()));
-                }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)?;
+                writeln!(file, "{}", std::process::id())?;
+                Ok(Lock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(path).unwrap_or_default();
+                bail!(
+                    "another pipeline (pid {}) is running on these locations (lock {}); wait for it or stop it",
+                    holder.trim(),
+                    path.display()
+                )
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }
         }
-        bail!("cannot take the lock {}", path.display())
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -748,8 +740,7 @@ mod tests {
             "{e}"
         );
         drop(held);
-        assert!(!path.exists());
-        // A lock left by a process that is gone (pid beyond the kernel's maximum).
+        // The file a finished (or killed) run leaves behind holds no lock: the next run takes it.
         std::fs::write(&path, "4194305\n").unwrap();
         let _again = Lock::take(&path).unwrap();
         assert_eq!(

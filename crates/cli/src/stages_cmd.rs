@@ -32,6 +32,10 @@ pub struct CombineArgs {
     /// Only objects under this key prefix of the raw location (e.g. `2022/01/09`).
     #[arg(long, default_value = "")]
     pub prefix: String,
+    /// Remove the outputs of hours whose raw objects are all gone (kept by default: raw data
+    /// may expire by design).
+    #[arg(long)]
+    pub prune_vanished: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -135,12 +139,16 @@ pub fn combine(config: &Config, a: CombineArgs) -> Result<flagship_combine::Repo
         note_local("combine", &a.common.engine);
         let ctx = flagship_store::frames::local_session();
         let b = bar("combine");
-        let report = flagship_combine::run(&ctx, &raw, &a.prefix, &out, &quarantine, &|_, i, n| {
-            b.set_length(n as u64);
-            b.set_position(i as u64);
-        })
-        .await
-        .with_context(|| format!("combine {} → {}", raw.location(), out.location()))?;
+        let mut report =
+            flagship_combine::run(&ctx, &raw, &a.prefix, &out, &quarantine, &|_, i, n| {
+                b.set_length(n as u64);
+                b.set_position(i as u64);
+            })
+            .await
+            .with_context(|| format!("combine {} → {}", raw.location(), out.location()))?;
+        if a.prune_vanished {
+            flagship_combine::remove_vanished(&out, &mut report).await?;
+        }
         b.finish_and_clear();
         println!("combine: {report}");
         if report.totals.quarantined > 0 {

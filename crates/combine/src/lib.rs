@@ -141,7 +141,9 @@ pub struct Report {
     pub hours: Vec<HourReport>,
     pub outside_layout: Vec<String>,
     pub totals: Counts,
-    /// Outputs of hours whose raw objects are all gone, removed (a full run only).
+    /// Outputs of hours whose raw objects are all gone (a full run only).
+    pub vanished: Vec<String>,
+    /// Of those, the ones [`remove_vanished`] removed.
     pub removed: Vec<String>,
 }
 
@@ -161,9 +163,12 @@ impl std::fmt::Display for Report {
             t.quarantined,
             t.api_errors,
             self.outside_layout.len(),
-            match self.removed.len() {
-                0 => String::new(),
-                n => format!(", {n} outputs of vanished hours removed"),
+            match (self.vanished.len(), self.removed.len()) {
+                (0, _) => String::new(),
+                (n, 0) => format!(
+                    ", {n} outputs whose raw objects are gone (kept; --prune-vanished removes them)"
+                ),
+                (_, r) => format!(", {r} outputs of vanished hours removed"),
             }
         )
     }
@@ -381,29 +386,37 @@ pub async fn run(
         progress(&hour_report, i + 1, total);
         report.hours.push(hour_report);
     }
-    // A full run owns the output: an hour whose raw objects are all gone leaves no output
-    // behind (it would otherwise be filtered, split and trained on forever).
+    // Outputs of hours whose raw objects are all gone (a full run only): reported, removed
+    // only when asked ([`remove_vanished`]) — raw objects also vanish by design (an S3
+    // lifecycle rule expiring old raw data), and combined data must not vanish with them.
     if prefix.is_empty() {
         let live: std::collections::BTreeSet<String> =
             grouped.hours.keys().map(|h| hour_file(*h)).collect();
-        let stale: Vec<String> = manifest
+        report.vanished = manifest
             .outputs
             .keys()
             .filter(|k| !live.contains(*k))
             .cloned()
             .collect();
-        for output in stale {
-            if out.exists(&output).await? {
-                out.delete(&output).await?;
-            }
-            manifest.outputs.remove(&output);
-            report.removed.push(output);
-        }
-        if !report.removed.is_empty() {
-            manifest.save(out).await?;
-        }
     }
     Ok(report)
+}
+
+/// Removes the outputs `report` found without raw objects, and their manifest entries.
+pub async fn remove_vanished(out: &Store, report: &mut Report) -> Result<(), CombineError> {
+    if report.vanished.is_empty() {
+        return Ok(());
+    }
+    let mut manifest = Manifest::load(out, STAGE).await?;
+    for output in &report.vanished {
+        if out.exists(output).await? {
+            out.delete(output).await?;
+        }
+        manifest.outputs.remove(output);
+        report.removed.push(output.clone());
+    }
+    manifest.save(out).await?;
+    Ok(())
 }
 
 async fn combine_hour(
@@ -536,7 +549,16 @@ mod tests {
         let r = run(&ctx, &raw, "", &out, &q, &|_, _, _| {}).await.unwrap();
         assert_eq!((r.hours.len(), r.removed.len()), (2, 0));
         raw.delete(&object_key("", "s", t(2), "b")).await.unwrap();
-        let r = run(&ctx, &raw, "", &out, &q, &|_, _, _| {}).await.unwrap();
+        let mut r = run(&ctx, &raw, "", &out, &q, &|_, _, _| {}).await.unwrap();
+        // Reported and kept unless asked: raw data also expires by design.
+        assert_eq!(r.vanished.len(), 1);
+        assert!(out.exists(&r.vanished[0]).await.unwrap());
+        assert!(
+            r.to_string()
+                .contains("1 outputs whose raw objects are gone (kept"),
+            "{r}"
+        );
+        remove_vanished(&out, &mut r).await.unwrap();
         assert_eq!(
             r.removed,
             [hour_file(

@@ -345,6 +345,18 @@ impl Config {
         {
             return Err(("mission.stream.track", "holds an empty term".into()));
         }
+        // The name tags the mission's stream rules (`flagship:<name>:n`) and names objects.
+        let name = &self.mission.name;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err((
+                "mission.name",
+                format!("{name:?}: use letters, digits, `_` and `-` only"),
+            ));
+        }
         if self.mission.stream.track.is_empty() {
             return Err((
                 "mission.stream.track",

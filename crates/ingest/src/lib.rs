@@ -84,7 +84,8 @@ pub struct Totals {
     pub lost: u64,
     pub source: SourceStats,
     pub seconds: f64,
-    /// Why the run ended: `max-tweets`, `duration`, `signal`, `end of input`, `error`.
+    /// Why the run ended: `max-tweets`, `duration`, `signal`, `end of input`, `error`,
+    /// `sink failure`.
     pub stopped_by: String,
     /// The fatal error that ended the run (after everything received was flushed).
     pub error: Option<String>,
@@ -299,14 +300,31 @@ pub async fn run<S: Sink + 'static>(
     if stopped_by == "signal" {
         start_drain();
     }
-    // Complete lines the source has already read (a stream's buffer) are handled, not dropped.
+    // Complete lines the source has already read (a stream's buffer) are handled, not dropped
+    // (after `--max-tweets` they are left unread: the limit is an upper bound).
     let mut rest: Vec<_> = held.into_iter().collect();
-    for line in source.buffered() {
-        rest.extend(handle(&line, &mut t, &mut seen, &mut bad));
+    if stopped_by != "max-tweets" {
+        for line in source.buffered() {
+            rest.extend(handle(&line, &mut t, &mut seen, &mut bad));
+        }
     }
     for rec in rest {
-        if tx.send(rec).await.is_err() {
-            break;
+        // Still watching for a stop: a full queue must not hide it from the drain deadline.
+        let permit = if stopped_by == "signal" {
+            tx.reserve().await
+        } else {
+            tokio::select! {
+                p = tx.reserve() => p,
+                _ = &mut stop => {
+                    stopped_by = "signal";
+                    start_drain();
+                    tx.reserve().await
+                }
+            }
+        };
+        match permit {
+            Ok(p) => p.send(rec),
+            Err(_) => break,
         }
     }
     drop(tx);

@@ -106,6 +106,15 @@ pub fn rule_tag_prefix(mission: &str) -> String {
     format!("flagship:{mission}:")
 }
 
+/// Whether a rule tag is this mission's: exactly `flagship:<mission>:<n>`, or the untagged
+/// `flagship-<n>` of versions before mission tags (taken over once, so upgrades leave no
+/// orphan rules behind).
+fn is_ours(tag: &str, prefix: &str) -> bool {
+    let numbered = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    tag.strip_prefix(prefix).is_some_and(numbered)
+        || tag.strip_prefix("flagship-").is_some_and(numbered)
+}
+
 #[derive(Deserialize)]
 struct Rules {
     #[serde(default)]
@@ -206,7 +215,7 @@ impl XStream {
         let current = self
             .rules_call(self.client.get(&url), "reading stream rules")
             .await?;
-        let ours = |r: &Rule| r.tag.as_deref().is_some_and(|t| t.starts_with(&prefix));
+        let ours = |r: &Rule| r.tag.as_deref().is_some_and(|t| is_ours(t, &prefix));
         let have: Vec<&str> = current.data.iter().map(|r| r.value.as_str()).collect();
         let add: Vec<String> = wanted
             .iter()

@@ -49,8 +49,10 @@ async fn serve(listener: tokio::net::TcpListener, seen: Seen) {
                         {"id":"1","value":"(old term) lang:en","tag":"flagship:jwst:1"},
                         {"id":"2","value":"(mars rover)","tag":"flagship:mars:1"},
                         {"id":"3","value":"(cats)","tag":"someone-elses-bot"},
-                        {"id":"4","value":"(dogs)"}
-                    ],"meta":{"result_count":4}}"#
+                        {"id":"4","value":"(dogs)"},
+                        {"id":"5","value":"(from an old version)","tag":"flagship-3"},
+                        {"id":"6","value":"(jwst:b mission)","tag":"flagship:jwst:b:1"}
+                    ],"meta":{"result_count":6}}"#
                 } else {
                     r#"{"meta":{"summary":{"created":1,"valid":1,"deleted":1}}}"#
                 };
@@ -86,9 +88,14 @@ async fn only_this_missions_rules_are_managed() {
     let wanted = vec!["(james webb) lang:en".to_string(), "(dogs)".to_string()];
     let sync = x.sync_rules("jwst", &wanted).await.unwrap();
     assert_eq!(sync.added, ["(james webb) lang:en"]);
-    assert_eq!(sync.deleted, ["(old term) lang:en"]);
+    // This mission's stale rule and an untagged-era `flagship-3` rule (taken over on upgrade);
+    // never mission `jwst:b`'s, whose tag merely starts with `flagship:jwst:`.
+    assert_eq!(
+        sync.deleted,
+        ["(old term) lang:en", "(from an old version)"]
+    );
     assert_eq!(sync.kept, 1);
-    assert_eq!(sync.foreign, 3);
+    assert_eq!(sync.foreign, 4);
 
     let seen = seen.lock().unwrap().clone();
     let posts: Vec<_> = seen.iter().filter(|(t, _)| t.starts_with("POST")).collect();
@@ -108,5 +115,5 @@ async fn only_this_missions_rules_are_managed() {
     }
     // The delete names this mission's stale rule only — never mars's, the bot's or an untagged one.
     let v: serde_json::Value = serde_json::from_str(&posts[2].1).unwrap();
-    assert_eq!(v["delete"]["ids"], serde_json::json!(["1"]));
+    assert_eq!(v["delete"]["ids"], serde_json::json!(["1", "5"]));
 }
