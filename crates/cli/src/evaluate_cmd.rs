@@ -7,7 +7,6 @@ use anyhow::{Result, bail};
 use flagship_core::Config;
 use flagship_metrics::Evaluation;
 
-use flagship_core::labels;
 use flagship_store::fs::write_atomic;
 use flagship_store::table::Table;
 
@@ -26,18 +25,14 @@ pub struct Args {
 /// the report's path (each line also printed).
 pub fn run(config: &Config, args: Args) -> Result<Vec<String>> {
     let t = Table::read(&args.predictions)?;
-    let written = t.labels()?;
+    let targets = t.targets()?;
     let probs = t.f64_column("need_support_probability")?;
     let flags = t.bool_column("need_support")?;
     let words = crate::monitor_cmd::words(&t)?;
     let (mut y, mut p, mut f, mut w) = (vec![], vec![], vec![], vec![]);
     let mut skipped = 0;
-    for (i, l) in written.iter().enumerate() {
-        match l
-            .as_ref()
-            .ok()
-            .and_then(|&l| labels::need_support(l.into()))
-        {
+    for (i, target) in targets.iter().enumerate() {
+        match *target {
             Some(need) => {
                 y.push(need);
                 p.push(probs[i]);

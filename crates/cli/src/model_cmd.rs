@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use flagship_core::config::ModelKind;
-use flagship_core::labels::{self, Example};
+use flagship_core::labels::Example;
 use flagship_core::rng::Rng;
 use flagship_core::{Config, scoring};
 use flagship_model::classifier::{self, sha256_file};
@@ -321,14 +321,10 @@ pub fn predict(args: PredictArgs) -> Result<()> {
 
 /// With labels in the input: F2 at the model's threshold, ROC-AUC and the trivial baselines.
 fn score_labelled(t: &Table, probs: &[f32], threshold: f64) -> Result<()> {
-    let written = t.labels()?;
+    let targets = t.targets()?;
     let (mut p, mut y) = (Vec::new(), Vec::new());
-    for (prob, l) in probs.iter().zip(&written) {
-        if let Some(need) = l
-            .as_ref()
-            .ok()
-            .and_then(|&l| labels::need_support(l.into()))
-        {
+    for (prob, target) in probs.iter().zip(&targets) {
+        if let Some(need) = *target {
             p.push(*prob);
             y.push(need);
         }
@@ -336,11 +332,11 @@ fn score_labelled(t: &Table, probs: &[f32], threshold: f64) -> Result<()> {
     if y.is_empty() {
         bail!("{}: no valid labels to score", t.path.display());
     }
-    if y.len() < written.len() {
+    if y.len() < targets.len() {
         eprintln!(
             "{}: {} row(s) without a 0/1/2 label left out of the scores",
             t.path.display(),
-            written.len() - y.len()
+            targets.len() - y.len()
         );
     }
     let at = scoring::score_at(&p, &y, threshold, 2.0);

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use flagship_core::Config;
 use flagship_core::config::Business;
-use flagship_core::labels;
 use flagship_metrics::monitor::{self, GroupColumns};
 use flagship_metrics::{Drift, Profile};
 use flagship_store::fs::write_atomic;
@@ -50,19 +49,15 @@ pub fn need_support(t: &Table) -> Result<Option<Vec<Option<bool>>>> {
     if !t.has_column("label") {
         return Ok(None);
     }
-    let rows = t.labels()?;
-    let bad = rows.iter().filter(|l| l.is_err()).count();
+    let targets = t.targets()?;
+    let bad = targets.iter().filter(|l| l.is_none()).count();
     if bad > 0 {
         eprintln!(
             "{}: {bad} row(s) without a 0/1/2 label left out of the quality check",
             t.path.display()
         );
     }
-    Ok(Some(
-        rows.into_iter()
-            .map(|l| l.ok().and_then(|l| labels::need_support(l.into())))
-            .collect(),
-    ))
+    Ok(Some(targets))
 }
 
 /// The profile of a predictions table: its grouping columns read here, the grouping and

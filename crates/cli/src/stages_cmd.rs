@@ -76,21 +76,25 @@ pub struct SplitArgs {
     pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-fn store(config: &Config, over: &Option<String>, area: Area) -> Result<Store> {
-    let loc = match over {
+/// The location given on the command line, else the config's for `area`.
+fn location(config: &Config, over: &Option<String>, area: Area) -> Result<Location> {
+    Ok(match over {
         Some(s) => Location::parse(s, &std::env::current_dir()?)?,
         None => config.location(area)?,
-    };
-    Ok(Store::open(&loc, &config.storage.s3)?)
+    })
+}
+
+fn store(config: &Config, over: &Option<String>, area: Area) -> Result<Store> {
+    Ok(Store::open(
+        &location(config, over, area)?,
+        &config.storage.s3,
+    )?)
 }
 
 /// A stage's input: like [`store`], but a local folder that does not exist is an error (a
 /// typo must not read as "0 hours, nothing to do"; opening would create it).
 fn input(config: &Config, over: &Option<String>, area: Area, stage: &str) -> Result<Store> {
-    let loc = match over {
-        Some(s) => Location::parse(s, &std::env::current_dir()?)?,
-        None => config.location(area)?,
-    };
+    let loc = location(config, over, area)?;
     if let Location::Local(p) = &loc
         && !p.is_dir()
     {

@@ -283,6 +283,16 @@ impl Table {
             .collect())
     }
 
+    /// Each row's target from its `label` (`flagship_core::labels`): `None` where the label is
+    /// missing or not 0/1/2.
+    pub fn targets(&self) -> Result<Vec<Option<bool>>> {
+        Ok(self
+            .labels()?
+            .into_iter()
+            .map(|l| l.ok().and_then(|l| labels::need_support(l.into())))
+            .collect())
+    }
+
     /// Labelled examples (`need_support` = label ≤ 1) and the rows left out for a bad label
     /// (line, label as written).
     pub fn examples(&self) -> Result<(Vec<Example>, Vec<BadLabel>)> {
