@@ -192,9 +192,8 @@ pub fn filter(config: &Config, a: Common) -> Result<std::collections::BTreeMap<S
             .map(|(_, v)| v)
             .sum();
         println!(
-            "filter: {} hours ({} unchanged, skipped), {all} tweets → {} kept (profile `{}`)",
-            hours.len(),
-            hours.iter().filter(|h| h.skipped).count(),
+            "filter: {}, {all} tweets → {} kept (profile `{}`)",
+            flagship_store::frames::summary(&hours),
             totals.get(flagship_filter::KEPT).copied().unwrap_or(0),
             config.mission.name
         );
@@ -217,11 +216,15 @@ pub fn textproc(config: &Config, a: Common) -> Result<()> {
             .await
             .with_context(|| format!("textproc {} → {}", input.location(), out.location()))?;
         b.finish_and_clear();
-        let sum = |k: &str| hours.iter().map(|h| h.counts.get(k).copied().unwrap_or(0)).sum::<u64>();
+        let sum = |k: &str| {
+            hours
+                .iter()
+                .map(|h| h.counts.get(k).copied().unwrap_or(0))
+                .sum::<u64>()
+        };
         println!(
-            "textproc: {} hours ({} unchanged, skipped), {} rows, {} with nothing left after cleaning",
-            hours.len(),
-            hours.iter().filter(|h| h.skipped).count(),
+            "textproc: {}, {} rows, {} with nothing left after cleaning",
+            flagship_store::frames::summary(&hours),
             sum("rows"),
             sum("empty_text_model")
         );

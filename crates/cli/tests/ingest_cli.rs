@@ -180,6 +180,118 @@ fn sigterm_during_a_firehose_outage_spills_everything_and_reports() {
     println!("{totals} — stopped in {took:?}");
 }
 
+/// SIGKILL mid-run, then a restart of the same replay: what the first run delivered comes
+/// again (a killed process cannot say what it had sent). Firehose writes each run's records
+/// under its own arrival hour; combine keeps every id once — 0 lost, 0 duplicated downstream.
+#[cfg(unix)]
+#[test]
+fn sigkill_then_restart_loses_nothing_and_combine_keeps_each_id_once() {
+    use chrono::TimeZone;
+    use flagship_ingest::testing::FakeFirehose;
+    let fake = FakeFirehose::start(vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let replay = fixture("demo/stream.jsonl.gz");
+    let ingest = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flagship"));
+        c.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "ingest",
+                "run",
+                "--sink",
+                "firehose",
+                "--region",
+                "us-east-1",
+            ])
+            .args([
+                "--endpoint-url",
+                &fake.endpoint(),
+                "--buffer-interval",
+                "1s",
+            ])
+            .arg("--spill")
+            .arg(dir.path().join("spill.jsonl"))
+            .arg("--replay")
+            .arg(&replay)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut child = ingest().args(["--speed", "20000"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fake.accepted().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing sent in 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap();
+    let first = fake.accepted().len();
+    let out = ingest().output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("0 lost"), "{stdout}");
+    let accepted = fake.accepted();
+    // Firehose's S3 layout: each run's records under the hour they arrived in.
+    let raw = dir.path().join("raw");
+    for (n, (hour, records)) in [(1, &accepted[..first]), (2, &accepted[first..])]
+        .into_iter()
+        .enumerate()
+    {
+        let at = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 30, hour, 0, 0)
+            .unwrap();
+        let key = flagship_core::layout::object_key("", "flagship", at, &n.to_string());
+        let path = raw.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text: Vec<u8> = records
+            .iter()
+            .flat_map(|r| {
+                let mut r = r.clone();
+                if !r.ends_with(b"\n") {
+                    r.push(b'\n');
+                }
+                r
+            })
+            .collect();
+        std::fs::write(path, text).unwrap();
+    }
+    let stdout = flagship(&cfg, &["combine"]);
+    let rows = std::fs::read_dir(dir.path().join("combined"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            let (_, batches) =
+                flagship_store::records::from_parquet(std::fs::read(p).unwrap().into()).unwrap();
+            batches
+                .iter()
+                .flat_map(|b| flagship_store::records::from_batch(b).unwrap())
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    let unique: std::collections::HashSet<_> = rows.iter().collect();
+    println!(
+        "SIGKILL after {first} records delivered; restart delivered {}; combine: {stdout}",
+        accepted.len() - first
+    );
+    assert_eq!(rows.len(), unique.len(), "duplicated downstream");
+    assert_eq!(rows.len(), 4800, "{stdout}");
+    assert!(
+        stdout.contains(&format!("{first} of them first seen in an earlier hour")),
+        "{stdout}"
+    );
+}
+
 /// The unit file passes `systemd-analyze verify` (where systemd is installed).
 #[test]
 fn the_systemd_unit_verifies() {

@@ -4,7 +4,8 @@
 //! `YYYY/MM/DD/HH` of their key (keys outside the layout are reported, never guessed at),
 //! parses each line — an X API v2 stream message, or a record of the seed's legacy 53-column
 //! TSV ([`legacy`]) — into the raw schema, drops repeated tweet ids (keeping the earliest
-//! arrival) and writes `YYYYMMDDHH.parquet` (zstd) per hour, atomically, in the combined
+//! arrival, also across the [`DEDUP_WINDOW_HOURS`] hours before: a retried batch or a spill
+//! file sent after an outage lands in a later hour than the first delivery) and writes `YYYYMMDDHH.parquet` (zstd) per hour, atomically, in the combined
 //! schema (raw columns + `source_object`, `hour`). Malformed lines go to
 //! `quarantine/combine/YYYYMMDDHH.jsonl` with object key, line and byte offset, and are
 //! counted. An hour whose objects (keys, sizes, ETags) did not change since its output was
@@ -16,7 +17,7 @@
 
 pub mod legacy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
@@ -36,6 +37,12 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 pub const STAGE: &str = "combine";
+
+/// How far back an hour looks for ids it must not repeat. A redelivery (a Firehose batch
+/// retried after a timeout that had in fact landed, a spill file sent with `ingest
+/// replay-spill` after an outage, a replay restarted after a crash) arrives later than the
+/// first copy; a week covers any outage an operator lets run before sending the spill.
+pub const DEDUP_WINDOW_HOURS: i64 = 7 * 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CombineError {
@@ -89,6 +96,8 @@ pub struct Counts {
     pub legacy_records: u64,
     pub api_errors: u64,
     pub duplicates: u64,
+    /// Of `duplicates`, ids already combined in an earlier hour (within the window).
+    pub duplicates_of_earlier_hours: u64,
     pub quarantined: u64,
     pub rows: u64,
 }
@@ -109,6 +118,7 @@ impl Counts {
             legacy_records: g("legacy_records"),
             api_errors: g("api_errors"),
             duplicates: g("duplicates"),
+            duplicates_of_earlier_hours: g("duplicates_of_earlier_hours"),
             quarantined: g("quarantined"),
             rows: g("rows"),
         }
@@ -122,6 +132,7 @@ impl Counts {
         self.legacy_records += o.legacy_records;
         self.api_errors += o.api_errors;
         self.duplicates += o.duplicates;
+        self.duplicates_of_earlier_hours += o.duplicates_of_earlier_hours;
         self.quarantined += o.quarantined;
         self.rows += o.rows;
     }
@@ -153,12 +164,13 @@ impl std::fmt::Display for Report {
         let skipped = self.hours.iter().filter(|h| h.skipped).count();
         write!(
             f,
-            "{} hours ({skipped} unchanged, skipped), {} objects, {} lines → {} rows ({} duplicate ids dropped, {} legacy TSV records), {} malformed lines quarantined, {} API error objects, {} keys outside the layout{}",
+            "{} hours ({skipped} unchanged, skipped), {} objects, {} lines → {} rows ({} duplicate ids dropped, {} of them first seen in an earlier hour; {} legacy TSV records), {} malformed lines quarantined, {} API error objects, {} keys outside the layout{}",
             self.hours.len(),
             t.objects,
             t.lines,
             t.rows,
             t.duplicates,
+            t.duplicates_of_earlier_hours,
             t.legacy_records,
             t.quarantined,
             t.api_errors,
@@ -357,21 +369,36 @@ pub async fn run(
         ..Report::default()
     };
     let total = grouped.hours.len();
+    // An hour's output depends on its objects and on the ids of the window before it, so its
+    // fingerprint chains the fingerprints of the hours in that window.
+    let mut chained: BTreeMap<DateTime<Utc>, String> = BTreeMap::new();
+    let mut earlier = EarlierIds::default();
     for (i, (hour, entries)) in grouped.hours.iter().enumerate() {
         let output = hour_file(*hour);
+        let from = *hour - chrono::Duration::hours(DEDUP_WINDOW_HOURS);
         let mut fp = Fingerprint::new(STAGE);
         fp.add_entries(entries);
+        for (h, f) in chained.range(from..*hour) {
+            fp.add(h.to_rfc3339()).add(f);
+        }
         let fp = fp.finish();
+        chained.insert(*hour, fp.clone());
+        earlier.forget_before(from);
         let hour_report = match manifest.done(&output, &fp) {
-            Some(done) if out.exists(&output).await? => HourReport {
-                hour: *hour,
-                output,
-                skipped: true,
-                counts: Counts::from_map(&done.counts),
-            },
+            Some(done) if out.exists(&output).await? => {
+                earlier.later(*hour, &output);
+                HourReport {
+                    hour: *hour,
+                    output,
+                    skipped: true,
+                    counts: Counts::from_map(&done.counts),
+                }
+            }
             _ => {
-                let counts =
-                    combine_hour(ctx, raw, entries, *hour, &output, out, quarantine).await?;
+                let seen = earlier.load(out).await?;
+                let (counts, ids) =
+                    combine_hour(ctx, raw, entries, *hour, &output, out, quarantine, seen).await?;
+                earlier.add(*hour, ids);
                 manifest.record(&output, fp, counts.to_map());
                 manifest.save(out).await?;
                 HourReport {
@@ -419,6 +446,59 @@ pub async fn remove_vanished(out: &Store, report: &mut Report) -> Result<(), Com
     Ok(())
 }
 
+/// The ids combined in the hours of the window before the one being combined: loaded from
+/// the outputs of skipped hours only when a later hour needs them.
+#[derive(Default)]
+struct EarlierIds {
+    hours: BTreeMap<DateTime<Utc>, Earlier>,
+}
+
+enum Earlier {
+    Unread(String),
+    Ids(HashSet<u64>),
+}
+
+impl EarlierIds {
+    fn forget_before(&mut self, from: DateTime<Utc>) {
+        self.hours = self.hours.split_off(&from);
+    }
+
+    fn later(&mut self, hour: DateTime<Utc>, output: &str) {
+        self.hours.insert(hour, Earlier::Unread(output.to_owned()));
+    }
+
+    fn add(&mut self, hour: DateTime<Utc>, ids: HashSet<u64>) {
+        self.hours.insert(hour, Earlier::Ids(ids));
+    }
+
+    async fn load(&mut self, out: &Store) -> Result<Vec<&HashSet<u64>>, CombineError> {
+        for (hour, e) in self.hours.iter_mut() {
+            if let Earlier::Unread(output) = e {
+                let (_, batches) = out.read_parquet(output).await?;
+                let mut ids = HashSet::new();
+                for b in &batches {
+                    let tweets =
+                        records::from_batch(b).map_err(|source| CombineError::Records {
+                            hour: hour.format("%Y-%m-%d %H:00").to_string(),
+                            source,
+                        })?;
+                    ids.extend(tweets.into_iter().map(|t| t.id));
+                }
+                *e = Earlier::Ids(ids);
+            }
+        }
+        Ok(self
+            .hours
+            .values()
+            .filter_map(|e| match e {
+                Earlier::Ids(ids) => Some(ids),
+                Earlier::Unread(_) => None,
+            })
+            .collect())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn combine_hour(
     ctx: &SessionContext,
     raw: &Store,
@@ -427,7 +507,8 @@ async fn combine_hour(
     output: &str,
     out: &Store,
     quarantine: &Store,
-) -> Result<Counts, CombineError> {
+    earlier: Vec<&HashSet<u64>>,
+) -> Result<(Counts, HashSet<u64>), CombineError> {
     let objects: Vec<(String, Bytes)> = futures::stream::iter(
         entries
             .iter()
@@ -444,6 +525,10 @@ async fn combine_hour(
     for (key, bytes) in &objects {
         parse_object(key, bytes, &mut tweets, &mut bad, &mut counts);
     }
+    let before = tweets.len();
+    tweets.retain(|(t, _)| !earlier.iter().any(|ids| ids.contains(&t.id)));
+    counts.duplicates_of_earlier_hours = (before - tweets.len()) as u64;
+    let ids: HashSet<u64> = tweets.iter().map(|(t, _)| t.id).collect();
     let batch = combine_rows(ctx, hour, &tweets).await?;
     counts.rows = batch.num_rows() as u64;
     counts.duplicates = counts.tweets - counts.rows;
@@ -463,7 +548,7 @@ async fn combine_hour(
     }
     out.write_parquet(output, &Stage::Combined.schema(), &[batch])
         .await?;
-    Ok(counts)
+    Ok((counts, ids))
 }
 
 #[cfg(test)]
@@ -578,5 +663,76 @@ mod tests {
                 .contains("1 outputs of vanished hours removed"),
             "{r}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_id_combined_in_an_earlier_hour_is_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            Store::open(
+                &Location::Local(dir.path().join(name)),
+                &S3Options::default(),
+            )
+            .unwrap()
+        };
+        let (raw, out, q) = (open("raw"), open("combined"), open("quarantine"));
+        let t = |d, h| Utc.with_ymd_and_hms(2022, 1, d, h, 5, 0).unwrap();
+        let line = |id: u32| format!("{{\"data\":{{\"id\":\"{id}\",\"text\":\"hi\"}}}}\n");
+        raw.put(
+            &object_key("", "s", t(9, 1), "a"),
+            (line(1) + &line(2)).into(),
+        )
+        .await
+        .unwrap();
+        let ctx = flagship_store::frames::local_session();
+        run(&ctx, &raw, "", &out, &q, &|_, _, _| {}).await.unwrap();
+        // A spill file sent two hours later repeats id 2; a week later, id 1 comes back.
+        raw.put(
+            &object_key("", "s", t(9, 3), "b"),
+            (line(2) + &line(3)).into(),
+        )
+        .await
+        .unwrap();
+        raw.put(&object_key("", "s", t(17, 3), "c"), line(1).into())
+            .await
+            .unwrap();
+        let r = run(&ctx, &raw, "", &out, &q, &|_, _, _| {}).await.unwrap();
+        let rows: Vec<(bool, u64, u64)> = r
+            .hours
+            .iter()
+            .map(|h| {
+                (
+                    h.skipped,
+                    h.counts.rows,
+                    h.counts.duplicates_of_earlier_hours,
+                )
+            })
+            .collect();
+        // The first hour was kept and its ids read back; past the window an id counts anew.
+        assert_eq!(rows, [(true, 2, 0), (false, 1, 1), (false, 1, 0)]);
+        assert_eq!(r.totals.duplicates, 1);
+        assert!(
+            r.to_string()
+                .contains("1 of them first seen in an earlier hour"),
+            "{r}"
+        );
+        // A change to the first hour is a change to the hours that depend on it.
+        raw.put(&object_key("", "s", t(9, 1), "a2"), line(3).into())
+            .await
+            .unwrap();
+        let r = run(&ctx, &raw, "", &out, &q, &|_, _, _| {}).await.unwrap();
+        let rows: Vec<(bool, u64, u64)> = r
+            .hours
+            .iter()
+            .map(|h| {
+                (
+                    h.skipped,
+                    h.counts.rows,
+                    h.counts.duplicates_of_earlier_hours,
+                )
+            })
+            .collect();
+        // The hour past the window does not depend on it and is kept.
+        assert_eq!(rows, [(false, 3, 0), (false, 0, 2), (true, 1, 0)]);
     }
 }

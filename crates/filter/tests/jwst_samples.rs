@@ -165,4 +165,22 @@ async fn jwst_profile_keeps_and_drops_the_samples_with_counts() {
         got[KEPT]
     );
     assert_ne!(seed_kept, got[KEPT]);
+
+    // An input hour removed upstream (`combine --prune-vanished`) takes its output with it.
+    let first = &rerun[0];
+    input.delete(&first.output).await.unwrap();
+    let pruned = flagship_filter::run(&ctx, &seed, &input, &output, 2, &|_, _, _| {})
+        .await
+        .unwrap();
+    let removed: Vec<&str> = pruned
+        .iter()
+        .filter(|h| h.removed)
+        .map(|h| h.output.as_str())
+        .collect();
+    assert_eq!(removed, [first.output.as_str()]);
+    assert!(!output.exists(&first.output).await.unwrap());
+    assert!(
+        flagship_store::frames::summary(&pruned)
+            .ends_with("1 outputs removed (their input is gone)")
+    );
 }

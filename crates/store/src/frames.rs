@@ -113,7 +113,24 @@ pub struct HourDone {
     pub output: String,
     /// The input and settings were unchanged: the output was kept, `counts` are the manifest's.
     pub skipped: bool,
+    /// Its input hour file is gone (`combine --prune-vanished`, or removed by hand): the
+    /// output was removed too, so downstream never holds rows upstream no longer has.
+    pub removed: bool,
     pub counts: BTreeMap<String, u64>,
+}
+
+/// `(hours processed or kept, outputs removed)` of a stage's run.
+pub fn summary(hours: &[HourDone]) -> String {
+    let skipped = hours.iter().filter(|h| h.skipped).count();
+    let removed = hours.iter().filter(|h| h.removed).count();
+    let mut s = format!(
+        "{} hours ({skipped} unchanged, skipped)",
+        hours.len() - removed
+    );
+    if removed > 0 {
+        s += &format!(", {removed} outputs removed (their input is gone)");
+    }
+    s
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +197,7 @@ where
                     hour,
                     output: key,
                     skipped: true,
+                    removed: false,
                     counts: d.counts.clone(),
                 };
                 progress(&h, done.len() + 1, total);
@@ -211,10 +229,35 @@ where
             hour,
             output: key,
             skipped: false,
+            removed: false,
             counts,
         };
         progress(&h, done.len() + 1, total);
         done.push(h);
+    }
+    let live: std::collections::BTreeSet<&str> = done.iter().map(|h| h.output.as_str()).collect();
+    let gone: Vec<String> = manifest
+        .outputs
+        .keys()
+        .filter(|k| !live.contains(k.as_str()))
+        .cloned()
+        .collect();
+    for key in gone {
+        if output.exists(&key).await? {
+            output.delete(&key).await?;
+        }
+        manifest.outputs.remove(&key);
+        manifest.save(output).await?;
+        tracing::info!(stage, output = %key, "input hour gone: output removed");
+        if let Some(hour) = hour_of_file(&key) {
+            done.push(HourDone {
+                hour,
+                output: key,
+                skipped: false,
+                removed: true,
+                counts: BTreeMap::new(),
+            });
+        }
     }
     done.sort_by_key(|h| h.hour);
     Ok(done)
