@@ -42,9 +42,13 @@ impl Env {
 }
 
 pub fn root() -> PathBuf {
-    // xtask's manifest is <root>/xtask/Cargo.toml.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    // xtask's manifest is <root>/xtask/Cargo.toml. `cargo run` sets CARGO_MANIFEST_DIR at run
+    // time too; that one wins, as a build shared by checkouts at other paths (one target
+    // dir, workspace members keyed by relative path) keeps the compile-time path of another.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.parent()
         .expect("xtask lives in the workspace")
         .to_owned()
 }

@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 
 /// The workspace root (tests run from their crate's folder).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // `cargo test` sets CARGO_MANIFEST_DIR (crates/<name>) when it runs a test, which is right
+    // even where a shared target dir kept a binary built from a checkout at another path.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../..")
 }
 
 /// A file or folder under `fixtures/`.
