@@ -75,6 +75,27 @@ pub fn run(f: &Bench) -> Result<(), String> {
     if f.what == "ingest" {
         return ingest(f, &env);
     }
+    if f.what == "parsers" {
+        let (bench, _) = release_bench(&env)?;
+        let out = last_line(
+            Command::new(&bench)
+                .current_dir(&env.root)
+                .args(["ingest", "parsers"]),
+            "the platform parsers",
+        )?;
+        println!("flagship: {out}");
+        let get = |k: String| field(&out, &k).ok_or_else(|| format!("no `{k}` in {out}"));
+        let x = get("x_record_per_second".into())?;
+        for p in ["x", "bluesky", "mastodon"] {
+            let record = get(format!("{p}_record_per_second"))?;
+            println!(
+                "bench parsers: {p:<8} ingest's check {:>9.0} posts/s, to the post record {record:>9.0} posts/s ({:.2}× X's)",
+                get(format!("{p}_classify_per_second"))?,
+                record / x.max(1e-9)
+            );
+        }
+        return Ok(());
+    }
     let (bench, _) = release_bench(&env)?;
     let base = env.venv.join("base-model");
     let data = env.root.join("fixtures/tweeteval-sentiment/train.jsonl.gz");

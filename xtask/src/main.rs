@@ -118,7 +118,7 @@ pub static COMMANDS: &[Command] = &[
     ),
     forwarded(
         "ingest",
-        "stream tweets (X API v2 or --replay) into Firehose or its S3 layout (`flagship ingest run`)",
+        "stream posts (X API v2, Bluesky, Mastodon or --replay; `--source`) into Firehose or its S3 layout (`flagship ingest run`)",
     ),
     forwarded(
         "aws",
@@ -158,12 +158,12 @@ pub static COMMANDS: &[Command] = &[
     ),
     forwarded(
         "watch",
-        "live triage: stream (X API or --replay), filter, clean, classify, append flagged tweets (`flagship watch`)",
+        "live triage: stream (X, Bluesky, Mastodon or --replay; `--source`), filter, clean, classify, append flagged posts (`flagship watch`)",
     ),
     Command {
         name: "bench",
-        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`",
-        args: "train|predict|textproc|ingest",
+        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench parsers` (each platform's parser beside X's)",
+        args: "train|predict|textproc|ingest|parsers",
         flags: &[
             number("--steps", "30", "train: optimizer steps timed"),
             number("--rows", "2000", "predict: texts scored"),

@@ -283,7 +283,7 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
             read.read(&e.key, &store.get(&e.key).await.unwrap(), None);
         }
         assert!(read.bad_lines.is_empty());
-        let mut ids: Vec<u64> = read.tweets.iter().map(|t| t.id).collect();
+        let mut ids: Vec<&str> = read.tweets.iter().map(|t| t.id.as_str()).collect();
         let n = ids.len();
         ids.sort();
         ids.dedup();

@@ -22,6 +22,8 @@ pub enum Cmd {
         #[arg(long, default_value = "fixtures/twitter-v2")]
         payloads: PathBuf,
     },
+    /// Each platform's parser on its recorded posts (posts/s).
+    Parsers,
     /// Replay FILE into the local sink at OUT (emptied first).
     Run {
         #[arg(long)]
@@ -60,6 +62,10 @@ pub fn run(cmd: Cmd) -> Result<()> {
             println!("{}", serde_json::json!({"corpus": file, "tweets": tweets, "from_real_tweets": base.len(), "bytes": std::fs::metadata(&file)?.len()}));
             Ok(())
         }),
+        Cmd::Parsers => {
+            println!("{}", parsers()?);
+            Ok(())
+        }
         Cmd::Run { file, out } => rt.block_on(async {
             if out.exists() {
                 std::fs::remove_dir_all(&out)?;
@@ -82,4 +88,64 @@ pub fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }),
     }
+}
+
+/// A recorded line and the record ingest makes of it.
+type Pair = (Vec<u8>, Vec<u8>);
+
+/// Each platform's recorded posts through ingest's check ([`classify`]) and through the parse
+/// to the post record ([`parse_record`], what combine and watch run), for at least a second
+/// each: posts per second, one JSON line of flat keys.
+pub fn parsers() -> Result<serde_json::Value> {
+    use flagship_core::Platform;
+    use flagship_core::jsonl::parse_record;
+    use flagship_ingest::record::{Line, classify};
+    let fixtures = flagship_core::testing::workspace_root().join("fixtures");
+    let lines = |rel: &str| -> Result<Vec<Vec<u8>>> {
+        let p = fixtures.join(rel);
+        Ok(std::fs::read(&p)
+            .with_context(|| p.display().to_string())?
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect())
+    };
+    let now = chrono::Utc::now();
+    let mut out = serde_json::Map::new();
+    for (platform, rel) in [
+        (Platform::X, "twitter-v2/streaming_output_with_error.jsonl"),
+        (Platform::Bluesky, "bluesky-jetstream/capture_v1.jsonl"),
+        (
+            Platform::Mastodon,
+            "mastodon/public_timeline_statuses.jsonl",
+        ),
+    ] {
+        // Posts only (Jetstream's likes and follows are not what is measured), as ingest
+        // writes them: the record `classify` returns is what `parse_record` reads later.
+        let records: Vec<Pair> = lines(rel)?
+            .into_iter()
+            .filter_map(|l| match classify(platform, &l, now) {
+                Line::Tweet { record, .. } => Some((l, record.to_vec())),
+                _ => None,
+            })
+            .collect();
+        anyhow::ensure!(!records.is_empty(), "no posts in {rel}");
+        let time = |f: &dyn Fn(&Pair) -> usize| {
+            let start = Instant::now();
+            let mut n = 0usize;
+            while start.elapsed().as_secs_f64() < 1.0 {
+                for r in &records {
+                    n += f(r);
+                }
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        };
+        let check =
+            time(&|(l, _)| usize::from(matches!(classify(platform, l, now), Line::Tweet { .. })));
+        let record = time(&|(_, r)| parse_record(r, None).map_or(0, |p| p.tweets.len()));
+        out.insert(format!("{platform}_posts"), records.len().into());
+        out.insert(format!("{platform}_classify_per_second"), check.into());
+        out.insert(format!("{platform}_record_per_second"), record.into());
+    }
+    Ok(serde_json::Value::Object(out))
 }

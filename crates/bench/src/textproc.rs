@@ -119,7 +119,7 @@ async fn corpus(dir: PathBuf, n: usize, per_hour: usize, payloads: PathBuf) -> R
         let tweets: Vec<flagship_core::Tweet> = (written..written + count)
             .map(|i| {
                 let mut t = base[i % base.len()].clone();
-                t.id = 1_500_000_000_000_000_000 + i as u64;
+                t.id = (1_500_000_000_000_000_000 + i as u64).to_string();
                 t.created_at = Some(t0 + chrono::Duration::milliseconds(step_ms * i as i64));
                 t
             })

@@ -6,10 +6,13 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 #[cfg(feature = "aws")]
 use flagship_aws::{self as aws, Resources};
+use flagship_core::Platform;
 use flagship_core::config::{Area, Config};
 use flagship_ingest::firehose::FirehoseSink;
+use flagship_ingest::jetstream::{Jetstream, JetstreamConfig};
+use flagship_ingest::mastodon::{MastodonConfig, MastodonStream};
 use flagship_ingest::sink::{LocalSink, Sink};
-use flagship_ingest::source::{Replay, TweetSource};
+use flagship_ingest::source::{Merged, Replay, TweetSource};
 use flagship_ingest::xstream::{self, XStream, XStreamConfig};
 use flagship_store::storage::{Location, Store};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -81,29 +84,131 @@ pub enum IngestCmd {
 /// Where tweets come from: the X API v2 filtered stream, or a replay.
 #[derive(clap::Args)]
 pub struct SourceArgs {
-    /// Replay recorded v2 JSONL (a file or a folder of .jsonl[.gz]) instead of the X API.
+    /// Where posts come from: x (paid API), bluesky (Jetstream), mastodon (instances'
+    /// streaming API); repeat for several at once. Default: the sources the config enables.
+    /// With --replay: what the recording holds (default x).
+    #[arg(long = "source", value_parser = parse_platform)]
+    pub sources: Vec<Platform>,
+    /// Replay recorded lines (a file or a folder of .jsonl[.gz]) instead of a live source: X
+    /// v2 stream messages, Jetstream events, or Mastodon statuses / stream events.
     #[arg(long)]
     pub replay: Option<PathBuf>,
     /// Replay paced by the tweets' times, this many times faster (default: as fast as possible).
     #[arg(long)]
     pub speed: Option<f64>,
-    /// X API base URL.
-    #[arg(long, default_value = xstream::DEFAULT_BASE_URL)]
-    pub base_url: String,
+    /// X API base URL (default: the config's sources.x.base_url).
+    #[arg(long)]
+    pub base_url: Option<String>,
     /// Do not change the stream's rules (use them as they are).
     #[arg(long)]
     pub no_rule_sync: bool,
 }
 
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    s.parse()
+}
+
 impl SourceArgs {
-    /// Opens the replay, or connects to X after syncing the stream rules with the profile's.
+    /// A replay of `path` (X v2 messages) as fast as it reads.
+    #[cfg(feature = "model")]
+    pub fn replay(path: PathBuf) -> SourceArgs {
+        SourceArgs {
+            sources: vec![],
+            replay: Some(path),
+            speed: None,
+            base_url: None,
+            no_rule_sync: false,
+        }
+    }
+
+    /// The platforms asked for, else those the config enables.
+    fn platforms(&self, config: &Config) -> Result<Vec<Platform>> {
+        if !self.sources.is_empty() {
+            let mut v = self.sources.clone();
+            v.sort();
+            v.dedup();
+            return Ok(v);
+        }
+        let s = &config.sources;
+        let on: Vec<Platform> = [
+            (Platform::X, s.x.enabled),
+            (Platform::Bluesky, s.bluesky.enabled),
+            (Platform::Mastodon, s.mastodon.enabled),
+        ]
+        .into_iter()
+        .filter_map(|(p, on)| on.then_some(p))
+        .collect();
+        if on.is_empty() {
+            bail!("no source: pass --source x|bluesky|mastodon or enable one under [sources]");
+        }
+        Ok(on)
+    }
+
+    /// Opens the replay, or the live sources (several are merged).
     pub async fn open(&self, config: &Config, who: &str) -> Result<Box<dyn TweetSource>> {
         if let Some(p) = &self.replay {
-            return Ok(Box::new(Replay::new(Replay::files_of(p)?, self.speed)));
+            let platform = match self.sources[..] {
+                [] => Platform::X,
+                [p] => p,
+                _ => bail!("--replay reads one platform's recording: pass one --source"),
+            };
+            return Ok(Box::new(
+                Replay::new(Replay::files_of(p)?, self.speed).platform(platform),
+            ));
         }
+        let mut opened: Vec<Box<dyn TweetSource>> = Vec::new();
+        for p in self.platforms(config)? {
+            opened.push(match p {
+                Platform::X => self.open_x(config, who).await?,
+                Platform::Bluesky => {
+                    let b = &config.sources.bluesky;
+                    let mut cfg = JetstreamConfig::new(b.endpoints.clone());
+                    cfg.cursor_file = Some(config.path(&b.cursor));
+                    cfg.rewind = Duration::from_secs(b.rewind_seconds);
+                    println!(
+                        "{who}: Bluesky Jetstream ({} endpoints, resume point {}), posts matched against {} track terms",
+                        b.endpoints.len(),
+                        config.path(&b.cursor).display(),
+                        config.mission.stream.track.len()
+                    );
+                    Box::new(Jetstream::new(cfg)?)
+                }
+                Platform::Mastodon => {
+                    let m = &config.sources.mastodon;
+                    let token = std::env::var(&m.token_env)
+                        .ok()
+                        .filter(|t| !t.trim().is_empty());
+                    let cfg = MastodonConfig::new(&m.instances, &m.hashtags, m.public, token);
+                    println!(
+                        "{who}: Mastodon, {} timelines on {} instances{}",
+                        cfg.timelines.len(),
+                        m.instances.len(),
+                        if std::env::var_os(&m.token_env).is_some() {
+                            format!(" (token from {})", m.token_env)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    Box::new(MastodonStream::start(cfg)?)
+                }
+            });
+        }
+        Ok(if opened.len() == 1 {
+            opened.pop().expect("one")
+        } else {
+            Box::new(Merged::new(opened))
+        })
+    }
+
+    /// Connects to X after syncing the stream rules with the profile's.
+    async fn open_x(&self, config: &Config, who: &str) -> Result<Box<dyn TweetSource>> {
+        let base = self
+            .base_url
+            .clone()
+            .unwrap_or_else(|| config.sources.x.base_url.clone());
         let x = XStream::new(XStreamConfig::new(
-            &self.base_url,
-            xstream::token_from_env()?,
+            &base,
+            xstream::token_from(&config.sources.x.token_env)?,
         ))?;
         if !self.no_rule_sync {
             let sync = x
@@ -168,12 +273,7 @@ impl RunArgs {
     /// local sink, objects named after `stream` (the pipeline's ingest stage).
     pub fn replay_into_raw(path: PathBuf, stream: &str) -> RunArgs {
         RunArgs {
-            source: SourceArgs {
-                replay: Some(path),
-                speed: None,
-                base_url: xstream::DEFAULT_BASE_URL.into(),
-                no_rule_sync: false,
-            },
+            source: SourceArgs::replay(path),
             sink: SinkKind::Local,
             out: None,
             stream: stream.into(),
@@ -247,6 +347,9 @@ pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals>
         max_tweets: a.max_tweets,
         duration: a.duration,
         drain_timeout: a.drain_timeout,
+        track: Some(flagship_core::track::Track::new(
+            &config.mission.stream.track,
+        )),
         ..Default::default()
     };
     let bar = ProgressBar::new_spinner()

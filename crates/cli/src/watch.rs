@@ -1,7 +1,9 @@
-//! `flagship watch`: live triage. Streams tweets (the X API v2 filtered stream, or a replay),
+//! `flagship watch`: live triage. Streams posts (the X API v2 filtered stream, Bluesky's
+//! Jetstream, Mastodon timelines — several at once — or a replay),
 //! keeps the ones the mission profile keeps, cleans them, classifies them with an exported
-//! model and appends the flagged ones (`need_support`) to a JSONL file, within a second of
-//! arrival. Tweets are batched on the fly — up to `--max-batch` or `--max-wait` after the
+//! model and appends the flagged ones (`need_support`, with their platform and a link to the
+//! post) to a JSONL file, within a second of arrival. Posts no server filtered (Bluesky, a
+//! Mastodon public timeline) must match the mission's track terms first, as in ingest. Tweets are batched on the fly — up to `--max-batch` or `--max-wait` after the
 //! first, whichever comes first — and each micro-batch runs the *same* DataFusion filter and
 //! textproc plans as the batch stages, so a tweet is judged live exactly as it would be later.
 //!
@@ -15,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{Array, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{Array, RecordBatch, StringArray};
 use chrono::Utc;
+use flagship_core::Tweet;
 use flagship_core::config::{Area, Config};
-use flagship_core::{Tweet, v2};
 use flagship_ingest::IngestError;
 use flagship_ingest::record::{Line, classify};
 use flagship_ingest::source::SourceLine;
@@ -64,6 +66,10 @@ pub struct Totals {
     pub lines: u64,
     pub seen: u64,
     pub duplicates: u64,
+    /// Posts from an unfiltered source matching no track term.
+    pub unmatched: u64,
+    /// Deletions and events that are no post.
+    pub other_events: u64,
     pub malformed: u64,
     pub api_errors: u64,
     pub kept: u64,
@@ -78,7 +84,7 @@ pub struct Totals {
 }
 
 /// Ids in an existing output file: already flagged, never flagged again.
-fn flagged_ids(path: &Path) -> Result<HashSet<u64>> {
+fn flagged_ids(path: &Path) -> Result<HashSet<String>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
@@ -95,11 +101,7 @@ fn flagged_ids(path: &Path) -> Result<HashSet<u64>> {
         }
         let id: Id = serde_json::from_str(line)
             .with_context(|| format!("{}: line {}: not a flagged tweet", path.display(), i + 1))?;
-        ids.insert(
-            id.id
-                .parse()
-                .with_context(|| format!("{}: line {}: bad id", path.display(), i + 1))?,
-        );
+        ids.insert(id.id);
     }
     Ok(ids)
 }
@@ -116,6 +118,60 @@ fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .with_context(|| format!("processed rows have no text column `{name}`"))
+}
+
+/// Lines in, posts waiting for their micro-batch out: classified, matched against the track
+/// terms where no server filtered them, deduplicated, parsed.
+struct Intake {
+    seen: flagship_ingest::Seen,
+    flagged_before: HashSet<String>,
+    track: flagship_core::track::Track,
+    pending: Vec<Arrived>,
+    first_at: Option<tokio::time::Instant>,
+}
+
+impl Intake {
+    fn take(&mut self, line: SourceLine, at: Instant, t: &mut Totals) {
+        t.lines += 1;
+        match classify(line.platform, &line.bytes, Utc::now()) {
+            Line::KeepAlive => {}
+            Line::Deleted { .. } | Line::Other { .. } => t.other_events += 1,
+            Line::Error { .. } => t.api_errors += 1,
+            Line::Malformed { reason } => {
+                t.malformed += 1;
+                tracing::warn!("{} line {}: malformed: {reason}", line.origin, line.line);
+            }
+            Line::Tweet { id, record, text } => {
+                if line.unfiltered && text.as_deref().is_some_and(|x| !self.track.matches(x)) {
+                    t.unmatched += 1;
+                } else if self.flagged_before.contains(&id) || !self.seen.insert(&id) {
+                    t.duplicates += 1;
+                } else {
+                    match flagship_core::jsonl::parse_record(&record, Some(Utc::now())) {
+                        Ok(p) => {
+                            for tweet in p.tweets {
+                                t.seen += 1;
+                                self.pending.push(Arrived {
+                                    tweet,
+                                    origin: line.origin.clone(),
+                                    at,
+                                });
+                            }
+                            self.first_at.get_or_insert_with(tokio::time::Instant::now);
+                        }
+                        Err(e) => {
+                            t.malformed += 1;
+                            tracing::warn!(
+                                "{} line {}: not a post record: {e}",
+                                line.origin,
+                                line.line
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Triage {
@@ -146,26 +202,25 @@ impl Triage {
         t.batches += 1;
         let mut lines = Vec::new();
         if processed.num_rows() > 0 {
-            let ids = processed
-                .column_by_name("id")
-                .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-                .context("processed rows have no id")?;
+            let ids = strings(&processed, "id")?;
             let texts = strings(&processed, crate::pipeline::TEXT_COLUMN)?;
             let refs: Vec<&str> = (0..texts.len()).map(|i| texts.value(i)).collect();
             let preds = self.model.predict(&refs)?;
             t.kept += processed.num_rows() as u64;
             let original = strings(&processed, "text")?;
             let client = strings(&processed, "client")?;
-            let by_id: std::collections::HashMap<u64, &Arrived> =
-                batch.iter().map(|a| (a.tweet.id, a)).collect();
+            let by_id: std::collections::HashMap<&str, &Arrived> =
+                batch.iter().map(|a| (a.tweet.id.as_str(), a)).collect();
             for (i, p) in preds.iter().enumerate() {
                 if !p.need_support {
                     continue;
                 }
                 let id = ids.value(i);
-                let a = by_id.get(&id).copied();
+                let a = by_id.get(id).copied();
                 let row = serde_json::json!({
-                    "id": id.to_string(),
+                    "platform": a.map(|a| a.tweet.platform),
+                    "id": id,
+                    "url": a.and_then(|a| a.tweet.url.clone()),
                     "created_at": a.and_then(|a| a.tweet.created_at),
                     "author_username": a.and_then(|a| a.tweet.author_username.clone()),
                     "client": (!client.is_null(i)).then(|| client.value(i)),
@@ -216,7 +271,13 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
     // Ids flagged by an earlier run are never flagged again; the rest dedup in a window.
     let flagged_before = flagged_ids(&a.out)?;
     let already = flagged_before.len();
-    let mut seen = flagship_ingest::Seen::new(1_000_000);
+    let mut intake = Intake {
+        seen: flagship_ingest::Seen::new(1_000_000),
+        flagged_before,
+        track: flagship_core::track::Track::new(&config.mission.stream.track),
+        pending: Vec::new(),
+        first_at: None,
+    };
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -250,17 +311,23 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
     let bar = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} watch {msg}").expect("template"));
     let deadline = a.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut pending: Vec<Arrived> = Vec::new();
-    let mut first_at: Option<tokio::time::Instant> = None;
     // The source runs in its own task, so waiting for a batch's deadline never cancels a read
     // half-way; the channel is the queue between them.
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<(Result<SourceLine, IngestError>, Instant)>(4096);
     let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = reconnects.clone();
+    // Asked to stop, the reader hands the source back, with a line it read but could not
+    // queue: a resumable source (Jetstream) saves its point only once all it gave was handled.
+    let (stop_reader, mut reader_stop) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
+        let mut held = None;
         loop {
-            let r = source.next_line().await;
+            let r = tokio::select! {
+                biased;
+                _ = &mut reader_stop => break,
+                r = source.next_line() => r,
+            };
             counter.store(
                 source.stats().reconnects,
                 std::sync::atomic::Ordering::Relaxed,
@@ -271,17 +338,33 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
                 Ok(None) => break,
                 Err(e) => Err(e),
             };
-            if tx.send((item, Instant::now())).await.is_err() || last {
-                break;
+            let item = (item, Instant::now());
+            tokio::select! {
+                biased;
+                _ = &mut reader_stop => {
+                    held = Some(item);
+                    break;
+                }
+                permit = tx.reserve() => match permit {
+                    Ok(p) => {
+                        p.send(item);
+                        if last {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                },
             }
         }
+        (source, held)
     });
     let stop = crate::ingest_cmd::signal();
     tokio::pin!(stop);
     let mut ended = false;
+    let mut by_limit = false;
     while !ended {
         // Wait for the next line, but never past the waiting batch's deadline.
-        let flush_at = first_at.map(|f| f + a.max_wait);
+        let flush_at = intake.first_at.map(|f| f + a.max_wait);
         let limit = match (flush_at, deadline) {
             (Some(f), Some(d)) => Some(f.min(d)),
             (f, d) => f.or(d),
@@ -300,8 +383,8 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
                 Some(Some((Ok(line), at))) => Some((line, at)),
                 Some(None) => { ended = true; None }
                 Some(Some((Err(e), _))) => {
-                    if !pending.is_empty() {
-                        triage.run(std::mem::take(&mut pending), &mut t).await?;
+                    if !intake.pending.is_empty() {
+                        triage.run(std::mem::take(&mut intake.pending), &mut t).await?;
                     }
                     bar.finish_and_clear();
                     bail!("watch: the stream ended: {e} (flagged so far: {})", t.flagged);
@@ -312,47 +395,14 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
             ended = true;
         }
         if let Some((line, at)) = line {
-            t.lines += 1;
-            match classify(&line.bytes, Utc::now()) {
-                Line::KeepAlive => {}
-                Line::Error { .. } => t.api_errors += 1,
-                Line::Malformed { reason } => {
-                    t.malformed += 1;
-                    tracing::warn!("{} line {}: malformed: {reason}", line.origin, line.line);
-                }
-                Line::Tweet { id, record } => {
-                    if flagged_before.contains(&id) || !seen.insert(id) {
-                        t.duplicates += 1;
-                    } else {
-                        match serde_json::from_slice::<v2::Payload>(&record) {
-                            Ok(p) => {
-                                for tweet in p.into_parsed(Some(Utc::now())).tweets {
-                                    t.seen += 1;
-                                    pending.push(Arrived {
-                                        tweet,
-                                        origin: line.origin.clone(),
-                                        at,
-                                    });
-                                }
-                                first_at.get_or_insert_with(tokio::time::Instant::now);
-                            }
-                            Err(e) => {
-                                t.malformed += 1;
-                                tracing::warn!(
-                                    "{} line {}: not a stream message: {e}",
-                                    line.origin,
-                                    line.line
-                                );
-                            }
-                        }
-                    }
-                }
-            }
+            intake.take(line, at, &mut t);
         }
-        let due = first_at.is_some_and(|f| f.elapsed() >= a.max_wait);
-        if !pending.is_empty() && (pending.len() >= a.max_batch || due || ended) {
-            triage.run(std::mem::take(&mut pending), &mut t).await?;
-            first_at = None;
+        let due = intake.first_at.is_some_and(|f| f.elapsed() >= a.max_wait);
+        if !intake.pending.is_empty() && (intake.pending.len() >= a.max_batch || due || ended) {
+            triage
+                .run(std::mem::take(&mut intake.pending), &mut t)
+                .await?;
+            intake.first_at = None;
             bar.set_message(format!(
                 "{} seen, {} kept by the profile, {} flagged ({:.0}/s)",
                 t.seen,
@@ -363,9 +413,40 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
         }
         if a.max_tweets.is_some_and(|m| t.seen >= m) {
             ended = true;
-            if !pending.is_empty() {
-                triage.run(std::mem::take(&mut pending), &mut t).await?;
+            by_limit = true;
+            if !intake.pending.is_empty() {
+                triage
+                    .run(std::mem::take(&mut intake.pending), &mut t)
+                    .await?;
             }
+        }
+    }
+    // A clean stop (signal, duration, end of input): the lines the reader had queued are
+    // triaged too, then a resumable source saves its point. After --max-tweets they are left
+    // (the limit is an upper bound) and the point is not saved.
+    let _ = stop_reader.send(());
+    let (mut source, held) = reader
+        .await
+        .map_err(|e| anyhow::anyhow!("watch: the source task failed: {e}"))?;
+    if !by_limit {
+        rx.close();
+        let mut rest = Vec::new();
+        while let Some(item) = rx.recv().await {
+            rest.push(item);
+        }
+        rest.extend(held);
+        for (item, at) in rest {
+            if let Ok(line) = item {
+                intake.take(line, at, &mut t);
+            }
+        }
+        if !intake.pending.is_empty() {
+            triage
+                .run(std::mem::take(&mut intake.pending), &mut t)
+                .await?;
+        }
+        if let Err(e) = source.commit() {
+            tracing::error!("the source's resume point was not saved: {e}");
         }
     }
     bar.finish_and_clear();
@@ -374,13 +455,14 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
     t.latency_p50_ms = quantile(&l, 0.50);
     t.latency_p99_ms = quantile(&l, 0.99);
     t.latency_max_ms = l.last().copied().unwrap_or(0.0);
-    reader.abort();
     t.reconnects = reconnects.load(std::sync::atomic::Ordering::Relaxed);
     t.seconds = start.elapsed().as_secs_f64();
     println!(
-        "watch: {} tweets seen ({} duplicates, {} malformed lines, {} API messages, {} reconnects), {} kept by the profile, {} flagged need_support → {}",
+        "watch: {} posts seen ({} duplicates, {} not matching the track terms, {} deletions and other events, {} malformed lines, {} API messages, {} reconnects), {} kept by the profile, {} flagged need_support → {}",
         t.seen,
         t.duplicates,
+        t.unmatched,
+        t.other_events,
         t.malformed,
         t.api_errors,
         t.reconnects,

@@ -202,7 +202,7 @@ fn pipeline_resumes_skips_and_retrains_then_watch_flags_a_replay() {
     assert!(!rows.is_empty(), "{watch}");
     assert!(
         watch.contains(&format!(
-            "100 tweets seen (0 duplicates, 0 malformed lines, 0 API messages, 0 reconnects), 100 kept by the profile, {} flagged",
+            "100 posts seen (0 duplicates, 0 not matching the track terms, 0 deletions and other events, 0 malformed lines, 0 API messages, 0 reconnects), 100 kept by the profile, {} flagged",
             rows.len()
         )),
         "{watch}"

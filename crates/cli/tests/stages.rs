@@ -140,7 +140,7 @@ batch_size = 10
         );
         r.tweets
             .iter()
-            .map(|t| t.id)
+            .map(|t| t.id.clone())
             .collect::<std::collections::BTreeSet<_>>()
             .len()
     };
@@ -304,7 +304,7 @@ batch_size = 10
                 .column_by_name("id")
                 .unwrap()
                 .as_any()
-                .downcast_ref::<arrow::array::UInt64Array>()
+                .downcast_ref::<arrow::array::StringArray>()
                 .unwrap();
             let rt = b
                 .column_by_name("is_retweet")
@@ -313,14 +313,17 @@ batch_size = 10
                 .downcast_ref::<arrow::array::BooleanArray>()
                 .unwrap();
             for i in 0..b.num_rows() {
-                keys.push((t.value(i), id.value(i)));
+                keys.push((t.value(i), id.value(i).to_owned()));
                 assert!(!rt.value(i), "retweets are not candidates");
             }
         }
         if part != "train" {
             assert_eq!(keys.len(), 20, "{part}");
         }
-        spans.push((*keys.iter().min().unwrap(), *keys.iter().max().unwrap()));
+        spans.push((
+            keys.iter().min().cloned().unwrap(),
+            keys.iter().max().cloned().unwrap(),
+        ));
     }
     assert!(
         spans[0].1 < spans[1].0 && spans[1].1 < spans[2].0,

@@ -161,7 +161,10 @@ pub fn parse_line(line: &str) -> Result<Tweet, LegacyError> {
     };
     let id = int("id")?.ok_or_else(|| bad("id", v("id"), "a tweet id"))?;
     let in_reply_to_user_id = int("in_reply_to_user_id")?;
+    let id = id.to_string();
     Ok(Tweet {
+        platform: flagship_core::Platform::X,
+        url: Some(flagship_core::tweet::x_url(&id, None)),
         id,
         created_at: time("created_at")?,
         text: v("text").to_owned(),
@@ -231,7 +234,7 @@ mod tests {
             ("text", "Webb unfolds its sunshield today"),
         ]);
         let t = parse_line(&line).unwrap();
-        assert_eq!(t.id, 1476998279540404227);
+        assert_eq!(t.id, "1476998279540404227");
         assert_eq!(
             t.created_at.unwrap().to_rfc3339(),
             "2021-12-31T19:58:56+00:00"
@@ -249,7 +252,7 @@ mod tests {
         let ok = record(&[("id", "1"), ("text", "a b c")]);
         // A tab in the location with nothing after it: the seed kept such rows, and so do we.
         let padded = ok.clone() + "\t";
-        assert_eq!(parse_line(&padded).unwrap().id, 1);
+        assert_eq!(parse_line(&padded).unwrap().id, "1");
         let split = record(&[
             ("id", "1"),
             ("user_location", "Paris\tFrance"),

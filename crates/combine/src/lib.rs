@@ -26,7 +26,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::prelude::{SessionContext, col};
 use flagship_core::Tweet;
-use flagship_core::jsonl::{BadLine, PayloadError, parse_payload};
+use flagship_core::jsonl::{BadLine, PayloadError, parse_record};
 use flagship_core::layout::{hour_file, hour_of_key};
 use flagship_core::schema::Stage;
 use flagship_store::frames::{self, FrameError};
@@ -262,7 +262,7 @@ fn parse_object(
             }
             continue;
         }
-        match parse_payload(body.trim_ascii(), None) {
+        match parse_record(body.trim_ascii(), None) {
             Ok(p) => {
                 counts.api_errors += p.errors.len() as u64;
                 counts.tweets += p.tweets.len() as u64;
@@ -328,9 +328,10 @@ pub async fn combine_rows(
         .read_batch(batch)
         .and_then(|df| {
             df.distinct_on(
-                vec![col("id")],
+                vec![col("platform"), col("id")],
                 keep,
                 Some(vec![
+                    col("platform").sort(true, false),
                     col("id").sort(true, false),
                     col("received_at").sort(true, false),
                     col("_seq").sort(true, false),
@@ -446,6 +447,9 @@ pub async fn remove_vanished(out: &Store, report: &mut Report) -> Result<(), Com
     Ok(())
 }
 
+/// A post's key: ids are unique per platform.
+type Key = (flagship_core::Platform, String);
+
 /// The ids combined in the hours of the window before the one being combined: loaded from
 /// the outputs of skipped hours only when a later hour needs them.
 #[derive(Default)]
@@ -455,7 +459,7 @@ struct EarlierIds {
 
 enum Earlier {
     Unread(String),
-    Ids(HashSet<u64>),
+    Ids(HashSet<Key>),
 }
 
 impl EarlierIds {
@@ -467,11 +471,11 @@ impl EarlierIds {
         self.hours.insert(hour, Earlier::Unread(output.to_owned()));
     }
 
-    fn add(&mut self, hour: DateTime<Utc>, ids: HashSet<u64>) {
+    fn add(&mut self, hour: DateTime<Utc>, ids: HashSet<Key>) {
         self.hours.insert(hour, Earlier::Ids(ids));
     }
 
-    async fn load(&mut self, out: &Store) -> Result<Vec<&HashSet<u64>>, CombineError> {
+    async fn load(&mut self, out: &Store) -> Result<Vec<&HashSet<Key>>, CombineError> {
         for (hour, e) in self.hours.iter_mut() {
             if let Earlier::Unread(output) = e {
                 let (_, batches) = out.read_parquet(output).await?;
@@ -482,7 +486,7 @@ impl EarlierIds {
                             hour: hour.format("%Y-%m-%d %H:00").to_string(),
                             source,
                         })?;
-                    ids.extend(tweets.into_iter().map(|t| t.id));
+                    ids.extend(tweets.into_iter().map(|t| (t.platform, t.id)));
                 }
                 *e = Earlier::Ids(ids);
             }
@@ -507,8 +511,8 @@ async fn combine_hour(
     output: &str,
     out: &Store,
     quarantine: &Store,
-    earlier: Vec<&HashSet<u64>>,
-) -> Result<(Counts, HashSet<u64>), CombineError> {
+    earlier: Vec<&HashSet<Key>>,
+) -> Result<(Counts, HashSet<Key>), CombineError> {
     let objects: Vec<(String, Bytes)> = futures::stream::iter(
         entries
             .iter()
@@ -526,9 +530,15 @@ async fn combine_hour(
         parse_object(key, bytes, &mut tweets, &mut bad, &mut counts);
     }
     let before = tweets.len();
-    tweets.retain(|(t, _)| !earlier.iter().any(|ids| ids.contains(&t.id)));
+    tweets.retain(|(t, _)| {
+        let key = (t.platform, t.id.clone());
+        !earlier.iter().any(|ids| ids.contains(&key))
+    });
     counts.duplicates_of_earlier_hours = (before - tweets.len()) as u64;
-    let ids: HashSet<u64> = tweets.iter().map(|(t, _)| t.id).collect();
+    let ids: HashSet<Key> = tweets
+        .iter()
+        .map(|(t, _)| (t.platform, t.id.clone()))
+        .collect();
     let batch = combine_rows(ctx, hour, &tweets).await?;
     counts.rows = batch.num_rows() as u64;
     counts.duplicates = counts.tweets - counts.rows;

@@ -170,7 +170,7 @@ fn moto_firehose_objects_combine_like_the_local_layout() {
                             .unwrap(),
                     );
                 }
-                t.sort_by_key(|x| x.id);
+                t.sort_by(|a, b| a.id.cmp(&b.id));
                 t
             };
             assert_eq!(all(&moto_rows), all(&local_rows));

@@ -52,6 +52,7 @@ pub struct Config {
     pub model: Model,
     pub business: Business,
     pub monitor: Monitor,
+    pub sources: Sources,
     #[serde(default)]
     pub pipeline: Pipeline,
     /// Folder relative locations are resolved against (the config file's folder).
@@ -73,6 +74,58 @@ pub struct Stream {
     pub track: Vec<String>,
     pub lang: Option<String>,
     pub exclude_retweets: bool,
+}
+
+/// The live sources: which are on (when `--source` is not given) and how to reach them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    pub x: XSource,
+    pub bluesky: BlueskySource,
+    pub mastodon: MastodonSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XSource {
+    pub enabled: bool,
+    pub base_url: String,
+    /// The environment variable holding the app's bearer token.
+    pub token_env: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlueskySource {
+    pub enabled: bool,
+    /// Jetstream `subscribe` endpoints, tried in order (the next one after a failure).
+    pub endpoints: Vec<String>,
+    /// Where the resume point is kept (a path; relative to the config's folder).
+    pub cursor: String,
+    /// How far before the saved point a reconnect resumes (the overlap is dropped by id).
+    pub rewind_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MastodonSource {
+    pub enabled: bool,
+    /// Instances (`mastodon.social` or `https://…`); each is streamed.
+    pub instances: Vec<String>,
+    /// Hashtag timelines streamed on every instance (no `#`).
+    pub hashtags: Vec<String>,
+    /// Also each instance's public timeline (matched against `mission.stream.track` here).
+    pub public: bool,
+    /// The environment variable holding an access token (used when set; some instances
+    /// require one for streaming).
+    pub token_env: String,
+}
+
+impl Config {
+    /// A path setting resolved against the config's folder.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.base_dir.join(p)
+    }
 }
 
 /// Term groups by name: `wanted.words`, `unwanted.crypto`…
@@ -355,6 +408,42 @@ impl Config {
             return Err((
                 "mission.name",
                 format!("{name:?}: use letters, digits, `_` and `-` only"),
+            ));
+        }
+        if self.sources.bluesky.endpoints.is_empty() {
+            return Err((
+                "sources.bluesky.endpoints",
+                "is empty: list at least one Jetstream endpoint".into(),
+            ));
+        }
+        if let Some(e) = self
+            .sources
+            .bluesky
+            .endpoints
+            .iter()
+            .find(|e| !(e.starts_with("wss://") || e.starts_with("ws://")))
+        {
+            return Err((
+                "sources.bluesky.endpoints",
+                format!("{e:?} is not a ws:// or wss:// URL"),
+            ));
+        }
+        let md = &self.sources.mastodon;
+        if md.enabled && (md.instances.is_empty() || (md.hashtags.is_empty() && !md.public)) {
+            return Err((
+                "sources.mastodon",
+                "is enabled with nothing to stream: list `instances` and `hashtags` (or set `public`)"
+                    .into(),
+            ));
+        }
+        if let Some(h) = md
+            .hashtags
+            .iter()
+            .find(|h| h.is_empty() || h.starts_with('#'))
+        {
+            return Err((
+                "sources.mastodon.hashtags",
+                format!("{h:?}: write tags without `#`"),
             ));
         }
         if self.mission.stream.track.is_empty() {

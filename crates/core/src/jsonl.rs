@@ -9,7 +9,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::tweet::{Parsed, Tweet};
+use crate::tweet::{Parsed, Platform, Tweet};
 use crate::v2::{ApiError, Payload};
 
 /// Why one payload did not parse: the JSON path (`data[3].created_at`) and serde's message.
@@ -43,6 +43,75 @@ pub fn parse_payload(
         });
     }
     Ok(payload.into_parsed(received_at))
+}
+
+/// A post of a platform other than X as flagship records it raw: the platform's own event,
+/// verbatim, in an envelope naming the platform and when ingest received it. X lines stay the
+/// API's stream messages (with `received_at` added), so older raw data reads unchanged.
+pub fn envelope(platform: Platform, received_at: DateTime<Utc>, event: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(event.len() + 80);
+    out.extend_from_slice(b"{\"platform\":\"");
+    out.extend_from_slice(platform.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"received_at\":\"");
+    out.extend_from_slice(
+        received_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\",\"event\":");
+    out.extend_from_slice(event);
+    out.push(b'}');
+    out
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    platform: Platform,
+    #[serde(default)]
+    received_at: Option<DateTime<Utc>>,
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+}
+
+/// Parses one raw record: an X API v2 payload, or another platform's event in its
+/// [`envelope`]. Events that carry no post (a deletion, an identity change) yield no tweets.
+pub fn parse_record(
+    bytes: &[u8],
+    received_at: Option<DateTime<Utc>>,
+) -> Result<Parsed, PayloadError> {
+    let body = bytes.trim_ascii_start();
+    if !body.starts_with(b"{\"platform\"") {
+        return parse_payload(bytes, received_at);
+    }
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| PayloadError {
+        path: ".".into(),
+        message: format!("not a flagship record envelope: {e}"),
+    })?;
+    let at = env.received_at.or(received_at);
+    let event = env.event.get().as_bytes();
+    let nested = |e: PayloadError| PayloadError {
+        path: format!("event.{}", e.path).trim_end_matches('.').to_owned(),
+        message: e.message,
+    };
+    let tweets = match env.platform {
+        Platform::X => return parse_payload(event, at).map_err(nested),
+        Platform::Bluesky => crate::bluesky::parse_event(event)
+            .and_then(|e| e.to_tweet(at))
+            .map_err(nested)?
+            .into_iter()
+            .collect(),
+        Platform::Mastodon => match crate::mastodon::parse_line(event).map_err(nested)? {
+            (
+                crate::mastodon::Event::Update(s) | crate::mastodon::Event::StatusUpdate(s),
+                instance,
+            ) => vec![s.to_tweet(instance.as_deref(), at)],
+            _ => Vec::new(),
+        },
+    };
+    Ok(Parsed {
+        tweets,
+        ..Parsed::default()
+    })
 }
 
 /// A line that did not parse, with everything needed to find it again.
@@ -118,7 +187,7 @@ impl ReadReport {
                 self.keep_alives += 1;
                 continue;
             }
-            match parse_payload(trimmed, received_at) {
+            match parse_record(trimmed, received_at) {
                 Ok(parsed) => {
                     self.users_joined += parsed.users_joined;
                     self.tweets.extend(parsed.tweets);
@@ -186,7 +255,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(p.tweets[0].id, 1_377_650_090_978_992_134);
+        assert_eq!(p.tweets[0].id, "1377650090978992134");
         assert_eq!(p.tweets[0].matching_rules, vec!["1377649934414049282"]);
 
         let err = parse_payload(br#"{"data":{"id":1.5e18,"text":"hi"}}"#, None).unwrap_err();

@@ -19,19 +19,22 @@
 //! It reads only the config file its caller names; it never talks to X, Firehose, S3 or a
 //! model, and it must stay light (xtask-like tools, metrics and the model crate link it).
 
+pub mod bluesky;
 pub mod config;
 pub mod features;
 pub mod jsonl;
 pub mod labels;
 pub mod layout;
 pub mod location;
+pub mod mastodon;
 pub mod rng;
 pub mod schema;
 pub mod scoring;
 pub mod testing;
+pub mod track;
 pub mod tweet;
 pub mod v2;
 
 pub use config::Config;
 pub use location::Location;
-pub use tweet::Tweet;
+pub use tweet::{Platform, Tweet};

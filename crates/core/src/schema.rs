@@ -13,7 +13,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 pub const META_NAME: &str = "flagship.schema";
 pub const META_VERSION: &str = "flagship.schema.version";
 /// Bumped whenever a column changes meaning or type; readers refuse other versions.
-pub const VERSION: &str = "1";
+pub const VERSION: &str = "2";
 
 /// The stage outputs, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,7 +98,9 @@ fn f(name: &str, dt: DataType, nullable: bool) -> Field {
 fn raw_fields() -> Vec<Field> {
     use DataType::*;
     vec![
-        f("id", UInt64, false),
+        f("platform", Utf8, false),
+        f("id", Utf8, false),
+        f("url", Utf8, true),
         f("created_at", utc_ms(), true),
         f("text", Utf8, false),
         f("lang", Utf8, true),
@@ -179,7 +181,9 @@ fn split_extra() -> Vec<Field> {
 fn predictions_fields() -> Vec<Field> {
     use DataType::*;
     vec![
-        f("id", UInt64, false),
+        f("platform", Utf8, false),
+        f("id", Utf8, false),
+        f("url", Utf8, true),
         f("created_at", utc_ms(), true),
         f("text", Utf8, false),
         f("client", Utf8, true),
@@ -289,9 +293,9 @@ mod tests {
             check(&s, Stage::Raw),
             Err(SchemaError::MissingField("lang".into()))
         );
-        fields[0] = Field::new("id", DataType::Utf8, false);
+        fields[1] = Field::new("id", DataType::UInt64, false);
         let e = check(&Schema::new(fields), Stage::Raw).unwrap_err();
-        assert!(e.to_string().starts_with("column `id` is Utf8"), "{e}");
+        assert!(e.to_string().starts_with("column `id` is UInt64"), "{e}");
 
         let meta = HashMap::from([
             (META_NAME.to_owned(), "raw".to_owned()),

@@ -1,4 +1,6 @@
-//! The canonical tweet record every stage passes on, and its construction from v2 payloads.
+//! The canonical post record every stage passes on — an X tweet, a Bluesky post or a Mastodon
+//! status — and its construction from X v2 payloads ([`crate::bluesky`] and
+//! [`crate::mastodon`] build it from theirs).
 
 use std::collections::HashMap;
 
@@ -14,16 +16,85 @@ use crate::v2::{ApiError, Id, IncludedTweet, Payload, ReferenceKind, V2User};
 /// Text is kept exactly as the API sent it; cleaning belongs to `textproc`. Retweet / reply /
 /// quote come from `referenced_tweets`, hashtags / mentions / urls from `entities` — never
 /// from regexes over the text (the seed's defects).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where a post was published. Ids are unique per platform; (platform, id) is the key.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    #[default]
+    X,
+    Bluesky,
+    Mastodon,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 3] = [Platform::X, Platform::Bluesky, Platform::Mastodon];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::X => "x",
+            Platform::Bluesky => "bluesky",
+            Platform::Mastodon => "mastodon",
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Platform, String> {
+        Platform::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a platform (x, bluesky or mastodon)"))
+    }
+}
+
+impl Platform {
+    /// The platform a post id belongs to, by its form: X's decimal snowflake, Bluesky's
+    /// `at://` URI, a Mastodon status URI (`https://…`); `None` for anything else.
+    pub fn of_id(id: &str) -> Option<Platform> {
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+            Some(Platform::X)
+        } else if id.starts_with("at://") && id.len() > 5 {
+            Some(Platform::Bluesky)
+        } else if (id.starts_with("https://") || id.starts_with("http://")) && id.len() > 8 {
+            Some(Platform::Mastodon)
+        } else {
+            None
+        }
+    }
+}
+
+/// The link a person opens to see an X post (x.com resolves any handle for an id).
+pub fn x_url(id: &str, username: Option<&str>) -> String {
+    format!("https://x.com/{}/status/{id}", username.unwrap_or("i/web"))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tweet {
-    pub id: u64,
+    pub platform: Platform,
+    /// Platform-scoped: X's snowflake (decimal), Bluesky's `at://did/app.bsky.feed.post/rkey`,
+    /// Mastodon's status URI.
+    pub id: String,
+    /// A link a person can open: x.com, bsky.app or the status page.
+    pub url: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     /// The full text: `note_tweet.text` for long posts, else `text`.
     pub text: String,
     pub lang: Option<String>,
     /// Client name; absent from payloads after Dec 2022.
     pub source: Option<String>,
+    /// X's numeric user id (other platforms: none).
     pub author_id: Option<u64>,
+    /// The author's handle: X username, Mastodon `acct`, Bluesky DID (Jetstream sends no
+    /// handle).
     pub author_username: Option<String>,
     pub author_name: Option<String>,
     pub author_location: Option<String>,
@@ -120,14 +191,18 @@ impl Payload {
                     .and_then(|g| g.place_id.as_deref())
                     .map(|id| (id, places.get(id).copied()));
                 let metrics = t.public_metrics.clone();
+                let id = t.id.0.to_string();
+                let username = author.and_then(|u| u.username.clone());
                 Tweet {
-                    id: t.id.0,
+                    platform: Platform::X,
+                    url: Some(x_url(&id, username.as_deref())),
+                    id,
                     created_at: t.created_at,
                     text: t.full_text().to_owned(),
                     lang: t.lang,
                     source: t.source,
                     author_id: t.author_id.map(|a| a.0),
-                    author_username: author.and_then(|u| u.username.clone()),
+                    author_username: username,
                     author_name: author.and_then(|u| u.name.clone()),
                     author_location: author.and_then(|u| u.location.clone()),
                     author_verified: author.and_then(|u| u.verified),

@@ -104,7 +104,7 @@ async fn jwst_profile_keeps_and_drops_the_samples_with_counts() {
         } else if t.split_whitespace().count() < filter.min_words as usize {
             "too few words".into()
         } else {
-            expect_kept.push(tw.id);
+            expect_kept.push(tw.id.clone());
             KEPT.into()
         };
         *expect.entry(reason).or_insert(0) += 1;
@@ -128,9 +128,9 @@ async fn jwst_profile_keeps_and_drops_the_samples_with_counts() {
                 .column_by_name("id")
                 .unwrap()
                 .as_any()
-                .downcast_ref::<arrow::array::UInt64Array>()
+                .downcast_ref::<arrow::array::StringArray>()
                 .unwrap();
-            kept_ids.extend(ids.values().iter().copied());
+            kept_ids.extend(ids.iter().flatten().map(str::to_owned));
             let terms = b
                 .column_by_name("matched_terms")
                 .unwrap()

@@ -13,6 +13,8 @@
 
 pub mod backoff;
 pub mod firehose;
+pub mod jetstream;
+pub mod mastodon;
 pub mod record;
 pub mod sink;
 pub mod source;
@@ -54,6 +56,8 @@ pub struct Options {
     /// After a stop signal, how long the sink may go on sending what is queued before it
     /// spills the rest (the systemd unit stops after 90 s: the default leaves room).
     pub drain_timeout: Duration,
+    /// The mission's track terms, matched against posts no server filtered.
+    pub track: Option<flagship_core::track::Track>,
 }
 
 impl Default for Options {
@@ -64,6 +68,7 @@ impl Default for Options {
             queue: 10_000,
             dedup_window: 1_000_000,
             drain_timeout: Duration::from_secs(60),
+            track: None,
         }
     }
 }
@@ -74,6 +79,12 @@ pub struct Totals {
     pub lines: u64,
     pub received: u64,
     pub duplicates: u64,
+    /// Posts from an unfiltered source that match no track term (not sent).
+    pub unmatched: u64,
+    /// Deletions seen (Bluesky, Mastodon): counted, not sent.
+    pub deletions: u64,
+    /// Events that are no post (identity, account, likes, notifications): counted, not sent.
+    pub other_events: u64,
     pub keep_alives: u64,
     pub api_errors: u64,
     pub operational_disconnects: u64,
@@ -95,9 +106,19 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(
             f,
-            "{} tweets received ({} duplicates dropped), {} sent in {} calls ({} retried, {} spilled, {} lost), {} malformed lines quarantined, {} API error messages ({} operational disconnects), {} keep-alives, {} reconnects; stopped by {} after {:.1} s",
+            "{} tweets received ({} duplicates dropped{}), {} sent in {} calls ({} retried, {} spilled, {} lost), {} malformed lines quarantined, {} API error messages ({} operational disconnects), {} keep-alives, {} reconnects; stopped by {} after {:.1} s",
             self.received,
             self.duplicates,
+            // Counts only the open sources make, shown when there are any.
+            [
+                (self.unmatched, "not matching the track terms"),
+                (self.deletions, "deletions"),
+                (self.other_events, "other events"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!(", {n} {what}"))
+            .collect::<String>(),
             self.sink.sent,
             self.sink.calls,
             self.sink.retried,
@@ -124,8 +145,8 @@ pub struct Progress {
 
 /// Remembers the last `cap` ids (the dedup window of ingest and of live triage).
 pub struct Seen {
-    set: HashSet<u64>,
-    order: VecDeque<u64>,
+    set: HashSet<String>,
+    order: VecDeque<String>,
     cap: usize,
 }
 
@@ -139,11 +160,12 @@ impl Seen {
     }
 
     /// Whether `id` is new in the window (and remembers it).
-    pub fn insert(&mut self, id: u64) -> bool {
-        if !self.set.insert(id) {
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
             return false;
         }
-        self.order.push_back(id);
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
         if self.order.len() > self.cap
             && let Some(old) = self.order.pop_front()
         {
@@ -159,17 +181,26 @@ fn handle(
     t: &mut Totals,
     seen: &mut Seen,
     bad: &mut Vec<serde_json::Value>,
+    track: Option<&flagship_core::track::Track>,
 ) -> Option<(Bytes, chrono::DateTime<Utc>)> {
     t.lines += 1;
     let now = Utc::now();
-    match record::classify(&line.bytes, now) {
+    match record::classify(line.platform, &line.bytes, now) {
         Line::KeepAlive => t.keep_alives += 1,
-        Line::Tweet { id, record } => {
-            if seen.insert(id) {
+        Line::Deleted { .. } => t.deletions += 1,
+        Line::Other { .. } => t.other_events += 1,
+        Line::Tweet { id, record, text } => {
+            if line.unfiltered
+                && let (Some(track), Some(text)) = (track, &text)
+                && !track.matches(text)
+            {
+                t.unmatched += 1;
+            } else if seen.insert(&id) {
                 t.received += 1;
                 return Some((record, now));
+            } else {
+                t.duplicates += 1;
             }
-            t.duplicates += 1;
         }
         Line::Error {
             operational_disconnect,
@@ -265,7 +296,7 @@ pub async fn run<S: Sink + 'static>(
         let Some(line) = line else {
             break "end of input";
         };
-        if let Some(rec) = handle(&line, &mut t, &mut seen, &mut bad) {
+        if let Some(rec) = handle(&line, &mut t, &mut seen, &mut bad, opts.track.as_ref()) {
             // A full queue waits here, and a stop still ends the run: the record is kept and
             // queued during the drain.
             tokio::select! {
@@ -305,7 +336,13 @@ pub async fn run<S: Sink + 'static>(
     let mut rest: Vec<_> = held.into_iter().collect();
     if stopped_by != "max-tweets" {
         for line in source.buffered() {
-            rest.extend(handle(&line, &mut t, &mut seen, &mut bad));
+            rest.extend(handle(
+                &line,
+                &mut t,
+                &mut seen,
+                &mut bad,
+                opts.track.as_ref(),
+            ));
         }
     }
     for rec in rest {
@@ -358,6 +395,10 @@ pub async fn run<S: Sink + 'static>(
             lost = t.lost,
             "tweets received but neither delivered nor spilled"
         );
+    } else if let Err(e) = source.commit() {
+        // Everything returned was delivered or spilled: a resumable source saves its point.
+        tracing::error!("the source's resume point was not saved: {e}");
+        t.error.get_or_insert(e.to_string());
     }
     if !bad.is_empty() {
         let mut text = match quarantine.exists(quarantine_key).await {

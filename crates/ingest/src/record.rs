@@ -1,12 +1,17 @@
 //! One stream line, checked and stamped: the unit ingest sends.
 //!
-//! A line is checked as JSON once, its tweet id read (for dedup across reconnects) and its
+//! An X line is checked as JSON once, its tweet id read (for dedup across reconnects) and its
 //! kind told apart — a tweet, an error / operational-disconnect message, or neither — then the
 //! time it was received is added as a top-level `received_at` field (combine reads it; X never
-//! sends one). Blank lines are keep-alives and never become records.
+//! sends one). A Bluesky or Mastodon line is parsed into its post (which checks it whole, and
+//! gives the text the track terms are matched against, as those platforms have no server-side
+//! filter) and kept verbatim in flagship's envelope ([`flagship_core::jsonl::envelope`]).
+//! Deletions and events that are no post are told apart and counted. Blank lines are
+//! keep-alives and never become records.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use flagship_core::{Platform, Tweet, bluesky, jsonl, mastodon};
 use serde::Deserialize;
 
 /// What a line holds.
@@ -14,8 +19,18 @@ use serde::Deserialize;
 pub enum Line {
     /// A keep-alive (blank line).
     KeepAlive,
-    /// A tweet (stream message with `data.id`).
-    Tweet { id: u64, record: Bytes },
+    /// A post (an X stream message with `data.id`, a Bluesky post, a Mastodon status): its
+    /// platform-scoped id, the record to send, and its text where a client-side filter
+    /// applies (platforms without server-side rules).
+    Tweet {
+        id: String,
+        record: Bytes,
+        text: Option<String>,
+    },
+    /// A post deleted by its author (Bluesky, Mastodon).
+    Deleted { id: String },
+    /// An event that is no post (Bluesky identity/account, likes…; Mastodon notifications).
+    Other { kind: String },
     /// A message with `errors` and no tweet: an operational disconnect or another API error.
     Error {
         operational_disconnect: bool,
@@ -49,12 +64,69 @@ struct PeekError {
     kind: Option<String>,
 }
 
-/// Classifies one line (without its newline) and stamps tweets with `received_at`.
-pub fn classify(line: &[u8], received_at: DateTime<Utc>) -> Line {
+/// Classifies one line (without its newline) of `platform` and stamps posts with
+/// `received_at`.
+pub fn classify(platform: Platform, line: &[u8], received_at: DateTime<Utc>) -> Line {
     let body = line.trim_ascii();
     if body.is_empty() {
         return Line::KeepAlive;
     }
+    match platform {
+        Platform::X => classify_x(body, received_at),
+        Platform::Bluesky => classify_bluesky(body, received_at),
+        Platform::Mastodon => classify_mastodon(body, received_at),
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> Line {
+    Line::Malformed {
+        reason: e.to_string(),
+    }
+}
+
+fn post(platform: Platform, tweet: Tweet, body: &[u8], at: DateTime<Utc>) -> Line {
+    let mut record = jsonl::envelope(platform, at, body);
+    record.push(b'\n');
+    Line::Tweet {
+        id: tweet.id,
+        record: Bytes::from(record),
+        text: Some(tweet.text),
+    }
+}
+
+fn classify_bluesky(body: &[u8], at: DateTime<Utc>) -> Line {
+    let event = match bluesky::parse_event(body) {
+        Ok(e) => e,
+        Err(e) => return malformed(e),
+    };
+    match event.kind() {
+        bluesky::Kind::Delete { uri } => Line::Deleted { id: uri },
+        bluesky::Kind::Other(kind) => Line::Other { kind },
+        bluesky::Kind::Post { .. } => match event.to_tweet(Some(at)) {
+            Ok(Some(t)) => post(Platform::Bluesky, t, body, at),
+            Ok(None) => Line::Other {
+                kind: "post without a record".into(),
+            },
+            Err(e) => malformed(e),
+        },
+    }
+}
+
+fn classify_mastodon(body: &[u8], at: DateTime<Utc>) -> Line {
+    match mastodon::parse_line(body) {
+        Err(e) => malformed(e),
+        Ok((mastodon::Event::Update(s) | mastodon::Event::StatusUpdate(s), instance)) => post(
+            Platform::Mastodon,
+            s.to_tweet(instance.as_deref(), Some(at)),
+            body,
+            at,
+        ),
+        Ok((mastodon::Event::Delete(id), _)) => Line::Deleted { id },
+        Ok((mastodon::Event::Other(kind), _)) => Line::Other { kind },
+    }
+}
+
+fn classify_x(body: &[u8], received_at: DateTime<Utc>) -> Line {
     let peek: Peek = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => {
@@ -66,8 +138,9 @@ pub fn classify(line: &[u8], received_at: DateTime<Utc>) -> Line {
     match peek.data {
         Some(d) => match d.id.parse::<u64>() {
             Ok(id) => Line::Tweet {
-                id,
+                id: id.to_string(),
                 record: stamp(body, received_at),
+                text: None,
             },
             Err(_) => Line::Malformed {
                 reason: format!("data.id {:?} is not a tweet id", d.id),
@@ -116,18 +189,20 @@ mod tests {
     #[test]
     fn lines_are_classified_and_stamped() {
         let at = Utc.with_ymd_and_hms(2022, 1, 9, 23, 59, 58).unwrap();
-        assert_eq!(classify(b"\r", at), Line::KeepAlive);
-        let Line::Tweet { id, record } = classify(
+        assert_eq!(classify(Platform::X, b"\r", at), Line::KeepAlive);
+        let Line::Tweet { id, record, .. } = classify(
+            Platform::X,
             br#"{"data":{"id":"1480000000000000001","text":"hi"},"matching_rules":[]}"#,
             at,
         ) else {
             panic!("a tweet")
         };
-        assert_eq!(id, 1480000000000000001);
+        assert_eq!(id, "1480000000000000001");
         let p = flagship_core::jsonl::parse_payload(record.trim_ascii(), None).unwrap();
         assert_eq!(p.tweets[0].received_at, Some(at));
         assert!(record.ends_with(b"}\n"));
         let e = classify(
+            Platform::X,
             br#"{"errors":[{"title":"operational-disconnect","disconnect_type":"UpstreamOperationalDisconnect","detail":"This stream has been disconnected upstream for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#,
             at,
         );
@@ -142,11 +217,11 @@ mod tests {
             "{e:?}"
         );
         assert!(matches!(
-            classify(br#"{"data":{"id":"12"#, at),
+            classify(Platform::X, br#"{"data":{"id":"12"#, at),
             Line::Malformed { .. }
         ));
         assert!(matches!(
-            classify(br#"{"meta":{}}"#, at),
+            classify(Platform::X, br#"{"meta":{}}"#, at),
             Line::Malformed { .. }
         ));
     }

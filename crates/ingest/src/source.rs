@@ -8,11 +8,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use flagship_core::Platform;
+
 use crate::IngestError;
 
 /// One line as a source delivered it (no newline), with where it was.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceLine {
+    /// What the bytes are: an X stream message, a Jetstream event, a Mastodon event.
+    pub platform: Platform,
+    /// The platform did not filter it by the mission (Bluesky's Jetstream, a Mastodon public
+    /// timeline): the track terms are matched here.
+    pub unfiltered: bool,
     pub bytes: Bytes,
     /// File name, or `stream#N` for the N-th connection.
     pub origin: String,
@@ -45,6 +52,11 @@ pub trait TweetSource: Send {
     fn buffered(&mut self) -> Vec<SourceLine> {
         Vec::new()
     }
+    /// At a clean stop, after everything the source returned was delivered or spilled: a
+    /// source that can resume saves its point here.
+    fn commit(&mut self) -> Result<(), IngestError> {
+        Ok(())
+    }
 }
 
 /// Recorded v2 JSONL files (optionally gzipped), read line by line (memory stays flat
@@ -53,6 +65,7 @@ pub trait TweetSource: Send {
 /// place), as the filtered stream sends them. With `speed`, lines are paced by their tweets'
 /// `created_at` (×`speed`: 60 = an hour in a minute).
 pub struct Replay {
+    platform: Platform,
     files: Vec<PathBuf>,
     speed: Option<f64>,
     current: Option<(String, Box<dyn std::io::BufRead + Send>, u64, u64)>,
@@ -64,6 +77,7 @@ pub struct Replay {
 impl Replay {
     pub fn new(files: Vec<PathBuf>, speed: Option<f64>) -> Replay {
         Replay {
+            platform: Platform::X,
             files: files.into_iter().rev().collect(),
             speed: speed.filter(|s| *s > 0.0),
             current: None,
@@ -71,6 +85,13 @@ impl Replay {
             last_time: None,
             stats: SourceStats::default(),
         }
+    }
+
+    /// Recorded events of another platform: Jetstream events (Bluesky), Mastodon statuses or
+    /// stream events — one JSON object a line.
+    pub fn platform(mut self, platform: Platform) -> Replay {
+        self.platform = platform;
+        self
     }
 
     /// The `.jsonl` / `.jsonl.gz` files of a folder (sorted), or the file itself.
@@ -227,12 +248,19 @@ impl TweetSource for Replay {
                 buf.pop();
             }
             let line = SourceLine {
+                platform: self.platform,
+                unfiltered: self.platform != Platform::X,
                 bytes: Bytes::from(buf),
                 origin: name.clone(),
                 line: *line_no,
                 offset: start,
             };
-            match Replay::split_page(&line) {
+            let pages = if self.platform == Platform::X {
+                Replay::split_page(&line)
+            } else {
+                None
+            };
+            match pages {
                 Some(many) => self.pending.extend(many),
                 None => self.pending.push_back(line),
             }
@@ -241,5 +269,81 @@ impl TweetSource for Replay {
 
     fn stats(&self) -> SourceStats {
         self.stats.clone()
+    }
+}
+
+/// Several live sources at once (`--source bluesky --source mastodon`): lines in order of
+/// arrival, each source polled in turn first (none starves another). Every source's
+/// `next_line` here is cancel-safe at its await points (a WebSocket or SSE read, a channel
+/// receive, a wait), so a line is never half-read when another source wins the race.
+pub struct Merged {
+    sources: Vec<Box<dyn TweetSource>>,
+    ended: Vec<bool>,
+    turn: usize,
+}
+
+impl Merged {
+    pub fn new(sources: Vec<Box<dyn TweetSource>>) -> Merged {
+        let ended = vec![false; sources.len()];
+        Merged {
+            sources,
+            ended,
+            turn: 0,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TweetSource for Merged {
+    async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
+        loop {
+            let n = self.sources.len();
+            self.turn = (self.turn + 1) % n.max(1);
+            let (turn, ended) = (self.turn, &self.ended);
+            let mut live: Vec<(usize, &mut Box<dyn TweetSource>)> = self
+                .sources
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| !ended[*i])
+                .collect();
+            if live.is_empty() {
+                return Ok(None);
+            }
+            let k = turn % live.len();
+            live.rotate_left(k);
+            let (index, futures): (Vec<usize>, Vec<_>) =
+                live.into_iter().map(|(i, s)| (i, s.next_line())).unzip();
+            let (r, k, _) = futures::future::select_all(futures).await;
+            match r? {
+                Some(line) => return Ok(Some(line)),
+                None => self.ended[index[k]] = true,
+            }
+        }
+    }
+
+    fn stats(&self) -> SourceStats {
+        let mut s = SourceStats::default();
+        for x in &self.sources {
+            let o = x.stats();
+            s.connections += o.connections;
+            s.reconnects += o.reconnects;
+            s.stalls += o.stalls;
+            s.network_errors += o.network_errors;
+            s.http_errors += o.http_errors;
+            s.rate_limited += o.rate_limited;
+            s.waits.extend(o.waits);
+        }
+        s
+    }
+
+    fn buffered(&mut self) -> Vec<SourceLine> {
+        self.sources.iter_mut().flat_map(|s| s.buffered()).collect()
+    }
+
+    fn commit(&mut self) -> Result<(), IngestError> {
+        for s in &mut self.sources {
+            s.commit()?;
+        }
+        Ok(())
     }
 }

@@ -44,14 +44,19 @@ pub const STREAM_PARAMS: [(&str, &str); 4] = [
 
 /// The bearer token from the environment (never printed).
 pub fn token_from_env() -> Result<String, IngestError> {
-    ["X_BEARER_TOKEN", "TWITTER_BEARER_TOKEN"]
+    token_from("X_BEARER_TOKEN")
+}
+
+/// The bearer token from `var` (the config's `sources.x.token_env`), else
+/// `TWITTER_BEARER_TOKEN` (never printed).
+pub fn token_from(var: &str) -> Result<String, IngestError> {
+    [var, "TWITTER_BEARER_TOKEN"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
         .ok_or_else(|| {
-            IngestError::Fatal(
-                "no bearer token: set X_BEARER_TOKEN (or TWITTER_BEARER_TOKEN) to an X API v2 app token"
-                    .into(),
-            )
+            IngestError::Fatal(format!(
+                "no bearer token: set {var} (or TWITTER_BEARER_TOKEN) to an X API v2 app token — or use a free source: --source bluesky / --source mastodon"
+            ))
         })
 }
 
@@ -350,6 +355,8 @@ impl XStream {
         }
         self.line += 1;
         let l = SourceLine {
+            platform: flagship_core::Platform::X,
+            unfiltered: false,
             bytes: Bytes::from(body),
             origin: format!("stream#{}", self.stats.connections),
             line: self.line,

@@ -172,11 +172,11 @@ async fn faults_are_survived_and_every_tweet_arrives_once() {
         report.read(&e.key, &raw.get(&e.key).await.unwrap(), None);
     }
     assert!(report.bad_lines.is_empty());
-    let mut ids: Vec<u64> = report.tweets.iter().map(|t| t.id).collect();
+    let mut ids: Vec<String> = report.tweets.iter().map(|t| t.id.clone()).collect();
     ids.sort();
     let mut expect = flagship_core::jsonl::ReadReport::default();
     expect.read("f", &text, None);
-    let mut want: Vec<u64> = expect.tweets.iter().map(|t| t.id).collect();
+    let mut want: Vec<String> = expect.tweets.iter().map(|t| t.id.clone()).collect();
     want.sort();
     assert_eq!(ids, want);
     assert!(report.tweets.iter().all(|t| t.received_at.is_some()));

@@ -22,18 +22,18 @@ pub enum LabelError {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Labels {
-    by_id: HashMap<u64, i8>,
+    by_id: HashMap<String, i8>,
 }
 
 impl Labels {
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (u64, i8)>) -> Labels {
+    pub fn from_pairs<S: Into<String>>(pairs: impl IntoIterator<Item = (S, i8)>) -> Labels {
         Labels {
-            by_id: pairs.into_iter().collect(),
+            by_id: pairs.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         }
     }
 
-    pub fn get(&self, id: u64) -> Option<i8> {
-        self.by_id.get(&id).copied()
+    pub fn get(&self, id: &str) -> Option<i8> {
+        self.by_id.get(id).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -45,14 +45,14 @@ impl Labels {
     }
 
     /// In id order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, i8)> + '_ {
-        let mut v: Vec<(u64, i8)> = self.by_id.iter().map(|(k, v)| (*k, *v)).collect();
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i8)> + '_ {
+        let mut v: Vec<(&str, i8)> = self.by_id.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         v.sort_unstable();
         v.into_iter()
     }
 
-    /// Reads `path` (`.csv`, or `.parquet`). A label outside 0–2, an id that is not a
-    /// number, or an id labelled twice with different labels is an error.
+    /// Reads `path` (`.csv`, or `.parquet`). A label outside 0–2, an id that is no post id
+    /// (X's number, Bluesky's `at://…`, a Mastodon status URI), or an id labelled twice with different labels is an error.
     pub fn read(path: &Path) -> Result<Labels, LabelError> {
         let file_err = |message: String| LabelError::File {
             path: path.to_owned(),
@@ -134,9 +134,12 @@ impl Labels {
             message,
         };
         let id_text = id.unwrap_or("").trim();
-        let id: u64 = id_text
-            .parse()
-            .map_err(|_| bad(format!("id {id_text:?} is not a tweet id")))?;
+        if flagship_core::Platform::of_id(id_text).is_none() {
+            return Err(bad(format!(
+                "id {id_text:?} is not a post id (an X id, an at:// or https:// post URI)"
+            )));
+        }
+        let id = id_text.to_owned();
         let label_text = label.unwrap_or("").trim();
         let label: i8 = match label_text.parse::<f64>() {
             Ok(v) if v == 0.0 || v == 1.0 || v == 2.0 => v as i8,
@@ -146,7 +149,7 @@ impl Labels {
                 )));
             }
         };
-        match self.by_id.insert(id, label) {
+        match self.by_id.insert(id.clone(), label) {
             Some(prev) if prev != label => Err(bad(format!(
                 "tweet {id} is labelled {prev} earlier in the file and {label} here"
             ))),
@@ -169,7 +172,7 @@ mod tests {
         )
         .unwrap();
         let l = Labels::read(&p).unwrap();
-        assert_eq!(l.iter().collect::<Vec<_>>(), [(5, 0), (6, 2), (7, 1)]);
+        assert_eq!(l.iter().collect::<Vec<_>>(), [("5", 0), ("6", 2), ("7", 1)]);
         std::fs::write(&p, "id,label\n5,0\n6,3\n").unwrap();
         let e = Labels::read(&p).unwrap_err().to_string();
         assert!(e.ends_with("labels.csv:3: label \"3\" of tweet 6 is not 0 (negative), 1 (neutral) or 2 (positive)"), "{e}");
@@ -183,5 +186,13 @@ mod tests {
                 .to_string()
                 .contains("no `id` column")
         );
+        // Post ids of every platform; anything else is named.
+        std::fs::write(
+            &p,
+            "id,label\nat://did:plc:x/app.bsky.feed.post/3k,0\nhttps://mastodon.social/users/a/statuses/1,2\n12x,1\n",
+        )
+        .unwrap();
+        let e = Labels::read(&p).unwrap_err().to_string();
+        assert!(e.contains(":4: id \"12x\" is not a post id"), "{e}");
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Int8Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt32Array, UInt64Array,
+    UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
@@ -38,7 +38,7 @@ use serde::Serialize;
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
     #[error("label {label} of tweet {id} is not 0 (negative), 1 (neutral) or 2 (positive)")]
-    BadLabel { id: u64, label: i64 },
+    BadLabel { id: String, label: i64 },
     #[error(
         "{rows} rows cannot fill test ({test}) and validation ({val}) and leave any for training"
     )]
@@ -51,13 +51,13 @@ pub enum SplitError {
         "{total} of {candidates} candidate tweets have no label ({}); first ids: {}. \
          Write them out with `split export-for-labeling`, label them, and add them to the labels file",
         by_part.iter().map(|(p, n)| format!("{n} in {p}")).collect::<Vec<_>>().join(", "),
-        first_ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        first_ids.join(", ")
     )]
     Unlabeled {
         total: usize,
         candidates: usize,
         by_part: BTreeMap<String, usize>,
-        first_ids: Vec<u64>,
+        first_ids: Vec<String>,
     },
     #[error("no processed hour files in {0}")]
     NoInput(String),
@@ -77,8 +77,11 @@ fn df_err(e: datafusion::error::DataFusionError) -> SplitError {
 
 /// The target of tweet `id` from its hand label (`flagship_core::labels`), or an error naming
 /// the tweet and the label.
-pub fn need_support(id: u64, label: i64) -> Result<bool, SplitError> {
-    flagship_core::labels::need_support(label).ok_or(SplitError::BadLabel { id, label })
+pub fn need_support(id: &str, label: i64) -> Result<bool, SplitError> {
+    flagship_core::labels::need_support(label).ok_or_else(|| SplitError::BadLabel {
+        id: id.to_owned(),
+        label,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -107,7 +110,7 @@ impl Part {
 
 /// Assigns each `(created_at, id)` row its part. The result is in input order.
 pub fn chronological(
-    rows: &[(DateTime<Utc>, u64)],
+    rows: &[(DateTime<Utc>, String)],
     test_size: usize,
     val_size: usize,
 ) -> Result<Vec<Part>, SplitError> {
@@ -120,7 +123,7 @@ pub fn chronological(
         });
     }
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| rows[i]);
+    order.sort_by(|&i, &j| rows[i].cmp(&rows[j]));
     let mut parts = vec![Part::Train; n];
     for (rank, &i) in order.iter().enumerate() {
         parts[i] = if rank >= n - test_size {
@@ -215,7 +218,7 @@ pub async fn candidates(
         ])
         .map_err(df_err)?;
     let ordered = frames::collect(df, &Stage::Processed.schema()).await?;
-    let ids = column::<UInt64Array>(&ordered, "id");
+    let ids = column::<StringArray>(&ordered, "id");
     let texts = column::<StringArray>(&ordered, "text_model");
     let (mut seen_ids, mut seen_texts) = (HashSet::new(), HashSet::new());
     let mut keep = Vec::with_capacity(ordered.num_rows());
@@ -265,14 +268,14 @@ async fn join_labels(
     labels: &Labels,
 ) -> Result<RecordBatch, SplitError> {
     let lschema = Arc::new(Schema::new(vec![
-        Field::new("label_id", DataType::UInt64, false),
+        Field::new("label_id", DataType::Utf8, false),
         Field::new("label", DataType::Int8, false),
     ]));
-    let (ids, values): (Vec<u64>, Vec<i8>) = labels.iter().unzip();
+    let (ids, values): (Vec<&str>, Vec<i8>) = labels.iter().unzip();
     let lbatch = RecordBatch::try_new(
         lschema,
         vec![
-            Arc::new(UInt64Array::from(ids)) as ArrayRef,
+            Arc::new(StringArray::from(ids)) as ArrayRef,
             Arc::new(Int8Array::from(values)),
         ],
     )
@@ -319,14 +322,14 @@ fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
 
 /// Splits the processed candidates with their labels and writes the three parts to `out`.
 /// `(created_at, id)` of every row, in row order.
-fn keys(b: &RecordBatch) -> Vec<(DateTime<Utc>, u64)> {
-    let ids = column::<UInt64Array>(b, "id");
+fn keys(b: &RecordBatch) -> Vec<(DateTime<Utc>, String)> {
+    let ids = column::<StringArray>(b, "id");
     let times = column::<TimestampMillisecondArray>(b, "created_at");
     (0..b.num_rows())
         .map(|i| {
             (
                 DateTime::from_timestamp_millis(times.value(i)).expect("a valid time"),
-                ids.value(i),
+                ids.value(i).to_owned(),
             )
         })
         .collect()
@@ -339,7 +342,7 @@ fn with_split_columns(
     batch: u32,
 ) -> Result<RecordBatch, SplitError> {
     let n = joined.num_rows();
-    let ids = column::<UInt64Array>(joined, "id");
+    let ids = column::<StringArray>(joined, "id");
     let label = column::<Int8Array>(joined, "label");
     let need: Vec<Option<bool>> = (0..n)
         .map(|i| {
@@ -372,10 +375,9 @@ pub async fn run(
     out: &Store,
 ) -> Result<Report, SplitError> {
     let (cands, counts) = candidates(ctx, processed).await?;
-    let candidate_ids: std::collections::HashSet<u64> = column::<UInt64Array>(&cands, "id")
-        .values()
+    let candidate_ids: std::collections::HashSet<&str> = column::<StringArray>(&cands, "id")
         .iter()
-        .copied()
+        .flatten()
         .collect();
     let labels_unmatched = labels
         .iter()
@@ -403,7 +405,11 @@ pub async fn run(
             total: unlabeled.len(),
             candidates: n,
             by_part,
-            first_ids: unlabeled.iter().take(5).map(|&i| rows[i].1).collect(),
+            first_ids: unlabeled
+                .iter()
+                .take(5)
+                .map(|&i| rows[i].1.clone())
+                .collect(),
         });
     }
     let all = with_split_columns(&joined, |i| parts[i].name(), 1)?;
@@ -483,7 +489,7 @@ pub async fn append(
             next = next.max(n + 1);
         }
     }
-    let mut last: Option<(DateTime<Utc>, u64)> = None;
+    let mut last: Option<(DateTime<Utc>, String)> = None;
     for key in &done {
         let (_, batches) = out.read_parquet(key).await?;
         for b in &batches {
@@ -493,7 +499,7 @@ pub async fn append(
     let (cands, _) = candidates(ctx, processed).await?;
     let joined = join_labels(ctx, cands, labels).await?;
     let k = keys(&joined);
-    let newer = keep_rows(&joined, |i| Some(k[i]) > last)?;
+    let newer = keep_rows(&joined, |i| Some(&k[i]) > last.as_ref())?;
     let full = newer.num_rows() / batch_size.max(1);
     let mut batches = Vec::new();
     for j in 0..full {
@@ -526,7 +532,7 @@ pub async fn export_for_labeling(
     key: &str,
 ) -> Result<usize, SplitError> {
     let (cands, _) = candidates(ctx, processed).await?;
-    let ids = column::<UInt64Array>(&cands, "id");
+    let ids = column::<StringArray>(&cands, "id");
     let times = column::<TimestampMillisecondArray>(&cands, "created_at");
     let texts = column::<StringArray>(&cands, "text");
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -562,10 +568,10 @@ mod tests {
 
     #[test]
     fn labels_map_to_need_support() {
-        assert!(need_support(1, 0).unwrap());
-        assert!(need_support(1, 1).unwrap());
-        assert!(!need_support(1, 2).unwrap());
-        let e = need_support(42, 3).unwrap_err();
+        assert!(need_support("1", 0).unwrap());
+        assert!(need_support("1", 1).unwrap());
+        assert!(!need_support("1", 2).unwrap());
+        let e = need_support("42", 3).unwrap_err();
         assert_eq!(
             e.to_string(),
             "label 3 of tweet 42 is not 0 (negative), 1 (neutral) or 2 (positive)"
@@ -576,10 +582,13 @@ mod tests {
     fn no_later_tweet_in_an_earlier_split() {
         // Shuffled times, with ties broken by id.
         let t0 = Utc.with_ymd_and_hms(2021, 12, 30, 17, 0, 0).unwrap();
-        let rows: Vec<(DateTime<Utc>, u64)> = (0..50u64)
+        let rows: Vec<(DateTime<Utc>, String)> = (0..50u64)
             .map(|i| {
                 let k = (i * 37) % 50;
-                (t0 + chrono::Duration::minutes((k / 2) as i64), k)
+                (
+                    t0 + chrono::Duration::minutes((k / 2) as i64),
+                    format!("{k:03}"),
+                )
             })
             .collect();
         let parts = chronological(&rows, 10, 5).unwrap();
@@ -593,7 +602,7 @@ mod tests {
                 rows.iter()
                     .zip(&parts)
                     .filter(move |(_, x)| **x == p)
-                    .map(|(r, _)| *r)
+                    .map(|(r, _)| r.clone())
             };
             (of_p().min().unwrap(), of_p().max().unwrap())
         };

@@ -306,6 +306,6 @@ mod tests {
         assert_eq!(whole, split);
         // A required column that is missing is named.
         let e = conform(&[batch.project(&[0]).unwrap()], &schema).unwrap_err();
-        assert_eq!(e.to_string(), "column `text` is missing from the result");
+        assert_eq!(e.to_string(), "column `id` is missing from the result");
     }
 }

@@ -29,6 +29,12 @@ pub enum RecordError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("row {row}: column `{field}` is null but the record requires it")]
     Null { row: usize, field: &'static str },
+    #[error("row {row}: column `{field}`: {message}")]
+    Value {
+        row: usize,
+        field: &'static str,
+        message: String,
+    },
 }
 
 fn ts(tweets: &[Tweet], f: fn(&Tweet) -> Option<DateTime<Utc>>) -> ArrayRef {
@@ -67,7 +73,9 @@ pub fn to_batch(tweets: &[Tweet]) -> Result<RecordBatch, RecordError> {
         edits.append(true);
     }
     let columns: Vec<ArrayRef> = vec![
-        u64s(tweets, |t| Some(t.id)),
+        strs(tweets, |t| Some(t.platform.as_str())),
+        strs(tweets, |t| Some(&t.id)),
+        strs(tweets, |t| t.url.as_deref()),
         ts(tweets, |t| t.created_at),
         strs(tweets, |t| Some(&t.text)),
         strs(tweets, |t| t.lang.as_deref()),
@@ -172,10 +180,15 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Tweet>, RecordError> {
     (0..batch.num_rows())
         .map(|i| {
             Ok(Tweet {
-                id: c.u64("id", i).ok_or(RecordError::Null {
-                    row: i,
-                    field: "id",
-                })?,
+                platform: need(c.str("platform", i), i, "platform")?.parse().map_err(
+                    |message| RecordError::Value {
+                        row: i,
+                        field: "platform",
+                        message,
+                    },
+                )?,
+                id: need(c.str("id", i), i, "id")?,
+                url: c.str("url", i),
                 created_at: c.ts("created_at", i),
                 text: need(c.str("text", i), i, "text")?,
                 lang: c.str("lang", i),

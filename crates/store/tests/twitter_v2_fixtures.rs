@@ -123,7 +123,7 @@ fn fields_come_from_the_payload_structure() {
             None,
         );
     }
-    let by_id = |id: u64| r.tweets.iter().find(|t| t.id == id).unwrap();
+    let by_id = |id: u64| r.tweets.iter().find(|t| t.id == id.to_string()).unwrap();
 
     // A real retweet: flagged from referenced_tweets, entities from `entities`.
     let rt = by_id(1_394_735_776_701_816_833);

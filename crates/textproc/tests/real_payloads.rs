@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondArray, UInt8Array, UInt32Array, UInt64Array,
+    TimestampMillisecondArray, UInt8Array, UInt32Array,
 };
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use flagship_core::Tweet;
@@ -115,7 +115,7 @@ async fn textproc_matches_the_reference_and_fixes_the_seed_defects() {
         |p: &str| Store::open(&Location::Local(dir.path().join(p)), &S3Options::default()).unwrap();
     let (input, output) = (open("filtered"), open("processed"));
     let mut sorted = tweets.clone();
-    sorted.sort_by_key(|t| (t.created_at.is_none(), t.created_at, t.id));
+    sorted.sort_by_key(|t| (t.created_at.is_none(), t.created_at, t.id.clone()));
     input
         .write_parquet(
             "2022010900.parquet",
@@ -140,7 +140,7 @@ async fn textproc_matches_the_reference_and_fixes_the_seed_defects() {
     flagship_core::schema::check(&schema, Stage::Processed).unwrap();
     let b = arrow::compute::concat_batches(&schema, &batches).unwrap();
     assert_eq!(b.num_rows(), tweets.len());
-    let ids: &UInt64Array = b
+    let ids: &arrow::array::StringArray = b
         .column_by_name("id")
         .unwrap()
         .as_any()
@@ -200,7 +200,11 @@ async fn textproc_matches_the_reference_and_fixes_the_seed_defects() {
         assert_eq!(rt.value(i), t.is_retweet);
     }
     // The defects, spelled out.
-    let row = |id: u64| (0..b.num_rows()).find(|&i| ids.value(i) == id).unwrap();
+    let row = |id: u64| {
+        (0..b.num_rows())
+            .find(|&i| ids.value(i) == id.to_string())
+            .unwrap()
+    };
     assert_eq!(
         model.value(row(9_000_000_001)),
         "Webb unfolds its sunshield today"

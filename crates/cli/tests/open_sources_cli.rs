@@ -1,0 +1,231 @@
+//! The open sources through the binary: `watch --source bluesky|mastodon --replay` flags real
+//! recorded posts with their platform and a link to open; `ingest run --source …` of all
+//! three platforms into one raw area, then combine, filter and textproc on the mixed data.
+
+use std::path::Path;
+
+use flagship_core::testing::fixture;
+
+mod common;
+use common::flagship;
+
+/// A profile that keeps every topic: the recorded Bluesky and Mastodon posts are not about
+/// a space mission, and the track terms are everyday words so most of them match.
+fn config(dir: &Path) -> std::path::PathBuf {
+    let cfg = dir.join("flagship.toml");
+    std::fs::write(
+        &cfg,
+        r#"[mission.stream]
+track = ["the", "a", "and", "to", "is", "of", "in", "for", "on", "with", "de", "it", "you", "this", "i"]
+
+[mission.filter]
+min_words = 1
+wanted = {}
+unwanted = {}
+
+[storage]
+raw = "raw"
+combined = "combined"
+filtered = "filtered"
+processed = "processed"
+quarantine = "quarantine"
+"#,
+    )
+    .unwrap();
+    cfg
+}
+
+fn rows(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A linear model trained on TweetEval (seconds).
+fn linear_model(dir: &Path, cfg: &Path) -> String {
+    for (file, n, out) in [
+        ("tweeteval-sentiment/val.jsonl", 800, "train.csv"),
+        ("tweeteval-sentiment/test_pool.jsonl", 300, "val.csv"),
+    ] {
+        let mut w = csv::Writer::from_path(dir.join(out)).unwrap();
+        w.write_record(["id", "text", "label"]).unwrap();
+        for l in std::fs::read_to_string(fixture(file))
+            .unwrap()
+            .lines()
+            .take(n)
+        {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            w.write_record([
+                r["id"].as_str().unwrap(),
+                r["text"].as_str().unwrap(),
+                &r["label"].to_string(),
+            ])
+            .unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let model = dir.join("model").display().to_string();
+    flagship(
+        cfg,
+        &[
+            "train",
+            "--model-kind",
+            "linear",
+            "--train",
+            &dir.join("train.csv").display().to_string(),
+            "--val",
+            &dir.join("val.csv").display().to_string(),
+            "--out",
+            &model,
+        ],
+    );
+    model
+}
+
+#[test]
+fn watch_flags_bluesky_and_mastodon_posts_with_their_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let model = linear_model(dir.path(), &cfg);
+    for (platform, replay, posts, link) in [
+        (
+            "bluesky",
+            "bluesky-jetstream/capture_v1.jsonl",
+            17,
+            "https://bsky.app/profile/did:",
+        ),
+        (
+            "mastodon",
+            "mastodon/public_timeline_statuses.jsonl",
+            50,
+            "https://",
+        ),
+    ] {
+        let out = dir.path().join(format!("flagged-{platform}.jsonl"));
+        let stdout = flagship(
+            &cfg,
+            &[
+                "watch",
+                "--model",
+                &model,
+                "--source",
+                platform,
+                "--replay",
+                fixture(replay).to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        println!("{stdout}");
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let (seen, unmatched) = (
+            summary["seen"].as_u64().unwrap(),
+            summary["unmatched"].as_u64().unwrap(),
+        );
+        // Every post is either seen or set aside by the track terms, none lost.
+        assert_eq!(seen + unmatched, posts, "{stdout}");
+        assert!(seen > posts / 2, "{stdout}");
+        let flagged = rows(&out);
+        assert!(!flagged.is_empty(), "{stdout}");
+        for r in &flagged {
+            assert_eq!(r["platform"], platform, "{r}");
+            assert!(r["url"].as_str().unwrap().starts_with(link), "{r}");
+            let id = r["id"].as_str().unwrap();
+            assert_eq!(
+                id.parse::<flagship_core::Platform>().ok(),
+                None,
+                "an id, not a platform"
+            );
+            assert_eq!(
+                flagship_core::Platform::of_id(id).map(|p| p.to_string()),
+                Some(platform.to_owned()),
+                "{r}"
+            );
+            assert!(
+                r["need_support_probability"].as_f64().unwrap() >= r["threshold"].as_f64().unwrap()
+            );
+        }
+        println!(
+            "{platform}: {} flagged of {seen} seen; first: {} {}",
+            flagged.len(),
+            flagged[0]["url"],
+            flagged[0]["text"]
+        );
+    }
+}
+
+#[test]
+fn three_platforms_in_one_raw_area_through_combine_filter_textproc() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let ingest = |source: &str, replay: &str| {
+        flagship(
+            &cfg,
+            &[
+                "ingest",
+                "run",
+                "--source",
+                source,
+                "--replay",
+                fixture(replay).to_str().unwrap(),
+            ],
+        )
+    };
+    let x = ingest("x", "twitter-v2/kpop.jsonl");
+    let b = ingest("bluesky", "bluesky-jetstream/capture_v1.jsonl");
+    let m = ingest("mastodon", "mastodon/public_timeline_statuses.jsonl");
+    println!("{x}{b}{m}");
+    let received = |s: &str| -> u64 {
+        s.split(" tweets received")
+            .next()
+            .and_then(|h| h.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{s}"))
+    };
+    // Each post either sent or set aside by the track terms, never counted twice.
+    for (s, posts) in [(&b, 17), (&m, 50)] {
+        let unmatched: u64 = s
+            .split(" not matching the track terms")
+            .next()
+            .and_then(|h| h.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(received(s) + unmatched, posts, "{s}");
+        assert!(s.contains("(0 duplicates dropped"), "{s}");
+    }
+    let total = received(&x) + received(&b) + received(&m);
+    let combine = flagship(&cfg, &["combine"]);
+    assert!(
+        combine.contains(&format!("→ {total} rows (0 duplicate ids dropped")),
+        "{combine}"
+    );
+    assert!(
+        combine.contains("0 malformed lines quarantined"),
+        "{combine}"
+    );
+    flagship(&cfg, &["filter"]);
+    flagship(&cfg, &["textproc"]);
+    let mut platforms = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir.path().join("processed")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "parquet") {
+            continue;
+        }
+        let (_, batches) =
+            flagship_store::records::from_parquet(std::fs::read(&p).unwrap().into()).unwrap();
+        for b in &batches {
+            for t in flagship_store::records::from_batch(b).unwrap() {
+                assert!(t.url.is_some(), "{t:?}");
+                *platforms.entry(t.platform.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    println!("processed rows by platform: {platforms:?}");
+    assert_eq!(
+        platforms.keys().collect::<Vec<_>>(),
+        ["bluesky", "mastodon", "x"]
+    );
+}

@@ -1,0 +1,1069 @@
+//! Mastodon statuses — the `Status` entity of the REST API and of the streaming API's
+//! `update` / `status.update` events — and the posts in them as canonical [`Tweet`] records.
+//!
+//! It reads one line at a time ([`parse_line`]): a streaming event
+//! `{"event", "payload", "instance"?}` whose payload is the Status object, the Status as a
+//! JSON string (the WebSocket and server-sent-events form, parsed twice) or, for `delete`,
+//! the bare status id; or a recorded REST status `{"instance", "status"}`. Other event names
+//! (notifications, filter and announcement changes) are told apart, not errors.
+//!
+//! A status becomes a [`Tweet`] ([`Status::to_tweet`]): its id is the status URI (globally
+//! unique), its author the full `user@host` handle, its text the content HTML turned into
+//! plain text by a small hand-written converter ([`html_to_text`]) that keeps the full URLs
+//! Mastodon shortens on screen. A boost maps like an X retweet (`RT @user: …`).
+//!
+//! Nothing here does I/O, follows a link or fetches a remote account; nothing panics on
+//! input: a line that does not parse is a [`PayloadError`] naming its JSON path.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::jsonl::PayloadError;
+use crate::tweet::{Platform, Tweet};
+
+/// One event of a Mastodon stream (or one recorded status).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A new status (`update`, or a recorded REST status).
+    Update(Box<Status>),
+    /// An edited status (`status.update`).
+    StatusUpdate(Box<Status>),
+    /// A deleted status, by its (instance-local) id.
+    Delete(String),
+    /// Any other event, by name: `notification`, `filters_changed`, `announcement`, …
+    Other(String),
+}
+
+/// A Mastodon `Status`, as far as flagship reads it; unknown fields are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Status {
+    /// Instance-local id (a delete names this).
+    pub id: String,
+    /// The ActivityPub URI: globally unique, the post's flagship id.
+    pub uri: String,
+    /// The HTML page of the status (none for boosts on some servers).
+    #[serde(default)]
+    pub url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// HTML (see [`html_to_text`]); empty for a boost.
+    #[serde(default, deserialize_with = "or_default")]
+    pub content: String,
+    /// The content warning, plain text; empty when none.
+    #[serde(default, deserialize_with = "or_default")]
+    pub spoiler_text: String,
+    #[serde(default, deserialize_with = "or_default")]
+    pub sensitive: bool,
+    #[serde(default)]
+    pub visibility: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub in_reply_to_id: Option<String>,
+    #[serde(default)]
+    pub in_reply_to_account_id: Option<String>,
+    /// The boosted status, when this one is a boost.
+    #[serde(default)]
+    pub reblog: Option<Box<Status>>,
+    pub account: Account,
+    #[serde(default, deserialize_with = "or_default")]
+    pub tags: Vec<Tag>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub mentions: Vec<Mention>,
+    /// The posting client; absent from other servers' statuses.
+    #[serde(default)]
+    pub application: Option<Application>,
+    #[serde(default)]
+    pub card: Option<Card>,
+    #[serde(default, deserialize_with = "count")]
+    pub reblogs_count: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    pub replies_count: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    pub favourites_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Account {
+    #[serde(default, deserialize_with = "or_default")]
+    pub id: String,
+    #[serde(default, deserialize_with = "or_default")]
+    pub username: String,
+    /// `user` for an account of the serving instance, `user@host` for any other.
+    pub acct: String,
+    #[serde(default, deserialize_with = "or_default")]
+    pub display_name: String,
+    /// The profile page.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub bot: bool,
+    #[serde(default, deserialize_with = "count")]
+    pub followers_count: Option<u64>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tag {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Mention {
+    pub acct: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Application {
+    #[serde(default, deserialize_with = "or_default")]
+    pub name: String,
+}
+
+/// The link preview.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Card {
+    #[serde(default, deserialize_with = "or_default")]
+    pub url: String,
+}
+
+/// A missing or `null` value as the type's default.
+fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A counter; a negative one (servers that hide it send `-1`) is unknown.
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.and_then(|n| u64::try_from(n).ok()))
+}
+
+/// The id a post is known by (the status URI).
+pub fn post_id(s: &Status) -> &str {
+    &s.uri
+}
+
+impl Status {
+    /// The canonical record. `instance` (a host or URL) is the server the status was read
+    /// from: it completes the handles of its own accounts when their profile URL cannot.
+    pub fn to_tweet(&self, instance: Option<&str>, received_at: Option<DateTime<Utc>>) -> Tweet {
+        let instance = instance.map(instance_host);
+        let instance = instance.as_deref();
+        // A boost's own status is an empty shell: what it says is the boosted status.
+        let shown = self.reblog.as_deref().unwrap_or(self);
+        let (text, referenced_text) = match &self.reblog {
+            Some(r) => {
+                let said = r.text();
+                let rt = format!("RT @{}: {said}", handle(&r.account, instance));
+                (rt, Some(said))
+            }
+            None => (self.text(), None),
+        };
+        Tweet {
+            platform: Platform::Mastodon,
+            id: self.uri.clone(),
+            url: Some(self.url.clone().unwrap_or_else(|| self.uri.clone())),
+            created_at: Some(self.created_at),
+            text,
+            lang: self.language.clone().or_else(|| shown.language.clone()),
+            source: self.application.as_ref().and_then(|a| non_empty(&a.name)),
+            author_username: Some(handle(&self.account, instance)),
+            author_name: non_empty(&self.account.display_name),
+            author_followers: self.account.followers_count,
+            author_created_at: self.account.created_at,
+            is_retweet: self.reblog.is_some(),
+            is_reply: self.in_reply_to_id.is_some(),
+            referenced_text,
+            hashtags: shown.tags.iter().map(|t| t.name.clone()).collect(),
+            mentions: shown.mentions.iter().map(|m| m.acct.clone()).collect(),
+            urls: shown.urls(),
+            retweet_count: self.reblogs_count,
+            reply_count: self.replies_count,
+            like_count: self.favourites_count,
+            possibly_sensitive: Some(shown.sensitive),
+            received_at,
+            ..Tweet::default()
+        }
+    }
+
+    /// The plain text, after the content warning when there is one.
+    fn text(&self) -> String {
+        let body = html_to_text(&self.content);
+        match self.spoiler_text.trim() {
+            "" => body,
+            cw if body.is_empty() => cw.to_owned(),
+            cw => format!("{cw}\n\n{body}"),
+        }
+    }
+
+    /// The links of the content that are not mentions or hashtags, then the card's.
+    fn urls(&self) -> Vec<String> {
+        let card = self.card.as_ref().map(|c| c.url.clone());
+        let mut urls: Vec<String> = Vec::new();
+        for u in links(&self.content).into_iter().chain(card) {
+            if !u.is_empty() && !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
+        urls
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// The full `user@host` handle: `acct` has no host for the serving instance's own accounts,
+/// so it comes from the profile URL, else from the instance.
+fn handle(account: &Account, instance: Option<&str>) -> String {
+    if account.acct.contains('@') {
+        return account.acct.clone();
+    }
+    let host = account.url.as_deref().and_then(url_host);
+    match host.as_deref().or(instance) {
+        Some(host) => format!("{}@{host}", account.acct),
+        None => account.acct.clone(),
+    }
+}
+
+fn url_host(url: &str) -> Option<String> {
+    url::Url::parse(url).ok()?.host_str().map(str::to_owned)
+}
+
+/// `https://mastodon.social/` and `mastodon.social` both name the host `mastodon.social`.
+fn instance_host(instance: &str) -> String {
+    url_host(instance).unwrap_or_else(|| instance.trim().trim_end_matches('/').to_owned())
+}
+
+// ---------------------------------------------------------------------------------------
+// Lines and events
+// ---------------------------------------------------------------------------------------
+
+/// A line as first read: the event or recorded status stays raw until its kind is known.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    status: Option<&'a RawValue>,
+    #[serde(default)]
+    instance: Option<String>,
+}
+
+/// Parses one line. Accepted shapes: a streaming event
+/// `{"event": "update" | "status.update" | "delete" | …, "payload": P, "instance": "host"?}`
+/// where P is the Status object, the Status as a JSON string (WebSocket / SSE form) or, for
+/// `delete`, the bare status id; or a recorded REST status `{"instance": "host", "status": {…}}`
+/// (an update). Returns the event and the instance host when the line names one. Errors name
+/// the JSON path (`status.created_at`, `payload.account.acct`).
+pub fn parse_line(line: &[u8]) -> Result<(Event, Option<String>), PayloadError> {
+    let line: Line = from_json(line.trim_ascii(), "")?;
+    let instance = line.instance.as_deref().map(instance_host);
+    let event = match (line.event.as_deref(), line.status) {
+        (Some(name), _) => event(name, line.payload)?,
+        (None, Some(status)) => Event::Update(Box::new(status_from(status, "status")?)),
+        (None, None) => {
+            return Err(PayloadError {
+                path: ".".into(),
+                message: "not a Mastodon line: neither `event` nor `status`".into(),
+            });
+        }
+    };
+    Ok((event, instance))
+}
+
+fn event(name: &str, payload: Option<&RawValue>) -> Result<Event, PayloadError> {
+    let payload = || {
+        payload.ok_or_else(|| PayloadError {
+            path: "payload".into(),
+            message: format!("a `{name}` event without its payload"),
+        })
+    };
+    Ok(match name {
+        "update" => Event::Update(Box::new(status_from(payload()?, "payload")?)),
+        "status.update" => Event::StatusUpdate(Box::new(status_from(payload()?, "payload")?)),
+        "delete" => Event::Delete(status_id(payload()?)?),
+        other => Event::Other(other.to_owned()),
+    })
+}
+
+/// A Status given as an object, or as a JSON string holding one (parsed twice).
+fn status_from(raw: &RawValue, at: &str) -> Result<Status, PayloadError> {
+    let json = raw.get();
+    if json.starts_with('"') {
+        let inner: String = from_json(json.as_bytes(), at)?;
+        return from_json(inner.as_bytes(), at);
+    }
+    from_json(json.as_bytes(), at)
+}
+
+/// The id a `delete` carries: a string (a number is taken as written).
+fn status_id(raw: &RawValue) -> Result<String, PayloadError> {
+    match from_json(raw.get().as_bytes(), "payload")? {
+        serde_json::Value::String(id) => Ok(id),
+        serde_json::Value::Number(id) => Ok(id.to_string()),
+        other => Err(PayloadError {
+            path: "payload".into(),
+            message: format!("a `delete` carries a status id, not {other}"),
+        }),
+    }
+}
+
+/// Deserialises `bytes`, naming the JSON path of a failure below `at`.
+fn from_json<'de, T: Deserialize<'de>>(bytes: &'de [u8], at: &str) -> Result<T, PayloadError> {
+    let fail = |path: String, message: String| PayloadError {
+        path: join_path(at, &path),
+        message,
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| fail(e.path().to_string(), e.inner().to_string()))?;
+    de.end().map_err(|e| fail(".".into(), e.to_string()))?;
+    Ok(value)
+}
+
+fn join_path(at: &str, path: &str) -> String {
+    match (at, path) {
+        // `?`: serde_path_to_error's answer for a syntax error at the top.
+        ("", "?") => ".".to_owned(),
+        ("", path) => path.to_owned(),
+        (at, "." | "?") => at.to_owned(),
+        (at, path) => format!("{at}.{path}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Content HTML
+// ---------------------------------------------------------------------------------------
+
+/// Mastodon's content HTML as plain text: paragraphs apart by a blank line, `<br>` a line
+/// break, links as their full text (Mastodon hides parts of long URLs in `invisible` spans:
+/// all spans are kept, no `…` added), mentions `@user`, hashtags `#tag`, entities decoded,
+/// every other tag dropped, the result trimmed. Malformed HTML never panics: a stray `<` or
+/// `&` stays as written.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = TextOut::default();
+    for piece in Pieces(html) {
+        match piece {
+            Piece::Text(t) => out.push(&decode_entities(t)),
+            Piece::Open { name, .. } => out.pause(opening_break(&name)),
+            Piece::Close(name) => out.pause(closing_break(&name)),
+        }
+    }
+    out.out.trim().to_owned()
+}
+
+/// How many line breaks a tag stands for: at least `Min(n)`, or `Add(n)` more.
+#[derive(Clone, Copy)]
+enum Break {
+    None,
+    Min(usize),
+    Add(usize),
+}
+
+/// Elements that stand apart as paragraphs (the first is all Mastodon writes itself).
+fn is_block(name: &str) -> bool {
+    matches!(
+        name,
+        "p" | "div" | "blockquote" | "pre" | "ul" | "ol" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6"
+    )
+}
+
+fn opening_break(name: &str) -> Break {
+    match name {
+        "br" => Break::Add(1),
+        "li" => Break::Min(1),
+        n if is_block(n) => Break::Min(2),
+        _ => Break::None,
+    }
+}
+
+fn closing_break(name: &str) -> Break {
+    match name {
+        "li" => Break::Min(1),
+        n if is_block(n) => Break::Min(2),
+        _ => Break::None,
+    }
+}
+
+/// The text being written, with the line breaks still owed before the next text.
+#[derive(Default)]
+struct TextOut {
+    out: String,
+    breaks: usize,
+}
+
+impl TextOut {
+    fn pause(&mut self, b: Break) {
+        self.breaks = match b {
+            Break::None => self.breaks,
+            Break::Min(n) => self.breaks.max(n),
+            Break::Add(n) => self.breaks + n,
+        };
+    }
+
+    /// Writes text; blank text at a line break (the whitespace between blocks) is dropped,
+    /// as are the spaces either side of a break.
+    fn push(&mut self, text: &str) {
+        let blank = text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        if blank && (self.breaks > 0 || self.out.is_empty()) {
+            return;
+        }
+        if self.breaks > 0 && !self.out.is_empty() {
+            self.out
+                .truncate(self.out.trim_end_matches([' ', '\t']).len());
+            self.out.extend(std::iter::repeat_n('\n', self.breaks));
+            self.out.push_str(text.trim_start_matches([' ', '\t']));
+        } else {
+            self.out.push_str(text);
+        }
+        self.breaks = 0;
+    }
+}
+
+/// Decodes `&amp; &lt; &gt; &quot; &apos; &nbsp;` and `&#NNN; &#xHH;`; anything else after
+/// a `&` (an unknown name, no `;`, an invalid code point) stays as written.
+fn decode_entities(text: &str) -> Cow<'_, str> {
+    if !text.contains('&') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match entity(rest) {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// The character an entity at the start of `s` (which starts with `&`) stands for, and the
+/// entity's length in bytes.
+fn entity(s: &str) -> Option<(char, usize)> {
+    let semi = s.bytes().take(12).position(|b| b == b';')?;
+    let c = match &s[1..semi] {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        "nbsp" => '\u{a0}',
+        name => numeric_entity(name.strip_prefix('#')?)?,
+    };
+    Some((c, semi + 1))
+}
+
+/// `NNN` or `xHH` (after `&#`); NUL and non-characters (surrogates, > U+10FFFF) are invalid.
+fn numeric_entity(code: &str) -> Option<char> {
+    let (digits, radix) = match code.strip_prefix(['x', 'X']) {
+        Some(hex) => (hex, 16),
+        None => (code, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let n = u32::from_str_radix(digits, radix).ok()?;
+    char::from_u32(n).filter(|&c| c != '\0')
+}
+
+/// The `href`s of the content's links that are not mentions or hashtags (Mastodon marks
+/// those with the classes `mention`, `hashtag`, `u-url`, or `rel="tag"`).
+fn links(html: &str) -> Vec<String> {
+    Pieces(html)
+        .filter_map(|p| match p {
+            Piece::Open { name, attrs } if name == "a" => Some(attrs),
+            _ => None,
+        })
+        .filter(|attrs| !is_mention_or_tag(attrs))
+        .filter_map(|attrs| attribute(attrs, "href"))
+        .collect()
+}
+
+fn is_mention_or_tag(attrs: &str) -> bool {
+    let class = attribute(attrs, "class").unwrap_or_default();
+    let rel = attribute(attrs, "rel").unwrap_or_default();
+    class
+        .split_ascii_whitespace()
+        .any(|c| matches!(c, "mention" | "hashtag" | "u-url"))
+        || rel.split_ascii_whitespace().any(|r| r == "tag")
+}
+
+/// A piece of HTML: text between tags, or a tag (name in lower case).
+#[derive(Debug, PartialEq)]
+enum Piece<'a> {
+    Text(&'a str),
+    Open { name: String, attrs: &'a str },
+    Close(String),
+}
+
+/// The pieces of an HTML fragment, in order. Comments are skipped; a `<` that does not
+/// start a tag (or a tag never closed by `>`) is text.
+struct Pieces<'a>(&'a str);
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Piece<'a>;
+
+    fn next(&mut self) -> Option<Piece<'a>> {
+        loop {
+            let rest = self.0;
+            if rest.is_empty() {
+                return None;
+            }
+            if let Some(after) = rest.strip_prefix("<!--") {
+                self.0 = after.find("-->").map_or("", |end| &after[end + 3..]);
+                continue;
+            }
+            if let Some(end) = tag_end(rest) {
+                self.0 = &rest[end + 1..];
+                return Some(tag(&rest[1..end]));
+            }
+            // Text runs to the next `<` (a first `<` that starts no tag is text too).
+            let len = match rest.find('<') {
+                Some(0) => rest[1..].find('<').map_or(rest.len(), |i| i + 1),
+                Some(i) => i,
+                None => rest.len(),
+            };
+            self.0 = &rest[len..];
+            return Some(Piece::Text(&rest[..len]));
+        }
+    }
+}
+
+/// Where the tag at the start of `s` ends (its `>`), if `s` starts with one: `<` then a
+/// letter, `/` or `!`. A `>` inside a quoted attribute value does not end it (unless the
+/// quote is never closed).
+fn tag_end(s: &str) -> Option<usize> {
+    let first = s.strip_prefix('<')?.chars().next()?;
+    if !(first.is_ascii_alphabetic() || first == '/' || first == '!') {
+        return None;
+    }
+    let mut quote = None;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return Some(i),
+            _ => {}
+        }
+    }
+    s.find('>')
+}
+
+/// A tag from what is between `<` and `>`.
+fn tag(inner: &str) -> Piece<'_> {
+    let (closing, inner) = match inner.strip_prefix('/') {
+        Some(rest) => (true, rest),
+        None => (false, inner),
+    };
+    let len = inner
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(inner.len());
+    let name = inner[..len].to_ascii_lowercase();
+    if closing {
+        Piece::Close(name)
+    } else {
+        Piece::Open {
+            name,
+            attrs: &inner[len..],
+        }
+    }
+}
+
+/// The value of an attribute (entities decoded), from a tag's attribute text.
+fn attribute(attrs: &str, wanted: &str) -> Option<String> {
+    let mut rest = attrs;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '/');
+        if rest.is_empty() {
+            return None;
+        }
+        let name_len = rest
+            .find(|c: char| c.is_whitespace() || c == '=' || c == '/')
+            .unwrap_or(rest.len())
+            .max(rest.chars().next().map_or(0, char::len_utf8));
+        let name = &rest[..name_len];
+        rest = rest[name_len..].trim_start();
+        let mut value = "";
+        if let Some(after) = rest.strip_prefix('=') {
+            (value, rest) = attribute_value(after.trim_start());
+        }
+        if name.eq_ignore_ascii_case(wanted) {
+            return Some(decode_entities(value).into_owned());
+        }
+    }
+}
+
+/// A quoted or bare attribute value at the start of `s`, and what follows it.
+fn attribute_value(s: &str) -> (&str, &str) {
+    if let Some(q) = s.chars().next().filter(|c| matches!(c, '"' | '\'')) {
+        let body = &s[1..];
+        return match body.find(q) {
+            Some(end) => (&body[..end], &body[end + 1..]),
+            None => (body, ""),
+        };
+    }
+    let end = s.find(char::is_whitespace).unwrap_or(s.len());
+    (&s[..end], &s[end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fixture;
+
+    const FIXTURE: &str = "mastodon/public_timeline_statuses.jsonl";
+
+    fn lines() -> Vec<String> {
+        std::fs::read_to_string(fixture(FIXTURE))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every recorded status, with its instance host.
+    fn statuses() -> Vec<(Status, String)> {
+        lines()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match parse_line(l.as_bytes()) {
+                Ok((Event::Update(s), Some(host))) => (*s, host),
+                other => panic!("line {}: {other:?}", i + 1),
+            })
+            .collect()
+    }
+
+    /// The recorded status whose URI ends with `suffix`, as a tweet.
+    fn tweet(suffix: &str) -> Tweet {
+        let (s, host) = statuses()
+            .into_iter()
+            .find(|(s, _)| s.uri.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no status {suffix}"));
+        s.to_tweet(Some(&host), None)
+    }
+
+    /// The raw JSON of the recorded status whose URI ends with `suffix`.
+    fn raw_status(suffix: &str) -> serde_json::Value {
+        lines()
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["status"].clone())
+            .find(|s| s["uri"].as_str().unwrap().ends_with(suffix))
+            .unwrap()
+    }
+
+    fn status(v: &serde_json::Value) -> Status {
+        serde_json::from_value(v.clone()).unwrap()
+    }
+
+    #[test]
+    fn all_50_recorded_statuses_parse_into_tweets() {
+        let all = statuses();
+        assert_eq!(all.len(), 50);
+        let at = "2025-07-17T20:05:00Z".parse().unwrap();
+        for (s, host) in &all {
+            assert!(
+                host == "mastodon.social" || host == "fosstodon.org",
+                "{host}"
+            );
+            let t = s.to_tweet(Some(host), Some(at));
+            assert_eq!(t.platform, Platform::Mastodon);
+            assert_eq!(t.id, post_id(s));
+            assert!(t.id.starts_with("https://"), "{}", t.id);
+            assert!(t.url.as_deref().unwrap().starts_with("https://"));
+            assert!(t.author_username.as_deref().unwrap().contains('@'));
+            assert!(!t.text.is_empty() && !t.text.contains('<'), "{}", t.text);
+            assert!(t.created_at.is_some() && t.author_created_at.is_some());
+            assert_eq!(t.received_at, Some(at));
+            assert!(!t.is_retweet && t.referenced_text.is_none());
+        }
+        let tweets: Vec<Tweet> = all.iter().map(|(s, h)| s.to_tweet(Some(h), None)).collect();
+        assert_eq!(tweets.iter().filter(|t| t.is_reply).count(), 8);
+        assert_eq!(tweets.iter().filter(|t| t.source.is_some()).count(), 14);
+        assert_eq!(all.iter().filter(|(s, _)| s.edited_at.is_some()).count(), 1);
+    }
+
+    #[test]
+    fn a_shortened_link_is_given_in_full() {
+        let t = tweet("/users/Michael/statuses/114870361736604310");
+        assert_eq!(
+            t.text,
+            "Natüürlich.\n\n\"The UK and Germany have agreed a plan to create a new, direct rail \
+             link between London and Berlin as part of a wide-ranging treaty.\"\n\n\
+             https://www.bbc.com/news/articles/cq6m10g7e35o"
+        );
+        assert_eq!(t.urls, ["https://www.bbc.com/news/articles/cq6m10g7e35o"]);
+        assert_eq!(
+            t.author_username.as_deref(),
+            Some("Michael@weatherby2378.social")
+        );
+        assert_eq!(t.author_name.as_deref(), Some("Michael 🐸"));
+        assert_eq!(t.author_followers, Some(265));
+        assert_eq!(
+            t.url.as_deref(),
+            Some("https://weatherby2378.social/@Michael/114870361736604310")
+        );
+        assert_eq!(t.lang.as_deref(), Some("de"));
+        assert_eq!((t.source, t.is_reply), (None, false));
+        assert_eq!(
+            (t.retweet_count, t.reply_count, t.like_count),
+            (Some(0), Some(0), Some(0))
+        );
+    }
+
+    #[test]
+    fn mentions_hashtags_entities_and_line_breaks() {
+        let t = tweet("/users/MirrorAyako/statuses/114870362340240424");
+        assert_eq!(
+            t.text,
+            "7/17: Starting at 8PM Eastern, we live toot Star Trek episodes playing on the H&I \
+             network, using the hashtag #AllStarTrek. If you don’t get the H&I station, you can \
+             also stream. Join our group @allstartrek for updates!\n\n\
+             The Voyager crew’s very bad 1990s fashion! 😱\n\n\
+             TOS (8ET): The Apple\nTNG (9ET): Rascals\nDS9 (10 ET): The Emperor’s New Cloak\n\
+             VOY (11 ET): Future’s End, Part 1\nENT (midnight): Impulse\n\n\
+             #StarTrek\n#StarTrekTOS\n#StarTrekTNG\n#TNG\n#StarTrekDS9\n#DS9\n#StarTrekVoyager\n\
+             #StarTrekVOY\n#StarTrekEnterprise\n#Enterprise"
+        );
+        assert_eq!(t.mentions, ["allstartrek@a.gup.pe"]);
+        assert_eq!(t.hashtags.len(), 11);
+        assert_eq!(t.hashtags[..2], ["allstartrek", "startrek"]);
+        // Mention and hashtag links are not urls.
+        assert!(t.urls.is_empty(), "{:?}", t.urls);
+    }
+
+    #[test]
+    fn a_mention_missing_from_mentions_still_reads_as_text() {
+        // A bridged post: the anchor is there, Mastodon's `mentions` is empty.
+        let t = tweet("/users/MLS/statuses/1945936961954259215");
+        assert_eq!(
+            t.text,
+            "Two goals in a dominating win over Miami. 💪\n\nEvander is your Player of the \
+             Matchday pres. by @MichelobULTRA@twitter.com."
+        );
+        assert!(t.mentions.is_empty() && t.urls.is_empty());
+        assert_eq!(t.author_username.as_deref(), Some("MLS@sportsbots.xyz"));
+    }
+
+    #[test]
+    fn a_flipboard_link_keeps_its_query_and_loses_the_trailing_space() {
+        let t = tweet("/users/mensjournal/statuses/JAZ_QlVUS8O1aKOD_Jwl5w:a:51790777");
+        let link = "https://www.mensfitness.com/training/10-everyday-objects-double-workout-\
+                    equipment?utm_source=flipboard&utm_medium=activitypub";
+        assert_eq!(
+            t.text,
+            format!(
+                "These 10 Everyday Household Objects Double as Gym Equipment and Wreck Your \
+                 Muscles More Than Most Machines, Trainer Says\n{link}\n\n\
+                 Posted into Men's Fitness @men-s-fitness-mensjournal"
+            )
+        );
+        assert_eq!(t.urls, [link]);
+        assert_eq!(t.mentions, ["men-s-fitness-mensjournal@flipboard.com"]);
+    }
+
+    #[test]
+    fn apostrophe_and_quote_entities_and_self_closing_br() {
+        let t = tweet("/users/homeassistant/statuses/114870351808858875");
+        assert!(
+            t.text.starts_with(
+                "✨ What's new in Home Assistant? ✨\n2025.7 was filled with so many good things \
+                 we're bringing you 3 feature highlight videos this month! 🎉\n\n\
+                 Here's Chapter 1 - Assist asks the questions!\n\n"
+            ),
+            "{}",
+            t.text
+        );
+        assert!(t.text.ends_with("#Release #SmartHome #HomeAutomation"));
+        assert_eq!(
+            t.author_username.as_deref(),
+            Some("homeassistant@fosstodon.org")
+        );
+        assert_eq!(
+            t.urls,
+            ["https://www.home-assistant.io/blog/2025/07/02/release-20257/"]
+        );
+        let t = tweet("/users/MisterHW/statuses/114870341462245939");
+        assert!(
+            t.text
+                .contains("\n\n\"For Muting and Switching Applications\"\n\n"),
+            "{}",
+            t.text
+        );
+    }
+
+    #[test]
+    fn a_card_already_linked_is_not_repeated() {
+        let t = tweet("/users/greekhub/statuses/114870361529639936");
+        let link = "https://greekhub.org/i-twitch-dokimazei-katheta-vinteo-rois/";
+        assert_eq!(
+            t.text,
+            format!("Η Twitch δοκιμάζει κάθετα βίντεο ροής {link}  #GreekHub")
+        );
+        assert_eq!(t.urls, [link]);
+        assert_eq!(t.hashtags, ["greekhub"]);
+        // &amp; in an href is decoded too.
+        let t = tweet("/users/PaulusMc70/statuses/114870361608797259");
+        assert_eq!(
+            t.urls,
+            [
+                "https://open.substack.com/pub/decodingfoxnews/p/a-comprehensive-list-of-every-\
+              woman?utm_campaign=post&utm_medium=web"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_card_not_in_the_content_is_added_and_a_quote_link_kept() {
+        let mut v = raw_status("/post/18092086090572424/");
+        assert_eq!(
+            html_to_text(v["content"].as_str().unwrap()),
+            "This is just ridiculous! Everyone needs a GOP free body!\n\n\
+             RE: https://www.threads.com/@lgbtqnation/post/DMNbXLmsMJA"
+        );
+        v["card"] = serde_json::json!({"url": "https://example.org/card", "title": "t"});
+        let t = status(&v).to_tweet(None, None);
+        assert_eq!(
+            t.urls,
+            [
+                "https://www.threads.com/@lgbtqnation/post/DMNbXLmsMJA",
+                "https://example.org/card"
+            ]
+        );
+    }
+
+    #[test]
+    fn local_accounts_take_their_host_from_the_profile_url_else_the_instance() {
+        let t = tweet("/users/dneaves/statuses/114870356175589097");
+        assert_eq!(t.author_username.as_deref(), Some("dneaves@fosstodon.org"));
+        assert_eq!(t.source.as_deref(), Some("Buffer"));
+        let mut v = raw_status("/users/dneaves/statuses/114870356175589097");
+        v["account"]["url"] = serde_json::Value::Null;
+        let s = status(&v);
+        let t = s.to_tweet(Some("https://example.social/"), None);
+        assert_eq!(t.author_username.as_deref(), Some("dneaves@example.social"));
+        let t = s.to_tweet(Some("example.social"), None);
+        assert_eq!(t.author_username.as_deref(), Some("dneaves@example.social"));
+    }
+
+    #[test]
+    fn sensitive_reply_and_content_warning() {
+        let t = tweet("/users/ARETINO/statuses/114870361658420280");
+        assert_eq!(t.possibly_sensitive, Some(true));
+        let t = tweet("/users/Deglassco/statuses/114870361818376588");
+        assert!(t.is_reply);
+        // Real data: narrow no-break spaces (U+202F) in the date.
+        assert!(
+            t.text
+                .ends_with("Accessed July\u{202f}12,\u{202f}2025.\n\n19/20"),
+            "{}",
+            t.text
+        );
+        let mut v = raw_status("/users/dneaves/statuses/114870356175589097");
+        v["spoiler_text"] = "food, soda".into();
+        let t = status(&v).to_tweet(None, None);
+        assert_eq!(
+            t.text,
+            "food, soda\n\nDo we think I'll die if I drink the thicc coke?"
+        );
+    }
+
+    #[test]
+    fn a_boost_maps_like_a_retweet() {
+        let boosted = raw_status("/users/Michael/statuses/114870361736604310");
+        let mut v = raw_status("/users/dneaves/statuses/114870356175589097");
+        v["uri"] = "https://fosstodon.org/users/dneaves/statuses/1/activity".into();
+        v["url"] = serde_json::Value::Null;
+        v["content"] = "".into();
+        v["language"] = serde_json::Value::Null;
+        v["reblog"] = boosted;
+        let t = status(&v).to_tweet(Some("fosstodon.org"), None);
+        let said = "Natüürlich.\n\n\"The UK and Germany have agreed a plan to create a new, \
+                    direct rail link between London and Berlin as part of a wide-ranging \
+                    treaty.\"\n\nhttps://www.bbc.com/news/articles/cq6m10g7e35o";
+        assert!(t.is_retweet);
+        assert_eq!(t.text, format!("RT @Michael@weatherby2378.social: {said}"));
+        assert_eq!(t.referenced_text.as_deref(), Some(said));
+        assert_eq!(
+            t.id,
+            "https://fosstodon.org/users/dneaves/statuses/1/activity"
+        );
+        assert_eq!(t.url.as_deref(), Some(t.id.as_str()));
+        assert_eq!(t.author_username.as_deref(), Some("dneaves@fosstodon.org"));
+        assert_eq!(t.urls, ["https://www.bbc.com/news/articles/cq6m10g7e35o"]);
+        assert_eq!(t.lang.as_deref(), Some("de"));
+    }
+
+    #[test]
+    fn streaming_forms() {
+        let v = raw_status("/users/Michael/statuses/114870361736604310");
+        // WebSocket / SSE: the payload is the Status as a JSON string.
+        let line = serde_json::json!({
+            "stream": ["public"], "event": "update", "payload": v.to_string()
+        });
+        let (e, instance) = parse_line(line.to_string().as_bytes()).unwrap();
+        let Event::Update(s) = e else { panic!("{e:?}") };
+        assert_eq!(s.id, "114870361973436726");
+        assert_eq!(instance, None);
+        // An edit, with the payload as an object and the instance named.
+        let line = serde_json::json!({
+            "event": "status.update", "payload": v, "instance": "mastodon.social"
+        });
+        let (e, instance) = parse_line(line.to_string().as_bytes()).unwrap();
+        assert!(matches!(e, Event::StatusUpdate(s) if s.uri.ends_with("114870361736604310")));
+        assert_eq!(instance.as_deref(), Some("mastodon.social"));
+        // A delete carries the bare id.
+        let (e, _) = parse_line(br#"{"event":"delete","payload":"114870361973436726"}"#).unwrap();
+        assert!(matches!(e, Event::Delete(id) if id == "114870361973436726"));
+        let (e, _) = parse_line(br#"{"event":"delete","payload":42}"#).unwrap();
+        assert!(matches!(e, Event::Delete(id) if id == "42"));
+        // Other events are told apart, whatever they carry.
+        for (line, name) in [
+            (
+                r#"{"event":"notification","payload":"{\"id\":\"1\"}"}"#,
+                "notification",
+            ),
+            (r#"{"event":"filters_changed"}"#, "filters_changed"),
+            (
+                r#"{"event":"announcement","payload":{"id":"3"}}"#,
+                "announcement",
+            ),
+        ] {
+            let (e, _) = parse_line(line.as_bytes()).unwrap();
+            assert!(matches!(&e, Event::Other(n) if n == name), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_name_their_json_path() {
+        let mut v = raw_status("/users/Michael/statuses/114870361736604310");
+        v["created_at"] = "yesterday".into();
+        let recorded = serde_json::json!({"instance": "https://mastodon.social", "status": v});
+        let e = parse_line(recorded.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.path, "status.created_at");
+        let streamed = serde_json::json!({"event": "update", "payload": v.to_string()});
+        let e = parse_line(streamed.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.path, "payload.created_at");
+        v["created_at"] = "2025-07-17T20:03:39.000Z".into();
+        v["tags"] = serde_json::json!([{"name": 7}]);
+        let e = parse_line(serde_json::json!({"status": v}).to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.path, "status.tags[0].name");
+        let e = parse_line(br#"{"event":"update"}"#).unwrap_err();
+        assert_eq!(e.path, "payload");
+        let e = parse_line(br#"{"event":"delete","payload":{"id":"1"}}"#).unwrap_err();
+        assert_eq!(e.path, "payload");
+        let e = parse_line(br#"{"event":"update","payload":"{not json"}"#).unwrap_err();
+        assert_eq!(e.path, "payload");
+        let e = parse_line(br#"{"instance":"x"}"#).unwrap_err();
+        assert_eq!(e.path, ".");
+        let e = parse_line(b"event: update").unwrap_err();
+        assert_eq!(e.path, ".");
+        let e = parse_line(br#"{"event":5}"#).unwrap_err();
+        assert_eq!(e.path, "event");
+    }
+
+    #[test]
+    fn nulls_and_missing_fields_take_defaults() {
+        let line = br#"{"status":{"id":"1","uri":"https://a.example/s/1","created_at":"2025-01-01T00:00:00Z",
+            "content":null,"spoiler_text":null,"tags":null,"account":{"acct":"me","display_name":null,
+            "followers_count":-1}}}"#;
+        let (Event::Update(s), None) = parse_line(line).unwrap() else {
+            panic!()
+        };
+        let t = s.to_tweet(None, None);
+        assert_eq!((t.text.as_str(), t.author_name), ("", None));
+        assert_eq!(t.author_username.as_deref(), Some("me"));
+        assert_eq!((t.author_followers, t.retweet_count), (None, None));
+        assert_eq!(t.url.as_deref(), Some("https://a.example/s/1"));
+    }
+
+    #[test]
+    fn html_edge_cases() {
+        for (html, text) in [
+            ("", ""),
+            ("plain", "plain"),
+            ("<p>a</p><p>b</p>", "a\n\nb"),
+            ("<p>a</p>\n<p>b</p>", "a\n\nb"),
+            ("a<br>b<br/>c<BR />d", "a\nb\nc\nd"),
+            ("a<br><br>b", "a\n\nb"),
+            ("<p>a<br></p><p>b</p>", "a\n\nb"),
+            ("<ul><li>a</li><li>b</li></ul>", "a\nb"),
+            ("<p>a<b", "a<b"),
+            ("<p>a <b>bold</b>", "a bold"),
+            ("a < b > c", "a < b > c"),
+            ("x <", "x <"),
+            ("<", "<"),
+            ("<a href='x>y'>link", "link"),
+            ("<a href=\"x", "<a href=\"x"),
+            ("<!-- hidden -->shown<!-- open", "shown"),
+            ("AT&T & co", "AT&T & co"),
+            ("&amp", "&amp"),
+            ("&amp;amp;", "&amp;"),
+            ("&lt;p&gt; &quot;q&quot; &apos;a&#39;", "<p> \"q\" 'a'"),
+            ("a&nbsp;b", "a\u{a0}b"),
+            ("&#65;&#x42;&#X43;", "ABC"),
+            (
+                "&#; &#x; &#0; &#xD800; &#x110000; &#+65; &#99999999999;",
+                "&#; &#x; &#0; &#xD800; &#x110000; &#+65; &#99999999999;",
+            ),
+            ("&unknown; &é; &", "&unknown; &é; &"),
+            ("<p>:blobcat: hi</p>", ":blobcat: hi"),
+            (
+                "<a href=\"https://x.example/a\" class=\"mention hashtag\">#<span>tag</span></a>",
+                "#tag",
+            ),
+            (
+                "<span class=\"h-card\"><a class=\"u-url mention\">@<span>me</span></a></span>",
+                "@me",
+            ),
+            ("<p>  spaced  </p><p> out </p>", "spaced\n\nout"),
+        ] {
+            assert_eq!(html_to_text(html), text, "{html:?}");
+        }
+    }
+
+    #[test]
+    fn links_skip_mentions_and_hashtags() {
+        let html = "<a href=\"https://a.example/?x=1&amp;y=2\">a</a> \
+                    <a class=\"mention hashtag\" href=\"https://h/tags/t\">#t</a> \
+                    <a href=https://b.example/ rel=nofollow>b</a> \
+                    <a rel=\"tag\" href=\"https://h/tags/u\">#u</a> \
+                    <a HREF='https://c.example/'>c</a> <a class=\"u-url mention\" href=\"https://h/@m\">@m</a>";
+        assert_eq!(
+            links(html),
+            [
+                "https://a.example/?x=1&y=2",
+                "https://b.example/",
+                "https://c.example/"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_prefix_of_real_content_panics() {
+        for (s, _) in statuses().iter().take(12) {
+            let html = &s.content;
+            for (i, _) in html.char_indices() {
+                let _ = html_to_text(&html[..i]);
+                let _ = html_to_text(&html[i..]);
+                let _ = links(&html[..i]);
+            }
+        }
+    }
+}

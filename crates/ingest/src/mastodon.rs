@@ -1,0 +1,548 @@
+//! Mastodon: an instance's streaming API (server-sent events) for hashtag timelines and,
+//! where allowed, the public timeline.
+//!
+//! [`MastodonStream`] opens one SSE connection per (instance, timeline) —
+//! `GET /api/v1/streaming/hashtag?tag=T` or `/api/v1/streaming/public` — each in its own
+//! task, and yields their events as [`SourceLine`]s in one order of arrival:
+//! `{"event": "update" | "status.update" | "delete", "instance": host, "payload": …}` (the
+//! status object, or the deleted id), which the run loop classifies. Heartbeats (`:thump`)
+//! keep a connection alive; other events (notifications, filter changes) are passed on and
+//! counted as other events.
+//!
+//! **No gap on reconnect.** The streaming API cannot resume, so after every reconnect the
+//! task first reconnects the stream, then pages the timeline's REST endpoint forward from the
+//! newest status it had (`min_id`), so what was posted while it was away comes too; what it
+//! already had is dropped by id downstream. REST calls respect `X-RateLimit-Remaining` /
+//! `X-RateLimit-Reset` (and wait on 429). The token (from the environment variable the config
+//! names) is sent when set and never logged. It never filters by keyword: hashtag timelines
+//! are the server's filter, and public-timeline lines are marked for the track terms.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::IngestError;
+use crate::source::{SourceLine, SourceStats, TweetSource};
+use flagship_core::Platform;
+
+/// One timeline of one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    /// `https://host` (or `http://127.0.0.1:PORT` in tests).
+    pub base: String,
+    /// `None`: the public timeline.
+    pub hashtag: Option<String>,
+}
+
+impl Timeline {
+    /// `mastodon.social` or `https://mastodon.social/` → `https://mastodon.social`.
+    pub fn base_of(instance: &str) -> String {
+        let i = instance.trim().trim_end_matches('/');
+        if i.starts_with("http://") || i.starts_with("https://") {
+            i.to_owned()
+        } else {
+            format!("https://{i}")
+        }
+    }
+
+    fn host(&self) -> &str {
+        self.base
+            .split("://")
+            .nth(1)
+            .unwrap_or(&self.base)
+            .trim_end_matches('/')
+    }
+
+    fn stream_url(&self) -> String {
+        match &self.hashtag {
+            Some(t) => format!("{}/api/v1/streaming/hashtag?tag={t}", self.base),
+            None => format!("{}/api/v1/streaming/public", self.base),
+        }
+    }
+
+    fn rest_url(&self, min_id: &str) -> String {
+        match &self.hashtag {
+            Some(t) => format!(
+                "{}/api/v1/timelines/tag/{t}?limit=40&min_id={min_id}",
+                self.base
+            ),
+            None => format!(
+                "{}/api/v1/timelines/public?limit=40&min_id={min_id}",
+                self.base
+            ),
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.hashtag {
+            Some(t) => format!("{}#{t}", self.host()),
+            None => format!("{}/public", self.host()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MastodonConfig {
+    pub timelines: Vec<Timeline>,
+    pub token: Option<String>,
+    /// No byte (not even a heartbeat) for this long: reconnect. Mastodon beats every ~10 s.
+    pub stall: Duration,
+}
+
+impl MastodonConfig {
+    /// Every hashtag on every instance, plus each public timeline when asked.
+    pub fn new(
+        instances: &[String],
+        hashtags: &[String],
+        public: bool,
+        token: Option<String>,
+    ) -> MastodonConfig {
+        let mut timelines = Vec::new();
+        for i in instances {
+            let base = Timeline::base_of(i);
+            for h in hashtags {
+                timelines.push(Timeline {
+                    base: base.clone(),
+                    hashtag: Some(h.clone()),
+                });
+            }
+            if public {
+                timelines.push(Timeline {
+                    base: base.clone(),
+                    hashtag: None,
+                });
+            }
+        }
+        MastodonConfig {
+            timelines,
+            token,
+            stall: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Server-sent events, parsed incrementally: `event:` / `data:` fields, a blank line ends an
+/// event, `:` lines are comments (heartbeats).
+#[derive(Debug, Default)]
+pub struct Sse {
+    buf: Vec<u8>,
+    event: String,
+    data: Vec<String>,
+    pub heartbeats: u64,
+}
+
+impl Sse {
+    /// Feeds bytes; returns the complete events `(name, data)` (name `message` when unnamed).
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<(String, String)> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+            line.pop();
+            if line.ends_with(b"\r") {
+                line.pop();
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    let name = std::mem::take(&mut self.event);
+                    out.push((
+                        if name.is_empty() {
+                            "message".into()
+                        } else {
+                            name
+                        },
+                        std::mem::take(&mut self.data).join("\n"),
+                    ));
+                }
+                self.event.clear();
+            } else if line.starts_with(':') {
+                self.heartbeats += 1;
+            } else {
+                let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "event" => self.event = value.to_owned(),
+                    "data" => self.data.push(value.to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Mastodon ids are decimal strings that grow with time (snowflake-like): longer is newer.
+fn newer(a: &str, b: &str) -> bool {
+    (a.len(), a) > (b.len(), b)
+}
+
+/// One line in the shape [`flagship_core::mastodon::parse_line`] reads.
+fn line_of(event: &str, host: &str, payload: &str) -> Option<Bytes> {
+    let payload = payload.trim();
+    let payload = if event == "delete" {
+        serde_json::to_string(payload).ok()?
+    } else if payload.starts_with('{') {
+        payload.to_owned()
+    } else {
+        serde_json::to_string(payload).ok()?
+    };
+    Some(Bytes::from(format!(
+        "{{\"event\":{},\"instance\":{},\"payload\":{payload}}}",
+        serde_json::to_string(event).ok()?,
+        serde_json::to_string(host).ok()?
+    )))
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+type Item = Result<(SourceLine, usize, SourceStats), IngestError>;
+
+/// The merged source: a task per timeline, lines in order of arrival.
+pub struct MastodonStream {
+    rx: mpsc::Receiver<Item>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each timeline's counts, as of its latest line.
+    per_timeline: Vec<SourceStats>,
+}
+
+impl MastodonStream {
+    pub fn start(cfg: MastodonConfig) -> Result<MastodonStream, IngestError> {
+        if cfg.timelines.is_empty() {
+            return Err(IngestError::Fatal(
+                "Mastodon: no timeline to stream (sources.mastodon: instances and hashtags)".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("flagship/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| IngestError::Fatal(format!("HTTP client: {e}")))?;
+        let (tx, rx) = mpsc::channel(1024);
+        let tasks: Vec<tokio::task::JoinHandle<()>> = cfg
+            .timelines
+            .iter()
+            .enumerate()
+            .map(|(index, t)| {
+                let task = Task {
+                    index,
+                    timeline: t.clone(),
+                    token: cfg.token.clone(),
+                    stall: cfg.stall,
+                    http: http.clone(),
+                    tx: tx.clone(),
+                    newest: None,
+                    stats: SourceStats::default(),
+                    line: 0,
+                };
+                tokio::spawn(task.run())
+            })
+            .collect();
+        Ok(MastodonStream {
+            rx,
+            per_timeline: vec![SourceStats::default(); tasks.len()],
+            tasks,
+        })
+    }
+}
+
+impl Drop for MastodonStream {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TweetSource for MastodonStream {
+    async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
+        match self.rx.recv().await {
+            None => Ok(None),
+            Some(Err(e)) => Err(e),
+            Some(Ok((line, index, stats))) => {
+                self.per_timeline[index] = stats;
+                Ok(Some(line))
+            }
+        }
+    }
+
+    fn stats(&self) -> SourceStats {
+        let mut s = SourceStats::default();
+        for o in &self.per_timeline {
+            s.connections += o.connections;
+            s.reconnects += o.reconnects;
+            s.stalls += o.stalls;
+            s.network_errors += o.network_errors;
+            s.http_errors += o.http_errors;
+            s.rate_limited += o.rate_limited;
+            s.waits.extend(o.waits.iter().copied());
+        }
+        s
+    }
+}
+
+struct Task {
+    index: usize,
+    timeline: Timeline,
+    token: Option<String>,
+    stall: Duration,
+    http: reqwest::Client,
+    tx: mpsc::Sender<Item>,
+    /// The newest status id had from this timeline (the backfill's `min_id`).
+    newest: Option<String>,
+    stats: SourceStats,
+    line: u64,
+}
+
+enum Ended {
+    /// Retry after this wait.
+    Retry(Duration),
+    /// The consumer is gone, or a fatal error was sent.
+    Stop,
+}
+
+impl Task {
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.get(url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn send(&mut self, event: &str, payload: &str, origin: &str) -> bool {
+        let Some(bytes) = line_of(event, self.timeline.host(), payload) else {
+            return true;
+        };
+        if matches!(event, "update" | "status.update")
+            && let Ok(s) = serde_json::from_str::<IdOnly>(payload)
+            && self.newest.as_deref().is_none_or(|n| newer(&s.id, n))
+        {
+            self.newest = Some(s.id);
+        }
+        self.line += 1;
+        let line = SourceLine {
+            platform: Platform::Mastodon,
+            unfiltered: self.timeline.hashtag.is_none(),
+            bytes,
+            origin: origin.to_owned(),
+            line: self.line,
+            offset: 0,
+        };
+        self.tx
+            .send(Ok((line, self.index, self.stats.clone())))
+            .await
+            .is_ok()
+    }
+
+    async fn run(mut self) {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match self.connect_and_stream().await {
+                Ended::Stop => return,
+                Ended::Retry(w) => {
+                    let w = w.max(wait);
+                    self.stats.waits.push(w);
+                    tracing::info!(timeline = %self.timeline.name(), "Mastodon: reconnecting in {w:?}");
+                    tokio::time::sleep(w).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    async fn fatal(&self, message: String) -> Ended {
+        self.tx.send(Err(IngestError::Fatal(message))).await.ok();
+        Ended::Stop
+    }
+
+    async fn connect_and_stream(&mut self) -> Ended {
+        let url = self.timeline.stream_url();
+        let name = self.timeline.name();
+        let resp = match self
+            .get(&url)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.network_errors += 1;
+                tracing::warn!(timeline = %name, "Mastodon: {}", e.without_url());
+                return Ended::Retry(Duration::from_secs(1));
+            }
+        };
+        let status = resp.status();
+        if status == 401 || status == 403 {
+            return self
+                .fatal(format!(
+                    "Mastodon {name}: HTTP {status}: this instance needs an access token for streaming (set the variable `sources.mastodon.token_env` names)"
+                ))
+                .await;
+        }
+        if status == 429 {
+            self.stats.rate_limited += 1;
+            return Ended::Retry(reset_wait(resp.headers()));
+        }
+        if !status.is_success() {
+            self.stats.http_errors += 1;
+            tracing::warn!(timeline = %name, "Mastodon: HTTP {status}");
+            return Ended::Retry(Duration::from_secs(5));
+        }
+        self.stats.connections += 1;
+        if self.stats.connections > 1 {
+            self.stats.reconnects += 1;
+        }
+        let origin = format!("{name}#{}", self.stats.connections);
+        tracing::info!(timeline = %name, "Mastodon: connected");
+        // The stream is open: what was posted since the newest status had comes by REST.
+        if self.newest.is_some()
+            && let Some(end) = self.backfill(&origin).await
+        {
+            return end;
+        }
+        let mut body = resp.bytes_stream();
+        let mut sse = Sse::default();
+        loop {
+            let chunk = match tokio::time::timeout(self.stall, body.next()).await {
+                Err(_) => {
+                    self.stats.stalls += 1;
+                    tracing::warn!(timeline = %name, "Mastodon: no heartbeat within {:?}", self.stall);
+                    return Ended::Retry(Duration::from_secs(1));
+                }
+                Ok(None) => return Ended::Retry(Duration::from_secs(1)),
+                Ok(Some(Err(e))) => {
+                    self.stats.network_errors += 1;
+                    tracing::warn!(timeline = %name, "Mastodon: {}", e.without_url());
+                    return Ended::Retry(Duration::from_secs(1));
+                }
+                Ok(Some(Ok(c))) => c,
+            };
+            for (event, data) in sse.feed(&chunk) {
+                if !self.send(&event, &data, &origin).await {
+                    return Ended::Stop;
+                }
+            }
+        }
+    }
+
+    /// Pages the REST timeline forward from the newest status had; `Some` to end the task
+    /// (consumer gone, fatal answer).
+    async fn backfill(&mut self, origin: &str) -> Option<Ended> {
+        let mut pages = 0;
+        while let Some(min_id) = self.newest.clone() {
+            let url = self.timeline.rest_url(&min_id);
+            let resp = match self.get(&url).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.stats.network_errors += 1;
+                    tracing::warn!("Mastodon backfill: {}", e.without_url());
+                    return None;
+                }
+            };
+            let status = resp.status();
+            if status == 429 {
+                self.stats.rate_limited += 1;
+                tokio::time::sleep(reset_wait(resp.headers())).await;
+                continue;
+            }
+            if status == 401 || status == 403 {
+                return Some(
+                    self.fatal(format!(
+                        "Mastodon {}: HTTP {status} on the timeline (a token is needed)",
+                        self.timeline.name()
+                    ))
+                    .await,
+                );
+            }
+            if !status.is_success() {
+                self.stats.http_errors += 1;
+                tracing::warn!("Mastodon backfill: HTTP {status}");
+                return None;
+            }
+            let remaining = header_u64(resp.headers(), "x-ratelimit-remaining");
+            let wait = reset_wait(resp.headers());
+            let Ok(body) = resp.bytes().await else {
+                return None;
+            };
+            let Ok(items) = serde_json::from_slice::<Vec<Box<serde_json::value::RawValue>>>(&body)
+            else {
+                tracing::warn!("Mastodon backfill: not a list of statuses");
+                return None;
+            };
+            if items.is_empty() {
+                break;
+            }
+            pages += 1;
+            // A page is newest first: send oldest first.
+            for item in items.iter().rev() {
+                if !self.send("update", item.get(), origin).await {
+                    return Some(Ended::Stop);
+                }
+            }
+            if remaining.is_some_and(|r| r <= 1) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        tracing::info!(timeline = %self.timeline.name(), pages, "Mastodon: backfilled the gap");
+        None
+    }
+}
+
+fn header_u64(h: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// How long until `X-RateLimit-Reset` (an RFC 3339 time), within 1 s … 5 min.
+fn reset_wait(h: &reqwest::header::HeaderMap) -> Duration {
+    h.get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+        .and_then(|t| {
+            (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        })
+        .unwrap_or(Duration::from_secs(60))
+        .clamp(Duration::from_secs(1), Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_frames_heartbeats_and_split_chunks() {
+        let mut s = Sse::default();
+        let mut got = s.feed(b":thump\n\nevent: upd");
+        got.extend(s.feed(b"ate\ndata: {\"id\":\"1\"}\n\nevent: delete\r\ndata: 7\r\n\r\n"));
+        got.extend(s.feed(b"data: a\ndata: b\n\n"));
+        assert_eq!(
+            got,
+            [
+                ("update".to_owned(), "{\"id\":\"1\"}".to_owned()),
+                ("delete".into(), "7".into()),
+                ("message".into(), "a\nb".into()),
+            ]
+        );
+        assert_eq!(s.heartbeats, 1);
+    }
+
+    #[test]
+    fn ids_compare_as_numbers_and_lines_parse() {
+        assert!(newer("110000000000000001", "99999999999999999"));
+        assert!(!newer("1", "2"));
+        let l = line_of("delete", "mastodon.social", "109").unwrap();
+        let (e, host) = flagship_core::mastodon::parse_line(&l).unwrap();
+        assert!(matches!(e, flagship_core::mastodon::Event::Delete(id) if id == "109"));
+        assert_eq!(host.as_deref(), Some("mastodon.social"));
+        assert_eq!(Timeline::base_of("fosstodon.org/"), "https://fosstodon.org");
+    }
+}
