@@ -144,8 +144,15 @@ impl SourceArgs {
         Ok(on)
     }
 
-    /// Opens the replay, or the live sources (several are merged).
-    pub async fn open(&self, config: &Config, who: &str) -> Result<Box<dyn TweetSource>> {
+    /// Opens the replay, or the live sources (several are merged). `who` names the command:
+    /// each keeps its own Bluesky resume point (`ingest`: `sources.bluesky.cursor`; others
+    /// beside it, `<name>.<who>.json`), whose crash checkpoint stays `lag` behind.
+    pub async fn open(
+        &self,
+        config: &Config,
+        who: &str,
+        lag: Duration,
+    ) -> Result<Box<dyn TweetSource>> {
         if let Some(p) = &self.replay {
             let platform = match self.sources[..] {
                 [] => Platform::X,
@@ -163,12 +170,19 @@ impl SourceArgs {
                 Platform::Bluesky => {
                     let b = &config.sources.bluesky;
                     let mut cfg = JetstreamConfig::new(b.endpoints.clone());
-                    cfg.cursor_file = Some(config.path(&b.cursor));
+                    let cursor = config.path(&b.cursor);
+                    let cursor = if who == "ingest" {
+                        cursor
+                    } else {
+                        cursor.with_extension(format!("{who}.json"))
+                    };
+                    cfg.cursor_file = Some(cursor.clone());
                     cfg.rewind = Duration::from_secs(b.rewind_seconds);
+                    cfg.lag = lag;
                     println!(
                         "{who}: Bluesky Jetstream ({} endpoints, resume point {}), posts matched against {} track terms",
                         b.endpoints.len(),
-                        config.path(&b.cursor).display(),
+                        cursor.display(),
                         config.mission.stream.track.len()
                     );
                     Box::new(Jetstream::new(cfg)?)
@@ -337,7 +351,9 @@ pub fn ingest(config: &Config, cmd: IngestCmd) -> Result<()> {
 }
 
 pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals> {
-    let mut source = a.source.open(config, "ingest").await?;
+    // A crash checkpoint older than anything a sink buffer or the drain may still hold.
+    let lag = (a.buffer_interval * 2 + a.drain_timeout).max(Duration::from_secs(120));
+    let mut source = a.source.open(config, "ingest", lag).await?;
     let quarantine = Store::open(&config.location(Area::Quarantine)?, &config.storage.s3)?;
     let qkey = format!(
         "ingest/{}.jsonl",

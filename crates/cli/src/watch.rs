@@ -267,7 +267,10 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
             model_dir.display()
         )
     })?;
-    let mut source = a.source.open(config, "watch").await?;
+    let mut source = a
+        .source
+        .open(config, "watch", Duration::from_secs(120))
+        .await?;
     // Ids flagged by an earlier run are never flagged again; the rest dedup in a window.
     let flagged_before = flagged_ids(&a.out)?;
     let already = flagged_before.len();

@@ -114,6 +114,9 @@ pub fn parse_event(bytes: &[u8]) -> Result<Event, PayloadError> {
 #[serde(rename_all = "camelCase")]
 struct PostRecord {
     text: String,
+    /// Written by the author's client: a value that is no RFC 3339 time (some clients send
+    /// such) falls back to Jetstream's receive time rather than losing the post.
+    #[serde(default, deserialize_with = "lenient_time")]
     created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     langs: Vec<String>,
@@ -125,6 +128,14 @@ struct PostRecord {
     embed: Option<Embed>,
     #[serde(default)]
     labels: Option<serde_json::Value>,
+}
+
+fn lenient_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.as_ref()
+        .and_then(|v| v.as_str())
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,7 +198,9 @@ impl PostRecord {
             platform: Platform::Bluesky,
             url: Some(post_url(&e.did, rkey)),
             id: uri,
-            created_at: self.created_at,
+            created_at: self
+                .created_at
+                .or_else(|| DateTime::from_timestamp_micros(e.time_us as i64)),
             text: self.text,
             lang: self.langs.into_iter().next(),
             author_username: Some(e.did.clone()),
@@ -274,9 +287,13 @@ mod tests {
 
     #[test]
     fn a_bad_record_names_its_path() {
-        let line = br#"{"did":"did:plc:x","time_us":1,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.post","rkey":"k","record":{"text":"hi","createdAt":"yesterday"}}}"#;
+        let line = br#"{"did":"did:plc:x","time_us":1,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.post","rkey":"k","record":{"text":5}}}"#;
         let e = parse_event(line).unwrap().to_tweet(None).unwrap_err();
-        assert_eq!(e.path, "commit.record.createdAt");
+        assert_eq!(e.path, "commit.record.text");
+        // A client's odd time falls back to Jetstream's receive time; the post is kept.
+        let odd = br#"{"did":"did:plc:x","time_us":1783175888085434,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.post","rkey":"k","record":{"text":"hi","createdAt":"yesterday"}}}"#;
+        let t = parse_event(odd).unwrap().to_tweet(None).unwrap().unwrap();
+        assert_eq!(t.created_at.unwrap().timestamp(), 1783175888);
         let e = parse_event(br#"{"did":"d","kind":"commit"}"#).unwrap_err();
         assert!(e.message.contains("time_us"), "{e}");
         let delete = br#"{"did":"did:plc:x","time_us":2,"kind":"commit","commit":{"rev":"r","operation":"delete","collection":"app.bsky.feed.post","rkey":"k"}}"#;

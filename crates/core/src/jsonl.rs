@@ -50,6 +50,8 @@ pub fn parse_payload(
 /// API's stream messages (with `received_at` added), so older raw data reads unchanged.
 pub fn envelope(platform: Platform, received_at: DateTime<Utc>, event: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(event.len() + 80);
+    // One record a line: a line break in a (valid, already parsed) event is whitespace
+    // between tokens — JSON strings hold none raw — so it becomes a space.
     out.extend_from_slice(b"{\"platform\":\"");
     out.extend_from_slice(platform.as_str().as_bytes());
     out.extend_from_slice(b"\",\"received_at\":\"");
@@ -59,7 +61,11 @@ pub fn envelope(platform: Platform, received_at: DateTime<Utc>, event: &[u8]) ->
             .as_bytes(),
     );
     out.extend_from_slice(b"\",\"event\":");
-    out.extend_from_slice(event);
+    out.extend(
+        event
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
     out.push(b'}');
     out
 }

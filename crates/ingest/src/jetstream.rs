@@ -12,14 +12,17 @@
 //! - at a clean stop ([`TweetSource::commit`], after everything was delivered or spilled):
 //!   the last handled point and the ids handled in the rewind window before it, `clean` —
 //!   a restart resumes there and repeats nothing;
-//! - every few seconds while running: a point `lag` behind (older than anything the queue
-//!   or a sink buffer may still hold), not `clean` — after a crash the restart resumes there
-//!   and repeats what was already delivered after that point (never loses it); combine drops
-//!   the repeats by id.
+//! - every few seconds while running: a point `lag` behind, not `clean` — after a crash the
+//!   restart resumes there and repeats what was delivered after that point; combine drops
+//!   the repeats by id. `lag` is set from the sink's buffering (`ingest run` uses twice the
+//!   buffer interval plus the drain deadline, at least two minutes), so a record a crash
+//!   finds in the queue or a sink buffer is older than the point only if the sink was stuck
+//!   longer than that — then, and only then, a crash can lose it (a clean stop never does).
 //!
 //! **Failover.** Endpoints are tried in order: a failed connection or a stall moves to the
 //! next, with a doubling wait (1 s … 60 s) once every endpoint failed in a row. The cursor
-//! is time-based, so it carries across Jetstream instances.
+//! is each instance's own receive time, so after a switch the rewind is 30 s, not 5 s (an
+//! instance running behind another is covered; the repeats are dropped by id).
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -50,6 +53,9 @@ pub struct JetstreamConfig {
     /// How far behind the live point the periodic (crash) checkpoint stays.
     pub lag: Duration,
 }
+
+/// The rewind after switching to another Jetstream instance (their clocks differ).
+pub const FAILOVER_REWIND: Duration = Duration::from_secs(30);
 
 impl JetstreamConfig {
     pub fn new(endpoints: Vec<String>) -> JetstreamConfig {
@@ -125,6 +131,8 @@ pub struct Jetstream {
     cfg: JetstreamConfig,
     endpoint: usize,
     failures_in_a_row: usize,
+    /// The next connection goes to another instance than the last one that worked.
+    switched: bool,
     socket: Option<Socket>,
     /// Last handled event's `time_us`.
     last: Option<u64>,
@@ -135,6 +143,8 @@ pub struct Jetstream {
     samples: VecDeque<(Instant, u64)>,
     last_save: Instant,
     messages: u64,
+    /// Bytes of messages received on the current connection (a frame's offset).
+    bytes_in: u64,
     stats: SourceStats,
     /// Posts of an overlap dropped (already handled before a reconnect or a clean restart).
     pub overlap_dropped: u64,
@@ -150,6 +160,7 @@ impl Jetstream {
             cfg,
             endpoint: 0,
             failures_in_a_row: 0,
+            switched: false,
             socket: None,
             last: None,
             recent: VecDeque::new(),
@@ -157,6 +168,7 @@ impl Jetstream {
             samples: VecDeque::new(),
             last_save: Instant::now(),
             messages: 0,
+            bytes_in: 0,
             stats: SourceStats::default(),
             overlap_dropped: 0,
         };
@@ -188,7 +200,12 @@ impl Jetstream {
             flagship_core::bluesky::POST
         );
         if let Some(t) = self.last {
-            let back = self.cfg.rewind.as_micros() as u64;
+            let rewind = if self.switched {
+                FAILOVER_REWIND.max(self.cfg.rewind)
+            } else {
+                self.cfg.rewind
+            };
+            let back = rewind.as_micros() as u64;
             url += &format!("&cursor={}", t.saturating_sub(back));
         }
         url
@@ -242,9 +259,11 @@ impl Jetstream {
             "Jetstream: {why}; trying the next endpoint"
         );
         self.endpoint = (self.endpoint + 1) % n;
+        self.switched |= n > 1;
         let rounds = (self.failures_in_a_row / n) as u32;
         if rounds > 0 {
-            let wait = Duration::from_secs(1u64 << rounds.min(6)).min(Duration::from_secs(60));
+            let wait =
+                Duration::from_secs(1u64 << (rounds - 1).min(6)).min(Duration::from_secs(60));
             self.stats.waits.push(wait);
             tokio::time::sleep(wait).await;
         }
@@ -353,6 +372,8 @@ impl TweetSource for Jetstream {
                             self.stats.reconnects += 1;
                         }
                         self.socket = Some(ws);
+                        self.bytes_in = 0;
+                        self.switched = false;
                     }
                     Err(e) => {
                         self.fail_over(&e).await;
@@ -396,6 +417,8 @@ impl TweetSource for Jetstream {
             };
             self.failures_in_a_row = 0;
             self.messages += 1;
+            let offset = self.bytes_in;
+            self.bytes_in += bytes.len() as u64;
             if self.handled(&bytes).is_some() {
                 self.overlap_dropped += 1;
                 continue;
@@ -407,7 +430,7 @@ impl TweetSource for Jetstream {
                 bytes,
                 origin: format!("jetstream#{}", self.stats.connections),
                 line: self.messages,
-                offset: 0,
+                offset,
             }));
         }
     }

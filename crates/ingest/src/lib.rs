@@ -395,10 +395,6 @@ pub async fn run<S: Sink + 'static>(
             lost = t.lost,
             "tweets received but neither delivered nor spilled"
         );
-    } else if let Err(e) = source.commit() {
-        // Everything returned was delivered or spilled: a resumable source saves its point.
-        tracing::error!("the source's resume point was not saved: {e}");
-        t.error.get_or_insert(e.to_string());
     }
     if !bad.is_empty() {
         let mut text = match quarantine.exists(quarantine_key).await {
@@ -417,6 +413,14 @@ pub async fn run<S: Sink + 'static>(
             .put(quarantine_key, Bytes::from(text))
             .await
             .map_err(|e| IngestError::Io(e.to_string()))?;
+    }
+    // Everything returned was delivered, spilled or quarantined: a resumable source saves
+    // its point.
+    if t.lost == 0
+        && let Err(e) = source.commit()
+    {
+        tracing::error!("the source's resume point was not saved: {e}");
+        t.error.get_or_insert(e.to_string());
     }
     Ok(t)
 }

@@ -182,7 +182,10 @@ fn newer(a: &str, b: &str) -> bool {
 
 /// One line in the shape [`flagship_core::mastodon::parse_line`] reads.
 fn line_of(event: &str, host: &str, payload: &str) -> Option<Bytes> {
-    let payload = payload.trim();
+    // One line per record: SSE joins multi-line data with line breaks, which in valid JSON
+    // are whitespace between tokens (strings hold none raw).
+    let payload = payload.trim().replace(['\n', '\r'], " ");
+    let payload = payload.as_str();
     let payload = if event == "delete" {
         serde_json::to_string(payload).ok()?
     } else if payload.starts_with('{') {
@@ -221,6 +224,9 @@ impl MastodonStream {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // No byte for this long on an open response (a stream's heartbeats stop, a REST
+            // answer stalls): the read fails and the task reconnects.
+            .read_timeout(cfg.stall)
             .user_agent(concat!("flagship/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| IngestError::Fatal(format!("HTTP client: {e}")))?;
@@ -240,6 +246,7 @@ impl MastodonStream {
                     newest: None,
                     stats: SourceStats::default(),
                     line: 0,
+                    offset: 0,
                 };
                 tokio::spawn(task.run())
             })
@@ -299,6 +306,8 @@ struct Task {
     newest: Option<String>,
     stats: SourceStats,
     line: u64,
+    /// Bytes of the current connection's body before the event being sent (its offset).
+    offset: u64,
 }
 
 enum Ended {
@@ -334,7 +343,7 @@ impl Task {
             bytes,
             origin: origin.to_owned(),
             line: self.line,
-            offset: 0,
+            offset: self.offset,
         };
         self.tx
             .send(Ok((line, self.index, self.stats.clone())))
@@ -345,7 +354,13 @@ impl Task {
     async fn run(mut self) {
         let mut wait = Duration::from_secs(1);
         loop {
-            match self.connect_and_stream().await {
+            let connections = self.stats.connections;
+            let ended = self.connect_and_stream().await;
+            if self.stats.connections > connections {
+                // It connected: the next failure starts the schedule again.
+                wait = Duration::from_secs(1);
+            }
+            match ended {
                 Ended::Stop => return,
                 Ended::Retry(w) => {
                     let w = w.max(wait);
@@ -366,14 +381,15 @@ impl Task {
     async fn connect_and_stream(&mut self) -> Ended {
         let url = self.timeline.stream_url();
         let name = self.timeline.name();
-        let resp = match self
-            .get(&url)
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
+        let request = self.get(&url).header("Accept", "text/event-stream").send();
+        let resp = match tokio::time::timeout(self.stall, request).await {
+            Err(_) => {
+                self.stats.stalls += 1;
+                tracing::warn!(timeline = %name, "Mastodon: no answer within {:?}", self.stall);
+                return Ended::Retry(Duration::from_secs(1));
+            }
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 self.stats.network_errors += 1;
                 tracing::warn!(timeline = %name, "Mastodon: {}", e.without_url());
                 return Ended::Retry(Duration::from_secs(1));
@@ -410,6 +426,7 @@ impl Task {
         }
         let mut body = resp.bytes_stream();
         let mut sse = Sse::default();
+        self.offset = 0;
         loop {
             let chunk = match tokio::time::timeout(self.stall, body.next()).await {
                 Err(_) => {
@@ -430,21 +447,24 @@ impl Task {
                     return Ended::Stop;
                 }
             }
+            // Events are offset by the chunk they completed in (SSE frames have no ids).
+            self.offset += chunk.len() as u64;
         }
     }
 
-    /// Pages the REST timeline forward from the newest status had; `Some` to end the task
-    /// (consumer gone, fatal answer).
+    /// Pages the REST timeline forward from the newest status had; `Some` to end this
+    /// connection: the consumer is gone or the answer was fatal (stop), or the backfill could
+    /// not finish (retry: the stream must not run past a gap it could not fill).
     async fn backfill(&mut self, origin: &str) -> Option<Ended> {
         let mut pages = 0;
         while let Some(min_id) = self.newest.clone() {
             let url = self.timeline.rest_url(&min_id);
-            let resp = match self.get(&url).send().await {
+            let resp = match self.get(&url).timeout(Duration::from_secs(30)).send().await {
                 Ok(r) => r,
                 Err(e) => {
                     self.stats.network_errors += 1;
                     tracing::warn!("Mastodon backfill: {}", e.without_url());
-                    return None;
+                    return Some(Ended::Retry(Duration::from_secs(5)));
                 }
             };
             let status = resp.status();
@@ -465,17 +485,19 @@ impl Task {
             if !status.is_success() {
                 self.stats.http_errors += 1;
                 tracing::warn!("Mastodon backfill: HTTP {status}");
-                return None;
+                return Some(Ended::Retry(Duration::from_secs(5)));
             }
             let remaining = header_u64(resp.headers(), "x-ratelimit-remaining");
             let wait = reset_wait(resp.headers());
             let Ok(body) = resp.bytes().await else {
-                return None;
+                self.stats.network_errors += 1;
+                return Some(Ended::Retry(Duration::from_secs(5)));
             };
             let Ok(items) = serde_json::from_slice::<Vec<Box<serde_json::value::RawValue>>>(&body)
             else {
+                self.stats.http_errors += 1;
                 tracing::warn!("Mastodon backfill: not a list of statuses");
-                return None;
+                return Some(Ended::Retry(Duration::from_secs(5)));
             };
             if items.is_empty() {
                 break;
@@ -486,6 +508,11 @@ impl Task {
                 if !self.send("update", item.get(), origin).await {
                     return Some(Ended::Stop);
                 }
+            }
+            if self.newest.as_deref() == Some(min_id.as_str()) {
+                // A server that ignores `min_id` answers the same page again: stop paging.
+                tracing::warn!("Mastodon backfill: the page did not move past {min_id}; stopping");
+                break;
             }
             if remaining.is_some_and(|r| r <= 1) {
                 tokio::time::sleep(wait).await;

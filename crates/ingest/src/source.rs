@@ -170,18 +170,30 @@ impl Replay {
 
     async fn pace(&mut self, line: &SourceLine) {
         let Some(speed) = self.speed else { return };
+        // The time a line happened: X's `data.created_at`, Jetstream's `time_us`, a Mastodon
+        // status's `created_at` (recorded `status`, or a stream event's `payload`).
         #[derive(serde::Deserialize)]
         struct D {
             data: Option<T>,
+            time_us: Option<i64>,
+            status: Option<T>,
+            payload: Option<serde_json::Value>,
         }
         #[derive(serde::Deserialize)]
         struct T {
             created_at: Option<DateTime<Utc>>,
         }
-        let Some(t) = serde_json::from_slice::<D>(&line.bytes)
-            .ok()
-            .and_then(|d| d.data?.created_at)
-        else {
+        let Some(t) = serde_json::from_slice::<D>(&line.bytes).ok().and_then(|d| {
+            d.data
+                .and_then(|x| x.created_at)
+                .or_else(|| d.time_us.and_then(DateTime::from_timestamp_micros))
+                .or_else(|| d.status.and_then(|s| s.created_at))
+                .or_else(|| {
+                    d.payload
+                        .and_then(|p| serde_json::from_value::<T>(p).ok())
+                        .and_then(|s| s.created_at)
+                })
+        }) else {
             return;
         };
         if let Some(prev) = self.last_time
@@ -272,24 +284,54 @@ impl TweetSource for Replay {
     }
 }
 
+/// A source shared with the read that may be in flight on it.
+type Shared = std::sync::Arc<tokio::sync::Mutex<Box<dyn TweetSource>>>;
+/// A read in flight: which source, its result, its counts after it.
+type Read = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (usize, Result<Option<SourceLine>, IngestError>, SourceStats),
+            > + Send,
+    >,
+>;
+
 /// Several live sources at once (`--source bluesky --source mastodon`): lines in order of
-/// arrival, each source polled in turn first (none starves another). Every source's
-/// `next_line` here is cancel-safe at its await points (a WebSocket or SSE read, a channel
-/// receive, a wait), so a line is never half-read when another source wins the race.
+/// arrival. Each source has at most one read in flight, kept across calls — a read that
+/// loses a race is never dropped, so a connection attempt, a backoff wait or a half-read
+/// line of one source is never cancelled by another source's line. The sources are polled
+/// from a rotating start, so none starves another. At a stop ([`TweetSource::buffered`],
+/// [`TweetSource::commit`]) the reads in flight are dropped first: nothing they were waiting
+/// for had been returned.
 pub struct Merged {
-    sources: Vec<Box<dyn TweetSource>>,
+    sources: Vec<Shared>,
+    reads: Vec<Option<Read>>,
+    stats: Vec<SourceStats>,
     ended: Vec<bool>,
     turn: usize,
 }
 
 impl Merged {
     pub fn new(sources: Vec<Box<dyn TweetSource>>) -> Merged {
-        let ended = vec![false; sources.len()];
+        let n = sources.len();
         Merged {
-            sources,
-            ended,
+            stats: sources.iter().map(|s| s.stats()).collect(),
+            sources: sources
+                .into_iter()
+                .map(|s| std::sync::Arc::new(tokio::sync::Mutex::new(s)))
+                .collect(),
+            reads: (0..n).map(|_| None).collect(),
+            ended: vec![false; n],
             turn: 0,
         }
+    }
+
+    /// Drops the reads in flight and runs `f` on every source.
+    fn each<T>(&mut self, mut f: impl FnMut(&mut Box<dyn TweetSource>) -> T) -> Vec<T> {
+        self.reads.iter_mut().for_each(|r| *r = None);
+        self.sources
+            .iter()
+            .map(|s| f(&mut s.try_lock().expect("no read in flight holds it")))
+            .collect()
     }
 }
 
@@ -298,52 +340,59 @@ impl TweetSource for Merged {
     async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
         loop {
             let n = self.sources.len();
+            for i in 0..n {
+                if !self.ended[i] && self.reads[i].is_none() {
+                    let source = self.sources[i].clone();
+                    self.reads[i] = Some(Box::pin(async move {
+                        let mut s = source.lock().await;
+                        let r = s.next_line().await;
+                        (i, r, s.stats())
+                    }));
+                }
+            }
             self.turn = (self.turn + 1) % n.max(1);
-            let (turn, ended) = (self.turn, &self.ended);
-            let mut live: Vec<(usize, &mut Box<dyn TweetSource>)> = self
-                .sources
+            let turn = self.turn;
+            let mut order: Vec<(usize, &mut Read)> = self
+                .reads
                 .iter_mut()
                 .enumerate()
-                .filter(|(i, _)| !ended[*i])
+                .filter_map(|(i, r)| r.as_mut().map(|r| (i, r)))
                 .collect();
-            if live.is_empty() {
+            if order.is_empty() {
                 return Ok(None);
             }
-            let k = turn % live.len();
-            live.rotate_left(k);
-            let (index, futures): (Vec<usize>, Vec<_>) =
-                live.into_iter().map(|(i, s)| (i, s.next_line())).unzip();
-            let (r, k, _) = futures::future::select_all(futures).await;
+            let k = turn % order.len();
+            order.rotate_left(k);
+            let ((i, r, stats), _, _) =
+                futures::future::select_all(order.into_iter().map(|(_, r)| r)).await;
+            self.reads[i] = None;
+            self.stats[i] = stats;
             match r? {
                 Some(line) => return Ok(Some(line)),
-                None => self.ended[index[k]] = true,
+                None => self.ended[i] = true,
             }
         }
     }
 
     fn stats(&self) -> SourceStats {
         let mut s = SourceStats::default();
-        for x in &self.sources {
-            let o = x.stats();
+        for o in &self.stats {
             s.connections += o.connections;
             s.reconnects += o.reconnects;
             s.stalls += o.stalls;
             s.network_errors += o.network_errors;
             s.http_errors += o.http_errors;
             s.rate_limited += o.rate_limited;
-            s.waits.extend(o.waits);
+            s.waits.extend(o.waits.iter().copied());
         }
         s
     }
 
     fn buffered(&mut self) -> Vec<SourceLine> {
-        self.sources.iter_mut().flat_map(|s| s.buffered()).collect()
+        self.each(|s| s.buffered()).into_iter().flatten().collect()
     }
 
     fn commit(&mut self) -> Result<(), IngestError> {
-        for s in &mut self.sources {
-            s.commit()?;
-        }
-        Ok(())
+        self.each(|s| s.commit()).into_iter().collect()
     }
 }

@@ -55,14 +55,15 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-async fn ingest(
+/// Runs `source` into the local layout at `out`; the totals and the quarantined lines.
+async fn ingest_q(
     source: &mut dyn flagship_ingest::source::TweetSource,
     out: &Path,
     opts: Options,
-) -> Totals {
+) -> (Totals, Vec<serde_json::Value>) {
     let sink = LocalSink::new(store(out), "", "s");
     let q = tempfile::tempdir().unwrap();
-    flagship_ingest::run(
+    let t = flagship_ingest::run(
         source,
         sink,
         &store(q.path()),
@@ -72,7 +73,21 @@ async fn ingest(
         &|_| {},
     )
     .await
-    .unwrap()
+    .unwrap();
+    let bad = std::fs::read_to_string(q.path().join("q.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (t, bad)
+}
+
+async fn ingest(
+    source: &mut dyn flagship_ingest::source::TweetSource,
+    out: &Path,
+    opts: Options,
+) -> Totals {
+    ingest_q(source, out, opts).await.0
 }
 
 // ---------------------------------------------------------------- Jetstream
@@ -138,6 +153,12 @@ async fn fake_jetstream(drop_after: Option<usize>) -> FakeJetstream {
                     if n == 1 && drop_after.is_some_and(|d| sent >= d) {
                         return; // the connection drops mid-stream
                     }
+                    if n == 1 && sent == 30 {
+                        // A corrupt frame: quarantined with where it was, never sent.
+                        tx.send(Message::text("{\"did\":\"did:plc:x\",\"time_us\":"))
+                            .await
+                            .unwrap();
+                    }
                     tx.send(Message::text(e.clone())).await.unwrap();
                     sent += 1;
                 }
@@ -171,14 +192,19 @@ async fn jetstream_reconnects_at_the_cursor_and_repeats_nothing() {
     let fake = fake_jetstream(Some(60)).await;
     let out = tempfile::tempdir().unwrap();
     let mut source = jetstream(&fake, None);
-    let t = ingest(&mut source, out.path(), quick(Duration::from_secs(6))).await;
+    let (t, bad) = ingest_q(&mut source, out.path(), quick(Duration::from_secs(6))).await;
     let got = landed(out.path());
     println!("{t}\noverlap dropped: {}", source.overlap_dropped);
     // 17 posts created in the capture, each exactly once; the deletion and the 134 other
     // events counted, not sent.
     assert_eq!(got.len(), 17, "{t}");
     assert!(got.values().all(|&n| n == 1), "{got:?}");
-    assert_eq!((t.received, t.lost, t.quarantined), (17, 0, 0), "{t}");
+    assert_eq!((t.received, t.lost, t.quarantined), (17, 0, 1), "{t}");
+    // The corrupt frame: which connection, which message, its byte offset there.
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0]["source"], "jetstream#1", "{}", bad[0]);
+    assert_eq!(bad[0]["line"], 31, "{}", bad[0]);
+    assert!(bad[0]["offset"].as_u64().unwrap() > 0, "{}", bad[0]);
     assert!(t.deletions >= 1 && t.other_events >= 134, "{t}");
     // The second connection resumed 5 s before the last event handled; its repeats of posts
     // already handled were dropped by id.
@@ -220,9 +246,11 @@ async fn jetstream_restart_resumes_from_the_saved_point() {
     assert_eq!(t1.received + t2.received, 17);
     assert_eq!(second.overlap_dropped, 8);
     let cursors = fake.cursors.lock().unwrap().clone();
+    // The dead endpoint listed first failed, so the working one was reached by a switch:
+    // the rewind is the failover one (instances' clocks differ), the repeats still dropped.
     assert_eq!(
         cursors.last().copied().flatten(),
-        Some(saved.time_us - 5_000_000)
+        Some(saved.time_us - flagship_ingest::jetstream::FAILOVER_REWIND.as_micros() as u64)
     );
 }
 
@@ -303,6 +331,8 @@ fn fake_mastodon() -> FakeMastodon {
                         event(&mut conn, "delete", "109999");
                         event(&mut conn, "status.update", &all[3].1);
                         event(&mut conn, "notification", "{\"id\":\"1\"}");
+                        // A corrupt status: quarantined, never sent.
+                        event(&mut conn, "update", "{\"id\": \"12\", \"uri\": 7}");
                         // Cut half-way through an event: never delivered as one.
                         let half = &all[20].1[..all[20].1.len() / 2];
                         write!(conn, "event: update\ndata: {half}").unwrap();
@@ -362,7 +392,7 @@ async fn mastodon_backfills_the_gap_after_a_reconnect() {
     );
     cfg.stall = Duration::from_secs(30);
     let mut source = MastodonStream::start(cfg).unwrap();
-    let t = ingest(&mut source, out.path(), quick(Duration::from_secs(6))).await;
+    let (t, bad) = ingest_q(&mut source, out.path(), quick(Duration::from_secs(6))).await;
     let got = landed(out.path());
     let calls = fake.rest_calls.lock().unwrap().clone();
     println!("{t}\nREST calls: {calls:?}");
@@ -372,7 +402,17 @@ async fn mastodon_backfills_the_gap_after_a_reconnect() {
     assert_eq!(fake.streams.load(Ordering::SeqCst), 2);
     // The edit repeats a status already had: a duplicate, dropped.
     assert_eq!((t.received, t.duplicates, t.lost), (50, 1, 0), "{t}");
-    assert_eq!((t.deletions, t.other_events), (1, 1), "{t}");
+    assert_eq!(
+        (t.deletions, t.other_events, t.quarantined),
+        (1, 1, 1),
+        "{t}"
+    );
+    assert!(
+        bad[0]["source"].as_str().unwrap().ends_with("#jwst#1")
+            && bad[0]["error"].as_str().unwrap().contains("uri"),
+        "{}",
+        bad[0]
+    );
     // Paged forward from the newest status of the first connection, until an empty page.
     let all = statuses();
     assert!(
@@ -383,4 +423,33 @@ async fn mastodon_backfills_the_gap_after_a_reconnect() {
     for id in got.keys() {
         assert!(id.starts_with("https://"), "{id}");
     }
+}
+
+/// Both at once through `Merged`: Jetstream's failover and reconnect and Mastodon's
+/// reconnect-and-backfill run while the other source's lines win races — nothing cancelled,
+/// every post of both lands once.
+#[tokio::test]
+async fn merged_sources_lose_nothing() {
+    let jet = fake_jetstream(Some(60)).await;
+    let masto = fake_mastodon();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = MastodonConfig::new(
+        &[format!("http://127.0.0.1:{}", masto.port)],
+        &["jwst".into()],
+        false,
+        Some("t0ken".into()),
+    );
+    cfg.stall = Duration::from_secs(30);
+    let mut merged = flagship_ingest::source::Merged::new(vec![
+        Box::new(jetstream(&jet, None)),
+        Box::new(MastodonStream::start(cfg).unwrap()),
+    ]);
+    let t = ingest(&mut merged, out.path(), quick(Duration::from_secs(8))).await;
+    let got = landed(out.path());
+    println!("{t}");
+    let bluesky = got.keys().filter(|k| k.starts_with("at://")).count();
+    assert_eq!((bluesky, got.len() - bluesky), (17, 50), "{t}");
+    assert!(got.values().all(|&n| n == 1), "{got:?}");
+    assert_eq!((t.received, t.lost), (67, 0), "{t}");
+    assert_eq!(t.source.reconnects, 2, "{t}");
 }
