@@ -100,7 +100,8 @@ pub fn parsers() -> Result<serde_json::Value> {
     use flagship_core::Platform;
     use flagship_core::jsonl::parse_record;
     use flagship_ingest::record::{Line, classify};
-    let fixtures = flagship_core::testing::workspace_root().join("fixtures");
+    // xtask runs the benchmarks from the workspace root.
+    let fixtures = std::path::Path::new("fixtures");
     let lines = |rel: &str| -> Result<Vec<Vec<u8>>> {
         let p = fixtures.join(rel);
         Ok(std::fs::read(&p)

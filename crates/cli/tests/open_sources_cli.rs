@@ -1,6 +1,8 @@
 //! The open sources through the binary: `watch --source bluesky|mastodon --replay` flags real
 //! recorded posts with their platform and a link to open; `ingest run --source …` of all
-//! three platforms into one raw area, then combine, filter and textproc on the mixed data.
+//! three platforms into one raw area, then every stage after ingest on the mixed data:
+//! combine, filter, textproc, split (labels by post id of any platform), train, predict,
+//! evaluate.
 
 use std::path::Path;
 
@@ -22,6 +24,10 @@ track = ["the", "a", "and", "to", "is", "of", "in", "for", "on", "with", "de", "
 min_words = 1
 wanted = {}
 unwanted = {}
+
+[split]
+test_size = 20
+val_size = 20
 
 [storage]
 raw = "raw"
@@ -158,7 +164,7 @@ fn watch_flags_bluesky_and_mastodon_posts_with_their_links() {
 }
 
 #[test]
-fn three_platforms_in_one_raw_area_through_combine_filter_textproc() {
+fn three_platforms_in_one_raw_area_through_every_stage() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let ingest = |source: &str, replay: &str| {
@@ -209,6 +215,7 @@ fn three_platforms_in_one_raw_area_through_combine_filter_textproc() {
     flagship(&cfg, &["filter"]);
     flagship(&cfg, &["textproc"]);
     let mut platforms = std::collections::BTreeMap::new();
+    let mut ids = Vec::new();
     for e in std::fs::read_dir(dir.path().join("processed")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_none_or(|x| x != "parquet") {
@@ -220,6 +227,7 @@ fn three_platforms_in_one_raw_area_through_combine_filter_textproc() {
             for t in flagship_store::records::from_batch(b).unwrap() {
                 assert!(t.url.is_some(), "{t:?}");
                 *platforms.entry(t.platform.to_string()).or_insert(0) += 1;
+                ids.push(t.id);
             }
         }
     }
@@ -228,4 +236,81 @@ fn three_platforms_in_one_raw_area_through_combine_filter_textproc() {
         platforms.keys().collect::<Vec<_>>(),
         ["bluesky", "mastodon", "x"]
     );
+
+    // Labels by post id — X numbers, at:// and https:// URIs in one file (not real
+    // judgements: this checks that ids of every platform travel through the stages).
+    let mut labels = String::from("id,label\n");
+    for (i, id) in ids.iter().enumerate() {
+        labels += &format!("{id},{}\n", i % 3);
+    }
+    std::fs::write(dir.path().join("labels.csv"), labels).unwrap();
+    let split = flagship(
+        &cfg,
+        &[
+            "split",
+            "--labels",
+            dir.path().join("labels.csv").to_str().unwrap(),
+        ],
+    );
+    assert!(split.contains("test      20 rows"), "{split}");
+    let path = |p: &str| dir.path().join(p).display().to_string();
+    flagship(
+        &cfg,
+        &[
+            "train",
+            "--model-kind",
+            "linear",
+            "--train",
+            &path("splits/train.parquet"),
+            "--val",
+            &path("splits/val.parquet"),
+            "--out",
+            &path("model"),
+        ],
+    );
+    flagship(
+        &cfg,
+        &[
+            "predict",
+            "--model",
+            &path("model"),
+            "--input",
+            &path("splits/test.parquet"),
+            "--output",
+            &path("predictions.parquet"),
+            "--text-column",
+            "text_model",
+        ],
+    );
+    let (_, batches) = flagship_store::records::from_parquet(
+        std::fs::read(dir.path().join("predictions.parquet"))
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let mut scored: std::collections::BTreeMap<String, usize> = Default::default();
+    for b in &batches {
+        let p = b
+            .column_by_name("platform")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        for v in p.iter().flatten() {
+            *scored.entry(v.to_owned()).or_default() += 1;
+        }
+    }
+    println!("test split scored by platform: {scored:?}");
+    assert_eq!(scored.values().sum::<usize>(), 20);
+    let report = flagship(
+        &cfg,
+        &[
+            "evaluate",
+            "--predictions",
+            &path("predictions.parquet"),
+            "--out",
+            &path("report"),
+        ],
+    );
+    assert!(dir.path().join("report/report.json").is_file(), "{report}");
 }

@@ -10,12 +10,19 @@ use std::time::{Duration, Instant};
 
 /// The workspace root (tests run from their crate's folder).
 pub fn workspace_root() -> PathBuf {
-    // `cargo test` sets CARGO_MANIFEST_DIR (crates/<name>) when it runs a test, which is right
-    // even where a shared target dir kept a binary built from a checkout at another path.
-    std::env::var_os("CARGO_MANIFEST_DIR")
+    // `cargo test` / `cargo run` set CARGO_MANIFEST_DIR (a member's folder) at run time, which
+    // is right even where a shared target dir kept a binary built from a checkout at another
+    // path; the workspace is the first folder above it whose Cargo.toml has `[workspace]`.
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .join("../..")
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
+        .ancestors()
+        .find(|d| {
+            std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
+        })
+        .map(|d| d.to_owned())
+        .unwrap_or_else(|| start.join("../.."))
 }
 
 /// A file or folder under `fixtures/`.
