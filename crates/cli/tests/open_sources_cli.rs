@@ -34,6 +34,9 @@ raw = "raw"
 combined = "combined"
 filtered = "filtered"
 processed = "processed"
+splits = "splits"
+models = "models"
+reports = "reports"
 quarantine = "quarantine"
 "#,
     )
