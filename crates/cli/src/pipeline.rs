@@ -101,8 +101,8 @@ pub struct Args {
 pub const MODEL_DIR: &str = "need-support";
 /// The record of finished stages, under `storage.reports`.
 pub const STATE_FILE: &str = "pipeline.json";
-/// The column the model reads: textproc's cleaned text.
-pub const TEXT_COLUMN: &str = "text_model";
+/// The column the model reads: textproc's cleaned text (the live loop's too).
+pub use flagship_live::TEXT_COLUMN;
 
 /// A finished stage, as `pipeline.json` records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
