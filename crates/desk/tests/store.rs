@@ -1,0 +1,165 @@
+//! The desk store on a real SQLite file: posts never twice, decisions durable across a
+//! reopen with who and when, undo, two people on one post, the queue and the uncertain band,
+//! today's precision, labels out, and clear errors for a locked or foreign database.
+
+use chrono::{TimeZone, Utc};
+use flagship_core::{Platform, Tweet};
+use flagship_desk::{Decision, DeskError, DeskStore, Order};
+use flagship_live::Scored;
+
+fn scored(id: &str, platform: Platform, minute: u32, p: f32) -> Scored {
+    Scored {
+        tweet: Tweet {
+            platform,
+            id: id.into(),
+            url: Some(format!("https://example.org/{minute}")),
+            created_at: Some(Utc.with_ymd_and_hms(2026, 11, 30, 12, minute, 0).unwrap()),
+            text: format!("<script>alert({minute})</script> post {minute}"),
+            author_username: Some("someone".into()),
+            ..Tweet::default()
+        },
+        text_model: format!("post {minute}"),
+        client: None,
+        probability: p,
+        need_support: f64::from(p) >= 0.5,
+        threshold: 0.5,
+        model_id: "m1".into(),
+        scored_at: Utc::now(),
+        latency_ms: 1.0,
+    }
+}
+
+fn batch() -> Vec<Scored> {
+    vec![
+        scored("1", Platform::X, 1, 0.9),
+        scored(
+            "at://did:plc:a/app.bsky.feed.post/k",
+            Platform::Bluesky,
+            2,
+            0.55,
+        ),
+        scored(
+            "https://m.social/users/b/statuses/3",
+            Platform::Mastodon,
+            3,
+            0.45,
+        ),
+        scored("4", Platform::X, 4, 0.1),
+        scored("5", Platform::X, 5, 0.7),
+    ]
+}
+
+#[test]
+fn decisions_are_durable_audited_and_become_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep/desk.sqlite");
+    let mut store = DeskStore::open(&path).unwrap();
+    store.add(&batch()).unwrap();
+    store.add(&batch()).unwrap(); // the live loop sending a post again: still once
+    let queue = store.queue(Order::Newest, 10).unwrap();
+    let ids: Vec<&str> = queue.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["5", "at://did:plc:a/app.bsky.feed.post/k", "1"]);
+    let by_p: Vec<String> = store
+        .queue(Order::Probability, 10)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(by_p, ["1", "5", "at://did:plc:a/app.bsky.feed.post/k"]);
+    // Text is stored as sent; escaping is the page's job.
+    assert!(queue[0].text.starts_with("<script>"));
+
+    // The uncertain band holds the unflagged post just under the threshold too.
+    let unsure: Vec<String> = store
+        .uncertain(0.06, 10)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(
+        unsure,
+        [
+            "at://did:plc:a/app.bsky.feed.post/k",
+            "https://m.social/users/b/statuses/3"
+        ]
+    );
+
+    assert_eq!(
+        store.decide("1", Decision::NeedsReply, "ana").unwrap(),
+        Some(Decision::NeedsReply)
+    );
+    // Two people on one post: both in the history, the latest shown.
+    store.decide("5", Decision::NoReply, "ana").unwrap();
+    store.decide("5", Decision::NeedsReply, "bo").unwrap();
+    // An undo steps back one decision.
+    store.decide("1", Decision::Done, "ana").unwrap();
+    assert_eq!(
+        store.decide("1", Decision::Undo, "ana").unwrap(),
+        Some(Decision::NeedsReply)
+    );
+    store
+        .decide(
+            "https://m.social/users/b/statuses/3",
+            Decision::NoReply,
+            "bo",
+        )
+        .unwrap();
+    assert!(matches!(
+        store.decide("nope", Decision::Done, "ana"),
+        Err(DeskError::NoPost(_))
+    ));
+    drop(store);
+
+    // A restart keeps everything.
+    let store = DeskStore::open(&path).unwrap();
+    let h = store.history("5").unwrap();
+    let who: Vec<(&str, Decision)> = h.iter().map(|(d, w, _)| (w.as_str(), *d)).collect();
+    assert_eq!(
+        who,
+        [("ana", Decision::NoReply), ("bo", Decision::NeedsReply)]
+    );
+    assert_eq!(store.current("5").unwrap(), Some(Decision::NeedsReply));
+    let left: Vec<String> = store
+        .queue(Order::Newest, 10)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, ["at://did:plc:a/app.bsky.feed.post/k"]);
+    let today = store
+        .today(Utc::now() - chrono::Duration::hours(1))
+        .unwrap();
+    assert_eq!((today.seen, today.flagged, today.decided), (5, 3, 3));
+    assert_eq!(today.precision, Some(1.0));
+    // Decisions as the split stage's labels: needs a reply → 0, none needed → 2.
+    assert_eq!(
+        store.labels().unwrap(),
+        [
+            ("1".to_owned(), 0),
+            ("5".to_owned(), 0),
+            ("https://m.social/users/b/statuses/3".to_owned(), 2)
+        ]
+    );
+}
+
+#[test]
+fn a_locked_or_foreign_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("desk.sqlite");
+    let mut store = DeskStore::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let e = store.add(&batch()).unwrap_err();
+    assert!(matches!(e, DeskError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("locked by another process"), "{e}");
+    other.execute_batch("ROLLBACK;").unwrap();
+    store.add(&batch()).unwrap();
+
+    let foreign = dir.path().join("other.sqlite");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 7;")
+        .unwrap();
+    let e = DeskStore::open(&foreign).err().unwrap();
+    assert!(e.to_string().contains("schema version 7"), "{e}");
+}
