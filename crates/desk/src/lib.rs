@@ -240,12 +240,7 @@ impl DeskStore {
     /// Adds scored posts in one transaction: a post already there keeps its row (never
     /// twice); a model's score of it is replaced.
     pub fn add(&mut self, scored: &[flagship_live::Scored]) -> Result<(), DeskError> {
-        let path = self.path.clone();
-        let wrap = |source| db_error(&path, source);
-        let tx = self
-            .db
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(wrap)?;
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
         {
             let mut post = tx
                 .prepare_cached(
@@ -307,12 +302,7 @@ impl DeskStore {
         if !exists {
             return Err(DeskError::NoPost(post.to_owned()));
         }
-        let path = self.path.clone();
-        let wrap = |source| db_error(&path, source);
-        let tx = self
-            .db
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(wrap)?;
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
         tx.execute(
             "INSERT INTO decisions (post_id, decision, who, at) VALUES (?1, ?2, ?3, ?4)",
             params![post, decision.as_str(), who, Utc::now().to_rfc3339()],
@@ -443,6 +433,24 @@ impl DeskStore {
             .filter_map(|(id, d)| Some((id, Decision::parse(&d)?.label()?)))
             .collect())
     }
+}
+
+/// A write transaction that takes the lock at once (a busy database fails here, clearly),
+/// and the error wrapper for what runs in it.
+fn begin<'a>(
+    db: &'a mut Connection,
+    path: &'a Path,
+) -> Result<
+    (
+        rusqlite::Transaction<'a>,
+        impl Fn(rusqlite::Error) -> DeskError + Copy + 'a,
+    ),
+    DeskError,
+> {
+    let tx = db
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| db_error(path, e))?;
+    Ok((tx, move |e| db_error(path, e)))
 }
 
 fn history_of(db: &Connection, post: &str) -> rusqlite::Result<Vec<(Decision, String, String)>> {

@@ -4,52 +4,19 @@
 
 use std::collections::HashSet;
 
-use flagship_core::labels::Example;
-use flagship_core::testing::fixture;
 use flagship_desk::{DeskStore, Order};
-use flagship_ingest::source::{Merged, Replay, TweetSource};
-
-fn examples(file: &str, n: usize) -> Vec<Example> {
-    std::fs::read_to_string(fixture(file))
-        .unwrap()
-        .lines()
-        .take(n)
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            Example {
-                text: v["text"].as_str().unwrap().to_owned(),
-                need_support: v["label"].as_u64().unwrap() < 2,
-            }
-        })
-        .collect()
-}
-
-fn sources() -> Box<dyn TweetSource> {
-    Box::new(Merged::new(vec![
-        Box::new(
-            Replay::new(vec![fixture("bluesky-jetstream/capture_v1.jsonl")], None)
-                .platform(flagship_core::Platform::Bluesky),
-        ),
-        Box::new(
-            Replay::new(
-                vec![fixture("mastodon/public_timeline_statuses.jsonl")],
-                None,
-            )
-            .platform(flagship_core::Platform::Mastodon),
-        ),
-    ]))
-}
+use flagship_live::testing::{everyday_config, linear_model, open_replays};
 
 async fn run(
     cfg: &flagship_core::Config,
-    model: &flagship_model::Classifier,
+    model: &flagship_live::Classifier,
     desk: &mut DeskStore,
 ) -> flagship_live::Totals {
     flagship_live::run(
         cfg,
         model,
         "linear",
-        sources(),
+        open_replays(),
         HashSet::new(),
         desk,
         &flagship_live::Options::default(),
@@ -63,29 +30,8 @@ async fn run(
 #[tokio::test]
 async fn scored_posts_land_in_the_desk_once() {
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    flagship_model::classifier::train_linear(
-        &examples("tweeteval-sentiment/val.jsonl", 800),
-        &examples("tweeteval-sentiment/test_pool.jsonl", 300),
-        &Default::default(),
-        0.4,
-        &model_dir,
-        Default::default(),
-    )
-    .unwrap();
-    let model = flagship_model::Classifier::load(&model_dir).unwrap();
-    let cfg = flagship_core::Config::from_toml_str(
-        r#"[mission.stream]
-track = ["the", "a", "and", "to", "is", "of", "in", "for", "on", "with", "de", "it", "you", "this", "i"]
-[mission.filter]
-min_words = 1
-wanted = {}
-unwanted = {}
-"#,
-        std::path::Path::new("test.toml"),
-        std::path::Path::new("."),
-    )
-    .unwrap();
+    let model = linear_model(&dir.path().join("model"));
+    let cfg = everyday_config();
     let path = dir.path().join("desk.sqlite");
     let mut desk = DeskStore::open(&path).unwrap();
     let t = run(&cfg, &model, &mut desk).await;

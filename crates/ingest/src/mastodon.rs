@@ -281,17 +281,7 @@ impl TweetSource for MastodonStream {
     }
 
     fn stats(&self) -> SourceStats {
-        let mut s = SourceStats::default();
-        for o in &self.per_timeline {
-            s.connections += o.connections;
-            s.reconnects += o.reconnects;
-            s.stalls += o.stalls;
-            s.network_errors += o.network_errors;
-            s.http_errors += o.http_errors;
-            s.rate_limited += o.rate_limited;
-            s.waits.extend(o.waits.iter().copied());
-        }
-        s
+        SourceStats::sum(&self.per_timeline)
     }
 }
 

@@ -42,6 +42,23 @@ pub struct SourceStats {
     pub waits: Vec<Duration>,
 }
 
+impl SourceStats {
+    /// Counts of several sources (or connections) as one.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a SourceStats>) -> SourceStats {
+        let mut s = SourceStats::default();
+        for o in all {
+            s.connections += o.connections;
+            s.reconnects += o.reconnects;
+            s.stalls += o.stalls;
+            s.network_errors += o.network_errors;
+            s.http_errors += o.http_errors;
+            s.rate_limited += o.rate_limited;
+            s.waits.extend(o.waits.iter().copied());
+        }
+        s
+    }
+}
+
 #[async_trait::async_trait]
 pub trait TweetSource: Send {
     /// The next line; `None` when the source is exhausted (a replay's end).
@@ -375,17 +392,7 @@ impl TweetSource for Merged {
     }
 
     fn stats(&self) -> SourceStats {
-        let mut s = SourceStats::default();
-        for o in &self.stats {
-            s.connections += o.connections;
-            s.reconnects += o.reconnects;
-            s.stalls += o.stalls;
-            s.network_errors += o.network_errors;
-            s.http_errors += o.http_errors;
-            s.rate_limited += o.rate_limited;
-            s.waits.extend(o.waits.iter().copied());
-        }
-        s
+        SourceStats::sum(&self.stats)
     }
 
     fn buffered(&mut self) -> Vec<SourceLine> {

@@ -23,6 +23,12 @@ use flagship_ingest::IngestError;
 use flagship_ingest::record::{Line, classify};
 use flagship_ingest::source::{SourceLine, TweetSource};
 
+#[doc(hidden)]
+pub mod testing;
+
+/// The model the loop scores with (an exported model folder, transformer or linear).
+pub use flagship_model::Classifier;
+
 pub const STAGE: &str = "live";
 
 /// The cleaned text the model reads (textproc's `text_model`).

@@ -6,9 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flagship_core::labels::Example;
-use flagship_core::testing::fixture;
-use flagship_ingest::source::{Merged, Replay, TweetSource};
+use flagship_live::testing::{everyday_config, linear_model, open_replays};
 use flagship_live::{Options, Scored, Sink};
 
 struct Keep(Vec<Scored>, usize);
@@ -21,67 +19,11 @@ impl Sink for Keep {
     }
 }
 
-fn examples(file: &str, n: usize) -> Vec<Example> {
-    std::fs::read_to_string(fixture(file))
-        .unwrap()
-        .lines()
-        .take(n)
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            Example {
-                text: v["text"].as_str().unwrap().to_owned(),
-                need_support: v["label"].as_u64().unwrap() < 2,
-            }
-        })
-        .collect()
-}
-
-fn config() -> flagship_core::Config {
-    flagship_core::Config::from_toml_str(
-        r#"[mission.stream]
-track = ["the", "a", "and", "to", "is", "of", "in", "for", "on", "with", "de", "it", "you", "this", "i"]
-[mission.filter]
-min_words = 1
-wanted = {}
-unwanted = {}
-"#,
-        std::path::Path::new("test.toml"),
-        std::path::Path::new("."),
-    )
-    .unwrap()
-}
-
-fn sources() -> Box<dyn TweetSource> {
-    Box::new(Merged::new(vec![
-        Box::new(
-            Replay::new(vec![fixture("bluesky-jetstream/capture_v1.jsonl")], None)
-                .platform(flagship_core::Platform::Bluesky),
-        ),
-        Box::new(
-            Replay::new(
-                vec![fixture("mastodon/public_timeline_statuses.jsonl")],
-                None,
-            )
-            .platform(flagship_core::Platform::Mastodon),
-        ),
-    ]))
-}
-
 #[tokio::test]
 async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    flagship_model::classifier::train_linear(
-        &examples("tweeteval-sentiment/val.jsonl", 800),
-        &examples("tweeteval-sentiment/test_pool.jsonl", 300),
-        &Default::default(),
-        0.4,
-        &model_dir,
-        Default::default(),
-    )
-    .unwrap();
-    let model = flagship_model::Classifier::load(&model_dir).unwrap();
-    let cfg = config();
+    let model = linear_model(&dir.path().join("model"));
+    let cfg = everyday_config();
     let opts = Options {
         max_batch: 8,
         max_wait: Duration::from_millis(50),
@@ -92,7 +34,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
         &cfg,
         &model,
         "linear",
-        sources(),
+        open_replays(),
         HashSet::new(),
         &mut sink,
         &opts,
@@ -129,7 +71,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
         &cfg,
         &model,
         "linear",
-        sources(),
+        open_replays(),
         before.clone(),
         &mut again,
         &opts,
