@@ -75,6 +75,30 @@ pub fn run(f: &Bench) -> Result<(), String> {
     if f.what == "ingest" {
         return ingest(f, &env);
     }
+    if f.what == "desk" {
+        let (bench, _) = release_bench(&env)?;
+        let out = last_line(
+            Command::new(&bench).current_dir(&env.root).args([
+                "desk",
+                "--posts",
+                &(f.tweets / 10).max(1).to_string(),
+            ]),
+            "the desk store",
+        )?;
+        println!("flagship: {out}");
+        let get = |k: &str| field(&out, k).ok_or_else(|| format!("no `{k}` in {out}"));
+        println!(
+            "bench desk: {} posts (loaded in {:.1} s) — queue {:.1} ms (newest) / {:.1} ms (probability), uncertain {:.1} ms, today {:.1} ms, decide {:.1} ms (target: a queue page < 200 ms)",
+            get("posts")?,
+            get("load_seconds")?,
+            get("queue_newest_ms")?,
+            get("queue_probability_ms")?,
+            get("uncertain_ms")?,
+            get("today_ms")?,
+            get("decide_ms")?
+        );
+        return Ok(());
+    }
     if f.what == "parsers" {
         let (bench, _) = release_bench(&env)?;
         let out = last_line(

@@ -176,7 +176,7 @@ impl Test {
     }
 }
 
-/// `bench train|predict|textproc|ingest|parsers`.
+/// `bench train|predict|textproc|ingest|parsers|desk`.
 #[derive(Debug)]
 pub struct Bench {
     pub what: String,
@@ -347,7 +347,7 @@ mod tests {
                 assert_eq!(u.matches(&spelled).count(), 1, "{} {}", c.name, f.name);
             }
         }
-        assert!(u.contains("  bench      train|predict|textproc|ingest|parsers\n"));
+        assert!(u.contains("  bench      train|predict|textproc|ingest|parsers|desk\n"));
     }
 
     #[test]

@@ -162,8 +162,8 @@ pub static COMMANDS: &[Command] = &[
     ),
     Command {
         name: "bench",
-        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench parsers` (each platform's parser beside X's)",
-        args: "train|predict|textproc|ingest|parsers",
+        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench parsers` (each platform's parser beside X's), `bench desk` (the desk store's views at N posts)",
+        args: "train|predict|textproc|ingest|parsers|desk",
         flags: &[
             number("--steps", "30", "train: optimizer steps timed"),
             number("--rows", "2000", "predict: texts scored"),
@@ -172,7 +172,7 @@ pub static COMMANDS: &[Command] = &[
             number(
                 "--tweets",
                 "1000000",
-                "textproc, ingest: corpus size; ingest also replays N/4, to show memory stays flat",
+                "textproc, ingest: corpus size; ingest also replays N/4, to show memory stays flat; desk: N/10 posts in the database",
             ),
             number(
                 "--scale",

@@ -2,6 +2,7 @@
 //! part on the release build and prints one JSON line that xtask sets beside its peer's
 //! (Hugging Face `transformers`, PySpark). Kept out of the `flagship` binary a server runs.
 
+mod desk;
 mod ingest;
 mod model;
 mod textproc;
@@ -26,6 +27,8 @@ enum Command {
     /// `bench ingest`: replay into the local Firehose layout.
     #[command(subcommand)]
     Ingest(ingest::Cmd),
+    /// `bench desk`: the desk store's views on a database of N posts.
+    Desk(desk::Args),
     /// `bench textproc`: the textproc plan on a generated corpus.
     #[command(subcommand)]
     Textproc(textproc::Cmd),
@@ -35,6 +38,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Model(args) => model::run(args),
         Command::Ingest(cmd) => ingest::run(cmd),
+        Command::Desk(a) => desk::run(a),
         Command::Textproc(cmd) => textproc::run(cmd),
     }
 }
