@@ -72,10 +72,22 @@ pub fn run(a: Args) -> Result<()> {
         let id = (1_600_000_000_000_000_000u64 + i as u64).to_string();
         store.decide(&id, Decision::NoReply, "bench")?;
     }
-    let queue = best_ms(|| Ok(drop(store.queue(Order::Newest, 50)?)))?;
-    let by_p = best_ms(|| Ok(drop(store.queue(Order::Probability, 50)?)))?;
-    let unsure = best_ms(|| Ok(drop(store.uncertain(0.05, 50)?)))?;
-    let today = best_ms(|| Ok(drop(store.today(t0)?)))?;
+    let queue = best_ms(|| {
+        store.queue(Order::Newest, 50)?;
+        Ok(())
+    })?;
+    let by_p = best_ms(|| {
+        store.queue(Order::Probability, 50)?;
+        Ok(())
+    })?;
+    let unsure = best_ms(|| {
+        store.uncertain(0.05, 50)?;
+        Ok(())
+    })?;
+    let today = best_ms(|| {
+        store.today(t0)?;
+        Ok(())
+    })?;
     let mut n = 0u64;
     let decide = best_ms(|| {
         n += 1;
