@@ -269,9 +269,12 @@ impl Jetstream {
         }
     }
 
-    /// Remembers a handled event; `Some(id)` of a post already handled (an overlap).
-    fn handled(&mut self, bytes: &[u8]) -> Option<()> {
-        let peek: Peek = serde_json::from_slice(bytes).ok()?;
+    /// Remembers a handled event; whether it is a post already handled (an overlap). An
+    /// event it cannot read is no repeat: the run loop quarantines it.
+    fn repeat(&mut self, bytes: &[u8]) -> bool {
+        let Ok(peek) = serde_json::from_slice::<Peek>(bytes) else {
+            return false;
+        };
         let t = peek.time_us;
         self.last = Some(self.last.map_or(t, |l| l.max(t)));
         let now = Instant::now();
@@ -282,12 +285,15 @@ impl Jetstream {
         {
             self.samples.push_back((now, t));
         }
-        let post = peek
+        let Some(post) = peek
             .commit
-            .filter(|c| c.collection == flagship_core::bluesky::POST && c.operation != "delete")?;
+            .filter(|c| c.collection == flagship_core::bluesky::POST && c.operation != "delete")
+        else {
+            return false;
+        };
         let id = flagship_core::bluesky::post_uri(&peek.did, &post.rkey);
         if self.recent_ids.contains(&id) {
-            return Some(());
+            return true;
         }
         self.recent_ids.insert(id.clone());
         self.recent.push_back((t, id));
@@ -300,7 +306,7 @@ impl Jetstream {
             let (_, old) = self.recent.pop_front().expect("front");
             self.recent_ids.remove(&old);
         }
-        None
+        false
     }
 
     /// Saves the lagged (crash) checkpoint every few seconds.
@@ -419,7 +425,7 @@ impl TweetSource for Jetstream {
             self.messages += 1;
             let offset = self.bytes_in;
             self.bytes_in += bytes.len() as u64;
-            if self.handled(&bytes).is_some() {
+            if self.repeat(&bytes) {
                 self.overlap_dropped += 1;
                 continue;
             }

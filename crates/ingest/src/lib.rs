@@ -189,11 +189,8 @@ fn handle(
         Line::KeepAlive => t.keep_alives += 1,
         Line::Deleted { .. } => t.deletions += 1,
         Line::Other { .. } => t.other_events += 1,
-        Line::Tweet { id, record, text } => {
-            if line.unfiltered
-                && let (Some(track), Some(text)) = (track, &text)
-                && !track.matches(text)
-            {
+        Line::Tweet { id, record, post } => {
+            if track.is_some_and(|track| record::off_track(line, post.as_deref(), track)) {
                 t.unmatched += 1;
             } else if seen.insert(&id) {
                 t.received += 1;

@@ -20,12 +20,13 @@ pub enum Line {
     /// A keep-alive (blank line).
     KeepAlive,
     /// A post (an X stream message with `data.id`, a Bluesky post, a Mastodon status): its
-    /// platform-scoped id, the record to send, and its text where a client-side filter
-    /// applies (platforms without server-side rules).
+    /// platform-scoped id, the record to send, and — for Bluesky and Mastodon, which had to
+    /// be parsed whole to be checked — the post itself (its text is what the track terms are
+    /// matched against there; the live loop uses it without parsing the record again).
     Tweet {
         id: String,
         record: Bytes,
-        text: Option<String>,
+        post: Option<Box<Tweet>>,
     },
     /// A post deleted by its author (Bluesky, Mastodon).
     Deleted { id: String },
@@ -64,6 +65,16 @@ struct PeekError {
     kind: Option<String>,
 }
 
+/// Whether `post` (from a line no server filtered) is set aside by the mission's track terms.
+/// X's lines are filtered by the stream's rules, so only Bluesky and Mastodon posts are.
+pub fn off_track(
+    line: &crate::source::SourceLine,
+    post: Option<&Tweet>,
+    track: &flagship_core::track::Track,
+) -> bool {
+    line.unfiltered && post.is_some_and(|p| !track.matches(&p.text))
+}
+
 /// Classifies one line (without its newline) of `platform` and stamps posts with
 /// `received_at`.
 pub fn classify(platform: Platform, line: &[u8], received_at: DateTime<Utc>) -> Line {
@@ -88,9 +99,9 @@ fn post(platform: Platform, tweet: Tweet, body: &[u8], at: DateTime<Utc>) -> Lin
     let mut record = jsonl::envelope(platform, at, body);
     record.push(b'\n');
     Line::Tweet {
-        id: tweet.id,
+        id: tweet.id.clone(),
         record: Bytes::from(record),
-        text: Some(tweet.text),
+        post: Some(Box::new(tweet)),
     }
 }
 
@@ -140,7 +151,7 @@ fn classify_x(body: &[u8], received_at: DateTime<Utc>) -> Line {
             Ok(id) => Line::Tweet {
                 id: id.to_string(),
                 record: stamp(body, received_at),
-                text: None,
+                post: None,
             },
             Err(_) => Line::Malformed {
                 reason: format!("data.id {:?} is not a tweet id", d.id),

@@ -154,15 +154,22 @@ impl Intake {
                 t.malformed += 1;
                 tracing::warn!("{} line {}: malformed: {reason}", line.origin, line.line);
             }
-            Line::Tweet { id, record, text } => {
-                if line.unfiltered && text.as_deref().is_some_and(|x| !self.track.matches(x)) {
+            Line::Tweet { id, record, post } => {
+                if flagship_ingest::record::off_track(&line, post.as_deref(), &self.track) {
                     t.unmatched += 1;
                 } else if self.handled_before.contains(&id) || !self.seen.insert(&id) {
                     t.duplicates += 1;
                 } else {
-                    match flagship_core::jsonl::parse_record(&record, Some(Utc::now())) {
-                        Ok(p) => {
-                            for tweet in p.tweets {
+                    // A Bluesky / Mastodon post was parsed whole by `classify`; an X message
+                    // (only peeked at there) is parsed here.
+                    let parsed = match post {
+                        Some(p) => Ok(vec![*p]),
+                        None => flagship_core::jsonl::parse_record(&record, Some(Utc::now()))
+                            .map(|p| p.tweets),
+                    };
+                    match parsed {
+                        Ok(tweets) => {
+                            for tweet in tweets {
                                 t.seen += 1;
                                 self.pending.push(Arrived {
                                     tweet,
