@@ -116,27 +116,8 @@ fn sigterm_during_a_firehose_outage_spills_everything_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let spill = dir.path().join("spill.jsonl");
-    let child = Command::new(env!("CARGO_BIN_EXE_flagship"))
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "ingest",
-            "run",
-            "--sink",
-            "firehose",
-            "--region",
-            "us-east-1",
-        ])
-        .args(["--endpoint-url", &fake.endpoint(), "--drain-timeout", "3s"])
-        .arg("--spill")
-        .arg(&spill)
-        .arg("--replay")
-        .arg(fixture("demo/stream.jsonl.gz"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let child = ingest_to_firehose(&cfg, &fake, &spill)
+        .args(["--drain-timeout", "3s"])
         .spawn()
         .unwrap();
     // Let it read, fill its queue and start failing, then stop it.
@@ -191,34 +172,10 @@ fn sigkill_then_restart_loses_nothing_and_combine_keeps_each_id_once() {
     let fake = FakeFirehose::start(vec![]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let replay = fixture("demo/stream.jsonl.gz");
+    let spill = dir.path().join("spill.jsonl");
     let ingest = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_flagship"));
-        c.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .arg("--config")
-            .arg(&cfg)
-            .args([
-                "ingest",
-                "run",
-                "--sink",
-                "firehose",
-                "--region",
-                "us-east-1",
-            ])
-            .args([
-                "--endpoint-url",
-                &fake.endpoint(),
-                "--buffer-interval",
-                "1s",
-            ])
-            .arg("--spill")
-            .arg(dir.path().join("spill.jsonl"))
-            .arg("--replay")
-            .arg(&replay)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut c = ingest_to_firehose(&cfg, &fake, &spill);
+        c.args(["--buffer-interval", "1s"]);
         c
     };
     let mut child = ingest().args(["--speed", "20000"]).spawn().unwrap();
@@ -264,21 +221,10 @@ fn sigkill_then_restart_loses_nothing_and_combine_keeps_each_id_once() {
         std::fs::write(path, text).unwrap();
     }
     let stdout = flagship(&cfg, &["combine"]);
-    let rows = std::fs::read_dir(dir.path().join("combined"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| {
-            let (_, batches) =
-                flagship_store::records::from_parquet(std::fs::read(p).unwrap().into()).unwrap();
-            batches
-                .iter()
-                .flat_map(|b| flagship_store::records::from_batch(b).unwrap())
-                .map(|t| t.id)
-                .collect::<Vec<_>>()
-        })
-        .collect::<Vec<_>>()
-        .concat();
+    let rows: Vec<String> = common::posts_in(&dir.path().join("combined"))
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
     let unique: std::collections::HashSet<_> = rows.iter().collect();
     println!(
         "SIGKILL after {first} records delivered; restart delivered {}; combine: {stdout}",
@@ -330,18 +276,42 @@ fn the_systemd_unit_verifies() {
     assert!(own.is_empty() && out.status.success(), "{text}");
 }
 
-fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(p) else {
-        return out;
-    };
-    for e in entries {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
+/// `flagship ingest run` of the 4,800 demo tweets into the fake Firehose at `fake`, records
+/// it would not take spilled to `spill`; output piped.
+fn ingest_to_firehose(
+    cfg: &std::path::Path,
+    fake: &flagship_ingest::testing::FakeFirehose,
+    spill: &std::path::Path,
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flagship"));
+    c.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .arg("--config")
+        .arg(cfg)
+        .args([
+            "ingest",
+            "run",
+            "--sink",
+            "firehose",
+            "--region",
+            "us-east-1",
+        ])
+        .args(["--endpoint-url", &fake.endpoint()])
+        .arg("--spill")
+        .arg(spill)
+        .arg("--replay")
+        .arg(fixture("demo/stream.jsonl.gz"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// The objects a sink wrote under `dir` (its temporary files, dot-named, left out).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    flagship_store::mirror::files_under(dir)
+        .unwrap()
+        .into_iter()
+        .map(|f| dir.join(f))
+        .collect()
 }

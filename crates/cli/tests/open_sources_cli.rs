@@ -219,20 +219,10 @@ fn three_platforms_in_one_raw_area_through_every_stage() {
     flagship(&cfg, &["textproc"]);
     let mut platforms = std::collections::BTreeMap::new();
     let mut ids = Vec::new();
-    for e in std::fs::read_dir(dir.path().join("processed")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "parquet") {
-            continue;
-        }
-        let (_, batches) =
-            flagship_store::records::from_parquet(std::fs::read(&p).unwrap().into()).unwrap();
-        for b in &batches {
-            for t in flagship_store::records::from_batch(b).unwrap() {
-                assert!(t.url.is_some(), "{t:?}");
-                *platforms.entry(t.platform.to_string()).or_insert(0) += 1;
-                ids.push(t.id);
-            }
-        }
+    for t in common::posts_in(&dir.path().join("processed")) {
+        assert!(t.url.is_some(), "{t:?}");
+        *platforms.entry(t.platform.to_string()).or_insert(0) += 1;
+        ids.push(t.id);
     }
     println!("processed rows by platform: {platforms:?}");
     assert_eq!(

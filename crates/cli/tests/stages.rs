@@ -244,39 +244,31 @@ batch_size = 10
     println!("{out}");
     // The set-aside counts, each under the first rule a row fails, against the processed files.
     let (mut rows, mut rts, mut quotes, mut empty) = (0, 0, 0, 0);
-    for e in std::fs::read_dir(d.join("processed")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "parquet") {
-            continue;
-        }
-        let (_, batches) =
-            flagship_store::records::from_parquet(std::fs::read(&p).unwrap().into()).unwrap();
-        for b in &batches {
-            let flag = |name: &str| {
-                b.column_by_name(name)
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<arrow::array::BooleanArray>()
-                    .unwrap()
-                    .clone()
-            };
-            let (rt, q) = (flag("is_retweet"), flag("is_quote"));
-            let text = b
-                .column_by_name("text_model")
+    for b in &common::parquet_batches(&d.join("processed")) {
+        let flag = |name: &str| {
+            b.column_by_name(name)
                 .unwrap()
                 .as_any()
-                .downcast_ref::<arrow::array::StringArray>()
+                .downcast_ref::<arrow::array::BooleanArray>()
                 .unwrap()
-                .clone();
-            for i in 0..b.num_rows() {
-                rows += 1;
-                if rt.value(i) {
-                    rts += 1;
-                } else if q.value(i) {
-                    quotes += 1;
-                } else if text.value(i).is_empty() {
-                    empty += 1;
-                }
+                .clone()
+        };
+        let (rt, q) = (flag("is_retweet"), flag("is_quote"));
+        let text = b
+            .column_by_name("text_model")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap()
+            .clone();
+        for i in 0..b.num_rows() {
+            rows += 1;
+            if rt.value(i) {
+                rts += 1;
+            } else if q.value(i) {
+                quotes += 1;
+            } else if text.value(i).is_empty() {
+                empty += 1;
             }
         }
     }

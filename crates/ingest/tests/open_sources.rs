@@ -27,29 +27,14 @@ fn store(dir: &Path) -> Store {
 /// Post ids written to the local layout under `dir`, with how often each came.
 fn landed(dir: &Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for f in walk(dir) {
-        let text = std::fs::read(&f).unwrap();
+    // The sink's objects (its temporary files, dot-named, left out).
+    for f in flagship_store::mirror::files_under(dir).unwrap() {
+        let text = std::fs::read(dir.join(f)).unwrap();
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let p = flagship_core::jsonl::parse_record(line, None).unwrap();
             for t in p.tweets {
                 *out.entry(t.id).or_default() += 1;
             }
-        }
-    }
-    out
-}
-
-fn walk(p: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(p) else {
-        return out;
-    };
-    for e in entries {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
         }
     }
     out

@@ -40,3 +40,29 @@ pub fn flagship_fails(config: &Path, args: &[&str]) -> String {
     assert!(!out.status.success(), "flagship {args:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The record batches of every Parquet file directly in `dir` (a stage's output folder).
+pub fn parquet_batches(dir: &Path) -> Vec<arrow::array::RecordBatch> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| {
+            flagship_store::records::from_parquet(std::fs::read(p).unwrap().into())
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// The posts of every Parquet file directly in `dir`.
+pub fn posts_in(dir: &Path) -> Vec<flagship_core::Tweet> {
+    parquet_batches(dir)
+        .iter()
+        .flat_map(|b| flagship_store::records::from_batch(b).unwrap())
+        .collect()
+}
