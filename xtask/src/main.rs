@@ -160,6 +160,10 @@ pub static COMMANDS: &[Command] = &[
         "watch",
         "live triage: stream (X, Bluesky, Mastodon or --replay; `--source`), filter, clean, classify, append flagged posts (`flagship watch`)",
     ),
+    forwarded(
+        "desk",
+        "the triage desk at http://127.0.0.1:8080: live flagged posts, one-key decisions, labels out (`flagship desk`; `desk export`, `desk user add`)",
+    ),
     Command {
         name: "bench",
         help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench parsers` (each platform's parser beside X's), `bench desk` (the desk store's views at N posts)",
@@ -328,7 +332,7 @@ mod tests {
             forwarded,
             [
                 "pipeline", "ingest", "aws", "combine", "filter", "textproc", "split", "train",
-                "predict", "evaluate", "monitor", "watch", "flagship"
+                "predict", "evaluate", "monitor", "watch", "desk", "flagship"
             ]
         );
     }

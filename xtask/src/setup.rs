@@ -6,6 +6,9 @@
 //!   base model, since nothing can be fetched from a model hub;
 //! - moto[server]: the AWS emulator the S3 / Firehose tests run against.
 //!
+//! And for `cargo xtask test` ([`browser`]), from Debian (apt-get, when missing and this runs
+//! as root): `chromium` and `chromium-driver`, the real browser the page tests drive.
+//!
 //! Then two stable links: `.venv/libtorch` → `site-packages/torch` (what `.cargo/config.toml`
 //! gives torch-sys as LIBTORCH) and `.venv/base-model` → the MiniLM checkpoint folder. A stamp
 //! records what was installed; a second run with the same pins takes milliseconds.
@@ -56,6 +59,45 @@ pub fn root() -> PathBuf {
 /// `cargo xtask setup [--force]`.
 pub fn cmd(args: &[String]) -> Result<(), String> {
     run(&flags::Setup::parse(args)?).map(drop)
+}
+
+/// Whether `name` is a file in a folder of `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+/// Debian's Chromium and its WebDriver, for the page tests: installed with apt-get when
+/// missing (as root); else a warning — or, under CI, an error (a page test never skips there).
+pub fn browser() -> Result<(), String> {
+    if on_path("chromedriver") && (on_path("chromium") || on_path("google-chrome")) {
+        return Ok(());
+    }
+    let root = capture(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0");
+    if root && on_path("apt-get") {
+        eprintln!("setup: apt-get install chromium chromium-driver (the page tests' browser)");
+        let install = || {
+            run_cmd(Command::new("apt-get").args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "chromium",
+                "chromium-driver",
+            ]))
+        };
+        if install().is_err() {
+            run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+            install()?;
+        }
+        return Ok(());
+    }
+    let msg = "setup: chromium / chromedriver not found: install Debian's `chromium chromium-driver` for the page tests";
+    if std::env::var_os("CI").is_some() {
+        return Err(msg.into());
+    }
+    eprintln!("{msg} (they skip without them)");
+    Ok(())
 }
 
 pub fn run(flags: &flags::Setup) -> Result<Env, String> {

@@ -55,6 +55,7 @@ pub fn steps(flags: &flags::Test) -> Vec<Vec<String>> {
 
 pub fn run(flags: &flags::Test) -> Result<(), String> {
     let env = setup::run(&flags::Setup::default())?;
+    setup::browser()?;
     let (mut passed, mut failed) = (0, 0);
     for step in steps(flags) {
         eprintln!("test: cargo {}", step.join(" "));

@@ -1,6 +1,8 @@
 //! `flagship-bench desk`: `cargo xtask bench desk` — the desk store's views on a database of
 //! N scored posts (texts from the real TweetEval rows, times spread over a day, a tenth
-//! decided): milliseconds per `queue`, `uncertain`, `today` and `decide`, best of 5.
+//! decided): milliseconds per `queue`, `uncertain`, `today` and `decide`, best of 5; then the
+//! whole desk page over HTTP (the server on loopback: `GET /` with the queue, the today panel
+//! and 50 posts rendered, and the uncertain tab), best of 5.
 
 use std::time::Instant;
 
@@ -95,10 +97,13 @@ pub fn run(a: Args) -> Result<()> {
         store.decide(&id, Decision::NeedsReply, "bench")?;
         Ok(())
     })?;
+    let (page, page_uncertain) = page_ms(store)?;
     println!(
         "{}",
         serde_json::json!({
             "posts": a.posts,
+            "page_queue_ms": page,
+            "page_uncertain_ms": page_uncertain,
             "load_seconds": load_s,
             "queue_newest_ms": queue,
             "queue_probability_ms": by_p,
@@ -108,4 +113,63 @@ pub fn run(a: Args) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// `GET /` and `GET /?view=uncertain` of a desk serving `store`, best of 5 each (ms).
+fn page_ms(store: DeskStore) -> Result<(f64, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let config = flagship_core::Config::default();
+        let mut settings = flagship_desk::server::Settings::from_config(&config);
+        settings.reports = None;
+        let loopback: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+        let desk = flagship_desk::server::Desk::new(
+            store,
+            flagship_desk::auth::Methods::default(),
+            settings,
+            loopback,
+        )?;
+        let (listener, addr) = flagship_desk::server::bind(loopback).await?;
+        tokio::spawn(flagship_desk::server::serve(
+            desk,
+            listener,
+            std::future::pending(),
+        ));
+        async fn get(
+            addr: std::net::SocketAddr,
+            path: &str,
+            cookie: &str,
+        ) -> Result<(String, String)> {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await?;
+            let text = String::from_utf8_lossy(&out).into_owned();
+            anyhow::ensure!(text.starts_with("HTTP/1.1 200"), "GET {path}: {}", text.lines().next().unwrap_or(""));
+            let cookie = text
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+                .and_then(|l| l["set-cookie:".len()..].trim().split(';').next())
+                .unwrap_or_default()
+                .to_owned();
+            Ok((cookie, text))
+        }
+        // The first visit opens the local session (loopback, no login configured).
+        let (cookie, first) = get(addr, "/", "").await?;
+        anyhow::ensure!(first.matches("<article").count() == 50, "50 posts on the page");
+        let mut best = [f64::MAX; 2];
+        for (i, path) in ["/", "/?view=uncertain"].iter().enumerate() {
+            for _ in 0..5 {
+                let t = Instant::now();
+                get(addr, path, &cookie).await?;
+                best[i] = best[i].min(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok((best[0], best[1]))
+    })
 }

@@ -61,7 +61,20 @@ pub fn run(config: &Config, args: Args) -> Result<Vec<String>> {
     write("report.md", e.to_markdown(&title))?;
     write(
         "report.html",
-        flagship_metrics::html::render(&title, &e, &y, &p, &w, &config.business),
+        flagship_metrics::html::render(
+            &flagship_metrics::html::ReportContext::new(config, &args.predictions),
+            &e,
+            &y,
+            &p,
+            &w,
+            &config.business,
+        ),
+    )?;
+    // The page's stylesheet beside it: a server with a strict CSP (the desk) serves it, as
+    // inline styles are blocked there.
+    write(
+        flagship_metrics::html::REPORT_CSS_HREF,
+        flagship_metrics::html::REPORT_CSS.to_owned(),
     )?;
     let lines = verdict(&e, &args.out.join("report.html"));
     for l in &lines {

@@ -3,11 +3,13 @@
 //! function; `pipeline` calls those functions, never another command's arguments. Progress
 //! and logging live here; the work lives in the library crates.
 //!
-//! Cargo features: `model` (default; train, predict, watch, pipeline, check-model — libtorch)
+//! Cargo features: `model` (default; train, predict, watch, desk, pipeline, check-model — libtorch)
 //! and `ballista` (`--engine ballista://…`). `--no-default-features` is the streaming host's
 //! binary, without libtorch.
 
 mod config_cmd;
+#[cfg(feature = "model")]
+mod desk_cmd;
 mod engine;
 mod evaluate_cmd;
 mod ingest_cmd;
@@ -64,6 +66,10 @@ enum Command {
     /// Live triage: stream (X API or replay), filter, clean, classify, append flagged tweets.
     #[cfg(feature = "model")]
     Watch(watch::Args),
+    /// The triage desk: a web page of live flagged posts with one-key decisions (SQLite),
+    /// decisions exported as labels.
+    #[cfg(feature = "model")]
+    Desk(desk_cmd::Args),
     /// Print, check or explain the configuration.
     #[command(subcommand)]
     Config(config_cmd::Cmd),
@@ -108,6 +114,8 @@ fn main() -> Result<()> {
         Command::Split(args) => stages_cmd::split(&config, args),
         #[cfg(feature = "model")]
         Command::Watch(args) => watch::run(&config, args).map(drop),
+        #[cfg(feature = "model")]
+        Command::Desk(args) => desk_cmd::run(&config, args),
         Command::Config(cmd) => config_cmd::run(&config, cmd),
         #[cfg(feature = "model")]
         Command::Train(args) => model_cmd::train(&config, args).map(drop),

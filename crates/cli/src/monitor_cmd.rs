@@ -116,7 +116,11 @@ pub fn run(config: &Config, args: Args) -> Result<String> {
     let title = format!("Monitoring of {}", args.predictions.display());
     let md = d.to_markdown(&title, batch.overall.count);
     let retrain = d.retrain_verdict();
-    let html = flagship_metrics::html::render_drift(&title, &d, &md);
+    let html = flagship_metrics::html::render_drift(
+        &flagship_metrics::html::ReportContext::new(config, &args.predictions),
+        &d,
+        batch.overall.count,
+    );
     for (name, text) in [
         (
             "monitor.json",
@@ -124,6 +128,11 @@ pub fn run(config: &Config, args: Args) -> Result<String> {
         ),
         ("monitor.md", md),
         ("monitor.html", html),
+        // The page's stylesheet, for a server with a strict CSP (the desk).
+        (
+            flagship_metrics::html::REPORT_CSS_HREF,
+            flagship_metrics::html::REPORT_CSS.to_owned(),
+        ),
     ] {
         write_atomic(&args.out.join(name), text.as_bytes())?;
     }

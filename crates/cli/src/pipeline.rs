@@ -254,6 +254,13 @@ impl Run<'_> {
                 if let Some(l) = self.labels() {
                     f.add(st.files.sha256(&l)?);
                 }
+                if c.split.desk_labels {
+                    // The team's decisions are labels too: a new one reruns split and on.
+                    let db = crate::desk_cmd::database(c);
+                    f.add(json(
+                        &flagship_desk::DeskStore::open_existing(&db)?.labels()?,
+                    ));
+                }
                 self.add_area(st, &mut f, Area::Processed).await?;
             }
             Stage::Train => {
@@ -590,11 +597,12 @@ impl Lock {
 /// The model folder's keys in `storage.models`.
 const MODEL_PREFIX: &str = "need-support/";
 
-const EVALUATE_FILES: [&str; 4] = [
+const EVALUATE_FILES: [&str; 5] = [
     "test-predictions.parquet",
     "report.json",
     "report.md",
     "report.html",
+    flagship_metrics::html::REPORT_CSS_HREF,
 ];
 
 /// Settings as JSON, for stage keys.

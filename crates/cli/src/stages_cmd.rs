@@ -232,6 +232,32 @@ pub fn textproc(config: &Config, a: Common) -> Result<()> {
     })
 }
 
+/// The triage desk's decisions laid over the labels file's (`split.desk_labels`).
+#[cfg(feature = "model")]
+pub fn desk_labels(config: &Config, labels: &mut flagship_split::Labels) -> Result<()> {
+    let db = crate::desk_cmd::database(config);
+    let desk = flagship_desk::DeskStore::open_existing(&db)
+        .context("split.desk_labels is on, but the desk database is missing")?;
+    let decided = desk.labels()?;
+    let n = decided.len();
+    let o = labels.overlay(decided.into_iter().map(|(id, l)| (id, l as i8)));
+    println!(
+        "split: {n} labels from the desk's decisions ({}): {} new, {} replacing the file's label, {} agreeing with it",
+        db.display(),
+        o.added,
+        o.replaced,
+        o.agreed
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "model"))]
+pub fn desk_labels(_config: &Config, _labels: &mut flagship_split::Labels) -> Result<()> {
+    anyhow::bail!(
+        "split.desk_labels needs the desk, which this build (without the `model` feature) leaves out"
+    )
+}
+
 fn labels_path(config: &Config, given: Option<PathBuf>) -> Option<PathBuf> {
     given.or_else(|| {
         config
@@ -256,10 +282,13 @@ fn split_setup(
 )> {
     let input = input(config, &common.input, Area::Processed, "split")?;
     let out = store(config, &common.output, Area::Splits)?;
-    let labels = match labels_path(config, labels) {
+    let mut labels = match labels_path(config, labels) {
         Some(p) => flagship_split::Labels::read(&p)?,
         None => flagship_split::Labels::default(),
     };
+    if config.split.desk_labels {
+        desk_labels(config, &mut labels)?;
+    }
     note_local("split", &common.engine);
     Ok((input, out, labels, flagship_store::frames::local_session()))
 }
@@ -281,11 +310,14 @@ pub fn split(config: &Config, a: SplitArgs) -> Result<()> {
             println!("split: {} new batches; {} newer tweets wait for a full batch of {}", r.batches.len(), r.pending, config.monitor.batch_size);
             return Ok(());
         }
-        let path = labels_path(config, a.labels).context(
-            "no labels file: pass --labels FILE or set split.labels in the config \
-             (`flagship split export-for-labeling` writes what needs labels)",
-        )?;
-        let (input, out, labels, ctx) = split_setup(config, &a.common, Some(path))?;
+        let path = labels_path(config, a.labels);
+        if path.is_none() && !config.split.desk_labels {
+            bail!(
+                "no labels: pass --labels FILE, set split.labels in the config, or \
+                 split.desk_labels = true (`flagship split export-for-labeling` writes what needs labels)"
+            );
+        }
+        let (input, out, labels, ctx) = split_setup(config, &a.common, path)?;
         let r = flagship_split::run(
             &ctx,
             &input,

@@ -9,7 +9,7 @@ use std::path::Path;
 use flagship_core::testing::fixture;
 
 mod common;
-use common::flagship;
+use common::{flagship, linear_model};
 
 /// A profile that keeps every topic: the recorded Bluesky and Mastodon posts are not about
 /// a space mission, and the track terms are everyday words so most of them match.
@@ -50,47 +50,6 @@ fn rows(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// A linear model trained on TweetEval (seconds).
-fn linear_model(dir: &Path, cfg: &Path) -> String {
-    for (file, n, out) in [
-        ("tweeteval-sentiment/val.jsonl", 800, "train.csv"),
-        ("tweeteval-sentiment/test_pool.jsonl", 300, "val.csv"),
-    ] {
-        let mut w = csv::Writer::from_path(dir.join(out)).unwrap();
-        w.write_record(["id", "text", "label"]).unwrap();
-        for l in std::fs::read_to_string(fixture(file))
-            .unwrap()
-            .lines()
-            .take(n)
-        {
-            let r: serde_json::Value = serde_json::from_str(l).unwrap();
-            w.write_record([
-                r["id"].as_str().unwrap(),
-                r["text"].as_str().unwrap(),
-                &r["label"].to_string(),
-            ])
-            .unwrap();
-        }
-        w.flush().unwrap();
-    }
-    let model = dir.join("model").display().to_string();
-    flagship(
-        cfg,
-        &[
-            "train",
-            "--model-kind",
-            "linear",
-            "--train",
-            &dir.join("train.csv").display().to_string(),
-            "--val",
-            &dir.join("val.csv").display().to_string(),
-            "--out",
-            &model,
-        ],
-    );
-    model
 }
 
 #[test]

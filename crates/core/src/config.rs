@@ -55,6 +55,7 @@ pub struct Config {
     pub sources: Sources,
     #[serde(default)]
     pub pipeline: Pipeline,
+    pub desk: Desk,
     /// Folder relative locations are resolved against (the config file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -151,6 +152,8 @@ pub struct Storage {
     pub models: String,
     pub reports: String,
     pub quarantine: String,
+    /// The triage desk's SQLite database (a local path).
+    pub desk: String,
     #[serde(default)]
     pub s3: S3Options,
 }
@@ -162,6 +165,10 @@ pub struct Split {
     pub val_size: usize,
     #[serde(default)]
     pub labels: Option<String>,
+    /// Also read labels from the triage desk's decisions (`storage.desk`); a decision
+    /// replaces the labels file's label of the same post.
+    #[serde(default)]
+    pub desk_labels: bool,
 }
 
 /// Which model a folder holds / training makes: written once, read by the config, the model
@@ -215,6 +222,39 @@ pub struct Business {
     pub reply_fraction: f64,
     pub naive_repeats: usize,
     pub naive_seed: u64,
+}
+
+impl Business {
+    /// Seconds to read a post of `words` words.
+    pub fn reading_seconds(&self, words: u32) -> f64 {
+        words as f64 / self.reading_wpm * 60.0
+    }
+
+    /// Seconds to read it and type a reply (for the share of support posts that need one).
+    pub fn response_seconds(&self, words: u32) -> f64 {
+        self.reading_seconds(words) + words as f64 * self.reply_fraction / self.typing_wpm * 60.0
+    }
+}
+
+/// The triage desk's server (`flagship desk`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Desk {
+    /// Address the page is served on. Anything but loopback needs an auth method.
+    pub bind: String,
+    /// A users file (`name:$argon2id$…` per line, made by `flagship desk user add`).
+    #[serde(default)]
+    pub users: Option<String>,
+    /// An environment variable holding a shared access token (a login, or
+    /// `Authorization: Bearer` for scripts).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Mark the session cookie `Secure` (the desk is behind TLS).
+    pub secure_cookie: bool,
+    /// The uncertain tab: posts within this distance of the threshold, on both sides.
+    pub uncertain_band: f64,
+    /// Posts per view.
+    pub page_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,6 +362,18 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.desk.bind.parse::<std::net::SocketAddr>().is_err() {
+            return Err((
+                "desk.bind",
+                format!("{:?} is not an address:port", self.desk.bind),
+            ));
+        }
+        if !(self.desk.uncertain_band > 0.0 && self.desk.uncertain_band < 1.0) {
+            return Err((
+                "desk.uncertain_band",
+                format!("must lie in (0, 1), got {}", self.desk.uncertain_band),
+            ));
+        }
         let m = &self.model;
         let positive = |key, v: f64| {
             if v.is_finite() && v > 0.0 {

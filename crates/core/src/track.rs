@@ -33,6 +33,16 @@ impl Track {
             .iter()
             .any(|t| t.iter().all(|w| words.contains(w.as_str())))
     }
+
+    /// The terms `text` matches, as written (lower-cased), in the order given.
+    pub fn matched(&self, text: &str) -> Vec<String> {
+        let words = words(text);
+        self.terms
+            .iter()
+            .filter(|t| t.iter().all(|w| words.contains(w.as_str())))
+            .map(|t| t.join(" "))
+            .collect()
+    }
 }
 
 /// Lower-cased words of a text; a `#tag` or `@name` yields itself and the bare word.
@@ -55,6 +65,16 @@ fn words(text: &str) -> HashSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_terms_matched() {
+        let t = Track::new(&["James Webb".into(), "mirror".into(), "#jwst".into()]);
+        assert_eq!(
+            t.matched("The james WEBB mirror, #JWST!"),
+            ["james webb", "mirror", "#jwst"]
+        );
+        assert!(t.matched("jwst webb").is_empty());
+    }
 
     #[test]
     fn terms_or_words_and_hashtags() {

@@ -77,6 +77,21 @@ pub fn x_url(id: &str, username: Option<&str>) -> String {
     format!("https://x.com/{}/status/{id}", username.unwrap_or("i/web"))
 }
 
+/// A post's text as a person reads it. X escapes `&`, `<` and `>` in `text` (one level,
+/// which textproc's plan undoes the same way for the model); the other platforms' texts are
+/// plain already.
+pub fn display_text(platform: Platform, text: &str) -> std::borrow::Cow<'_, str> {
+    if platform != Platform::X || !text.contains('&') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    // `&amp;` last, so `&amp;lt;` becomes `&lt;`.
+    std::borrow::Cow::Owned(
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tweet {
     pub platform: Platform,
@@ -252,5 +267,19 @@ impl Payload {
             errors: self.errors,
             users_joined,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_text_is_unescaped_once_for_people() {
+        assert_eq!(
+            display_text(Platform::X, "a &lt;b&gt; &amp;amp; c"),
+            "a <b> &amp; c"
+        );
+        assert_eq!(display_text(Platform::Bluesky, "&lt;"), "&lt;");
     }
 }

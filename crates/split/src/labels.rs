@@ -20,6 +20,17 @@ pub enum LabelError {
     },
 }
 
+/// What [`Labels::overlay`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overlay {
+    /// Posts the labels had not.
+    pub added: usize,
+    /// Posts whose label changed.
+    pub replaced: usize,
+    /// Posts already labelled the same.
+    pub agreed: usize,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Labels {
     by_id: HashMap<String, i8>,
@@ -30,6 +41,23 @@ impl Labels {
         Labels {
             by_id: pairs.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         }
+    }
+
+    /// Lays `pairs` over these labels (a later source wins: a triage decision replaces the
+    /// file's label of the same post); what it added, replaced and found already equal.
+    pub fn overlay<S: Into<String>>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (S, i8)>,
+    ) -> Overlay {
+        let mut o = Overlay::default();
+        for (id, label) in pairs {
+            match self.by_id.insert(id.into(), label) {
+                None => o.added += 1,
+                Some(old) if old == label => o.agreed += 1,
+                Some(_) => o.replaced += 1,
+            }
+        }
+        o
     }
 
     pub fn get(&self, id: &str) -> Option<i8> {
@@ -161,6 +189,26 @@ impl Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overlay_adds_replaces_and_counts_agreement() {
+        let mut l = Labels::from_pairs([("1", 0), ("2", 2), ("3", 1)]);
+        let o = l.overlay([
+            ("2", 0),
+            ("3", 1),
+            ("at://did:plc:a/app.bsky.feed.post/k", 2),
+        ]);
+        assert_eq!(
+            o,
+            Overlay {
+                added: 1,
+                replaced: 1,
+                agreed: 1
+            }
+        );
+        assert_eq!(l.get("2"), Some(0));
+        assert_eq!(l.len(), 4);
+    }
 
     #[test]
     fn csv_labels_and_errors_naming_the_line() {

@@ -16,7 +16,7 @@
 
 mod labels;
 
-pub use labels::{LabelError, Labels};
+pub use labels::{LabelError, Labels, Overlay};
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

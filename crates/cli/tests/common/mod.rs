@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use flagship_core::testing::workspace_root;
+use flagship_core::testing::{fixture, workspace_root};
 
 fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flagship"))
@@ -65,4 +65,45 @@ pub fn posts_in(dir: &Path) -> Vec<flagship_core::Tweet> {
         .iter()
         .flat_map(|b| flagship_store::records::from_batch(b).unwrap())
         .collect()
+}
+
+/// A linear model trained on TweetEval (seconds).
+pub fn linear_model(dir: &Path, cfg: &Path) -> String {
+    for (file, n, out) in [
+        ("tweeteval-sentiment/val.jsonl", 800, "train.csv"),
+        ("tweeteval-sentiment/test_pool.jsonl", 300, "val.csv"),
+    ] {
+        let mut w = csv::Writer::from_path(dir.join(out)).unwrap();
+        w.write_record(["id", "text", "label"]).unwrap();
+        for l in std::fs::read_to_string(fixture(file))
+            .unwrap()
+            .lines()
+            .take(n)
+        {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            w.write_record([
+                r["id"].as_str().unwrap(),
+                r["text"].as_str().unwrap(),
+                &r["label"].to_string(),
+            ])
+            .unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let model = dir.join("model").display().to_string();
+    flagship(
+        cfg,
+        &[
+            "train",
+            "--model-kind",
+            "linear",
+            "--train",
+            &dir.join("train.csv").display().to_string(),
+            "--val",
+            &dir.join("val.csv").display().to_string(),
+            "--out",
+            &model,
+        ],
+    );
+    model
 }

@@ -1,0 +1,265 @@
+//! `flagship desk`: the support team's triage page. It opens the desk database
+//! (`storage.desk`), serves the page ([`flagship_desk::server`]) and runs the live loop
+//! ([`flagship_live`]) in-process on any source `watch` takes — its scored posts go into the
+//! database and onto open pages. `desk export` writes the decisions as labels (or Label
+//! Studio / Argilla imports); `desk user add` adds a login to the users file.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use flagship_core::config::{Area, Config};
+use flagship_desk::server::{self, Desk, LiveSink, Settings};
+use flagship_desk::{DeskStore, auth, export};
+use flagship_store::storage::Location;
+
+use crate::ingest_cmd::parse_duration;
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Cmd {
+    /// Write the team's decisions: `labels` (the split stage's `id,label`), `label-studio`
+    /// (JSON tasks) or `argilla` (JSON lines of records).
+    Export(ExportArgs),
+    /// Logins in the users file (`desk.users`).
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Model folder (default: `<storage.models>/need-support`, what the pipeline trains).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: crate::ingest_cmd::SourceArgs,
+    /// Serve the database only: no live source, no model.
+    #[arg(long)]
+    pub no_live: bool,
+    /// Address to serve on (default: the config's desk.bind, 127.0.0.1:8080; port 0: any).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// Classify at most this many posts at once…
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// …or what arrived this long after the first waiting post (`200ms`, `1s`).
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub max_wait: Duration,
+    /// Stop the desk after this long (`90s`, `10m`); default: until Ctrl-C / SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// labels | label-studio | argilla
+    #[arg(long, default_value = "labels")]
+    pub format: export::Format,
+    /// Output file (written to a temporary name, then renamed); `-`: standard output.
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Subcommand)]
+pub enum UserCmd {
+    /// Add NAME (or replace their password): the password is read from the first line of
+    /// standard input (or FLAGSHIP_DESK_PASSWORD), never from an argument.
+    Add {
+        name: String,
+        /// Users file (default: the config's desk.users).
+        #[arg(long)]
+        users: Option<PathBuf>,
+    },
+}
+
+/// The desk database's path (`storage.desk`).
+pub fn database(config: &Config) -> PathBuf {
+    config.path(&config.storage.desk)
+}
+
+pub fn run(config: &Config, a: Args) -> Result<()> {
+    match a.cmd {
+        Some(Cmd::Export(e)) => export_cmd(config, e),
+        Some(Cmd::User(UserCmd::Add { name, users })) => add_user(config, &name, users),
+        None => tokio::runtime::Runtime::new()?.block_on(serve(config, a.serve)),
+    }
+}
+
+fn export_cmd(config: &Config, a: ExportArgs) -> Result<()> {
+    let store = DeskStore::open_existing(&database(config))?;
+    if a.out.as_os_str() == "-" {
+        let (bytes, n) = export::render(&store, a.format)?;
+        std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
+        eprintln!("desk export: {n} decided posts");
+        return Ok(());
+    }
+    let n = export::write(&store, a.format, &a.out)?;
+    println!(
+        "desk export: {n} decided posts → {} ({:?})",
+        a.out.display(),
+        a.format
+    );
+    Ok(())
+}
+
+fn add_user(config: &Config, name: &str, users: Option<PathBuf>) -> Result<()> {
+    let path = users
+        .or_else(|| config.desk.users.as_ref().map(|u| config.path(u)))
+        .context("no users file: pass --users FILE or set desk.users in the config")?;
+    let password = match std::env::var("FLAGSHIP_DESK_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            eprintln!("password for {name} (one line on standard input):");
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if password.chars().count() < 10 {
+        bail!("a desk password needs at least 10 characters");
+    }
+    auth::add_user(&path, name, &password)?;
+    println!("desk: {name} can log in ({})", path.display());
+    Ok(())
+}
+
+/// Resolves when Ctrl-C / SIGTERM arrives or `limit` passes.
+async fn stop_after(limit: Option<Duration>) {
+    match limit {
+        Some(d) => {
+            tokio::select! {
+                _ = crate::ingest_cmd::signal() => {}
+                _ = tokio::time::sleep(d) => {}
+            }
+        }
+        None => crate::ingest_cmd::signal().await,
+    }
+}
+
+async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
+    let db = database(config);
+    let store = DeskStore::open(&db)?;
+    let methods = auth::Methods::load(
+        config
+            .desk
+            .users
+            .as_ref()
+            .map(|u| config.path(u))
+            .as_deref(),
+        config.desk.token_env.as_deref(),
+    )?;
+    let bind = match a.bind {
+        Some(b) => b,
+        None => config
+            .desk
+            .bind
+            .parse()
+            .context("desk.bind is not an address")?,
+    };
+    let logins = methods.any();
+    let desk = Desk::new(store, methods, Settings::from_config(config), bind)?;
+    let (listener, addr) = server::bind(bind).await?;
+
+    // One stop for both halves: a signal or the duration.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop_after(a.duration).await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(server::serve(
+        desk.clone(),
+        listener,
+        stopped(stop_rx.clone()),
+    ));
+    println!(
+        "desk: http://{addr}/ — database {}{}",
+        db.display(),
+        if logins {
+            ", logins required"
+        } else {
+            ", loopback only, no login"
+        }
+    );
+
+    if !a.no_live {
+        live(config, &a, &desk, stopped(stop_rx.clone())).await?;
+        if !*stop_rx.borrow() {
+            println!("desk: the source ended; still serving (Ctrl-C to stop)");
+        }
+    }
+    server.await.context("desk server task")??;
+    println!("desk: stopped");
+    Ok(())
+}
+
+/// The live loop into the desk, until the source ends or `stop`.
+async fn live(
+    config: &Config,
+    a: &ServeArgs,
+    desk: &std::sync::Arc<Desk>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let model_dir = match &a.model {
+        Some(m) => m.clone(),
+        None => match config.location(Area::Models)? {
+            Location::Local(p) => p.join(crate::pipeline::MODEL_DIR),
+            Location::S3 { .. } => bail!("storage.models is on S3: pass --model DIR"),
+        },
+    };
+    let model = flagship_model::Classifier::load(&model_dir).with_context(|| {
+        format!(
+            "model {} (train one with `cargo xtask pipeline`, pass --model, or --no-live)",
+            model_dir.display()
+        )
+    })?;
+    let model_id = model_dir.display().to_string();
+    desk.set_model(&model_id, model.threshold());
+    let source = a
+        .source
+        .open(config, "desk", Duration::from_secs(120))
+        .await?;
+    let handled = desk.ids()?;
+    println!(
+        "desk: scoring live with {} (threshold {:.3}); {} posts already in the desk are not scored again",
+        model_dir.display(),
+        model.threshold(),
+        handled.len()
+    );
+    let opts = flagship_live::Options {
+        max_batch: a.max_batch,
+        max_wait: a.max_wait,
+        max_posts: None,
+        duration: None,
+    };
+    let t = flagship_live::run(
+        config,
+        &model,
+        &model_id,
+        source,
+        handled,
+        &mut LiveSink(desk.clone()),
+        &opts,
+        stop,
+        &|_| {},
+    )
+    .await
+    .context("desk: live loop")?;
+    println!(
+        "desk: {} posts seen, {} kept by the profile, {} flagged; arrival → stored p50 {:.1} ms, p99 {:.1} ms ({})",
+        t.seen, t.kept, t.flagged, t.latency_p50_ms, t.latency_p99_ms, t.stopped_by
+    );
+    Ok(())
+}

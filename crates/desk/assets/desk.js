@@ -1,0 +1,126 @@
+// flagship desk: keys, decisions and live updates. Served as /assets/desk.js (the CSP allows
+// no inline script). Posts arrive as HTML the server escaped; nothing here builds markup from
+// post text.
+"use strict";
+(function () {
+  const csrf = document.querySelector('meta[name="csrf"]');
+  const list = document.getElementById("posts");
+  if (!csrf || !list) return; // the login page
+  const token = csrf.content;
+  const view = document.body.dataset.view;
+  const order = document.body.dataset.order;
+  const live = document.getElementById("live");
+  // Arrival (server read the post) → shown here, in ms: read by the browser test.
+  window.deskLatencies = [];
+  let selected = null;
+
+  function posts() {
+    return Array.from(list.querySelectorAll("article.post"));
+  }
+  function select(el) {
+    if (selected) selected.classList.remove("selected");
+    selected = el;
+    if (el) {
+      el.classList.add("selected");
+      el.focus({ preventScroll: true });
+      el.scrollIntoView({ block: "nearest" });
+    }
+  }
+  function move(step) {
+    const all = posts();
+    if (!all.length) return;
+    const i = selected ? all.indexOf(selected) : -1;
+    select(all[Math.max(0, Math.min(all.length - 1, i + step))]);
+  }
+  function show(el, decision, title) {
+    el.className = el.className.replace(/\bstate-\S+/, "state-" + (decision || "open"));
+    el.querySelector(".state").textContent = title || "";
+  }
+  async function decide(el, decision) {
+    if (!el) return;
+    const body = new URLSearchParams({ id: el.dataset.id, decision: decision });
+    el.classList.add("saving");
+    try {
+      const r = await fetch("/api/decide", {
+        method: "POST",
+        headers: { "X-CSRF-Token": token },
+        body: body,
+        credentials: "same-origin",
+      });
+      const answer = await r.json();
+      if (!r.ok) throw new Error(answer.error || r.statusText);
+      show(el, answer.decision, answer.title);
+      el.classList.remove("saving");
+      if (decision !== "undo" && el === selected) move(1);
+    } catch (e) {
+      el.classList.remove("saving");
+      el.classList.add("failed");
+      el.querySelector(".state").textContent = "not saved: " + e.message;
+    }
+  }
+  const keys = { r: "needs_reply", n: "no_reply", d: "done", u: "undo" };
+  document.addEventListener("keydown", function (e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.target && /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName)) return;
+    if (e.key === "j") move(1);
+    else if (e.key === "k") move(-1);
+    else if (keys[e.key]) decide(selected, keys[e.key]);
+    else return;
+    e.preventDefault();
+  });
+  list.addEventListener("click", function (e) {
+    const button = e.target.closest("button[name=decision]");
+    const el = e.target.closest("article.post");
+    if (el) select(el);
+    if (button && el) {
+      e.preventDefault();
+      decide(el, button.value);
+    }
+  });
+
+  function place(el) {
+    const empty = list.querySelector(".empty");
+    if (empty) empty.remove();
+    if (order === "probability") {
+      const p = parseFloat(el.dataset.p);
+      const after = posts().find((o) => parseFloat(o.dataset.p) < p);
+      list.insertBefore(el, after || null);
+    } else {
+      list.insertBefore(el, list.firstChild);
+    }
+  }
+  const events = new EventSource("/events");
+  events.addEventListener("open", function () {
+    live.textContent = "live";
+    live.className = "on";
+  });
+  events.addEventListener("error", function () {
+    live.textContent = "reconnecting…";
+    live.className = "off";
+  });
+  events.addEventListener("post", function (e) {
+    if (view !== "queue") return;
+    const box = document.createElement("div");
+    box.innerHTML = e.data; // escaped by the server
+    const now = Date.now();
+    Array.from(box.querySelectorAll("article.post")).forEach(function (el) {
+      const id = el.dataset.id;
+      if (posts().some((o) => o.dataset.id === id)) return; // never twice
+      place(el);
+      window.deskLatencies.push(now - parseInt(el.dataset.arrived, 10));
+    });
+    if (!selected) move(1);
+  });
+  events.addEventListener("today", function (e) {
+    document.getElementById("today").innerHTML = e.data; // escaped by the server
+  });
+  events.addEventListener("decided", function (e) {
+    const d = JSON.parse(e.data);
+    const el = posts().find((o) => o.dataset.id === d.id);
+    if (el) show(el, d.decision, d.title);
+  });
+  events.addEventListener("reload", function () {
+    window.location.reload();
+  });
+  move(1);
+})();

@@ -1,0 +1,185 @@
+//! The team's decisions out of the desk: the split stage's labels file (`id,label`), a
+//! Label Studio import (JSON tasks with the decision as an annotation and the model's score as
+//! a prediction) or Argilla records (JSON lines for `rg.Record`: fields, metadata, a
+//! suggestion and a response). Written to a temporary name and renamed.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::{DeskError, DeskStore, Item};
+
+/// An export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `id,label` (0 needs support, 2 does not): `split.labels`.
+    Labels,
+    /// Label Studio's JSON task list, choices `needs_reply` / `no_reply`.
+    LabelStudio,
+    /// Argilla 2 records, one JSON object per line.
+    Argilla,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "labels" => Ok(Format::Labels),
+            "label-studio" => Ok(Format::LabelStudio),
+            "argilla" => Ok(Format::Argilla),
+            other => Err(format!(
+                "export format {other:?}: use labels, label-studio or argilla"
+            )),
+        }
+    }
+}
+
+impl Format {
+    /// The file name a download suggests.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Format::Labels => "desk-labels.csv",
+            Format::LabelStudio => "desk-label-studio.json",
+            Format::Argilla => "desk-argilla.jsonl",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Labels => "text/csv; charset=utf-8",
+            Format::LabelStudio => "application/json",
+            Format::Argilla => "application/x-ndjson",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Desk(#[from] DeskError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The choice a decision amounts to, in the labeling tools' vocabulary.
+fn choice(needs: bool) -> &'static str {
+    if needs { "needs_reply" } else { "no_reply" }
+}
+
+fn label_studio(item: &Item, who: &str) -> Option<Value> {
+    let needs = item.decision?.needs_support()?;
+    let result = |needs: bool| {
+        json!([{
+            "from_name": "need_support",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": [choice(needs)]}
+        }])
+    };
+    Some(json!({
+        "data": {
+            "text": item.text,
+            "post_id": item.id,
+            "platform": item.platform,
+            "url": item.url,
+            "author": item.author,
+            "created_at": item.created_at,
+        },
+        "annotations": [{"result": result(needs), "completed_by": who}],
+        "predictions": [{
+            "model_version": item.model_id,
+            "score": item.probability,
+            "result": result(item.need_support),
+        }],
+    }))
+}
+
+fn argilla(item: &Item, who: &str) -> Option<Value> {
+    let needs = item.decision?.needs_support()?;
+    Some(json!({
+        "id": item.id,
+        "fields": {"text": item.text},
+        "metadata": {
+            "platform": item.platform,
+            "url": item.url,
+            "author": item.author,
+            "created_at": item.created_at,
+        },
+        "suggestions": [{
+            "question_name": "need_support",
+            "value": choice(item.need_support),
+            "score": item.probability,
+            "agent": item.model_id,
+        }],
+        "responses": [{
+            "question_name": "need_support",
+            "value": choice(needs),
+            "user_id": who,
+            "status": "submitted",
+        }],
+    }))
+}
+
+/// The export of the store's current decisions, as bytes; and how many posts it holds.
+pub fn render(store: &DeskStore, format: Format) -> Result<(Vec<u8>, usize), DeskError> {
+    let decided = store.decided()?;
+    let mut out = Vec::new();
+    let mut n = 0;
+    match format {
+        Format::Labels => {
+            out.extend_from_slice(b"id,label\n");
+            for (id, label) in store.labels()? {
+                // Ids hold no comma or quote on any platform, but a CSV stays a CSV.
+                if id.contains([',', '"', '\n']) {
+                    out.extend_from_slice(format!("\"{}\"", id.replace('"', "\"\"")).as_bytes());
+                } else {
+                    out.extend_from_slice(id.as_bytes());
+                }
+                out.extend_from_slice(format!(",{label}\n").as_bytes());
+                n += 1;
+            }
+        }
+        Format::LabelStudio => {
+            let tasks: Vec<Value> = decided
+                .iter()
+                .filter_map(|(i, who)| label_studio(i, who))
+                .collect();
+            n = tasks.len();
+            out = serde_json::to_vec_pretty(&tasks).expect("JSON values serialise");
+            out.push(b'\n');
+        }
+        Format::Argilla => {
+            for record in decided.iter().filter_map(|(i, who)| argilla(i, who)) {
+                out.extend_from_slice(record.to_string().as_bytes());
+                out.push(b'\n');
+                n += 1;
+            }
+        }
+    }
+    Ok((out, n))
+}
+
+/// Writes the export to `path` (a temporary name, then renamed); how many posts it holds.
+pub fn write(store: &DeskStore, format: Format, path: &Path) -> Result<usize, ExportError> {
+    let (bytes, n) = render(store, format)?;
+    let io = |source| ExportError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(&bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(n)
+}

@@ -1,0 +1,382 @@
+//! The desk's HTML: the page, a post, the today panel, the login form. Every string from a
+//! post, a user or a file is escaped here ([`esc`]) and wrapped in `<bdi>` so right-to-left
+//! overrides stay inside it; links are only ever `http(s)`. No inline script or style (the
+//! CSP forbids them): behaviour is `/assets/desk.js`, looks `/assets/desk.css`.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+use crate::{Decision, Item, Today};
+
+/// HTML-escapes text for element content and quoted attributes.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            // SSE frames split on CR; the page never needs one.
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A link target only if it is a plain web address (never `javascript:` and the like).
+pub fn safe_url(url: &str) -> Option<&str> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    (lower.starts_with("https://") || lower.starts_with("http://")).then_some(url)
+}
+
+/// What a page needs beside the posts.
+pub struct Frame<'a> {
+    pub mission: &'a str,
+    pub user: &'a str,
+    pub csrf: &'a str,
+    /// Whether logging out makes sense (an auth method is configured).
+    pub logout: bool,
+}
+
+/// Which list the page shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum View {
+    Queue(crate::Order),
+    Uncertain,
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| {
+        format!(
+            r#"<time datetime="{}">{}</time>"#,
+            t.to_rfc3339(),
+            t.format("%Y-%m-%d %H:%M UTC")
+        )
+    })
+    .unwrap_or_default()
+}
+
+/// One post: platform, author, time, text, link, probability, matched terms, decision
+/// buttons (a form that works without script; the script sends the same fields).
+pub fn post(item: &Item, terms: &[String], csrf: &str) -> String {
+    let mut h = String::new();
+    let state = item.decision.map(|d| d.as_str()).unwrap_or("open");
+    let _ = write!(
+        h,
+        r#"<article class="post {flag} state-{state}" data-id="{id}" data-p="{p:.6}" data-arrived="{arrived}" tabindex="-1">"#,
+        flag = if item.need_support {
+            "flagged"
+        } else {
+            "unflagged"
+        },
+        id = esc(&item.id),
+        p = item.probability,
+        arrived = item.arrived_at.timestamp_millis(),
+    );
+    let _ = write!(
+        h,
+        r#"<header><span class="platform">{platform}</span> <bdi class="author">{author}</bdi> {time} <span class="prob" title="threshold {thr:.3}">p {p:.2}</span> <span class="flag">{flag}</span></header>"#,
+        platform = esc(&item.platform),
+        author = esc(item.author.as_deref().unwrap_or("(unknown)")),
+        time = time(item.created_at),
+        thr = item.threshold,
+        p = item.probability,
+        flag = if item.need_support {
+            "flagged"
+        } else {
+            "not flagged"
+        },
+    );
+    let platform = item.platform.parse().unwrap_or_default();
+    let _ = write!(
+        h,
+        r#"<p class="text" dir="auto"><bdi>{}</bdi></p><footer>"#,
+        esc(&flagship_core::tweet::display_text(platform, &item.text))
+    );
+    match item.url.as_deref().and_then(safe_url) {
+        Some(u) => {
+            let _ = write!(
+                h,
+                r#"<a class="open" href="{}" target="_blank" rel="noopener noreferrer">open the post</a> "#,
+                esc(u)
+            );
+        }
+        None => h.push_str(r#"<span class="open">no link</span> "#),
+    }
+    if !terms.is_empty() {
+        let _ = write!(
+            h,
+            r#"<span class="terms">matched: <bdi>{}</bdi></span> "#,
+            esc(&terms.join(", "))
+        );
+    }
+    let _ = write!(
+        h,
+        r#"<span class="state">{}</span><form method="post" action="/decide" class="decide"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="id" value="{}">"#,
+        item.decision.map(|d| d.title()).unwrap_or(""),
+        esc(csrf),
+        esc(&item.id)
+    );
+    for d in Decision::ALL {
+        let _ = write!(
+            h,
+            r#"<button name="decision" value="{}" title="key {}">{} <kbd>{}</kbd></button>"#,
+            d.as_str(),
+            d.key(),
+            d.title(),
+            d.key()
+        );
+    }
+    h.push_str("</form></footer></article>");
+    h
+}
+
+/// The model in use and the latest drift check, for the today panel.
+pub struct Context<'a> {
+    pub model: &'a str,
+    pub threshold: Option<f64>,
+    pub drift: &'a str,
+    pub business: &'a flagship_core::config::Business,
+}
+
+fn minutes(seconds: f64) -> String {
+    format!("{:.1}", seconds / 60.0)
+}
+
+/// The today panel: seen / flagged / decided, the flags' precision from decisions, minutes
+/// saved by the business formulas, the model and threshold, the drift status.
+pub fn today(t: &Today, cx: &Context) -> String {
+    let b = cx.business;
+    let words = |w: u64| w.min(u64::from(u32::MAX)) as u32;
+    // Reading spared on posts not flagged; time lost on flags that needed nothing and on
+    // misses found among the unflagged (read, answered late).
+    let spared = b.reading_seconds(words(t.words_unflagged));
+    let wasted = b.response_seconds(words(t.words_wasted));
+    let missed = b.response_seconds(words(t.words_missed));
+    let precision = t
+        .precision
+        .map(|p| {
+            format!(
+                "{:.0} % ({} of {})",
+                p * 100.0,
+                t.flagged_needed,
+                t.flagged_decided
+            )
+        })
+        .unwrap_or_else(|| "no flagged post decided yet".into());
+    let threshold = cx
+        .threshold
+        .map(|t| format!("{t:.3}"))
+        .unwrap_or_else(|| "–".into());
+    format!(
+        r#"<h2>Today</h2><dl>
+<dt>seen</dt><dd id="t-seen">{seen}</dd>
+<dt>flagged</dt><dd id="t-flagged">{flagged}</dd>
+<dt>decided</dt><dd id="t-decided">{decided}</dd>
+<dt>precision of flags</dt><dd id="t-precision">{precision}</dd>
+<dt>misses found</dt><dd id="t-missed">{missed_found}</dd>
+<dt>minutes saved (est.)</dt><dd id="t-saved">{saved}</dd>
+<dd class="note">{spared} min of reading spared on posts not flagged, − {wasted} min on flags needing no reply, − {missed} min on misses found</dd>
+<dt>model</dt><dd><bdi>{model}</bdi></dd>
+<dt>threshold</dt><dd>{threshold}</dd>
+<dt>drift</dt><dd><bdi>{drift}</bdi></dd>
+</dl>"#,
+        seen = t.seen,
+        flagged = t.flagged,
+        decided = t.decided,
+        missed_found = t.missed_found,
+        saved = minutes(spared - wasted - missed),
+        spared = minutes(spared),
+        wasted = minutes(wasted),
+        missed = minutes(missed),
+        model = esc(cx.model),
+        drift = esc(cx.drift),
+    )
+}
+
+fn head(title: &str, csrf: Option<&str>) -> String {
+    let csrf = csrf
+        .map(|c| format!(r#"<meta name="csrf" content="{}">"#, esc(c)))
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{}</title>{csrf}
+<link rel="stylesheet" href="/assets/desk.css">
+<script src="/assets/desk.js" defer></script>
+</head>"#,
+        esc(title)
+    )
+}
+
+/// The desk page: navigation, the today panel, the list.
+pub fn page(frame: &Frame, view: View, items: &[(Item, Vec<String>)], today_html: &str) -> String {
+    let (view_name, order_name, heading) = match view {
+        View::Queue(crate::Order::Newest) => ("queue", "newest", "Flagged posts, newest first"),
+        View::Queue(crate::Order::Probability) => {
+            ("queue", "probability", "Flagged posts, most probable first")
+        }
+        View::Uncertain => (
+            "uncertain",
+            "closest",
+            "Uncertain: posts near the threshold, flagged or not (misses are found here)",
+        ),
+    };
+    let current = |v: &str| {
+        if v == view_name {
+            r#" aria-current="page""#
+        } else {
+            ""
+        }
+    };
+    let mut h = head(
+        &format!("flagship desk — {}", frame.mission),
+        Some(frame.csrf),
+    );
+    let _ = write!(
+        h,
+        r#"<body data-view="{view_name}" data-order="{order_name}"><header class="top"><h1>flagship desk · <bdi>{mission}</bdi></h1><nav>
+<a href="/?view=queue&amp;order=newest"{q}>Queue</a>
+<a href="/?view=queue&amp;order=probability">by probability</a>
+<a href="/?view=uncertain"{u}>Uncertain</a>
+<a href="/report">Evaluation report</a>
+<a href="/monitor">Monitor</a>
+<a href="/export?format=labels">Export labels</a>
+</nav><span class="who">signed in as <bdi>{user}</bdi></span>"#,
+        mission = esc(frame.mission),
+        q = current("queue"),
+        u = current("uncertain"),
+        user = esc(frame.user),
+    );
+    if frame.logout {
+        let _ = write!(
+            h,
+            r#"<form method="post" action="/logout" class="logout"><input type="hidden" name="csrf" value="{}"><button>log out</button></form>"#,
+            esc(frame.csrf)
+        );
+    }
+    let _ = write!(
+        h,
+        r#"</header><main><section id="today" aria-live="polite">{today_html}</section>
+<section class="list"><h2>{heading}</h2>
+<p class="keys"><kbd>j</kbd>/<kbd>k</kbd> move · <kbd>r</kbd> needs reply · <kbd>n</kbd> no reply needed · <kbd>d</kbd> done · <kbd>u</kbd> undo · <span id="live">connecting…</span></p>
+<div id="posts">"#
+    );
+    for (item, terms) in items {
+        h.push_str(&post(item, terms, frame.csrf));
+    }
+    if items.is_empty() {
+        h.push_str(r#"<p class="empty">Nothing waiting. New flagged posts appear here as they arrive.</p>"#);
+    }
+    h.push_str("</div></section></main></body></html>\n");
+    h
+}
+
+/// The login page.
+pub fn login(mission: &str, csrf: &str, message: Option<&str>) -> String {
+    let mut h = head(&format!("flagship desk — {mission} — log in"), None);
+    let _ = write!(
+        h,
+        r#"<body class="login"><main><h1>flagship desk · <bdi>{}</bdi></h1>{}
+<form method="post" action="/login"><input type="hidden" name="csrf" value="{}">
+<label>name <input name="user" autocomplete="username" required></label>
+<label>password or token <input name="password" type="password" autocomplete="current-password" required></label>
+<button>log in</button></form></main></body></html>
+"#,
+        esc(mission),
+        message
+            .map(|m| format!(r#"<p class="error" role="alert">{}</p>"#, esc(m)))
+            .unwrap_or_default(),
+        esc(csrf)
+    );
+    h
+}
+
+/// A small page for a message (missing report, error).
+pub fn message(title: &str, text: &str) -> String {
+    let mut h = head(title, None);
+    let _ = writeln!(
+        h,
+        r#"<body><main><h1>{}</h1><p>{}</p><p><a href="/">back to the desk</a></p></main></body></html>"#,
+        esc(title),
+        esc(text)
+    );
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(text: &str, url: &str) -> Item {
+        Item {
+            platform: "x".into(),
+            id: "1\"><script>".into(),
+            url: Some(url.into()),
+            author: Some("<b>eve</b>".into()),
+            created_at: None,
+            text: text.into(),
+            client: None,
+            words: 3,
+            arrived_at: Utc::now(),
+            probability: 0.9,
+            threshold: 0.5,
+            need_support: true,
+            model_id: "m".into(),
+            decision: None,
+        }
+    }
+
+    #[test]
+    fn hostile_posts_render_as_text() {
+        let h = post(
+            &item(
+                "<script>alert(1)</script> \u{202e}gnp.exe",
+                "javascript:alert(1)",
+            ),
+            &["<img src=x>".into()],
+            "tok",
+        );
+        assert!(!h.contains("<script>"), "{h}");
+        assert!(!h.contains("<b>"), "{h}");
+        assert!(!h.contains("<img"), "{h}");
+        assert!(!h.contains("javascript:"), "{h}");
+        assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(h.contains("no link"));
+        // The RTL override stays inside its own isolate.
+        assert!(h.contains("<bdi>&lt;script&gt;alert(1)&lt;/script&gt; \u{202e}gnp.exe</bdi>"));
+        let ok = post(
+            &item("fine", "https://bsky.app/profile/a/post/b"),
+            &[],
+            "tok",
+        );
+        assert!(ok.contains(r#"href="https://bsky.app/profile/a/post/b""#));
+        assert!(ok.contains(r#"rel="noopener noreferrer""#));
+    }
+
+    #[test]
+    fn no_inline_script_or_style_anywhere() {
+        let f = Frame {
+            mission: "<jwst>",
+            user: "ana",
+            csrf: "t",
+            logout: true,
+        };
+        let h = page(
+            &f,
+            View::Uncertain,
+            &[(item("x", "https://a.b/c"), vec![])],
+            "",
+        );
+        assert!(!h.contains("style="));
+        assert!(!h.contains("<style"));
+        assert_eq!(h.matches("<script").count(), 1);
+        assert!(h.contains(r#"<script src="/assets/desk.js" defer></script>"#));
+        assert!(h.contains("&lt;jwst&gt;"));
+        assert!(!login("m", "t", Some("<x>")).contains("<x>"));
+    }
+}

@@ -1,0 +1,657 @@
+//! The desk's database: one embedded SQLite file (WAL, `synchronous = FULL`, so a decision
+//! acknowledged is on disk) holding every post the live loop scored (`posts`, one row per
+//! post id with its latest score — a post never appears twice), each model's score of it
+//! (`scores`), and every decision with who and when (`decisions`, append-only: the history is
+//! the audit; the current state of a post is its latest decision, an undo stepping one back,
+//! kept in `current` in the same transaction).
+//!
+//! The SQL is plain (no SQLite-only functions beyond `INSERT OR IGNORE` / `OR REPLACE`), so a
+//! server database can follow behind the same API.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The schema version in `PRAGMA user_version`.
+pub const SCHEMA: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    #[error("desk database {path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "desk database {path} is locked by another process (another desk or a backup holds it); stop it or point storage.desk elsewhere"
+    )]
+    Locked { path: PathBuf },
+    #[error("desk database {path}: schema version {found}; this build reads {SCHEMA}")]
+    Version { path: PathBuf, found: i64 },
+    #[error("desk database {path} does not exist (start `flagship desk` once to create it)")]
+    Missing { path: PathBuf },
+    #[error("no post {0} in the desk")]
+    NoPost(String),
+}
+
+/// What a person decided about a post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// `r`: needs a reply.
+    NeedsReply,
+    /// `n`: no reply needed.
+    NoReply,
+    /// `d`: replied / done.
+    Done,
+    /// `u`: takes the post's latest decision back.
+    Undo,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 4] = [
+        Decision::NeedsReply,
+        Decision::NoReply,
+        Decision::Done,
+        Decision::Undo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::NeedsReply => "needs_reply",
+            Decision::NoReply => "no_reply",
+            Decision::Done => "done",
+            Decision::Undo => "undo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Decision> {
+        Decision::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// The key that records it on the page.
+    pub fn key(self) -> char {
+        match self {
+            Decision::NeedsReply => 'r',
+            Decision::NoReply => 'n',
+            Decision::Done => 'd',
+            Decision::Undo => 'u',
+        }
+    }
+
+    /// How the page names it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Decision::NeedsReply => "needs reply",
+            Decision::NoReply => "no reply needed",
+            Decision::Done => "done",
+            Decision::Undo => "undo",
+        }
+    }
+
+    /// Whether it says the post needs (or got) support.
+    pub fn needs_support(self) -> Option<bool> {
+        match self {
+            Decision::NeedsReply | Decision::Done => Some(true),
+            Decision::NoReply => Some(false),
+            Decision::Undo => None,
+        }
+    }
+
+    /// The hand label it amounts to: a post that needs (or got) a reply needs support
+    /// (label 0, negative — `flagship_core::labels`), one that needs none does not (2).
+    pub fn label(self) -> Option<u8> {
+        self.needs_support().map(|s| {
+            if s {
+                flagship_core::labels::NEGATIVE
+            } else {
+                flagship_core::labels::POSITIVE
+            }
+        })
+    }
+}
+
+/// One post as the desk shows it, with its latest score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub platform: String,
+    pub id: String,
+    pub url: Option<String>,
+    pub author: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub text: String,
+    pub client: Option<String>,
+    pub words: u32,
+    /// When the live loop read it (arrival → screen is measured from here).
+    pub arrived_at: DateTime<Utc>,
+    pub probability: f64,
+    pub threshold: f64,
+    pub need_support: bool,
+    pub model_id: String,
+    /// The current decision (after undos), if any.
+    pub decision: Option<Decision>,
+}
+
+/// Queue order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Order {
+    Newest,
+    Probability,
+}
+
+/// Counts for the today panel: posts first seen since a time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Today {
+    pub seen: u64,
+    pub flagged: u64,
+    pub decided: u64,
+    /// Flagged posts decided, and of those the ones that needed a reply.
+    pub flagged_decided: u64,
+    pub flagged_needed: u64,
+    /// Unflagged posts a person found needing a reply (misses, from the uncertain tab).
+    pub missed_found: u64,
+    /// The flags' precision from decisions (`flagged_needed / flagged_decided`).
+    pub precision: Option<f64>,
+    /// Words of the posts not flagged (the reading the team was spared), of the flagged
+    /// posts decided as needing no reply (read needlessly), and of the misses found.
+    pub words_unflagged: u64,
+    pub words_wasted: u64,
+    pub words_missed: u64,
+}
+
+/// What [`DeskStore::add`] did with a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Added {
+    /// Indices (into the batch) of the posts new to the desk.
+    pub new: Vec<usize>,
+}
+
+pub struct DeskStore {
+    path: PathBuf,
+    db: Connection,
+}
+
+/// A database error, told apart when another process holds the lock.
+fn db_error(path: &Path, source: rusqlite::Error) -> DeskError {
+    if let rusqlite::Error::SqliteFailure(e, _) = &source
+        && matches!(
+            e.code,
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+        )
+    {
+        return DeskError::Locked {
+            path: path.to_owned(),
+        };
+    }
+    DeskError::Db {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.text, p.client,
+     p.words, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id, c.decision";
+
+/// When the live loop read a post: scored, less the time it took.
+fn arrived(s: &flagship_live::Scored) -> DateTime<Utc> {
+    s.scored_at - chrono::Duration::microseconds((s.latency_ms * 1e3).round() as i64)
+}
+
+/// A post just scored as the desk shows it (no decision yet).
+pub(crate) fn item_of(s: &flagship_live::Scored) -> Item {
+    let t = &s.tweet;
+    Item {
+        platform: t.platform.as_str().to_owned(),
+        id: t.id.clone(),
+        url: t.url.clone(),
+        author: t.author_username.clone(),
+        created_at: t.created_at,
+        text: t.text.clone(),
+        client: s.client.clone(),
+        words: s.text_model.split_whitespace().count() as u32,
+        arrived_at: arrived(s),
+        probability: f64::from(s.probability),
+        threshold: s.threshold,
+        need_support: s.need_support,
+        model_id: s.model_id.clone(),
+        decision: None,
+    }
+}
+
+fn time(s: Option<String>) -> Option<DateTime<Utc>> {
+    s.and_then(|c| DateTime::parse_from_rfc3339(&c).ok())
+        .map(|c| c.with_timezone(&Utc))
+}
+
+fn item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
+    Ok(Item {
+        platform: r.get(0)?,
+        id: r.get(1)?,
+        url: r.get(2)?,
+        author: r.get(3)?,
+        created_at: time(r.get(4)?),
+        text: r.get(5)?,
+        client: r.get(6)?,
+        words: r.get(7)?,
+        arrived_at: time(r.get(8)?).unwrap_or_default(),
+        probability: r.get(9)?,
+        threshold: r.get(10)?,
+        need_support: r.get(11)?,
+        model_id: r.get(12)?,
+        decision: r
+            .get::<_, Option<String>>(13)?
+            .and_then(|d| Decision::parse(&d)),
+    })
+}
+
+impl DeskStore {
+    /// Opens (creating it and its folder) the database at `path`.
+    pub fn open(path: &Path) -> Result<DeskStore, DeskError> {
+        let db_err = |source| DeskError::Db {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                db_err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot create {}: {e}", dir.display())),
+                ))
+            })?;
+        }
+        let db = Connection::open(path).map_err(db_err)?;
+        let store = DeskStore {
+            path: path.to_owned(),
+            db,
+        };
+        store.setup()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database (for exports and the pipeline's labels): a missing file is
+    /// an error naming it, not a new empty desk.
+    pub fn open_existing(path: &Path) -> Result<DeskStore, DeskError> {
+        if !path.is_file() {
+            return Err(DeskError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        DeskStore::open(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> DeskError {
+        db_error(&self.path, source)
+    }
+
+    fn setup(&self) -> Result<(), DeskError> {
+        self.db
+            .busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(|e| self.err(e))?;
+        self.db
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(|e| self.err(e))?;
+        let found: i64 = self
+            .db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        match found {
+            0 => self
+                .db
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE;
+                     CREATE TABLE IF NOT EXISTS posts (
+                         id TEXT PRIMARY KEY,
+                         platform TEXT NOT NULL,
+                         url TEXT,
+                         author TEXT,
+                         created_at TEXT,
+                         text TEXT NOT NULL,
+                         text_model TEXT NOT NULL,
+                         client TEXT,
+                         words INTEGER NOT NULL,
+                         first_seen_at TEXT NOT NULL,
+                         arrived_at TEXT NOT NULL,
+                         -- the latest score (its history per model is in `scores`)
+                         probability REAL NOT NULL,
+                         threshold REAL NOT NULL,
+                         need_support INTEGER NOT NULL,
+                         model_id TEXT NOT NULL,
+                         scored_at TEXT NOT NULL
+                     );
+                     CREATE TABLE IF NOT EXISTS scores (
+                         post_id TEXT NOT NULL REFERENCES posts(id),
+                         model_id TEXT NOT NULL,
+                         probability REAL NOT NULL,
+                         threshold REAL NOT NULL,
+                         need_support INTEGER NOT NULL,
+                         scored_at TEXT NOT NULL,
+                         PRIMARY KEY (post_id, model_id)
+                     );
+                     CREATE TABLE IF NOT EXISTS decisions (
+                         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                         post_id TEXT NOT NULL REFERENCES posts(id),
+                         decision TEXT NOT NULL
+                             CHECK (decision IN ('needs_reply', 'no_reply', 'done', 'undo')),
+                         who TEXT NOT NULL,
+                         at TEXT NOT NULL
+                     );
+                     CREATE INDEX IF NOT EXISTS decisions_post ON decisions (post_id, seq);
+                     -- Each decided post's current decision (the history replayed), kept in
+                     -- the same transaction as the decision, so views need no replay.
+                     CREATE TABLE IF NOT EXISTS current (
+                         post_id TEXT PRIMARY KEY REFERENCES posts(id),
+                         decision TEXT NOT NULL
+                     );
+                     CREATE INDEX IF NOT EXISTS posts_queue_newest ON posts (need_support, created_at);
+                     CREATE INDEX IF NOT EXISTS posts_queue_probability ON posts (need_support, probability);
+                     CREATE INDEX IF NOT EXISTS posts_seen ON posts (first_seen_at);
+                     PRAGMA user_version = {SCHEMA};
+                     COMMIT;"
+                ))
+                .map_err(|e| self.err(e)),
+            SCHEMA => Ok(()),
+            found => Err(DeskError::Version {
+                path: self.path.clone(),
+                found,
+            }),
+        }
+    }
+
+    /// Adds scored posts in one transaction: a post already there keeps its row (never
+    /// twice) and takes the newer score; each model's score of it is kept.
+    pub fn add(&mut self, scored: &[flagship_live::Scored]) -> Result<Added, DeskError> {
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        let mut added = Added::default();
+        {
+            let mut post = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO posts
+                     (id, platform, url, author, created_at, text, text_model, client, words,
+                      first_seen_at, arrived_at, probability, threshold, need_support, model_id,
+                      scored_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .map_err(wrap)?;
+            let mut rescore = tx
+                .prepare_cached(
+                    "UPDATE posts SET probability = ?2, threshold = ?3, need_support = ?4,
+                     model_id = ?5, scored_at = ?6 WHERE id = ?1 AND scored_at <= ?6",
+                )
+                .map_err(wrap)?;
+            let mut score = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO scores
+                     (post_id, model_id, probability, threshold, need_support, scored_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(wrap)?;
+            for (i, s) in scored.iter().enumerate() {
+                let t = &s.tweet;
+                let scored_at = s.scored_at.to_rfc3339();
+                let fresh = post
+                    .execute(params![
+                        t.id,
+                        t.platform.as_str(),
+                        t.url,
+                        t.author_username,
+                        t.created_at.map(|c| c.to_rfc3339()),
+                        t.text,
+                        s.text_model,
+                        s.client,
+                        s.text_model.split_whitespace().count() as u32,
+                        scored_at,
+                        arrived(s).to_rfc3339(),
+                        f64::from(s.probability),
+                        s.threshold,
+                        s.need_support,
+                        s.model_id,
+                        scored_at,
+                    ])
+                    .map_err(wrap)?;
+                if fresh == 1 {
+                    added.new.push(i);
+                } else {
+                    rescore
+                        .execute(params![
+                            t.id,
+                            f64::from(s.probability),
+                            s.threshold,
+                            s.need_support,
+                            s.model_id,
+                            scored_at,
+                        ])
+                        .map_err(wrap)?;
+                }
+                score
+                    .execute(params![
+                        t.id,
+                        s.model_id,
+                        f64::from(s.probability),
+                        s.threshold,
+                        s.need_support,
+                        scored_at,
+                    ])
+                    .map_err(wrap)?;
+            }
+        }
+        tx.commit().map_err(wrap)?;
+        Ok(added)
+    }
+
+    /// Every post id in the desk (the live loop never scores them again).
+    pub fn ids(&self) -> Result<std::collections::HashSet<String>, DeskError> {
+        let mut q = self
+            .db
+            .prepare("SELECT id FROM posts")
+            .map_err(|e| self.err(e))?;
+        let rows = q.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records `decision` on `post` by `who`, committed before it returns; the post's
+    /// current decision after it.
+    pub fn decide(
+        &mut self,
+        post: &str,
+        decision: Decision,
+        who: &str,
+    ) -> Result<Option<Decision>, DeskError> {
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        let exists = tx
+            .query_row("SELECT 1 FROM posts WHERE id = ?1", [post], |_| Ok(()))
+            .optional()
+            .map_err(wrap)?
+            .is_some();
+        if !exists {
+            return Err(DeskError::NoPost(post.to_owned()));
+        }
+        tx.execute(
+            "INSERT INTO decisions (post_id, decision, who, at) VALUES (?1, ?2, ?3, ?4)",
+            params![post, decision.as_str(), who, Utc::now().to_rfc3339()],
+        )
+        .map_err(wrap)?;
+        let now = replay(&history_of(&tx, post).map_err(wrap)?);
+        match now {
+            Some(d) => tx.execute(
+                "INSERT OR REPLACE INTO current (post_id, decision) VALUES (?1, ?2)",
+                params![post, d.as_str()],
+            ),
+            None => tx.execute("DELETE FROM current WHERE post_id = ?1", [post]),
+        }
+        .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok(now)
+    }
+
+    /// Every decision on `post`, oldest first: (decision, who, when).
+    pub fn history(&self, post: &str) -> Result<Vec<(Decision, String, String)>, DeskError> {
+        history_of(&self.db, post).map_err(|e| self.err(e))
+    }
+
+    /// The current decision: the history replayed, each undo taking back the one before.
+    pub fn current(&self, post: &str) -> Result<Option<Decision>, DeskError> {
+        Ok(replay(&self.history(post)?))
+    }
+
+    fn items(&self, tail: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Item>, DeskError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM posts p LEFT JOIN current c ON c.post_id = p.id {tail}"
+        );
+        let mut q = self.db.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = q.query_map(args, item).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// One post, with its current decision.
+    pub fn item(&self, post: &str) -> Result<Item, DeskError> {
+        self.items("WHERE p.id = ?1", &[&post])?
+            .pop()
+            .ok_or_else(|| DeskError::NoPost(post.to_owned()))
+    }
+
+    /// Flagged posts with no current decision, newest first or most probable first.
+    pub fn queue(&self, order: Order, limit: usize) -> Result<Vec<Item>, DeskError> {
+        let order = match order {
+            Order::Newest => "p.created_at DESC, p.id",
+            Order::Probability => "p.probability DESC, p.id",
+        };
+        self.items(
+            &format!(
+                "WHERE p.need_support = 1 AND c.decision IS NULL ORDER BY {order} LIMIT {limit}"
+            ),
+            &[],
+        )
+    }
+
+    /// Undecided posts whose probability lies within `band` of the threshold, on both sides
+    /// (the unflagged ones there are where misses are found), closest first.
+    pub fn uncertain(&self, band: f64, limit: usize) -> Result<Vec<Item>, DeskError> {
+        self.items(
+            &format!(
+                "WHERE ABS(p.probability - p.threshold) <= ?1 AND c.decision IS NULL
+                 ORDER BY ABS(p.probability - p.threshold), p.id LIMIT {limit}"
+            ),
+            &[&band],
+        )
+    }
+
+    /// Posts first seen since `since`: seen, flagged, decided, and what decisions say of
+    /// the flags.
+    pub fn today(&self, since: DateTime<Utc>) -> Result<Today, DeskError> {
+        let sql = "SELECT COUNT(*),
+                COALESCE(SUM(p.need_support), 0),
+                COALESCE(SUM(c.decision IS NOT NULL), 0),
+                COALESCE(SUM(p.need_support = 1 AND c.decision IS NOT NULL), 0),
+                COALESCE(SUM(p.need_support = 1 AND c.decision IN ('needs_reply', 'done')), 0),
+                COALESCE(SUM(p.need_support = 0 AND c.decision IN ('needs_reply', 'done')), 0),
+                COALESCE(SUM(CASE WHEN p.need_support = 0 THEN p.words END), 0),
+                COALESCE(SUM(CASE WHEN p.need_support = 1 AND c.decision = 'no_reply' THEN p.words END), 0),
+                COALESCE(SUM(CASE WHEN p.need_support = 0 AND c.decision IN ('needs_reply', 'done') THEN p.words END), 0)
+             FROM posts p LEFT JOIN current c ON c.post_id = p.id
+             WHERE p.first_seen_at >= ?1";
+        let since = since.to_rfc3339();
+        let mut t = self
+            .db
+            .query_row(sql, [since], |r| {
+                let n = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                Ok(Today {
+                    seen: n(0)?,
+                    flagged: n(1)?,
+                    decided: n(2)?,
+                    flagged_decided: n(3)?,
+                    flagged_needed: n(4)?,
+                    missed_found: n(5)?,
+                    precision: None,
+                    words_unflagged: n(6)?,
+                    words_wasted: n(7)?,
+                    words_missed: n(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        t.precision =
+            (t.flagged_decided > 0).then(|| t.flagged_needed as f64 / t.flagged_decided as f64);
+        Ok(t)
+    }
+
+    /// The labels the team's current decisions amount to, `(id, label)` in id order: the
+    /// split stage's labels file.
+    pub fn labels(&self) -> Result<Vec<(String, u8)>, DeskError> {
+        Ok(self
+            .decided()?
+            .into_iter()
+            .filter_map(|(item, _)| Some((item.id, item.decision?.label()?)))
+            .collect())
+    }
+
+    /// Every post with a current decision, in id order, with who made it.
+    pub fn decided(&self) -> Result<Vec<(Item, String)>, DeskError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS},
+                    (SELECT who FROM decisions d WHERE d.post_id = p.id ORDER BY seq DESC LIMIT 1)
+             FROM posts p JOIN current c ON c.post_id = p.id ORDER BY p.id"
+        );
+        let mut q = self.db.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = q
+            .query_map([], |r| Ok((item(r)?, r.get(14)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// A write transaction that takes the lock at once (a busy database fails here, clearly),
+/// and the error wrapper for what runs in it.
+fn begin<'a>(
+    db: &'a mut Connection,
+    path: &'a Path,
+) -> Result<
+    (
+        rusqlite::Transaction<'a>,
+        impl Fn(rusqlite::Error) -> DeskError + Copy + 'a,
+    ),
+    DeskError,
+> {
+    let tx = db
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| db_error(path, e))?;
+    Ok((tx, move |e| db_error(path, e)))
+}
+
+fn history_of(db: &Connection, post: &str) -> rusqlite::Result<Vec<(Decision, String, String)>> {
+    let mut q = db.prepare_cached(
+        "SELECT decision, who, at FROM decisions WHERE post_id = ?1 ORDER BY seq",
+    )?;
+    let rows = q.query_map([post], |r| {
+        let d: String = r.get(0)?;
+        Ok((
+            Decision::parse(&d).expect("CHECK keeps decisions known"),
+            r.get(1)?,
+            r.get(2)?,
+        ))
+    })?;
+    rows.collect()
+}
+
+/// The history replayed: each undo takes back the decision before it.
+fn replay(history: &[(Decision, String, String)]) -> Option<Decision> {
+    let mut stack = Vec::new();
+    for (d, _, _) in history {
+        match d {
+            Decision::Undo => {
+                stack.pop();
+            }
+            d => stack.push(*d),
+        }
+    }
+    stack.pop()
+}
+
+impl flagship_live::Sink for DeskStore {
+    fn write(&mut self, scored: &[flagship_live::Scored]) -> Result<(), String> {
+        self.add(scored).map(drop).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,639 @@
+//! The desk in a real headless Chromium (WebDriver through `chromedriver`, Debian's
+//! `chromium-driver`), on the demo replay scored live by a real linear model:
+//!
+//! - without a login the API answers 401, a POST without its CSRF token 403, and every answer
+//!   carries the strict CSP; logins are rate-limited (429);
+//! - after logging in, flagged posts arrive on the open page without a reload (SSE), and the
+//!   arrival → on-screen latency is measured in the browser;
+//! - keys decide (`r`, `n`, `d`, `j`/`k`, `u`), a reload keeps the decisions, the export
+//!   matches them;
+//! - hostile posts (`<script>`, a `javascript:` link, an RTL override, 10 kB) render as text;
+//! - the report pages are served from the reports folder, never outside it.
+//!
+//! `FLAGSHIP_SCREENSHOTS=DIR` saves screenshots of the queue and the today panel there.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::{Client, ClientBuilder, Locator};
+use flagship_core::testing::fixture;
+use flagship_core::{Platform, Tweet};
+use flagship_desk::auth::{Methods, hash_password};
+use flagship_desk::server::{Desk, LiveSink, Settings};
+use flagship_desk::testing::{cookie_of, csrf_of, form, http};
+use flagship_desk::{Decision, DeskStore};
+use flagship_live::Scored;
+
+const PASSWORD: &str = "correct horse battery";
+const TOKEN: &str = "a-shared-desk-token-for-scripts";
+
+/// A program on the PATH (or the variable `var`); under CI a missing one fails the run.
+fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    let found = std::env::split_paths(&path)
+        .flat_map(|d| names.iter().map(move |n| d.join(n)))
+        .find(|p| p.is_file());
+    if found.is_none() && std::env::var_os("CI").is_some() {
+        panic!(
+            "{} not found (CI): install Debian's chromium and chromium-driver (`cargo xtask setup` does)",
+            names.join(" / ")
+        );
+    }
+    found
+}
+
+/// `chromedriver` on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_driver(binary: &PathBuf) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn browser(driver: &Driver, chromium: &PathBuf) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,1000"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+fn hostile(id: &str, text: &str, url: &str) -> Scored {
+    Scored {
+        tweet: Tweet {
+            platform: Platform::X,
+            id: id.into(),
+            url: Some(url.into()),
+            created_at: Some(Utc::now() + chrono::Duration::days(365)),
+            text: text.into(),
+            author_username: Some("<img src=x onerror=alert(2)>".into()),
+            ..Tweet::default()
+        },
+        text_model: text.into(),
+        client: None,
+        probability: 0.99,
+        need_support: true,
+        threshold: 0.5,
+        model_id: "hostile-fixture".into(),
+        scored_at: Utc::now(),
+        latency_ms: 0.0,
+    }
+}
+
+async fn count(c: &Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css)).await.unwrap().len()
+}
+
+async fn press(c: &Client, key: char) {
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
+    c.perform_actions(keys).await.unwrap();
+}
+
+async fn selected_id(c: &Client) -> String {
+    c.find(Locator::Css("article.post.selected"))
+        .await
+        .unwrap()
+        .attr("data-id")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Polls `what` until it holds (10 s).
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_in_a_real_browser() {
+    let (Some(driver_bin), Some(chromium)) = (
+        program("CHROMEDRIVER", &["chromedriver"]),
+        program(
+            "CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        ),
+    ) else {
+        eprintln!("skipped: chromedriver / chromium not installed (CI installs them)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = flagship_live::testing::linear_model(&dir.path().join("model"));
+    let config = flagship_core::Config::load(&fixture("demo/flagship.toml")).unwrap();
+
+    // The reports folder: a report page beside a secret it must not serve.
+    let reports = dir.path().join("reports");
+    std::fs::create_dir_all(reports.join("monitor/batch-0002")).unwrap();
+    std::fs::write(reports.join("report.html"), "<h1>the demo's report</h1>").unwrap();
+    std::fs::write(
+        reports.join("monitor/batch-0002/monitor.html"),
+        "<h1>batch 2</h1>",
+    )
+    .unwrap();
+    std::fs::write(
+        reports.join("monitor/batch-0002/monitor.json"),
+        r#"{"drift": {"flagged": 3, "changes": [1, 2, 3, 4], "retrain": false}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "no").unwrap();
+
+    // Hostile posts, already in the desk.
+    let long = "overflow ".repeat(1200); // ~10 kB
+    let hostile_posts = vec![
+        hostile(
+            "9100000000000000001",
+            "<script>alert(1)</script> the telescope is broken",
+            "javascript:alert(1)",
+        ),
+        hostile(
+            "9100000000000000002",
+            "\u{202e}gnp.exe right-to-left override",
+            "https://x.com/i/web/status/9100000000000000002",
+        ),
+        hostile(
+            "9100000000000000003",
+            &long,
+            "https://x.com/i/web/status/9100000000000000003",
+        ),
+    ];
+    let db = dir.path().join("desk.sqlite");
+    let mut store = DeskStore::open(&db).unwrap();
+    store.add(&hostile_posts).unwrap();
+
+    let mut settings = Settings::from_config(&config);
+    settings.reports = Some(reports.clone());
+    let users = HashMap::from([("ana".to_owned(), hash_password(PASSWORD).unwrap())]);
+    let desk = Desk::new(
+        store,
+        Methods::new(users, Some(TOKEN.into())),
+        settings,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let (listener, addr) = flagship_desk::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(flagship_desk::server::serve(
+        desk.clone(),
+        listener,
+        async move {
+            let _ = server_stopped.await;
+        },
+    ));
+
+    // Without a login: 401 from the API, the login page for the page, and the headers.
+    let (status, h, _) = http(addr, "GET", "/api/queue", &[], "").await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        h["content-security-policy"][0],
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    );
+    assert_eq!(h["x-content-type-options"][0], "nosniff");
+    let (status, h, _) = http(addr, "GET", "/", &[], "").await;
+    assert_eq!((status, h["location"][0].as_str()), (303, "/login"));
+    let (status, _, _) = http(addr, "GET", "/export?format=labels", &[], "").await;
+    assert_eq!(status, 401);
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/api/decide",
+        &[],
+        &form(&[("id", "9100000000000000001"), ("decision", "done")]),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A wrong token is no token.
+    let (status, _, _) = http(
+        addr,
+        "GET",
+        "/api/queue",
+        &[("Authorization", "Bearer wrong")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // A session (logged in over plain HTTP) without its CSRF token cannot decide.
+    let (_, h, body) = http(addr, "GET", "/login", &[], "").await;
+    let login_cookie = cookie_of(&h).unwrap();
+    let login_csrf = csrf_of(&body).unwrap();
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/login",
+        &[("Cookie", &login_cookie)],
+        &form(&[("user", "ana"), ("password", PASSWORD), ("csrf", "forged")]),
+    )
+    .await;
+    assert_eq!(status, 403, "login without its form token");
+    let (status, h, _) = http(
+        addr,
+        "POST",
+        "/login",
+        &[("Cookie", &login_cookie)],
+        &form(&[
+            ("user", "ana"),
+            ("password", PASSWORD),
+            ("csrf", &login_csrf),
+        ]),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let session = h["set-cookie"][0].clone();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    let session = session.split(';').next().unwrap().to_owned();
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/api/decide",
+        &[("Cookie", &session)],
+        &form(&[("id", "9100000000000000001"), ("decision", "done")]),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("CSRF"), "{body}");
+
+    // The report pages, and nothing outside their folder.
+    let (status, h, _) = http(addr, "GET", "/report", &[("Cookie", &session)], "").await;
+    assert_eq!(
+        (status, h["location"][0].as_str()),
+        (303, "/reports/report.html")
+    );
+    let (status, _, body) = http(
+        addr,
+        "GET",
+        "/reports/report.html",
+        &[("Cookie", &session)],
+        "",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "<h1>the demo's report</h1>"));
+    let (_, h, _) = http(addr, "GET", "/monitor", &[("Cookie", &session)], "").await;
+    assert_eq!(h["location"][0], "/reports/monitor/batch-0002/monitor.html");
+    for path in [
+        "/reports/../secret.txt",
+        "/reports/%2e%2e/secret.txt",
+        "/reports/..%2fsecret.txt",
+    ] {
+        let (status, _, _) = http(addr, "GET", path, &[("Cookie", &session)], "").await;
+        assert!(status == 404 || status == 400, "{path}: {status}");
+    }
+
+    // The browser: log in.
+    let driver = start_driver(&driver_bin).await;
+    let c = browser(&driver, &chromium).await;
+    let base = format!("http://{addr}");
+    c.goto(&format!("{base}/")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    c.find(Locator::Css("input[name=user]"))
+        .await
+        .unwrap()
+        .send_keys("ana")
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the desk page", || async {
+        c.current_url().await.unwrap().path() == "/"
+    })
+    .await;
+    assert_eq!(c.title().await.unwrap(), "flagship desk — demo");
+
+    // Hostile posts render as text: no script ran, none was added, no javascript: link.
+    assert_eq!(count(&c, "article.post").await, 3);
+    let n_scripts = c
+        .execute("return document.scripts.length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(n_scripts, 1);
+    assert!(c.get_alert_text().await.is_err(), "no alert opened");
+    let first = c
+        .find(Locator::Css(r#"article[data-id="9100000000000000001"]"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .find(Locator::Css(".text"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "<script>alert(1)</script> the telescope is broken"
+    );
+    assert!(
+        first.find(Locator::Css("a")).await.is_err(),
+        "no link for javascript:"
+    );
+    assert_eq!(count(&c, "img").await, 0, "the author's <img> is text");
+    let rtl = c
+        .find(Locator::Css(
+            r#"article[data-id="9100000000000000002"] .text"#,
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(rtl, "\u{202e}gnp.exe right-to-left override");
+    let tall: f64 = c
+        .execute(
+            r#"return document.querySelector('article[data-id="9100000000000000003"] .text').getBoundingClientRect().height"#,
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    assert!(tall < 400.0, "a 10 kB post is boxed, not a wall: {tall}px");
+
+    // The live loop on the demo replay (~35 posts/s: the demo's 400 posts a day × 7,560),
+    // into the desk while the page is open.
+    let replay =
+        flagship_ingest::source::Replay::new(vec![fixture("demo/stream.jsonl.gz")], Some(7560.0));
+    let live = async {
+        flagship_live::run(
+            &config,
+            &model,
+            "linear-demo",
+            Box::new(replay),
+            desk.ids().unwrap(),
+            &mut LiveSink(desk.clone()),
+            &flagship_live::Options {
+                max_batch: 32,
+                max_wait: Duration::from_millis(100),
+                max_posts: Some(400),
+                duration: Some(Duration::from_secs(30)),
+            },
+            std::future::pending(),
+            &|_| {},
+        )
+        .await
+        .unwrap()
+    };
+    let watch_page = async {
+        // Posts arrive without a reload.
+        until("live posts on the page", || async {
+            count(&c, "article.post").await > 10
+        })
+        .await;
+        let seen: u64 = c
+            .find(Locator::Css("#t-seen"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(seen > 0, "the today panel updates live");
+    };
+    let (totals, ()) = tokio::join!(live, watch_page);
+    println!("live: {totals:?}");
+    assert!(totals.flagged > 20, "{totals:?}");
+    // Every flagged post reached the page, once each.
+    until("every flagged post on the page", || async {
+        count(&c, "article.post").await as u64 == totals.flagged + 3
+    })
+    .await;
+    let mut latencies: Vec<f64> = c
+        .execute("return window.deskLatencies", vec![])
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    assert_eq!(latencies.len() as u64, totals.flagged);
+    let (p50, p99) = (
+        quantile(&mut latencies, 0.5),
+        quantile(&mut latencies, 0.99),
+    );
+    println!(
+        "arrival → on screen: p50 {p50:.0} ms, p99 {p99:.0} ms over {} flagged posts (loop: arrival → stored p50 {:.0} ms, p99 {:.0} ms)",
+        latencies.len(),
+        totals.latency_p50_ms,
+        totals.latency_p99_ms
+    );
+    assert!(p99 < 5_000.0, "posts reach the page live: p99 {p99} ms");
+
+    if let Some(shots) = std::env::var_os("FLAGSHIP_SCREENSHOTS") {
+        let shots = PathBuf::from(shots);
+        std::fs::create_dir_all(&shots).unwrap();
+        std::fs::write(shots.join("desk-queue.png"), c.screenshot().await.unwrap()).unwrap();
+        let panel = c.find(Locator::Css("#today")).await.unwrap();
+        std::fs::write(
+            shots.join("desk-today.png"),
+            panel.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
+
+    // Decide with keys: the three newest posts first (the hostile ones, dated a year ahead).
+    c.refresh().await.unwrap();
+    until("the page after a reload", || async {
+        count(&c, "article.post.selected").await == 1
+    })
+    .await;
+    let mut decided = Vec::new();
+    for (key, decision) in [
+        ('r', Decision::NeedsReply),
+        ('n', Decision::NoReply),
+        ('d', Decision::Done),
+    ] {
+        let id = selected_id(&c).await;
+        press(&c, key).await;
+        until("the decision stored", || async {
+            desk_current(&db, &id) == Some(decision)
+        })
+        .await;
+        // The page shows it and moved on.
+        let css = format!(r#"article[data-id="{id}"].state-{}"#, decision.as_str());
+        until("the page showing the decision", || async {
+            count(&c, &css).await == 1 && selected_id(&c).await != id
+        })
+        .await;
+        decided.push((id, decision));
+    }
+    // `k` back to the third, `u` takes its decision back.
+    let fourth = selected_id(&c).await;
+    press(&c, 'k').await;
+    let third = selected_id(&c).await;
+    assert_eq!(third, decided[2].0);
+    assert_ne!(fourth, third);
+    press(&c, 'u').await;
+    until("the undo stored", || async {
+        desk_current(&db, &third).is_none()
+    })
+    .await;
+    until("the page showing the undo", || async {
+        c.find(Locator::Css("article.post.selected"))
+            .await
+            .unwrap()
+            .attr("class")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .contains("state-open")
+    })
+    .await;
+
+    // A reload keeps the decisions: decided posts left the queue, the undone one is back.
+    c.refresh().await.unwrap();
+    until("the page after a reload", || async {
+        count(&c, "article.post").await > 0
+    })
+    .await;
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for el in c.find_all(Locator::Css("article.post")).await.unwrap() {
+            v.push(el.attr("data-id").await.unwrap().unwrap());
+        }
+        v
+    };
+    assert!(!ids.contains(&decided[0].0) && !ids.contains(&decided[1].0));
+    assert!(ids.contains(&third));
+    // One page of the queue (desk.page_size), all of it undecided.
+    assert_eq!(
+        ids.len(),
+        config.desk.page_size.min(totals.flagged as usize + 3 - 2)
+    );
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "a post never appears twice");
+
+    // The export matches the decisions (a script's bearer token, no cookie).
+    let (status, h, body) = http(
+        addr,
+        "GET",
+        "/export?format=labels",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(h["content-disposition"][0].contains("desk-labels.csv"));
+    let mut want = vec![format!("{},0", decided[0].0), format!("{},2", decided[1].0)];
+    want.sort();
+    let mut got: Vec<String> = body.lines().skip(1).map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(body.lines().next(), Some("id,label"));
+    assert_eq!(got, want);
+
+    // The uncertain tab holds unflagged posts near the threshold too.
+    c.goto(&format!("{base}/?view=uncertain")).await.unwrap();
+    until("the uncertain tab", || async {
+        count(&c, "article.post.unflagged").await > 0
+    })
+    .await;
+
+    // Logins are rate-limited: five failures a minute, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (_, h, body) = http(addr, "GET", "/login", &[], "").await;
+        let cookie = cookie_of(&h).unwrap();
+        let csrf = csrf_of(&body).unwrap();
+        let (status, _, _) = http(
+            addr,
+            "POST",
+            "/login",
+            &[("Cookie", &cookie)],
+            &form(&[("user", "ana"), ("password", "guess"), ("csrf", &csrf)]),
+        )
+        .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+
+    c.close().await.unwrap();
+    let _ = stop_server.send(());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops with its event streams open")
+        .unwrap()
+        .unwrap();
+}
+
+/// A post's current decision, read from the database file by another connection: what the
+/// page acknowledged is on disk.
+fn desk_current(db: &std::path::Path, id: &str) -> Option<Decision> {
+    DeskStore::open(db).unwrap().current(id).unwrap()
+}
