@@ -57,6 +57,7 @@ pub fn run(a: Args) -> Result<()> {
                         ..Tweet::default()
                     },
                     text_model: texts[i % texts.len()].clone(),
+                    matched: vec![],
                     client: None,
                     probability: p,
                     need_support: p >= 0.4,

@@ -1,8 +1,9 @@
 //! `flagship desk`: the support team's triage page. It opens the desk database
 //! (`storage.desk`), serves the page ([`flagship_desk::server`]) and runs the live loop
 //! ([`flagship_live`]) in-process on any source `watch` takes — its scored posts go into the
-//! database and onto open pages. `desk export` writes the decisions as labels (or Label
-//! Studio / Argilla imports); `desk user add` adds a login to the users file.
+//! database and onto open pages — or attaches to a running `watch`'s output file. `desk
+//! export` writes the decisions as labels (or Label Studio / Argilla imports); `desk user add`
+//! adds a login to the users file.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -46,6 +47,10 @@ pub struct ServeArgs {
     /// Serve the database only: no live source, no model.
     #[arg(long)]
     pub no_live: bool,
+    /// Follow a running `flagship watch`'s output (its `--out` JSONL) instead of scoring here:
+    /// flagged posts appear as watch appends them.
+    #[arg(long, conflicts_with = "no_live")]
+    pub attach: Option<PathBuf>,
     /// Address to serve on (default: the config's desk.bind, 127.0.0.1:8080; port 0: any).
     #[arg(long)]
     pub bind: Option<SocketAddr>,
@@ -158,19 +163,17 @@ async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
             .as_deref(),
         config.desk.token_env.as_deref(),
     )?;
-    let bind = match a.bind {
-        Some(b) => b,
-        None => config
-            .desk
-            .bind
-            .parse()
-            .context("desk.bind is not an address")?,
-    };
+    let bind = a.bind.unwrap_or(config.desk.bind);
     let logins = methods.any();
+    // The model and the source first: a desk that cannot score says so before it serves.
+    let live = match (a.no_live, &a.attach) {
+        (false, None) => Some(open_live(config, &a).await?),
+        _ => None,
+    };
     let desk = Desk::new(store, methods, Settings::from_config(config), bind)?;
     let (listener, addr) = server::bind(bind).await?;
 
-    // One stop for both halves: a signal or the duration.
+    // One stop for every half: a signal or the duration.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         stop_after(a.duration).await;
@@ -194,24 +197,36 @@ async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
         }
     );
 
-    if !a.no_live {
-        live(config, &a, &desk, stopped(stop_rx.clone())).await?;
-        if !*stop_rx.borrow() {
-            println!("desk: the source ended; still serving (Ctrl-C to stop)");
+    // A live loop or an attached file that fails is logged; the page keeps serving what the
+    // database holds.
+    if let Some(live) = live {
+        match run_live(config, &a, &desk, live, stopped(stop_rx.clone())).await {
+            Ok(()) if !*stop_rx.borrow() => {
+                println!("desk: the source ended; still serving (Ctrl-C to stop)")
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!("desk: the live loop stopped: {e:#}; still serving the database")
+            }
         }
+    } else if let Some(file) = &a.attach
+        && let Err(e) = attach(file, &desk, stopped(stop_rx.clone())).await
+    {
+        tracing::error!("desk: {e:#}; still serving the database");
     }
     server.await.context("desk server task")??;
     println!("desk: stopped");
     Ok(())
 }
 
-/// The live loop into the desk, until the source ends or `stop`.
-async fn live(
-    config: &Config,
-    a: &ServeArgs,
-    desk: &std::sync::Arc<Desk>,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<()> {
+/// The live half, opened before the page is served.
+struct Live {
+    model: flagship_model::Classifier,
+    model_id: String,
+    source: Box<dyn flagship_ingest::source::TweetSource>,
+}
+
+async fn open_live(config: &Config, a: &ServeArgs) -> Result<Live> {
     let model_dir = match &a.model {
         Some(m) => m.clone(),
         None => match config.location(Area::Models)? {
@@ -225,17 +240,31 @@ async fn live(
             model_dir.display()
         )
     })?;
-    let model_id = model_dir.display().to_string();
-    desk.set_model(&model_id, model.threshold());
     let source = a
         .source
         .open(config, "desk", Duration::from_secs(120))
         .await?;
+    Ok(Live {
+        model,
+        model_id: model_dir.display().to_string(),
+        source,
+    })
+}
+
+/// The live loop into the desk, until the source ends or `stop`.
+async fn run_live(
+    config: &Config,
+    a: &ServeArgs,
+    desk: &std::sync::Arc<Desk>,
+    live: Live,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    desk.set_model(&live.model_id, live.model.threshold());
     let handled = desk.ids()?;
     println!(
         "desk: scoring live with {} (threshold {:.3}); {} posts already in the desk are not scored again",
-        model_dir.display(),
-        model.threshold(),
+        live.model_id,
+        live.model.threshold(),
         handled.len()
     );
     let opts = flagship_live::Options {
@@ -246,20 +275,77 @@ async fn live(
     };
     let t = flagship_live::run(
         config,
-        &model,
-        &model_id,
-        source,
+        &live.model,
+        &live.model_id,
+        live.source,
         handled,
         &mut LiveSink(desk.clone()),
         &opts,
         stop,
         &|_| {},
     )
-    .await
-    .context("desk: live loop")?;
+    .await?;
     println!(
         "desk: {} posts seen, {} kept by the profile, {} flagged; arrival → stored p50 {:.1} ms, p99 {:.1} ms ({})",
         t.seen, t.kept, t.flagged, t.latency_p50_ms, t.latency_p99_ms, t.stopped_by
+    );
+    Ok(())
+}
+
+/// Follows a `watch` output file: complete new lines every 250 ms into the desk (a file that
+/// shrank was rewritten: read again from the start). A line that is no flagged row is named
+/// (file and line) and skipped.
+async fn attach(
+    file: &std::path::Path,
+    desk: &std::sync::Arc<Desk>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use std::io::{Read, Seek};
+    println!("desk: following {} (a watch's output)", file.display());
+    tokio::pin!(stop);
+    let (mut offset, mut line_no, mut rows, mut bad) = (0u64, 0u64, 0u64, 0u64);
+    loop {
+        match std::fs::File::open(file) {
+            Ok(mut f) => {
+                let len = f.metadata()?.len();
+                if len < offset {
+                    (offset, line_no) = (0, 0);
+                }
+                f.seek(std::io::SeekFrom::Start(offset))?;
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)?;
+                let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let mut batch = Vec::new();
+                for line in buf[..complete].split(|&b| b == b'\n') {
+                    if line.is_empty() {
+                        continue;
+                    }
+                    line_no += 1;
+                    match serde_json::from_slice::<crate::watch::FlaggedRow>(line) {
+                        Ok(r) => batch.push(r.scored()),
+                        Err(e) => {
+                            bad += 1;
+                            tracing::warn!("{}:{line_no}: not a flagged row: {e}", file.display());
+                        }
+                    }
+                }
+                offset += complete as u64;
+                if !batch.is_empty() {
+                    rows += batch.len() as u64;
+                    desk.add(&batch)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    println!(
+        "desk: {rows} flagged rows read from {} ({bad} lines skipped)",
+        file.display()
     );
     Ok(())
 }

@@ -112,7 +112,14 @@ pub fn run(config: &Config, args: Args) -> Result<String> {
     let flags = t.bool_column("need_support")?;
     let batch = profile(&t, &probs, &flags, &config.business)?;
     let d = Drift::compare(&reference, &batch, config.monitor.drift_threshold, 10);
-    let report = serde_json::json!({ "reference": reference, "batch": batch, "drift": d });
+    // Live quality from the team's decisions on the desk, when there is a desk.
+    let desk = desk_quality(config)?;
+    let report = serde_json::json!({
+        "reference": reference,
+        "batch": batch,
+        "drift": d,
+        "desk": desk,
+    });
     let title = format!("Monitoring of {}", args.predictions.display());
     let md = d.to_markdown(&title, batch.overall.count);
     let retrain = d.retrain_verdict();
@@ -145,5 +152,45 @@ pub fn run(config: &Config, args: Args) -> Result<String> {
         args.out.join("monitor.html").display()
     );
     println!("{line}");
+    if let Some(q) = &desk {
+        println!("{}", q["summary"].as_str().unwrap_or_default());
+    }
     Ok(line)
+}
+
+/// Precision and recall of the flags from the desk's decisions (all time): precision over
+/// the flagged posts decided; recall over the posts decided as needing a reply (the misses
+/// are those found among unflagged posts, so it is an upper bound). `None` without a desk.
+#[cfg(feature = "model")]
+fn desk_quality(config: &Config) -> Result<Option<serde_json::Value>> {
+    let db = crate::desk_cmd::database(config);
+    if !db.is_file() {
+        return Ok(None);
+    }
+    let t = flagship_desk::DeskStore::open_existing(&db)?.today(chrono::DateTime::UNIX_EPOCH)?;
+    let found = t.flagged_needed + t.missed_found;
+    let recall = (found > 0).then(|| t.flagged_needed as f64 / found as f64);
+    let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1} %", 100.0 * v));
+    let summary = format!(
+        "desk decisions ({}): precision of flags {} ({} of {} flagged posts decided needed a reply); recall {} ({} misses found among unflagged posts; an upper bound)",
+        db.display(),
+        pct(t.precision),
+        t.flagged_needed,
+        t.flagged_decided,
+        pct(recall),
+        t.missed_found
+    );
+    Ok(Some(serde_json::json!({
+        "flagged_decided": t.flagged_decided,
+        "flagged_needed": t.flagged_needed,
+        "missed_found": t.missed_found,
+        "precision": t.precision,
+        "recall_upper_bound": recall,
+        "summary": summary,
+    })))
+}
+
+#[cfg(not(feature = "model"))]
+fn desk_quality(_config: &Config) -> Result<Option<serde_json::Value>> {
+    Ok(None)
 }

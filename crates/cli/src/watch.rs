@@ -65,6 +65,72 @@ fn flagged_ids(path: &Path) -> Result<HashSet<String>> {
     Ok(ids)
 }
 
+/// One line of the flagged file: a flagged post with its link, score and model.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct FlaggedRow {
+    pub platform: flagship_core::Platform,
+    pub id: String,
+    pub url: Option<String>,
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub author_username: Option<String>,
+    pub client: Option<String>,
+    pub text: String,
+    pub text_model: String,
+    #[serde(default)]
+    pub matched: Vec<String>,
+    pub need_support_probability: f32,
+    pub threshold: f64,
+    pub model: String,
+    pub flagged_at: chrono::DateTime<chrono::Utc>,
+    pub latency_ms: f64,
+}
+
+impl FlaggedRow {
+    pub fn of(s: &Scored) -> FlaggedRow {
+        let t = &s.tweet;
+        FlaggedRow {
+            platform: t.platform,
+            id: t.id.clone(),
+            url: t.url.clone(),
+            created_at: t.created_at,
+            author_username: t.author_username.clone(),
+            client: s.client.clone(),
+            text: t.text.clone(),
+            text_model: s.text_model.clone(),
+            matched: s.matched.clone(),
+            need_support_probability: s.probability,
+            threshold: s.threshold,
+            model: s.model_id.clone(),
+            flagged_at: s.scored_at,
+            latency_ms: s.latency_ms,
+        }
+    }
+
+    /// Back to a scored post (the desk attached to a watch's file).
+    pub fn scored(self) -> Scored {
+        Scored {
+            tweet: flagship_core::Tweet {
+                platform: self.platform,
+                id: self.id,
+                url: self.url,
+                created_at: self.created_at,
+                author_username: self.author_username,
+                text: self.text,
+                ..Default::default()
+            },
+            text_model: self.text_model,
+            matched: self.matched,
+            client: self.client,
+            probability: self.need_support_probability,
+            need_support: true,
+            threshold: self.threshold,
+            model_id: self.model,
+            scored_at: self.flagged_at,
+            latency_ms: self.latency_ms,
+        }
+    }
+}
+
 /// The flagged posts of each micro-batch, appended as JSON lines and flushed.
 struct FlaggedFile {
     out: std::fs::File,
@@ -74,23 +140,8 @@ impl Sink for FlaggedFile {
     fn write(&mut self, scored: &[Scored]) -> Result<(), String> {
         let mut text = String::new();
         for s in scored.iter().filter(|s| s.need_support) {
-            let t = &s.tweet;
-            let row = serde_json::json!({
-                "platform": t.platform,
-                "id": t.id,
-                "url": t.url,
-                "created_at": t.created_at,
-                "author_username": t.author_username,
-                "client": s.client,
-                "text": t.text,
-                "text_model": s.text_model,
-                "need_support_probability": s.probability,
-                "threshold": s.threshold,
-                "model": s.model_id,
-                "flagged_at": s.scored_at,
-                "latency_ms": s.latency_ms,
-            });
-            text.push_str(&row.to_string());
+            let row = serde_json::to_string(&FlaggedRow::of(s)).map_err(|e| e.to_string())?;
+            text.push_str(&row);
             text.push('\n');
         }
         if !text.is_empty() {

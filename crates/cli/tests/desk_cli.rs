@@ -168,7 +168,7 @@ async fn the_desk_binary_serves_scores_decides_and_exports() {
         ],
     );
     let labels = std::fs::read_to_string(dir.path().join("labels-desk.csv")).unwrap();
-    let mut want = vec![format!("{},0", ids[0]), format!("{},2", ids[1])];
+    let mut want = [format!("{},0", ids[0]), format!("{},2", ids[1])];
     want.sort();
     assert_eq!(labels, format!("id,label\n{}\n{}\n", want[0], want[1]));
     flagship(

@@ -241,7 +241,7 @@ impl Business {
 #[serde(deny_unknown_fields)]
 pub struct Desk {
     /// Address the page is served on. Anything but loopback needs an auth method.
-    pub bind: String,
+    pub bind: std::net::SocketAddr,
     /// A users file (`name:$argon2id$…` per line, made by `flagship desk user add`).
     #[serde(default)]
     pub users: Option<String>,
@@ -362,11 +362,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.desk.bind.parse::<std::net::SocketAddr>().is_err() {
-            return Err((
-                "desk.bind",
-                format!("{:?} is not an address:port", self.desk.bind),
-            ));
+        if self.desk.page_size == 0 {
+            return Err(("desk.page_size", "must be at least 1".into()));
         }
         if !(self.desk.uncertain_band > 0.0 && self.desk.uncertain_band < 1.0) {
             return Err((

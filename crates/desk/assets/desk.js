@@ -13,6 +13,8 @@
   // Arrival (server read the post) → shown here, in ms: read by the browser test.
   window.deskLatencies = [];
   let selected = null;
+  // This page's decisions, newest last: `u` takes back the last one made here.
+  const done = [];
 
   function posts() {
     return Array.from(list.querySelectorAll("article.post"));
@@ -37,8 +39,9 @@
     el.querySelector(".state").textContent = title || "";
   }
   async function decide(el, decision) {
-    if (!el) return;
+    if (!el || el.classList.contains("saving")) return; // one request per post at a time
     const body = new URLSearchParams({ id: el.dataset.id, decision: decision });
+    el.classList.remove("failed");
     el.classList.add("saving");
     try {
       const r = await fetch("/api/decide", {
@@ -51,19 +54,30 @@
       if (!r.ok) throw new Error(answer.error || r.statusText);
       show(el, answer.decision, answer.title);
       el.classList.remove("saving");
-      if (decision !== "undo" && el === selected) move(1);
+      if (decision !== "undo") {
+        done.push(el);
+        if (el === selected) move(1);
+      }
     } catch (e) {
       el.classList.remove("saving");
       el.classList.add("failed");
       el.querySelector(".state").textContent = "not saved: " + e.message;
     }
   }
-  const keys = { r: "needs_reply", n: "no_reply", d: "done", u: "undo" };
+  const keys = { r: "needs_reply", n: "no_reply", d: "done" };
+  // `u`: the last decision made on this page, on whichever post it was (selected again).
+  function undo() {
+    const el = done.pop();
+    if (!el) return;
+    select(el);
+    decide(el, "undo");
+  }
   document.addEventListener("keydown", function (e) {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (e.target && /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName)) return;
     if (e.key === "j") move(1);
     else if (e.key === "k") move(-1);
+    else if (e.key === "u") undo();
     else if (keys[e.key]) decide(selected, keys[e.key]);
     else return;
     e.preventDefault();
@@ -74,6 +88,10 @@
     if (el) select(el);
     if (button && el) {
       e.preventDefault();
+      if (button.value === "undo") {
+        const i = done.lastIndexOf(el);
+        if (i >= 0) done.splice(i, 1);
+      }
       decide(el, button.value);
     }
   });
@@ -89,27 +107,47 @@
       list.insertBefore(el, list.firstChild);
     }
   }
+  // Posts (HTML escaped by the server) into the list, each once; `timed`: arrival → screen.
+  // `newestFirst`: the HTML lists newest first (a fragment), not in arrival order (events).
+  function merge(html, timed, newestFirst) {
+    const box = document.createElement("div");
+    box.innerHTML = html;
+    const now = Date.now();
+    const arrived = Array.from(box.querySelectorAll("article.post"));
+    if (newestFirst) arrived.reverse();
+    arrived.forEach(function (el) {
+      const id = el.dataset.id;
+      if (posts().some((o) => o.dataset.id === id)) return; // never twice
+      place(el);
+      if (timed) window.deskLatencies.push(now - parseInt(el.dataset.arrived, 10));
+    });
+    if (!selected) move(1);
+  }
   const events = new EventSource("/events");
-  events.addEventListener("open", function () {
+  events.addEventListener("open", async function () {
     live.textContent = "live";
     live.className = "on";
+    // What arrived between the page's render (or a drop) and this stream: merged once.
+    if (view !== "queue") return;
+    try {
+      const r = await fetch("/fragment?view=queue&order=" + order, { credentials: "same-origin" });
+      if (r.ok) merge(await r.text(), false, true);
+    } catch (_) {
+      /* the stream itself still works */
+    }
   });
   events.addEventListener("error", function () {
     live.textContent = "reconnecting…";
     live.className = "off";
+    // A closed stream (the desk restarted: sessions are gone) never reconnects by itself.
+    if (events.readyState === EventSource.CLOSED) {
+      setTimeout(function () {
+        window.location.reload();
+      }, 2000);
+    }
   });
   events.addEventListener("post", function (e) {
-    if (view !== "queue") return;
-    const box = document.createElement("div");
-    box.innerHTML = e.data; // escaped by the server
-    const now = Date.now();
-    Array.from(box.querySelectorAll("article.post")).forEach(function (el) {
-      const id = el.dataset.id;
-      if (posts().some((o) => o.dataset.id === id)) return; // never twice
-      place(el);
-      window.deskLatencies.push(now - parseInt(el.dataset.arrived, 10));
-    });
-    if (!selected) move(1);
+    if (view === "queue") merge(e.data, true, false);
   });
   events.addEventListener("today", function (e) {
     document.getElementById("today").innerHTML = e.data; // escaped by the server
@@ -117,7 +155,8 @@
   events.addEventListener("decided", function (e) {
     const d = JSON.parse(e.data);
     const el = posts().find((o) => o.dataset.id === d.id);
-    if (el) show(el, d.decision, d.title);
+    // A post with its own request in flight shows that request's answer.
+    if (el && !el.classList.contains("saving")) show(el, d.decision, d.title);
   });
   events.addEventListener("reload", function () {
     window.location.reload();

@@ -19,6 +19,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Failed logins allowed per client address in [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: usize = 5;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// The shortest shared token accepted (it is guessable otherwise).
+pub const MIN_TOKEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -42,6 +44,8 @@ pub enum AuthError {
     },
     #[error("desk.token_env names {0}, which is not set (or empty)")]
     NoToken(String),
+    #[error("the token in {var} has {len} characters; a desk token needs at least {MIN_TOKEN}")]
+    ShortToken { var: String, len: usize },
     #[error("user name {0:?}: use letters, digits, `.`, `_`, `-` or `@`")]
     BadName(String),
     #[error("hashing the password: {0}")]
@@ -69,6 +73,12 @@ impl Methods {
             if token.trim().is_empty() {
                 return Err(AuthError::NoToken(var.to_owned()));
             }
+            if token.trim().chars().count() < MIN_TOKEN {
+                return Err(AuthError::ShortToken {
+                    var: var.to_owned(),
+                    len: token.trim().chars().count(),
+                });
+            }
             m.token = Some(token.trim().to_owned());
         }
         Ok(m)
@@ -91,23 +101,45 @@ impl Methods {
             .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
     }
 
-    /// Checks a login (slow on purpose: argon2). A user in the file logs in with their
-    /// password; anyone may log in with the shared token under the name they give.
-    pub fn verify(&self, name: &str, secret: &str) -> bool {
-        if let Some(hash) = self.users.get(name) {
-            return PasswordHash::new(hash).is_ok_and(|h| {
+    /// Checks a login (slow on purpose: argon2, also for names not in the file, so the time
+    /// taken tells no name apart) and returns who it is: a user in the file with their
+    /// password, or — with the shared token — `NAME (token)`, for a name that is no file
+    /// user's (compared without case), so the audit never shows a token holder as a user.
+    pub fn verify(&self, name: &str, secret: &str) -> Option<String> {
+        let argon = |hash: &str| {
+            PasswordHash::new(hash).is_ok_and(|h| {
                 argon2::Argon2::default()
                     .verify_password(secret.as_bytes(), &h)
                     .is_ok()
-            });
+            })
+        };
+        if let Some(hash) = self.users.get(name) {
+            return argon(hash).then(|| name.to_owned());
         }
-        valid_name(name) && self.token_ok(secret)
+        let _ = argon(dummy_hash());
+        let taken = self.users.keys().any(|u| u.eq_ignore_ascii_case(name));
+        (valid_name(name) && !taken && self.token_ok(secret)).then(|| format!("{name} (token)"))
     }
+}
+
+/// A hash no password matches, verified for unknown names (equal time).
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&random_token()).expect("argon2 hashes"))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// A user name as logs may show it: valid names as they are, anything else replaced.
+pub fn loggable(name: &str) -> &str {
+    if valid_name(name) {
+        name
+    } else {
+        "(invalid name)"
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -252,30 +284,30 @@ impl Sessions {
         self.open.lock().expect("sessions lock").remove(id);
     }
 
-    /// Whether `ip` may try a login now (fewer than [`MAX_FAILURES`] failures in the window);
-    /// else the seconds until it may.
-    pub fn may_try(&self, ip: IpAddr) -> Result<(), u64> {
+    /// Takes one attempt for `ip` — counted as a failure until [`Sessions::succeeded`]
+    /// returns it — if it had fewer than [`MAX_FAILURES`] in the window (parallel attempts
+    /// count at once); else the seconds until it may try again. Used for logins and for
+    /// bearer tokens alike.
+    pub fn attempt(&self, ip: IpAddr) -> Result<(), u64> {
         let mut f = self.failures.lock().expect("failures lock");
+        if f.len() > 10_000 {
+            f.retain(|_, l| l.iter().any(|t| t.elapsed() < FAILURE_WINDOW));
+        }
         let list = f.entry(ip).or_default();
         list.retain(|t| t.elapsed() < FAILURE_WINDOW);
         if list.len() >= MAX_FAILURES {
             let wait = FAILURE_WINDOW.saturating_sub(list[0].elapsed());
             return Err(wait.as_secs().max(1));
         }
+        list.push(Instant::now());
         Ok(())
     }
 
-    pub fn failed(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .expect("failures lock")
-            .entry(ip)
-            .or_default()
-            .push(Instant::now());
-    }
-
+    /// The attempt taken for `ip` succeeded: it no longer counts (earlier failures do).
     pub fn succeeded(&self, ip: IpAddr) {
-        self.failures.lock().expect("failures lock").remove(&ip);
+        if let Some(l) = self.failures.lock().expect("failures lock").get_mut(&ip) {
+            l.pop();
+        }
     }
 }
 
@@ -304,10 +336,10 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
         assert!(!text.contains("new password"));
         let m = Methods::load(Some(&path), None).unwrap();
-        assert!(m.verify("ana", "new password"));
-        assert!(!m.verify("ana", "correct horse"));
-        assert!(!m.verify("bo", "new password"));
-        assert!(!m.verify("nobody", "battery staple"));
+        assert_eq!(m.verify("ana", "new password").as_deref(), Some("ana"));
+        assert!(m.verify("ana", "correct horse").is_none());
+        assert!(m.verify("bo", "new password").is_none());
+        assert!(m.verify("nobody", "battery staple").is_none());
         assert!(matches!(
             add_user(&path, "a b", "x"),
             Err(AuthError::BadName(_))
@@ -326,22 +358,29 @@ mod tests {
 
     #[test]
     fn token_logins_and_the_rate_limit() {
-        let m = Methods::new(HashMap::new(), Some("s3cret-token".into()));
+        let users = HashMap::from([("Ana".to_owned(), hash_password("pw-of-ana-123").unwrap())]);
+        let m = Methods::new(users, Some("s3cret-token".into()));
         assert!(m.any());
-        assert!(m.verify("carla", "s3cret-token"));
-        assert!(!m.verify("carla", "s3cret-tokem"));
-        assert!(!m.verify("", "s3cret-token"));
+        assert_eq!(
+            m.verify("carla", "s3cret-token").as_deref(),
+            Some("carla (token)")
+        );
+        assert!(m.verify("carla", "s3cret-tokem").is_none());
+        assert!(m.verify("", "s3cret-token").is_none());
+        // A token holder cannot sign as a user of the file, in any case.
+        assert!(m.verify("ana", "s3cret-token").is_none());
+        assert!(m.verify("Ana", "s3cret-token").is_none());
         assert!(!Methods::default().any());
-        assert!(!Methods::default().verify("x", ""));
+        assert!(Methods::default().verify("x", "").is_none());
 
         let s = Sessions::default();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            assert!(s.may_try(ip).is_ok());
-            s.failed(ip);
+            assert!(s.attempt(ip).is_ok());
         }
-        assert!(s.may_try(ip).is_err());
-        assert!(s.may_try("10.0.0.1".parse().unwrap()).is_ok());
+        assert!(s.attempt(ip).is_err(), "parallel attempts count at once");
+        assert!(s.attempt("10.0.0.1".parse().unwrap()).is_ok());
+        s.succeeded("10.0.0.1".parse().unwrap());
         let (id, session) = s.open("carla");
         assert_eq!(s.get(&id).unwrap().user, "carla");
         assert!(csrf_ok(&session, &session.csrf));
@@ -351,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unset_token_variable_is_an_error() {
+    fn an_unset_or_short_token_is_an_error() {
         let e = Methods::load(None, Some("FLAGSHIP_TEST_SURELY_UNSET_TOKEN"))
             .err()
             .unwrap();
@@ -359,5 +398,9 @@ mod tests {
             e.to_string().contains("FLAGSHIP_TEST_SURELY_UNSET_TOKEN"),
             "{e}"
         );
+        // HOME is set, and shorter than a token must be (or long enough: then it loads).
+        if let Err(e) = Methods::load(None, Some("HOME")) {
+            assert!(e.to_string().contains("needs at least 32"), "{e}");
+        }
     }
 }

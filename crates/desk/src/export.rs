@@ -55,6 +55,19 @@ impl Format {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_uuids_are_stable_version_8() {
+        let a = super::user_uuid("ana");
+        assert_eq!(a, super::user_uuid("ana"));
+        assert_ne!(a, super::user_uuid("bo"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
@@ -72,6 +85,36 @@ fn choice(needs: bool) -> &'static str {
     if needs { "needs_reply" } else { "no_reply" }
 }
 
+/// The model's suggestion and its confidence in it (P(needs a reply), or 1 − that for
+/// `no_reply`).
+fn suggestion(item: &Item) -> (&'static str, f64) {
+    let p = item.probability;
+    (
+        choice(item.need_support),
+        if item.need_support { p } else { 1.0 - p },
+    )
+}
+
+/// A stable UUID for a desk user name (Argilla identifies users by UUID): version 8, from
+/// the name's SHA-256. The name itself goes into the record's metadata.
+fn user_uuid(name: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("flagship-desk-user:{name}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 fn label_studio(item: &Item, who: &str) -> Option<Value> {
     let needs = item.decision?.needs_support()?;
     let result = |needs: bool| {
@@ -83,6 +126,7 @@ fn label_studio(item: &Item, who: &str) -> Option<Value> {
         }])
     };
     Some(json!({
+        // Label Studio's `completed_by` is one of its own user ids: the desk's person is data.
         "data": {
             "text": item.text,
             "post_id": item.id,
@@ -90,11 +134,12 @@ fn label_studio(item: &Item, who: &str) -> Option<Value> {
             "url": item.url,
             "author": item.author,
             "created_at": item.created_at,
+            "decided_by": who,
         },
-        "annotations": [{"result": result(needs), "completed_by": who}],
+        "annotations": [{"result": result(needs)}],
         "predictions": [{
             "model_version": item.model_id,
-            "score": item.probability,
+            "score": suggestion(item).1,
             "result": result(item.need_support),
         }],
     }))
@@ -110,17 +155,18 @@ fn argilla(item: &Item, who: &str) -> Option<Value> {
             "url": item.url,
             "author": item.author,
             "created_at": item.created_at,
+            "decided_by": who,
         },
         "suggestions": [{
             "question_name": "need_support",
-            "value": choice(item.need_support),
-            "score": item.probability,
+            "value": suggestion(item).0,
+            "score": suggestion(item).1,
             "agent": item.model_id,
         }],
         "responses": [{
             "question_name": "need_support",
             "value": choice(needs),
-            "user_id": who,
+            "user_id": user_uuid(who),
             "status": "submitted",
         }],
     }))
@@ -128,7 +174,7 @@ fn argilla(item: &Item, who: &str) -> Option<Value> {
 
 /// The export of the store's current decisions, as bytes; and how many posts it holds.
 pub fn render(store: &DeskStore, format: Format) -> Result<(Vec<u8>, usize), DeskError> {
-    let decided = store.decided()?;
+    let decided = || store.decided();
     let mut out = Vec::new();
     let mut n = 0;
     match format {
@@ -146,7 +192,7 @@ pub fn render(store: &DeskStore, format: Format) -> Result<(Vec<u8>, usize), Des
             }
         }
         Format::LabelStudio => {
-            let tasks: Vec<Value> = decided
+            let tasks: Vec<Value> = decided()?
                 .iter()
                 .filter_map(|(i, who)| label_studio(i, who))
                 .collect();
@@ -155,7 +201,7 @@ pub fn render(store: &DeskStore, format: Format) -> Result<(Vec<u8>, usize), Des
             out.push(b'\n');
         }
         Format::Argilla => {
-            for record in decided.iter().filter_map(|(i, who)| argilla(i, who)) {
+            for record in decided()?.iter().filter_map(|(i, who)| argilla(i, who)) {
                 out.extend_from_slice(record.to_string().as_bytes());
                 out.push(b'\n');
                 n += 1;

@@ -62,7 +62,7 @@ fn time(t: Option<DateTime<Utc>>) -> String {
 
 /// One post: platform, author, time, text, link, probability, matched terms, decision
 /// buttons (a form that works without script; the script sends the same fields).
-pub fn post(item: &Item, terms: &[String], csrf: &str) -> String {
+pub fn post(item: &Item, csrf: &str) -> String {
     let mut h = String::new();
     let state = item.decision.map(|d| d.as_str()).unwrap_or("open");
     let _ = write!(
@@ -107,11 +107,11 @@ pub fn post(item: &Item, terms: &[String], csrf: &str) -> String {
         }
         None => h.push_str(r#"<span class="open">no link</span> "#),
     }
-    if !terms.is_empty() {
+    if !item.terms.is_empty() {
         let _ = write!(
             h,
             r#"<span class="terms">matched: <bdi>{}</bdi></span> "#,
-            esc(&terms.join(", "))
+            esc(&item.terms.join(", "))
         );
     }
     let _ = write!(
@@ -173,7 +173,7 @@ pub fn today(t: &Today, cx: &Context) -> String {
         .map(|t| format!("{t:.3}"))
         .unwrap_or_else(|| "–".into());
     format!(
-        r#"<h2>Today</h2><dl>
+        r#"<h2>Today <small>since 00:00 UTC</small></h2><dl>
 <dt>seen</dt><dd id="t-seen">{seen}</dd>
 <dt>flagged</dt><dd id="t-flagged">{flagged}</dd>
 <dt>decided</dt><dd id="t-decided">{decided}</dd>
@@ -214,7 +214,7 @@ fn head(title: &str, csrf: Option<&str>) -> String {
 }
 
 /// The desk page: navigation, the today panel, the list.
-pub fn page(frame: &Frame, view: View, items: &[(Item, Vec<String>)], today_html: &str) -> String {
+pub fn page(frame: &Frame, view: View, items: &[Item], today_html: &str) -> String {
     let (view_name, order_name, heading) = match view {
         View::Queue(crate::Order::Newest) => ("queue", "newest", "Flagged posts, newest first"),
         View::Queue(crate::Order::Probability) => {
@@ -266,8 +266,8 @@ pub fn page(frame: &Frame, view: View, items: &[(Item, Vec<String>)], today_html
 <p class="keys"><kbd>j</kbd>/<kbd>k</kbd> move · <kbd>r</kbd> needs reply · <kbd>n</kbd> no reply needed · <kbd>d</kbd> done · <kbd>u</kbd> undo · <span id="live">connecting…</span></p>
 <div id="posts">"#
     );
-    for (item, terms) in items {
-        h.push_str(&post(item, terms, frame.csrf));
+    for item in items {
+        h.push_str(&post(item, frame.csrf));
     }
     if items.is_empty() {
         h.push_str(r#"<p class="empty">Nothing waiting. New flagged posts appear here as they arrive.</p>"#);
@@ -322,6 +322,7 @@ mod tests {
             text: text.into(),
             client: None,
             words: 3,
+            terms: vec!["<img src=x>".into()],
             arrived_at: Utc::now(),
             probability: 0.9,
             threshold: 0.5,
@@ -338,7 +339,6 @@ mod tests {
                 "<script>alert(1)</script> \u{202e}gnp.exe",
                 "javascript:alert(1)",
             ),
-            &["<img src=x>".into()],
             "tok",
         );
         assert!(!h.contains("<script>"), "{h}");
@@ -349,11 +349,7 @@ mod tests {
         assert!(h.contains("no link"));
         // The RTL override stays inside its own isolate.
         assert!(h.contains("<bdi>&lt;script&gt;alert(1)&lt;/script&gt; \u{202e}gnp.exe</bdi>"));
-        let ok = post(
-            &item("fine", "https://bsky.app/profile/a/post/b"),
-            &[],
-            "tok",
-        );
+        let ok = post(&item("fine", "https://bsky.app/profile/a/post/b"), "tok");
         assert!(ok.contains(r#"href="https://bsky.app/profile/a/post/b""#));
         assert!(ok.contains(r#"rel="noopener noreferrer""#));
     }
@@ -366,12 +362,7 @@ mod tests {
             csrf: "t",
             logout: true,
         };
-        let h = page(
-            &f,
-            View::Uncertain,
-            &[(item("x", "https://a.b/c"), vec![])],
-            "",
-        );
+        let h = page(&f, View::Uncertain, &[item("x", "https://a.b/c")], "");
         assert!(!h.contains("style="));
         assert!(!h.contains("<style"));
         assert_eq!(h.matches("<script").count(), 1);

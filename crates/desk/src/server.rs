@@ -9,12 +9,17 @@
 //! | `GET /api/queue`, `GET /api/today` | JSON | session or bearer |
 //! | `GET /export?format=labels\|label-studio\|argilla` | the decisions as a download | session or bearer |
 //! | `GET /report`, `GET /monitor`, `GET /reports/…` | the evaluation report and monitor pages from `storage.reports` | session |
-//! | `GET /login`, `POST /login`, `POST /logout` | sessions (login CSRF by a cookie-bound token; 5 failures a minute per address, then 429) | anyone |
+//! | `GET /fragment` (`?view=…&order=…`) | the list's posts as HTML (the page merges it after its event stream (re)connects) | session |
+//! | `GET /login`, `POST /login`, `POST /logout` | sessions (login CSRF by a cookie-bound token; 5 failed logins or tokens a minute per address, then 429) | anyone |
 //! | `GET /assets/…`, `GET /healthz` | the script, the stylesheet; liveness | anyone |
 //!
 //! Every answer carries `Content-Security-Policy: default-src 'self'` (plus no framing, no
 //! base, forms to self), `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`.
-//! A server not bound to loopback refuses to start without an auth method.
+//! A POST from another site (`Origin` or `Sec-Fetch-Site` say so) is refused whatever it
+//! carries. A server not bound to loopback refuses to start without an auth method and
+//! without `desk.secure_cookie` (TLS in front: passwords never cross a network in clear);
+//! without an auth method (loopback) it answers only requests whose `Host` is a loopback
+//! name, so a page at a rebound DNS name cannot reach it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,7 +34,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use flagship_core::config::Business;
-use flagship_core::track::Track;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -52,6 +56,10 @@ pub enum ServerError {
         "desk: {0} is not a loopback address; serving it needs an auth method (desk.users or desk.token_env)"
     )]
     Exposed(SocketAddr),
+    #[error(
+        "desk: {0} is not a loopback address; serve it behind TLS and set desk.secure_cookie = true (logins must not cross a network in clear)"
+    )]
+    Cleartext(SocketAddr),
     #[error("desk: cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -68,8 +76,6 @@ pub struct Settings {
     /// The mission's name (titles).
     pub mission: String,
     pub business: Business,
-    /// The terms shown as "matched" on a post (the profile's wanted terms and track terms).
-    pub terms: Vec<String>,
     pub uncertain_band: f64,
     pub page_size: usize,
     pub secure_cookie: bool,
@@ -78,18 +84,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings a config gives (the terms: the profile's wanted terms, then the track
-    /// terms).
+    /// The settings a config gives.
     pub fn from_config(c: &flagship_core::Config) -> Settings {
-        let mut terms: Vec<String> = c
-            .mission
-            .filter
-            .wanted
-            .values()
-            .flatten()
-            .cloned()
-            .collect();
-        terms.extend(c.mission.stream.track.iter().cloned());
         let reports = match c.location(flagship_core::config::Area::Reports) {
             Ok(flagship_core::location::Location::Local(p)) => Some(p),
             _ => None,
@@ -97,7 +93,6 @@ impl Settings {
         Settings {
             mission: c.mission.name.clone(),
             business: c.business.clone(),
-            terms,
             uncertain_band: c.desk.uncertain_band,
             page_size: c.desk.page_size,
             secure_cookie: c.desk.secure_cookie,
@@ -124,11 +119,17 @@ pub struct Desk {
     sessions: Sessions,
     methods: Methods,
     settings: Settings,
-    track: Track,
     /// The model scoring now, and its threshold.
     model: Mutex<(String, Option<f64>)>,
     closing: watch::Sender<bool>,
+    /// When the today panel was last sent (sent at most every [`TODAY_EVERY`] while posts
+    /// arrive), and the drift line with when it was read.
+    today_sent: Mutex<Option<std::time::Instant>>,
+    drift: Mutex<Option<(std::time::Instant, String)>>,
 }
+
+const TODAY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const DRIFT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The start of the current UTC day (the today panel's window).
 fn day_start() -> DateTime<Utc> {
@@ -150,16 +151,19 @@ impl Desk {
         if !bind.ip().is_loopback() && !methods.any() {
             return Err(ServerError::Exposed(bind));
         }
-        let track = Track::new(&settings.terms);
+        if !bind.ip().is_loopback() && !settings.secure_cookie {
+            return Err(ServerError::Cleartext(bind));
+        }
         Ok(Arc::new(Desk {
             store: Mutex::new(store),
             events: broadcast::channel(1024).0,
             sessions: Sessions::default(),
             methods,
             settings,
-            track,
             model: Mutex::new((String::new(), None)),
             closing: watch::channel(false).0,
+            today_sent: Mutex::new(None),
+            drift: Mutex::new(None),
         }))
     }
 
@@ -183,7 +187,8 @@ impl Desk {
         self.closing.send_replace(true);
     }
 
-    /// Stores scored posts and tells open pages about the new flagged ones.
+    /// Stores scored posts and tells open pages about the new flagged ones. Once committed,
+    /// nothing turns it into an error (a failing today panel is logged).
     pub fn add(&self, scored: &[flagship_live::Scored]) -> Result<(), DeskError> {
         if let Some(s) = scored.first() {
             self.set_model(&s.model_id, s.threshold);
@@ -198,15 +203,34 @@ impl Desk {
                 .filter(|s| s.need_support)
                 .map(crate::store::item_of)
                 .collect();
-            (fresh, store.today(day_start())?)
+            let due = {
+                let mut sent = self.today_sent.lock().unwrap_or_else(|e| e.into_inner());
+                let due = sent.is_none_or(|t| t.elapsed() >= TODAY_EVERY);
+                if due {
+                    *sent = Some(std::time::Instant::now());
+                }
+                due
+            };
+            (fresh, due.then(|| store.today(day_start())))
         };
         if !fresh.is_empty() {
             let _ = self.events.send(Event::Posts(Arc::new(fresh)));
         }
-        let _ = self
-            .events
-            .send(Event::Today(Arc::new(self.today_html(&today))));
+        if let Some(today) = today {
+            self.send_today(today);
+        }
         Ok(())
+    }
+
+    fn send_today(&self, today: Result<Today, DeskError>) {
+        match today {
+            Ok(t) => {
+                let _ = self
+                    .events
+                    .send(Event::Today(Arc::new(self.today_html(&t))));
+            }
+            Err(e) => tracing::error!("desk: the today panel: {e}"),
+        }
     }
 
     /// Records a decision (committed before it returns) and tells open pages.
@@ -219,7 +243,7 @@ impl Desk {
         let (now, today) = {
             let mut store = self.store();
             let now = store.decide(id, decision, who)?;
-            (now, store.today(day_start())?)
+            (now, store.today(day_start()))
         };
         tracing::info!(
             post = id,
@@ -231,24 +255,31 @@ impl Desk {
             id: id.to_owned(),
             decision: now,
         });
-        let _ = self
-            .events
-            .send(Event::Today(Arc::new(self.today_html(&today))));
+        self.send_today(today);
         Ok(now)
     }
 
-    fn terms(&self, item: &Item) -> Vec<String> {
-        self.track.matched(&item.text)
-    }
-
-    fn today_html(&self, t: &Today) -> String {
-        let (model, threshold) = self.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let drift = self
+    /// The latest drift line, read again at most every [`DRIFT_EVERY`].
+    fn drift(&self) -> String {
+        let mut cached = self.drift.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, line)) = &*cached
+            && at.elapsed() < DRIFT_EVERY
+        {
+            return line.clone();
+        }
+        let line = self
             .settings
             .reports
             .as_deref()
             .map(latest_drift)
             .unwrap_or_else(|| "reports are not local".into());
+        *cached = Some((std::time::Instant::now(), line.clone()));
+        line
+    }
+
+    fn today_html(&self, t: &Today) -> String {
+        let (model, threshold) = self.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let drift = self.drift();
         page::today(
             t,
             &page::Context {
@@ -265,39 +296,56 @@ impl Desk {
     }
 }
 
+/// The newest monitoring batch folder under `reports` holding `file` (`batch-0003`); only
+/// plain names (letters, digits, `.`, `_`, `-`) count.
+fn latest_batch(reports: &Path, file: &str) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(reports.join("monitor"))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        })
+        .filter(|n| reports.join("monitor").join(n).join(file).is_file())
+        .collect();
+    names.sort();
+    names.pop()
+}
+
 /// The latest monitoring batch's drift, in words.
 fn latest_drift(reports: &Path) -> String {
-    let dir = reports.join("monitor");
-    let mut batches: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("monitor.json").is_file())
-        .collect();
-    batches.sort();
-    let Some(last) = batches.pop() else {
+    let Some(name) = latest_batch(reports, "monitor.json") else {
         return "no monitoring batch yet".into();
     };
-    let name = last
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let v: serde_json::Value = match std::fs::read(last.join("monitor.json"))
+    #[derive(Deserialize)]
+    struct Report {
+        drift: Drift,
+    }
+    #[derive(Deserialize)]
+    struct Drift {
+        flagged: usize,
+        changes: Vec<serde_json::Value>,
+        retrain: Option<bool>,
+    }
+    let path = reports.join("monitor").join(&name).join("monitor.json");
+    let d = match std::fs::read(&path)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
     {
-        Some(v) => v,
+        Some(r) => r.drift,
         None => return format!("{name}: monitor.json unreadable"),
     };
-    let flagged = v["drift"]["flagged"].as_u64().unwrap_or(0);
-    let total = v["drift"]["changes"].as_array().map_or(0, Vec::len);
-    let retrain = match v["drift"]["retrain"].as_bool() {
+    let retrain = match d.retrain {
         Some(true) => "; quality moved: retrain",
         Some(false) => "; quality steady",
         None => "",
     };
-    format!("{name}: {flagged} of {total} statistics moved{retrain}")
+    format!(
+        "{name}: {} of {} statistics moved{retrain}",
+        d.flagged,
+        d.changes.len()
+    )
 }
 
 /// Who is calling.
@@ -363,6 +411,8 @@ enum Refusal {
     Forbidden(&'static str),
     /// A page without a session: to the login page.
     Login,
+    /// A page without a session and no logins configured: to the desk page (which opens one).
+    Home,
     /// A malformed request: 400.
     Bad(String),
     Desk(DeskError),
@@ -374,6 +424,7 @@ impl IntoResponse for Refusal {
             Refusal::Unauthorized => unauthorized(),
             Refusal::Forbidden(why) => forbidden(why),
             Refusal::Login => Redirect::to("/login").into_response(),
+            Refusal::Home => Redirect::to("/").into_response(),
             Refusal::Bad(why) => {
                 (StatusCode::BAD_REQUEST, axum::Json(json!({"error": why}))).into_response()
             }
@@ -395,22 +446,45 @@ fn forbidden(why: &str) -> Response {
     (StatusCode::FORBIDDEN, axum::Json(json!({"error": why}))).into_response()
 }
 
+/// A store error as an answer: what the person can act on, never the database's path or
+/// internals (those go to the log).
 fn desk_error(e: DeskError) -> Response {
-    let status = match e {
-        DeskError::NoPost(_) => StatusCode::NOT_FOUND,
-        DeskError::Locked { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    let (status, message) = match &e {
+        DeskError::NoPost(_) | DeskError::NothingToUndo(_) => {
+            let status = if matches!(e, DeskError::NoPost(_)) {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::CONFLICT
+            };
+            (status, e.to_string())
+        }
+        DeskError::Locked { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the desk database is locked by another process: try again shortly".to_owned(),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "desk database error (the server's log says which)".to_owned(),
+        ),
     };
-    tracing::error!("desk: {e}");
-    (status, axum::Json(json!({"error": e.to_string()}))).into_response()
+    if status.is_server_error() {
+        tracing::error!("desk: {e}");
+    }
+    (status, axum::Json(json!({"error": message}))).into_response()
 }
 
-/// A page's caller: the session, or one opened for the local user when no login method is
-/// configured (loopback only); else a redirect to the login page.
-fn page_caller(d: &Desk, headers: &HeaderMap) -> Result<(Session, Option<String>), Refusal> {
+/// A page's caller: the session, or — for the desk page itself (`open`) — one opened for
+/// the local user when no login method is configured (loopback only); else a redirect to the
+/// login page (or, with no logins, to the desk page).
+fn page_caller(
+    d: &Desk,
+    headers: &HeaderMap,
+    open: bool,
+) -> Result<(Session, Option<String>), Refusal> {
     match caller(d, headers) {
         Some(Caller::Session { session, .. }) => Ok((session, None)),
         Some(Caller::Bearer) => Err(Refusal::Forbidden("pages need a session: log in")),
+        None if !d.methods.any() && !open => Err(Refusal::Home),
         None if !d.methods.any() => {
             let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
             let (id, s) = d.sessions.open(&user);
@@ -454,7 +528,7 @@ async fn index(
     headers: HeaderMap,
     Query(q): Query<ViewQuery>,
 ) -> Response {
-    let (session, cookie) = match page_caller(&d, &headers) {
+    let (session, cookie) = match page_caller(&d, &headers, true) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -465,13 +539,6 @@ async fn index(
         Ok(x) => x,
         Err(e) => return desk_error(e),
     };
-    let with_terms: Vec<(Item, Vec<String>)> = list
-        .into_iter()
-        .map(|i| {
-            let t = d.terms(&i);
-            (i, t)
-        })
-        .collect();
     let html = page::page(
         &page::Frame {
             mission: &d.settings.mission,
@@ -480,7 +547,7 @@ async fn index(
             logout: d.methods.any(),
         },
         view,
-        &with_terms,
+        &list,
         &d.today_html(&today),
     );
     with_cookie(Html(html).into_response(), cookie)
@@ -514,7 +581,12 @@ fn writer(d: &Desk, headers: &HeaderMap, field: Option<&str>) -> Result<(Caller,
     Ok((c, user))
 }
 
-fn record(d: &Desk, headers: &HeaderMap, f: &DecideForm) -> Result<Option<Decision>, Refusal> {
+/// Checks the caller and records the decision, off the async workers (SQLite fsyncs).
+async fn record(
+    d: &Arc<Desk>,
+    headers: &HeaderMap,
+    f: &DecideForm,
+) -> Result<Option<Decision>, Refusal> {
     let (_, user) = writer(d, headers, f.csrf.as_deref())?;
     let decision = Decision::parse(&f.decision).ok_or_else(|| {
         Refusal::Bad(format!(
@@ -522,7 +594,11 @@ fn record(d: &Desk, headers: &HeaderMap, f: &DecideForm) -> Result<Option<Decisi
             f.decision
         ))
     })?;
-    d.decide(&f.id, decision, &user).map_err(Refusal::Desk)
+    let (desk, id) = (d.clone(), f.id.clone());
+    tokio::task::spawn_blocking(move || desk.decide(&id, decision, &user))
+        .await
+        .map_err(|e| Refusal::Bad(format!("the decision task failed: {e}")))?
+        .map_err(Refusal::Desk)
 }
 
 async fn api_decide(
@@ -530,7 +606,7 @@ async fn api_decide(
     headers: HeaderMap,
     Form(f): Form<DecideForm>,
 ) -> Response {
-    match record(&d, &headers, &f) {
+    match record(&d, &headers, &f).await {
         Ok(now) => axum::Json(json!({
             "id": f.id,
             "decision": now.map(|d| d.as_str()),
@@ -546,13 +622,13 @@ async fn form_decide(
     headers: HeaderMap,
     Form(f): Form<DecideForm>,
 ) -> Response {
-    match record(&d, &headers, &f) {
+    match record(&d, &headers, &f).await {
         Ok(_) => Redirect::to("/").into_response(),
         Err(r) => r.into_response(),
     }
 }
 
-fn item_json(d: &Desk, i: &Item) -> serde_json::Value {
+fn item_json(i: &Item) -> serde_json::Value {
     json!({
         "platform": i.platform,
         "id": i.id,
@@ -564,7 +640,7 @@ fn item_json(d: &Desk, i: &Item) -> serde_json::Value {
         "threshold": i.threshold,
         "need_support": i.need_support,
         "model": i.model_id,
-        "matched": d.terms(i),
+        "matched": i.terms,
         "decision": i.decision.map(|d| d.as_str()),
     })
 }
@@ -586,9 +662,7 @@ async fn api_queue(
     }
     let limit = q.limit.unwrap_or(d.settings.page_size).min(10_000);
     match items(&d, view_of(&q.view), limit) {
-        Ok(list) => {
-            axum::Json(list.iter().map(|i| item_json(&d, i)).collect::<Vec<_>>()).into_response()
-        }
+        Ok(list) => axum::Json(list.iter().map(item_json).collect::<Vec<_>>()).into_response(),
         Err(e) => desk_error(e),
     }
 }
@@ -613,27 +687,52 @@ async fn api_today(State(d): State<Arc<Desk>>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn events(State(d): State<Arc<Desk>>, headers: HeaderMap) -> Response {
+/// The list's posts as HTML, for a page to merge what it missed while its event stream was
+/// (re)connecting.
+async fn fragment(
+    State(d): State<Arc<Desk>>,
+    headers: HeaderMap,
+    Query(q): Query<ViewQuery>,
+) -> Response {
     let Some(Caller::Session { session, .. }) = caller(&d, &headers) else {
+        return unauthorized();
+    };
+    match items(&d, view_of(&q), d.settings.page_size) {
+        Ok(list) => Html(
+            list.iter()
+                .map(|i| page::post(i, &session.csrf))
+                .collect::<String>(),
+        )
+        .into_response(),
+        Err(e) => desk_error(e),
+    }
+}
+
+/// The event stream of one session: ends when the session does (logout, expiry) or the
+/// desk closes.
+async fn events(State(d): State<Arc<Desk>>, headers: HeaderMap) -> Response {
+    let Some(Caller::Session { id, session }) = caller(&d, &headers) else {
         return unauthorized();
     };
     let rx = d.events.subscribe();
     let mut closing = d.closing.subscribe();
     let desk = d.clone();
     let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+        .take_while(move |_| std::future::ready(desk.sessions.get(&id).is_some()))
         .map(move |e| {
             let ev = match e {
                 Ok(Event::Posts(items)) => {
                     let html: String = items
                         .iter()
-                        .map(|i| page::post(i, &desk.terms(i), &session.csrf))
+                        .map(|i| page::post(i, &session.csrf))
                         .collect();
                     SseEvent::default().event("post").data(html)
                 }
                 Ok(Event::Today(html)) => SseEvent::default().event("today").data(html.as_str()),
-                Ok(Event::Decided { id, decision }) => SseEvent::default()
-                    .event("decided")
-                    .data(json!({"id": id, "decision": decision.map(|d| d.as_str()), "title": decision.map(|d| d.title())}).to_string()),
+                Ok(Event::Decided { id, decision }) => SseEvent::default().event("decided").data(
+                    json!({"id": id, "decision": decision.map(|d| d.as_str()), "title": decision.map(|d| d.title())})
+                        .to_string(),
+                ),
                 // Too slow a reader missed events: its page reloads.
                 Err(_) => SseEvent::default().event("reload").data("missed events"),
             };
@@ -727,7 +826,7 @@ async fn login(
     if bound.is_empty() || !crate::auth::csrf_ok_str(bound, &f.csrf) {
         return forbidden("login form expired: reload the login page");
     }
-    if let Err(wait) = d.sessions.may_try(peer.ip()) {
+    if let Err(wait) = d.sessions.attempt(peer.ip()) {
         let mut r = login_form(
             &d,
             StatusCode::TOO_MANY_REQUESTS,
@@ -739,21 +838,20 @@ async fn login(
     }
     let desk = d.clone();
     let (user, password) = (f.user.clone(), f.password);
-    let ok = tokio::task::spawn_blocking(move || desk.methods.verify(&user, &password))
+    let who = tokio::task::spawn_blocking(move || desk.methods.verify(&user, &password))
         .await
-        .unwrap_or(false);
-    if !ok {
-        d.sessions.failed(peer.ip());
-        tracing::warn!(user = f.user, peer = %peer.ip(), "desk: failed login");
+        .unwrap_or(None);
+    let Some(who) = who else {
+        tracing::warn!(user = crate::auth::loggable(&f.user), peer = %peer.ip(), "desk: failed login");
         return login_form(
             &d,
             StatusCode::UNAUTHORIZED,
             Some("Wrong name or password."),
         );
-    }
+    };
     d.sessions.succeeded(peer.ip());
-    let (id, _) = d.sessions.open(&f.user);
-    tracing::info!(user = f.user, "desk: login");
+    let (id, _) = d.sessions.open(&who);
+    tracing::info!(user = who, "desk: login");
     with_cookie(
         Redirect::to("/").into_response(),
         Some(session_cookie(&d, &id)),
@@ -776,7 +874,9 @@ async fn logout(
             d.sessions.close(&id);
             with_cookie(
                 Redirect::to("/login").into_response(),
-                Some(format!("{SESSION_COOKIE}=; Path=/; Max-Age=0")),
+                Some(format!(
+                    "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+                )),
             )
         }
         Ok((Caller::Bearer, _)) => Redirect::to("/").into_response(),
@@ -785,7 +885,7 @@ async fn logout(
 }
 
 async fn report(State(d): State<Arc<Desk>>, headers: HeaderMap) -> Response {
-    if let Err(r) = page_caller(&d, &headers) {
+    if let Err(r) = page_caller(&d, &headers, false) {
         return r.into_response();
     }
     match &d.settings.reports {
@@ -804,19 +904,14 @@ async fn report(State(d): State<Arc<Desk>>, headers: HeaderMap) -> Response {
 }
 
 async fn monitor(State(d): State<Arc<Desk>>, headers: HeaderMap) -> Response {
-    if let Err(r) = page_caller(&d, &headers) {
+    if let Err(r) = page_caller(&d, &headers, false) {
         return r.into_response();
     }
-    let latest = d.settings.reports.as_ref().and_then(|dir| {
-        let mut b: Vec<String> = std::fs::read_dir(dir.join("monitor"))
-            .ok()?
-            .flatten()
-            .filter(|e| e.path().join("monitor.html").is_file())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        b.sort();
-        b.pop()
-    });
+    let latest = d
+        .settings
+        .reports
+        .as_deref()
+        .and_then(|dir| latest_batch(dir, "monitor.html"));
     match latest {
         Some(batch) => {
             Redirect::to(&format!("/reports/monitor/{batch}/monitor.html")).into_response()
@@ -838,7 +933,7 @@ async fn reports(
     headers: HeaderMap,
     axum::extract::Path(rel): axum::extract::Path<String>,
 ) -> Response {
-    if let Err(r) = page_caller(&d, &headers) {
+    if let Err(r) = page_caller(&d, &headers, false) {
         return r.into_response();
     }
     let not_found = || StatusCode::NOT_FOUND.into_response();
@@ -907,6 +1002,89 @@ async fn security_headers(mut r: Response) -> Response {
     r
 }
 
+/// Whether a `Host` header names this machine's loopback (`127.0.0.1`, `[::1]`,
+/// `localhost`, with any port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Before any route: with no logins, only loopback `Host`s (no DNS rebinding); a POST from
+/// another site is refused; a wrong bearer token counts against the address's attempts.
+async fn guard(
+    State(d): State<Arc<Desk>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    if !d.methods.any() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if !loopback_host(host) {
+            return forbidden("this desk answers loopback addresses only");
+        }
+    }
+    if req.method() == axum::http::Method::POST {
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "cross-site");
+        let foreign_origin = match (
+            headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+            headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+        ) {
+            (Some(origin), Some(host)) => {
+                origin != "null" && origin.split_once("://").map(|(_, h)| h) != Some(host)
+            }
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if cross_site || foreign_origin {
+            return forbidden("a request from another site");
+        }
+    }
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        let ip = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(ip) = ip
+            && let Err(wait) = d.sessions.attempt(ip)
+        {
+            let mut r = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(
+                    json!({"error": format!("too many failed tokens: try again in {wait} s")}),
+                ),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return r;
+        }
+        if !d.methods.token_ok(token.trim()) {
+            tracing::warn!(peer = ?ip, "desk: wrong bearer token");
+            return unauthorized();
+        }
+        if let Some(ip) = ip {
+            d.sessions.succeeded(ip);
+        }
+    }
+    next.run(req).await
+}
+
 /// The desk's routes (serve with [`serve`], which passes the peer address logins need).
 pub fn router(d: Arc<Desk>) -> Router {
     Router::new()
@@ -923,7 +1101,9 @@ pub fn router(d: Arc<Desk>) -> Router {
         .route("/monitor", get(monitor))
         .route("/reports/{*path}", get(reports))
         .route("/assets/{name}", get(asset))
+        .route("/fragment", get(fragment))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(d)
 }

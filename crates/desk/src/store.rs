@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The schema version in `PRAGMA user_version`.
-pub const SCHEMA: i64 = 1;
+pub const SCHEMA: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
@@ -32,6 +32,24 @@ pub enum DeskError {
     Version { path: PathBuf, found: i64 },
     #[error("desk database {path} does not exist (start `flagship desk` once to create it)")]
     Missing { path: PathBuf },
+    #[error("desk database {path}: not a desk database (no schema version)")]
+    NotADesk { path: PathBuf },
+    #[error("cannot create the desk database's folder {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "desk database {path}: column `{column}` holds {value:?}, which this build cannot read"
+    )]
+    BadValue {
+        path: PathBuf,
+        column: &'static str,
+        value: String,
+    },
+    #[error("post {0} has no decision to undo")]
+    NothingToUndo(String),
     #[error("no post {0} in the desk")]
     NoPost(String),
 }
@@ -123,7 +141,9 @@ pub struct Item {
     pub text: String,
     pub client: Option<String>,
     pub words: u32,
-    /// When the live loop read it (arrival → screen is measured from here).
+    /// The profile's wanted terms it matched.
+    pub terms: Vec<String>,
+    /// When the live loop read it — first seen (arrival → screen is measured from here).
     pub arrived_at: DateTime<Utc>,
     pub probability: f64,
     pub threshold: f64,
@@ -184,6 +204,15 @@ fn db_error(path: &Path, source: rusqlite::Error) -> DeskError {
             path: path.to_owned(),
         };
     }
+    if let rusqlite::Error::FromSqlConversionFailure(_, _, e) = &source
+        && let Some(b) = e.downcast_ref::<BadColumn>()
+    {
+        return DeskError::BadValue {
+            path: path.to_owned(),
+            column: b.column,
+            value: b.value.clone(),
+        };
+    }
     DeskError::Db {
         path: path.to_owned(),
         source,
@@ -191,7 +220,8 @@ fn db_error(path: &Path, source: rusqlite::Error) -> DeskError {
 }
 
 const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.text, p.client,
-     p.words, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id, c.decision";
+     p.words, p.terms, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id,
+     c.decision";
 
 /// When the live loop read a post: scored, less the time it took.
 fn arrived(s: &flagship_live::Scored) -> DateTime<Utc> {
@@ -210,6 +240,7 @@ pub(crate) fn item_of(s: &flagship_live::Scored) -> Item {
         text: t.text.clone(),
         client: s.client.clone(),
         words: s.text_model.split_whitespace().count() as u32,
+        terms: s.matched.clone(),
         arrived_at: arrived(s),
         probability: f64::from(s.probability),
         threshold: s.threshold,
@@ -219,29 +250,71 @@ pub(crate) fn item_of(s: &flagship_live::Scored) -> Item {
     }
 }
 
-fn time(s: Option<String>) -> Option<DateTime<Utc>> {
-    s.and_then(|c| DateTime::parse_from_rfc3339(&c).ok())
-        .map(|c| c.with_timezone(&Utc))
+/// A value of column `idx` this build cannot read, as a SQLite conversion error (mapped to
+/// [`DeskError::BadValue`] naming the column).
+fn bad(idx: usize, column: &'static str, value: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        idx,
+        rusqlite::types::Type::Text,
+        Box::new(BadColumn { column, value }),
+    )
+}
+
+#[derive(Debug)]
+struct BadColumn {
+    column: &'static str,
+    value: String,
+}
+
+impl std::fmt::Display for BadColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "column `{}`: {:?}", self.column, self.value)
+    }
+}
+
+impl std::error::Error for BadColumn {}
+
+fn time_at(
+    r: &rusqlite::Row,
+    idx: usize,
+    column: &'static str,
+) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match r.get::<_, Option<String>>(idx)? {
+        None => Ok(None),
+        Some(c) => DateTime::parse_from_rfc3339(&c)
+            .map(|c| Some(c.with_timezone(&Utc)))
+            .map_err(|_| bad(idx, column, c)),
+    }
+}
+
+fn decision_at(r: &rusqlite::Row, idx: usize) -> rusqlite::Result<Option<Decision>> {
+    match r.get::<_, Option<String>>(idx)? {
+        None => Ok(None),
+        Some(d) => Decision::parse(&d)
+            .map(Some)
+            .ok_or_else(|| bad(idx, "decision", d)),
+    }
 }
 
 fn item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
+    let terms: String = r.get(8)?;
     Ok(Item {
         platform: r.get(0)?,
         id: r.get(1)?,
         url: r.get(2)?,
         author: r.get(3)?,
-        created_at: time(r.get(4)?),
+        created_at: time_at(r, 4, "created_at")?,
         text: r.get(5)?,
         client: r.get(6)?,
         words: r.get(7)?,
-        arrived_at: time(r.get(8)?).unwrap_or_default(),
-        probability: r.get(9)?,
-        threshold: r.get(10)?,
-        need_support: r.get(11)?,
-        model_id: r.get(12)?,
-        decision: r
-            .get::<_, Option<String>>(13)?
-            .and_then(|d| Decision::parse(&d)),
+        terms: serde_json::from_str(&terms).map_err(|_| bad(8, "terms", terms.clone()))?,
+        arrived_at: time_at(r, 9, "arrived_at")?
+            .ok_or_else(|| bad(9, "arrived_at", "NULL".into()))?,
+        probability: r.get(10)?,
+        threshold: r.get(11)?,
+        need_support: r.get(12)?,
+        model_id: r.get(13)?,
+        decision: decision_at(r, 14)?,
     })
 }
 
@@ -253,11 +326,9 @@ impl DeskStore {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                db_err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(format!("cannot create {}: {e}", dir.display())),
-                ))
+            std::fs::create_dir_all(dir).map_err(|source| DeskError::Folder {
+                path: dir.to_owned(),
+                source,
             })?;
         }
         let db = Connection::open(path).map_err(db_err)?;
@@ -269,15 +340,41 @@ impl DeskStore {
         Ok(store)
     }
 
-    /// Opens an existing database (for exports and the pipeline's labels): a missing file is
-    /// an error naming it, not a new empty desk.
+    /// Opens an existing database read-only (exports, the pipeline's labels, monitor): a
+    /// missing file or one that is no desk is an error naming it; nothing is created or
+    /// changed.
     pub fn open_existing(path: &Path) -> Result<DeskStore, DeskError> {
         if !path.is_file() {
             return Err(DeskError::Missing {
                 path: path.to_owned(),
             });
         }
-        DeskStore::open(path)
+        let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| db_error(path, e))?;
+        let store = DeskStore {
+            path: path.to_owned(),
+            db,
+        };
+        store
+            .db
+            .busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(|e| store.err(e))?;
+        match store.version()? {
+            SCHEMA => Ok(store),
+            0 => Err(DeskError::NotADesk {
+                path: path.to_owned(),
+            }),
+            found => Err(DeskError::Version {
+                path: path.to_owned(),
+                found,
+            }),
+        }
+    }
+
+    fn version(&self) -> Result<i64, DeskError> {
+        self.db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     pub fn path(&self) -> &Path {
@@ -295,11 +392,7 @@ impl DeskStore {
         self.db
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .map_err(|e| self.err(e))?;
-        let found: i64 = self
-            .db
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        match found {
+        match self.version()? {
             0 => self
                 .db
                 .execute_batch(&format!(
@@ -314,8 +407,8 @@ impl DeskStore {
                          text_model TEXT NOT NULL,
                          client TEXT,
                          words INTEGER NOT NULL,
-                         first_seen_at TEXT NOT NULL,
-                         arrived_at TEXT NOT NULL,
+                         terms TEXT NOT NULL,          -- JSON array: the wanted terms matched
+                         arrived_at TEXT NOT NULL,     -- first seen by the live loop
                          -- the latest score (its history per model is in `scores`)
                          probability REAL NOT NULL,
                          threshold REAL NOT NULL,
@@ -345,11 +438,14 @@ impl DeskStore {
                      -- the same transaction as the decision, so views need no replay.
                      CREATE TABLE IF NOT EXISTS current (
                          post_id TEXT PRIMARY KEY REFERENCES posts(id),
-                         decision TEXT NOT NULL
+                         decision TEXT NOT NULL,
+                         who TEXT NOT NULL,     -- who made the decision that is current
+                         at TEXT NOT NULL
                      );
-                     CREATE INDEX IF NOT EXISTS posts_queue_newest ON posts (need_support, created_at);
+                     CREATE INDEX IF NOT EXISTS current_at ON current (at);
+                     CREATE INDEX IF NOT EXISTS posts_queue_newest ON posts (need_support, arrived_at);
                      CREATE INDEX IF NOT EXISTS posts_queue_probability ON posts (need_support, probability);
-                     CREATE INDEX IF NOT EXISTS posts_seen ON posts (first_seen_at);
+                     CREATE INDEX IF NOT EXISTS posts_seen ON posts (arrived_at);
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;"
                 ))
@@ -372,7 +468,7 @@ impl DeskStore {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO posts
                      (id, platform, url, author, created_at, text, text_model, client, words,
-                      first_seen_at, arrived_at, probability, threshold, need_support, model_id,
+                      terms, arrived_at, probability, threshold, need_support, model_id,
                       scored_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
@@ -385,9 +481,13 @@ impl DeskStore {
                 .map_err(wrap)?;
             let mut score = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO scores
+                    "INSERT INTO scores
                      (post_id, model_id, probability, threshold, need_support, scored_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (post_id, model_id) DO UPDATE SET
+                       probability = excluded.probability, threshold = excluded.threshold,
+                       need_support = excluded.need_support, scored_at = excluded.scored_at
+                     WHERE excluded.scored_at >= scores.scored_at",
                 )
                 .map_err(wrap)?;
             for (i, s) in scored.iter().enumerate() {
@@ -404,7 +504,7 @@ impl DeskStore {
                         s.text_model,
                         s.client,
                         s.text_model.split_whitespace().count() as u32,
-                        scored_at,
+                        serde_json::to_string(&s.matched).expect("strings serialise"),
                         arrived(s).to_rfc3339(),
                         f64::from(s.probability),
                         s.threshold,
@@ -470,22 +570,29 @@ impl DeskStore {
         if !exists {
             return Err(DeskError::NoPost(post.to_owned()));
         }
+        let top = replay(&history_of(&tx, post).map_err(wrap)?);
+        match (decision, &top) {
+            (Decision::Undo, None) => return Err(DeskError::NothingToUndo(post.to_owned())),
+            // The same person pressing the same key again: already so.
+            (d, Some((now, by, _))) if d == *now && by == who => return Ok(Some(d)),
+            _ => {}
+        }
         tx.execute(
             "INSERT INTO decisions (post_id, decision, who, at) VALUES (?1, ?2, ?3, ?4)",
             params![post, decision.as_str(), who, Utc::now().to_rfc3339()],
         )
         .map_err(wrap)?;
         let now = replay(&history_of(&tx, post).map_err(wrap)?);
-        match now {
-            Some(d) => tx.execute(
-                "INSERT OR REPLACE INTO current (post_id, decision) VALUES (?1, ?2)",
-                params![post, d.as_str()],
+        match &now {
+            Some((d, by, at)) => tx.execute(
+                "INSERT OR REPLACE INTO current (post_id, decision, who, at) VALUES (?1, ?2, ?3, ?4)",
+                params![post, d.as_str(), by, at],
             ),
             None => tx.execute("DELETE FROM current WHERE post_id = ?1", [post]),
         }
         .map_err(wrap)?;
         tx.commit().map_err(wrap)?;
-        Ok(now)
+        Ok(now.map(|(d, _, _)| d))
     }
 
     /// Every decision on `post`, oldest first: (decision, who, when).
@@ -495,7 +602,7 @@ impl DeskStore {
 
     /// The current decision: the history replayed, each undo taking back the one before.
     pub fn current(&self, post: &str) -> Result<Option<Decision>, DeskError> {
-        Ok(replay(&self.history(post)?))
+        Ok(replay(&self.history(post)?).map(|(d, _, _)| d))
     }
 
     fn items(&self, tail: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Item>, DeskError> {
@@ -517,7 +624,7 @@ impl DeskStore {
     /// Flagged posts with no current decision, newest first or most probable first.
     pub fn queue(&self, order: Order, limit: usize) -> Result<Vec<Item>, DeskError> {
         let order = match order {
-            Order::Newest => "p.created_at DESC, p.id",
+            Order::Newest => "p.arrived_at DESC, p.id",
             Order::Probability => "p.probability DESC, p.id",
         };
         self.items(
@@ -540,12 +647,12 @@ impl DeskStore {
         )
     }
 
-    /// Posts first seen since `since`: seen, flagged, decided, and what decisions say of
-    /// the flags.
+    /// Posts first seen since `since` (seen, flagged, what decisions say of those flags) and
+    /// the posts decided since then.
     pub fn today(&self, since: DateTime<Utc>) -> Result<Today, DeskError> {
         let sql = "SELECT COUNT(*),
                 COALESCE(SUM(p.need_support), 0),
-                COALESCE(SUM(c.decision IS NOT NULL), 0),
+                (SELECT COUNT(*) FROM current WHERE at >= ?1),
                 COALESCE(SUM(p.need_support = 1 AND c.decision IS NOT NULL), 0),
                 COALESCE(SUM(p.need_support = 1 AND c.decision IN ('needs_reply', 'done')), 0),
                 COALESCE(SUM(p.need_support = 0 AND c.decision IN ('needs_reply', 'done')), 0),
@@ -553,7 +660,7 @@ impl DeskStore {
                 COALESCE(SUM(CASE WHEN p.need_support = 1 AND c.decision = 'no_reply' THEN p.words END), 0),
                 COALESCE(SUM(CASE WHEN p.need_support = 0 AND c.decision IN ('needs_reply', 'done') THEN p.words END), 0)
              FROM posts p LEFT JOIN current c ON c.post_id = p.id
-             WHERE p.first_seen_at >= ?1";
+             WHERE p.arrived_at >= ?1";
         let since = since.to_rfc3339();
         let mut t = self
             .db
@@ -588,16 +695,15 @@ impl DeskStore {
             .collect())
     }
 
-    /// Every post with a current decision, in id order, with who made it.
+    /// Every post with a current decision, in id order, with who made that decision.
     pub fn decided(&self) -> Result<Vec<(Item, String)>, DeskError> {
         let sql = format!(
-            "SELECT {ITEM_COLUMNS},
-                    (SELECT who FROM decisions d WHERE d.post_id = p.id ORDER BY seq DESC LIMIT 1)
+            "SELECT {ITEM_COLUMNS}, c.who
              FROM posts p JOIN current c ON c.post_id = p.id ORDER BY p.id"
         );
         let mut q = self.db.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = q
-            .query_map([], |r| Ok((item(r)?, r.get(14)?)))
+            .query_map([], |r| Ok((item(r)?, r.get(15)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
@@ -626,9 +732,8 @@ fn history_of(db: &Connection, post: &str) -> rusqlite::Result<Vec<(Decision, St
         "SELECT decision, who, at FROM decisions WHERE post_id = ?1 ORDER BY seq",
     )?;
     let rows = q.query_map([post], |r| {
-        let d: String = r.get(0)?;
         Ok((
-            Decision::parse(&d).expect("CHECK keeps decisions known"),
+            decision_at(r, 0)?.ok_or_else(|| bad(0, "decision", "NULL".into()))?,
             r.get(1)?,
             r.get(2)?,
         ))
@@ -636,18 +741,19 @@ fn history_of(db: &Connection, post: &str) -> rusqlite::Result<Vec<(Decision, St
     rows.collect()
 }
 
-/// The history replayed: each undo takes back the decision before it.
-fn replay(history: &[(Decision, String, String)]) -> Option<Decision> {
+/// The history replayed: each undo takes back the decision before it. The decision left on
+/// top, with who made it and when.
+fn replay(history: &[(Decision, String, String)]) -> Option<(Decision, String, String)> {
     let mut stack = Vec::new();
-    for (d, _, _) in history {
-        match d {
+    for h in history {
+        match h.0 {
             Decision::Undo => {
                 stack.pop();
             }
-            d => stack.push(*d),
+            _ => stack.push(h),
         }
     }
-    stack.pop()
+    stack.pop().cloned()
 }
 
 impl flagship_live::Sink for DeskStore {

@@ -19,6 +19,7 @@ fn scored(id: &str, platform: Platform, minute: u32, p: f32) -> Scored {
             ..Tweet::default()
         },
         text_model: format!("post {minute}"),
+        matched: vec![],
         client: None,
         probability: p,
         need_support: f64::from(p) >= 0.5,

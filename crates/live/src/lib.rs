@@ -86,6 +86,8 @@ pub struct Scored {
     pub tweet: Tweet,
     /// The cleaned text the model read.
     pub text_model: String,
+    /// The profile's wanted terms the post matched (filter's `matched_terms`).
+    pub matched: Vec<String>,
     pub client: Option<String>,
     pub probability: f32,
     pub need_support: bool,
@@ -200,6 +202,18 @@ fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, LiveEr
         .ok_or_else(|| LiveError::Column(name.to_owned()))
 }
 
+/// Row `i` of a list-of-strings column.
+fn terms_at(list: &arrow::array::ListArray, i: usize) -> Vec<String> {
+    if list.is_null(i) {
+        return Vec::new();
+    }
+    let v = list.value(i);
+    v.as_any()
+        .downcast_ref::<StringArray>()
+        .map(|s| s.iter().flatten().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -242,6 +256,10 @@ impl Triage<'_> {
             let ids = strings(&processed, "id")?;
             let texts = strings(&processed, TEXT_COLUMN)?;
             let client = strings(&processed, "client")?;
+            let matched = processed
+                .column_by_name("matched_terms")
+                .and_then(|c| c.as_any().downcast_ref::<arrow::array::ListArray>())
+                .ok_or_else(|| LiveError::Column("matched_terms".into()))?;
             let refs: Vec<&str> = (0..texts.len()).map(|i| texts.value(i)).collect();
             let preds = self.model.predict(&refs)?;
             t.kept += processed.num_rows() as u64;
@@ -254,6 +272,7 @@ impl Triage<'_> {
                 scored.push(Scored {
                     tweet: a.tweet.clone(),
                     text_model: texts.value(i).to_owned(),
+                    matched: terms_at(matched, i),
                     client: (!client.is_null(i)).then(|| client.value(i).to_owned()),
                     probability: p.probability,
                     need_support: p.need_support,

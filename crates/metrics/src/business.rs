@@ -13,14 +13,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::classification::Confusion;
 
-/// Seconds to read a tweet of `words` words.
+/// Seconds to read a tweet of `words` words ([`Business::reading_seconds`]: the rule lives in
+/// core, the desk's today panel uses it too).
 pub fn reading_seconds(words: u32, b: &Business) -> f64 {
-    words as f64 / b.reading_wpm * 60.0
+    b.reading_seconds(words)
 }
 
-/// Seconds to read it and type a reply (for the share of support tweets that need one).
+/// Seconds to read it and type a reply ([`Business::response_seconds`]).
 pub fn response_seconds(words: u32, b: &Business) -> f64 {
-    reading_seconds(words, b) + words as f64 * b.reply_fraction / b.typing_wpm * 60.0
+    b.response_seconds(words)
 }
 
 /// Minutes and counts of one set of predictions.
