@@ -88,9 +88,11 @@ pub fn run(f: &Bench) -> Result<(), String> {
         println!("flagship: {out}");
         let get = |k: &str| field(&out, k).ok_or_else(|| format!("no `{k}` in {out}"));
         println!(
-            "bench desk: {} posts (loaded in {:.1} s) — queue {:.1} ms (newest) / {:.1} ms (probability), uncertain {:.1} ms, today {:.1} ms, decide {:.1} ms (target: a queue page < 200 ms)",
+            "bench desk: {} posts (loaded in {:.1} s) — the whole page over HTTP {:.1} ms (queue) / {:.1} ms (uncertain tab) (target: < 200 ms); store: queue {:.1} ms (newest) / {:.1} ms (probability), uncertain {:.1} ms, today {:.1} ms, decide {:.1} ms",
             get("posts")?,
             get("load_seconds")?,
+            get("page_queue_ms")?,
+            get("page_uncertain_ms")?,
             get("queue_newest_ms")?,
             get("queue_probability_ms")?,
             get("uncertain_ms")?,

@@ -144,7 +144,7 @@ fn page_ms(store: DeskStore) -> Result<(f64, f64)> {
         ) -> Result<(String, String)> {
             let mut s = tokio::net::TcpStream::connect(addr).await?;
             s.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             )
             .await?;

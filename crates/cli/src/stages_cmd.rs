@@ -242,10 +242,11 @@ pub fn desk_labels(config: &Config, labels: &mut flagship_split::Labels) -> Resu
     let n = decided.len();
     let o = labels.overlay(decided.into_iter().map(|(id, l)| (id, l as i8)));
     println!(
-        "split: {n} labels from the desk's decisions ({}): {} new, {} replacing the file's label, {} agreeing with it",
+        "split: {n} labels from the desk's decisions ({}): {} new, {} replacing the file's label ({} of them changing need_support), {} agreeing with it",
         db.display(),
         o.added,
         o.replaced,
+        o.retargeted,
         o.agreed
     );
     Ok(())

@@ -233,7 +233,9 @@ async fn the_desk_binary_serves_scores_decides_and_exports() {
     let with = flagship(&cfg, &["split"]);
     assert!(
         with.contains("split: 2 labels from the desk's decisions")
-            && with.contains("0 new, 2 replacing the file's label, 0 agreeing with it"),
+            && with.contains(
+                "0 new, 2 replacing the file's label (1 of them changing need_support), 0 agreeing with it"
+            ),
         "{with}"
     );
     // Without a desk database, desk_labels is a clear error.

@@ -25,8 +25,10 @@ pub enum LabelError {
 pub struct Overlay {
     /// Posts the labels had not.
     pub added: usize,
-    /// Posts whose label changed.
+    /// Posts whose label changed…
     pub replaced: usize,
+    /// …of which the target changed (`need_support` flipped, not only negative ↔ neutral).
+    pub retargeted: usize,
     /// Posts already labelled the same.
     pub agreed: usize,
 }
@@ -54,7 +56,13 @@ impl Labels {
             match self.by_id.insert(id.into(), label) {
                 None => o.added += 1,
                 Some(old) if old == label => o.agreed += 1,
-                Some(_) => o.replaced += 1,
+                Some(old) => {
+                    o.replaced += 1;
+                    let target = |l: i8| flagship_core::labels::need_support(i64::from(l));
+                    if target(old) != target(label) {
+                        o.retargeted += 1;
+                    }
+                }
             }
         }
         o
@@ -196,13 +204,15 @@ mod tests {
         let o = l.overlay([
             ("2", 0),
             ("3", 1),
+            ("1", 1),
             ("at://did:plc:a/app.bsky.feed.post/k", 2),
         ]);
         assert_eq!(
             o,
             Overlay {
                 added: 1,
-                replaced: 1,
+                replaced: 2,
+                retargeted: 1,
                 agreed: 1
             }
         );
