@@ -11,10 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use flagship_core::config::{Area, Config};
+use flagship_core::config::Config;
 use flagship_desk::server::{self, Desk, LiveSink, Settings};
 use flagship_desk::{DeskStore, auth, export};
-use flagship_store::storage::Location;
 
 use crate::ingest_cmd::parse_duration;
 
@@ -227,19 +226,8 @@ struct Live {
 }
 
 async fn open_live(config: &Config, a: &ServeArgs) -> Result<Live> {
-    let model_dir = match &a.model {
-        Some(m) => m.clone(),
-        None => match config.location(Area::Models)? {
-            Location::Local(p) => p.join(crate::pipeline::MODEL_DIR),
-            Location::S3 { .. } => bail!("storage.models is on S3: pass --model DIR"),
-        },
-    };
-    let model = flagship_model::Classifier::load(&model_dir).with_context(|| {
-        format!(
-            "model {} (train one with `cargo xtask pipeline`, pass --model, or --no-live)",
-            model_dir.display()
-        )
-    })?;
+    let (model, model_dir) =
+        crate::watch::load_model(config, a.model.as_deref(), "pass --model, or --no-live")?;
     let source = a
         .source
         .open(config, "desk", Duration::from_secs(120))

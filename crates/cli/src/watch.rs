@@ -158,9 +158,16 @@ pub fn run(config: &Config, a: Args) -> Result<Totals> {
     tokio::runtime::Runtime::new()?.block_on(watch(config, a))
 }
 
-async fn watch(config: &Config, a: Args) -> Result<Totals> {
-    let model_dir = match &a.model {
-        Some(m) => m.clone(),
+/// The model a live command scores with: `given`, else what the pipeline trains
+/// (`<storage.models>/need-support`); loaded, with its folder. `hint` ends the error when it
+/// cannot be loaded (the command's other ways out).
+pub fn load_model(
+    config: &Config,
+    given: Option<&Path>,
+    hint: &str,
+) -> Result<(flagship_model::Classifier, PathBuf)> {
+    let model_dir = match given {
+        Some(m) => m.to_owned(),
         None => match config.location(Area::Models)? {
             Location::Local(p) => p.join(crate::pipeline::MODEL_DIR),
             Location::S3 { .. } => bail!("storage.models is on S3: pass --model DIR"),
@@ -168,10 +175,15 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
     };
     let model = flagship_model::Classifier::load(&model_dir).with_context(|| {
         format!(
-            "model {} (train one with `cargo xtask pipeline`, or pass --model)",
+            "model {} (train one with `cargo xtask pipeline`, {hint})",
             model_dir.display()
         )
     })?;
+    Ok((model, model_dir))
+}
+
+async fn watch(config: &Config, a: Args) -> Result<Totals> {
+    let (model, model_dir) = load_model(config, a.model.as_deref(), "or pass --model")?;
     let source = a
         .source
         .open(config, "watch", Duration::from_secs(120))

@@ -215,24 +215,22 @@ pub fn add_user(path: &Path, name: &str, password: &str) -> Result<(), AuthError
         .map(|l| format!("{l}\n"))
         .collect();
     out.push_str(&format!("{name}:{hash}\n"));
-    let write = |source| AuthError::Write {
+    let write = |e: flagship_store::fs::WriteError| AuthError::Write {
+        path: e.path,
+        source: e.source,
+    };
+    let io = |source| AuthError::Write {
         path: path.to_owned(),
         source,
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(write)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
-    std::fs::write(tmp.path(), out).map_err(write)?;
+    let tmp = flagship_store::fs::temp_beside(path).map_err(write)?;
+    std::fs::write(tmp.path(), out).map_err(io)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
-            .map_err(write)?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     }
-    tmp.persist(path).map_err(|e| write(e.error))?;
+    flagship_store::fs::persist(tmp, path).map_err(write)?;
     Ok(())
 }
 

@@ -218,14 +218,13 @@ pub fn write(store: &DeskStore, format: Format, path: &Path) -> Result<usize, Ex
         path: path.to_owned(),
         source,
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let moved = |e: flagship_store::fs::WriteError| ExportError::Io {
+        path: e.path,
+        source: e.source,
+    };
+    let mut tmp = flagship_store::fs::temp_beside(path).map_err(moved)?;
     tmp.write_all(&bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    flagship_store::fs::persist(tmp, path).map_err(moved)?;
     Ok(n)
 }
