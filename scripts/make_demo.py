@@ -4,7 +4,7 @@ X API v2 filtered-stream messages, plus the labels file annotators would deliver
 
 Derived data, fully determined by the seed: re-running it rewrites the same bytes.
 
-    python3 scripts/make_demo.py [--tweets 4800] [--days 12] [--seed 7] [--support-share 0.4]
+    python3 scripts/make_demo.py [--tweets 9600] [--days 12] [--seed 7] [--support-share 0.4]
 
 What is real: every text and label (TweetEval; sampled so that 40 % need support, the share in
 the original's JWST test split), the client names (`source`) and their
@@ -78,7 +78,7 @@ def clean(text):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tweets", type=int, default=4800)
+    ap.add_argument("--tweets", type=int, default=9600)
     ap.add_argument("--days", type=int, default=12)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--support-share", type=float, default=0.40)

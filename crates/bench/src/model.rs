@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use flagship_model::train::{self, TrainOptions};
-use flagship_model::{Mode, Precision, SequenceClassifier, TextEncoder};
+use flagship_model::{HeadSpec, Mode, Precision, SequenceClassifier, TextEncoder};
 
 use flagship_store::table::Table;
 
@@ -52,6 +52,9 @@ pub fn run(args: Args) -> Result<()> {
                 max_length: args.max_length,
                 learning_rate: 5e-5,
                 device,
+                // Like for like with the Trainer peer: first-token head, two labels.
+                pooling: flagship_model::Pooling::Cls,
+                classes: 2,
                 ..TrainOptions::default()
             };
             let val = &examples[n..(n + 64).min(examples.len())];
@@ -66,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
         What::Predict => {
             let n = args.rows.min(examples.len());
             let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
-            let (_vs, model, _) = SequenceClassifier::load(&base, device, false)?;
+            let (_vs, model, _) = SequenceClassifier::load(&base, HeadSpec::CLS2, device, false)?;
             let enc = TextEncoder::from_file(
                 &base.join("tokenizer.json"),
                 args.max_length,

@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// …or what arrived this long after the first waiting post (`200ms`, `1s`).
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     pub max_wait: Duration,
+    /// Words kept to say why a flagged post was flagged (0: none).
+    #[arg(long, default_value_t = 3)]
+    pub explain: usize,
     /// Stop the desk after this long (`90s`, `10m`); default: until Ctrl-C / SIGTERM.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -260,6 +263,7 @@ async fn run_live(
         max_wait: a.max_wait,
         max_posts: None,
         duration: None,
+        explain: a.explain,
     };
     let t = flagship_live::run(
         config,

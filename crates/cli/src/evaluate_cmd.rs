@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use flagship_core::Config;
+use flagship_core::operating::Points;
 use flagship_metrics::Evaluation;
 
 use flagship_store::fs::write_atomic;
@@ -19,6 +20,10 @@ pub struct Args {
     /// Folder for report.json and report.md.
     #[arg(long)]
     pub out: PathBuf,
+    /// The model folder the predictions came from: its operating points (thresholds chosen
+    /// on validation by each rule) are scored too, and marked on the threshold plots.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// Writes the reports and returns the verdict: F2 vs naive, minutes wasted and missed, and
@@ -54,7 +59,12 @@ pub fn run(config: &Config, args: Args) -> Result<Vec<String>> {
             args.predictions.display()
         );
     }
-    let e = Evaluation::new(&y, &p, &f, &w, &config.business);
+    let mut e = Evaluation::new(&y, &p, &f, &w, &config.business);
+    if let Some(dir) = &args.model
+        && let Some(points) = operating_points(dir)?
+    {
+        e = e.with_operating(&points, &y, &p, &w);
+    }
     let write = |name: &str, text: String| write_atomic(&args.out.join(name), text.as_bytes());
     write("report.json", serde_json::to_string_pretty(&e)? + "\n")?;
     let title = format!("Evaluation of {}", args.predictions.display());
@@ -81,6 +91,22 @@ pub fn run(config: &Config, args: Args) -> Result<Vec<String>> {
         println!("{l}");
     }
     Ok(lines)
+}
+
+/// The operating points a model folder's `flagship.json` keeps (`None` for a card written
+/// before them). Read as core types, so the build without libtorch evaluates too.
+fn operating_points(dir: &std::path::Path) -> Result<Option<Points>> {
+    let path = dir.join("flagship.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read the model card", path.display()))?;
+    let card: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a model card", path.display()))?;
+    match card.get("operating") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(o) => Ok(Some(serde_json::from_value(o.clone()).with_context(
+            || format!("{}: field `operating` unreadable", path.display()),
+        )?)),
+    }
 }
 
 /// The three-line verdict and where the report is.
@@ -110,9 +136,24 @@ pub fn verdict(e: &Evaluation, html: &std::path::Path) -> Vec<String> {
             v.missed_reduction_percent
         ),
         format!(
-            "verdict: {} — {}",
+            "verdict: {}{} — {}",
             if v.success { "success" } else { "not yet" },
+            e.at_operating_point(),
             html.display()
         ),
     ]
+    .into_iter()
+    .chain(e.operating.iter().filter(|r| !r.chosen).map(|r| {
+        format!(
+            "  other point `{}`: threshold {:.3}, {:.0} % flagged, F2 {:.3}, wasted {:.1} / missed {:.1} min: {}",
+            r.rule.name(),
+            r.threshold,
+            100.0 * r.flagged,
+            r.f2,
+            r.wasted_minutes,
+            r.missed_minutes,
+            if r.success { "success" } else { "not yet" }
+        )
+    }))
+    .collect()
 }

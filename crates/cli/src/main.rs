@@ -147,7 +147,12 @@ pub fn check_model(
     };
     let ck = flagship_model::Checkpoint::open(&dir)?;
     // Every encoder tensor by name and shape, as fine-tuning will load them.
-    flagship_model::SequenceClassifier::from_checkpoint(&ck, tch::Device::Cpu, false)?;
+    flagship_model::SequenceClassifier::from_checkpoint(
+        &ck,
+        flagship_model::sequence::HeadSpec::CLS2,
+        tch::Device::Cpu,
+        false,
+    )?;
     println!(
         "base model {}: {} ({} layers, {} wide), {:.1} M parameters, device {:?}",
         dir.display(),

@@ -60,6 +60,21 @@ pub struct TrainArgs {
     /// Class-weighted loss on or off (default: `model.class_weights`).
     #[arg(long)]
     pub class_weights: Option<bool>,
+    /// Token pooling, `auto`, `cls` or `mean` (default: `model.pooling`).
+    #[arg(long)]
+    pub pooling: Option<flagship_core::config::Pooling>,
+    /// Labels of the head, 2 or 3 (default: `model.classes`).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub classes: Option<u8>,
+    /// Layer-wise learning-rate decay, (0, 1] (default: `model.layer_decay`).
+    #[arg(long)]
+    pub layer_decay: Option<f64>,
+    /// Weight of the linear baseline in the probability average (default: `model.linear_weight`).
+    #[arg(long)]
+    pub linear_weight: Option<f64>,
+    /// `f2`, `minutes`, `capacity` or `recall` (default: `model.operating_point`).
+    #[arg(long)]
+    pub operating_point: Option<flagship_core::config::OperatingRule>,
     /// The column holding the texts (`text_model` for textproc's cleaned text).
     #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
@@ -85,6 +100,11 @@ impl TrainArgs {
             seed: None,
             expected_rate: None,
             class_weights: None,
+            pooling: None,
+            classes: None,
+            layer_decay: None,
+            linear_weight: None,
+            operating_point: None,
             text_column: TEXT_COLUMN.into(),
         }
     }
@@ -182,6 +202,10 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
         ("val".to_string(), val_ref),
     ]);
     let rate = args.expected_rate.unwrap_or(m.expected_need_support_rate);
+    let mut operating = m.operating();
+    if let Some(rule) = args.operating_point {
+        operating.rule = rule;
+    }
     let card = match args.model_kind.unwrap_or(m.kind) {
         ModelKind::Linear => classifier::train_linear(
             &train_set,
@@ -191,6 +215,8 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
                 ..LinearOptions::default()
             },
             rate,
+            operating,
+            &config.business,
             &args.out,
             data,
         )?,
@@ -213,6 +239,12 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
                 expected_need_support_rate: rate,
                 max_steps: args.max_steps,
                 progress: true,
+                pooling: args.pooling.unwrap_or(m.pooling),
+                classes: args.classes.unwrap_or(m.classes),
+                layer_decay: args.layer_decay.unwrap_or(m.layer_decay),
+                linear_weight: args.linear_weight.unwrap_or(m.linear_weight),
+                operating,
+                business: config.business.clone(),
                 ..from_config
             };
             println!(

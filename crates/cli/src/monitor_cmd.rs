@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use flagship_core::Config;
 use flagship_core::config::Business;
+use flagship_core::config::DriftTest;
 use flagship_metrics::monitor::{self, GroupColumns};
 use flagship_metrics::{Drift, Profile};
 use flagship_store::fs::write_atomic;
@@ -111,7 +112,16 @@ pub fn run(config: &Config, args: Args) -> Result<String> {
     let probs = t.f64_column("need_support_probability")?;
     let flags = t.bool_column("need_support")?;
     let batch = profile(&t, &probs, &flags, &config.business)?;
-    let d = Drift::compare(&reference, &batch, config.monitor.drift_threshold, 10);
+    let m = &config.monitor;
+    let rule = flagship_metrics::DriftRule {
+        threshold: m.drift_threshold,
+        min_count: 10,
+        alpha: match m.drift_test {
+            DriftTest::Significant => Some(m.drift_alpha),
+            DriftTest::Relative => None,
+        },
+    };
+    let d = Drift::compare(&reference, &batch, &rule);
     // Live quality from the team's decisions on the desk, when there is a desk.
     let desk = desk_quality(config)?;
     let report = serde_json::json!({

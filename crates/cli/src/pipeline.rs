@@ -397,6 +397,7 @@ impl Run<'_> {
                     crate::evaluate_cmd::Args {
                         predictions,
                         out: self.reports.dir.clone(),
+                        model: Some(self.model.clone()),
                     },
                 )?;
                 for name in EVALUATE_FILES {

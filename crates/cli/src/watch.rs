@@ -34,6 +34,9 @@ pub struct Args {
     /// …or what arrived this long after the first waiting tweet (`200ms`, `1s`).
     #[arg(long, value_parser = parse_duration, default_value = "200ms")]
     pub max_wait: Duration,
+    /// Words kept to say why a flagged post was flagged (0: none).
+    #[arg(long, default_value_t = 3)]
+    pub explain: usize,
     /// Stop after this many tweets.
     #[arg(long)]
     pub max_tweets: Option<u64>,
@@ -83,6 +86,9 @@ pub struct FlaggedRow {
     pub model: String,
     pub flagged_at: chrono::DateTime<chrono::Utc>,
     pub latency_ms: f64,
+    /// The words that raised the probability most, strongest first.
+    #[serde(default)]
+    pub why: Vec<flagship_model::Why>,
 }
 
 impl FlaggedRow {
@@ -103,6 +109,7 @@ impl FlaggedRow {
             model: s.model_id.clone(),
             flagged_at: s.scored_at,
             latency_ms: s.latency_ms,
+            why: s.why.clone(),
         }
     }
 
@@ -127,6 +134,7 @@ impl FlaggedRow {
             model_id: self.model,
             scored_at: self.flagged_at,
             latency_ms: self.latency_ms,
+            why: self.why,
         }
     }
 }
@@ -224,6 +232,7 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
         max_wait: a.max_wait,
         max_posts: a.max_tweets,
         duration: a.duration,
+        explain: a.explain,
     };
     let model_id = model_dir.display().to_string();
     let t = flagship_live::run(

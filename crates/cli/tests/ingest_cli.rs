@@ -103,7 +103,7 @@ fn sigterm_drains_flushes_and_reports() {
     assert_eq!(written as u64, received);
 }
 
-/// Firehose down for the whole run (the fake answers 503), 4,800 demo tweets replayed, then
+/// Firehose down for the whole run (the fake answers 503), 9,600 demo tweets replayed, then
 /// SIGTERM: the queue drains for `--drain-timeout`, everything left is spilled, the totals
 /// line is printed, and every received tweet is in the spill file — well within the unit's
 /// TimeoutStopSec.
@@ -231,7 +231,7 @@ fn sigkill_then_restart_loses_nothing_and_combine_keeps_each_id_once() {
         accepted.len() - first
     );
     assert_eq!(rows.len(), unique.len(), "duplicated downstream");
-    assert_eq!(rows.len(), 4800, "{stdout}");
+    assert_eq!(rows.len(), 9600, "{stdout}");
     assert!(
         stdout.contains(&format!("{first} of them first seen in an earlier hour")),
         "{stdout}"
@@ -276,7 +276,7 @@ fn the_systemd_unit_verifies() {
     assert!(own.is_empty() && out.status.success(), "{text}");
 }
 
-/// `flagship ingest run` of the 4,800 demo tweets into the fake Firehose at `fake`, records
+/// `flagship ingest run` of the 9,600 demo tweets into the fake Firehose at `fake`, records
 /// it would not take spilled to `spill`; output piped.
 fn ingest_to_firehose(
     cfg: &std::path::Path,

@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use flagship_core::testing::{MotoServer, fixture};
 
-/// The first `n` messages of the demo stream (days 1 to ~4), as plain JSONL.
+/// Every other message of the demo stream (400 a day), the first `n` of them (1,500: days 1 to
+/// ~4), as plain JSONL.
 fn demo_subset(dir: &Path, n: usize) -> PathBuf {
     let f = std::fs::File::open(fixture("demo/stream.jsonl.gz")).unwrap();
     let r = std::io::BufReader::new(flate2::read::GzDecoder::new(f));
     let path = dir.join("stream.jsonl");
     let mut out = std::fs::File::create(&path).unwrap();
-    for line in r.lines().take(n) {
+    for line in r.lines().step_by(2).take(n) {
         writeln!(out, "{}", line.unwrap()).unwrap();
     }
     path
@@ -105,14 +106,15 @@ fn pipeline_resumes_skips_and_retrains_then_watch_flags_a_replay() {
     let full = flagship(&cfg, &["pipeline"], &[]);
     assert!(ALL[..4].iter().all(|s| skipped(&full, s)), "{full}");
     assert!(ALL[4..].iter().all(|s| ran(&full, s)), "{full}");
-    // Days 1–3 are the initial split (1,200 tweets: 100 test, 100 val), day 4 one batch of 250.
+    // Days 1–3 are the initial split (1,200 tweets, one a repeated text set aside: 100 test,
+    // 100 val, 999 train), day 4 one batch of 250.
     let reports = dir.path().join("reports");
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(reports.join("pipeline.json")).unwrap())
             .unwrap();
     assert_eq!(
         state["stages"]["split"]["summary"][0],
-        "split: train.parquet 1000 val.parquet 100 test.parquet 100, batch-0002.parquet 250 rows"
+        "split: train.parquet 999 val.parquet 100 test.parquet 100, batch-0002.parquet 250 rows"
     );
     assert_eq!(state["stages"].as_object().unwrap().len(), 8);
     for f in [
@@ -124,15 +126,30 @@ fn pipeline_resumes_skips_and_retrains_then_watch_flags_a_replay() {
         assert!(reports.join(f).is_file(), "{f} missing\n{full}");
     }
     assert!(reports.join("monitor/batch-0002/monitor.html").is_file());
-    // The run ends with the report's path and the three-line verdict.
-    let tail: Vec<&str> = full.lines().rev().take(4).collect();
-    assert!(tail[3].starts_with("report: "), "{full}");
+    // The run ends with the report's path, the three-line verdict at the model's operating
+    // point, and the other points.
+    let lines: Vec<&str> = full.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.starts_with("report: "))
+        .expect("the report's path");
     assert!(
-        tail[2].starts_with("F2 ") && tail[2].contains(" vs naive "),
+        lines[at + 1].starts_with("F2 ") && lines[at + 1].contains(" vs naive "),
         "{full}"
     );
-    assert!(tail[1].starts_with("minutes wasted "), "{full}");
-    assert!(tail[0].starts_with("verdict: "), "{full}");
+    assert!(lines[at + 2].starts_with("minutes wasted "), "{full}");
+    assert!(
+        lines[at + 3].starts_with("verdict: ")
+            && lines[at + 3].contains(" at the f2 operating point"),
+        "{full}"
+    );
+    assert_eq!(lines.len(), at + 7, "{full}");
+    assert!(
+        lines[at + 4..]
+            .iter()
+            .all(|l| l.starts_with("  other point `")),
+        "{full}"
+    );
 
     let t = Instant::now();
     let again = flagship(&cfg, &["pipeline"], &[]);

@@ -212,6 +212,116 @@ pub struct Model {
     pub class_weights: bool,
     pub early_stopping_patience: usize,
     pub expected_need_support_rate: f64,
+    /// How the encoder's tokens become one vector (`auto`: what the base was trained with).
+    pub pooling: Pooling,
+    /// 2: needs support or not; 3: negative / neutral / positive, P(need) = P(neg) + P(neu).
+    pub classes: u8,
+    /// Layer-wise learning-rate decay: each layer below the head learns this much slower
+    /// than the one above it (1.0: one rate for all).
+    pub layer_decay: f64,
+    /// Weight of the linear baseline in a probability average with the transformer (0: off).
+    pub linear_weight: f64,
+    /// Which threshold the team works at, chosen on validation at the expected rate.
+    pub operating_point: OperatingRule,
+    /// `minutes`: a missed post costs this many times a needless read, minute for minute.
+    pub miss_cost: f64,
+    /// `capacity`: flag at most this share of posts…
+    pub capacity_share: f64,
+    /// …or at most this many posts an hour, given `expected_posts_per_hour`.
+    #[serde(default)]
+    pub capacity_per_hour: Option<f64>,
+    #[serde(default)]
+    pub expected_posts_per_hour: Option<f64>,
+    /// `recall`: the highest threshold that still catches this share of posts needing support.
+    pub recall_floor: f64,
+}
+
+impl Model {
+    /// The operating-point settings of this table.
+    pub fn operating(&self) -> crate::operating::Settings {
+        let share = match (self.capacity_per_hour, self.expected_posts_per_hour) {
+            (Some(n), Some(volume)) if volume > 0.0 => self.capacity_share.min(n / volume),
+            _ => self.capacity_share,
+        };
+        crate::operating::Settings {
+            rule: self.operating_point,
+            miss_cost: self.miss_cost,
+            capacity_share: share,
+            recall_floor: self.recall_floor,
+        }
+    }
+}
+
+/// How a transformer's token vectors become one vector for the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Mean for a sentence-transformers checkpoint (its `1_Pooling/config.json` says so),
+    /// else the family's first-token head.
+    #[default]
+    Auto,
+    /// The first token (`[CLS]`/`<s>`) through the family's head, as `transformers` does.
+    Cls,
+    /// The mean of the real tokens' last hidden states (sentence-transformers' pooling).
+    Mean,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Pooling, String> {
+        match s {
+            "auto" => Ok(Pooling::Auto),
+            "cls" => Ok(Pooling::Cls),
+            "mean" => Ok(Pooling::Mean),
+            other => Err(format!("pooling {other:?}: use `auto`, `cls` or `mean`")),
+        }
+    }
+}
+
+/// `model.operating_point`: what the threshold is chosen for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatingRule {
+    /// The highest F2 (the seed's research metric).
+    F2,
+    /// The fewest minutes wasted + `miss_cost` × minutes missed.
+    Minutes,
+    /// The most posts caught within the team's reading capacity.
+    Capacity,
+    /// The highest threshold that still meets `recall_floor`.
+    Recall,
+}
+
+impl OperatingRule {
+    pub const ALL: [OperatingRule; 4] = [
+        OperatingRule::F2,
+        OperatingRule::Minutes,
+        OperatingRule::Capacity,
+        OperatingRule::Recall,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OperatingRule::F2 => "f2",
+            OperatingRule::Minutes => "minutes",
+            OperatingRule::Capacity => "capacity",
+            OperatingRule::Recall => "recall",
+        }
+    }
+}
+
+impl std::str::FromStr for OperatingRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<OperatingRule, String> {
+        OperatingRule::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| {
+                format!("operating point {s:?}: use `f2`, `minutes`, `capacity` or `recall`")
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -262,6 +372,20 @@ pub struct Desk {
 pub struct Monitor {
     pub batch_size: usize,
     pub drift_threshold: f64,
+    /// Which moves are flagged: large and significant (default), or large (the seed's rule).
+    pub drift_test: DriftTest,
+    /// Significance level of `significant`, over all the statistics compared (Bonferroni).
+    pub drift_alpha: f64,
+}
+
+/// `monitor.drift_test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftTest {
+    /// A move beyond `drift_threshold` that a two-sample z-test finds significant.
+    Significant,
+    /// Any move beyond `drift_threshold` (the seed's rule).
+    Relative,
 }
 
 /// What `flagship pipeline` adds to the stage settings.
@@ -404,6 +528,35 @@ impl Config {
             true,
         )?;
         fraction("model.warmup_ratio", m.warmup_ratio, false)?;
+        if !matches!(m.classes, 2 | 3) {
+            return Err((
+                "model.classes",
+                format!("must be 2 or 3, got {}", m.classes),
+            ));
+        }
+        if !(m.layer_decay > 0.0 && m.layer_decay <= 1.0) {
+            return Err((
+                "model.layer_decay",
+                format!("must lie in (0, 1], got {}", m.layer_decay),
+            ));
+        }
+        fraction("model.linear_weight", m.linear_weight, false)?;
+        positive("model.miss_cost", m.miss_cost)?;
+        fraction("model.capacity_share", m.capacity_share, true)?;
+        fraction("model.recall_floor", m.recall_floor, true)?;
+        if let Some(n) = m.capacity_per_hour {
+            positive("model.capacity_per_hour", n)?;
+            match m.expected_posts_per_hour {
+                Some(v) => positive("model.expected_posts_per_hour", v)?,
+                None => {
+                    return Err((
+                        "model.capacity_per_hour",
+                        "needs `model.expected_posts_per_hour` (the volume it is a share of)"
+                            .into(),
+                    ));
+                }
+            }
+        }
         fraction("model.weight_decay", m.weight_decay, false)?;
         for (key, v) in [
             ("model.max_length", m.max_length),
@@ -424,6 +577,7 @@ impl Config {
             false,
         )?;
         positive("monitor.drift_threshold", self.monitor.drift_threshold)?;
+        fraction("monitor.drift_alpha", self.monitor.drift_alpha, true)?;
         // No wanted group at all keeps every topic (the demo profile); a group without terms
         // could never match and would drop everything, so it is a mistake.
         if let Some((g, _)) = self
@@ -698,7 +852,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.model.epochs, 2);
-        assert_eq!(c.model.batch_size, 64);
+        assert_eq!(c.model.batch_size, 32);
         assert_eq!(
             c.location(Area::Raw).unwrap(),
             Location::S3 {

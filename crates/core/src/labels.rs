@@ -6,6 +6,20 @@
 pub struct Example {
     pub text: String,
     pub need_support: bool,
+    /// The annotators' label (0/1/2) when known: three-class training needs it.
+    #[serde(default)]
+    pub label: Option<u8>,
+}
+
+impl Example {
+    /// An example from an annotators' label; `None` unless it is 0, 1 or 2.
+    pub fn labelled(text: impl Into<String>, label: i64) -> Option<Example> {
+        Some(Example {
+            text: text.into(),
+            need_support: need_support(label)?,
+            label: Some(label as u8),
+        })
+    }
 }
 
 pub const NEGATIVE: u8 = 0;

@@ -13,8 +13,9 @@
 //!   monitoring settings; `default.toml` is the only source of defaults; unknown keys are
 //!   errors.
 //! - The shared rules: [`labels`] (label → `need_support`), [`config::ModelKind`], [`rng`]
-//!   (the one seeded generator), [`scoring`] (F-beta, ROC-AUC, threshold tuning) and
-//!   [`features`] (time-of-day buckets, word-count bins).
+//!   (the one seeded generator), [`scoring`] (F-beta, ROC-AUC, threshold tuning),
+//!   [`operating`] (the operating points: which threshold the team works at) and [`features`]
+//!   (time-of-day buckets, word-count bins).
 //!
 //! It reads only the config file its caller names; it never talks to X, Firehose, S3 or a
 //! model, and it must stay light (xtask-like tools, metrics and the model crate link it).
@@ -27,6 +28,7 @@ pub mod labels;
 pub mod layout;
 pub mod location;
 pub mod mastodon;
+pub mod operating;
 pub mod rng;
 pub mod schema;
 pub mod scoring;

@@ -114,6 +114,14 @@ pub fn post(item: &Item, csrf: &str) -> String {
             esc(&item.terms.join(", "))
         );
     }
+    if !item.why.is_empty() {
+        let words: Vec<&str> = item.why.iter().map(|w| w.word.as_str()).collect();
+        let _ = write!(
+            h,
+            r#"<span class="why" title="the words that raised the probability most">why: <bdi>{}</bdi></span> "#,
+            esc(&words.join(", "))
+        );
+    }
     let _ = write!(
         h,
         r#"<span class="state">{}</span><form method="post" action="/decide" class="decide"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="id" value="{}">"#,
@@ -329,6 +337,10 @@ mod tests {
             need_support: true,
             model_id: "m".into(),
             decision: None,
+            why: vec![flagship_live::Why {
+                word: "<i>late</i>".into(),
+                weight: 0.2,
+            }],
         }
     }
 
@@ -347,6 +359,7 @@ mod tests {
         assert!(!h.contains("javascript:"), "{h}");
         assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(h.contains("no link"));
+        assert!(h.contains("why: <bdi>&lt;i&gt;late&lt;/i&gt;</bdi>"), "{h}");
         // The RTL override stays inside its own isolate.
         assert!(h.contains("<bdi>&lt;script&gt;alert(1)&lt;/script&gt; \u{202e}gnp.exe</bdi>"));
         let ok = post(&item("fine", "https://bsky.app/profile/a/post/b"), "tok");

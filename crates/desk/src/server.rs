@@ -641,6 +641,7 @@ fn item_json(i: &Item) -> serde_json::Value {
         "need_support": i.need_support,
         "model": i.model_id,
         "matched": i.terms,
+        "why": i.why,
         "decision": i.decision.map(|d| d.as_str()),
     })
 }

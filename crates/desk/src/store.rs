@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The schema version in `PRAGMA user_version`.
-pub const SCHEMA: i64 = 2;
+pub const SCHEMA: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
@@ -28,7 +28,9 @@ pub enum DeskError {
         "desk database {path} is locked by another process (another desk or a backup holds it); stop it or point storage.desk elsewhere"
     )]
     Locked { path: PathBuf },
-    #[error("desk database {path}: schema version {found}; this build reads {SCHEMA}")]
+    #[error(
+        "desk database {path}: schema version {found}; this build reads {SCHEMA} (an older desk is upgraded when `flagship desk` opens it)"
+    )]
     Version { path: PathBuf, found: i64 },
     #[error("desk database {path} does not exist (start `flagship desk` once to create it)")]
     Missing { path: PathBuf },
@@ -151,6 +153,8 @@ pub struct Item {
     pub model_id: String,
     /// The current decision (after undos), if any.
     pub decision: Option<Decision>,
+    /// The words that raised the latest score most (a flagged post's "why").
+    pub why: Vec<flagship_live::Why>,
 }
 
 /// Queue order.
@@ -221,7 +225,7 @@ fn db_error(path: &Path, source: rusqlite::Error) -> DeskError {
 
 const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.text, p.client,
      p.words, p.terms, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id,
-     c.decision";
+     c.decision, p.why";
 
 /// When the live loop read a post: scored, less the time it took.
 fn arrived(s: &flagship_live::Scored) -> DateTime<Utc> {
@@ -247,6 +251,7 @@ pub(crate) fn item_of(s: &flagship_live::Scored) -> Item {
         need_support: s.need_support,
         model_id: s.model_id.clone(),
         decision: None,
+        why: s.why.clone(),
     }
 }
 
@@ -298,6 +303,7 @@ fn decision_at(r: &rusqlite::Row, idx: usize) -> rusqlite::Result<Option<Decisio
 
 fn item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
     let terms: String = r.get(8)?;
+    let why: String = r.get(15)?;
     Ok(Item {
         platform: r.get(0)?,
         id: r.get(1)?,
@@ -315,6 +321,7 @@ fn item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
         need_support: r.get(12)?,
         model_id: r.get(13)?,
         decision: decision_at(r, 14)?,
+        why: serde_json::from_str(&why).map_err(|_| bad(15, "why", why.clone()))?,
     })
 }
 
@@ -414,7 +421,8 @@ impl DeskStore {
                          threshold REAL NOT NULL,
                          need_support INTEGER NOT NULL,
                          model_id TEXT NOT NULL,
-                         scored_at TEXT NOT NULL
+                         scored_at TEXT NOT NULL,
+                         why TEXT NOT NULL DEFAULT '[]'  -- JSON: the latest score's words
                      );
                      CREATE TABLE IF NOT EXISTS scores (
                          post_id TEXT NOT NULL REFERENCES posts(id),
@@ -450,6 +458,16 @@ impl DeskStore {
                      COMMIT;"
                 ))
                 .map_err(|e| self.err(e)),
+            // Schema 2 → 3: each post keeps why its latest score flagged it.
+            2 => self
+                .db
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE;
+                     ALTER TABLE posts ADD COLUMN why TEXT NOT NULL DEFAULT '[]';
+                     PRAGMA user_version = {SCHEMA};
+                     COMMIT;"
+                ))
+                .map_err(|e| self.err(e)),
             SCHEMA => Ok(()),
             found => Err(DeskError::Version {
                 path: self.path.clone(),
@@ -469,14 +487,15 @@ impl DeskStore {
                     "INSERT OR IGNORE INTO posts
                      (id, platform, url, author, created_at, text, text_model, client, words,
                       terms, arrived_at, probability, threshold, need_support, model_id,
-                      scored_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                      scored_at, why)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                             ?17)",
                 )
                 .map_err(wrap)?;
             let mut rescore = tx
                 .prepare_cached(
                     "UPDATE posts SET probability = ?2, threshold = ?3, need_support = ?4,
-                     model_id = ?5, scored_at = ?6 WHERE id = ?1 AND scored_at <= ?6",
+                     model_id = ?5, scored_at = ?6, why = ?7 WHERE id = ?1 AND scored_at <= ?6",
                 )
                 .map_err(wrap)?;
             let mut score = tx
@@ -493,6 +512,7 @@ impl DeskStore {
             for (i, s) in scored.iter().enumerate() {
                 let t = &s.tweet;
                 let scored_at = s.scored_at.to_rfc3339();
+                let why = serde_json::to_string(&s.why).expect("words serialise");
                 let fresh = post
                     .execute(params![
                         t.id,
@@ -511,6 +531,7 @@ impl DeskStore {
                         s.need_support,
                         s.model_id,
                         scored_at,
+                        why,
                     ])
                     .map_err(wrap)?;
                 if fresh == 1 {
@@ -524,6 +545,7 @@ impl DeskStore {
                             s.need_support,
                             s.model_id,
                             scored_at,
+                            why,
                         ])
                         .map_err(wrap)?;
                 }

@@ -125,6 +125,7 @@ fn hostile(id: &str, text: &str, url: &str) -> Scored {
         model_id: "hostile-fixture".into(),
         scored_at: Utc::now(),
         latency_ms: 0.0,
+        why: Vec::new(),
     }
 }
 
@@ -447,10 +448,10 @@ async fn the_desk_in_a_real_browser() {
     assert_eq!(count(&c, "svg, img").await, 0);
     assert!(c.get_alert_text().await.is_err(), "no alert opened");
 
-    // The live loop on the demo replay (~35 posts/s: the demo's 400 posts a day × 7,560),
+    // The live loop on the demo replay (~35 posts/s: the demo's 800 posts a day × 3,780),
     // into the desk while the page is open.
     let replay =
-        flagship_ingest::source::Replay::new(vec![fixture("demo/stream.jsonl.gz")], Some(7560.0));
+        flagship_ingest::source::Replay::new(vec![fixture("demo/stream.jsonl.gz")], Some(3780.0));
     let live = async {
         flagship_live::run(
             &config,
@@ -464,6 +465,7 @@ async fn the_desk_in_a_real_browser() {
                 max_wait: Duration::from_millis(100),
                 max_posts: Some(400),
                 duration: Some(Duration::from_secs(30)),
+                explain: 3,
             },
             std::future::pending(),
             &|_| {},

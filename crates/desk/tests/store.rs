@@ -27,6 +27,10 @@ fn scored(id: &str, platform: Platform, minute: u32, p: f32) -> Scored {
         model_id: "m1".into(),
         scored_at: Utc::now(),
         latency_ms: 1.0,
+        why: vec![flagship_live::Why {
+            word: "late".into(),
+            weight: 0.25,
+        }],
     }
 }
 
@@ -69,6 +73,8 @@ fn decisions_are_durable_audited_and_become_labels() {
     assert_eq!(by_p, ["1", "5", "at://did:plc:a/app.bsky.feed.post/k"]);
     // Text is stored as sent; escaping is the page's job.
     assert!(queue[0].text.starts_with("<script>"));
+    // Why each post was flagged comes back with it.
+    assert_eq!(queue[0].why[0].word, "late");
 
     // The uncertain band holds the unflagged post just under the threshold too.
     let unsure: Vec<String> = store
@@ -163,4 +169,30 @@ fn a_locked_or_foreign_database_is_a_clear_error() {
         .unwrap();
     let e = DeskStore::open(&foreign).err().unwrap();
     assert!(e.to_string().contains("schema version 7"), "{e}");
+}
+
+#[test]
+fn a_schema_2_desk_is_upgraded_in_place_and_keeps_its_posts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("desk.sqlite");
+    {
+        let mut store = DeskStore::open(&path).unwrap();
+        store.add(&batch()).unwrap();
+    }
+    // Back to what schema 2 looked like: no `why` column.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("ALTER TABLE posts DROP COLUMN why; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(db);
+    assert!(
+        DeskStore::open_existing(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("schema version 2")
+    );
+    let store = DeskStore::open(&path).unwrap();
+    let queue = store.queue(Order::Newest, 10).unwrap();
+    assert_eq!(queue.len(), 3);
+    assert!(queue.iter().all(|i| i.why.is_empty()));
 }

@@ -67,6 +67,8 @@ pub struct Options {
     pub max_posts: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Words kept to say why a flagged post was flagged (0: none).
+    pub explain: usize,
 }
 
 impl Default for Options {
@@ -76,9 +78,12 @@ impl Default for Options {
             max_wait: Duration::from_millis(200),
             max_posts: None,
             duration: None,
+            explain: 3,
         }
     }
 }
+
+pub use flagship_model::Why;
 
 /// One post the profile kept, with the model's judgement.
 #[derive(Debug, Clone)]
@@ -96,6 +101,8 @@ pub struct Scored {
     pub scored_at: DateTime<Utc>,
     /// Arrival → scored (before the sink's write).
     pub latency_ms: f64,
+    /// For a flagged post, the words that raised its probability most (empty otherwise).
+    pub why: Vec<flagship_model::Why>,
 }
 
 /// Where scored posts go. A write that returns has made them durable (flushed, committed).
@@ -228,6 +235,8 @@ struct Triage<'a> {
     model_id: &'a str,
     ctx: datafusion::prelude::SessionContext,
     latencies: Vec<f64>,
+    /// Words kept per flagged post ([`Options::explain`]).
+    explain: usize,
 }
 
 impl Triage<'_> {
@@ -262,6 +271,20 @@ impl Triage<'_> {
                 .ok_or_else(|| LiveError::Column("matched_terms".into()))?;
             let refs: Vec<&str> = (0..texts.len()).map(|i| texts.value(i)).collect();
             let preds = self.model.predict(&refs)?;
+            // Why each flagged post was flagged (its strongest words).
+            let flagged: Vec<usize> = (0..preds.len())
+                .filter(|&i| preds[i].need_support)
+                .collect();
+            let mut why: Vec<Vec<flagship_model::Why>> = vec![Vec::new(); preds.len()];
+            if self.explain > 0 && !flagged.is_empty() {
+                let texts: Vec<&str> = flagged.iter().map(|&i| refs[i]).collect();
+                for (&i, w) in flagged
+                    .iter()
+                    .zip(self.model.explain(&texts, self.explain)?)
+                {
+                    why[i] = w;
+                }
+            }
             t.kept += processed.num_rows() as u64;
             let by_id: std::collections::HashMap<&str, &Arrived> =
                 batch.iter().map(|a| (a.tweet.id.as_str(), a)).collect();
@@ -280,6 +303,7 @@ impl Triage<'_> {
                     model_id: self.model_id.to_owned(),
                     scored_at: Utc::now(),
                     latency_ms: a.at.elapsed().as_secs_f64() * 1e3,
+                    why: std::mem::take(&mut why[i]),
                 });
             }
         }
@@ -315,6 +339,7 @@ pub async fn run(
         model_id,
         ctx: flagship_store::frames::local_session(),
         latencies: Vec::new(),
+        explain: opts.explain,
     };
     let mut intake = Intake {
         seen: flagship_ingest::Seen::new(1_000_000),

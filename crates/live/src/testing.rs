@@ -36,6 +36,7 @@ pub fn tweeteval(file: &str, n: usize) -> Vec<Example> {
             Example {
                 text: v["text"].as_str().expect("text").to_owned(),
                 need_support: v["label"].as_u64().expect("label") < 2,
+                label: None,
             }
         })
         .collect()
@@ -48,6 +49,8 @@ pub fn linear_model(dir: &Path) -> flagship_model::Classifier {
         &tweeteval("tweeteval-sentiment/test_pool.jsonl", 300),
         &Default::default(),
         0.4,
+        flagship_core::Config::default().model.operating(),
+        &flagship_core::Config::default().business,
         dir,
         Default::default(),
     )

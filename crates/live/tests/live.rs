@@ -58,6 +58,17 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
             "{s:?}"
         );
         assert!(s.tweet.url.is_some() && !s.text_model.is_empty(), "{s:?}");
+        // A flagged post says why: its own words, strongest first; an unflagged one does not.
+        if s.need_support {
+            assert!(!s.why.is_empty() && s.why.len() <= 3, "{s:?}");
+            let text = s.text_model.to_lowercase();
+            for w in &s.why {
+                assert!(text.contains(&w.word) && w.weight > 0.0, "{w:?} in {text}");
+            }
+            assert!(s.why.windows(2).all(|p| p[0].weight >= p[1].weight));
+        } else {
+            assert!(s.why.is_empty());
+        }
     }
     assert_eq!(
         t.flagged as usize,

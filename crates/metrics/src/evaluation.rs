@@ -1,6 +1,7 @@
 //! One evaluation of a labelled prediction set: everything `report.json` and `report.md` hold.
 
 use flagship_core::config::Business;
+use flagship_core::operating::{Points, Rule};
 use serde::{Deserialize, Serialize};
 
 use crate::business::{Naive, Times, Verdict};
@@ -28,6 +29,28 @@ pub struct Evaluation {
     /// The seed's success rule against the naive baseline.
     pub verdict: Verdict,
     pub business: Business,
+    /// Each operating rule's threshold (chosen on validation, from the model's card) applied to
+    /// this set; empty when the model's card has none.
+    #[serde(default)]
+    pub operating: Vec<OperatingRow>,
+}
+
+/// One operating point on the evaluated set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatingRow {
+    pub rule: Rule,
+    /// The rule the model works at (its card's threshold).
+    pub chosen: bool,
+    pub threshold: f64,
+    pub f2: f64,
+    pub precision: f64,
+    pub recall: f64,
+    /// Share of posts flagged.
+    pub flagged: f64,
+    pub wasted_minutes: f64,
+    pub missed_minutes: f64,
+    /// The seed's verdict at this threshold.
+    pub success: bool,
 }
 
 impl Evaluation {
@@ -58,7 +81,85 @@ impl Evaluation {
             times,
             naive,
             business: business.clone(),
+            operating: Vec::new(),
         }
+    }
+
+    /// Adds every operating rule's point of `points` (from the model's card), scored here.
+    pub fn with_operating(
+        mut self,
+        points: &Points,
+        truth: &[bool],
+        probs: &[f64],
+        words: &[u32],
+    ) -> Evaluation {
+        self.operating = points
+            .points
+            .iter()
+            .map(|&(rule, cut)| {
+                let flags: Vec<bool> = probs.iter().map(|&p| p >= cut.threshold).collect();
+                let c = Classification::new(truth, &flags);
+                let times = Times::new(truth, &flags, words, &self.business);
+                OperatingRow {
+                    rule,
+                    chosen: rule == points.settings.rule,
+                    threshold: cut.threshold,
+                    f2: c.binary.f2,
+                    precision: c.binary.precision,
+                    recall: c.binary.recall,
+                    flagged: flags.iter().filter(|&&f| f).count() as f64
+                        / flags.len().max(1) as f64,
+                    wasted_minutes: times.wasted_minutes,
+                    missed_minutes: times.missed_minutes,
+                    success: Verdict::new(c.binary.f2, &times, &self.naive).success,
+                }
+            })
+            .collect();
+        self
+    }
+
+    /// " at the recall operating point (threshold 0.346, 54 % flagged)" — where the verdict
+    /// was reached (empty without operating points).
+    pub fn at_operating_point(&self) -> String {
+        self.operating
+            .iter()
+            .find(|r| r.chosen)
+            .map(|r| {
+                format!(
+                    " at the {} operating point (threshold {:.3}, {:.0} % flagged)",
+                    r.rule.name(),
+                    r.threshold,
+                    100.0 * r.flagged
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// The operating points as a markdown table (empty without them).
+    pub fn operating_markdown(&self) -> String {
+        if self.operating.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from(
+            "## Operating points\n\nThresholds chosen on validation by each rule (`model.operating_point`), applied to this set.\n\n| rule | threshold | flagged | precision | recall | F2 | minutes wasted | minutes missed | verdict |\n|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.operating {
+            s.push_str(&format!(
+                "| {}{} | {:.3} | {:.0} % | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} |\n",
+                r.rule.name(),
+                if r.chosen { " (chosen)" } else { "" },
+                r.threshold,
+                100.0 * r.flagged,
+                r.precision,
+                r.recall,
+                r.f2,
+                r.wasted_minutes,
+                r.missed_minutes,
+                if r.success { "success" } else { "not yet" },
+            ));
+        }
+        s.push('\n');
+        s
     }
 
     /// `report.md`: the verdict first, then the tables.
@@ -70,8 +171,9 @@ impl Evaluation {
         let t = &self.times;
         let mut s = format!("# {title}\n\n");
         s.push_str(&format!(
-            "**Verdict: {}.** F2 {:.3} (naive {:.3} ± {:.3}); minutes wasted {:.1} vs {:.1} naive ({:.0} % saved), minutes missed {:.1} vs {:.1} naive ({:.0} % saved).\n\n",
+            "**Verdict: {}{}.** F2 {:.3} (naive {:.3} ± {:.3}); minutes wasted {:.1} vs {:.1} naive ({:.0} % saved), minutes missed {:.1} vs {:.1} naive ({:.0} % saved).\n\n",
             if v.success { "success" } else { "not yet" },
+            self.at_operating_point(),
             m.binary.f2,
             n.f2.mean,
             n.f2.sd,
@@ -131,6 +233,8 @@ impl Evaluation {
             self.business.typing_wpm,
             self.business.reply_fraction,
         ));
+        s.push('\n');
+        s.push_str(&self.operating_markdown());
         s
     }
 }

@@ -21,6 +21,8 @@ use crate::business::Times;
 use crate::classification::Confusion;
 use crate::evaluation::Evaluation;
 use crate::monitor::Drift;
+#[cfg(test)]
+use crate::monitor::DriftRule;
 use crate::ranking;
 
 /// The pages' style sheet: served as [`REPORT_CSS_HREF`] beside the pages, and inlined for
@@ -268,7 +270,33 @@ where
     Ok(())
 }
 
+/// The columns of a table of cut-offs (per threshold, operating points), numbers right-aligned.
+const CUT_COLUMNS: [(&str, bool); 7] = [
+    ("threshold", true),
+    ("flagged", true),
+    ("precision", true),
+    ("recall", true),
+    ("F2", true),
+    ("minutes wasted", true),
+    ("minutes missed", true),
+];
+
+/// A vertical line at a threshold: its label and colour (the chosen point black, others grey).
+type Mark = (String, f64, RGBColor);
+
 fn line_chart(title: &str, x_desc: &str, y_desc: &str, y_max: f64, series: &[Series]) -> String {
+    marked_chart(title, x_desc, y_desc, y_max, series, &[])
+}
+
+/// A line chart with vertical marks (the operating points on the threshold plots).
+fn marked_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    y_max: f64,
+    series: &[Series],
+    marks: &[Mark],
+) -> String {
     svg(|root| {
         let mut c = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -287,7 +315,20 @@ fn line_chart(title: &str, x_desc: &str, y_desc: &str, y_max: f64, series: &[Ser
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
-        if series.len() > 1 {
+        let top = y_max.max(1e-9);
+        for (label, x, color) in marks {
+            let x = x.clamp(0.0, 1.0);
+            let color = *color;
+            c.draw_series(DashedLineSeries::new(
+                [(x, 0.0), (x, top)],
+                6,
+                4,
+                color.stroke_width(2),
+            ))?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        if series.len() + marks.len() > 1 {
             legend(&mut c)?;
         }
         Ok(())
@@ -500,10 +541,12 @@ pub fn render(
     let (m, n, t) = (&e.model, &e.naive, &e.times);
 
     // The verdict and its key figures: the same one-line conclusion as report.md.
+    let at = e.at_operating_point();
     let mut verdict = format!(
-        "<section id=\"verdict\" class=\"verdict {}\">\n<p class=\"headline\"><strong>Verdict: {}.</strong> {}</p>\n",
+        "<section id=\"verdict\" class=\"verdict {}\">\n<p class=\"headline\"><strong>Verdict: {}{}.</strong> {}</p>\n",
         if v.success { "good" } else { "bad" },
         if v.success { "success" } else { "not yet" },
+        escape(&at),
         escape(&format!(
             "F2 {:.3} (naive {:.3} ± {:.3}); minutes wasted {:.1} vs {:.1} naive ({:.0} % saved), minutes missed {:.1} vs {:.1} naive ({:.0} % saved).",
             m.binary.f2,
@@ -736,6 +779,23 @@ pub fn render(
         .chain(&missed)
         .map(|p| p.1)
         .fold(1.0, f64::max);
+    // The operating points (from the model's card) as vertical marks, the chosen one black.
+    let marks: Vec<Mark> = e
+        .operating
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}{} ({:.2})",
+                    r.rule.name(),
+                    if r.chosen { ", chosen" } else { "" },
+                    r.threshold
+                ),
+                r.threshold,
+                if r.chosen { BLACK } else { GREY },
+            )
+        })
+        .collect();
     let plots = [
         (
             "roc",
@@ -764,40 +824,66 @@ pub fn render(
         ("histogram", histogram(truth, probs)),
         (
             "threshold-f2",
-            line_chart(
+            marked_chart(
                 "Threshold vs F2",
                 "threshold",
                 "F2",
                 1.0,
                 &[("F2", RED, f2)],
+                &marks,
             ),
         ),
         (
             "threshold-minutes",
-            line_chart(
+            marked_chart(
                 "Threshold vs minutes wasted / missed",
                 "threshold",
                 "minutes",
                 max_minutes * 1.05,
                 &[("wasted", BLUE, wasted), ("missed", RED, missed)],
+                &marks,
             ),
         ),
     ];
+    if !e.operating.is_empty() {
+        body.push_str("<h2>Operating points</h2>\n");
+        let rows: Vec<Row> = e
+            .operating
+            .iter()
+            .map(|r| {
+                Row::new(
+                    format!(
+                        "{}{}",
+                        r.rule.name(),
+                        if r.chosen { " (chosen)" } else { "" }
+                    ),
+                    vec![
+                        Cell::Num(format!("{:.3}", r.threshold)),
+                        Cell::Num(format!("{:.0} %", 100.0 * r.flagged)),
+                        Cell::Num(format!("{:.3}", r.precision)),
+                        Cell::Num(format!("{:.3}", r.recall)),
+                        Cell::Num(format!("{:.3}", r.f2)),
+                        Cell::Num(format!("{:.1}", r.wasted_minutes)),
+                        Cell::Num(format!("{:.1}", r.missed_minutes)),
+                        Cell::Text(if r.success { "success" } else { "not yet" }.into()),
+                    ],
+                )
+            })
+            .collect();
+        body.push_str(&table(
+            "operating",
+            "Thresholds chosen on validation by each rule (model.operating_point), on this set",
+            &[&[("rule", false)][..], &CUT_COLUMNS, &[("verdict", false)]].concat(),
+            &rows,
+        ));
+    }
     body.push_str("<h2>Plots</h2>\n");
     body.push_str(&figures(&plots));
     body.push_str("<h2>Per threshold</h2>\n");
     body.push_str(&table(
         "thresholds",
         "Flagging at other thresholds (flag when the probability is at least the threshold)",
-        &[
-            ("threshold", true),
-            ("flagged", true),
-            ("precision", true),
-            ("recall", true),
-            ("F2", true),
-            ("minutes wasted", true),
-            ("minutes missed", true),
-        ],
+        &CUT_COLUMNS,
         &per_threshold,
     ));
     page(&title, &verdict, &body)
@@ -874,11 +960,15 @@ pub fn render_drift(ctx: &ReportContext, d: &Drift, rows: usize) -> String {
     let title = ctx.title("monitoring", &format!("{rows} posts"));
     let calm = d.flagged == 0 && d.retrain != Some(true);
     let mut verdict = format!(
-        "<section id=\"verdict\" class=\"verdict {}\">\n<p class=\"headline\"><strong>{} of {} statistics moved more than {:.0} %.</strong> {}</p>\n",
+        "<section id=\"verdict\" class=\"verdict {}\">\n<p class=\"headline\"><strong>{} of {} statistics moved more than {:.0} %{}.</strong> {}</p>\n",
         if calm { "good" } else { "bad" },
         d.flagged,
         d.changes.len(),
         100.0 * d.threshold,
+        match d.alpha {
+            Some(a) => format!(", significantly (z-test, {a} over all statistics)"),
+            None => String::new(),
+        },
         escape(&format!(
             "Retraining rule: {}. New groups: {}.",
             d.retrain_verdict(),
@@ -928,6 +1018,7 @@ pub fn render_drift(ctx: &ReportContext, d: &Drift, rows: usize) -> String {
                 Cell::Num(format!("{:.4}", c.batch)),
                 Cell::Num(format!("{:+.1} %", 100.0 * c.relative)),
                 Cell::Text(if c.flagged { "yes" } else { "" }.into()),
+                Cell::Text(c.reason.clone()),
             ],
             flagged: c.flagged,
         })
@@ -943,6 +1034,7 @@ pub fn render_drift(ctx: &ReportContext, d: &Drift, rows: usize) -> String {
             ("batch", true),
             ("change", true),
             ("flagged", false),
+            ("why", false),
         ],
         &changes,
     ));
@@ -1069,6 +1161,43 @@ mod tests {
     }
 
     /// No inline script or style attribute, nothing fetched; the CSS linked and inline.
+    #[test]
+    fn operating_points_are_tabled_and_marked_on_the_threshold_plots() {
+        use flagship_core::operating::{Points, Rule, Settings};
+        let (truth, probs, words, b, e) = evaluation();
+        let secs: Vec<f64> = words.iter().map(|&w| b.response_seconds(w)).collect();
+        let points = Points::new(
+            &probs,
+            &truth,
+            &secs,
+            None,
+            Settings {
+                rule: Rule::Minutes,
+                miss_cost: 2.0,
+                capacity_share: 0.3,
+                recall_floor: 0.9,
+            },
+        );
+        let e = e.with_operating(&points, &truth, &probs, &words);
+        assert_eq!(e.operating.len(), 4);
+        assert_eq!(e.operating.iter().filter(|r| r.chosen).count(), 1);
+        let cap = e
+            .operating
+            .iter()
+            .find(|r| r.rule == Rule::Capacity)
+            .unwrap();
+        assert!(cap.flagged <= 0.3 + 1e-9, "{cap:?}");
+        let page = render(&context(), &e, &truth, &probs, &words, &b);
+        assert!(page.contains("<table class=\"operating\">"));
+        assert!(page.contains("minutes (chosen)"));
+        // The chosen point's mark and legend on both threshold plots.
+        let chosen = e.operating.iter().find(|r| r.chosen).unwrap();
+        let label = format!("minutes, chosen ({:.2})", chosen.threshold);
+        assert_eq!(page.matches(&label).count(), 2, "{label}");
+        assert!(e.to_markdown("t").contains("| minutes (chosen) |"));
+        csp_safe(&page);
+    }
+
     fn csp_safe(page: &str) {
         assert!(!page.contains("style=\""), "a style attribute");
         assert!(!page.contains("<script"), "a script");
@@ -1100,7 +1229,7 @@ mod tests {
             .map(|(i, &p)| if i.is_multiple_of(2) { p } else { p * 1.3 })
             .collect();
         let batch = Profile::new(&shifted, &groups, None);
-        let d = Drift::compare(&reference, &batch, 0.15, 10);
+        let d = Drift::compare(&reference, &batch, &DriftRule::SEED);
         // The script group's mean, and so the overall mean, rose.
         assert_eq!(d.flagged, 2);
         let ctx = ReportContext {

@@ -18,5 +18,5 @@ pub mod ranking;
 pub use business::{MeanSd, Naive, Times, Verdict, reading_seconds, response_seconds};
 pub use classification::{Classification, Confusion, Scores};
 pub use evaluation::{Evaluation, Ranking};
-pub use monitor::{Drift, GroupStats, Profile, Quality};
+pub use monitor::{Drift, DriftRule, GroupStats, Profile, Quality};
 pub use ranking::{average_precision, brier, curve, roc_auc, sweep};

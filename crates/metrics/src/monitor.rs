@@ -1,10 +1,18 @@
 //! Inference-time trend checks (the seed's monitoring): for a batch of predictions, the
 //! predicted probability's count, min, mean, coefficient of variation and standard error,
 //! overall and grouped by each dimension present (client, time of day, word-count bin…),
-//! compared with the profile saved at training time. A group whose mean or coefficient of
-//! variation moves more than the threshold (default 15 %) is flagged. When the batch has labels,
-//! its F2 and minutes per tweet are compared with the reference the same way — the seed's
-//! retraining rule.
+//! compared with the profile saved at training time.
+//!
+//! Two rules flag a change (`monitor.drift_test`):
+//! - `relative` (the seed's): the group's mean or coefficient of variation moved more than the
+//!   threshold (default 15 %). On small groups that is mostly noise.
+//! - `significant` (the default): it moved more than the threshold **and** the move is
+//!   significant for the groups' sizes — a two-sample z-test on the mean (Welch: the two
+//!   standard errors) or on the CV (its large-sample standard error, cv·√((1 + 2cv²)/2n)),
+//!   at `drift_alpha` divided by the number of statistics compared (Bonferroni).
+//!
+//! Each change carries its reason in words. When the batch has labels, its F2 and minutes per
+//! tweet are compared with the reference by the threshold — the seed's retraining rule.
 
 use std::collections::BTreeMap;
 
@@ -107,7 +115,70 @@ pub struct Change {
     pub batch: f64,
     /// (batch − reference) / |reference|.
     pub relative: f64,
+    /// Two-sample z statistic and its two-sided p-value (`None`: not computable).
+    #[serde(default)]
+    pub z: Option<f64>,
+    #[serde(default)]
+    pub p_value: Option<f64>,
     pub flagged: bool,
+    /// Why it is flagged or not, in words.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Which changes [`Drift::compare`] flags.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DriftRule {
+    /// Relative change a statistic must exceed.
+    pub threshold: f64,
+    /// Groups with fewer rows than this (in either profile) are never flagged.
+    pub min_count: usize,
+    /// `Some(alpha)`: the change must also be significant at alpha / statistics compared;
+    /// `None`: the seed's rule (size of the change alone).
+    pub alpha: Option<f64>,
+}
+
+impl DriftRule {
+    /// The seed's rule: a move beyond 15 %, groups of at least 10 rows.
+    pub const SEED: DriftRule = DriftRule {
+        threshold: 0.15,
+        min_count: 10,
+        alpha: None,
+    };
+}
+
+/// The standard normal's two-sided tail probability P(|Z| ≥ |z|).
+pub fn two_sided_p(z: f64) -> f64 {
+    erfc(z.abs() / std::f64::consts::SQRT_2)
+}
+
+/// Complementary error function (Numerical Recipes' `erfcc`: relative error < 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// z of a statistic's change from its value and standard error in each sample.
+fn z_of(r: f64, r_se: f64, b: f64, b_se: f64) -> Option<f64> {
+    let se = (r_se * r_se + b_se * b_se).sqrt();
+    (se.is_finite() && se > 0.0 && r.is_finite() && b.is_finite()).then(|| (b - r) / se)
+}
+
+/// Large-sample standard error of a coefficient of variation.
+fn cv_se(cv: f64, n: usize) -> f64 {
+    cv * ((1.0 + 2.0 * cv * cv) / (2.0 * n as f64)).sqrt()
 }
 
 /// The comparison of a batch with the reference.
@@ -116,6 +187,9 @@ pub struct Drift {
     pub threshold: f64,
     /// Groups with fewer rows than this (in either profile) are listed but never flagged.
     pub min_count: usize,
+    /// The significance level of the `significant` rule (`None`: the seed's rule).
+    #[serde(default)]
+    pub alpha: Option<f64>,
     pub changes: Vec<Change>,
     /// Groups of the batch the reference never saw.
     pub new_groups: Vec<(String, String)>,
@@ -133,17 +207,21 @@ fn relative(reference: f64, batch: f64) -> f64 {
 }
 
 impl Drift {
-    pub fn compare(
-        reference: &Profile,
-        batch: &Profile,
-        threshold: f64,
-        min_count: usize,
-    ) -> Drift {
+    pub fn compare(reference: &Profile, batch: &Profile, rule: &DriftRule) -> Drift {
+        let (threshold, min_count) = (rule.threshold, rule.min_count);
         let mut changes = Vec::new();
         let mut new_groups = Vec::new();
         let mut push = |dimension: &str, group: &str, r: &GroupStats, b: &GroupStats| {
             let enough = r.count >= min_count && b.count >= min_count;
-            for (statistic, rv, bv) in [("mean", r.mean, b.mean), ("cv", r.cv, b.cv)] {
+            for (statistic, rv, bv, z) in [
+                ("mean", r.mean, b.mean, z_of(r.mean, r.se, b.mean, b.se)),
+                (
+                    "cv",
+                    r.cv,
+                    b.cv,
+                    z_of(r.cv, cv_se(r.cv, r.count), b.cv, cv_se(b.cv, b.count)),
+                ),
+            ] {
                 let rel = relative(rv, bv);
                 changes.push(Change {
                     dimension: dimension.into(),
@@ -152,7 +230,18 @@ impl Drift {
                     reference: rv,
                     batch: bv,
                     relative: rel,
+                    z,
+                    p_value: z.map(two_sided_p),
+                    // Decided below, once the number of tests is known.
                     flagged: enough && rel.abs() > threshold,
+                    reason: if enough {
+                        String::new()
+                    } else {
+                        format!(
+                            "too few rows ({} and {}, under {min_count})",
+                            r.count, b.count
+                        )
+                    },
                 });
             }
         };
@@ -173,10 +262,54 @@ impl Drift {
             ),
             _ => None,
         };
+        let tests = changes
+            .iter()
+            .filter(|c| c.reason.is_empty())
+            .count()
+            .max(1);
+        for c in changes.iter_mut().filter(|c| c.reason.is_empty()) {
+            let size = format!(
+                "{} {:+.0} % ({:.3} → {:.3})",
+                c.statistic,
+                100.0 * c.relative,
+                c.reference,
+                c.batch
+            );
+            let big = c.relative.abs() > threshold;
+            match rule.alpha {
+                None => {
+                    c.reason = if big {
+                        format!("{size}: beyond ±{:.0} %", 100.0 * threshold)
+                    } else {
+                        format!("{size}: within ±{:.0} %", 100.0 * threshold)
+                    };
+                }
+                Some(alpha) => {
+                    let bound = alpha / tests as f64;
+                    let p = c.p_value.unwrap_or(1.0);
+                    let test = format!(
+                        "z {:.1}, p {p:.2e} {} {bound:.1e} ({alpha} over {tests} tests)",
+                        c.z.unwrap_or(0.0),
+                        if p < bound { "<" } else { "≥" }
+                    );
+                    c.flagged = big && p < bound;
+                    c.reason = match (big, p < bound) {
+                        (true, true) => format!("{size}, significant: {test}"),
+                        (true, false) => format!("{size}, but within noise for its size: {test}"),
+                        (false, true) => format!(
+                            "{size}: significant but within ±{:.0} %: {test}",
+                            100.0 * threshold
+                        ),
+                        (false, false) => format!("{size}: small and within noise: {test}"),
+                    };
+                }
+            }
+        }
         let flagged = changes.iter().filter(|c| c.flagged).count();
         Drift {
             threshold,
             min_count,
+            alpha: rule.alpha,
             changes,
             new_groups,
             flagged,
@@ -198,10 +331,14 @@ impl Drift {
     /// The monitoring report as markdown: every compared statistic, new groups, the verdict.
     pub fn to_markdown(&self, title: &str, rows: usize) -> String {
         let mut md = format!(
-            "# {title}\n\n{rows} rows; {} of {} compared statistics moved more than {:.0} % (groups under {} rows never flagged).\n\n| dimension | group | statistic | reference | batch | change | flagged |\n|---|---|---|---|---|---|---|\n",
+            "# {title}\n\n{rows} rows; {} of {} compared statistics flagged: moved more than {:.0} %{} (groups under {} rows never flagged).\n\n| dimension | group | statistic | reference | batch | change | flagged, and why |\n|---|---|---|---|---|---|---|\n",
             self.flagged,
             self.changes.len(),
             100.0 * self.threshold,
+            match self.alpha {
+                Some(a) => format!(" and significant at {a} over the statistics compared"),
+                None => " (the seed's rule)".into(),
+            },
             self.min_count
         );
         for c in &self.changes {
@@ -213,7 +350,11 @@ impl Drift {
                 c.reference,
                 c.batch,
                 100.0 * c.relative,
-                if c.flagged { "**yes**" } else { "" }
+                if c.flagged {
+                    format!("**yes**: {}", c.reason)
+                } else {
+                    c.reason.clone()
+                }
             ));
         }
         for (dim, g) in &self.new_groups {
@@ -404,7 +545,7 @@ mod tests {
         let mut s2 = shifted.clone();
         s2.push(0.5);
         let batch = Profile::new(&s2, &dims(&g2), None);
-        let d = Drift::compare(&reference, &batch, 0.15, 10);
+        let d = Drift::compare(&reference, &batch, &DriftRule::SEED);
         let flagged: Vec<(&str, &str)> = d
             .changes
             .iter()
@@ -418,7 +559,67 @@ mod tests {
         );
         assert_eq!(d.retrain, None);
         // Identical batch: nothing moves.
-        assert_eq!(Drift::compare(&reference, &reference, 0.15, 10).flagged, 0);
+        assert_eq!(
+            Drift::compare(&reference, &reference, &DriftRule::SEED).flagged,
+            0
+        );
+    }
+
+    #[test]
+    fn the_significant_rule_ignores_noise_in_small_groups_but_not_real_shifts() {
+        // The same 20 % rise of the mean, in a group of 12 rows and in one of 400.
+        let spread = |n: usize, scale: f64| -> Vec<f64> {
+            (0..n)
+                .map(|i| scale * (0.1 + 0.8 * ((i * 37) % 100) as f64 / 100.0))
+                .collect()
+        };
+        let (small_ref, big_ref) = (spread(12, 1.0), spread(400, 1.0));
+        let (small_new, big_new) = (spread(12, 1.2), spread(400, 1.2));
+        let profile = |a: &[f64], b: &[f64]| {
+            let probs: Vec<f64> = a.iter().chain(b).copied().collect();
+            let groups: Vec<&str> = a
+                .iter()
+                .map(|_| "small")
+                .chain(b.iter().map(|_| "big"))
+                .collect();
+            Profile::new(&probs, &dims(&groups), None)
+        };
+        let reference = profile(&small_ref, &big_ref);
+        let batch = profile(&small_new, &big_new);
+        let flagged = |d: &Drift| -> Vec<String> {
+            d.changes
+                .iter()
+                .filter(|c| c.flagged)
+                .map(|c| format!("{}/{}", c.group, c.statistic))
+                .collect()
+        };
+        let seed = Drift::compare(&reference, &batch, &DriftRule::SEED);
+        assert_eq!(flagged(&seed), ["all/mean", "big/mean", "small/mean"]);
+        let rule = DriftRule {
+            alpha: Some(0.05),
+            ..DriftRule::SEED
+        };
+        let sig = Drift::compare(&reference, &batch, &rule);
+        assert_eq!(flagged(&sig), ["all/mean", "big/mean"]);
+        let small = sig
+            .changes
+            .iter()
+            .find(|c| c.group == "small" && c.statistic == "mean")
+            .unwrap();
+        assert!(small.reason.contains("within noise"), "{}", small.reason);
+        let big = sig
+            .changes
+            .iter()
+            .find(|c| c.group == "big" && c.statistic == "mean")
+            .unwrap();
+        assert!(
+            big.reason.contains("significant") && big.p_value.unwrap() < 1e-4,
+            "{}",
+            big.reason
+        );
+        // The p-value of the normal tail, by hand: P(|Z| ≥ 1.96) = 0.05.
+        assert!((two_sided_p(1.959964) - 0.05).abs() < 1e-6);
+        assert!((two_sided_p(0.0) - 1.0).abs() < 1e-6);
     }
 
     #[test]
@@ -431,15 +632,15 @@ mod tests {
         let p = |quality| Profile::new(&[0.5; 20], &[], Some(quality));
         let r = p(q(0.85, 10.0, 5.0));
         assert_eq!(
-            Drift::compare(&r, &p(q(0.80, 11.0, 5.5)), 0.15, 10).retrain,
+            Drift::compare(&r, &p(q(0.80, 11.0, 5.5)), &DriftRule::SEED).retrain,
             Some(false)
         );
         assert_eq!(
-            Drift::compare(&r, &p(q(0.70, 10.0, 5.0)), 0.15, 10).retrain,
+            Drift::compare(&r, &p(q(0.70, 10.0, 5.0)), &DriftRule::SEED).retrain,
             Some(true)
         );
         assert_eq!(
-            Drift::compare(&r, &p(q(0.85, 10.0, 6.0)), 0.15, 10).retrain,
+            Drift::compare(&r, &p(q(0.85, 10.0, 6.0)), &DriftRule::SEED).retrain,
             Some(true)
         );
     }

@@ -10,7 +10,7 @@ use std::process::Command;
 use flagship_core::Config;
 use flagship_core::testing::fixture;
 use flagship_metrics::html::{self, ReportContext};
-use flagship_metrics::{Drift, Evaluation, Profile};
+use flagship_metrics::{Drift, DriftRule, Evaluation, Profile};
 
 /// The check the test adds to its copies of the pages (`<script src="check.js">`, first in the
 /// head, so it hears every policy violation): writes `rendered ok/all; css yes|no; blocked […]`.
@@ -110,7 +110,7 @@ fn every_plot_renders_in_headless_chromium() {
         let reference = Profile::new(&p, &groups, None);
         let higher: Vec<f64> = p.iter().map(|v| (v * 1.2).min(1.0)).collect();
         let batch = Profile::new(&higher, &groups, None);
-        let d = Drift::compare(&reference, &batch, 0.15, 10);
+        let d = Drift::compare(&reference, &batch, &DriftRule::SEED);
         assert!(d.flagged > 0);
         html::render_drift(&ReportContext::default(), &d, p.len())
     };

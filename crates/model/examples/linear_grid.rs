@@ -28,6 +28,7 @@ fn read(path: &str) -> Vec<Example> {
             Example {
                 text: v["text"].as_str().unwrap().into(),
                 need_support: v["label"].as_i64().unwrap() <= 1,
+                label: None,
             }
         })
         .collect()

@@ -204,3 +204,19 @@ impl Checkpoint {
             .sum()
     }
 }
+
+/// The pooling to train with: `auto` becomes what the base was trained with — mean when its
+/// sentence-transformers `1_Pooling/config.json` sets `pooling_mode_mean_tokens`, else the
+/// first token through the family's head.
+pub fn resolve_pooling(base: &Path, pooling: crate::sequence::Pooling) -> crate::sequence::Pooling {
+    use crate::sequence::Pooling;
+    if pooling != Pooling::Auto {
+        return pooling;
+    }
+    let mean = std::fs::read_to_string(base.join("1_Pooling").join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("pooling_mode_mean_tokens").and_then(|b| b.as_bool()))
+        .unwrap_or(false);
+    if mean { Pooling::Mean } else { Pooling::Cls }
+}

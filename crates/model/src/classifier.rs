@@ -23,7 +23,12 @@ use crate::linear::LinearModel;
 use crate::sequence::SequenceClassifier;
 use crate::tokenize::TextEncoder;
 use crate::train::{self, EpochRecord, Trained, Validation};
+use flagship_core::config::Business;
+use flagship_core::operating::{Points, Settings};
 use flagship_core::scoring::Choice;
+
+use crate::explain::{self, Why};
+use crate::sequence::{HeadSpec, Pooling};
 
 pub const CARD_FORMAT: &str = "flagship-model/1";
 
@@ -77,6 +82,26 @@ pub struct ModelCard {
     pub validation: Validation,
     pub training: Option<TrainingRecord>,
     pub flagship_version: String,
+    /// How tokens are pooled (`cls`: the family's head, as `transformers` reads the folder).
+    #[serde(default = "cls")]
+    pub pooling: Pooling,
+    /// Labels of the head: 2 (index 1 needs support) or 3 (negative, neutral, positive).
+    #[serde(default = "two")]
+    pub classes: u8,
+    /// Weight of `linear.safetensors` in the probability average (0: the transformer alone).
+    #[serde(default)]
+    pub linear_weight: f64,
+    /// Every operating rule's threshold on validation; `threshold` is the chosen one's.
+    #[serde(default)]
+    pub operating: Option<Points>,
+}
+
+fn cls() -> Pooling {
+    Pooling::Cls
+}
+
+fn two() -> u8 {
+    2
 }
 
 impl ModelCard {
@@ -102,6 +127,27 @@ impl ModelCard {
             validation,
             training: None,
             flagship_version: env!("CARGO_PKG_VERSION").into(),
+            pooling: Pooling::Cls,
+            classes: 2,
+            linear_weight: 0.0,
+            operating: None,
+        }
+    }
+
+    /// Takes the operating points and works at the chosen one.
+    fn operate(&mut self, points: Points) {
+        self.threshold = points.chosen.threshold;
+        self.operating = Some(points);
+    }
+
+    fn head(&self) -> HeadSpec {
+        HeadSpec {
+            pooling: if self.pooling == Pooling::Mean {
+                Pooling::Mean
+            } else {
+                Pooling::Cls
+            },
+            classes: if self.classes == 3 { 3 } else { 2 },
         }
     }
 
@@ -204,6 +250,17 @@ impl Trained {
         );
         card.max_length = self.encoder.max_length();
         card.family = Some(self.model.config.family);
+        card.pooling = self.model.spec.pooling;
+        card.classes = self.model.spec.classes as u8;
+        card.linear_weight = if self.linear.is_some() {
+            self.options.linear_weight
+        } else {
+            0.0
+        };
+        card.operate(self.operating.clone());
+        if self.model.spec.classes == 3 {
+            card.labels = card.source_labels.clone();
+        }
         let weights = self.base.join("model.safetensors");
         card.base_model = Some(DataRef {
             path: self.base.display().to_string(),
@@ -230,8 +287,11 @@ impl Trained {
         write_dir_atomically(dir, |tmp| {
             write_json(
                 &tmp.join("config.json"),
-                &self.model.config.classifier_json(),
+                &self.model.config.classifier_json(self.model.spec.classes),
             )?;
+            if let Some(lin) = &self.linear {
+                lin.save(tmp)?;
+            }
             self.vs.save(tmp.join("model.safetensors"))?;
             let tok = self.base.join("tokenizer.json");
             std::fs::copy(&tok, tmp.join("tokenizer.json")).map_err(|e| ModelError::io(&tok, e))?;
@@ -242,11 +302,14 @@ impl Trained {
 }
 
 /// Trains the linear baseline and writes its folder (threshold tuned like the transformer's).
+#[allow(clippy::too_many_arguments)]
 pub fn train_linear(
     train_set: &[train::Example],
     val: &[train::Example],
     opts: &crate::linear::LinearOptions,
     expected_rate: f64,
+    operating: Settings,
+    business: &Business,
     dir: &Path,
     data: BTreeMap<String, DataRef>,
 ) -> Result<ModelCard, ModelError> {
@@ -262,6 +325,14 @@ pub fn train_linear(
         validation,
         expected_rate,
     );
+    let probs64: Vec<f64> = probs.iter().map(|&p| p as f64).collect();
+    card.operate(Points::new(
+        &probs64,
+        &labels,
+        &train::response_seconds(&texts, business),
+        Some(expected_rate),
+        operating,
+    ));
     card.data = data;
     card.training = Some(TrainingRecord {
         seed: opts.seed,
@@ -315,6 +386,8 @@ struct Transformer {
     encoder: TextEncoder,
     device: Device,
     precision: Precision,
+    /// The linear half of an ensemble and its weight.
+    linear: Option<(LinearModel, f64)>,
 }
 
 enum Inner {
@@ -352,7 +425,10 @@ impl Classifier {
             ModelKind::Linear => Inner::Linear(LinearModel::load(dir)?),
             ModelKind::Transformer => {
                 let ck = Checkpoint::open(dir)?;
-                let (vs, model, _) = SequenceClassifier::from_checkpoint(&ck, device, true)?;
+                let (mut vs, model, _) =
+                    SequenceClassifier::from_checkpoint(&ck, card.head(), device, true)?;
+                // Served, never trained: explanations take gradients of the inputs only.
+                vs.freeze();
                 let encoder = TextEncoder::from_file(
                     &dir.join("tokenizer.json"),
                     card.max_length.max(2),
@@ -368,6 +444,11 @@ impl Classifier {
                         Precision::Bf16
                     } else {
                         Precision::F32
+                    },
+                    linear: if card.linear_weight > 0.0 {
+                        Some((LinearModel::load(dir)?, card.linear_weight))
+                    } else {
+                        None
                     },
                 }))
             }
@@ -393,7 +474,7 @@ impl Classifier {
                     .encoder
                     .encode(texts)
                     .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-                let (p, _) = train::probabilities(
+                let (mut p, _) = train::probabilities(
                     &t.model,
                     &t.encoder,
                     &enc,
@@ -401,6 +482,9 @@ impl Classifier {
                     t.device,
                     t.precision,
                 );
+                if let Some((lin, w)) = &t.linear {
+                    train::blend(&mut p, &lin.probabilities(texts), *w);
+                }
                 (p, enc.iter().map(|e| e.truncated).collect())
             }
         };
@@ -413,6 +497,38 @@ impl Classifier {
                 truncated,
             })
             .collect())
+    }
+}
+
+impl Classifier {
+    /// Why each text would be flagged: its `k` words that raised P(needs support) most (see
+    /// [`crate::explain`]). Texts are batched by 32.
+    pub fn explain(&self, texts: &[&str], k: usize) -> Result<Vec<Vec<Why>>, ModelError> {
+        let linear = |m: &LinearModel| -> Vec<Vec<f32>> {
+            texts.iter().map(|t| explain::linear_scores(m, t)).collect()
+        };
+        let scores = match &self.inner {
+            Inner::Linear(m) => linear(m),
+            Inner::Transformer(t) => {
+                let mut scores = Vec::with_capacity(texts.len());
+                for chunk in texts.chunks(32) {
+                    scores.extend(
+                        explain::transformer_scores(&t.model, &t.encoder, chunk, t.device)
+                            .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
+                    );
+                }
+                if let Some((lin, w)) = &t.linear {
+                    let w = *w as f32;
+                    for (s, l) in scores.iter_mut().zip(linear(lin)) {
+                        for (a, b) in s.iter_mut().zip(l) {
+                            *a = (1.0 - w) * *a + w * b;
+                        }
+                    }
+                }
+                scores
+            }
+        };
+        Ok(explain::explain_scores(texts, &scores, k))
     }
 }
 

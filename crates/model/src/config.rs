@@ -196,21 +196,26 @@ impl Config {
 
     /// The config an exported two-label classifier is written with: the base's keys, plus
     /// `architectures`, `id2label`, `label2id`, so `transformers` opens it too.
-    pub fn classifier_json(&self) -> Value {
+    pub fn classifier_json(&self, classes: i64) -> Value {
         let mut v = self.raw.clone();
+        let (id2label, label2id) = if classes == 3 {
+            (
+                serde_json::json!({"0": "negative", "1": "neutral", "2": "positive"}),
+                serde_json::json!({"negative": 0, "neutral": 1, "positive": 2}),
+            )
+        } else {
+            (
+                serde_json::json!({"0": "does_not_need_support", "1": "needs_support"}),
+                serde_json::json!({"does_not_need_support": 0, "needs_support": 1}),
+            )
+        };
         if let Some(m) = v.as_object_mut() {
             m.insert(
                 "architectures".into(),
                 serde_json::json!([self.family.classifier_architecture()]),
             );
-            m.insert(
-                "id2label".into(),
-                serde_json::json!({"0": "does_not_need_support", "1": "needs_support"}),
-            );
-            m.insert(
-                "label2id".into(),
-                serde_json::json!({"does_not_need_support": 0, "needs_support": 1}),
-            );
+            m.insert("id2label".into(), id2label);
+            m.insert("label2id".into(), label2id);
             m.remove("_name_or_path");
         }
         v
@@ -262,7 +267,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.pad_token_id, 1);
         assert_eq!(
-            c.classifier_json()["architectures"][0],
+            c.classifier_json(2)["architectures"][0],
             "RobertaForSequenceClassification"
         );
     }

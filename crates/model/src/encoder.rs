@@ -53,6 +53,17 @@ impl Embeddings {
 
     /// `ids`: `[batch, seq]` int64. Every token has type 0 (single sentences).
     pub fn forward(&self, ids: &Tensor, mode: Mode) -> Tensor {
+        self.forward_words(&self.lookup(ids), ids, mode)
+    }
+
+    /// The word embeddings of `ids` alone (`[batch, seq, hidden]`).
+    pub fn lookup(&self, ids: &Tensor) -> Tensor {
+        self.word.forward(ids)
+    }
+
+    /// [`Embeddings::forward`] from given word embeddings (gradients with respect to them
+    /// explain a prediction).
+    pub fn forward_words(&self, words: &Tensor, ids: &Tensor, mode: Mode) -> Tensor {
         let seq = ids.size()[1];
         let positions = match self.family {
             // RoBERTa counts positions of real tokens from pad + 1; padding keeps `pad`.
@@ -62,7 +73,7 @@ impl Embeddings {
             }
             _ => Tensor::arange(seq, (Kind::Int64, ids.device())).unsqueeze(0),
         };
-        let mut xs = self.word.forward(ids) + self.position.forward(&positions);
+        let mut xs = words + self.position.forward(&positions);
         if let Some(tt) = &self.token_type {
             xs += tt.weight.get(0);
         }
@@ -219,8 +230,19 @@ impl Encoder {
     /// `ids`, `mask`: `[batch, seq]` int64 (mask 1 on real tokens; `None` when nothing is
     /// padded). Returns `[batch, seq, hidden]` f32.
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
+        self.forward_words(&self.embeddings.lookup(ids), ids, mask, mode)
+    }
+
+    /// [`Encoder::forward`] from given word embeddings (see [`Embeddings::forward_words`]).
+    pub fn forward_words(
+        &self,
+        words: &Tensor,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Tensor {
         let keep = mask.map(|m| m.gt(0).unsqueeze(1).unsqueeze(1));
-        let mut xs = self.embeddings.forward(ids, mode);
+        let mut xs = self.embeddings.forward_words(words, ids, mode);
         for layer in &self.layers {
             xs = layer.forward(&xs, keep.as_ref(), mode);
         }

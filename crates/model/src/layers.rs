@@ -5,10 +5,43 @@
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
-/// Optimizer group of parameters that get weight decay.
-pub const DECAY: usize = 0;
-/// Optimizer group of biases and LayerNorm parameters (no weight decay).
-pub const NO_DECAY: usize = 1;
+/// Depth of the head (and BERT's pooler) in [`group`]; embeddings are 0, layer `n` is `n + 1`.
+pub const HEAD_DEPTH: usize = 31;
+/// Optimizer groups: two per depth, weights then biases and LayerNorm.
+pub const GROUPS: usize = 2 * (HEAD_DEPTH + 1);
+
+/// The optimizer group of a variable under `p`: its depth in the network (so layer-wise
+/// learning-rate decay can give each layer its rate) and whether it gets weight decay
+/// (weights and embeddings do; biases and LayerNorm do not).
+pub fn group(p: &Path, decay: bool) -> usize {
+    2 * depth(p) + usize::from(!decay)
+}
+
+/// Whether an optimizer group gets weight decay.
+pub fn decays(group: usize) -> bool {
+    group.is_multiple_of(2)
+}
+
+/// The depth of an optimizer group (see [`group`]).
+pub fn group_depth(group: usize) -> usize {
+    group / 2
+}
+
+fn depth(p: &Path) -> usize {
+    let parts: Vec<&str> = p.components().collect();
+    if let Some(n) = parts
+        .windows(2)
+        .find(|w| w[0] == "layer")
+        .and_then(|w| w[1].parse::<usize>().ok())
+    {
+        return (n + 1).min(HEAD_DEPTH - 1);
+    }
+    if parts.contains(&"embeddings") {
+        0
+    } else {
+        HEAD_DEPTH
+    }
+}
 
 /// Arithmetic of the matrix products. Master weights, LayerNorm and softmax stay f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +70,7 @@ pub struct Linear {
 impl Linear {
     pub fn new(p: &Path, in_dim: i64, out_dim: i64) -> Linear {
         Linear {
-            weight: p.set_group(DECAY).var(
+            weight: p.set_group(group(p, true)).var(
                 "weight",
                 &[out_dim, in_dim],
                 Init::Randn {
@@ -46,7 +79,7 @@ impl Linear {
                 },
             ),
             bias: p
-                .set_group(NO_DECAY)
+                .set_group(group(p, false))
                 .var("bias", &[out_dim], Init::Const(0.0)),
         }
     }
@@ -71,7 +104,7 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(p: &Path, dim: i64, eps: f64) -> LayerNorm {
-        let p = p.set_group(NO_DECAY);
+        let p = p.set_group(group(p, false));
         LayerNorm {
             weight: p.var("weight", &[dim], Init::Const(1.0)),
             bias: p.var("bias", &[dim], Init::Const(0.0)),
@@ -100,7 +133,7 @@ pub struct Embedding {
 impl Embedding {
     pub fn new(p: &Path, num: i64, dim: i64) -> Embedding {
         Embedding {
-            weight: p.set_group(DECAY).var(
+            weight: p.set_group(group(p, true)).var(
                 "weight",
                 &[num, dim],
                 Init::Randn {

@@ -276,6 +276,7 @@ mod tests {
         Example {
             text: text.into(),
             need_support,
+            label: None,
         }
     }
 

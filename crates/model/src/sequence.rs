@@ -12,9 +12,38 @@ use crate::checkpoint::{Checkpoint, CheckpointError, LoadReport};
 use crate::config::{Config, Family};
 use crate::encoder::{Encoder, Mode};
 use crate::layers::Linear;
+pub use flagship_core::config::Pooling;
 
-/// Labels of the head: index 1 is "needs support".
+/// Labels of a two-label head: index 1 is "needs support".
 pub const NUM_LABELS: i64 = 2;
+
+/// The head's shape: how tokens are pooled and how many labels it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadSpec {
+    /// [`Pooling::Cls`] or [`Pooling::Mean`] (resolved: never `Auto`).
+    pub pooling: Pooling,
+    /// 2 (index 1 needs support) or 3 (negative, neutral, positive).
+    pub classes: i64,
+}
+
+impl HeadSpec {
+    /// `transformers`' layout: first token through the family's head, two labels.
+    pub const CLS2: HeadSpec = HeadSpec {
+        pooling: Pooling::Cls,
+        classes: NUM_LABELS,
+    };
+
+    /// P(needs support) from logits `[batch, classes]`: softmax index 1 with two labels;
+    /// P(negative) + P(neutral) = 1 − P(positive) with three.
+    pub fn need_probability(&self, logits: &Tensor) -> Tensor {
+        let p = logits.softmax(-1, Kind::Float);
+        if self.classes == 3 {
+            p.select(1, 2).neg() + 1.0
+        } else {
+            p.select(1, 1)
+        }
+    }
+}
 
 #[derive(Debug)]
 enum Head {
@@ -27,37 +56,46 @@ enum Head {
         pre_classifier: Linear,
         classifier: Linear,
     },
+    /// Any family: mean of the real tokens → dropout → classifier (sentence-transformers'
+    /// pooling, what all-MiniLM-L6-v2 was trained with).
+    Mean { classifier: Linear },
 }
 
 #[derive(Debug)]
 pub struct SequenceClassifier {
     pub config: Config,
     pub encoder: Encoder,
+    pub spec: HeadSpec,
     head: Head,
 }
 
 impl SequenceClassifier {
-    pub fn new(vs: &VarStore, c: &Config) -> SequenceClassifier {
+    pub fn new(vs: &VarStore, c: &Config, spec: HeadSpec) -> SequenceClassifier {
         let root = vs.root();
         let enc = &root / c.family.prefix();
         let h = c.hidden_size;
-        let head = match c.family {
-            Family::Bert => Head::Pooler {
+        let k = spec.classes;
+        let head = match (spec.pooling, c.family) {
+            (Pooling::Mean, _) => Head::Mean {
+                classifier: Linear::new(&(&root / "classifier"), h, k),
+            },
+            (_, Family::Bert) => Head::Pooler {
                 pooler: Linear::new(&(&enc / "pooler" / "dense"), h, h),
-                classifier: Linear::new(&(&root / "classifier"), h, NUM_LABELS),
+                classifier: Linear::new(&(&root / "classifier"), h, k),
             },
-            Family::Roberta => Head::Roberta {
+            (_, Family::Roberta) => Head::Roberta {
                 dense: Linear::new(&(&root / "classifier" / "dense"), h, h),
-                out_proj: Linear::new(&(&root / "classifier" / "out_proj"), h, NUM_LABELS),
+                out_proj: Linear::new(&(&root / "classifier" / "out_proj"), h, k),
             },
-            Family::Distilbert => Head::Distil {
+            (_, Family::Distilbert) => Head::Distil {
                 pre_classifier: Linear::new(&(&root / "pre_classifier"), h, h),
-                classifier: Linear::new(&(&root / "classifier"), h, NUM_LABELS),
+                classifier: Linear::new(&(&root / "classifier"), h, k),
             },
         };
         SequenceClassifier {
             config: c.clone(),
             encoder: Encoder::new(&enc, c),
+            spec,
             head,
         }
     }
@@ -65,11 +103,12 @@ impl SequenceClassifier {
     /// Builds the model on `device` and fills it from `ck` (see [`Checkpoint::copy_into`]).
     pub fn from_checkpoint(
         ck: &Checkpoint,
+        spec: HeadSpec,
         device: Device,
         strict: bool,
     ) -> Result<(VarStore, SequenceClassifier, LoadReport), CheckpointError> {
         let mut vs = VarStore::new(device);
-        let model = SequenceClassifier::new(&vs, &ck.config);
+        let model = SequenceClassifier::new(&vs, &ck.config, spec);
         let report = ck.copy_into(&mut vs, ck.config.family.prefix(), strict)?;
         Ok((vs, model, report))
     }
@@ -77,15 +116,22 @@ impl SequenceClassifier {
     /// Opens a checkpoint folder and loads it (see [`SequenceClassifier::from_checkpoint`]).
     pub fn load(
         dir: &Path,
+        spec: HeadSpec,
         device: Device,
         strict: bool,
     ) -> Result<(VarStore, SequenceClassifier, LoadReport), CheckpointError> {
-        Self::from_checkpoint(&Checkpoint::open(dir)?, device, strict)
+        Self::from_checkpoint(&Checkpoint::open(dir)?, spec, device, strict)
     }
 
-    /// Logits `[batch, 2]` (f32) for `ids`/`mask` `[batch, seq]` (`mask` `None`: no padding).
+    /// Logits `[batch, classes]` (f32) for `ids`/`mask` `[batch, seq]` (`mask` `None`: no
+    /// padding).
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
         let hidden = self.encoder.forward(ids, mask, mode);
+        self.head_forward(&hidden, mask, mode)
+    }
+
+    /// The head on the encoder's last hidden state `[batch, seq, hidden]`.
+    pub fn head_forward(&self, hidden: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
         let first = hidden.select(1, 0);
         let p = mode.precision;
         let drop = self.config.classifier_dropout;
@@ -108,6 +154,17 @@ impl SequenceClassifier {
                     .relu()
                     .dropout(drop, mode.train);
                 classifier.forward(&x, p)
+            }
+            Head::Mean { classifier } => {
+                let pooled = match mask {
+                    Some(m) => {
+                        let m = m.to_kind(Kind::Float).unsqueeze(-1);
+                        (hidden * &m).sum_dim_intlist(1, false, Kind::Float)
+                            / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-9)
+                    }
+                    None => hidden.mean_dim(1, false, Kind::Float),
+                };
+                classifier.forward(&pooled.dropout(drop, mode.train), p)
             }
         };
         logits.to_kind(Kind::Float)

@@ -16,6 +16,9 @@ pub struct Encoded {
     pub truncated: bool,
 }
 
+/// Each token's byte span in its text.
+pub type Offsets = Vec<(usize, usize)>;
+
 pub struct TextEncoder {
     tokenizer: Tokenizer,
     max_length: usize,
@@ -80,6 +83,31 @@ impl TextEncoder {
                     ids.push(last);
                 }
                 Encoded { ids, truncated }
+            })
+            .collect())
+    }
+
+    /// Like [`TextEncoder::encode`], with each kept token's byte span in its text (`(0, 0)`
+    /// for special tokens).
+    pub fn encode_with_offsets(
+        &self,
+        texts: &[&str],
+    ) -> Result<Vec<(Encoded, Offsets)>, tokenizers::Error> {
+        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true)?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| {
+                let mut ids: Vec<i64> = e.get_ids().iter().map(|&i| i as i64).collect();
+                let mut offsets = e.get_offsets().to_vec();
+                let truncated = ids.len() > self.max_length;
+                if truncated {
+                    let last = *ids.last().expect("non-empty");
+                    ids.truncate(self.max_length - 1);
+                    ids.push(last);
+                    offsets.truncate(self.max_length - 1);
+                    offsets.push((0, 0));
+                }
+                (Encoded { ids, truncated }, offsets)
             })
             .collect())
     }

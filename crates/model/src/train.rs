@@ -19,12 +19,17 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::ModelError;
 use crate::checkpoint::Checkpoint;
 use crate::encoder::Mode;
-use crate::layers::{DECAY, NO_DECAY, Precision};
+use crate::layers::{GROUPS, HEAD_DEPTH, Precision, decays, group_depth};
 use crate::sequence::SequenceClassifier;
 use crate::tokenize::{Encoded, TextEncoder};
+use flagship_core::config::Business;
 pub use flagship_core::labels::Example;
+use flagship_core::operating::{Points, Settings};
 pub use flagship_core::rng::Rng;
 use flagship_core::scoring::{self as threshold, Choice};
+
+use crate::linear::{LinearModel, LinearOptions};
+use crate::sequence::{HeadSpec, Pooling};
 
 /// Settings of a fine-tuning run (the `[model]` table of `flagship.toml`, plus run limits).
 #[derive(Debug, Clone)]
@@ -48,6 +53,18 @@ pub struct TrainOptions {
     /// `None`: bf16 on CUDA, f32 on the CPU.
     pub precision: Option<Precision>,
     pub progress: bool,
+    /// `Auto` is resolved against the base (see [`crate::checkpoint::resolve_pooling`]).
+    pub pooling: Pooling,
+    /// 2 or 3 labels (three-class needs every example's 0/1/2 label).
+    pub classes: u8,
+    /// Layer-wise learning-rate decay (1.0: off).
+    pub layer_decay: f64,
+    /// Weight of the linear baseline in the probability average (0: no ensemble).
+    pub linear_weight: f64,
+    /// The operating point the exported threshold is chosen by.
+    pub operating: Settings,
+    /// Reading and typing speeds (the `minutes` operating point).
+    pub business: Business,
 }
 
 /// Gradient-norm clipping bound (Hugging Face Trainer's default; not a config key).
@@ -79,6 +96,12 @@ impl TrainOptions {
             device: crate::device(),
             precision: None,
             progress: false,
+            pooling: m.pooling,
+            classes: m.classes,
+            layer_decay: m.layer_decay,
+            linear_weight: m.linear_weight,
+            operating: m.operating(),
+            business: flagship_core::Config::default().business,
         }
     }
 
@@ -132,6 +155,10 @@ pub struct Trained {
     pub seconds: f64,
     pub truncated: usize,
     pub options: TrainOptions,
+    /// The linear half of an ensemble (`linear_weight` > 0).
+    pub linear: Option<LinearModel>,
+    /// Every operating rule's threshold on validation, and the chosen one.
+    pub operating: Points,
 }
 
 /// Batches of similar length: shuffle, sort within windows of 50 batches, cut, shuffle batches.
@@ -172,8 +199,8 @@ pub fn probabilities(
             let logits = model
                 .forward(&ids, mask.as_ref(), mode)
                 .to_device(Device::Cpu);
-            let p: Vec<f32> = Vec::try_from(logits.softmax(-1, Kind::Float).select(1, 1))
-                .expect("f32 probabilities");
+            let p: Vec<f32> =
+                Vec::try_from(model.spec.need_probability(&logits)).expect("f32 probabilities");
             for (&i, p) in chunk.iter().zip(p) {
                 out[i] = p;
             }
@@ -186,7 +213,7 @@ pub fn probabilities(
     // Logits back in input order (for the validation loss).
     let (idx, logits): (Vec<Tensor>, Vec<Tensor>) = logits_all.into_iter().unzip();
     let logits = if logits.is_empty() {
-        Tensor::zeros([0, 2], (Kind::Float, Device::Cpu))
+        Tensor::zeros([0, model.spec.classes], (Kind::Float, Device::Cpu))
     } else {
         let idx = Tensor::cat(&idx, 0);
         let logits = Tensor::cat(&logits, 0);
@@ -200,8 +227,34 @@ fn texts(s: &[Example]) -> Vec<&str> {
     s.iter().map(|e| e.text.as_str()).collect()
 }
 
-fn labels_tensor(labels: &[bool]) -> Tensor {
-    Tensor::from_slice(&labels.iter().map(|&y| y as i64).collect::<Vec<_>>())
+/// Class targets: `need_support` (0/1) with two labels, the annotators' 0/1/2 with three.
+fn targets(set: &[Example], classes: u8) -> Result<Vec<i64>, ModelError> {
+    set.iter()
+        .enumerate()
+        .map(|(i, e)| match (classes, e.label) {
+            (3, Some(l)) if l <= 2 => Ok(l as i64),
+            (3, _) => Err(ModelError::Data(format!(
+                "three-class training needs every example's 0/1/2 label; example {} has none (set `model.classes = 2`)",
+                i + 1
+            ))),
+            _ => Ok(e.need_support as i64),
+        })
+        .collect()
+}
+
+/// Seconds to read and answer each text (the `minutes` operating point).
+pub fn response_seconds(texts: &[&str], b: &Business) -> Vec<f64> {
+    texts
+        .iter()
+        .map(|t| b.response_seconds(t.split_whitespace().count() as u32))
+        .collect()
+}
+
+/// Blends the transformer's probabilities with the linear model's (`w` of the latter).
+pub fn blend(transformer: &mut [f32], linear: &[f32], w: f64) {
+    for (p, l) in transformer.iter_mut().zip(linear) {
+        *p = ((1.0 - w) * *p as f64 + w * *l as f64) as f32;
+    }
 }
 
 /// Clips the gradients' global L2 norm to `max` without reading anything back to the host.
@@ -258,8 +311,9 @@ fn evaluate(
     encoder: &TextEncoder,
     encoded: &[Encoded],
     labels: &[bool],
+    classes: &[i64],
     opts: &TrainOptions,
-) -> Validation {
+) -> (Validation, Vec<f32>) {
     let (probs, logits) = probabilities(
         model,
         encoder,
@@ -272,11 +326,17 @@ fn evaluate(
         f64::NAN
     } else {
         logits
-            .cross_entropy_loss::<Tensor>(&labels_tensor(labels), None, Reduction::Mean, -100, 0.0)
+            .cross_entropy_loss::<Tensor>(
+                &Tensor::from_slice(classes),
+                None,
+                Reduction::Mean,
+                -100,
+                0.0,
+            )
             .double_value(&[])
     };
     let tuned = threshold::tune(&probs, labels, Some(opts.expected_need_support_rate), 2.0);
-    Validation {
+    let v = Validation {
         rows: labels.len(),
         need_support: labels.iter().filter(|&&y| y).count(),
         at_threshold: threshold::score_at(&probs, labels, tuned.threshold, 2.0),
@@ -284,7 +344,8 @@ fn evaluate(
         f2_at_half: threshold::score_at(&probs, labels, 0.5, 2.0).f_beta,
         roc_auc: threshold::roc_auc(&probs, labels),
         loss,
-    }
+    };
+    (v, probs)
 }
 
 /// Fine-tunes the checkpoint in `base` on `train`, early-stopping on `val`.
@@ -310,12 +371,32 @@ pub fn train(
             )));
         }
     }
+    if !(0.0..=1.0).contains(&opts.linear_weight) {
+        return Err(ModelError::Data(format!(
+            "linear_weight must lie in [0, 1], got {}",
+            opts.linear_weight
+        )));
+    }
+    if !(opts.layer_decay > 0.0 && opts.layer_decay <= 1.0) {
+        return Err(ModelError::Data(format!(
+            "layer_decay must lie in (0, 1], got {}",
+            opts.layer_decay
+        )));
+    }
     let started = Instant::now();
     tch::manual_seed(opts.seed as i64);
     let ck = Checkpoint::open(base)?;
-    let (vs, model, report) = SequenceClassifier::from_checkpoint(&ck, opts.device, false)?;
+    let spec = HeadSpec {
+        pooling: crate::checkpoint::resolve_pooling(base, opts.pooling),
+        classes: if opts.classes == 3 { 3 } else { 2 },
+    };
+    let train_classes = targets(train, opts.classes)?;
+    let val_classes = targets(val, opts.classes)?;
+    let (vs, model, report) = SequenceClassifier::from_checkpoint(&ck, spec, opts.device, false)?;
     tracing::info!(
         base = %base.display(),
+        pooling = ?spec.pooling,
+        classes = spec.classes,
         loaded = report.loaded,
         initialised = ?report.initialised,
         "base model loaded"
@@ -330,7 +411,6 @@ pub fn train(
     let train_enc = encoder.encode(&texts(train)).map_err(tok_err)?;
     let val_enc = encoder.encode(&texts(val)).map_err(tok_err)?;
     let truncated = train_enc.iter().filter(|e| e.truncated).count();
-    let train_y: Vec<bool> = train.iter().map(|e| e.need_support).collect();
     let val_y: Vec<bool> = val.iter().map(|e| e.need_support).collect();
 
     let mut opt = tch::nn::AdamW {
@@ -341,11 +421,30 @@ pub fn train(
         amsgrad: false,
     }
     .build(&vs, opts.learning_rate)?;
-    opt.set_weight_decay_group(DECAY, opts.weight_decay);
-    opt.set_weight_decay_group(NO_DECAY, 0.0);
+    for g in 0..GROUPS {
+        opt.set_weight_decay_group(g, if decays(g) { opts.weight_decay } else { 0.0 });
+    }
+    // Layer-wise decay: the head learns at the full rate, layer n at decay^(layers − n), the
+    // embeddings one step below the lowest layer.
+    let layers = model.config.num_hidden_layers as usize;
+    let group_scale: Vec<f64> = (0..GROUPS)
+        .map(|g| match group_depth(g) {
+            HEAD_DEPTH => 1.0,
+            d => opts.layer_decay.powi((layers + 1).saturating_sub(d) as i32),
+        })
+        .collect();
     let weights = opts.class_weights.then(|| {
-        let pos = train_y.iter().filter(|&&y| y).count() as f32 / train_y.len() as f32;
-        Tensor::from_slice(&[pos, 1.0 - pos]).to_device(opts.device)
+        // 1 − class frequency, per class (the seed's weighting, for two or three classes).
+        let k = spec.classes as usize;
+        let mut count = vec![0f32; k];
+        for &c in &train_classes {
+            count[c as usize] += 1.0;
+        }
+        let w: Vec<f32> = count
+            .iter()
+            .map(|c| 1.0 - c / train_classes.len() as f32)
+            .collect();
+        Tensor::from_slice(&w).to_device(opts.device)
     });
 
     let per_epoch = train.len().div_ceil(opts.batch_size.max(1));
@@ -359,7 +458,7 @@ pub fn train(
         }
     };
     let trainable = vs.trainable_variables();
-    let labels_dev = labels_tensor(&train_y).to_device(opts.device);
+    let labels_dev = Tensor::from_slice(&train_classes).to_device(opts.device);
     let lengths: Vec<usize> = train_enc.iter().map(|e| e.ids.len()).collect();
     let mut rng = Rng::new(opts.seed);
     let mode = Mode {
@@ -403,7 +502,14 @@ pub fn train(
             opt.zero_grad();
             loss.backward();
             clip_grad_norm(&trainable, opts.max_grad_norm);
-            opt.set_lr(lr_at(step));
+            let lr = lr_at(step);
+            if opts.layer_decay < 1.0 {
+                for (g, scale) in group_scale.iter().enumerate() {
+                    opt.set_lr_group(g, lr * scale);
+                }
+            } else {
+                opt.set_lr(lr);
+            }
             opt.step();
             loss_sum += loss.detach();
             loss_steps += 1;
@@ -425,7 +531,7 @@ pub fn train(
             }
         }
         let secs = epoch_start.elapsed().as_secs_f64();
-        let v = evaluate(&model, &encoder, &val_enc, &val_y, opts);
+        let (v, _) = evaluate(&model, &encoder, &val_enc, &val_y, &val_classes, opts);
         let record = EpochRecord {
             epoch,
             steps: step,
@@ -472,7 +578,38 @@ pub fn train(
     let (_, best_epoch, saved) = best.expect("at least one epoch");
     restore(&vs, &saved);
     drop(saved);
-    let validation = evaluate(&model, &encoder, &val_enc, &val_y, opts);
+    let (mut validation, mut val_probs) =
+        evaluate(&model, &encoder, &val_enc, &val_y, &val_classes, opts);
+    let val_texts = texts(val);
+    let linear = if opts.linear_weight > 0.0 {
+        say(&bar, "training the linear half of the ensemble".into());
+        let lin = LinearModel::train(
+            train,
+            &LinearOptions {
+                seed: opts.seed,
+                ..LinearOptions::default()
+            },
+        )?;
+        blend(
+            &mut val_probs,
+            &lin.probabilities(&val_texts),
+            opts.linear_weight,
+        );
+        // The served probabilities' figures (the loss becomes their binary log-loss).
+        validation =
+            crate::classifier::validation_of(&val_probs, &val_y, opts.expected_need_support_rate);
+        Some(lin)
+    } else {
+        None
+    };
+    let probs64: Vec<f64> = val_probs.iter().map(|&p| p as f64).collect();
+    let operating = Points::new(
+        &probs64,
+        &val_y,
+        &response_seconds(&val_texts, &opts.business),
+        Some(opts.expected_need_support_rate),
+        opts.operating,
+    );
     Ok(Trained {
         vs,
         model,
@@ -485,6 +622,8 @@ pub fn train(
         seconds: started.elapsed().as_secs_f64(),
         truncated,
         options: opts.clone(),
+        linear,
+        operating,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use flagship_model::{Checkpoint, CheckpointError, SequenceClassifier};
+use flagship_model::{Checkpoint, CheckpointError, HeadSpec, SequenceClassifier};
 use tch::Device;
 
 fn base() -> std::path::PathBuf {
@@ -57,7 +57,7 @@ fn config_that_does_not_fit_the_weights_names_the_tensor() {
     let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let load = |v: &serde_json::Value| {
         std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
-        SequenceClassifier::load(dir.path(), Device::Cpu, false)
+        SequenceClassifier::load(dir.path(), HeadSpec::CLS2, Device::Cpu, false)
             .err()
             .unwrap()
             .to_string()

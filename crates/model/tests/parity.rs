@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use flagship_core::testing::fixture;
-use flagship_model::{Checkpoint, Mode, Precision, SequenceClassifier, TextEncoder};
+use flagship_model::{Checkpoint, HeadSpec, Mode, Precision, SequenceClassifier, TextEncoder};
 use tch::{Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-4;
@@ -62,7 +62,8 @@ fn minilm_tokens_match_transformers() {
 #[test]
 fn minilm_hidden_state_matches_transformers() {
     let r = reference(&fixture("model/minilm-reference.safetensors"));
-    let (_vs, model, report) = SequenceClassifier::load(&base(), Device::Cpu, false).unwrap();
+    let (_vs, model, report) =
+        SequenceClassifier::load(&base(), HeadSpec::CLS2, Device::Cpu, false).unwrap();
     // The bare encoder checkpoint lacks only the new head; its position_ids buffer is unused.
     assert_eq!(
         report.initialised,
@@ -121,7 +122,8 @@ fn tiny_family(name: &str) {
     .unwrap();
     let r = reference(&src.join("reference.safetensors"));
     // strict: every variable, head included, must come from the file.
-    let (_vs, model, report) = SequenceClassifier::load(dir.path(), Device::Cpu, true).unwrap();
+    let (_vs, model, report) =
+        SequenceClassifier::load(dir.path(), HeadSpec::CLS2, Device::Cpu, true).unwrap();
     assert!(report.initialised.is_empty());
     let (ids, mask) = (&r["input_ids"], &r["attention_mask"]);
     let (hidden, logits) = tch::no_grad(|| {

@@ -5,9 +5,10 @@
 use std::io::BufRead;
 use std::path::Path;
 
+use flagship_core::operating::{Rule, Settings};
 use flagship_core::testing::{fixture, venv};
 use flagship_model::train::{self, Example, TrainOptions};
-use flagship_model::{Checkpoint, Classifier, ModelCard, ModelKind};
+use flagship_model::{Checkpoint, Classifier, ModelCard, ModelKind, Pooling};
 use tch::Device;
 
 fn read(rel: &str, skip: usize, n: usize) -> Vec<Example> {
@@ -21,10 +22,15 @@ fn read(rel: &str, skip: usize, n: usize) -> Vec<Example> {
             Example {
                 text: v["text"].as_str().unwrap().to_owned(),
                 need_support: v["label"].as_i64().unwrap() <= 1,
+                label: v["label"].as_i64().map(|l| l as u8),
             }
         })
         .collect()
 }
+
+/// libtorch's random generator is global to the process: trainings run one at a time, or a
+/// concurrent test's dropout draws would break the same-seed comparison.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn options() -> TrainOptions {
     TrainOptions {
@@ -36,12 +42,16 @@ fn options() -> TrainOptions {
         seed: 7,
         device: Device::Cpu,
         class_weights: true,
+        // `transformers`' own layout, so the export is checked against it below.
+        pooling: Pooling::Cls,
+        classes: 2,
         ..TrainOptions::default()
     }
 }
 
 #[test]
 fn seeded_training_is_reproducible_and_exports_a_working_model() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
     let train_set = read("tweeteval-sentiment/val.jsonl", 0, 192);
     let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
@@ -110,6 +120,84 @@ fn seeded_training_is_reproducible_and_exports_a_working_model() {
 
     // Hugging Face transformers opens the export as a classifier and agrees on the logits.
     hf_agrees(&out, &texts[..8], &probs[..8]);
+}
+
+#[test]
+fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
+    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 192);
+    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
+    let opts = TrainOptions {
+        pooling: Pooling::Auto,
+        classes: 3,
+        layer_decay: 0.8,
+        linear_weight: 0.3,
+        operating: Settings {
+            rule: Rule::Capacity,
+            miss_cost: 1.0,
+            capacity_share: 0.5,
+            recall_floor: 0.9,
+        },
+        ..options()
+    };
+    let t = train::train(&base, &train_set, &val, &opts).unwrap();
+    // The MiniLM is a sentence-transformers checkpoint: `auto` means mean pooling.
+    assert_eq!(t.model.spec.pooling, Pooling::Mean);
+    assert_eq!(t.model.spec.classes, 3);
+    assert!(t.linear.is_some());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let card = t.export(&out, Default::default()).unwrap();
+    assert!(out.join("linear.safetensors").is_file());
+    assert_eq!(
+        (card.pooling, card.classes, card.linear_weight),
+        (Pooling::Mean, 3, 0.3)
+    );
+    let points = card.operating.as_ref().expect("operating points");
+    assert_eq!(card.threshold, points.chosen.threshold);
+    assert!(points.chosen.flagged <= 0.5 + 1e-9, "{:?}", points.chosen);
+    assert_eq!(points.of(Rule::Capacity), Some(points.chosen));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["id2label"]["2"], "positive");
+
+    // Reloaded, it serves the blended probabilities the card's figures were computed on.
+    let model = Classifier::load_on(&out, Device::Cpu).unwrap();
+    let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
+    let labels: Vec<bool> = val.iter().map(|e| e.need_support).collect();
+    let probs: Vec<f32> = model
+        .predict(&texts)
+        .unwrap()
+        .iter()
+        .map(|p| p.probability)
+        .collect();
+    let auc = flagship_core::scoring::roc_auc(&probs, &labels);
+    assert!(
+        (auc - card.validation.roc_auc).abs() < 1e-6,
+        "{auc} vs {}",
+        card.validation.roc_auc
+    );
+
+    // Why: each text's strongest words, its own, positive, strongest first.
+    let why = model.explain(&texts[..6], 3).unwrap();
+    assert_eq!(why.len(), 6);
+    assert!(why.iter().any(|w| !w.is_empty()));
+    for (w, t) in why.iter().zip(&texts) {
+        let t = t.to_lowercase();
+        assert!(w.len() <= 3);
+        assert!(
+            w.iter().all(|x| t.contains(&x.word) && x.weight > 0.0),
+            "{w:?} in {t}"
+        );
+        assert!(w.windows(2).all(|p| p[0].weight >= p[1].weight));
+    }
+
+    // Without labels, three-class training is refused with a clear error.
+    let mut unlabelled = train_set.clone();
+    unlabelled[3].label = None;
+    let e = train::train(&base, &unlabelled, &val, &opts).err().unwrap();
+    assert!(e.to_string().contains("example 4"), "{e}");
 }
 
 fn hf_agrees(dir: &Path, texts: &[&str], probs: &[f32]) {

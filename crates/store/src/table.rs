@@ -303,6 +303,7 @@ impl Table {
                 Ok(l) => out.push(Example {
                     text,
                     need_support: labels::need_support(l.into()) == Some(true),
+                    label: Some(l),
                 }),
                 Err(e) => bad.push(e),
             }
