@@ -274,7 +274,7 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
 
     let v = &card.validation;
     println!(
-        "model written to {}: validation F2 {:.4} at threshold {:.4} (re-weighted to {:.0}% need support; precision {:.3}, recall {:.3}), unweighted F2 {:.4}, ROC-AUC {:.4}",
+        "model written to {}: validation F2 {:.4} at its best threshold {:.4} (re-weighted to {:.0}% need support; precision {:.3}, recall {:.3}), unweighted F2 {:.4}, ROC-AUC {:.4}",
         args.out.display(),
         v.tuned.f_beta,
         v.tuned.threshold,
@@ -284,6 +284,18 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
         v.at_threshold.f_beta,
         v.roc_auc
     );
+    if let Some(o) = &card.operating {
+        let c = &o.chosen;
+        println!(
+            "operating point `{}`: threshold {:.4} (flags {:.0}% of validation at the expected rate; precision {:.3}, recall {:.3}, F2 {:.4})",
+            o.settings.rule.name(),
+            card.threshold,
+            100.0 * c.flagged,
+            c.precision,
+            c.recall,
+            c.f2
+        );
+    }
     if let Some(t) = &card.training {
         println!(
             "training: {} step(s), best epoch {}, {:.1} s, {} text(s) truncated",

@@ -83,7 +83,7 @@ pub fn sweep(probs: &[f64], labels: &[bool], seconds: &[f64], rate: Option<f64>)
     let mut i = 0;
     while i < order.len() {
         let p = probs[order[i]];
-        while i < order.len() && probs[order[i]] == p {
+        while i < order.len() && probs[order[i]].total_cmp(&p).is_eq() {
             let k = order[i];
             if labels[k] {
                 tp += wp;
@@ -266,6 +266,12 @@ mod tests {
         // Re-weighted to 20 % positives, flagging everything wastes 80 minutes per 100.
         let w = sweep(&p, &y, &s, Some(0.2));
         assert!((w.last().unwrap().wasted_per_100 - 80.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_nan_probability_ends_the_sweep() {
+        let cuts = sweep(&[f64::NAN, 0.3, 0.3], &[true, false, true], &[1.0; 3], None);
+        assert_eq!(cuts.len(), 3);
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub fn tune<P: Copy + Into<f64>>(
     while i < order.len() {
         let p = probs[order[i]];
         // Everything with this exact probability is flagged together.
-        while i < order.len() && probs[order[i]] == p {
+        while i < order.len() && probs[order[i]].total_cmp(&p).is_eq() {
             if labels[order[i]] {
                 tp += wp;
             } else {
@@ -130,7 +130,7 @@ pub fn roc_auc<P: Copy + Into<f64>>(probs: &[P], labels: &[bool]) -> f64 {
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
-        while j < order.len() && probs[order[j]] == probs[order[i]] {
+        while j < order.len() && probs[order[j]].total_cmp(&probs[order[i]]).is_eq() {
             j += 1;
         }
         let avg_rank = (i + 1 + j) as f64 / 2.0;

@@ -223,6 +223,9 @@ fn db_error(path: &Path, source: rusqlite::Error) -> DeskError {
     }
 }
 
+/// Columns [`ITEM_COLUMNS`] selects; a query's own columns come after them.
+const ITEM_WIDTH: usize = 16;
+
 const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.text, p.client,
      p.words, p.terms, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id,
      c.decision, p.why";
@@ -356,6 +359,12 @@ impl DeskStore {
                 path: path.to_owned(),
             });
         }
+        // A desk of the previous schema is upgraded in place first (one added column), so
+        // exports, monitor and split read it after an upgrade of flagship.
+        if Self::version_of(path)? == Some(2) {
+            tracing::info!(path = %path.display(), "upgrading the desk database to schema {SCHEMA}");
+            drop(DeskStore::open(path)?);
+        }
         let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| db_error(path, e))?;
         let store = DeskStore {
@@ -376,6 +385,13 @@ impl DeskStore {
                 found,
             }),
         }
+    }
+
+    /// The schema version of a database file, read without changing it (`None`: unreadable).
+    fn version_of(path: &Path) -> Result<Option<i64>, DeskError> {
+        let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| db_error(path, e))?;
+        Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0)).ok())
     }
 
     fn version(&self) -> Result<i64, DeskError> {
@@ -467,7 +483,15 @@ impl DeskStore {
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;"
                 ))
-                .map_err(|e| self.err(e)),
+                .or_else(|e| {
+                    // Another process upgraded it first: the column is there, nothing to do.
+                    let _ = self.db.execute_batch("ROLLBACK;");
+                    if self.version()? == SCHEMA {
+                        Ok(())
+                    } else {
+                        Err(self.err(e))
+                    }
+                }),
             SCHEMA => Ok(()),
             found => Err(DeskError::Version {
                 path: self.path.clone(),
@@ -725,7 +749,7 @@ impl DeskStore {
         );
         let mut q = self.db.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = q
-            .query_map([], |r| Ok((item(r)?, r.get(15)?)))
+            .query_map([], |r| Ok((item(r)?, r.get(ITEM_WIDTH)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }

@@ -173,7 +173,18 @@ fn erfc(x: f64) -> f64 {
 /// z of a statistic's change from its value and standard error in each sample.
 fn z_of(r: f64, r_se: f64, b: f64, b_se: f64) -> Option<f64> {
     let se = (r_se * r_se + b_se * b_se).sqrt();
-    (se.is_finite() && se > 0.0 && r.is_finite() && b.is_finite()).then(|| (b - r) / se)
+    if !(se.is_finite() && r.is_finite() && b.is_finite()) {
+        return None;
+    }
+    if se == 0.0 {
+        // No spread on either side (every post scored alike): any move is certain.
+        return Some(if b == r {
+            0.0
+        } else {
+            f64::INFINITY.copysign(b - r)
+        });
+    }
+    Some((b - r) / se)
 }
 
 /// Large-sample standard error of a coefficient of variation.
@@ -617,6 +628,18 @@ mod tests {
             "{}",
             big.reason
         );
+        // A group scored all alike before and after (a bot repeating one text): any move is
+        // certain, and flagged.
+        let flat = |p: f64| Profile::new(&[p; 12], &dims(&["bot"; 12]), None);
+        let d = Drift::compare(&flat(0.2), &flat(0.8), &rule);
+        assert!(
+            d.changes
+                .iter()
+                .any(|c| c.group == "bot" && c.statistic == "mean" && c.flagged),
+            "{:?}",
+            d.changes
+        );
+        assert_eq!(two_sided_p(f64::INFINITY), 0.0);
         // The p-value of the normal tail, by hand: P(|Z| ≥ 1.96) = 0.05.
         assert!((two_sided_p(1.959964) - 0.05).abs() < 1e-6);
         assert!((two_sided_p(0.0) - 1.0).abs() < 1e-6);

@@ -136,6 +136,13 @@ impl ModelCard {
 
     /// Takes the operating points and works at the chosen one.
     fn operate(&mut self, points: Points) {
+        if points.chosen.flagged == 0.0 {
+            tracing::warn!(
+                rule = points.settings.rule.name(),
+                threshold = points.chosen.threshold,
+                "the operating point flags no validation post: the model will flag nothing (loosen the rule's bound)"
+            );
+        }
         self.threshold = points.chosen.threshold;
         self.operating = Some(points);
     }
