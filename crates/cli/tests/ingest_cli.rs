@@ -238,9 +238,10 @@ fn sigkill_then_restart_loses_nothing_and_combine_keeps_each_id_once() {
     );
 }
 
-/// The unit file passes `systemd-analyze verify` (where systemd is installed).
+/// Every unit in `deploy/` (ingest, watch, desk, the pipeline's service and timer) passes
+/// `systemd-analyze verify` (where systemd is installed), and each service is hardened.
 #[test]
-fn the_systemd_unit_verifies() {
+fn the_systemd_units_verify() {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -250,17 +251,56 @@ fn the_systemd_unit_verifies() {
     };
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(
-        flagship_core::testing::workspace_root().join("deploy/flagship-ingest.service"),
-    )
-    .unwrap();
-    // The unit names the installed binary; verify it against this build instead.
-    let unit = unit.replace("/usr/local/bin/flagship", env!("CARGO_BIN_EXE_flagship"));
-    let path = dir.path().join("flagship-ingest.service");
-    std::fs::write(&path, unit).unwrap();
+    let deploy = flagship_core::testing::workspace_root().join("deploy");
+    let mut units = Vec::new();
+    for entry in std::fs::read_dir(&deploy).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".service") || name.ends_with(".timer")) {
+            continue;
+        }
+        let unit = std::fs::read_to_string(&path).unwrap();
+        if name.ends_with(".service") {
+            for key in [
+                "User=flagship",
+                "StateDirectory=flagship",
+                "NoNewPrivileges=true",
+                "ProtectSystem=strict",
+                "ProtectHome=true",
+                "PrivateTmp=true",
+            ] {
+                assert!(unit.lines().any(|l| l == key), "{name}: no `{key}`");
+            }
+            // Secrets come from the environment files, never from the unit itself.
+            assert!(
+                !unit
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .any(|l| l.contains("TOKEN=") || l.contains("SECRET")),
+                "{name}: a secret in the unit"
+            );
+        }
+        // The units name the installed binary; verify them against this build instead.
+        let unit = unit.replace("/usr/local/bin/flagship", env!("CARGO_BIN_EXE_flagship"));
+        let target = dir.path().join(&name);
+        std::fs::write(&target, unit).unwrap();
+        units.push((name, target));
+    }
+    units.sort();
+    let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "flagship-desk.service",
+            "flagship-ingest.service",
+            "flagship-pipeline.service",
+            "flagship-pipeline.timer",
+            "flagship-watch.service",
+        ]
+    );
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .arg(&path)
+        .args(units.iter().map(|(_, p)| p))
         .output()
         .unwrap();
     let text = format!(
@@ -271,7 +311,7 @@ fn the_systemd_unit_verifies() {
     println!("systemd-analyze verify: {text}");
     let own: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("flagship-ingest.service"))
+        .filter(|l| names.iter().any(|n| l.contains(n)))
         .collect();
     assert!(own.is_empty() && out.status.success(), "{text}");
 }
