@@ -11,17 +11,6 @@ pub struct Example {
     pub label: Option<u8>,
 }
 
-impl Example {
-    /// An example from an annotators' label; `None` unless it is 0, 1 or 2.
-    pub fn labelled(text: impl Into<String>, label: i64) -> Option<Example> {
-        Some(Example {
-            text: text.into(),
-            need_support: need_support(label)?,
-            label: Some(label as u8),
-        })
-    }
-}
-
 pub const NEGATIVE: u8 = 0;
 pub const NEUTRAL: u8 = 1;
 pub const POSITIVE: u8 = 2;

@@ -359,12 +359,6 @@ impl DeskStore {
                 path: path.to_owned(),
             });
         }
-        // A desk of the previous schema is upgraded in place first (one added column), so
-        // exports, monitor and split read it after an upgrade of flagship.
-        if Self::version_of(path)? == Some(2) {
-            tracing::info!(path = %path.display(), "upgrading the desk database to schema {SCHEMA}");
-            drop(DeskStore::open(path)?);
-        }
         let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| db_error(path, e))?;
         let store = DeskStore {
@@ -377,6 +371,14 @@ impl DeskStore {
             .map_err(|e| store.err(e))?;
         match store.version()? {
             SCHEMA => Ok(store),
+            // The previous schema is upgraded in place (one added column, as `open` does), so
+            // exports, monitor and split read it after an upgrade of flagship.
+            2 => {
+                drop(store);
+                tracing::info!(path = %path.display(), "upgrading the desk database to schema {SCHEMA}");
+                drop(DeskStore::open(path)?);
+                DeskStore::open_existing(path)
+            }
             0 => Err(DeskError::NotADesk {
                 path: path.to_owned(),
             }),
@@ -385,13 +387,6 @@ impl DeskStore {
                 found,
             }),
         }
-    }
-
-    /// The schema version of a database file, read without changing it (`None`: unreadable).
-    fn version_of(path: &Path) -> Result<Option<i64>, DeskError> {
-        let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| db_error(path, e))?;
-        Ok(db.query_row("PRAGMA user_version", [], |r| r.get(0)).ok())
     }
 
     fn version(&self) -> Result<i64, DeskError> {

@@ -35,6 +35,17 @@ pub struct Evaluation {
     pub operating: Vec<OperatingRow>,
 }
 
+impl OperatingRow {
+    /// The rule's name, marked when the model works at it: `recall (chosen)`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}{}",
+            self.rule.name(),
+            if self.chosen { " (chosen)" } else { "" }
+        )
+    }
+}
+
 /// One operating point on the evaluated set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperatingRow {
@@ -145,9 +156,8 @@ impl Evaluation {
         );
         for r in &self.operating {
             s.push_str(&format!(
-                "| {}{} | {:.3} | {:.0} % | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} |\n",
-                r.rule.name(),
-                if r.chosen { " (chosen)" } else { "" },
+                "| {} | {:.3} | {:.0} % | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} |\n",
+                r.label(),
                 r.threshold,
                 100.0 * r.flagged,
                 r.precision,

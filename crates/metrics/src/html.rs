@@ -852,11 +852,7 @@ pub fn render(
             .iter()
             .map(|r| {
                 Row::new(
-                    format!(
-                        "{}{}",
-                        r.rule.name(),
-                        if r.chosen { " (chosen)" } else { "" }
-                    ),
+                    r.label(),
                     vec![
                         Cell::Num(format!("{:.3}", r.threshold)),
                         Cell::Num(format!("{:.0} %", 100.0 * r.flagged)),

@@ -332,13 +332,13 @@ pub fn train_linear(
         validation,
         expected_rate,
     );
-    let probs64: Vec<f64> = probs.iter().map(|&p| p as f64).collect();
-    card.operate(Points::new(
-        &probs64,
+    card.operate(train::operating_points(
+        &probs,
         &labels,
-        &train::response_seconds(&texts, business),
-        Some(expected_rate),
+        &texts,
+        expected_rate,
         operating,
+        business,
     ));
     card.data = data;
     card.training = Some(TrainingRecord {
@@ -525,11 +525,8 @@ impl Classifier {
                     );
                 }
                 if let Some((lin, w)) = &t.linear {
-                    let w = *w as f32;
                     for (s, l) in scores.iter_mut().zip(linear(lin)) {
-                        for (a, b) in s.iter_mut().zip(l) {
-                            *a = (1.0 - w) * *a + w * b;
-                        }
+                        train::blend(s, &l, *w);
                     }
                 }
                 scores

@@ -72,19 +72,7 @@ impl TextEncoder {
     /// closing special token, like `transformers`' truncation of a single sequence.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>, tokenizers::Error> {
         let encodings = self.tokenizer.encode_batch(texts.to_vec(), true)?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| {
-                let mut ids: Vec<i64> = e.get_ids().iter().map(|&i| i as i64).collect();
-                let truncated = ids.len() > self.max_length;
-                if truncated {
-                    let last = *ids.last().expect("non-empty");
-                    ids.truncate(self.max_length - 1);
-                    ids.push(last);
-                }
-                Encoded { ids, truncated }
-            })
-            .collect())
+        Ok(encodings.iter().map(|e| self.cut(e, false).0).collect())
     }
 
     /// Like [`TextEncoder::encode`], with each kept token's byte span in its text (`(0, 0)`
@@ -94,22 +82,29 @@ impl TextEncoder {
         texts: &[&str],
     ) -> Result<Vec<(Encoded, Offsets)>, tokenizers::Error> {
         let encodings = self.tokenizer.encode_batch(texts.to_vec(), true)?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| {
-                let mut ids: Vec<i64> = e.get_ids().iter().map(|&i| i as i64).collect();
-                let mut offsets = e.get_offsets().to_vec();
-                let truncated = ids.len() > self.max_length;
-                if truncated {
-                    let last = *ids.last().expect("non-empty");
-                    ids.truncate(self.max_length - 1);
-                    ids.push(last);
-                    offsets.truncate(self.max_length - 1);
-                    offsets.push((0, 0));
-                }
-                (Encoded { ids, truncated }, offsets)
-            })
-            .collect())
+        Ok(encodings.iter().map(|e| self.cut(e, true)).collect())
+    }
+
+    /// One encoding cut to `max_length` — its first tokens and the closing special token —
+    /// with the kept tokens' byte spans when `offsets` is asked for (else none).
+    fn cut(&self, e: &tokenizers::Encoding, offsets: bool) -> (Encoded, Offsets) {
+        let mut ids: Vec<i64> = e.get_ids().iter().map(|&i| i as i64).collect();
+        let mut spans = if offsets {
+            e.get_offsets().to_vec()
+        } else {
+            Vec::new()
+        };
+        let truncated = ids.len() > self.max_length;
+        if truncated {
+            let last = *ids.last().expect("non-empty");
+            ids.truncate(self.max_length - 1);
+            ids.push(last);
+            if offsets {
+                spans.truncate(self.max_length - 1);
+                spans.push((0, 0));
+            }
+        }
+        (Encoded { ids, truncated }, spans)
     }
 
     /// `[batch, longest]` ids (padded with the pad id) and mask (1 on real tokens), on `device`.

@@ -26,7 +26,7 @@ use flagship_core::config::Business;
 pub use flagship_core::labels::Example;
 use flagship_core::operating::{Points, Settings};
 pub use flagship_core::rng::Rng;
-use flagship_core::scoring::{self as threshold, Choice};
+use flagship_core::scoring::Choice;
 
 use crate::linear::{LinearModel, LinearOptions};
 use crate::sequence::{HeadSpec, Pooling};
@@ -242,12 +242,22 @@ fn targets(set: &[Example], classes: u8) -> Result<Vec<i64>, ModelError> {
         .collect()
 }
 
-/// Seconds to read and answer each text (the `minutes` operating point).
-pub fn response_seconds(texts: &[&str], b: &Business) -> Vec<f64> {
-    texts
+/// Every operating rule's cut of validation probabilities (re-weighted to `rate`), the
+/// `minutes` rule reading each text's reading + reply time from `business`.
+pub fn operating_points(
+    probs: &[f32],
+    labels: &[bool],
+    texts: &[&str],
+    rate: f64,
+    settings: Settings,
+    business: &Business,
+) -> Points {
+    let probs: Vec<f64> = probs.iter().map(|&p| p as f64).collect();
+    let seconds: Vec<f64> = texts
         .iter()
-        .map(|t| b.response_seconds(t.split_whitespace().count() as u32))
-        .collect()
+        .map(|t| business.response_seconds(t.split_whitespace().count() as u32))
+        .collect();
+    Points::new(&probs, labels, &seconds, Some(rate), settings)
 }
 
 /// Blends the transformer's probabilities with the linear model's (`w` of the latter).
@@ -335,15 +345,10 @@ fn evaluate(
             )
             .double_value(&[])
     };
-    let tuned = threshold::tune(&probs, labels, Some(opts.expected_need_support_rate), 2.0);
+    // The same figures as any model's, with the loss of the logits.
     let v = Validation {
-        rows: labels.len(),
-        need_support: labels.iter().filter(|&&y| y).count(),
-        at_threshold: threshold::score_at(&probs, labels, tuned.threshold, 2.0),
-        tuned,
-        f2_at_half: threshold::score_at(&probs, labels, 0.5, 2.0).f_beta,
-        roc_auc: threshold::roc_auc(&probs, labels),
         loss,
+        ..crate::classifier::validation_of(&probs, labels, opts.expected_need_support_rate)
     };
     (v, probs)
 }
@@ -602,13 +607,13 @@ pub fn train(
     } else {
         None
     };
-    let probs64: Vec<f64> = val_probs.iter().map(|&p| p as f64).collect();
-    let operating = Points::new(
-        &probs64,
+    let operating = operating_points(
+        &val_probs,
         &val_y,
-        &response_seconds(&val_texts, &opts.business),
-        Some(opts.expected_need_support_rate),
+        &val_texts,
+        opts.expected_need_support_rate,
         opts.operating,
+        &opts.business,
     );
     Ok(Trained {
         vs,
