@@ -3,6 +3,8 @@ size, max length and steps as flagship's side; prints one JSON line.
 
     .venv/bin/python scripts/bench_model.py train --base DIR --data FILE --steps 30 --batch-size 32 --max-length 64
     .venv/bin/python scripts/bench_model.py predict --base DIR --data FILE --rows 2000 --batch-size 64 --max-length 64
+
+`--bf16`: bf16 autocast on the CPU too (the Trainer's `bf16=True`; on CUDA it is always on).
 """
 import argparse
 import gzip
@@ -37,7 +39,7 @@ def train(a):
                                  learning_rate=5e-5, weight_decay=0.01, warmup_steps=max(1, a.steps // 10), max_grad_norm=1.0,
                                  train_sampling_strategy="group_by_length", save_strategy="no", report_to=[], logging_steps=a.steps,
                                  seed=42, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-                                 bf16=torch.cuda.is_available(), disable_tqdm=True)
+                                 bf16=a.bf16 or torch.cuda.is_available(), disable_tqdm=True)
         trainer = Trainer(model=model, args=args, train_dataset=ds,
                           data_collator=DataCollatorWithPadding(tok))
         t0 = time.perf_counter()
@@ -54,14 +56,16 @@ def predict(a):
     out = {}
     for name, order in [("input_order", texts), ("length_sorted", sorted(texts, key=len))]:
         t0 = time.perf_counter()
-        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=a.bf16 or device == "cuda"):
             for i in range(0, len(order), a.batch_size):
                 b = tok(order[i:i + a.batch_size], padding=True, truncation=True, max_length=a.max_length,
                         return_tensors="pt").to(device)
                 model(**b).logits.float().softmax(-1)[:, 1].cpu()
         secs = time.perf_counter() - t0
         out[name] = {"seconds": secs, "examples_per_second": len(texts) / secs}
-    return {"examples": len(texts), **out, "examples_per_second": out["input_order"]["examples_per_second"]}
+    return {"examples": len(texts), **out,
+            "length_sorted_per_second": out["length_sorted"]["examples_per_second"],
+            "examples_per_second": out["input_order"]["examples_per_second"]}
 
 
 def main():
@@ -73,9 +77,10 @@ def main():
     p.add_argument("--rows", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--bf16", action="store_true")
     a = p.parse_args()
     r = train(a) if a.what == "train" else predict(a)
-    r.update(peer="transformers", torch_threads=torch.get_num_threads(),
+    r.update(peer="transformers", torch_threads=torch.get_num_threads(), bf16=a.bf16 or torch.cuda.is_available(),
              device="cuda" if torch.cuda.is_available() else "cpu")
     print(json.dumps(r))
 

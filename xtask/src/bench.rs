@@ -1,21 +1,18 @@
-//! `cargo xtask bench train|predict`: flagship against Hugging Face `transformers` on the same
-//! checkpoint, texts, batch size, max length and steps, one after the other on this machine.
-//! Prints both rates and the ratio. Not a test: nothing here fails on a slow machine.
-//! `bench textproc` (vs PySpark) and `bench ingest` likewise.
+//! `cargo xtask bench train|predict|textproc|ingest|live|parsers|desk|all`: flagship against
+//! its named peer, one after the other on this machine, printing both figures and the ratio.
+//! Not a test: nothing here fails on a slow machine. `bench all` runs every benchmark in one
+//! go and writes `docs/benchmarks.md` (machine, date, versions, the table), so the figures the
+//! README and docs quote come from one command.
 //!
 //! flagship's side runs in the `flagship-bench` binary (crates/bench), not in the product
 //! binary: `flagship-bench model train|predict`, `flagship-bench textproc corpus|run`,
-//! `flagship-bench ingest corpus|run`.
+//! `flagship-bench ingest corpus|run`; `bench live` runs the product's `flagship watch` on the
+//! demo replay, and `bench predict` the product's `flagship predict` for held-out quality.
 
 use std::process::Command;
 
 use crate::flags::Bench;
 use crate::setup;
-
-/// The top-level `"examples_per_second"` of a one-line JSON result (the last such key).
-pub fn rate(json: &str) -> Option<f64> {
-    field(json, "examples_per_second")
-}
 
 /// The number under the last `"key":` of a one-line JSON result.
 pub fn field(json: &str, key: &str) -> Option<f64> {
@@ -26,6 +23,14 @@ pub fn field(json: &str, key: &str) -> Option<f64> {
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// The string under the last `"key":` of a one-line JSON result.
+pub fn text_field(json: &str, key: &str) -> Option<String> {
+    let key = format!("\"{key}\":\"");
+    let at = json.rfind(&key)? + key.len();
+    let rest = &json[at..];
+    Some(rest[..rest.find('"')?].to_owned())
 }
 
 fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
@@ -62,67 +67,274 @@ fn release_bench(env: &setup::Env) -> Result<(std::path::PathBuf, std::path::Pat
     Ok((target.join("release").join("flagship-bench"), target))
 }
 
-/// `cargo xtask bench train|predict|textproc|ingest [--steps N] …`.
+/// One line of the benchmark table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub benchmark: String,
+    pub flagship: String,
+    pub peer: String,
+    pub ratio: String,
+    pub target: String,
+    /// The same benchmark in issue #18's run (before this work), where there was one.
+    pub before: String,
+}
+
+fn row(benchmark: String, flagship: String, peer: &str, ratio: String, target: &str) -> Row {
+    Row {
+        benchmark,
+        flagship,
+        peer: peer.to_owned(),
+        ratio,
+        target: target.to_owned(),
+        before: "—".into(),
+    }
+}
+
+impl Row {
+    fn before(mut self, before: &str) -> Row {
+        self.before = before.to_owned();
+        self
+    }
+}
+
+/// What a benchmark measured: its table rows and lines of detail under the table.
+#[derive(Debug, Default)]
+pub struct Measured {
+    pub rows: Vec<Row>,
+    pub details: Vec<String>,
+}
+
+/// `cargo xtask bench <what> [--steps N] …`.
 pub fn cmd(args: &[String]) -> Result<(), String> {
     run(&Bench::parse(args)?)
 }
 
 pub fn run(f: &Bench) -> Result<(), String> {
     let env = setup::run(&crate::flags::Setup::default())?;
-    if f.what == "textproc" {
-        return textproc(f, &env);
+    if f.what == "all" {
+        return all(f, &env);
     }
-    if f.what == "ingest" {
-        return ingest(f, &env);
+    let m = one(f, &f.what, &env)?;
+    println!("\n{}", table(&m.rows));
+    for d in &m.details {
+        println!("{d}");
     }
-    if f.what == "desk" {
-        let (bench, _) = release_bench(&env)?;
-        let out = last_line(
-            Command::new(&bench).current_dir(&env.root).args([
-                "desk",
-                "--posts",
-                &(f.tweets / 10).max(1).to_string(),
-            ]),
-            "the desk store",
-        )?;
-        println!("flagship: {out}");
-        let get = |k: &str| field(&out, k).ok_or_else(|| format!("no `{k}` in {out}"));
-        println!(
-            "bench desk: {} posts (loaded in {:.1} s) — the whole page over HTTP {:.1} ms (queue) / {:.1} ms (uncertain tab) (target: < 200 ms); store: queue {:.1} ms (newest) / {:.1} ms (probability), uncertain {:.1} ms, today {:.1} ms, decide {:.1} ms",
-            get("posts")?,
-            get("load_seconds")?,
-            get("page_queue_ms")?,
-            get("page_uncertain_ms")?,
-            get("queue_newest_ms")?,
-            get("queue_probability_ms")?,
-            get("uncertain_ms")?,
-            get("today_ms")?,
-            get("decide_ms")?
-        );
-        return Ok(());
+    Ok(())
+}
+
+fn one(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
+    match what {
+        "textproc" => textproc(f, env),
+        "ingest" => ingest(f, env),
+        "desk" => desk(f, env),
+        "parsers" => parsers(env),
+        "live" => live(env),
+        "train" | "predict" => model(f, what, env),
+        other => Err(format!("no benchmark `{other}`")),
     }
-    if f.what == "parsers" {
-        let (bench, _) = release_bench(&env)?;
-        let out = last_line(
-            Command::new(&bench)
-                .current_dir(&env.root)
-                .args(["ingest", "parsers"]),
-            "the platform parsers",
-        )?;
-        println!("flagship: {out}");
-        let get = |k: String| field(&out, &k).ok_or_else(|| format!("no `{k}` in {out}"));
-        let x = get("x_record_per_second".into())?;
-        for p in ["x", "bluesky", "mastodon"] {
-            let record = get(format!("{p}_record_per_second"))?;
-            println!(
-                "bench parsers: {p:<8} ingest's check {:>9.0} posts/s, to the post record {record:>9.0} posts/s ({:.2}× X's)",
-                get(format!("{p}_classify_per_second"))?,
-                record / x.max(1e-9)
-            );
+}
+
+/// Every benchmark, then docs/benchmarks.md. A benchmark that fails is reported in the file
+/// and makes the command fail at the end; the others still run.
+fn all(f: &Bench, env: &setup::Env) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut rows = Vec::new();
+    let mut details = Vec::new();
+    let mut failed = Vec::new();
+    for what in [
+        "predict", "train", "textproc", "live", "ingest", "parsers", "desk",
+    ] {
+        match one(f, what, env) {
+            Ok(m) => {
+                rows.extend(m.rows);
+                details.extend(m.details);
+            }
+            Err(e) => {
+                eprintln!("bench {what}: FAILED: {e}");
+                failed.push(format!("`bench {what}` failed: {e}"));
+            }
         }
-        return Ok(());
     }
-    let (bench, _) = release_bench(&env)?;
+    let doc = document(env, f, &rows, &details, &failed, started.elapsed());
+    let path = env.root.join("docs/benchmarks.md");
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, &doc)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("\n{}", table(&rows));
+    println!("bench all: wrote {}", path.display());
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// `1000000` → `1,000,000`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The rows as a markdown table.
+pub fn table(rows: &[Row]) -> String {
+    let mut t = String::from(
+        "| benchmark | flagship | peer | ratio | target | before (issue #18's run) |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        t.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            cell(&r.benchmark),
+            cell(&r.flagship),
+            cell(&r.peer),
+            cell(&r.ratio),
+            cell(&r.target),
+            cell(&r.before)
+        ));
+    }
+    t
+}
+
+/// A command's first line of output, or `unknown`.
+fn output_of(cmd: &mut Command) -> String {
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(|l| l.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The version of `name` in Cargo.lock.
+fn locked(root: &std::path::Path, name: &str) -> String {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let key = format!("name = \"{name}\"\nversion = \"");
+    lock.find(&key)
+        .map(|at| {
+            let rest = &lock[at + key.len()..];
+            rest[..rest.find('"').unwrap_or(0)].to_owned()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// This machine in one line: CPU model, cores, memory, bf16, GPU.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".into(), |m| m.trim().to_owned());
+    let bf16 = cpu.contains(" avx512_bf16");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0}", kb / 1024.0 / 1024.0));
+    let gpu = output_of(Command::new("nvidia-smi").arg("-L"));
+    format!(
+        "{model}, {cores} cores, {mem} GiB; AVX-512 BF16: {}; GPU: {}",
+        if bf16 { "yes" } else { "no" },
+        if gpu == "unknown" { "none" } else { &gpu }
+    )
+}
+
+fn document(
+    env: &setup::Env,
+    f: &Bench,
+    rows: &[Row],
+    details: &[String],
+    failed: &[String],
+    took: std::time::Duration,
+) -> String {
+    let date = output_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
+    let py = |code: &str| output_of(Command::new(env.python()).args(["-c", code]));
+    let mut d = format!(
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench all` on {date} in {:.0} min: every figure below comes from that one run, flagship and its peer one after the other on the same machine. Do not edit by hand: run it again.\n\n\
+         - **Machine:** {}\n\
+         - **flagship:** {} ({}), release build; libtorch {} through tch {}; DataFusion {}\n\
+         - **Peers:** transformers {} on the same libtorch; PySpark {} (`local[*]`)\n\
+         - **Settings:** predict {} texts, train {} steps, batch {}, max length {}; textproc {} tweets (and ×{} alone, for memory); ingest {} replayed; the desk {} posts\n\n",
+        took.as_secs_f64() / 60.0,
+        machine(),
+        locked(&env.root, "flagship-cli"),
+        output_of(Command::new("rustc").arg("-V")),
+        py("import torch; print(torch.__version__)"),
+        locked(&env.root, "tch"),
+        locked(&env.root, "datafusion"),
+        py("import transformers; print(transformers.__version__)"),
+        py("import pyspark; print(pyspark.__version__)"),
+        thousands(f.rows),
+        f.steps,
+        f.batch_size,
+        f.max_length,
+        thousands(f.tweets),
+        f.scale,
+        thousands(f.tweets),
+        thousands(f.tweets / 10)
+    );
+    d.push_str(&table(rows));
+    if !failed.is_empty() {
+        d.push_str("\n**Failed in this run:**\n\n");
+        for x in failed {
+            d.push_str(&format!("- {x}\n"));
+        }
+    }
+    d.push_str("\n## Details\n\n");
+    for x in details {
+        d.push_str(&format!("- {x}\n"));
+    }
+    d.push_str(NOTES);
+    d
+}
+
+/// What the figures are (fixed text under every generated table).
+const NOTES: &str = "
+## How each is measured
+
+- **predict / train**: `flagship-bench model predict|train` against `scripts/bench_model.py`
+  (Hugging Face `transformers`: the Trainer with `group_by_length` for training; a plain loop
+  for prediction, on input order and length-sorted), the same MiniLM checkpoint, texts,
+  batch size, max length and steps, first-token head with two labels on both sides. flagship
+  runs twice: `--precision f32` (what it did before) and `auto` (bf16 matrix products on a
+  CPU with AVX-512 BF16 or on CUDA; f32 elsewhere). The peer runs in f32 as it does by
+  default on a CPU, and once more under bf16 autocast for comparison.
+- **held-out quality** (with predict): `flagship predict` of the demo's model on TweetEval's
+  held-out 40 % in f32 and in bf16: an option is kept only if F2 moves by < 0.002.
+- **textproc**: `flagship-bench textproc` (DataFusion; hour files processed concurrently) and
+  `scripts/bench_textproc.py` (PySpark, the same steps) over the same 1M-tweet corpus built
+  from real v2 payloads; wall time and peak RSS of each process.
+- **live**: `flagship watch` on the demo replay (`fixtures/demo/stream.jsonl.gz`, paced by
+  the tweets' times: `--speed 4320` is about 35 posts/s, `43200` ten times that) with the
+  demo's model and `--explain 3`; latency is a post's arrival → its flagged line written.
+  Explanations run after the write, while no post waits. The achieved rate can fall short of
+  the offered one on a small machine, where the replay reader shares the cores with the model.
+- **ingest / parsers / desk**: flagship alone (no peer): replayed stream messages into the
+  local Firehose layout; each platform's parser beside X's; the desk's pages and store views
+  at N/10 posts.
+";
+
+/// `flagship-bench model train|predict` in f32 and at `auto`, and the transformers peer.
+fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
+    let (bench, _) = release_bench(env)?;
     let base = env.venv.join("base-model");
     let data = env.root.join("fixtures/tweeteval-sentiment/train.jsonl.gz");
     let common = [
@@ -139,56 +351,341 @@ pub fn run(f: &Bench) -> Result<(), String> {
         "--max-length".into(),
         f.max_length.to_string(),
     ];
-    let ours = last_line(
-        Command::new(&bench)
-            .current_dir(&env.root)
-            .arg("model")
-            .arg(&f.what)
-            .args(&common),
-        "flagship",
-    )?;
-    let theirs = last_line(
-        Command::new(env.python())
-            .current_dir(&env.root)
-            .arg("scripts/bench_model.py")
-            .arg(&f.what)
-            .args(&common),
-        "transformers",
-    )?;
-    let (a, b) = (
-        rate(&ours).ok_or("flagship: no rate")?,
-        rate(&theirs).ok_or("transformers: no rate")?,
-    );
-    println!("flagship:     {ours}");
-    println!("transformers: {theirs}");
-    let size = if f.what == "train" {
-        format!("{} steps", f.steps)
-    } else {
-        format!("{} texts", f.rows)
+    let ours = |precision: &str| {
+        last_line(
+            Command::new(&bench)
+                .current_dir(&env.root)
+                .args(["model", what])
+                .args(&common)
+                .args(["--precision", precision]),
+            &format!("flagship {what} ({precision})"),
+        )
     };
-    println!(
-        "bench {}: {size}, batch {}, max length {} — flagship {a:.1} ex/s, transformers {b:.1} ex/s, ratio {:.2}×",
-        f.what,
-        f.batch_size,
-        f.max_length,
-        a / b
-    );
-    // The peer's prediction also timed on length-sorted input: the engine-only comparison.
-    if let Some(sorted) = theirs
-        .find("\"length_sorted\"")
-        .and_then(|at| rate(&theirs[at..theirs[at..].find('}').map_or(theirs.len(), |e| at + e)]))
-    {
-        println!(
-            "  transformers on length-sorted input: {sorted:.1} ex/s (flagship sorts by length itself), ratio {:.2}×",
-            a / sorted
-        );
+    let theirs = |extra: &[&str]| {
+        last_line(
+            Command::new(env.python())
+                .current_dir(&env.root)
+                .arg("scripts/bench_model.py")
+                .arg(what)
+                .args(&common)
+                .args(extra),
+            &format!("transformers {what} {}", extra.join(" ")),
+        )
+    };
+    let f32_run = ours("f32")?;
+    let auto_run = ours("auto")?;
+    let peer = theirs(&[])?;
+    let peer_bf16 = theirs(&["--bf16"])?;
+    for (who, line) in [
+        ("flagship f32 ", &f32_run),
+        ("flagship auto", &auto_run),
+        ("transformers ", &peer),
+        ("transformers bf16", &peer_bf16),
+    ] {
+        println!("{who}: {line}");
     }
-    Ok(())
+    let rate = |j: &str, k: &str| field(j, k).ok_or_else(|| format!("no `{k}` in {j}"));
+    let (a32, aa) = (
+        rate(&f32_run, "examples_per_second")?,
+        rate(&auto_run, "examples_per_second")?,
+    );
+    let auto = text_field(&auto_run, "precision").unwrap_or_else(|| "auto".into());
+    let mut m = Measured::default();
+    if what == "predict" {
+        let (io, sorted) = (
+            rate(&peer, "examples_per_second")?,
+            rate(&peer, "length_sorted_per_second")?,
+        );
+        let sorted_bf16 = rate(&peer_bf16, "length_sorted_per_second")?;
+        let size = format!(
+            "{} texts, batch {}, len {}",
+            thousands(f.rows),
+            f.batch_size,
+            f.max_length
+        );
+        m.rows.push(
+            row(
+                format!("`bench predict` ({size}), f32"),
+                format!("{a32:.1} ex/s"),
+                &format!("transformers {sorted:.1} ex/s length-sorted ({io:.1} input order)"),
+                format!("{:.2}×", a32 / sorted),
+                "≥ 2× the length-sorted peer",
+            )
+            .before("358.8 vs 258.0: 1.39×"),
+        );
+        m.rows.push(row(
+            format!("`bench predict` ({size}), `auto` = {auto} here (the default)"),
+            format!("{aa:.1} ex/s"),
+            &format!(
+                "transformers {sorted:.1} ex/s length-sorted; {sorted_bf16:.1} under bf16 autocast"
+            ),
+            format!(
+                "**{:.2}×** ({:.2}× the bf16 peer)",
+                aa / sorted,
+                aa / sorted_bf16
+            ),
+            "≥ 2× the length-sorted peer",
+        ));
+        m.rows.extend(quality(env)?);
+    } else {
+        let (p32, pbf) = (
+            rate(&peer, "examples_per_second")?,
+            rate(&peer_bf16, "examples_per_second")?,
+        );
+        let size = format!(
+            "{} steps, batch {}, len {}",
+            f.steps, f.batch_size, f.max_length
+        );
+        m.rows.push(
+            row(
+                format!("`bench train` ({size}), f32"),
+                format!("{a32:.1} ex/s"),
+                &format!("HF Trainer {p32:.1} ex/s"),
+                format!("{:.2}×", a32 / p32),
+                "≥ 1.3× HF Trainer",
+            )
+            .before("72.0 vs 70.2: 1.03×"),
+        );
+        m.rows.push(row(
+            format!("`bench train` ({size}), `auto` = {auto} here (the default)"),
+            format!("{aa:.1} ex/s"),
+            &format!("HF Trainer {p32:.1} ex/s; {pbf:.1} with `bf16=True`"),
+            format!("**{:.2}×** ({:.2}× the bf16 Trainer)", aa / p32, aa / pbf),
+            "≥ 1.3× HF Trainer",
+        ));
+    }
+    Ok(m)
 }
 
+/// The release `flagship` binary (built here if needed).
+fn release_flagship(env: &setup::Env) -> Result<std::path::PathBuf, String> {
+    setup::run_cmd(setup::cargo(&env.root).args([
+        "build",
+        "--release",
+        "-p",
+        "flagship-cli",
+        "--bin",
+        "flagship",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env.root.join("target"));
+    Ok(target.join("release").join("flagship"))
+}
+
+/// The demo's model folder; `cargo xtask pipeline` trains it.
+fn demo_model(env: &setup::Env) -> Result<std::path::PathBuf, String> {
+    let dir = env.root.join("data/demo/models/need-support");
+    if dir.join("flagship.json").exists() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no demo model at {} (run `cargo xtask pipeline` first)",
+            dir.display()
+        ))
+    }
+}
+
+/// Held-out F2 and ROC-AUC of the demo's model scored in f32 and in bf16.
+fn quality(env: &setup::Env) -> Result<Vec<Row>, String> {
+    let flagship = release_flagship(env)?;
+    let model = demo_model(env)?;
+    let heldout = env
+        .root
+        .join("fixtures/tweeteval-sentiment/heldout-40.jsonl");
+    let out = std::env::temp_dir().join(format!("flagship-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let mut scores = Vec::new();
+    for p in ["f32", "bf16"] {
+        let o = Command::new(&flagship)
+            .current_dir(&env.root)
+            .args(["predict", "--precision", p, "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&heldout)
+            .arg("--output")
+            .arg(out.join(format!("{p}.jsonl")))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run flagship predict: {e}"))?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("labelled:"))
+            .ok_or_else(|| format!("flagship predict ({p}) printed no scores: {text}"))?;
+        let after = |k: &str| {
+            line.find(k)
+                .and_then(|at| field(&format!("\"x\":{}", &line[at + k.len()..]), "x"))
+                .ok_or_else(|| format!("no `{k}` in {line}"))
+        };
+        scores.push((after("F2 ")?, after("ROC-AUC ")?));
+    }
+    std::fs::remove_dir_all(&out).ok();
+    let ((f32_f2, f32_auc), (bf_f2, bf_auc)) = (scores[0], scores[1]);
+    Ok(vec![row(
+        "held-out quality of the demo's model (TweetEval held-out 40 %, 2,467 posts): bf16 vs f32 scoring".into(),
+        format!("bf16: F2 {bf_f2:.4}, ROC-AUC {bf_auc:.4}"),
+        &format!("f32: F2 {f32_f2:.4}, ROC-AUC {f32_auc:.4}"),
+        format!("ΔF2 {:+.4}", bf_f2 - f32_f2),
+        "|ΔF2| < 0.002",
+    )])
+}
+
+/// `flagship watch` on the demo replay at ~35 posts/s and ten times that.
+fn live(env: &setup::Env) -> Result<Measured, String> {
+    let flagship = release_flagship(env)?;
+    let model = demo_model(env)?;
+    let out = std::env::temp_dir().join(format!("flagship-bench-live-{}", std::process::id()));
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let mut m = Measured::default();
+    for (speed, posts, label, before) in [
+        (
+            4320,
+            1000,
+            "~35 posts/s",
+            "p50 256 ms, p99 503 ms (`--explain 0` then: why on the path doubled it)",
+        ),
+        (43200, 3000, "10× (~350 posts/s offered)", "—"),
+    ] {
+        let file = out.join(format!("flagged-{speed}.jsonl"));
+        let t = last_line(
+            Command::new(&flagship)
+                .current_dir(&env.root)
+                .args(["--config", "fixtures/demo/flagship.toml", "watch"])
+                .args(["--replay", "fixtures/demo/stream.jsonl.gz", "--speed"])
+                .arg(speed.to_string())
+                .arg("--model")
+                .arg(&model)
+                .args([
+                    "--max-tweets",
+                    &posts.to_string(),
+                    "--explain",
+                    "3",
+                    "--out",
+                ])
+                .arg(&file),
+            &format!("flagship watch at --speed {speed}"),
+        )?;
+        println!("watch --speed {speed}: {t}");
+        let get = |k: &str| field(&t, k).ok_or_else(|| format!("no `{k}` in {t}"));
+        let step = |k: &str| -> Result<String, String> {
+            let at = t
+                .find(&format!("\"{k}\":{{"))
+                .ok_or_else(|| format!("no budget step `{k}` in {t}"))?;
+            let part = &t[at..at + t[at..].find('}').unwrap_or(0)];
+            Ok(format!(
+                "{k} {:.1} / {:.1}",
+                field(part, "p50_ms").unwrap_or(f64::NAN),
+                field(part, "p99_ms").unwrap_or(f64::NAN)
+            ))
+        };
+        m.rows.push(
+            row(
+                format!(
+                    "`watch` latency, demo replay at {label}, {} posts, why on",
+                    thousands(posts)
+                ),
+                format!(
+                    "p50 {:.0} ms, **p99 {:.0} ms** (max {:.0}) at {:.0} posts/s achieved",
+                    get("latency_p50_ms")?,
+                    get("latency_p99_ms")?,
+                    get("latency_max_ms")?,
+                    get("posts_per_second")?
+                ),
+                "—",
+                "—".into(),
+                "p99 ≤ 250 ms",
+            )
+            .before(before),
+        );
+        let steps: Vec<String> = ["wait", "parse", "prepare", "tokenise", "model", "write"]
+            .iter()
+            .map(|k| step(k))
+            .collect::<Result<_, _>>()?;
+        m.details.push(format!(
+            "`watch` at {label}: budget p50 / p99 ms — {} (wait: per post, queued behind the batch being scored; prepare: combine + filter + textproc plans; the rest per micro-batch, {} batches); off the path, {}: {} flagged posts explained, {} dropped from a full backlog",
+            steps.join(", "),
+            get("batches")?,
+            step("explain")?,
+            get("explained")?,
+            get("unexplained")?
+        ));
+    }
+    std::fs::remove_dir_all(&out).ok();
+    Ok(m)
+}
+
+fn desk(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
+    let (bench, _) = release_bench(env)?;
+    let out = last_line(
+        Command::new(&bench).current_dir(&env.root).args([
+            "desk",
+            "--posts",
+            &(f.tweets / 10).max(1).to_string(),
+        ]),
+        "the desk store",
+    )?;
+    println!("flagship: {out}");
+    let get = |k: &str| field(&out, k).ok_or_else(|| format!("no `{k}` in {out}"));
+    let mut m = Measured::default();
+    m.rows.push(row(
+        format!(
+            "`bench desk`: {} posts in the desk",
+            thousands(get("posts")? as usize)
+        ),
+        format!(
+            "whole page over HTTP {:.1} ms (queue), {:.1} ms (uncertain tab)",
+            get("page_queue_ms")?,
+            get("page_uncertain_ms")?
+        ),
+        "—",
+        "—".into(),
+        "< 200 ms",
+    ));
+    m.details.push(format!(
+        "desk store at {} posts (loaded in {:.1} s): queue {:.1} ms (newest) / {:.1} ms (probability), uncertain {:.1} ms, today {:.1} ms, decide {:.1} ms",
+        thousands(get("posts")? as usize),
+        get("load_seconds")?,
+        get("queue_newest_ms")?,
+        get("queue_probability_ms")?,
+        get("uncertain_ms")?,
+        get("today_ms")?,
+        get("decide_ms")?
+    ));
+    Ok(m)
+}
+
+fn parsers(env: &setup::Env) -> Result<Measured, String> {
+    let (bench, _) = release_bench(env)?;
+    let out = last_line(
+        Command::new(&bench)
+            .current_dir(&env.root)
+            .args(["ingest", "parsers"]),
+        "the platform parsers",
+    )?;
+    println!("flagship: {out}");
+    let get = |k: String| field(&out, &k).ok_or_else(|| format!("no `{k}` in {out}"));
+    let x = get("x_record_per_second".into())?;
+    let mut m = Measured::default();
+    for p in ["x", "bluesky", "mastodon"] {
+        let record = get(format!("{p}_record_per_second"))?;
+        m.rows.push(row(
+            format!("`bench parsers`: {p}"),
+            format!(
+                "ingest's check {} posts/s; to the post record {} posts/s",
+                thousands(get(format!("{p}_classify_per_second"))? as usize),
+                thousands(record as usize)
+            ),
+            "X's parser",
+            format!("{:.2}× X's", record / x.max(1e-9)),
+            "—",
+        ));
+    }
+    Ok(m)
+}
 /// `bench textproc`: flagship's DataFusion plan vs PySpark `local[*]` on one corpus, one
 /// after the other; then flagship alone on `scale` times the corpus for its peak memory.
-fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
+fn textproc(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
     let (bench, target) = release_bench(env)?;
     let has_spark = Command::new(env.python())
         .args(["-c", "import pyspark"])
@@ -247,11 +744,23 @@ fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
     println!("pyspark:  {theirs}");
     let get = |j: &str, k| field(j, k).ok_or_else(|| format!("no `{k}` in {j}"));
     let (a, b) = (get(&ours, "seconds")?, get(&theirs, "seconds")?);
-    println!(
-        "bench textproc: {n} tweets — flagship {a:.1} s (peak RSS {:.0} MiB), PySpark local[*] {b:.1} s (peak RSS {:.0} MiB): {:.1}× faster",
-        get(&ours, "peak_rss_mib")?,
-        get(&theirs, "peak_rss_mib")?,
-        b / a
+    let mut m = Measured::default();
+    m.rows.push(
+        row(
+            format!(
+                "`bench textproc` ({} tweets, {:.0} hour files)",
+                thousands(n),
+                get(&ours, "hours")?
+            ),
+            format!("{a:.1} s, peak RSS {:.0} MiB", get(&ours, "peak_rss_mib")?),
+            &format!(
+                "PySpark local[*] {b:.1} s, peak RSS {:.0} MiB",
+                get(&theirs, "peak_rss_mib")?
+            ),
+            format!("**{:.1}×**", b / a),
+            "≥ 5× PySpark",
+        )
+        .before("12.4 s vs 38.1 s: 3.1×; 443 MiB"),
     );
     std::fs::remove_dir_all(work.join("out-pyspark")).ok();
     if f.scale > 1 {
@@ -259,22 +768,33 @@ fn textproc(f: &Bench, env: &setup::Env) -> Result<(), String> {
         let big = corpus(n * f.scale)?;
         let at_scale = ours_on(&big)?;
         println!("flagship: {at_scale}");
-        println!(
-            "bench textproc memory: {n} tweets {:.0} MiB, {} tweets {:.0} MiB (peak RSS); {:.1} s vs {:.1} s",
-            get(&ours, "peak_rss_mib")?,
-            n * f.scale,
-            get(&at_scale, "peak_rss_mib")?,
-            a,
-            get(&at_scale, "seconds")?
+        m.rows.push(
+            row(
+                format!(
+                    "`bench textproc` memory: {} tweets, flagship alone",
+                    thousands(n * f.scale)
+                ),
+                format!(
+                    "{:.1} s, peak RSS {:.0} MiB (vs {:.0} MiB at {})",
+                    get(&at_scale, "seconds")?,
+                    get(&at_scale, "peak_rss_mib")?,
+                    get(&ours, "peak_rss_mib")?,
+                    thousands(n)
+                ),
+                "—",
+                "—".into(),
+                "memory flat as the input grows",
+            )
+            .before("443 → 503 MiB"),
         );
     }
     std::fs::remove_dir_all(&work).ok();
-    Ok(())
+    Ok(m)
 }
 
 /// `bench ingest`: replay N/4 then N stream messages into the local sink (same binary, one
 /// after the other): tweets/s and peak RSS, to show the rate and that memory stays flat.
-fn ingest(f: &Bench, env: &setup::Env) -> Result<(), String> {
+fn ingest(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
     let (bench, target) = release_bench(env)?;
     let work = target.join("bench-ingest");
     let mut lines = Vec::new();
@@ -301,28 +821,65 @@ fn ingest(f: &Bench, env: &setup::Env) -> Result<(), String> {
         lines.push((n, out));
     }
     let get = |j: &str, k| field(j, k).ok_or_else(|| format!("no `{k}` in {j}"));
+    let mut m = Measured::default();
     for (n, out) in &lines {
-        println!(
-            "bench ingest: {n} tweets replayed into the local Firehose layout at {:.0} tweets/s (target 100,000), peak RSS {:.0} MiB",
-            get(out, "tweets_per_second")?,
-            get(out, "peak_rss_mib")?
+        m.rows.push(
+            row(
+                format!(
+                    "`bench ingest`: {} stream messages replayed into the local Firehose layout",
+                    thousands(*n)
+                ),
+                format!(
+                    "{} tweets/s, peak RSS {:.0} MiB",
+                    thousands(get(out, "tweets_per_second")? as usize),
+                    get(out, "peak_rss_mib")?
+                ),
+                "—",
+                "—".into(),
+                "none: a live source delivers < 1 % of this",
+            )
+            .before(if *n == f.tweets {
+                "62,278 tweets/s"
+            } else {
+                "—"
+            }),
         );
     }
-    Ok(())
+    Ok(m)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::rate;
+    use super::{Row, field, table, text_field, thousands};
 
     #[test]
-    fn rate_reads_the_top_level_key() {
-        assert_eq!(
-            rate(
-                r#"{"examples": 3, "input_order": {"examples_per_second": 1.5}, "examples_per_second": 2.25e1}"#
-            ),
-            Some(22.5)
-        );
-        assert_eq!(rate("{}"), None);
+    fn fields_read_the_last_key() {
+        let j = r#"{"examples": 3, "input_order": {"examples_per_second": 1.5}, "examples_per_second": 2.25e1, "precision":"Bf16"}"#;
+        assert_eq!(field(j, "examples_per_second"), Some(22.5));
+        assert_eq!(field("{}", "examples_per_second"), None);
+        assert_eq!(text_field(j, "precision").as_deref(), Some("Bf16"));
+        assert_eq!(text_field(j, "examples"), None);
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(4_000_000), "4,000,000");
+    }
+
+    #[test]
+    fn the_table_escapes_its_cells() {
+        let t = table(&[Row {
+            benchmark: "a | b".into(),
+            flagship: "1".into(),
+            peer: "2".into(),
+            ratio: "0.5×".into(),
+            target: "—".into(),
+            before: "—".into(),
+        }]);
+        assert!(t.contains("| a \\| b | 1 | 2 | 0.5× |"), "{t}");
+        assert_eq!(t.lines().count(), 3);
     }
 }

@@ -347,7 +347,7 @@ mod tests {
                 assert_eq!(u.matches(&spelled).count(), 1, "{} {}", c.name, f.name);
             }
         }
-        assert!(u.contains("  bench      train|predict|textproc|ingest|parsers|desk\n"));
+        assert!(u.contains("  bench      train|predict|textproc|ingest|live|parsers|desk|all\n"));
     }
 
     #[test]

@@ -166,8 +166,8 @@ pub static COMMANDS: &[Command] = &[
     ),
     Command {
         name: "bench",
-        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench parsers` (each platform's parser beside X's), `bench desk` (the desk store's views at N posts)",
-        args: "train|predict|textproc|ingest|parsers|desk",
+        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench live` (watch's latency on the demo replay, at 35 posts/s and 10×), `bench parsers` (each platform's parser beside X's), `bench desk` (the desk store's views at N posts); `bench all` runs them all and writes docs/benchmarks.md",
+        args: "train|predict|textproc|ingest|live|parsers|desk|all",
         flags: &[
             number("--steps", "30", "train: optimizer steps timed"),
             number("--rows", "2000", "predict: texts scored"),

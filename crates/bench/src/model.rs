@@ -33,6 +33,26 @@ pub struct Args {
     pub batch_size: usize,
     #[arg(long, default_value_t = 64)]
     pub max_length: usize,
+    /// Arithmetic of the matrix products: `auto` (bf16 where the hardware has it), `f32`, `bf16`.
+    #[arg(long, value_enum, default_value_t = Arith::Auto)]
+    pub precision: Arith,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arith {
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl Arith {
+    fn resolve(self, device: tch::Device) -> Precision {
+        match self {
+            Arith::Auto => Precision::auto(device),
+            Arith::F32 => Precision::F32,
+            Arith::Bf16 => Precision::Bf16,
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -55,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
                 // Like for like with the Trainer peer: first-token head, two labels.
                 pooling: flagship_model::Pooling::Cls,
                 classes: 2,
+                precision: Some(args.precision.resolve(device)),
                 ..TrainOptions::default()
             };
             let val = &examples[n..(n + 64).min(examples.len())];
@@ -75,11 +96,7 @@ pub fn run(args: Args) -> Result<()> {
                 args.max_length,
                 model.config.pad_token_id,
             )?;
-            let precision = if device.is_cuda() {
-                Precision::Bf16
-            } else {
-                Precision::F32
-            };
+            let precision = args.precision.resolve(device);
             // Warm-up pass (allocator, kernels), as the peer's first batch would be.
             let _ = tch::no_grad(|| {
                 let e = enc.encode(&texts[..8.min(n)]).expect("tokenize");
@@ -106,6 +123,7 @@ pub fn run(args: Args) -> Result<()> {
     result["peer"] = "flagship".into();
     result["torch_threads"] = tch::get_num_threads().into();
     result["device"] = format!("{device:?}").into();
+    result["precision"] = format!("{:?}", args.precision.resolve(device)).into();
     println!("{result}");
     Ok(())
 }

@@ -71,9 +71,15 @@ pub fn run(cmd: Cmd) -> Result<()> {
             let input = Store::open(&Location::Local(dir.clone()), &Default::default())?;
             let output = Store::open(&Location::Local(out), &Default::default())?;
             let ctx = flagship_store::frames::local_session();
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let start = Instant::now();
-            let hours = flagship_textproc::run(&ctx, &input, &output, cores, &|_, _, _| {}).await?;
+            let hours = flagship_textproc::run(
+                &ctx,
+                &input,
+                &output,
+                flagship_store::frames::local_concurrency(),
+                &|_, _, _| {},
+            )
+            .await?;
             let secs = start.elapsed().as_secs_f64();
             let rows: u64 = hours.iter().map(|h| h.counts["rows"]).sum();
             println!(

@@ -56,8 +56,9 @@ pub struct ServeArgs {
     /// Classify at most this many posts at once…
     #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
-    /// …or what arrived this long after the first waiting post (`200ms`, `1s`).
-    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    /// …and wait this long after the first waiting post for more (`0ms`: score what has
+    /// arrived as soon as the model is free; a burst still goes in together).
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     pub max_wait: Duration,
     /// Words kept to say why a flagged post was flagged (0: none).
     #[arg(long, default_value_t = 3)]
@@ -307,14 +308,15 @@ async fn attach(
                 let mut buf = Vec::new();
                 f.read_to_end(&mut buf)?;
                 let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                let mut batch = Vec::new();
+                let (mut batch, mut whys) = (Vec::new(), Vec::new());
                 for line in buf[..complete].split(|&b| b == b'\n') {
                     if line.is_empty() {
                         continue;
                     }
                     line_no += 1;
-                    match serde_json::from_slice::<crate::watch::FlaggedRow>(line) {
-                        Ok(r) => batch.push(r.scored()),
+                    match serde_json::from_slice::<crate::watch::Row>(line) {
+                        Ok(crate::watch::Row::Flagged(r)) => batch.push(r.scored()),
+                        Ok(crate::watch::Row::Why(w)) => whys.push(w.explained()),
                         Err(e) => {
                             bad += 1;
                             tracing::warn!("{}:{line_no}: not a flagged row: {e}", file.display());
@@ -325,6 +327,9 @@ async fn attach(
                 if !batch.is_empty() {
                     rows += batch.len() as u64;
                     desk.add(&batch)?;
+                }
+                if !whys.is_empty() {
+                    desk.explained(&whys)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

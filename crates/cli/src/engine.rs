@@ -88,7 +88,7 @@ impl Engine {
     /// Hours processed at once: locally one per core; a cluster schedules its own work.
     pub fn concurrency(&self) -> usize {
         match self {
-            Engine::Local => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Engine::Local => flagship_store::frames::local_concurrency(),
             _ => 4,
         }
     }

@@ -75,6 +75,9 @@ pub struct TrainArgs {
     /// `f2`, `minutes`, `capacity` or `recall` (default: `model.operating_point`).
     #[arg(long)]
     pub operating_point: Option<flagship_core::config::OperatingRule>,
+    /// Matrix arithmetic, `auto`, `f32` or `bf16` (default: `model.precision`).
+    #[arg(long)]
+    pub precision: Option<flagship_core::config::Arithmetic>,
     /// The column holding the texts (`text_model` for textproc's cleaned text).
     #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
@@ -105,6 +108,7 @@ impl TrainArgs {
             layer_decay: None,
             linear_weight: None,
             operating_point: None,
+            precision: None,
             text_column: TEXT_COLUMN.into(),
         }
     }
@@ -124,6 +128,9 @@ pub struct PredictArgs {
     /// Texts per forward pass.
     #[arg(long, default_value_t = PREDICT_BATCH)]
     pub batch_size: usize,
+    /// Matrix arithmetic, `auto` (bf16 where the hardware has it), `f32` or `bf16`.
+    #[arg(long, default_value = "auto")]
+    pub precision: flagship_core::config::Arithmetic,
     /// The column holding the texts (`text_model` for textproc's cleaned text).
     #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
@@ -136,6 +143,7 @@ impl PredictArgs {
             input,
             output,
             batch_size: PREDICT_BATCH,
+            precision: flagship_core::config::Arithmetic::Auto,
             text_column: TEXT_COLUMN.into(),
         }
     }
@@ -245,13 +253,18 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
                 linear_weight: args.linear_weight.unwrap_or(m.linear_weight),
                 operating,
                 business: config.business.clone(),
+                precision: Some(flagship_model::Precision::of(
+                    args.precision.unwrap_or(m.precision),
+                    from_config.device,
+                )),
                 ..from_config
             };
             println!(
-                "fine-tuning {} on {:?} ({} threads): {} epoch(s), batch {}, lr {}, max length {}",
+                "fine-tuning {} on {:?} ({} threads, {:?}): {} epoch(s), batch {}, lr {}, max length {}",
                 base.display(),
                 opts.device,
                 tch::get_num_threads(),
+                opts.precision(),
                 opts.epochs,
                 opts.batch_size,
                 opts.learning_rate,
@@ -311,6 +324,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let texts = t.texts()?;
     let mut model = Classifier::load(&args.model)?;
     model.batch_size = args.batch_size.max(1);
+    model.set_precision(args.precision);
     let bar = ProgressBar::new(texts.len() as u64).with_style(
         ProgressStyle::with_template(
             "{msg:>10} [{bar:30}] {pos}/{len} texts · {per_sec} · eta {eta}",

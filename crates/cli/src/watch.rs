@@ -2,8 +2,10 @@
 //! filter and textproc plans and the model on micro-batches — is [`flagship_live`]; this
 //! command opens the source and the model, and appends the flagged posts (`need_support`,
 //! with their platform and a link to the post) to a JSONL file, flushed after each
-//! micro-batch. Ids already in the file are never flagged again, so a restarted watch keeps
-//! its place; a Bluesky source resumes from its own cursor (`<cursor>.watch.json`).
+//! micro-batch. Why each was flagged follows later, off the latency path, as a line of its
+//! own ([`WhyRow`]: `{"explains": id, "platform", "why"}`). Ids already in the file are never
+//! flagged again, so a restarted watch keeps its place; a Bluesky source resumes from its own
+//! cursor (`<cursor>.watch.json`).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use flagship_core::config::{Area, Config};
-use flagship_live::{Options, Scored, Sink, Totals};
+use flagship_live::{Explained, Options, Scored, Sink, Totals};
 use flagship_store::storage::Location;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -31,8 +33,9 @@ pub struct Args {
     /// Classify at most this many tweets at once…
     #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
-    /// …or what arrived this long after the first waiting tweet (`200ms`, `1s`).
-    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    /// …and wait this long after the first waiting tweet for more (`0ms`: score what has
+    /// arrived as soon as the model is free; a burst still goes in together).
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     pub max_wait: Duration,
     /// Words kept to say why a flagged post was flagged (0: none).
     #[arg(long, default_value_t = 3)]
@@ -52,20 +55,52 @@ fn flagged_ids(path: &Path) -> Result<HashSet<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    #[derive(serde::Deserialize)]
-    struct Id {
-        id: String,
-    }
     let mut ids = HashSet::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let id: Id = serde_json::from_str(line)
-            .with_context(|| format!("{}: line {}: not a flagged tweet", path.display(), i + 1))?;
-        ids.insert(id.id);
+        match serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}: line {}: neither a flagged tweet nor its why",
+                path.display(),
+                i + 1
+            )
+        })? {
+            Row::Flagged(r) => ids.insert(r.id),
+            Row::Why(_) => false,
+        };
     }
     Ok(ids)
+}
+
+/// A line of the flagged file.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+pub enum Row {
+    Flagged(Box<FlaggedRow>),
+    Why(WhyRow),
+}
+
+/// A line of the flagged file saying why a post above it was flagged (written after it).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhyRow {
+    /// The flagged post's id.
+    pub explains: String,
+    pub platform: flagship_core::Platform,
+    /// The words that raised the probability most, strongest first.
+    pub why: Vec<flagship_model::Why>,
+}
+
+impl WhyRow {
+    pub fn explained(self) -> Explained {
+        Explained {
+            platform: self.platform,
+            id: self.explains,
+            why: self.why,
+        }
+    }
 }
 
 /// One line of the flagged file: a flagged post with its link, score and model.
@@ -86,8 +121,9 @@ pub struct FlaggedRow {
     pub model: String,
     pub flagged_at: chrono::DateTime<chrono::Utc>,
     pub latency_ms: f64,
-    /// The words that raised the probability most, strongest first.
-    #[serde(default)]
+    /// The words that raised the probability most, strongest first (files before the words
+    /// moved to their own [`WhyRow`] line; empty now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub why: Vec<flagship_model::Why>,
 }
 
@@ -152,6 +188,26 @@ impl Sink for FlaggedFile {
             text.push_str(&row);
             text.push('\n');
         }
+        self.append(&text)
+    }
+
+    fn explained(&mut self, why: &[Explained]) -> Result<(), String> {
+        let mut text = String::new();
+        for e in why {
+            let row = WhyRow {
+                explains: e.id.clone(),
+                platform: e.platform,
+                why: e.why.clone(),
+            };
+            text.push_str(&serde_json::to_string(&row).map_err(|e| e.to_string())?);
+            text.push('\n');
+        }
+        self.append(&text)
+    }
+}
+
+impl FlaggedFile {
+    fn append(&mut self, text: &str) -> Result<(), String> {
         if !text.is_empty() {
             self.out
                 .write_all(text.as_bytes())
@@ -181,12 +237,13 @@ pub fn load_model(
             Location::S3 { .. } => bail!("storage.models is on S3: pass --model DIR"),
         },
     };
-    let model = flagship_model::Classifier::load(&model_dir).with_context(|| {
+    let mut model = flagship_model::Classifier::load(&model_dir).with_context(|| {
         format!(
             "model {} (train one with `cargo xtask pipeline`, {hint})",
             model_dir.display()
         )
     })?;
+    model.set_precision(config.model.precision);
     Ok((model, model_dir))
 }
 
@@ -265,6 +322,20 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
     println!(
         "watch: latency arrival → flagged line written: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} tweets in {} micro-batches; {:.1} s",
         t.latency_p50_ms, t.latency_p99_ms, t.latency_max_ms, t.seen, t.batches, t.seconds
+    );
+    let b = &t.budget;
+    let step = |s: &flagship_live::Step| format!("{:.1} / {:.1}", s.p50_ms, s.p99_ms);
+    println!(
+        "watch: budget p50 / p99 ms — queued {} (per post); per batch: parse {}, filter + textproc {}, tokenise {}, model {}, write {}; off the path: explain {} ({} explained, {} dropped from a full backlog)",
+        step(&b.wait),
+        step(&b.parse),
+        step(&b.prepare),
+        step(&b.tokenise),
+        step(&b.model),
+        step(&b.write),
+        step(&b.explain),
+        t.explained,
+        t.unexplained
     );
     println!("{}", serde_json::to_string(&t)?);
     Ok(t)

@@ -44,12 +44,31 @@ quarantine = "quarantine"
     cfg
 }
 
+/// The flagged file's lines: flagged posts, and the lines saying why each was flagged
+/// (written after it), checked to pair up one to one.
 fn rows(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
+    let all: Vec<serde_json::Value> = std::fs::read_to_string(path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+        .collect();
+    let (why, flagged): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|r| r.get("explains").is_some());
+    let mut explained: Vec<&str> = why
+        .iter()
+        .map(|w| w["explains"].as_str().unwrap())
+        .collect();
+    let mut ids: Vec<&str> = flagged.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    explained.sort();
+    ids.sort();
+    assert_eq!(
+        explained, ids,
+        "every flagged post, and only those, explained once"
+    );
+    for w in &why {
+        assert!(w["why"].is_array() && w["platform"].is_string(), "{w}");
+    }
+    flagged
 }
 
 #[test]

@@ -211,12 +211,39 @@ fn pipeline_resumes_skips_and_retrains_then_watch_flags_a_replay() {
         &out,
     ];
     let watch = flagship(&cfg, &live, &[]);
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&flagged)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = |path: &std::path::Path| -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .partition(|r| r.get("explains").is_none())
+    };
+    // Flagged posts, and after them one line each saying why (the model's words).
+    let (rows, why) = lines(&flagged);
     assert!(!rows.is_empty(), "{watch}");
+    assert_eq!(why.len(), rows.len(), "{watch}");
+    let worded = why
+        .iter()
+        .filter(|w| w["why"].as_array().is_some_and(|a| !a.is_empty()));
+    assert!(
+        worded.count() * 2 >= why.len(),
+        "most flagged posts have words: {why:?}"
+    );
+    for w in &why {
+        let words = w["why"].as_array().unwrap();
+        assert!(words.len() <= 3, "{w}");
+        let post = rows
+            .iter()
+            .find(|r| r["id"] == w["explains"])
+            .expect("explains a flagged post");
+        let text = post["text_model"].as_str().unwrap().to_lowercase();
+        assert!(
+            words
+                .iter()
+                .all(|x| text.contains(x["word"].as_str().unwrap())),
+            "{w} for {post}"
+        );
+    }
     assert!(
         watch.contains(&format!(
             "100 posts seen (0 duplicates, 0 not matching the track terms, 0 deletions and other events, 0 malformed lines, 0 API messages, 0 reconnects), 100 kept by the profile, {} flagged",
@@ -250,13 +277,10 @@ fn pipeline_resumes_skips_and_retrains_then_watch_flags_a_replay() {
         )),
         "{again}"
     );
-    let after = std::fs::read_to_string(&flagged).unwrap().lines().count();
+    let (all, _) = lines(&flagged);
+    let after = all.len();
     assert!(after <= rows.len() * 2);
-    let ids: std::collections::HashSet<String> = std::fs::read_to_string(&flagged)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
-        .collect();
+    let ids: std::collections::HashSet<String> = all.iter().map(|r| r["id"].to_string()).collect();
     assert_eq!(ids.len(), after, "an id was flagged twice");
 }
 

@@ -221,6 +221,8 @@ pub struct Model {
     pub layer_decay: f64,
     /// Weight of the linear baseline in a probability average with the transformer (0: off).
     pub linear_weight: f64,
+    /// The arithmetic of the matrix products, in training and scoring.
+    pub precision: Arithmetic,
     /// Which threshold the team works at, chosen on validation at the expected rate.
     pub operating_point: OperatingRule,
     /// `minutes`: a missed post costs this many times a needless read, minute for minute.
@@ -248,6 +250,31 @@ impl Model {
             miss_cost: self.miss_cost,
             capacity_share: share,
             recall_floor: self.recall_floor,
+        }
+    }
+}
+
+/// `model.precision`: the arithmetic of a transformer's matrix products (master weights,
+/// LayerNorm and softmax stay f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arithmetic {
+    /// bf16 where the hardware multiplies it natively (CUDA; AVX-512 BF16), else f32.
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl std::str::FromStr for Arithmetic {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Arithmetic, String> {
+        match s {
+            "auto" => Ok(Arithmetic::Auto),
+            "f32" => Ok(Arithmetic::F32),
+            "bf16" => Ok(Arithmetic::Bf16),
+            other => Err(format!("precision {other:?}: use `auto`, `f32` or `bf16`")),
         }
     }
 }

@@ -158,6 +158,20 @@
     // A post with its own request in flight shows that request's answer.
     if (el && !el.classList.contains("saving")) show(el, d.decision, d.title);
   });
+  // A flagged post's words arrive after the post (worked out off the latency path).
+  events.addEventListener("why", function (e) {
+    const d = JSON.parse(e.data);
+    const el = posts().find((o) => o.dataset.id === d.id);
+    if (!el || el.querySelector(".why") || d.words.length === 0) return;
+    const span = document.createElement("span");
+    span.className = "why";
+    span.title = "the words that raised the probability most";
+    const words = document.createElement("bdi");
+    words.textContent = d.words.join(", "); // text, never markup
+    span.append("why: ", words);
+    const state = el.querySelector(".state");
+    state.before(span, " ");
+  });
   events.addEventListener("reload", function () {
     window.location.reload();
   });

@@ -110,6 +110,11 @@ enum Event {
         id: String,
         decision: Option<Decision>,
     },
+    /// A flagged post's words, worked out after it was shown.
+    Why {
+        id: String,
+        words: Vec<String>,
+    },
 }
 
 /// The desk: its database, sessions, login methods and the channel to open pages.
@@ -189,6 +194,18 @@ impl Desk {
 
     /// Stores scored posts and tells open pages about the new flagged ones. Once committed,
     /// nothing turns it into an error (a failing today panel is logged).
+    /// Stores why flagged posts were flagged and shows the words on open pages.
+    pub fn explained(&self, why: &[flagship_live::Explained]) -> Result<(), DeskError> {
+        self.store().explain(why)?;
+        for e in why {
+            let _ = self.events.send(Event::Why {
+                id: e.id.clone(),
+                words: e.why.iter().map(|w| w.word.clone()).collect(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn add(&self, scored: &[flagship_live::Scored]) -> Result<(), DeskError> {
         if let Some(s) = scored.first() {
             self.set_model(&s.model_id, s.threshold);
@@ -730,6 +747,9 @@ async fn events(State(d): State<Arc<Desk>>, headers: HeaderMap) -> Response {
                     SseEvent::default().event("post").data(html)
                 }
                 Ok(Event::Today(html)) => SseEvent::default().event("today").data(html.as_str()),
+                Ok(Event::Why { id, words }) => SseEvent::default()
+                    .event("why")
+                    .data(json!({"id": id, "words": words}).to_string()),
                 Ok(Event::Decided { id, decision }) => SseEvent::default().event("decided").data(
                     json!({"id": id, "decision": decision.map(|d| d.as_str()), "title": decision.map(|d| d.title())})
                         .to_string(),
@@ -1144,5 +1164,9 @@ pub struct LiveSink(pub Arc<Desk>);
 impl flagship_live::Sink for LiveSink {
     fn write(&mut self, scored: &[flagship_live::Scored]) -> Result<(), String> {
         self.0.add(scored).map_err(|e| e.to_string())
+    }
+
+    fn explained(&mut self, why: &[flagship_live::Explained]) -> Result<(), String> {
+        self.0.explained(why).map_err(|e| e.to_string())
     }
 }

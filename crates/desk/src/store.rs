@@ -584,6 +584,24 @@ impl DeskStore {
         Ok(added)
     }
 
+    /// Stores why flagged posts were flagged (the live loop explains after the write), in
+    /// one transaction; how many posts it found.
+    pub fn explain(&mut self, why: &[flagship_live::Explained]) -> Result<usize, DeskError> {
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        let mut found = 0;
+        {
+            let mut set = tx
+                .prepare_cached("UPDATE posts SET why = ?2 WHERE id = ?1")
+                .map_err(wrap)?;
+            for e in why {
+                let words = serde_json::to_string(&e.why).expect("words serialise");
+                found += set.execute(params![e.id, words]).map_err(wrap)?;
+            }
+        }
+        tx.commit().map_err(wrap)?;
+        Ok(found)
+    }
+
     /// Every post id in the desk (the live loop never scores them again).
     pub fn ids(&self) -> Result<std::collections::HashSet<String>, DeskError> {
         let mut q = self
@@ -800,5 +818,9 @@ fn replay(history: &[(Decision, String, String)]) -> Option<(Decision, String, S
 impl flagship_live::Sink for DeskStore {
     fn write(&mut self, scored: &[flagship_live::Scored]) -> Result<(), String> {
         self.add(scored).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn explained(&mut self, why: &[flagship_live::Explained]) -> Result<(), String> {
+        self.explain(why).map(drop).map_err(|e| e.to_string())
     }
 }

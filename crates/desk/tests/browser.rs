@@ -462,7 +462,7 @@ async fn the_desk_in_a_real_browser() {
             &mut LiveSink(desk.clone()),
             &flagship_live::Options {
                 max_batch: 32,
-                max_wait: Duration::from_millis(100),
+                max_wait: Duration::ZERO,
                 max_posts: Some(400),
                 duration: Some(Duration::from_secs(30)),
                 explain: 3,
@@ -509,6 +509,12 @@ async fn the_desk_in_a_real_browser() {
         .collect();
     // The live hostile post, and every flagged post of the replay.
     assert_eq!(latencies.len() as u64, totals.flagged + 1);
+    // Why each was flagged is worked out after it was shown, and joins it on the page.
+    assert_eq!((totals.explained, totals.unexplained), (totals.flagged, 0));
+    until("the words of flagged posts, live", || async {
+        count(&c, "article.post .why").await as u64 > totals.flagged / 2
+    })
+    .await;
     let (p50, p99) = (
         quantile(&mut latencies, 0.5),
         quantile(&mut latencies, 0.99),

@@ -75,6 +75,25 @@ fn decisions_are_durable_audited_and_become_labels() {
     assert!(queue[0].text.starts_with("<script>"));
     // Why each post was flagged comes back with it.
     assert_eq!(queue[0].why[0].word, "late");
+    // The live loop's words, sent after the post, replace what it had; an unknown id is
+    // not found (and nothing else changes).
+    let later = |id: &str, word: &str| flagship_live::Explained {
+        platform: Platform::X,
+        id: id.into(),
+        why: vec![flagship_live::Why {
+            word: word.into(),
+            weight: 0.5,
+        }],
+    };
+    assert_eq!(
+        store
+            .explain(&[later("5", "broken"), later("nope", "x")])
+            .unwrap(),
+        1
+    );
+    let queue = store.queue(Order::Newest, 10).unwrap();
+    assert_eq!(queue[0].why[0].word, "broken");
+    assert_eq!(queue[2].why[0].word, "late");
 
     // The uncertain band holds the unflagged post just under the threshold too.
     let unsure: Vec<String> = store

@@ -87,7 +87,9 @@ pub struct Replay {
     speed: Option<f64>,
     current: Option<(String, Box<dyn std::io::BufRead + Send>, u64, u64)>,
     pending: std::collections::VecDeque<SourceLine>,
-    last_time: Option<DateTime<Utc>>,
+    /// The pacing's origin: a post's time and when it was handed out. Later lines are due
+    /// at origin + (their time − its time) ÷ speed, so timer overshoot never accumulates.
+    clock: Option<(DateTime<Utc>, tokio::time::Instant)>,
     stats: SourceStats,
 }
 
@@ -99,7 +101,7 @@ impl Replay {
             speed: speed.filter(|s| *s > 0.0),
             current: None,
             pending: Default::default(),
-            last_time: None,
+            clock: None,
             stats: SourceStats::default(),
         }
     }
@@ -213,13 +215,19 @@ impl Replay {
         }) else {
             return;
         };
-        if let Some(prev) = self.last_time
-            && t > prev
-        {
-            let gap = (t - prev).to_std().unwrap_or_default().div_f64(speed);
-            tokio::time::sleep(gap.min(Duration::from_secs(60))).await;
+        // A quiet spell in the recording is waited out for a minute at most.
+        const LONGEST: Duration = Duration::from_secs(60);
+        let now = tokio::time::Instant::now();
+        let (t0, at0) = *self.clock.get_or_insert((t, now));
+        if t > t0 {
+            let due = at0 + (t - t0).to_std().unwrap_or_default().div_f64(speed);
+            if due > now + LONGEST {
+                self.clock = Some((t, now + LONGEST));
+                tokio::time::sleep(LONGEST).await;
+            } else {
+                tokio::time::sleep_until(due).await;
+            }
         }
-        self.last_time = Some(t);
     }
 }
 

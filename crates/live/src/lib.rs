@@ -3,12 +3,16 @@
 //! It reads lines from any [`TweetSource`] (X, Bluesky, Mastodon, merged, a replay), takes
 //! each as ingest does ([`flagship_ingest::record::classify`]: posts no server filtered must
 //! match the mission's track terms; ids dedup in a window and against ids already handled),
-//! gathers posts into micro-batches — up to `max_batch`, or what arrived `max_wait` after
-//! the first, whichever comes first — and runs the *same* plans as the batch stages on each:
-//! combine's rows, filter's kept frame, textproc's features, then the model. Every post the
-//! profile kept, scored, goes to a [`Sink`] (a JSONL file for `watch`, a database for the
-//! desk); latency is arrival → the sink's write returned. At a clean stop the lines already
-//! queued are scored too and a resumable source saves its point.
+//! gathers posts into micro-batches and runs the *same* plans as the batch stages on each:
+//! combine's rows, filter's kept frame, textproc's features, then the model. Batching adapts
+//! to load: a post that arrives alone is scored at once; what arrived while a batch was being
+//! scored forms the next batch (up to `max_batch`; `max_wait` > 0 lingers for more). Every
+//! post the profile kept, scored, goes to a [`Sink`] (a JSONL file for `watch`, a database for
+//! the desk); latency is arrival → the sink's write returned. Why a flagged post was flagged
+//! (a backward pass, as long as the scoring itself) is worked out off that path: after the
+//! write, while no line waits, and handed to the sink's [`Sink::explained`]; a backlog beyond
+//! [`EXPLAIN_BACKLOG`] drops its oldest, counted. At a clean stop the lines already queued are
+//! scored too, every backlog post is explained, and a resumable source saves its point.
 //!
 //! It reads no files and writes none itself (the sink does), never trains, never opens a
 //! source (the caller does).
@@ -61,7 +65,8 @@ pub enum LiveError {
 pub struct Options {
     /// Classify at most this many posts at once…
     pub max_batch: usize,
-    /// …or what arrived this long after the first waiting post.
+    /// …and wait this long after the first waiting post for more (0: score what has
+    /// arrived as soon as the model is free).
     pub max_wait: Duration,
     /// Stop after this many posts seen.
     pub max_posts: Option<u64>,
@@ -75,7 +80,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             max_batch: 32,
-            max_wait: Duration::from_millis(200),
+            max_wait: Duration::ZERO,
             max_posts: None,
             duration: None,
             explain: 3,
@@ -105,9 +110,79 @@ pub struct Scored {
     pub why: Vec<flagship_model::Why>,
 }
 
+/// Flagged posts waiting for their explanation, at most (beyond it the oldest is dropped and
+/// counted in [`Totals::unexplained`]).
+pub const EXPLAIN_BACKLOG: usize = 1024;
+
+/// Flagged posts explained at a time while the loop is idle (bounds a new arrival's wait).
+const EXPLAIN_CHUNK: usize = 4;
+
+/// Why a flagged post, already written, was flagged.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub platform: flagship_core::Platform,
+    pub id: String,
+    pub why: Vec<flagship_model::Why>,
+}
+
 /// Where scored posts go. A write that returns has made them durable (flushed, committed).
 pub trait Sink {
     fn write(&mut self, scored: &[Scored]) -> Result<(), String>;
+    /// The words behind posts [`Sink::write`] already took as flagged (its `why` was empty).
+    fn explained(&mut self, why: &[Explained]) -> Result<(), String>;
+}
+
+/// One step's time across a run: p50 / p99 per micro-batch (per post for `wait`) and the total.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Step {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub total_s: f64,
+}
+
+impl Step {
+    fn of(mut ms: Vec<f64>) -> Step {
+        ms.sort_by(f64::total_cmp);
+        Step {
+            p50_ms: quantile(&ms, 0.50),
+            p99_ms: quantile(&ms, 0.99),
+            total_s: ms.iter().sum::<f64>() / 1e3,
+        }
+    }
+}
+
+/// Where the time between a post's arrival and its write goes.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Budget {
+    /// Arrival → its micro-batch starts (queued behind the batch being scored), per post.
+    pub wait: Step,
+    /// Classifying and parsing the batch's lines.
+    pub parse: Step,
+    /// combine's rows, filter's and textproc's plans.
+    pub prepare: Step,
+    pub tokenise: Step,
+    /// The forward pass (and the linear half of an ensemble).
+    pub model: Step,
+    /// The sink's write (flushed or committed).
+    pub write: Step,
+    /// Off the path above: explaining flagged posts, per chunk.
+    pub explain: Step,
+}
+
+/// Per-batch times, in ms, collected for the [`Budget`].
+#[derive(Default)]
+struct Clock {
+    wait: Vec<f64>,
+    parse: Vec<f64>,
+    prepare: Vec<f64>,
+    tokenise: Vec<f64>,
+    model: Vec<f64>,
+    write: Vec<f64>,
+    explain: Vec<f64>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// Counts of a live run.
@@ -125,11 +200,19 @@ pub struct Totals {
     pub kept: u64,
     pub flagged: u64,
     pub batches: u64,
+    /// Flagged posts whose words went to the sink.
+    pub explained: u64,
+    /// Flagged posts left unexplained: dropped from a full backlog.
+    pub unexplained: u64,
     pub reconnects: u64,
     /// Arrival → written by the sink, every classified post (ms).
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    /// Where the latency goes, step by step.
+    pub budget: Budget,
+    /// Posts seen ÷ the time until the last was written (before the final explanations).
+    pub posts_per_second: f64,
     pub seconds: f64,
     /// Why it stopped: `signal`, `duration`, `max-posts`, `end of input`.
     pub stopped_by: String,
@@ -142,6 +225,13 @@ struct Arrived {
     at: Instant,
 }
 
+/// A flagged post, written, waiting for its explanation.
+struct Unexplained {
+    platform: flagship_core::Platform,
+    id: String,
+    text: String,
+}
+
 /// Lines in, posts waiting for their micro-batch out: classified, matched against the track
 /// terms where no server filtered them, deduplicated, parsed.
 struct Intake {
@@ -150,10 +240,18 @@ struct Intake {
     track: flagship_core::track::Track,
     pending: Vec<Arrived>,
     first_at: Option<tokio::time::Instant>,
+    /// Time spent classifying and parsing the pending batch's lines.
+    parsing: Duration,
 }
 
 impl Intake {
     fn take(&mut self, line: SourceLine, at: Instant, t: &mut Totals) {
+        let started = Instant::now();
+        self.classify(line, at, t);
+        self.parsing += started.elapsed();
+    }
+
+    fn classify(&mut self, line: SourceLine, at: Instant, t: &mut Totals) {
         t.lines += 1;
         match classify(line.platform, &line.bytes, Utc::now()) {
             Line::KeepAlive => {}
@@ -237,15 +335,69 @@ struct Triage<'a> {
     latencies: Vec<f64>,
     /// Words kept per flagged post ([`Options::explain`]).
     explain: usize,
+    /// Flagged posts written, oldest first, waiting for their words.
+    backlog: std::collections::VecDeque<Unexplained>,
+    clock: Clock,
 }
 
 impl Triage<'_> {
+    /// Scores the posts waiting in `intake` as one micro-batch.
+    async fn flush(
+        &mut self,
+        intake: &mut Intake,
+        sink: &mut dyn Sink,
+        t: &mut Totals,
+    ) -> Result<(), LiveError> {
+        intake.first_at = None;
+        let parsing = std::mem::take(&mut intake.parsing);
+        let batch = std::mem::take(&mut intake.pending);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.clock.parse.push(ms(parsing));
+        self.run(batch, sink, t).await
+    }
+
+    /// Explains up to `n` backlog posts (oldest first) and hands the words to the sink.
+    fn explain_some(
+        &mut self,
+        n: usize,
+        sink: &mut dyn Sink,
+        t: &mut Totals,
+    ) -> Result<(), LiveError> {
+        let take = n.min(self.backlog.len());
+        if take == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let posts: Vec<Unexplained> = self.backlog.drain(..take).collect();
+        let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
+        let words = self.model.explain(&texts, self.explain)?;
+        let out: Vec<Explained> = posts
+            .into_iter()
+            .zip(words)
+            .map(|(p, why)| Explained {
+                platform: p.platform,
+                id: p.id,
+                why,
+            })
+            .collect();
+        sink.explained(&out).map_err(LiveError::Sink)?;
+        t.explained += out.len() as u64;
+        self.clock.explain.push(ms(started.elapsed()));
+        Ok(())
+    }
+
     async fn run(
         &mut self,
         batch: Vec<Arrived>,
         sink: &mut dyn Sink,
         t: &mut Totals,
     ) -> Result<(), LiveError> {
+        let started = Instant::now();
+        for a in &batch {
+            self.clock.wait.push(ms(started.duration_since(a.at)));
+        }
         // The micro-batch as combine would write it (same code: ids deduplicated, ordered).
         let hour = flagship_core::layout::hour_floor(Utc::now());
         let rows: Vec<(Tweet, String)> = batch
@@ -259,6 +411,7 @@ impl Triage<'_> {
             &self.config.mission.filter,
         )?;
         let (processed, _) = flagship_textproc::process_frame(kept).await?;
+        self.clock.prepare.push(ms(started.elapsed()));
         t.batches += 1;
         let mut scored = Vec::with_capacity(processed.num_rows());
         if processed.num_rows() > 0 {
@@ -270,21 +423,12 @@ impl Triage<'_> {
                 .and_then(|c| c.as_any().downcast_ref::<arrow::array::ListArray>())
                 .ok_or_else(|| LiveError::Column("matched_terms".into()))?;
             let refs: Vec<&str> = (0..texts.len()).map(|i| texts.value(i)).collect();
-            let preds = self.model.predict(&refs)?;
-            // Why each flagged post was flagged (its strongest words).
-            let flagged: Vec<usize> = (0..preds.len())
-                .filter(|&i| preds[i].need_support)
-                .collect();
-            let mut why: Vec<Vec<flagship_model::Why>> = vec![Vec::new(); preds.len()];
-            if self.explain > 0 && !flagged.is_empty() {
-                let texts: Vec<&str> = flagged.iter().map(|&i| refs[i]).collect();
-                for (&i, w) in flagged
-                    .iter()
-                    .zip(self.model.explain(&texts, self.explain)?)
-                {
-                    why[i] = w;
-                }
-            }
+            let scoring = Instant::now();
+            let (preds, tokenise) = self.model.predict_timed(&refs)?;
+            self.clock.tokenise.push(ms(tokenise));
+            self.clock
+                .model
+                .push(ms(scoring.elapsed().saturating_sub(tokenise)));
             t.kept += processed.num_rows() as u64;
             let by_id: std::collections::HashMap<&str, &Arrived> =
                 batch.iter().map(|a| (a.tweet.id.as_str(), a)).collect();
@@ -303,16 +447,32 @@ impl Triage<'_> {
                     model_id: self.model_id.to_owned(),
                     scored_at: Utc::now(),
                     latency_ms: a.at.elapsed().as_secs_f64() * 1e3,
-                    why: std::mem::take(&mut why[i]),
+                    why: Vec::new(),
                 });
             }
         }
         t.flagged += scored.iter().filter(|s| s.need_support).count() as u64;
         if !scored.is_empty() {
+            let writing = Instant::now();
             sink.write(&scored).map_err(LiveError::Sink)?;
+            self.clock.write.push(ms(writing.elapsed()));
         }
         for a in &batch {
             self.latencies.push(a.at.elapsed().as_secs_f64() * 1e3);
+        }
+        // Their words come later, off the path a post waits on.
+        if self.explain > 0 {
+            for s in scored.into_iter().filter(|s| s.need_support) {
+                if self.backlog.len() == EXPLAIN_BACKLOG {
+                    self.backlog.pop_front();
+                    t.unexplained += 1;
+                }
+                self.backlog.push_back(Unexplained {
+                    platform: s.tweet.platform,
+                    id: s.tweet.id,
+                    text: s.text_model,
+                });
+            }
         }
         Ok(())
     }
@@ -337,9 +497,11 @@ pub async fn run(
         config,
         model,
         model_id,
-        ctx: flagship_store::frames::local_session(),
+        ctx: flagship_store::frames::micro_batch_session(),
         latencies: Vec::new(),
         explain: opts.explain,
+        backlog: std::collections::VecDeque::new(),
+        clock: Clock::default(),
     };
     let mut intake = Intake {
         seen: flagship_ingest::Seen::new(1_000_000),
@@ -347,6 +509,7 @@ pub async fn run(
         track: flagship_core::track::Track::new(&config.mission.stream.track),
         pending: Vec::new(),
         first_at: None,
+        parsing: Duration::ZERO,
     };
     let mut t = Totals::default();
     let start = Instant::now();
@@ -401,6 +564,22 @@ pub async fn run(
     tokio::pin!(stop);
     let mut stopped_by = None;
     while stopped_by.is_none() {
+        // Idle (nothing waits to be scored, no line queued): explain a few flagged posts.
+        if intake.pending.is_empty() && rx.is_empty() && !triage.backlog.is_empty() {
+            let asked = tokio::select! {
+                biased;
+                _ = &mut stop => true,
+                _ = std::future::ready(()) => false,
+            };
+            if asked {
+                stopped_by = Some("signal");
+                break;
+            }
+            if deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
+                triage.explain_some(EXPLAIN_CHUNK, sink, &mut t)?;
+                continue;
+            }
+        }
         // Wait for the next line, but never past the waiting batch's deadline.
         let flush_at = intake.first_at.map(|f| f + opts.max_wait);
         let limit = match (flush_at, deadline) {
@@ -421,9 +600,7 @@ pub async fn run(
                 Some(Some((Ok(line), at))) => Some((line, at)),
                 Some(None) => { stopped_by = Some("end of input"); None }
                 Some(Some((Err(e), _))) => {
-                    if !intake.pending.is_empty() {
-                        triage.run(std::mem::take(&mut intake.pending), sink, &mut t).await?;
-                    }
+                    triage.flush(&mut intake, sink, &mut t).await?;
                     return Err(e.into());
                 }
             },
@@ -433,6 +610,19 @@ pub async fn run(
         }
         if let Some((line, at)) = line {
             intake.take(line, at, &mut t);
+            // What else already arrived joins this batch: a post alone is scored at once,
+            // a burst (queued while the last batch was scored) goes in together.
+            while intake.pending.len() < opts.max_batch && opts.max_posts.is_none_or(|m| t.seen < m)
+            {
+                match rx.try_recv() {
+                    Ok((Ok(line), at)) => intake.take(line, at, &mut t),
+                    Ok((Err(e), _)) => {
+                        triage.flush(&mut intake, sink, &mut t).await?;
+                        return Err(e.into());
+                    }
+                    Err(_) => break,
+                }
+            }
         }
         let due = intake
             .first_at
@@ -440,19 +630,12 @@ pub async fn run(
         if !intake.pending.is_empty()
             && (intake.pending.len() >= opts.max_batch || due || stopped_by.is_some())
         {
-            triage
-                .run(std::mem::take(&mut intake.pending), sink, &mut t)
-                .await?;
-            intake.first_at = None;
+            triage.flush(&mut intake, sink, &mut t).await?;
             progress(&t);
         }
         if opts.max_posts.is_some_and(|m| t.seen >= m) {
             stopped_by = Some("max-posts");
-            if !intake.pending.is_empty() {
-                triage
-                    .run(std::mem::take(&mut intake.pending), sink, &mut t)
-                    .await?;
-            }
+            triage.flush(&mut intake, sink, &mut t).await?;
         }
     }
     let stopped_by = stopped_by.expect("set when the loop ends");
@@ -473,15 +656,26 @@ pub async fn run(
                 intake.take(line, at, &mut t);
             }
         }
-        if !intake.pending.is_empty() {
-            triage
-                .run(std::mem::take(&mut intake.pending), sink, &mut t)
-                .await?;
-        }
+        triage.flush(&mut intake, sink, &mut t).await?;
         if let Err(e) = source.commit() {
             tracing::error!("the source's resume point was not saved: {e}");
         }
     }
+    t.posts_per_second = t.seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    // Every flagged post written gets its words before the run ends.
+    while !triage.backlog.is_empty() {
+        triage.explain_some(32, sink, &mut t)?;
+    }
+    let c = std::mem::take(&mut triage.clock);
+    t.budget = Budget {
+        wait: Step::of(c.wait),
+        parse: Step::of(c.parse),
+        prepare: Step::of(c.prepare),
+        tokenise: Step::of(c.tokenise),
+        model: Step::of(c.model),
+        write: Step::of(c.write),
+        explain: Step::of(c.explain),
+    };
     let mut l = std::mem::take(&mut triage.latencies);
     l.sort_by(f64::total_cmp);
     t.latency_p50_ms = quantile(&l, 0.50);

@@ -7,14 +7,32 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use flagship_live::testing::{everyday_config, linear_model, open_replays};
-use flagship_live::{Options, Scored, Sink};
+use flagship_live::{Explained, Options, Scored, Sink};
 
-struct Keep(Vec<Scored>, usize);
+/// Keeps every scored post (and the size of each write); explanations join their post.
+struct Keep(Vec<Scored>, Vec<usize>);
 
 impl Sink for Keep {
     fn write(&mut self, scored: &[Scored]) -> Result<(), String> {
-        self.1 += 1;
+        self.1.push(scored.len());
+        // The live loop explains later: a post is written without its words.
+        assert!(scored.iter().all(|s| s.why.is_empty()));
         self.0.extend_from_slice(scored);
+        Ok(())
+    }
+
+    fn explained(&mut self, why: &[Explained]) -> Result<(), String> {
+        for e in why {
+            let s = self
+                .0
+                .iter_mut()
+                .find(|s| s.tweet.id == e.id && s.tweet.platform == e.platform)
+                .ok_or_else(|| format!("explained {} before it was written", e.id))?;
+            if !s.why.is_empty() {
+                return Err(format!("{} explained twice", e.id));
+            }
+            s.why = e.why.clone();
+        }
         Ok(())
     }
 }
@@ -29,7 +47,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
         max_wait: Duration::from_millis(50),
         ..Options::default()
     };
-    let mut sink = Keep(Vec::new(), 0);
+    let mut sink = Keep(Vec::new(), Vec::new());
     let t = flagship_live::run(
         &cfg,
         &model,
@@ -48,7 +66,18 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
     assert_eq!(t.seen + t.unmatched, 67, "{t:?}");
     assert_eq!(t.stopped_by, "end of input");
     assert_eq!(sink.0.len() as u64, t.kept);
-    assert!(sink.1 as u64 >= t.seen / 8, "batched by at most 8: {t:?}");
+    assert!(
+        sink.1.iter().all(|&n| n <= 8),
+        "batched by at most 8: {t:?}"
+    );
+    // Every flagged post was explained after its write; the budget saw every batch.
+    assert_eq!((t.explained, t.unexplained), (t.flagged, 0), "{t:?}");
+    let b = &t.budget;
+    assert!(b.model.total_s > 0.0 && b.prepare.total_s > 0.0 && b.write.total_s > 0.0);
+    assert!(
+        b.explain.total_s > 0.0 && b.model.p99_ms >= b.model.p50_ms,
+        "{b:?}"
+    );
     let platforms: HashSet<_> = sink.0.iter().map(|s| s.tweet.platform).collect();
     assert_eq!(platforms.len(), 2);
     for s in &sink.0 {
@@ -77,7 +106,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
 
     // What was handled is never scored again.
     let before: HashSet<String> = sink.0.iter().map(|s| s.tweet.id.clone()).collect();
-    let mut again = Keep(Vec::new(), 0);
+    let mut again = Keep(Vec::new(), Vec::new());
     let t2 = flagship_live::run(
         &cfg,
         &model,
@@ -93,4 +122,97 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
     .unwrap();
     assert_eq!(t2.duplicates as usize, before.len(), "{t2:?}");
     assert!(again.0.iter().all(|s| !before.contains(&s.tweet.id)));
+}
+
+/// Lines of a recording handed out `gap` apart (after the first `burst` at once).
+struct Paced {
+    lines: std::vec::IntoIter<Vec<u8>>,
+    gap: Duration,
+    burst: usize,
+    given: u64,
+}
+
+#[async_trait::async_trait]
+impl flagship_ingest::source::TweetSource for Paced {
+    async fn next_line(
+        &mut self,
+    ) -> Result<Option<flagship_ingest::source::SourceLine>, flagship_ingest::IngestError> {
+        let Some(bytes) = self.lines.next() else {
+            return Ok(None);
+        };
+        self.given += 1;
+        if self.given > self.burst as u64 {
+            tokio::time::sleep(self.gap).await;
+        }
+        Ok(Some(flagship_ingest::source::SourceLine {
+            platform: flagship_core::Platform::Mastodon,
+            unfiltered: true,
+            bytes: bytes.into(),
+            origin: "paced".into(),
+            line: self.given,
+            offset: 0,
+        }))
+    }
+
+    fn stats(&self) -> flagship_ingest::source::SourceStats {
+        Default::default()
+    }
+}
+
+fn mastodon_lines(n: usize) -> Vec<Vec<u8>> {
+    let path = flagship_core::testing::fixture("mastodon/public_timeline_statuses.jsonl");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .map(|l| l.as_bytes().to_vec())
+        .collect()
+}
+
+/// Batching adapts to load: posts arriving apart are each scored at once, alone; a burst
+/// that arrives together is scored in batches, not one by one.
+#[tokio::test]
+async fn a_post_alone_is_scored_at_once_and_a_burst_is_batched() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = linear_model(&dir.path().join("model"));
+    let cfg = everyday_config();
+    let opts = Options::default();
+    let run = |lines: Vec<Vec<u8>>, gap: Duration, burst: usize| {
+        let (cfg, model, opts) = (&cfg, &model, &opts);
+        async move {
+            let mut sink = Keep(Vec::new(), Vec::new());
+            let source = Box::new(Paced {
+                lines: lines.into_iter(),
+                gap,
+                burst,
+                given: 0,
+            });
+            let t = flagship_live::run(
+                cfg,
+                model,
+                "linear",
+                source,
+                HashSet::new(),
+                &mut sink,
+                opts,
+                std::future::pending(),
+                &|_| {},
+            )
+            .await
+            .unwrap();
+            (t, sink)
+        }
+    };
+    // Apart: 6 posts 300 ms apart, far longer than a batch takes: six batches of one.
+    let (t, sink) = run(mastodon_lines(6), Duration::from_millis(300), 0).await;
+    println!("apart: {}", serde_json::to_string(&t).unwrap());
+    assert!(t.seen >= 3, "{t:?}");
+    assert!(sink.1.iter().all(|&n| n == 1), "{:?}", sink.1);
+    assert_eq!(t.batches, t.seen, "{t:?}");
+    // Together: all 50 at once: far fewer batches than posts, none over `max_batch`.
+    let (t, sink) = run(mastodon_lines(50), Duration::ZERO, 50).await;
+    println!("burst: {}", serde_json::to_string(&t).unwrap());
+    assert!(t.batches * 4 <= t.seen, "{t:?} {:?}", sink.1);
+    assert!(sink.1.iter().all(|&n| n <= opts.max_batch), "{:?}", sink.1);
 }

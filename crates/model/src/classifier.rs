@@ -59,6 +59,9 @@ pub struct TrainingRecord {
     /// Training texts cut to `max_length` tokens.
     pub truncated: usize,
     pub history: Vec<EpochRecord>,
+    /// The matrix products' arithmetic (`F32`, `Bf16`; absent in older cards).
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 /// `flagship.json`.
@@ -290,6 +293,7 @@ impl Trained {
             seconds: self.seconds,
             truncated: self.truncated,
             history: self.history.clone(),
+            precision: Some(format!("{:?}", o.precision())),
         });
         write_dir_atomically(dir, |tmp| {
             write_json(
@@ -355,6 +359,7 @@ pub fn train_linear(
         seconds: started.elapsed().as_secs_f64(),
         truncated: 0,
         history: Vec::new(),
+        precision: None,
     });
     write_dir_atomically(dir, |tmp| {
         model.save(tmp)?;
@@ -447,11 +452,7 @@ impl Classifier {
                     model,
                     encoder,
                     device,
-                    precision: if device.is_cuda() {
-                        Precision::Bf16
-                    } else {
-                        Precision::F32
-                    },
+                    precision: Precision::auto(device),
                     linear: if card.linear_weight > 0.0 {
                         Some((LinearModel::load(dir)?, card.linear_weight))
                     } else {
@@ -472,15 +473,41 @@ impl Classifier {
         self.card.threshold
     }
 
+    /// Scores with this arithmetic from now on (`model.precision`; loading chose `auto`).
+    pub fn set_precision(&mut self, a: flagship_core::config::Arithmetic) {
+        if let Inner::Transformer(t) = &mut self.inner {
+            t.precision = Precision::of(a, t.device);
+        }
+    }
+
+    /// The arithmetic a transformer scores with (`None` for the linear model).
+    pub fn precision(&self) -> Option<Precision> {
+        match &self.inner {
+            Inner::Transformer(t) => Some(t.precision),
+            Inner::Linear(_) => None,
+        }
+    }
+
     /// Scores `texts` (any length, empty strings allowed), in order.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, ModelError> {
+        self.predict_timed(texts).map(|(p, _)| p)
+    }
+
+    /// [`Classifier::predict`], and how long tokenising took (zero for the linear model).
+    pub fn predict_timed(
+        &self,
+        texts: &[&str],
+    ) -> Result<(Vec<Prediction>, std::time::Duration), ModelError> {
+        let mut tokenise = std::time::Duration::ZERO;
         let (probs, truncated) = match &self.inner {
             Inner::Linear(m) => (m.probabilities(texts), vec![false; texts.len()]),
             Inner::Transformer(t) => {
+                let started = std::time::Instant::now();
                 let enc = t
                     .encoder
                     .encode(texts)
                     .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                tokenise = started.elapsed();
                 let (mut p, _) = train::probabilities(
                     &t.model,
                     &t.encoder,
@@ -495,7 +522,7 @@ impl Classifier {
                 (p, enc.iter().map(|e| e.truncated).collect())
             }
         };
-        Ok(probs
+        let preds = probs
             .into_iter()
             .zip(truncated)
             .map(|(probability, truncated)| Prediction {
@@ -503,7 +530,8 @@ impl Classifier {
                 need_support: probability as f64 >= self.card.threshold,
                 truncated,
             })
-            .collect())
+            .collect();
+        Ok((preds, tokenise))
     }
 }
 
@@ -520,8 +548,14 @@ impl Classifier {
                 let mut scores = Vec::with_capacity(texts.len());
                 for chunk in texts.chunks(32) {
                     scores.extend(
-                        explain::transformer_scores(&t.model, &t.encoder, chunk, t.device)
-                            .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
+                        explain::transformer_scores(
+                            &t.model,
+                            &t.encoder,
+                            chunk,
+                            t.device,
+                            t.precision,
+                        )
+                        .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
                     );
                 }
                 if let Some((lin, w)) = &t.linear {

@@ -78,7 +78,12 @@ pub fn transformer_scores(
     encoder: &TextEncoder,
     texts: &[&str],
     device: Device,
+    precision: crate::Precision,
 ) -> Result<Vec<Vec<f32>>, tokenizers::Error> {
+    let mode = Mode {
+        train: false,
+        precision,
+    };
     let encoded = encoder.encode_with_offsets(texts)?;
     let items: Vec<&crate::tokenize::Encoded> = encoded.iter().map(|(e, _)| e).collect();
     let (ids, mask) = encoder.collate(&items, device);
@@ -86,8 +91,8 @@ pub fn transformer_scores(
     let word = emb.lookup(&ids).detach().set_requires_grad(true);
     let hidden = model
         .encoder
-        .forward_words(&word, &ids, mask.as_ref(), Mode::EVAL);
-    let logits = model.head_forward(&hidden, mask.as_ref(), Mode::EVAL);
+        .forward_words(&word, &ids, mask.as_ref(), mode);
+    let logits = model.head_forward(&hidden, mask.as_ref(), mode);
     let p = model.spec.need_probability(&logits);
     p.sum(Kind::Float).backward();
     let attr = (word.grad() * &word)

@@ -43,6 +43,18 @@ fn depth(p: &Path) -> usize {
     }
 }
 
+/// Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16).
+pub fn cpu_has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Arithmetic of the matrix products. Master weights, LayerNorm and softmax stay f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -52,6 +64,26 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// What a device does best: bf16 on CUDA and on a CPU that multiplies it natively
+    /// ([`cpu_has_bf16`]), else f32.
+    pub fn auto(device: tch::Device) -> Precision {
+        if device.is_cuda() || cpu_has_bf16() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// `model.precision` on `device`.
+    pub fn of(a: flagship_core::config::Arithmetic, device: tch::Device) -> Precision {
+        use flagship_core::config::Arithmetic;
+        match a {
+            Arithmetic::Auto => Precision::auto(device),
+            Arithmetic::F32 => Precision::F32,
+            Arithmetic::Bf16 => Precision::Bf16,
+        }
+    }
+
     fn kind(self) -> Kind {
         match self {
             Precision::F32 => Kind::Float,
@@ -65,6 +97,10 @@ impl Precision {
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Tensor,
+    /// The weights cast for a reduced-precision product, kept once the weights are frozen (a
+    /// served model): casting 22 M weights per micro-batch would cost as much as a small
+    /// batch's product. A trained model casts per step, as autocast does.
+    cast: std::sync::OnceLock<(Tensor, Tensor)>,
 }
 
 impl Linear {
@@ -81,12 +117,19 @@ impl Linear {
             bias: p
                 .set_group(group(p, false))
                 .var("bias", &[out_dim], Init::Const(0.0)),
+            cast: std::sync::OnceLock::new(),
         }
     }
 
     pub fn forward(&self, xs: &Tensor, precision: Precision) -> Tensor {
         match precision {
             Precision::F32 => xs.linear(&self.weight, Some(&self.bias)),
+            p if !self.weight.requires_grad() => {
+                let (w, b) = self.cast.get_or_init(|| {
+                    tch::no_grad(|| (self.weight.to_kind(p.kind()), self.bias.to_kind(p.kind())))
+                });
+                xs.to_kind(p.kind()).linear(w, Some(b))
+            }
             p => xs.to_kind(p.kind()).linear(
                 &self.weight.to_kind(p.kind()),
                 Some(&self.bias.to_kind(p.kind())),

@@ -94,7 +94,7 @@ impl TrainOptions {
             max_grad_norm: MAX_GRAD_NORM,
             max_steps: None,
             device: crate::device(),
-            precision: None,
+            precision: Some(Precision::of(m.precision, crate::device())),
             progress: false,
             pooling: m.pooling,
             classes: m.classes,
@@ -106,11 +106,8 @@ impl TrainOptions {
     }
 
     pub fn precision(&self) -> Precision {
-        self.precision.unwrap_or(if self.device.is_cuda() {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        })
+        self.precision
+            .unwrap_or_else(|| Precision::auto(self.device))
     }
 }
 
@@ -175,6 +172,25 @@ pub fn length_buckets(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Ve
     batches
 }
 
+/// Forward passes for texts sorted by length: at most `batch_size` texts each, and a new one
+/// when a text is over a quarter (+2 tokens) longer than the pass's shortest, so padding stays
+/// small. (A live micro-batch of mixed lengths padded to its longest cost twice the work.)
+pub fn length_chunks(sorted_lengths: &[usize], batch_size: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, &len) in sorted_lengths.iter().enumerate() {
+        let first = sorted_lengths[start];
+        if i > start && (i - start >= batch_size.max(1) || len > first + first / 4 + 2) {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    if start < sorted_lengths.len() {
+        out.push(start..sorted_lengths.len());
+    }
+    out
+}
+
 /// Probabilities of "needs support" for encoded texts, batched by length, in input order.
 pub fn probabilities(
     model: &SequenceClassifier,
@@ -192,8 +208,10 @@ pub fn probabilities(
         train: false,
         precision,
     };
+    let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
     tch::no_grad(|| {
-        for chunk in order.chunks(batch_size.max(1)) {
+        for range in length_chunks(&lengths, batch_size) {
+            let chunk = &order[range];
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let (ids, mask) = encoder.collate(&items, device);
             let logits = model
@@ -666,5 +684,26 @@ mod tests {
             pad(&a),
             pad(&random)
         );
+    }
+
+    #[test]
+    fn passes_cover_every_text_once_and_cut_where_lengths_jump() {
+        let mut lengths: Vec<usize> = (0..200).map(|i| (i * 37) % 61 + 3).collect();
+        lengths.sort();
+        let chunks = length_chunks(&lengths, 32);
+        let covered: Vec<usize> = chunks.iter().flat_map(|r| r.clone()).collect();
+        assert_eq!(covered, (0..200).collect::<Vec<_>>());
+        for r in &chunks {
+            assert!(r.len() <= 32);
+            let (lo, hi) = (lengths[r.start], lengths[r.end - 1]);
+            assert!(hi <= lo + lo / 4 + 2, "{lo}..{hi}");
+        }
+        // Similar lengths fill whole passes; a live batch of mixed lengths is cut.
+        assert_eq!(length_chunks(&[20; 70], 32), [0..32, 32..64, 64..70]);
+        assert_eq!(
+            length_chunks(&[8, 9, 10, 30, 31, 60], 32),
+            [0..3, 3..5, 5..6]
+        );
+        assert!(length_chunks(&[], 32).is_empty());
     }
 }

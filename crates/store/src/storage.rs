@@ -286,8 +286,16 @@ impl Store {
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<(), StorageError> {
-        let bytes =
-            records::to_parquet(schema, batches).map_err(|source| StorageError::Records {
+        // Encoding is CPU work: on a blocking thread, so hours written concurrently use
+        // every core and the runtime's workers stay free.
+        let (schema, batches) = (schema.clone(), batches.to_vec());
+        let bytes = tokio::task::spawn_blocking(move || records::to_parquet(&schema, &batches))
+            .await
+            .map_err(|e| StorageError::Io {
+                location: self.location.join(key).to_string(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| StorageError::Records {
                 location: self.location.join(key).to_string(),
                 source,
             })?;
