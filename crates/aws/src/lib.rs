@@ -19,11 +19,15 @@
 //!   by sleeping a fixed time. A stream of the same name delivering to another bucket is
 //!   refused before anything is changed.
 //!
+//! The streaming host itself (an EC2 instance per mission) is [`host`].
+//!
 //! Credentials come from the AWS default chain; `endpoint_url` points every client at an
 //! emulator (moto). The SDK configuration (HTTP client, one TLS crypto stack) is
 //! `flagship_store::aws::sdk_config`, shared with ingest's Firehose sink.
 
 use std::time::Duration;
+
+pub mod host;
 
 use aws_sdk_firehose::types::{
     BufferingHints, CloudWatchLoggingOptions, DeliveryStreamStatus, DeliveryStreamType,
@@ -127,6 +131,8 @@ impl Resources {
 /// The clients, built once from the default credential chain.
 pub struct Clients {
     pub sts: aws_sdk_sts::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub ssm: aws_sdk_ssm::Client,
     pub s3: aws_sdk_s3::Client,
     pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
@@ -141,6 +147,8 @@ impl Clients {
             .build();
         Clients {
             sts: aws_sdk_sts::Client::new(&conf),
+            ec2: aws_sdk_ec2::Client::new(&conf),
+            ssm: aws_sdk_ssm::Client::new(&conf),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             iam: aws_sdk_iam::Client::new(&conf),
             logs: aws_sdk_cloudwatchlogs::Client::new(&conf),

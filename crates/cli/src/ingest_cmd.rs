@@ -432,8 +432,13 @@ pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals>
 
 #[derive(clap::Args)]
 pub struct AwsArgs {
-    #[arg(value_parser = ["create", "status", "destroy"])]
+    /// `create`, `status`, `destroy` the bucket, log group, role and delivery stream; `host`
+    /// for the mission's streaming host (an EC2 instance).
+    #[arg(value_parser = ["create", "status", "destroy", "host"])]
     pub action: String,
+    /// After `host`: `create`, `status`, `update` (new binary or config) or `destroy`.
+    #[arg(value_parser = ["create", "status", "update", "destroy"], required_if_eq("action", "host"))]
+    pub host_action: Option<String>,
     /// The bucket Firehose writes to.
     #[arg(long, env = "AWS_S3_BUCKET_NAME")]
     pub bucket: String,
@@ -444,37 +449,128 @@ pub struct AwsArgs {
     /// destroy: also empty and delete the bucket (it holds the data).
     #[arg(long)]
     pub delete_bucket: bool,
+    /// host create / update: the streaming-host build (no libtorch:
+    /// `cargo build --release -p flagship-cli --no-default-features`).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// host create: the instance type (x86-64, like the build).
+    #[arg(long, default_value = "t3.micro")]
+    pub instance_type: String,
+    /// host create: the AMI (default: the current Amazon Linux 2023, from AWS's public
+    /// SSM parameter).
+    #[arg(long)]
+    pub ami: Option<String>,
     #[command(flatten)]
     pub aws: AwsFlags,
 }
 
+impl AwsArgs {
+    /// `aws create` or `aws host create`, as the user typed it.
+    fn what(&self) -> String {
+        match &self.host_action {
+            Some(h) if self.action == "host" => format!("host {h}"),
+            _ => self.action.clone(),
+        }
+    }
+}
+
 /// What `flagship aws` says in a binary built without the `aws` feature.
 #[cfg(not(feature = "aws"))]
-pub fn aws_cmd(_: &Config, a: AwsArgs) -> Result<()> {
+pub fn aws_cmd(_: &Config, _: Option<&std::path::Path>, a: AwsArgs) -> Result<()> {
     bail!(
         "aws {}: this flagship was built without the `aws` feature: run `cargo xtask aws {} …`, \
          or build with `cargo build --release -p flagship-cli --features aws`",
-        a.action,
-        a.action
+        a.what(),
+        a.what()
     )
 }
 
 #[cfg(feature = "aws")]
-pub fn aws_cmd(config: &Config, a: AwsArgs) -> Result<()> {
+pub fn aws_cmd(config: &Config, config_path: Option<&std::path::Path>, a: AwsArgs) -> Result<()> {
     use anyhow::Context;
     let r = Resources::new(&a.bucket, &a.aws.region(config), &a.prefix, &a.stream)
         .with_endpoint(a.aws.endpoint_url.clone());
+    let what = a.what();
+    if let (false, Some(h)) = (a.action == "host", &a.host_action) {
+        bail!(
+            "aws {}: `{h}` only follows `host` (`flagship aws host {h} …`)",
+            a.action
+        );
+    }
     tokio::runtime::Runtime::new()?.block_on(async {
         let c = aws::Clients::new(&r).await;
-        let steps = match a.action.as_str() {
-            "create" => aws::create(&c, &r).await,
-            "status" => aws::status(&c, &r).await,
-            _ => aws::destroy(&c, &r, a.delete_bucket).await,
+        let steps = match (a.action.as_str(), a.host_action.as_deref()) {
+            ("create", _) => aws::create(&c, &r).await,
+            ("status", _) => aws::status(&c, &r).await,
+            ("destroy", _) => aws::destroy(&c, &r, a.delete_bucket).await,
+            (_, Some(action)) => {
+                let mut h = aws::host::Host::new(r.clone());
+                h.instance_type = a.instance_type.clone();
+                h.ami = a.ami.clone();
+                match action {
+                    "status" => aws::host::status(&c, &h).await,
+                    "destroy" => aws::host::destroy(&c, &h).await,
+                    _ => {
+                        let files = host_files(&a, config_path, &what)?;
+                        let files = aws::host::Files {
+                            binary: &files.0,
+                            config: &files.1,
+                        };
+                        if action == "create" {
+                            aws::host::create(&c, &h, files, &host_secrets(config)).await
+                        } else {
+                            aws::host::update(&c, &h, files).await
+                        }
+                    }
+                }
+            }
+            _ => unreachable!("clap requires the host action"),
         }
-        .with_context(|| format!("aws {}", a.action))?;
+        .with_context(|| format!("aws {what}"))?;
         for s in steps {
-            println!("aws {}: {:<48} {}", a.action, s.resource, s.state);
+            println!("aws {what}: {:<56} {}", s.resource, s.state);
         }
         Ok(())
     })
+}
+
+/// The binary and the config a host create / update uploads.
+#[cfg(feature = "aws")]
+fn host_files(
+    a: &AwsArgs,
+    config: Option<&std::path::Path>,
+    what: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let Some(binary) = a.binary.clone() else {
+        bail!(
+            "aws {what}: --binary PATH: the streaming-host build (`cargo build --release -p flagship-cli --no-default-features`, then --binary target/release/flagship)"
+        )
+    };
+    let Some(config) = config else {
+        bail!("aws {what}: --config FILE: the mission's flagship.toml (the host runs with it)")
+    };
+    Ok((binary, config.to_owned()))
+}
+
+/// The stream tokens the config names, from this environment: (variable, value). Their
+/// values go to SSM as SecureString and are never printed.
+#[cfg(feature = "aws")]
+fn host_secrets(config: &Config) -> Vec<(String, String)> {
+    let x = &config.sources.x.token_env;
+    let mut out = Vec::new();
+    let x_value = std::env::var(x)
+        .ok()
+        .or_else(|| std::env::var("TWITTER_BEARER_TOKEN").ok());
+    match x_value.filter(|v| !v.is_empty()) {
+        Some(v) => out.push((x.clone(), v)),
+        // Needed only by an X source; the host's ingest says so at start if it is missing.
+        None => tracing::warn!(
+            "${x} is not set here: no X token stored for the host (set it and run create again if the mission streams from X)"
+        ),
+    }
+    let m = &config.sources.mastodon.token_env;
+    if let Some(v) = std::env::var(m).ok().filter(|v| !v.is_empty()) {
+        out.push((m.clone(), v));
+    }
+    out
 }

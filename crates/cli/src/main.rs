@@ -51,7 +51,8 @@ enum Command {
     /// Stream tweets (X API v2 filtered stream, or a replay) into Firehose or its S3 layout.
     #[command(subcommand)]
     Ingest(ingest_cmd::IngestCmd),
-    /// Create, check or delete the bucket, log group, role and Firehose stream ingest uses.
+    /// Create, check or delete the bucket, log group, role and Firehose stream ingest uses;
+    /// `aws host …`: the mission's streaming host (an EC2 instance running ingest).
     Aws(ingest_cmd::AwsArgs),
     /// Read X API v2 payload files (JSONL) into the raw schema: counts, Parquet, quarantine.
     Inspect(inspect::Args),
@@ -106,7 +107,7 @@ fn main() -> Result<()> {
         #[cfg(feature = "model")]
         Command::Pipeline(args) => pipeline::run(&config, cli.config.is_some(), args),
         Command::Ingest(cmd) => ingest_cmd::ingest(&config, cmd),
-        Command::Aws(args) => ingest_cmd::aws_cmd(&config, args),
+        Command::Aws(args) => ingest_cmd::aws_cmd(&config, cli.config.as_deref(), args),
         Command::Inspect(args) => inspect::run(&config, args),
         Command::Combine(args) => stages_cmd::combine(&config, args).map(drop),
         Command::Filter(args) => stages_cmd::filter(&config, args).map(drop),

@@ -271,6 +271,14 @@ fn the_systemd_units_verify() {
             ] {
                 assert!(unit.lines().any(|l| l == key), "{name}: no `{key}`");
             }
+            // A model unit finds libtorch through the file install-libtorch.sh writes.
+            if unit.contains(" watch ") || unit.contains(" desk ") || unit.contains(" pipeline") {
+                assert!(
+                    unit.lines()
+                        .any(|l| l == "EnvironmentFile=/etc/flagship/libtorch.env"),
+                    "{name}: no libtorch.env"
+                );
+            }
             // Secrets come from the environment files, never from the unit itself.
             assert!(
                 !unit
