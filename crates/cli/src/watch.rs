@@ -60,16 +60,25 @@ fn flagged_ids(path: &Path) -> Result<HashSet<String>> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}: line {}: neither a flagged tweet nor its why",
+        // Only the id matters here: rows of older files (fewer fields) count too.
+        #[derive(serde::Deserialize)]
+        struct Ids {
+            id: Option<String>,
+            explains: Option<String>,
+        }
+        let row: Ids = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {}: not a JSON object", path.display(), i + 1))?;
+        match (row.id, row.explains) {
+            (Some(id), _) => {
+                ids.insert(id);
+            }
+            (None, Some(_)) => {}
+            (None, None) => bail!(
+                "{}: line {}: neither a flagged tweet (`id`) nor its why (`explains`)",
                 path.display(),
                 i + 1
-            )
-        })? {
-            Row::Flagged(r) => ids.insert(r.id),
-            Row::Why(_) => false,
-        };
+            ),
+        }
     }
     Ok(ids)
 }

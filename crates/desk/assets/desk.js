@@ -107,6 +107,18 @@
       list.insertBefore(el, list.firstChild);
     }
   }
+  // Words that came before their post, by post id.
+  const earlyWhy = new Map();
+  function showWhy(el, words) {
+    if (el.querySelector(".why")) return;
+    const span = document.createElement("span");
+    span.className = "why";
+    span.title = "the words that raised the probability most";
+    const bdi = document.createElement("bdi");
+    bdi.textContent = words.join(", "); // text, never markup
+    span.append("why: ", bdi);
+    el.querySelector(".state").before(span, " ");
+  }
   // Posts (HTML escaped by the server) into the list, each once; `timed`: arrival → screen.
   // `newestFirst`: the HTML lists newest first (a fragment), not in arrival order (events).
   function merge(html, timed, newestFirst) {
@@ -119,6 +131,11 @@
       const id = el.dataset.id;
       if (posts().some((o) => o.dataset.id === id)) return; // never twice
       place(el);
+      const early = earlyWhy.get(id);
+      if (early) {
+        earlyWhy.delete(id);
+        showWhy(el, early);
+      }
       if (timed) window.deskLatencies.push(now - parseInt(el.dataset.arrived, 10));
     });
     if (!selected) move(1);
@@ -158,19 +175,18 @@
     // A post with its own request in flight shows that request's answer.
     if (el && !el.classList.contains("saving")) show(el, d.decision, d.title);
   });
-  // A flagged post's words arrive after the post (worked out off the latency path).
+  // A flagged post's words arrive after the post (worked out off the latency path); words
+  // for a post not on the page yet (a catch-up still loading) wait for it.
   events.addEventListener("why", function (e) {
     const d = JSON.parse(e.data);
+    if (d.words.length === 0) return;
     const el = posts().find((o) => o.dataset.id === d.id);
-    if (!el || el.querySelector(".why") || d.words.length === 0) return;
-    const span = document.createElement("span");
-    span.className = "why";
-    span.title = "the words that raised the probability most";
-    const words = document.createElement("bdi");
-    words.textContent = d.words.join(", "); // text, never markup
-    span.append("why: ", words);
-    const state = el.querySelector(".state");
-    state.before(span, " ");
+    if (el) {
+      showWhy(el, d.words);
+    } else if (view === "queue") {
+      earlyWhy.set(d.id, d.words);
+      if (earlyWhy.size > 500) earlyWhy.delete(earlyWhy.keys().next().value);
+    }
   });
   events.addEventListener("reload", function () {
     window.location.reload();

@@ -192,8 +192,6 @@ impl Desk {
         self.closing.send_replace(true);
     }
 
-    /// Stores scored posts and tells open pages about the new flagged ones. Once committed,
-    /// nothing turns it into an error (a failing today panel is logged).
     /// Stores why flagged posts were flagged and shows the words on open pages.
     pub fn explained(&self, why: &[flagship_live::Explained]) -> Result<(), DeskError> {
         self.store().explain(why)?;
@@ -206,6 +204,8 @@ impl Desk {
         Ok(())
     }
 
+    /// Stores scored posts and tells open pages about the new flagged ones. Once committed,
+    /// nothing turns it into an error (a failing today panel is logged).
     pub fn add(&self, scored: &[flagship_live::Scored]) -> Result<(), DeskError> {
         if let Some(s) = scored.first() {
             self.set_model(&s.model_id, s.threshold);

@@ -90,6 +90,8 @@ pub struct Replay {
     /// The pacing's origin: a post's time and when it was handed out. Later lines are due
     /// at origin + (their time − its time) ÷ speed, so timer overshoot never accumulates.
     clock: Option<(DateTime<Utc>, tokio::time::Instant)>,
+    /// The previous paced line's time.
+    last: Option<DateTime<Utc>>,
     stats: SourceStats,
 }
 
@@ -102,6 +104,7 @@ impl Replay {
             current: None,
             pending: Default::default(),
             clock: None,
+            last: None,
             stats: SourceStats::default(),
         }
     }
@@ -218,6 +221,12 @@ impl Replay {
         // A quiet spell in the recording is waited out for a minute at most.
         const LONGEST: Duration = Duration::from_secs(60);
         let now = tokio::time::Instant::now();
+        // A line earlier than the one before (a later file from an earlier period) starts
+        // the pacing afresh from itself.
+        if self.last.is_some_and(|prev| t < prev) {
+            self.clock = None;
+        }
+        self.last = Some(t);
         let (t0, at0) = *self.clock.get_or_insert((t, now));
         if t > t0 {
             let due = at0 + (t - t0).to_std().unwrap_or_default().div_f64(speed);

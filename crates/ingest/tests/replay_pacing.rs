@@ -46,3 +46,26 @@ async fn lines_are_due_at_their_recorded_times_over_the_speed() {
     }
     assert_eq!(at, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 69, 70]);
 }
+
+/// A recording that goes back in time (a later file from an earlier period) is paced from
+/// there again, not handed out at once.
+#[tokio::test(start_paused = true)]
+async fn a_step_back_in_time_starts_the_pacing_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stream.jsonl");
+    let lines = [
+        message(1, "2026-12-01T10:00:00.000Z"),
+        message(2, "2026-12-01T10:00:01.000Z"),
+        message(3, "2026-12-01T09:00:00.000Z"),
+        message(4, "2026-12-01T09:00:01.000Z"),
+        message(5, "2026-12-01T09:00:02.000Z"),
+    ];
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let mut replay = Replay::new(vec![file], Some(100.0));
+    let start = tokio::time::Instant::now();
+    let mut at = Vec::new();
+    while let Some(_line) = replay.next_line().await.unwrap() {
+        at.push(start.elapsed().as_millis());
+    }
+    assert_eq!(at, [0, 10, 10, 20, 30]);
+}

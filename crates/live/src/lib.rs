@@ -12,7 +12,8 @@
 //! (a backward pass, as long as the scoring itself) is worked out off that path: after the
 //! write, while no line waits, and handed to the sink's [`Sink::explained`]; a backlog beyond
 //! [`EXPLAIN_BACKLOG`] drops its oldest, counted. At a clean stop the lines already queued are
-//! scored too, every backlog post is explained, and a resumable source saves its point.
+//! scored too, the backlog is explained for a few seconds more (the rest counted), and a
+//! resumable source saves its point.
 //!
 //! It reads no files and writes none itself (the sink does), never trains, never opens a
 //! source (the caller does).
@@ -117,6 +118,9 @@ pub const EXPLAIN_BACKLOG: usize = 1024;
 /// Flagged posts explained at a time while the loop is idle (bounds a new arrival's wait).
 const EXPLAIN_CHUNK: usize = 4;
 
+/// How long a stopping run keeps explaining the backlog.
+const FINAL_EXPLAIN: Duration = Duration::from_secs(5);
+
 /// Why a flagged post, already written, was flagged.
 #[derive(Debug, Clone)]
 pub struct Explained {
@@ -154,7 +158,8 @@ impl Step {
 /// Where the time between a post's arrival and its write goes.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Budget {
-    /// Arrival → its micro-batch starts (queued behind the batch being scored), per post.
+    /// Arrival → its micro-batch starts, per post: queued behind the batch being scored or an
+    /// explanation chunk, and the batch's own parsing (also in `parse`).
     pub wait: Step,
     /// Classifying and parsing the batch's lines.
     pub parse: Step,
@@ -202,7 +207,8 @@ pub struct Totals {
     pub batches: u64,
     /// Flagged posts whose words went to the sink.
     pub explained: u64,
-    /// Flagged posts left unexplained: dropped from a full backlog.
+    /// Flagged posts left without words: dropped from a full backlog, still waiting when the
+    /// run's final few seconds of explaining ended, or the explanation failed.
     pub unexplained: u64,
     pub reconnects: u64,
     /// Arrival → written by the sink, every classified post (ms).
@@ -372,7 +378,16 @@ impl Triage<'_> {
         let started = Instant::now();
         let posts: Vec<Unexplained> = self.backlog.drain(..take).collect();
         let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
-        let words = self.model.explain(&texts, self.explain)?;
+        // Words are a courtesy: a failure to find them costs these posts their words, never
+        // the run (the posts themselves are written).
+        let words = match self.model.explain(&texts, self.explain) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("{} flagged posts left without words: {e}", posts.len());
+                t.unexplained += posts.len() as u64;
+                return Ok(());
+            }
+        };
         let out: Vec<Explained> = posts
             .into_iter()
             .zip(words)
@@ -662,10 +677,13 @@ pub async fn run(
         }
     }
     t.posts_per_second = t.seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    // Every flagged post written gets its words before the run ends.
-    while !triage.backlog.is_empty() {
-        triage.explain_some(32, sink, &mut t)?;
+    // The flagged posts written get their words before the run ends, for a few seconds at
+    // most (a stop is not held up); the rest are counted.
+    let until = Instant::now() + FINAL_EXPLAIN;
+    while !triage.backlog.is_empty() && Instant::now() < until {
+        triage.explain_some(EXPLAIN_CHUNK, sink, &mut t)?;
     }
+    t.unexplained += triage.backlog.len() as u64;
     let c = std::mem::take(&mut triage.clock);
     t.budget = Budget {
         wait: Step::of(c.wait),
