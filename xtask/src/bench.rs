@@ -50,21 +50,30 @@ fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{what} printed no JSON result"))
 }
 
-/// Builds the release `flagship-bench` binary; returns it and the target folder.
+/// Builds the release binary `bin` of `package`; returns it and the target folder.
 /// (`setup::cargo`: without `cargo run`'s variables, which would force rebuilds.)
-fn release_bench(env: &setup::Env) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+fn release_bin(
+    env: &setup::Env,
+    package: &str,
+    bin: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     setup::run_cmd(setup::cargo(&env.root).args([
         "build",
         "--release",
         "-p",
-        "flagship-bench",
+        package,
         "--bin",
-        "flagship-bench",
+        bin,
     ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env.root.join("target"));
-    Ok((target.join("release").join("flagship-bench"), target))
+    Ok((target.join("release").join(bin), target))
+}
+
+/// The release `flagship-bench` binary and the target folder.
+fn release_bench(env: &setup::Env) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    release_bin(env, "flagship-bench", "flagship-bench")
 }
 
 /// One line of the benchmark table.
@@ -459,18 +468,7 @@ fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
 
 /// The release `flagship` binary (built here if needed).
 fn release_flagship(env: &setup::Env) -> Result<std::path::PathBuf, String> {
-    setup::run_cmd(setup::cargo(&env.root).args([
-        "build",
-        "--release",
-        "-p",
-        "flagship-cli",
-        "--bin",
-        "flagship",
-    ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env.root.join("target"));
-    Ok(target.join("release").join("flagship"))
+    release_bin(env, "flagship-cli", "flagship").map(|(bin, _)| bin)
 }
 
 /// The demo's model folder; `cargo xtask pipeline` trains it.

@@ -33,7 +33,7 @@ use aws_sdk_ec2::types::{
     IpPermission, IpRange, ResourceType, Tag, TagSpecification,
 };
 
-use crate::{AwsError, Clients, Resources, Step, fail, step};
+use crate::{AwsError, Clients, Resources, Step, fail, get_role, step};
 
 /// The tag that marks a mission's host (its value: the delivery stream).
 pub const HOST_TAG: &str = "flagship:host";
@@ -408,20 +408,6 @@ async fn account(c: &Clients) -> Result<String, AwsError> {
         .ok_or_else(|| AwsError::Fatal("sts GetCallerIdentity: no account".into()))
 }
 
-/// The host's role, or `None` when IAM says there is none (any other error is an error).
-async fn get_role(c: &Clients, h: &Host) -> Result<Option<aws_sdk_iam::types::Role>, AwsError> {
-    match c.iam.get_role().role_name(&h.name).send().await {
-        Ok(r) => Ok(r.role().cloned()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(fail("iam GetRole")(e)),
-    }
-}
-
 async fn get_profile(
     c: &Clients,
     h: &Host,
@@ -512,13 +498,17 @@ pub fn glibc_needed(binary: &[u8]) -> Option<u32> {
 /// Amazon Linux 2023's glibc is 2.34: a binary built against a newer one does not start there.
 const AL2023_GLIBC_MINOR: u32 = 34;
 
-/// Uploads `path` to `key` unless the object there has the same bytes (its `sha256`
-/// metadata, which this function writes). Encrypted with S3's own keys (SSE-S3), so the host
-/// role needs no KMS grant even when the bucket's default is a customer key.
-async fn upload(c: &Clients, h: &Host, path: &Path, key: &str) -> Result<Step, AwsError> {
+/// Uploads `bytes` (read from `path`) to `key` unless the object there has the same bytes
+/// (its `sha256` metadata, which this function writes). Encrypted with S3's own keys (SSE-S3),
+/// so the host role needs no KMS grant even when the bucket's default is a customer key.
+async fn upload(
+    c: &Clients,
+    h: &Host,
+    path: &Path,
+    bytes: Vec<u8>,
+    key: &str,
+) -> Result<Step, AwsError> {
     use sha2::Digest;
-    let bytes = std::fs::read(path)
-        .map_err(|e| AwsError::Fatal(format!("cannot read {}: {e}", path.display())))?;
     let sha: String = sha2::Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -545,13 +535,15 @@ async fn upload(c: &Clients, h: &Host, path: &Path, key: &str) -> Result<Step, A
     ))
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, AwsError> {
+    std::fs::read(path).map_err(|e| AwsError::Fatal(format!("cannot read {}: {e}", path.display())))
+}
+
 /// The binary must start on the host: refused before anything is changed when it asks for a
 /// newer glibc than Amazon Linux 2023's (with the default AMI).
-fn check_binary(h: &Host, path: &Path) -> Result<(), AwsError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| AwsError::Fatal(format!("cannot read {}: {e}", path.display())))?;
+fn check_binary(h: &Host, path: &Path, bytes: &[u8]) -> Result<(), AwsError> {
     if h.ami.is_none()
-        && let Some(n) = glibc_needed(&bytes)
+        && let Some(n) = glibc_needed(bytes)
         && n > AL2023_GLIBC_MINOR
     {
         return Err(AwsError::Fatal(format!(
@@ -563,10 +555,11 @@ fn check_binary(h: &Host, path: &Path) -> Result<(), AwsError> {
 }
 
 async fn upload_files(c: &Clients, h: &Host, files: Files<'_>) -> Result<Vec<Step>, AwsError> {
-    check_binary(h, files.binary)?;
+    let binary = read(files.binary)?;
+    check_binary(h, files.binary, &binary)?;
     Ok(vec![
-        upload(c, h, files.binary, &h.binary_key()).await?,
-        upload(c, h, files.config, &h.config_key()).await?,
+        upload(c, h, files.binary, binary, &h.binary_key()).await?,
+        upload(c, h, files.config, read(files.config)?, &h.config_key()).await?,
     ])
 }
 
@@ -597,7 +590,7 @@ pub async fn create(
         })?;
     // A role of this name made for another host (a long name's hash collided, or by hand) is
     // never taken over.
-    let role = get_role(c, h).await?;
+    let role = get_role(c, &h.name).await?;
     if let Some(role) = &role {
         let theirs = role
             .tags()
@@ -940,7 +933,7 @@ pub async fn status(c: &Clients, h: &Host) -> Result<Vec<Step>, AwsError> {
     for (name, kind) in parameters(c, h).await? {
         steps.push(step(format!("ssm {name}"), format!("exists ({kind})")));
     }
-    let role = if get_role(c, h).await?.is_some() {
+    let role = if get_role(c, &h.name).await?.is_some() {
         "exists"
     } else {
         "missing"
@@ -1152,7 +1145,7 @@ pub async fn destroy(c: &Clients, h: &Host) -> Result<Vec<Step>, AwsError> {
             "deleted (verified)",
         ));
     }
-    if let Some(role) = get_role(c, h).await? {
+    if let Some(role) = get_role(c, &h.name).await? {
         // Only this host's role (see create).
         let ours = role
             .tags()
@@ -1187,7 +1180,7 @@ pub async fn destroy(c: &Clients, h: &Host) -> Result<Vec<Step>, AwsError> {
             .send()
             .await
             .map_err(fail("iam DeleteRole"))?;
-        if get_role(c, h).await?.is_some() {
+        if get_role(c, &h.name).await?.is_some() {
             return Err(AwsError::Fatal(format!("role {} still exists", h.name)));
         }
         steps.push(step(format!("iam role {}", h.name), "deleted (verified)"));

@@ -278,9 +278,13 @@ async fn bucket_exists(c: &Clients, r: &Resources) -> Result<bool, AwsError> {
     }
 }
 
-async fn role_arn(c: &Clients, r: &Resources) -> Result<Option<String>, AwsError> {
-    match c.iam.get_role().role_name(&r.role).send().await {
-        Ok(out) => Ok(out.role().map(|x| x.arn().to_owned())),
+/// The IAM role `name`, or `None` when IAM says there is none (any other error is an error).
+pub(crate) async fn get_role(
+    c: &Clients,
+    name: &str,
+) -> Result<Option<aws_sdk_iam::types::Role>, AwsError> {
+    match c.iam.get_role().role_name(name).send().await {
+        Ok(out) => Ok(out.role().cloned()),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_no_such_entity_exception()) =>
@@ -289,6 +293,10 @@ async fn role_arn(c: &Clients, r: &Resources) -> Result<Option<String>, AwsError
         }
         Err(e) => Err(fail("reading the IAM role")(e)),
     }
+}
+
+async fn role_arn(c: &Clients, r: &Resources) -> Result<Option<String>, AwsError> {
+    Ok(get_role(c, &r.role).await?.map(|x| x.arn().to_owned()))
 }
 
 async fn stream_status(
