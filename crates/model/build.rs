@@ -1,6 +1,7 @@
 //! Gives binaries and tests that link libtorch an rpath to it, so they run without
 //! LD_LIBRARY_PATH. LIBTORCH comes from `.cargo/config.toml` (→ `.venv/libtorch`, made by
-//! `cargo xtask setup`) or the user's environment. Shared by crates/cli and crates/bench.
+//! `cargo xtask setup`) or the user's environment. Shared by every crate that links it, and
+//! by flagship-desk for its tests alone.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
@@ -16,11 +17,17 @@ fn main() {
         // The real path: libtorch_cuda finds its CUDA libraries through `$ORIGIN/../../nvidia`,
         // which must be resolved from site-packages, not from the `.venv/libtorch` link.
         let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+        // The desk's library never links libtorch; its tests (running the live loop) do.
+        let link_arg = if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("flagship-desk") {
+            "cargo:rustc-link-arg-tests"
+        } else {
+            "cargo:rustc-link-arg"
+        };
+        println!("{link_arg}=-Wl,-rpath,{}", lib.display());
         // Nothing references libtorch_cuda's symbols directly, so `--as-needed` linkers drop
         // it and libtorch then never sees the GPU. Keep it whenever this libtorch has CUDA.
         if lib.join("libtorch_cuda.so").exists() {
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+            println!("{link_arg}=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
         }
     }
 }

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use flagship_aws::{self as aws, Resources};
-use flagship_core::testing::{MotoServer, fixture};
 use flagship_ingest::firehose::FirehoseSink;
 use flagship_ingest::source::Replay;
+use flagship_testkit::{MotoServer, fixture};
 
 #[test]
 fn aws_lifecycle_and_firehose_sink_against_moto() {
@@ -273,7 +273,7 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
             },
         )
         .unwrap();
-        let mut read = flagship_core::jsonl::ReadReport::default();
+        let mut read = flagship_platforms::jsonl::ReadReport::default();
         for e in store.list("").await.unwrap() {
             assert!(
                 flagship_core::layout::hour_of_key(&e.key).is_some(),
@@ -283,7 +283,7 @@ fn aws_lifecycle_and_firehose_sink_against_moto() {
             read.read(&e.key, &store.get(&e.key).await.unwrap(), None);
         }
         assert!(read.bad_lines.is_empty());
-        let mut ids: Vec<&str> = read.tweets.iter().map(|t| t.id.as_str()).collect();
+        let mut ids: Vec<&str> = read.posts.iter().map(|t| t.id.as_str()).collect();
         let n = ids.len();
         ids.sort();
         ids.dedup();

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use flagship_aws::host::{self, Files, Host};
 use flagship_aws::{self as aws, Resources};
-use flagship_core::testing::MotoServer;
+use flagship_testkit::MotoServer;
 
 const TOKEN: &str = "AAAA-x-bearer-token-of-mission-a-never-in-user-data";
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use chrono::{Duration, Utc};
-use flagship_core::{Platform, Tweet};
+use flagship_core::{Platform, Post};
 use flagship_desk::{Decision, DeskStore, Order};
 use flagship_live::Scored;
 
@@ -48,13 +48,13 @@ pub fn run(a: Args) -> Result<()> {
             .map(|&i| {
                 let p = ((i * 7919) % 1000) as f32 / 1000.0;
                 Scored {
-                    tweet: Tweet {
+                    post: Post {
                         platform: Platform::X,
                         id: (1_600_000_000_000_000_000u64 + i as u64).to_string(),
                         url: Some(format!("https://x.com/i/web/status/{i}")),
                         created_at: Some(t0 + Duration::milliseconds(i as i64 * 800)),
                         text: texts[i % texts.len()].clone(),
-                        ..Tweet::default()
+                        ..Post::default()
                     },
                     text_model: texts[i % texts.len()].clone(),
                     matched: vec![],

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use flagship_ingest::sink::LocalSink;
-use flagship_ingest::source::{Replay, TweetSource};
+use flagship_ingest::source::{PostSource, Replay};
 use flagship_store::storage::{Location, Store};
 
 #[derive(clap::Subcommand)]
@@ -98,8 +98,8 @@ type Pair = (Vec<u8>, Vec<u8>);
 /// each: posts per second, one JSON line of flat keys.
 pub fn parsers() -> Result<serde_json::Value> {
     use flagship_core::Platform;
-    use flagship_core::jsonl::parse_record;
     use flagship_ingest::record::{Line, classify};
+    use flagship_platforms::jsonl::parse_record;
     // xtask runs the benchmarks from the workspace root.
     let fixtures = std::path::Path::new("fixtures");
     let lines = |rel: &str| -> Result<Vec<Vec<u8>>> {
@@ -126,7 +126,7 @@ pub fn parsers() -> Result<serde_json::Value> {
         let records: Vec<Pair> = lines(rel)?
             .into_iter()
             .filter_map(|l| match classify(platform, &l, now) {
-                Line::Tweet { record, .. } => Some((l, record.to_vec())),
+                Line::Post { record, .. } => Some((l, record.to_vec())),
                 _ => None,
             })
             .collect();
@@ -142,8 +142,8 @@ pub fn parsers() -> Result<serde_json::Value> {
             n as f64 / start.elapsed().as_secs_f64()
         };
         let check =
-            time(&|(l, _)| usize::from(matches!(classify(platform, l, now), Line::Tweet { .. })));
-        let record = time(&|(_, r)| parse_record(r, None).map_or(0, |p| p.tweets.len()));
+            time(&|(l, _)| usize::from(matches!(classify(platform, l, now), Line::Post { .. })));
+        let record = time(&|(_, r)| parse_record(r, None).map_or(0, |p| p.posts.len()));
         out.insert(format!("{platform}_posts"), records.len().into());
         out.insert(format!("{platform}_classify_per_second"), check.into());
         out.insert(format!("{platform}_record_per_second"), record.into());

@@ -105,12 +105,12 @@ async fn corpus(dir: PathBuf, n: usize, per_hour: usize, payloads: PathBuf) -> R
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     files.sort();
-    let mut report = flagship_core::jsonl::ReadReport::default();
+    let mut report = flagship_platforms::jsonl::ReadReport::default();
     for f in &files {
         let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
         report.read(&f.display().to_string(), &bytes, None);
     }
-    let base = report.tweets;
+    let base = report.posts;
     anyhow::ensure!(!base.is_empty(), "no tweets in {}", payloads.display());
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -122,7 +122,7 @@ async fn corpus(dir: PathBuf, n: usize, per_hour: usize, payloads: PathBuf) -> R
     let mut written = 0;
     while written < n {
         let count = per_hour.min(n - written);
-        let tweets: Vec<flagship_core::Tweet> = (written..written + count)
+        let tweets: Vec<flagship_core::Post> = (written..written + count)
             .map(|i| {
                 let mut t = base[i % base.len()].clone();
                 t.id = (1_500_000_000_000_000_000 + i as u64).to_string();

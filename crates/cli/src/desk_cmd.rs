@@ -226,7 +226,7 @@ async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
 struct Live {
     model: flagship_model::Classifier,
     model_id: String,
-    source: Box<dyn flagship_ingest::source::TweetSource>,
+    source: Box<dyn flagship_ingest::source::PostSource>,
 }
 
 async fn open_live(config: &Config, a: &ServeArgs) -> Result<Live> {
@@ -314,9 +314,9 @@ async fn attach(
                         continue;
                     }
                     line_no += 1;
-                    match serde_json::from_slice::<crate::watch::Row>(line) {
-                        Ok(crate::watch::Row::Flagged(r)) => batch.push(r.scored()),
-                        Ok(crate::watch::Row::Why(w)) => whys.push(w.explained()),
+                    match serde_json::from_slice::<flagship_core::live::Row>(line) {
+                        Ok(flagship_core::live::Row::Flagged(r)) => batch.push(r.scored()),
+                        Ok(flagship_core::live::Row::Why(w)) => whys.push(w.explained()),
                         Err(e) => {
                             bad += 1;
                             tracing::warn!("{}:{line_no}: not a flagged row: {e}", file.display());

@@ -12,7 +12,7 @@ use flagship_ingest::firehose::FirehoseSink;
 use flagship_ingest::jetstream::{Jetstream, JetstreamConfig};
 use flagship_ingest::mastodon::{MastodonConfig, MastodonStream};
 use flagship_ingest::sink::{LocalSink, Sink};
-use flagship_ingest::source::{Merged, Replay, TweetSource};
+use flagship_ingest::source::{Merged, PostSource, Replay};
 use flagship_ingest::xstream::{self, XStream, XStreamConfig};
 use flagship_store::storage::{Location, Store};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -152,7 +152,7 @@ impl SourceArgs {
         config: &Config,
         who: &str,
         lag: Duration,
-    ) -> Result<Box<dyn TweetSource>> {
+    ) -> Result<Box<dyn PostSource>> {
         if let Some(p) = &self.replay {
             let platform = match self.sources[..] {
                 [] => Platform::X,
@@ -163,7 +163,7 @@ impl SourceArgs {
                 Replay::new(Replay::files_of(p)?, self.speed).platform(platform),
             ));
         }
-        let mut opened: Vec<Box<dyn TweetSource>> = Vec::new();
+        let mut opened: Vec<Box<dyn PostSource>> = Vec::new();
         for p in self.platforms(config)? {
             opened.push(match p {
                 Platform::X => self.open_x(config, who).await?,
@@ -215,7 +215,7 @@ impl SourceArgs {
     }
 
     /// Connects to X after syncing the stream rules with the profile's.
-    async fn open_x(&self, config: &Config, who: &str) -> Result<Box<dyn TweetSource>> {
+    async fn open_x(&self, config: &Config, who: &str) -> Result<Box<dyn PostSource>> {
         let base = self
             .base_url
             .clone()

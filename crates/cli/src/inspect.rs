@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use flagship_core::jsonl::ReadReport;
 use flagship_core::schema::Stage;
+use flagship_platforms::jsonl::ReadReport;
 use flagship_store::records;
 use flagship_store::storage::{Location, Store};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,7 +55,7 @@ pub async fn write_outputs(
     s3: &flagship_store::storage::S3Options,
 ) -> Result<()> {
     let store = Store::open(out, s3)?;
-    let batch = records::to_batch(&r.tweets)?;
+    let batch = records::to_batch(&r.posts)?;
     store
         .write_parquet("raw.parquet", &Stage::Raw.schema(), &[batch])
         .await?;

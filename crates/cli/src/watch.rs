@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use flagship_core::config::{Area, Config};
-use flagship_live::{Explained, Options, Scored, Sink, Totals};
+use flagship_core::live::{Explained, FlaggedRow, Scored, Sink, SinkError, WhyRow};
+use flagship_live::{Options, Totals};
 use flagship_store::storage::Location;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -83,132 +84,26 @@ fn flagged_ids(path: &Path) -> Result<HashSet<String>> {
     Ok(ids)
 }
 
-/// A line of the flagged file.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-pub enum Row {
-    Flagged(Box<FlaggedRow>),
-    Why(WhyRow),
-}
-
-/// A line of the flagged file saying why a post above it was flagged (written after it).
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WhyRow {
-    /// The flagged post's id.
-    pub explains: String,
-    pub platform: flagship_core::Platform,
-    /// The words that raised the probability most, strongest first.
-    pub why: Vec<flagship_model::Why>,
-}
-
-impl WhyRow {
-    pub fn explained(self) -> Explained {
-        Explained {
-            platform: self.platform,
-            id: self.explains,
-            why: self.why,
-        }
-    }
-}
-
-/// One line of the flagged file: a flagged post with its link, score and model.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct FlaggedRow {
-    pub platform: flagship_core::Platform,
-    pub id: String,
-    pub url: Option<String>,
-    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub author_username: Option<String>,
-    pub client: Option<String>,
-    pub text: String,
-    pub text_model: String,
-    #[serde(default)]
-    pub matched: Vec<String>,
-    pub need_support_probability: f32,
-    pub threshold: f64,
-    pub model: String,
-    pub flagged_at: chrono::DateTime<chrono::Utc>,
-    pub latency_ms: f64,
-    /// The words that raised the probability most, strongest first (files before the words
-    /// moved to their own [`WhyRow`] line; empty now).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub why: Vec<flagship_model::Why>,
-}
-
-impl FlaggedRow {
-    pub fn of(s: &Scored) -> FlaggedRow {
-        let t = &s.tweet;
-        FlaggedRow {
-            platform: t.platform,
-            id: t.id.clone(),
-            url: t.url.clone(),
-            created_at: t.created_at,
-            author_username: t.author_username.clone(),
-            client: s.client.clone(),
-            text: t.text.clone(),
-            text_model: s.text_model.clone(),
-            matched: s.matched.clone(),
-            need_support_probability: s.probability,
-            threshold: s.threshold,
-            model: s.model_id.clone(),
-            flagged_at: s.scored_at,
-            latency_ms: s.latency_ms,
-            why: s.why.clone(),
-        }
-    }
-
-    /// Back to a scored post (the desk attached to a watch's file).
-    pub fn scored(self) -> Scored {
-        Scored {
-            tweet: flagship_core::Tweet {
-                platform: self.platform,
-                id: self.id,
-                url: self.url,
-                created_at: self.created_at,
-                author_username: self.author_username,
-                text: self.text,
-                ..Default::default()
-            },
-            text_model: self.text_model,
-            matched: self.matched,
-            client: self.client,
-            probability: self.need_support_probability,
-            need_support: true,
-            threshold: self.threshold,
-            model_id: self.model,
-            scored_at: self.flagged_at,
-            latency_ms: self.latency_ms,
-            why: self.why,
-        }
-    }
-}
-
 /// The flagged posts of each micro-batch, appended as JSON lines and flushed.
 struct FlaggedFile {
     out: std::fs::File,
 }
 
 impl Sink for FlaggedFile {
-    fn write(&mut self, scored: &[Scored]) -> Result<(), String> {
+    fn write(&mut self, scored: &[Scored]) -> Result<(), SinkError> {
         let mut text = String::new();
         for s in scored.iter().filter(|s| s.need_support) {
-            let row = serde_json::to_string(&FlaggedRow::of(s)).map_err(|e| e.to_string())?;
+            let row = serde_json::to_string(&FlaggedRow::of(s)).map_err(SinkError::of)?;
             text.push_str(&row);
             text.push('\n');
         }
         self.append(&text)
     }
 
-    fn explained(&mut self, why: &[Explained]) -> Result<(), String> {
+    fn explained(&mut self, why: &[Explained]) -> Result<(), SinkError> {
         let mut text = String::new();
         for e in why {
-            let row = WhyRow {
-                explains: e.id.clone(),
-                platform: e.platform,
-                why: e.why.clone(),
-            };
-            text.push_str(&serde_json::to_string(&row).map_err(|e| e.to_string())?);
+            text.push_str(&serde_json::to_string(&WhyRow::of(e)).map_err(SinkError::of)?);
             text.push('\n');
         }
         self.append(&text)
@@ -216,12 +111,12 @@ impl Sink for FlaggedFile {
 }
 
 impl FlaggedFile {
-    fn append(&mut self, text: &str) -> Result<(), String> {
+    fn append(&mut self, text: &str) -> Result<(), SinkError> {
         if !text.is_empty() {
             self.out
                 .write_all(text.as_bytes())
                 .and_then(|()| self.out.flush())
-                .map_err(|e| e.to_string())?;
+                .map_err(SinkError::of)?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use flagship_core::testing::workspace_root;
+use flagship_testkit::workspace_root;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flagship"))
@@ -129,7 +129,7 @@ fn predict_sets_aside_lines_that_are_not_utf8() {
     let d = dir.path();
     // A linear model trained on real labelled tweets (instant), then a JSONL input with a
     // line of Latin-1 bytes.
-    let train = flagship_core::testing::fixture("tweeteval-sentiment/val.jsonl");
+    let train = flagship_testkit::fixture("tweeteval-sentiment/val.jsonl");
     let o = run(
         d,
         &[

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use flagship_core::testing::{fixture, workspace_root};
+use flagship_testkit::{fixture, workspace_root};
 
 fn flagship() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flagship"));

@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use flagship_core::testing::fixture;
 use flagship_desk::testing::{cookie_of, csrf_of, form, http};
+use flagship_testkit::fixture;
 
 mod common;
 use common::{flagship, flagship_fails, linear_model};

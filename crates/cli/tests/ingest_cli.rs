@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use flagship_core::testing::fixture;
+use flagship_testkit::fixture;
 
 mod common;
 use common::flagship;
@@ -251,7 +251,7 @@ fn the_systemd_units_verify() {
     };
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();
-    let deploy = flagship_core::testing::workspace_root().join("deploy");
+    let deploy = flagship_testkit::workspace_root().join("deploy");
     let mut units = Vec::new();
     for entry in std::fs::read_dir(&deploy).unwrap() {
         let path = entry.unwrap().path();

@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use flagship_core::testing::{fixture, workspace_root};
+use flagship_testkit::{fixture, workspace_root};
 
 fn flagship(args: &[&str], dir: &Path) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_flagship"))

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use flagship_core::testing::fixture;
+use flagship_testkit::fixture;
 
 mod common;
 use common::{flagship, linear_model};

@@ -8,7 +8,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use flagship_core::testing::{MotoServer, fixture};
+use flagship_testkit::{MotoServer, fixture};
 
 /// Every other message of the demo stream (400 a day), the first `n` of them (1,500: days 1 to
 /// ~4), as plain JSONL.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use chrono::{TimeZone, Utc};
 use flagship_core::layout::object_key;
-use flagship_core::testing::fixture;
+use flagship_testkit::fixture;
 
 mod common;
 use common::{flagship, flagship_fails};
@@ -132,13 +132,13 @@ batch_size = 10
     assert!(report.contains("2 legacy TSV records"), "{report}");
     // 527 tweets + 2 legacy; the repeated kpop object's tweets are dropped.
     let kpop = {
-        let mut r = flagship_core::jsonl::ReadReport::default();
+        let mut r = flagship_platforms::jsonl::ReadReport::default();
         r.read(
             "k",
             &std::fs::read(fixture("twitter-v2/kpop.jsonl")).unwrap(),
             None,
         );
-        r.tweets
+        r.posts
             .iter()
             .map(|t| t.id.clone())
             .collect::<std::collections::BTreeSet<_>>()

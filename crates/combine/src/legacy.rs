@@ -10,7 +10,7 @@
 //! and documented as such.
 
 use chrono::{DateTime, Utc};
-use flagship_core::Tweet;
+use flagship_core::Post;
 
 /// The legacy columns, in order.
 pub const COLUMNS: [&str; 53] = [
@@ -102,7 +102,7 @@ fn col(name: &'static str) -> usize {
 }
 
 /// Parses one legacy record (without its newline).
-pub fn parse_line(line: &str) -> Result<Tweet, LegacyError> {
+pub fn parse_line(line: &str) -> Result<Post, LegacyError> {
     let mut fields: Vec<&str> = line.split('\t').collect();
     // The trailing tab leaves one empty field; the seed dropped it.
     if fields.last() == Some(&"") {
@@ -162,9 +162,9 @@ pub fn parse_line(line: &str) -> Result<Tweet, LegacyError> {
     let id = int("id")?.ok_or_else(|| bad("id", v("id"), "a tweet id"))?;
     let in_reply_to_user_id = int("in_reply_to_user_id")?;
     let id = id.to_string();
-    Ok(Tweet {
+    Ok(Post {
         platform: flagship_core::Platform::X,
-        url: Some(flagship_core::tweet::x_url(&id, None)),
+        url: Some(flagship_platforms::x::url(&id, None)),
         id,
         created_at: time("created_at")?,
         text: v("text").to_owned(),

@@ -25,10 +25,10 @@ use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::prelude::{SessionContext, col};
-use flagship_core::Tweet;
-use flagship_core::jsonl::{BadLine, PayloadError, parse_record};
+use flagship_core::Post;
 use flagship_core::layout::{hour_file, hour_of_key};
 use flagship_core::schema::Stage;
+use flagship_platforms::jsonl::{BadLine, PayloadError, parse_record};
 use flagship_store::frames::{self, FrameError};
 use flagship_store::manifest::{Fingerprint, Manifest, ManifestError};
 use flagship_store::records::{self, RecordError};
@@ -197,7 +197,7 @@ pub fn quarantine_key(hour: DateTime<Utc>) -> String {
 fn parse_object(
     key: &str,
     bytes: &[u8],
-    tweets: &mut Vec<(Tweet, String)>,
+    tweets: &mut Vec<(Post, String)>,
     bad: &mut Vec<BadLine>,
     counts: &mut Counts,
 ) {
@@ -265,8 +265,8 @@ fn parse_object(
         match parse_record(body.trim_ascii(), None) {
             Ok(p) => {
                 counts.api_errors += p.errors.len() as u64;
-                counts.tweets += p.tweets.len() as u64;
-                tweets.extend(p.tweets.into_iter().map(|t| (t, key.to_owned())));
+                counts.tweets += p.posts.len() as u64;
+                tweets.extend(p.posts.into_iter().map(|t| (t, key.to_owned())));
             }
             Err(e) => bad.push(quarantine(e)),
         }
@@ -278,14 +278,14 @@ fn parse_object(
 pub async fn combine_rows(
     ctx: &SessionContext,
     hour: DateTime<Utc>,
-    tweets: &[(Tweet, String)],
+    tweets: &[(Post, String)],
 ) -> Result<RecordBatch, CombineError> {
     let label = hour.format("%Y-%m-%d %H:00").to_string();
     let schema = Stage::Combined.schema();
     if tweets.is_empty() {
         return Ok(RecordBatch::new_empty(schema));
     }
-    let plain: Vec<Tweet> = tweets.iter().map(|(t, _)| t.clone()).collect();
+    let plain: Vec<Post> = tweets.iter().map(|(t, _)| t.clone()).collect();
     let raw = records::to_batch(&plain).map_err(|source| CombineError::Records {
         hour: label.clone(),
         source,

@@ -10,8 +10,8 @@ use std::process::Command;
 use bytes::Bytes;
 use chrono::Utc;
 use flagship_core::layout::object_key;
-use flagship_core::testing::{MotoServer, fixture, venv};
 use flagship_store::storage::{Location, S3Options, Store};
+use flagship_testkit::{MotoServer, fixture, venv};
 
 const PUT: &str = r#"
 import boto3, json, sys
@@ -161,7 +161,7 @@ fn moto_firehose_objects_combine_like_the_local_layout() {
             // The put straddled an hour boundary: compare the rows across hours.
             assert!(after.format("%H").to_string() != before.format("%H").to_string());
             let all = |v: &[arrow::array::RecordBatch]| {
-                let mut t: Vec<flagship_core::Tweet> = Vec::new();
+                let mut t: Vec<flagship_core::Post> = Vec::new();
                 for b in v {
                     let raw_cols: Vec<usize> =
                         (0..flagship_core::schema::Stage::Raw.schema().fields().len()).collect();

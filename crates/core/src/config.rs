@@ -819,7 +819,7 @@ mod tests {
     fn the_host_config_writes_only_under_var_lib_flagship() {
         // Under the unit's ProtectSystem=strict, a relative location would resolve under /etc.
         let c =
-            Config::load(&crate::testing::workspace_root().join("deploy/flagship.toml")).unwrap();
+            Config::load(&flagship_testkit::workspace_root().join("deploy/flagship.toml")).unwrap();
         for area in Area::ALL {
             match c.location(area).unwrap() {
                 Location::Local(p) => assert!(p.starts_with("/var/lib/flagship"), "{p:?}"),

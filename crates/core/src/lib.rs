@@ -1,10 +1,11 @@
 //! flagship-core: the light core every crate shares — types, config, schemas and the rules
 //! written once. No I/O engines: no DataFusion, no object_store, no AWS, no libtorch.
 //!
-//! - [`v2`]: the serde model of X API v2 payloads (stream messages, search / lookup pages);
-//!   [`jsonl`] reads them line by line, reporting each bad line with its source, line, byte
-//!   offset and JSON path instead of failing or dropping it.
-//! - [`Tweet`]: the canonical record (payload `data` joined with `includes`).
+//! - [`Post`]: the canonical record of a post on any platform (X, Bluesky, Mastodon) and its
+//!   [`Platform`]; `flagship-platforms` reads each platform's payloads into it.
+//! - [`live`]: what the micro-batch loop hands on — a scored post, the words that explain it,
+//!   the `Sink` that takes them — as plain data, so the desk and other sinks build without
+//!   libtorch.
 //! - [`schema`]: one versioned Arrow schema per stage output (`arrow-schema` only).
 //! - [`location`]: storage locations as values (`path`, `file://`, `s3://bucket/prefix`);
 //!   `flagship-store` opens them.
@@ -17,26 +18,23 @@
 //!   [`operating`] (the operating points: which threshold the team works at) and [`features`]
 //!   (time-of-day buckets, word-count bins).
 //!
-//! It reads only the config file its caller names; it never talks to X, Firehose, S3 or a
-//! model, and it must stay light (xtask-like tools, metrics and the model crate link it).
+//! It reads only the config file its caller names; it never parses a platform's payload,
+//! never talks to X, Bluesky, Mastodon, Firehose, S3 or a model, and it must stay light
+//! (xtask-like tools, metrics, the desk and the model crate link it).
 
-pub mod bluesky;
 pub mod config;
 pub mod features;
-pub mod jsonl;
 pub mod labels;
 pub mod layout;
+pub mod live;
 pub mod location;
-pub mod mastodon;
 pub mod operating;
+pub mod post;
 pub mod rng;
 pub mod schema;
 pub mod scoring;
-pub mod testing;
 pub mod track;
-pub mod tweet;
-pub mod v2;
 
 pub use config::Config;
 pub use location::Location;
-pub use tweet::{Platform, Tweet};
+pub use post::{Platform, Post};

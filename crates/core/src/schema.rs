@@ -94,7 +94,7 @@ fn f(name: &str, dt: DataType, nullable: bool) -> Field {
     Field::new(name, dt, nullable)
 }
 
-/// Columns of [`crate::Tweet`], in declaration order.
+/// Columns of [`crate::Post`], in declaration order.
 fn raw_fields() -> Vec<Field> {
     use DataType::*;
     vec![

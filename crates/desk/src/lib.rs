@@ -3,7 +3,7 @@
 //!
 //! - [`DeskStore`] (`store`): the embedded SQLite database under the page — posts, scores,
 //!   decisions with who and when (append-only), the views (queue, uncertain, today) and the
-//!   labels the decisions amount to. It is a [`flagship_live::Sink`].
+//!   labels the decisions amount to. It is a [`flagship_core::live::Sink`].
 //! - [`server`]: the axum app — the page (server-rendered HTML, one external script and
 //!   stylesheet, no external fetches), live updates over SSE, the decision API, logins
 //!   (an argon2 users file or a token from the environment), CSRF on every POST, a strict
@@ -20,7 +20,7 @@ pub mod export;
 mod page;
 pub mod server;
 mod store;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use store::{Added, Decision, DeskError, DeskStore, Item, Order, SCHEMA, Today};

@@ -95,7 +95,7 @@ pub fn post(item: &Item, csrf: &str) -> String {
     let _ = write!(
         h,
         r#"<p class="text" dir="auto"><bdi>{}</bdi></p><footer>"#,
-        esc(&flagship_core::tweet::display_text(platform, &item.text))
+        esc(&flagship_platforms::display_text(platform, &item.text))
     );
     match item.url.as_deref().and_then(safe_url) {
         Some(u) => {
@@ -337,7 +337,7 @@ mod tests {
             need_support: true,
             model_id: "m".into(),
             decision: None,
-            why: vec![flagship_live::Why {
+            why: vec![flagship_core::live::Why {
                 word: "<i>late</i>".into(),
                 weight: 0.2,
             }],

@@ -193,7 +193,7 @@ impl Desk {
     }
 
     /// Stores why flagged posts were flagged and shows the words on open pages.
-    pub fn explained(&self, why: &[flagship_live::Explained]) -> Result<(), DeskError> {
+    pub fn explained(&self, why: &[flagship_core::live::Explained]) -> Result<(), DeskError> {
         self.store().explain(why)?;
         for e in why {
             let _ = self.events.send(Event::Why {
@@ -206,7 +206,7 @@ impl Desk {
 
     /// Stores scored posts and tells open pages about the new flagged ones. Once committed,
     /// nothing turns it into an error (a failing today panel is logged).
-    pub fn add(&self, scored: &[flagship_live::Scored]) -> Result<(), DeskError> {
+    pub fn add(&self, scored: &[flagship_core::live::Scored]) -> Result<(), DeskError> {
         if let Some(s) = scored.first() {
             self.set_model(&s.model_id, s.threshold);
         }
@@ -1161,12 +1161,22 @@ pub async fn serve(
 /// returns) and pushes the new flagged posts to open pages.
 pub struct LiveSink(pub Arc<Desk>);
 
-impl flagship_live::Sink for LiveSink {
-    fn write(&mut self, scored: &[flagship_live::Scored]) -> Result<(), String> {
-        self.0.add(scored).map_err(|e| e.to_string())
+impl flagship_core::live::Sink for LiveSink {
+    fn write(
+        &mut self,
+        scored: &[flagship_core::live::Scored],
+    ) -> Result<(), flagship_core::live::SinkError> {
+        self.0
+            .add(scored)
+            .map_err(flagship_core::live::SinkError::of)
     }
 
-    fn explained(&mut self, why: &[flagship_live::Explained]) -> Result<(), String> {
-        self.0.explained(why).map_err(|e| e.to_string())
+    fn explained(
+        &mut self,
+        why: &[flagship_core::live::Explained],
+    ) -> Result<(), flagship_core::live::SinkError> {
+        self.0
+            .explained(why)
+            .map_err(flagship_core::live::SinkError::of)
     }
 }

@@ -154,7 +154,7 @@ pub struct Item {
     /// The current decision (after undos), if any.
     pub decision: Option<Decision>,
     /// The words that raised the latest score most (a flagged post's "why").
-    pub why: Vec<flagship_live::Why>,
+    pub why: Vec<flagship_core::live::Why>,
 }
 
 /// Queue order.
@@ -231,13 +231,13 @@ const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.t
      c.decision, p.why";
 
 /// When the live loop read a post: scored, less the time it took.
-fn arrived(s: &flagship_live::Scored) -> DateTime<Utc> {
+fn arrived(s: &flagship_core::live::Scored) -> DateTime<Utc> {
     s.scored_at - chrono::Duration::microseconds((s.latency_ms * 1e3).round() as i64)
 }
 
 /// A post just scored as the desk shows it (no decision yet).
-pub(crate) fn item_of(s: &flagship_live::Scored) -> Item {
-    let t = &s.tweet;
+pub(crate) fn item_of(s: &flagship_core::live::Scored) -> Item {
+    let t = &s.post;
     Item {
         platform: t.platform.as_str().to_owned(),
         id: t.id.clone(),
@@ -497,7 +497,7 @@ impl DeskStore {
 
     /// Adds scored posts in one transaction: a post already there keeps its row (never
     /// twice) and takes the newer score; each model's score of it is kept.
-    pub fn add(&mut self, scored: &[flagship_live::Scored]) -> Result<Added, DeskError> {
+    pub fn add(&mut self, scored: &[flagship_core::live::Scored]) -> Result<Added, DeskError> {
         let (tx, wrap) = begin(&mut self.db, &self.path)?;
         let mut added = Added::default();
         {
@@ -529,7 +529,7 @@ impl DeskStore {
                 )
                 .map_err(wrap)?;
             for (i, s) in scored.iter().enumerate() {
-                let t = &s.tweet;
+                let t = &s.post;
                 let scored_at = s.scored_at.to_rfc3339();
                 let why = serde_json::to_string(&s.why).expect("words serialise");
                 let fresh = post
@@ -586,7 +586,7 @@ impl DeskStore {
 
     /// Stores why flagged posts were flagged (the live loop explains after the write), in
     /// one transaction; how many posts it found.
-    pub fn explain(&mut self, why: &[flagship_live::Explained]) -> Result<usize, DeskError> {
+    pub fn explain(&mut self, why: &[flagship_core::live::Explained]) -> Result<usize, DeskError> {
         let (tx, wrap) = begin(&mut self.db, &self.path)?;
         let mut found = 0;
         {
@@ -815,12 +815,22 @@ fn replay(history: &[(Decision, String, String)]) -> Option<(Decision, String, S
     stack.pop().cloned()
 }
 
-impl flagship_live::Sink for DeskStore {
-    fn write(&mut self, scored: &[flagship_live::Scored]) -> Result<(), String> {
-        self.add(scored).map(drop).map_err(|e| e.to_string())
+impl flagship_core::live::Sink for DeskStore {
+    fn write(
+        &mut self,
+        scored: &[flagship_core::live::Scored],
+    ) -> Result<(), flagship_core::live::SinkError> {
+        self.add(scored)
+            .map(drop)
+            .map_err(flagship_core::live::SinkError::of)
     }
 
-    fn explained(&mut self, why: &[flagship_live::Explained]) -> Result<(), String> {
-        self.explain(why).map(drop).map_err(|e| e.to_string())
+    fn explained(
+        &mut self,
+        why: &[flagship_core::live::Explained],
+    ) -> Result<(), flagship_core::live::SinkError> {
+        self.explain(why)
+            .map(drop)
+            .map_err(flagship_core::live::SinkError::of)
     }
 }

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
-use flagship_core::testing::fixture;
-use flagship_core::{Platform, Tweet};
+use flagship_core::{Platform, Post};
 use flagship_desk::auth::{Methods, hash_password};
 use flagship_desk::server::{Desk, LiveSink, Settings};
 use flagship_desk::testing::{cookie_of, csrf_of, form, http};
 use flagship_desk::{Decision, DeskStore};
 use flagship_live::Scored;
+use flagship_testkit::fixture;
 
 const PASSWORD: &str = "correct horse battery";
 const TOKEN: &str = "a-shared-desk-token-for-scripts";
@@ -107,14 +107,14 @@ async fn browser(driver: &Driver, chromium: &PathBuf) -> Client {
 
 fn hostile(id: &str, text: &str, url: &str) -> Scored {
     Scored {
-        tweet: Tweet {
+        post: Post {
             platform: Platform::X,
             id: id.into(),
             url: Some(url.into()),
             created_at: Some(Utc::now()),
             text: text.into(),
             author_username: Some("<img src=x onerror=alert(2)>".into()),
-            ..Tweet::default()
+            ..Post::default()
         },
         text_model: text.into(),
         matched: vec!["<img src=x onerror=alert(4)>".into()],

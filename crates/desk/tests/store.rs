@@ -3,20 +3,20 @@
 //! today's precision, labels out, and clear errors for a locked or foreign database.
 
 use chrono::{TimeZone, Utc};
-use flagship_core::{Platform, Tweet};
+use flagship_core::live::Scored;
+use flagship_core::{Platform, Post};
 use flagship_desk::{Decision, DeskError, DeskStore, Order};
-use flagship_live::Scored;
 
 fn scored(id: &str, platform: Platform, minute: u32, p: f32) -> Scored {
     Scored {
-        tweet: Tweet {
+        post: Post {
             platform,
             id: id.into(),
             url: Some(format!("https://example.org/{minute}")),
             created_at: Some(Utc.with_ymd_and_hms(2026, 11, 30, 12, minute, 0).unwrap()),
             text: format!("<script>alert({minute})</script> post {minute}"),
             author_username: Some("someone".into()),
-            ..Tweet::default()
+            ..Post::default()
         },
         text_model: format!("post {minute}"),
         matched: vec![],
@@ -27,7 +27,7 @@ fn scored(id: &str, platform: Platform, minute: u32, p: f32) -> Scored {
         model_id: "m1".into(),
         scored_at: Utc::now(),
         latency_ms: 1.0,
-        why: vec![flagship_live::Why {
+        why: vec![flagship_core::live::Why {
             word: "late".into(),
             weight: 0.25,
         }],
@@ -77,10 +77,10 @@ fn decisions_are_durable_audited_and_become_labels() {
     assert_eq!(queue[0].why[0].word, "late");
     // The live loop's words, sent after the post, replace what it had; an unknown id is
     // not found (and nothing else changes).
-    let later = |id: &str, word: &str| flagship_live::Explained {
+    let later = |id: &str, word: &str| flagship_core::live::Explained {
         platform: Platform::X,
         id: id.into(),
-        why: vec![flagship_live::Why {
+        why: vec![flagship_core::live::Why {
             word: word.into(),
             weight: 0.5,
         }],

@@ -399,7 +399,7 @@ mod tests {
         let c = Config::default();
         let words = &c.mission.filter.wanted["words"];
         let wanted = TermMatcher::new(&c.mission.filter.wanted, false).unwrap();
-        let text = std::fs::read_to_string(flagship_core::testing::fixture(
+        let text = std::fs::read_to_string(flagship_testkit::fixture(
             "jwst-samples/jwst_tweets_from_notebook_outputs.jsonl",
         ))
         .unwrap();

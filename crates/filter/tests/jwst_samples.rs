@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
-use flagship_core::{Config, Tweet, schema::Stage};
+use flagship_core::{Config, Post, schema::Stage};
 use flagship_filter::{KEPT, TermMatcher};
 use flagship_store::records;
 use flagship_store::storage::{Location, S3Options, Store};
 
 fn samples() -> Vec<String> {
-    let text = std::fs::read_to_string(flagship_core::testing::fixture(
+    let text = std::fs::read_to_string(flagship_testkit::fixture(
         "jwst-samples/jwst_tweets_from_notebook_outputs.jsonl",
     ))
     .unwrap();
@@ -25,14 +25,14 @@ fn samples() -> Vec<String> {
         .collect()
 }
 
-fn tweet(id: u64, text: &str) -> Tweet {
+fn tweet(id: u64, text: &str) -> Post {
     let raw = format!(
         r#"{{"data":{{"id":"{id}","text":{}}}}}"#,
         serde_json::to_string(text).unwrap()
     );
-    let mut t = flagship_core::jsonl::parse_payload(raw.as_bytes(), None)
+    let mut t = flagship_platforms::jsonl::parse_payload(raw.as_bytes(), None)
         .unwrap()
-        .tweets
+        .posts
         .remove(0);
     t.created_at = Some(
         Utc.with_ymd_and_hms(2022, 1, 2, 3, 0, 0).unwrap() + chrono::Duration::seconds(id as i64),
@@ -41,7 +41,7 @@ fn tweet(id: u64, text: &str) -> Tweet {
 }
 
 /// Writes tweets as a combined hour file.
-async fn combined_hour(store: &Store, hour: &str, tweets: &[Tweet]) {
+async fn combined_hour(store: &Store, hour: &str, tweets: &[Post]) {
     let raw = records::to_batch(tweets).unwrap();
     let n = raw.num_rows();
     let mut cols = raw.columns().to_vec();
@@ -67,7 +67,7 @@ async fn jwst_profile_keeps_and_drops_the_samples_with_counts() {
     let open =
         |p: &str| Store::open(&Location::Local(dir.path().join(p)), &S3Options::default()).unwrap();
     let (input, output) = (open("combined"), open("filtered"));
-    let tweets: Vec<Tweet> = texts
+    let tweets: Vec<Post> = texts
         .iter()
         .enumerate()
         .map(|(i, t)| tweet(i as u64 + 1, t))

@@ -9,7 +9,7 @@
 //! handled `time_us` minus `rewind` and drops the posts of the overlap it already returned
 //! (by `at://` id), so a reconnect loses and repeats nothing. The point is saved in the
 //! cursor file (JSON, written atomically):
-//! - at a clean stop ([`TweetSource::commit`], after everything was delivered or spilled):
+//! - at a clean stop ([`PostSource::commit`], after everything was delivered or spilled):
 //!   the last handled point and the ids handled in the rewind window before it, `clean` —
 //!   a restart resumes there and repeats nothing;
 //! - every few seconds while running: a point `lag` behind, not `clean` — after a crash the
@@ -36,7 +36,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::IngestError;
-use crate::source::{SourceLine, SourceStats, TweetSource};
+use crate::source::{PostSource, SourceLine, SourceStats};
 use flagship_core::Platform;
 
 /// What a Jetstream source needs.
@@ -197,7 +197,7 @@ impl Jetstream {
         let sep = if base.contains('?') { '&' } else { '?' };
         let mut url = format!(
             "{base}{sep}wantedCollections={}",
-            flagship_core::bluesky::POST
+            flagship_platforms::bluesky::POST
         );
         if let Some(t) = self.last {
             let rewind = if self.switched {
@@ -285,13 +285,12 @@ impl Jetstream {
         {
             self.samples.push_back((now, t));
         }
-        let Some(post) = peek
-            .commit
-            .filter(|c| c.collection == flagship_core::bluesky::POST && c.operation != "delete")
-        else {
+        let Some(post) = peek.commit.filter(|c| {
+            c.collection == flagship_platforms::bluesky::POST && c.operation != "delete"
+        }) else {
             return false;
         };
-        let id = flagship_core::bluesky::post_uri(&peek.did, &post.rkey);
+        let id = flagship_platforms::bluesky::post_uri(&peek.did, &post.rkey);
         if self.recent_ids.contains(&id) {
             return true;
         }
@@ -367,7 +366,7 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
 }
 
 #[async_trait::async_trait]
-impl TweetSource for Jetstream {
+impl PostSource for Jetstream {
     async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
         loop {
             if self.socket.is_none() {

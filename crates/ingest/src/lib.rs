@@ -1,7 +1,7 @@
 //! flagship-ingest: X API v2 filtered stream (or a replay of recorded payloads) → Kinesis
 //! Firehose or the local Firehose layout.
 //!
-//! A [`source::TweetSource`] yields lines; [`run`] classifies each ([`record`]: tweet, error /
+//! A [`source::PostSource`] yields lines; [`run`] classifies each ([`record`]: tweet, error /
 //! operational-disconnect message, keep-alive, malformed), drops tweet ids already seen (a
 //! reconnect can repeat tweets), stamps tweets with their arrival time and hands them through
 //! a bounded queue (backpressure) to a [`sink::Sink`] task. Malformed lines go to a quarantine
@@ -18,7 +18,7 @@ pub mod mastodon;
 pub mod record;
 pub mod sink;
 pub mod source;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod xstream;
 
@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::record::Line;
 use crate::sink::{Drain, Sink, SinkCounts};
-use crate::source::{SourceStats, TweetSource};
+use crate::source::{PostSource, SourceStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -189,7 +189,7 @@ fn handle(
         Line::KeepAlive => t.keep_alives += 1,
         Line::Deleted { .. } => t.deletions += 1,
         Line::Other { .. } => t.other_events += 1,
-        Line::Tweet { id, record, post } => {
+        Line::Post { id, record, post } => {
             if track.is_some_and(|track| record::off_track(line, post.as_deref(), track)) {
                 t.unmatched += 1;
             } else if seen.insert(&id) {
@@ -227,7 +227,7 @@ fn handle(
 /// holds are handled too; the quarantine and every count are written even when the sink
 /// fails, and what a failed sink never took is counted in [`Totals::lost`] and logged.
 pub async fn run<S: Sink + 'static>(
-    source: &mut dyn TweetSource,
+    source: &mut dyn PostSource,
     mut sink: S,
     quarantine: &Store,
     quarantine_key: &str,

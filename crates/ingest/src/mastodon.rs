@@ -25,7 +25,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::IngestError;
-use crate::source::{SourceLine, SourceStats, TweetSource};
+use crate::source::{PostSource, SourceLine, SourceStats};
 use flagship_core::Platform;
 
 /// One timeline of one instance.
@@ -180,7 +180,7 @@ fn newer(a: &str, b: &str) -> bool {
     (a.len(), a) > (b.len(), b)
 }
 
-/// One line in the shape [`flagship_core::mastodon::parse_line`] reads.
+/// One line in the shape [`flagship_platforms::mastodon::parse_line`] reads.
 fn line_of(event: &str, host: &str, payload: &str) -> Option<Bytes> {
     // One line per record: SSE joins multi-line data with line breaks, which in valid JSON
     // are whitespace between tokens (strings hold none raw).
@@ -268,7 +268,7 @@ impl Drop for MastodonStream {
 }
 
 #[async_trait::async_trait]
-impl TweetSource for MastodonStream {
+impl PostSource for MastodonStream {
     async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
         match self.rx.recv().await {
             None => Ok(None),
@@ -557,8 +557,8 @@ mod tests {
         assert!(newer("110000000000000001", "99999999999999999"));
         assert!(!newer("1", "2"));
         let l = line_of("delete", "mastodon.social", "109").unwrap();
-        let (e, host) = flagship_core::mastodon::parse_line(&l).unwrap();
-        assert!(matches!(e, flagship_core::mastodon::Event::Delete(id) if id == "109"));
+        let (e, host) = flagship_platforms::mastodon::parse_line(&l).unwrap();
+        assert!(matches!(e, flagship_platforms::mastodon::Event::Delete(id) if id == "109"));
         assert_eq!(host.as_deref(), Some("mastodon.social"));
         assert_eq!(Timeline::base_of("fosstodon.org/"), "https://fosstodon.org");
     }

@@ -5,13 +5,14 @@
 //! time it was received is added as a top-level `received_at` field (combine reads it; X never
 //! sends one). A Bluesky or Mastodon line is parsed into its post (which checks it whole, and
 //! gives the text the track terms are matched against, as those platforms have no server-side
-//! filter) and kept verbatim in flagship's envelope ([`flagship_core::jsonl::envelope`]).
+//! filter) and kept verbatim in flagship's envelope ([`flagship_platforms::jsonl::envelope`]).
 //! Deletions and events that are no post are told apart and counted. Blank lines are
 //! keep-alives and never become records.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use flagship_core::{Platform, Tweet, bluesky, jsonl, mastodon};
+use flagship_core::{Platform, Post};
+use flagship_platforms::{bluesky, jsonl, mastodon};
 use serde::Deserialize;
 
 /// What a line holds.
@@ -23,10 +24,10 @@ pub enum Line {
     /// platform-scoped id, the record to send, and — for Bluesky and Mastodon, which had to
     /// be parsed whole to be checked — the post itself (its text is what the track terms are
     /// matched against there; the live loop uses it without parsing the record again).
-    Tweet {
+    Post {
         id: String,
         record: Bytes,
-        post: Option<Box<Tweet>>,
+        post: Option<Box<Post>>,
     },
     /// A post deleted by its author (Bluesky, Mastodon).
     Deleted { id: String },
@@ -69,7 +70,7 @@ struct PeekError {
 /// X's lines are filtered by the stream's rules, so only Bluesky and Mastodon posts are.
 pub fn off_track(
     line: &crate::source::SourceLine,
-    post: Option<&Tweet>,
+    post: Option<&Post>,
     track: &flagship_core::track::Track,
 ) -> bool {
     line.unfiltered && post.is_some_and(|p| !track.matches(&p.text))
@@ -95,10 +96,10 @@ fn malformed(e: impl std::fmt::Display) -> Line {
     }
 }
 
-fn post(platform: Platform, tweet: Tweet, body: &[u8], at: DateTime<Utc>) -> Line {
+fn post(platform: Platform, tweet: Post, body: &[u8], at: DateTime<Utc>) -> Line {
     let mut record = jsonl::envelope(platform, at, body);
     record.push(b'\n');
-    Line::Tweet {
+    Line::Post {
         id: tweet.id.clone(),
         record: Bytes::from(record),
         post: Some(Box::new(tweet)),
@@ -113,7 +114,7 @@ fn classify_bluesky(body: &[u8], at: DateTime<Utc>) -> Line {
     match event.kind() {
         bluesky::Kind::Delete { uri } => Line::Deleted { id: uri },
         bluesky::Kind::Other(kind) => Line::Other { kind },
-        bluesky::Kind::Post { .. } => match event.to_tweet(Some(at)) {
+        bluesky::Kind::Post { .. } => match event.to_post(Some(at)) {
             Ok(Some(t)) => post(Platform::Bluesky, t, body, at),
             Ok(None) => Line::Other {
                 kind: "post without a record".into(),
@@ -128,7 +129,7 @@ fn classify_mastodon(body: &[u8], at: DateTime<Utc>) -> Line {
         Err(e) => malformed(e),
         Ok((mastodon::Event::Update(s) | mastodon::Event::StatusUpdate(s), instance)) => post(
             Platform::Mastodon,
-            s.to_tweet(instance.as_deref(), Some(at)),
+            s.to_post(instance.as_deref(), Some(at)),
             body,
             at,
         ),
@@ -148,7 +149,7 @@ fn classify_x(body: &[u8], received_at: DateTime<Utc>) -> Line {
     };
     match peek.data {
         Some(d) => match d.id.parse::<u64>() {
-            Ok(id) => Line::Tweet {
+            Ok(id) => Line::Post {
                 id: id.to_string(),
                 record: stamp(body, received_at),
                 post: None,
@@ -201,7 +202,7 @@ mod tests {
     fn lines_are_classified_and_stamped() {
         let at = Utc.with_ymd_and_hms(2022, 1, 9, 23, 59, 58).unwrap();
         assert_eq!(classify(Platform::X, b"\r", at), Line::KeepAlive);
-        let Line::Tweet { id, record, .. } = classify(
+        let Line::Post { id, record, .. } = classify(
             Platform::X,
             br#"{"data":{"id":"1480000000000000001","text":"hi"},"matching_rules":[]}"#,
             at,
@@ -209,8 +210,8 @@ mod tests {
             panic!("a tweet")
         };
         assert_eq!(id, "1480000000000000001");
-        let p = flagship_core::jsonl::parse_payload(record.trim_ascii(), None).unwrap();
-        assert_eq!(p.tweets[0].received_at, Some(at));
+        let p = flagship_platforms::jsonl::parse_payload(record.trim_ascii(), None).unwrap();
+        assert_eq!(p.posts[0].received_at, Some(at));
         assert!(record.ends_with(b"}\n"));
         let e = classify(
             Platform::X,

@@ -60,7 +60,7 @@ impl SourceStats {
 }
 
 #[async_trait::async_trait]
-pub trait TweetSource: Send {
+pub trait PostSource: Send {
     /// The next line; `None` when the source is exhausted (a replay's end).
     async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError>;
     fn stats(&self) -> SourceStats;
@@ -245,7 +245,7 @@ fn memfind(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 #[async_trait::async_trait]
-impl TweetSource for Replay {
+impl PostSource for Replay {
     async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
         loop {
             if let Some(l) = self.pending.pop_front() {
@@ -319,7 +319,7 @@ impl TweetSource for Replay {
 }
 
 /// A source shared with the read that may be in flight on it.
-type Shared = std::sync::Arc<tokio::sync::Mutex<Box<dyn TweetSource>>>;
+type Shared = std::sync::Arc<tokio::sync::Mutex<Box<dyn PostSource>>>;
 /// A read in flight: which source, its result, its counts after it.
 type Read = std::pin::Pin<
     Box<
@@ -333,8 +333,8 @@ type Read = std::pin::Pin<
 /// arrival. Each source has at most one read in flight, kept across calls — a read that
 /// loses a race is never dropped, so a connection attempt, a backoff wait or a half-read
 /// line of one source is never cancelled by another source's line. The sources are polled
-/// from a rotating start, so none starves another. At a stop ([`TweetSource::buffered`],
-/// [`TweetSource::commit`]) the reads in flight are dropped first: nothing they were waiting
+/// from a rotating start, so none starves another. At a stop ([`PostSource::buffered`],
+/// [`PostSource::commit`]) the reads in flight are dropped first: nothing they were waiting
 /// for had been returned.
 pub struct Merged {
     sources: Vec<Shared>,
@@ -345,7 +345,7 @@ pub struct Merged {
 }
 
 impl Merged {
-    pub fn new(sources: Vec<Box<dyn TweetSource>>) -> Merged {
+    pub fn new(sources: Vec<Box<dyn PostSource>>) -> Merged {
         let n = sources.len();
         Merged {
             stats: sources.iter().map(|s| s.stats()).collect(),
@@ -360,7 +360,7 @@ impl Merged {
     }
 
     /// Drops the reads in flight and runs `f` on every source.
-    fn each<T>(&mut self, mut f: impl FnMut(&mut Box<dyn TweetSource>) -> T) -> Vec<T> {
+    fn each<T>(&mut self, mut f: impl FnMut(&mut Box<dyn PostSource>) -> T) -> Vec<T> {
         self.reads.iter_mut().for_each(|r| *r = None);
         self.sources
             .iter()
@@ -370,7 +370,7 @@ impl Merged {
 }
 
 #[async_trait::async_trait]
-impl TweetSource for Merged {
+impl PostSource for Merged {
     async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
         loop {
             let n = self.sources.len();

@@ -2,7 +2,7 @@
 //!
 //! `twitter-v2` (the crate) models payloads and rules but hard-codes `api.twitter.com` and
 //! never reconnects, so flagship keeps its own client (reqwest) and its own payload model
-//! (`flagship_core::v2`, which also accepts the numeric rule ids of 2021 captures).
+//! (`flagship_platforms::x`, which also accepts the numeric rule ids of 2021 captures).
 //!
 //! - Rules: [`XStream::sync_rules`] reads the current rules, validates the missing ones with
 //!   `dry_run=true`, then adds them (tagged `flagship:<mission>:n`) and deletes the stale ones
@@ -24,11 +24,11 @@ use serde::Deserialize;
 
 use crate::IngestError;
 use crate::backoff::{Backoff, Disposition, Failure, classify_status};
-use crate::source::{SourceLine, SourceStats, TweetSource};
+use crate::source::{PostSource, SourceLine, SourceStats};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.x.com";
 
-/// Query parameters of the stream request: what `flagship_core::Tweet` is built from.
+/// Query parameters of the stream request: what `flagship_core::Post` is built from.
 pub const STREAM_PARAMS: [(&str, &str); 4] = [
     ("expansions", "author_id,referenced_tweets.id,geo.place_id"),
     (
@@ -130,7 +130,7 @@ struct Rules {
 
 #[derive(Deserialize)]
 struct Rule {
-    id: flagship_core::v2::Id,
+    id: flagship_platforms::x::Id,
     value: String,
     #[serde(default)]
     tag: Option<String>,
@@ -368,7 +368,7 @@ impl XStream {
 }
 
 #[async_trait::async_trait]
-impl TweetSource for XStream {
+impl PostSource for XStream {
     async fn next_line(&mut self) -> Result<Option<SourceLine>, IngestError> {
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {

@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flagship_core::testing::fixture;
 use flagship_ingest::firehose::FirehoseSink;
 use flagship_ingest::source::Replay;
 use flagship_ingest::testing::{Call, FakeFirehose};
 use flagship_ingest::{Options, Totals};
 use flagship_store::storage::{Location, S3Options, Store};
+use flagship_testkit::fixture;
 
 fn aws_env() {
     // SAFETY: set before any thread reads them; every test sets the same values.
@@ -24,7 +24,7 @@ fn aws_env() {
     }
 }
 
-/// Tweet ids in JSON lines (one record per line).
+/// Post ids in JSON lines (one record per line).
 fn ids(lines: impl IntoIterator<Item = Vec<u8>>) -> Vec<String> {
     lines
         .into_iter()
@@ -184,9 +184,9 @@ async fn a_two_member_gzip_replay_is_read_whole() {
     let mut expect = BTreeSet::new();
     for name in ["kpop.jsonl", "brexit.jsonl"] {
         let text = std::fs::read(fixture(&format!("twitter-v2/{name}"))).unwrap();
-        let mut r = flagship_core::jsonl::ReadReport::default();
+        let mut r = flagship_platforms::jsonl::ReadReport::default();
         r.read(name, &text, None);
-        expect.extend(r.tweets.iter().map(|t| t.id.clone()));
+        expect.extend(r.posts.iter().map(|t| t.id.clone()));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&text).unwrap();
         bytes.extend(gz.finish().unwrap());

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flagship_core::testing::fixture;
 use flagship_ingest::jetstream::{Jetstream, JetstreamConfig};
 use flagship_ingest::mastodon::{MastodonConfig, MastodonStream};
 use flagship_ingest::sink::LocalSink;
 use flagship_ingest::{Options, Totals};
 use flagship_store::storage::{Location, S3Options, Store};
+use flagship_testkit::fixture;
 
 fn store(dir: &Path) -> Store {
     Store::open(&Location::Local(dir.to_owned()), &S3Options::default()).unwrap()
@@ -31,8 +31,8 @@ fn landed(dir: &Path) -> BTreeMap<String, usize> {
     for f in flagship_store::mirror::files_under(dir).unwrap() {
         let text = std::fs::read(dir.join(f)).unwrap();
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let p = flagship_core::jsonl::parse_record(line, None).unwrap();
-            for t in p.tweets {
+            let p = flagship_platforms::jsonl::parse_record(line, None).unwrap();
+            for t in p.posts {
                 *out.entry(t.id).or_default() += 1;
             }
         }
@@ -42,7 +42,7 @@ fn landed(dir: &Path) -> BTreeMap<String, usize> {
 
 /// Runs `source` into the local layout at `out`; the totals and the quarantined lines.
 async fn ingest_q(
-    source: &mut dyn flagship_ingest::source::TweetSource,
+    source: &mut dyn flagship_ingest::source::PostSource,
     out: &Path,
     opts: Options,
 ) -> (Totals, Vec<serde_json::Value>) {
@@ -68,7 +68,7 @@ async fn ingest_q(
 }
 
 async fn ingest(
-    source: &mut dyn flagship_ingest::source::TweetSource,
+    source: &mut dyn flagship_ingest::source::PostSource,
     out: &Path,
     opts: Options,
 ) -> Totals {

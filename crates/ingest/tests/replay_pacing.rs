@@ -3,7 +3,7 @@
 //! overshoot — and waits out a long quiet spell for a minute at most. On tokio's paused
 //! clock, so the times are exact.
 
-use flagship_ingest::source::{Replay, TweetSource};
+use flagship_ingest::source::{PostSource, Replay};
 
 fn message(id: u32, at: &str) -> String {
     format!(r#"{{"data":{{"id":"{id}","text":"the telescope","created_at":"{at}"}}}}"#)

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use flagship_core::testing::fixture;
 use flagship_ingest::sink::LocalSink;
 use flagship_ingest::xstream::{XStream, XStreamConfig};
 use flagship_store::storage::{Location, S3Options, Store};
+use flagship_testkit::fixture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 enum Part {
@@ -162,7 +162,7 @@ async fn faults_are_survived_and_every_tweet_arrives_once() {
     assert_eq!(ms, [250, 60_000, 5_000, 250, 250]);
 
     // Every tweet exactly once in what the sink wrote (read as combine reads it).
-    let mut report = flagship_core::jsonl::ReadReport::default();
+    let mut report = flagship_platforms::jsonl::ReadReport::default();
     for e in raw.list("").await.unwrap() {
         assert!(
             flagship_core::layout::hour_of_key(&e.key).is_some(),
@@ -172,14 +172,14 @@ async fn faults_are_survived_and_every_tweet_arrives_once() {
         report.read(&e.key, &raw.get(&e.key).await.unwrap(), None);
     }
     assert!(report.bad_lines.is_empty());
-    let mut ids: Vec<String> = report.tweets.iter().map(|t| t.id.clone()).collect();
+    let mut ids: Vec<String> = report.posts.iter().map(|t| t.id.clone()).collect();
     ids.sort();
-    let mut expect = flagship_core::jsonl::ReadReport::default();
+    let mut expect = flagship_platforms::jsonl::ReadReport::default();
     expect.read("f", &text, None);
-    let mut want: Vec<String> = expect.tweets.iter().map(|t| t.id.clone()).collect();
+    let mut want: Vec<String> = expect.posts.iter().map(|t| t.id.clone()).collect();
     want.sort();
     assert_eq!(ids, want);
-    assert!(report.tweets.iter().all(|t| t.received_at.is_some()));
+    assert!(report.posts.iter().all(|t| t.received_at.is_some()));
 
     // The cut line and the malformed line, with their offsets in their connections.
     let q = String::from_utf8(quarantine.get("ingest.jsonl").await.unwrap().to_vec()).unwrap();

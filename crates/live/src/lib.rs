@@ -1,6 +1,6 @@
 //! flagship-live: the micro-batch loop behind `flagship watch` (and the triage desk).
 //!
-//! It reads lines from any [`TweetSource`] (X, Bluesky, Mastodon, merged, a replay), takes
+//! It reads lines from any [`PostSource`] (X, Bluesky, Mastodon, merged, a replay), takes
 //! each as ingest does ([`flagship_ingest::record::classify`]: posts no server filtered must
 //! match the mission's track terms; ids dedup in a window and against ids already handled),
 //! gathers posts into micro-batches and runs the *same* plans as the batch stages on each:
@@ -22,13 +22,13 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, StringArray};
-use chrono::{DateTime, Utc};
-use flagship_core::{Config, Tweet};
+use chrono::Utc;
+use flagship_core::{Config, Post};
 use flagship_ingest::IngestError;
 use flagship_ingest::record::{Line, classify};
-use flagship_ingest::source::{SourceLine, TweetSource};
+use flagship_ingest::source::{PostSource, SourceLine};
 
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
 
 /// The model the loop scores with (an exported model folder, transformer or linear).
@@ -56,7 +56,7 @@ pub enum LiveError {
     #[error("processed rows have no text column `{0}`")]
     Column(String),
     #[error("sink: {0}")]
-    Sink(String),
+    Sink(#[from] SinkError),
     #[error("the source task failed: {0}")]
     Task(String),
 }
@@ -89,27 +89,7 @@ impl Default for Options {
     }
 }
 
-pub use flagship_model::Why;
-
-/// One post the profile kept, with the model's judgement.
-#[derive(Debug, Clone)]
-pub struct Scored {
-    pub tweet: Tweet,
-    /// The cleaned text the model read.
-    pub text_model: String,
-    /// The profile's wanted terms the post matched (filter's `matched_terms`).
-    pub matched: Vec<String>,
-    pub client: Option<String>,
-    pub probability: f32,
-    pub need_support: bool,
-    pub threshold: f64,
-    pub model_id: String,
-    pub scored_at: DateTime<Utc>,
-    /// Arrival → scored (before the sink's write).
-    pub latency_ms: f64,
-    /// For a flagged post, the words that raised its probability most (empty otherwise).
-    pub why: Vec<flagship_model::Why>,
-}
+pub use flagship_core::live::{Explained, Scored, Sink, SinkError, Why};
 
 /// Flagged posts waiting for their explanation, at most (beyond it the oldest is dropped and
 /// counted in [`Totals::unexplained`]).
@@ -120,21 +100,6 @@ const EXPLAIN_CHUNK: usize = 4;
 
 /// How long a stopping run keeps explaining the backlog.
 const FINAL_EXPLAIN: Duration = Duration::from_secs(5);
-
-/// Why a flagged post, already written, was flagged.
-#[derive(Debug, Clone)]
-pub struct Explained {
-    pub platform: flagship_core::Platform,
-    pub id: String,
-    pub why: Vec<flagship_model::Why>,
-}
-
-/// Where scored posts go. A write that returns has made them durable (flushed, committed).
-pub trait Sink {
-    fn write(&mut self, scored: &[Scored]) -> Result<(), String>;
-    /// The words behind posts [`Sink::write`] already took as flagged (its `why` was empty).
-    fn explained(&mut self, why: &[Explained]) -> Result<(), String>;
-}
 
 /// One step's time across a run: p50 / p99 per micro-batch (per post for `wait`) and the total.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -226,7 +191,7 @@ pub struct Totals {
 
 /// A post waiting for its micro-batch.
 struct Arrived {
-    tweet: Tweet,
+    post: Post,
     origin: String,
     at: Instant,
 }
@@ -267,7 +232,7 @@ impl Intake {
                 t.malformed += 1;
                 tracing::warn!("{} line {}: malformed: {reason}", line.origin, line.line);
             }
-            Line::Tweet { id, record, post } => {
+            Line::Post { id, record, post } => {
                 if flagship_ingest::record::off_track(&line, post.as_deref(), &self.track) {
                     t.unmatched += 1;
                 } else if self.handled_before.contains(&id) || !self.seen.insert(&id) {
@@ -277,15 +242,15 @@ impl Intake {
                     // (only peeked at there) is parsed here.
                     let parsed = match post {
                         Some(p) => Ok(vec![*p]),
-                        None => flagship_core::jsonl::parse_record(&record, Some(Utc::now()))
-                            .map(|p| p.tweets),
+                        None => flagship_platforms::jsonl::parse_record(&record, Some(Utc::now()))
+                            .map(|p| p.posts),
                     };
                     match parsed {
-                        Ok(tweets) => {
-                            for tweet in tweets {
+                        Ok(posts) => {
+                            for post in posts {
                                 t.seen += 1;
                                 self.pending.push(Arrived {
-                                    tweet,
+                                    post,
                                     origin: line.origin.clone(),
                                     at,
                                 });
@@ -397,7 +362,7 @@ impl Triage<'_> {
                 why,
             })
             .collect();
-        sink.explained(&out).map_err(LiveError::Sink)?;
+        sink.explained(&out)?;
         t.explained += out.len() as u64;
         self.clock.explain.push(ms(started.elapsed()));
         Ok(())
@@ -415,9 +380,9 @@ impl Triage<'_> {
         }
         // The micro-batch as combine would write it (same code: ids deduplicated, ordered).
         let hour = flagship_core::layout::hour_floor(Utc::now());
-        let rows: Vec<(Tweet, String)> = batch
+        let rows: Vec<(Post, String)> = batch
             .iter()
-            .map(|a| (a.tweet.clone(), a.origin.clone()))
+            .map(|a| (a.post.clone(), a.origin.clone()))
             .collect();
         let combined = flagship_combine::combine_rows(&self.ctx, hour, &rows).await?;
         // filter's and textproc's plans, as one plan over the micro-batch.
@@ -446,13 +411,13 @@ impl Triage<'_> {
                 .push(ms(scoring.elapsed().saturating_sub(tokenise)));
             t.kept += processed.num_rows() as u64;
             let by_id: std::collections::HashMap<&str, &Arrived> =
-                batch.iter().map(|a| (a.tweet.id.as_str(), a)).collect();
+                batch.iter().map(|a| (a.post.id.as_str(), a)).collect();
             for (i, p) in preds.iter().enumerate() {
                 let Some(a) = by_id.get(ids.value(i)).copied() else {
                     continue;
                 };
                 scored.push(Scored {
-                    tweet: a.tweet.clone(),
+                    post: a.post.clone(),
                     text_model: texts.value(i).to_owned(),
                     matched: terms_at(matched, i),
                     client: (!client.is_null(i)).then(|| client.value(i).to_owned()),
@@ -469,7 +434,7 @@ impl Triage<'_> {
         t.flagged += scored.iter().filter(|s| s.need_support).count() as u64;
         if !scored.is_empty() {
             let writing = Instant::now();
-            sink.write(&scored).map_err(LiveError::Sink)?;
+            sink.write(&scored)?;
             self.clock.write.push(ms(writing.elapsed()));
         }
         for a in &batch {
@@ -483,8 +448,8 @@ impl Triage<'_> {
                     t.unexplained += 1;
                 }
                 self.backlog.push_back(Unexplained {
-                    platform: s.tweet.platform,
-                    id: s.tweet.id,
+                    platform: s.post.platform,
+                    id: s.post.id,
                     text: s.text_model,
                 });
             }
@@ -501,7 +466,7 @@ pub async fn run(
     config: &Config,
     model: &flagship_model::Classifier,
     model_id: &str,
-    mut source: Box<dyn TweetSource>,
+    mut source: Box<dyn PostSource>,
     handled_before: HashSet<String>,
     sink: &mut dyn Sink,
     opts: &Options,

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use flagship_core::labels::Example;
-use flagship_core::testing::fixture;
-use flagship_ingest::source::{Merged, Replay, TweetSource};
+use flagship_ingest::source::{Merged, PostSource, Replay};
+use flagship_testkit::fixture;
 
 /// A mission profile that keeps every topic, with everyday words as track terms: the
 /// recorded Bluesky and Mastodon posts are not about a space mission, and most match.
@@ -59,7 +59,7 @@ pub fn linear_model(dir: &Path) -> flagship_model::Classifier {
 }
 
 /// The Bluesky capture (17 posts) and the Mastodon statuses (50) replayed, merged.
-pub fn open_replays() -> Box<dyn TweetSource> {
+pub fn open_replays() -> Box<dyn PostSource> {
     Box::new(Merged::new(vec![
         Box::new(
             Replay::new(vec![fixture("bluesky-jetstream/capture_v1.jsonl")], None)

@@ -7,13 +7,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use flagship_live::testing::{everyday_config, linear_model, open_replays};
-use flagship_live::{Explained, Options, Scored, Sink};
+use flagship_live::{Explained, Options, Scored, Sink, SinkError};
 
 /// Keeps every scored post (and the size of each write); explanations join their post.
 struct Keep(Vec<Scored>, Vec<usize>);
 
 impl Sink for Keep {
-    fn write(&mut self, scored: &[Scored]) -> Result<(), String> {
+    fn write(&mut self, scored: &[Scored]) -> Result<(), SinkError> {
         self.1.push(scored.len());
         // The live loop explains later: a post is written without its words.
         assert!(scored.iter().all(|s| s.why.is_empty()));
@@ -21,15 +21,15 @@ impl Sink for Keep {
         Ok(())
     }
 
-    fn explained(&mut self, why: &[Explained]) -> Result<(), String> {
+    fn explained(&mut self, why: &[Explained]) -> Result<(), SinkError> {
         for e in why {
             let s = self
                 .0
                 .iter_mut()
-                .find(|s| s.tweet.id == e.id && s.tweet.platform == e.platform)
-                .ok_or_else(|| format!("explained {} before it was written", e.id))?;
+                .find(|s| s.post.id == e.id && s.post.platform == e.platform)
+                .ok_or_else(|| SinkError(format!("explained {} before it was written", e.id)))?;
             if !s.why.is_empty() {
-                return Err(format!("{} explained twice", e.id));
+                return Err(SinkError(format!("{} explained twice", e.id)));
             }
             s.why = e.why.clone();
         }
@@ -78,7 +78,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
         b.explain.total_s > 0.0 && b.model.p99_ms >= b.model.p50_ms,
         "{b:?}"
     );
-    let platforms: HashSet<_> = sink.0.iter().map(|s| s.tweet.platform).collect();
+    let platforms: HashSet<_> = sink.0.iter().map(|s| s.post.platform).collect();
     assert_eq!(platforms.len(), 2);
     for s in &sink.0 {
         assert_eq!(
@@ -86,7 +86,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
             f64::from(s.probability) >= s.threshold,
             "{s:?}"
         );
-        assert!(s.tweet.url.is_some() && !s.text_model.is_empty(), "{s:?}");
+        assert!(s.post.url.is_some() && !s.text_model.is_empty(), "{s:?}");
         // A flagged post says why: its own words, strongest first; an unflagged one does not.
         if s.need_support {
             assert!(!s.why.is_empty() && s.why.len() <= 3, "{s:?}");
@@ -105,7 +105,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
     );
 
     // What was handled is never scored again.
-    let before: HashSet<String> = sink.0.iter().map(|s| s.tweet.id.clone()).collect();
+    let before: HashSet<String> = sink.0.iter().map(|s| s.post.id.clone()).collect();
     let mut again = Keep(Vec::new(), Vec::new());
     let t2 = flagship_live::run(
         &cfg,
@@ -121,7 +121,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
     .await
     .unwrap();
     assert_eq!(t2.duplicates as usize, before.len(), "{t2:?}");
-    assert!(again.0.iter().all(|s| !before.contains(&s.tweet.id)));
+    assert!(again.0.iter().all(|s| !before.contains(&s.post.id)));
 }
 
 /// Lines of a recording handed out `gap` apart (after the first `burst` at once).
@@ -133,7 +133,7 @@ struct Paced {
 }
 
 #[async_trait::async_trait]
-impl flagship_ingest::source::TweetSource for Paced {
+impl flagship_ingest::source::PostSource for Paced {
     async fn next_line(
         &mut self,
     ) -> Result<Option<flagship_ingest::source::SourceLine>, flagship_ingest::IngestError> {
@@ -160,7 +160,7 @@ impl flagship_ingest::source::TweetSource for Paced {
 }
 
 fn mastodon_lines(n: usize) -> Vec<Vec<u8>> {
-    let path = flagship_core::testing::fixture("mastodon/public_timeline_statuses.jsonl");
+    let path = flagship_testkit::fixture("mastodon/public_timeline_statuses.jsonl");
     std::fs::read_to_string(path)
         .unwrap()
         .lines()

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use flagship_core::Config;
-use flagship_core::testing::fixture;
 use flagship_metrics::html::{self, ReportContext};
 use flagship_metrics::{Drift, DriftRule, Evaluation, Profile};
+use flagship_testkit::fixture;
 
 /// The check the test adds to its copies of the pages (`<script src="check.js">`, first in the
 /// head, so it hears every policy violation): writes `rendered ok/all; css yes|no; blocked […]`.

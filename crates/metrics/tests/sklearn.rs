@@ -2,8 +2,8 @@
 //! scripts/metrics_reference.py), and properties that must hold on any input.
 
 use flagship_core::rng::Rng;
-use flagship_core::testing::fixture;
 use flagship_metrics::{Classification, Confusion, average_precision, brier, roc_auc};
+use flagship_testkit::fixture;
 
 const EPS: f64 = 1e-12;
 

@@ -11,7 +11,6 @@
 //! repeated words are summed. Only words that pushed the probability up are returned, the
 //! strongest first, with their contribution (probability units, approximately additive).
 
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
 use crate::encoder::Mode;
@@ -19,12 +18,8 @@ use crate::linear::LinearModel;
 use crate::sequence::SequenceClassifier;
 use crate::tokenize::TextEncoder;
 
-/// One word and how much it raised P(needs support).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Why {
-    pub word: String,
-    pub weight: f32,
-}
+/// One word and how much it raised P(needs support) (plain data, in the light core).
+pub use flagship_core::live::Why;
 
 /// The words of `text`: (byte start, byte end, display form — trimmed, lowercased).
 pub fn words(text: &str) -> Vec<(usize, usize, String)> {

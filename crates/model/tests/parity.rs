@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use flagship_core::testing::fixture;
 use flagship_model::{Checkpoint, HeadSpec, Mode, Precision, SequenceClassifier, TextEncoder};
+use flagship_testkit::fixture;
 use tch::{Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-4;

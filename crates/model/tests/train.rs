@@ -6,9 +6,9 @@ use std::io::BufRead;
 use std::path::Path;
 
 use flagship_core::operating::{Rule, Settings};
-use flagship_core::testing::{fixture, venv};
 use flagship_model::train::{self, Example, TrainOptions};
 use flagship_model::{Checkpoint, Classifier, ModelCard, ModelKind, Pooling};
+use flagship_testkit::{fixture, venv};
 use tch::Device;
 
 fn read(rel: &str, skip: usize, n: usize) -> Vec<Example> {

@@ -286,12 +286,11 @@ mod tests {
     use crate::records;
     use flagship_core::schema::Stage;
 
-    fn tweets() -> Vec<flagship_core::Tweet> {
-        let bytes =
-            std::fs::read(flagship_core::testing::fixture("twitter-v2/kpop.jsonl")).unwrap();
-        let mut r = flagship_core::jsonl::ReadReport::default();
+    fn tweets() -> Vec<flagship_core::Post> {
+        let bytes = std::fs::read(flagship_testkit::fixture("twitter-v2/kpop.jsonl")).unwrap();
+        let mut r = flagship_platforms::jsonl::ReadReport::default();
         r.read("kpop.jsonl", &bytes, None);
-        r.tweets
+        r.posts
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! [`Tweet`] ⇄ Arrow [`RecordBatch`] in the raw schema, and Parquet bytes.
+//! [`Post`] ⇄ Arrow [`RecordBatch`] in the raw schema, and Parquet bytes.
 
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use flagship_core::Tweet;
+use flagship_core::Post;
 use flagship_core::schema::{self, SchemaError, Stage};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum RecordError {
     },
 }
 
-fn ts(tweets: &[Tweet], f: fn(&Tweet) -> Option<DateTime<Utc>>) -> ArrayRef {
+fn ts(tweets: &[Post], f: fn(&Post) -> Option<DateTime<Utc>>) -> ArrayRef {
     Arc::new(
         TimestampMillisecondArray::from_iter(
             tweets.iter().map(|t| f(t).map(|d| d.timestamp_millis())),
@@ -45,16 +45,16 @@ fn ts(tweets: &[Tweet], f: fn(&Tweet) -> Option<DateTime<Utc>>) -> ArrayRef {
         .with_timezone("UTC"),
     )
 }
-fn u64s(tweets: &[Tweet], f: fn(&Tweet) -> Option<u64>) -> ArrayRef {
+fn u64s(tweets: &[Post], f: fn(&Post) -> Option<u64>) -> ArrayRef {
     Arc::new(UInt64Array::from_iter(tweets.iter().map(f)))
 }
-fn strs(tweets: &[Tweet], f: fn(&Tweet) -> Option<&str>) -> ArrayRef {
+fn strs(tweets: &[Post], f: fn(&Post) -> Option<&str>) -> ArrayRef {
     Arc::new(StringArray::from_iter(tweets.iter().map(f)))
 }
-fn bools(tweets: &[Tweet], f: fn(&Tweet) -> Option<bool>) -> ArrayRef {
+fn bools(tweets: &[Post], f: fn(&Post) -> Option<bool>) -> ArrayRef {
     Arc::new(BooleanArray::from_iter(tweets.iter().map(f)))
 }
-fn str_lists(tweets: &[Tweet], f: fn(&Tweet) -> &[String]) -> ArrayRef {
+fn str_lists(tweets: &[Post], f: fn(&Post) -> &[String]) -> ArrayRef {
     let mut b = ListBuilder::new(StringBuilder::new());
     for t in tweets {
         for s in f(t) {
@@ -66,7 +66,7 @@ fn str_lists(tweets: &[Tweet], f: fn(&Tweet) -> &[String]) -> ArrayRef {
 }
 
 /// Builds a raw-schema batch from tweets.
-pub fn to_batch(tweets: &[Tweet]) -> Result<RecordBatch, RecordError> {
+pub fn to_batch(tweets: &[Post]) -> Result<RecordBatch, RecordError> {
     let mut edits = ListBuilder::new(UInt64Builder::new());
     for t in tweets {
         edits.values().append_slice(&t.edit_history_ids);
@@ -173,13 +173,13 @@ impl<'a> Cols<'a> {
 }
 
 /// Reads tweets back from any batch whose schema contains the raw columns.
-pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Tweet>, RecordError> {
+pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Post>, RecordError> {
     schema::check(&batch.schema(), Stage::Raw)?;
     let c = Cols(batch);
     let need = |v: Option<String>, row, field| v.ok_or(RecordError::Null { row, field });
     (0..batch.num_rows())
         .map(|i| {
-            Ok(Tweet {
+            Ok(Post {
                 platform: need(c.str("platform", i), i, "platform")?.parse().map_err(
                     |message| RecordError::Value {
                         row: i,

@@ -6,11 +6,11 @@
 //! full AWS chain finds, as a user's `~/.aws/credentials` would be.
 
 use bytes::Bytes;
-use flagship_core::jsonl::ReadReport;
 use flagship_core::schema::Stage;
-use flagship_core::testing::{MotoServer, fixture};
+use flagship_platforms::jsonl::ReadReport;
 use flagship_store::records;
 use flagship_store::storage::{Location, S3Options, Store};
+use flagship_testkit::{MotoServer, fixture};
 
 #[test]
 fn s3_location_against_moto() {
@@ -62,10 +62,10 @@ fn s3_location_against_moto() {
         // Real tweets as Parquet on S3, read back equal.
         let mut r = ReadReport::default();
         r.read("brexit.jsonl", &std::fs::read(fixture("twitter-v2/brexit.jsonl")).unwrap(), None);
-        let batch = records::to_batch(&r.tweets).unwrap();
+        let batch = records::to_batch(&r.posts).unwrap();
         store.write_parquet("combined/2021092200.parquet", &Stage::Raw.schema(), &[batch]).await.unwrap();
         let (_, batches) = store.read_parquet("combined/2021092200.parquet").await.unwrap();
-        assert_eq!(records::from_batch(&batches[0]).unwrap(), r.tweets);
+        assert_eq!(records::from_batch(&batches[0]).unwrap(), r.posts);
 
         // Overwrite replaces whole; a missing key names its full location.
         store.put("raw/2022/01/01/00/obj-0000", Bytes::from_static(b"new\n")).await.unwrap();
@@ -80,6 +80,6 @@ fn s3_location_against_moto() {
         )
         .unwrap();
         assert!(missing.list("").await.is_err());
-        println!("moto at {}: 1005 objects listed across pages, {} tweets round-tripped through s3:// Parquet", moto.endpoint(), r.tweets.len());
+        println!("moto at {}: 1005 objects listed across pages, {} tweets round-tripped through s3:// Parquet", moto.endpoint(), r.posts.len());
     });
 }

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use flagship_core::jsonl::ReadReport;
 use flagship_core::schema::{self, Stage};
-use flagship_core::testing::fixture;
+use flagship_platforms::jsonl::ReadReport;
 use flagship_store::records;
+use flagship_testkit::fixture;
 
 /// Tweets in `data` per file, as the fixtures' SOURCE.md lists them.
 const EXPECTED_TWEETS: [(&str, usize); 9] = [
@@ -74,12 +74,12 @@ fn all_fixtures_roundtrip_through_raw_schema() {
         r.read(name, &bytes, None);
         let (joined, api_errors) = independent_counts(&bytes);
         println!("{name}: {r}");
-        assert_eq!(r.tweets.len(), expected[name], "{name}: tweets");
+        assert_eq!(r.posts.len(), expected[name], "{name}: tweets");
         assert_eq!(r.users_joined, joined, "{name}: users joined");
         assert_eq!(r.api_errors.len(), api_errors, "{name}: api errors");
 
         // Round trip: tweets -> Arrow -> Parquet -> Arrow -> tweets.
-        let batch = records::to_batch(&r.tweets).unwrap();
+        let batch = records::to_batch(&r.posts).unwrap();
         schema::check(&batch.schema(), Stage::Raw).unwrap();
         let parquet = records::to_parquet(&Stage::Raw.schema(), &[batch]).unwrap();
         let (schema_back, batches) = records::from_parquet(parquet).unwrap();
@@ -88,7 +88,7 @@ fn all_fixtures_roundtrip_through_raw_schema() {
             .iter()
             .flat_map(|b| records::from_batch(b).unwrap())
             .collect();
-        assert_eq!(back, r.tweets, "{name}: round trip");
+        assert_eq!(back, r.posts, "{name}: round trip");
 
         total.read(name, &bytes, None);
     }
@@ -96,7 +96,7 @@ fn all_fixtures_roundtrip_through_raw_schema() {
     for b in &total.bad_lines {
         println!("  quarantined: {b}");
     }
-    assert_eq!(total.tweets.len(), 527);
+    assert_eq!(total.posts.len(), 527);
     // The one real broken stream line: truncated JSON at the end of the 2021 capture.
     assert_eq!(total.bad_lines.len(), 1);
     let bad = &total.bad_lines[0];
@@ -123,7 +123,7 @@ fn fields_come_from_the_payload_structure() {
             None,
         );
     }
-    let by_id = |id: u64| r.tweets.iter().find(|t| t.id == id.to_string()).unwrap();
+    let by_id = |id: u64| r.posts.iter().find(|t| t.id == id.to_string()).unwrap();
 
     // A real retweet: flagged from referenced_tweets, entities from `entities`.
     let rt = by_id(1_394_735_776_701_816_833);
@@ -137,7 +137,7 @@ fn fields_come_from_the_payload_structure() {
 
     // Edited tweet: the edit history is kept.
     let edited = r
-        .tweets
+        .posts
         .iter()
         .find(|t| t.edit_history_ids.len() == 2)
         .unwrap();
@@ -147,12 +147,12 @@ fn fields_come_from_the_payload_structure() {
     );
 
     // Geo: place joined from includes.places.
-    let geo: Vec<_> = r.tweets.iter().filter(|t| t.place_id.is_some()).collect();
+    let geo: Vec<_> = r.posts.iter().filter(|t| t.place_id.is_some()).collect();
     assert!(!geo.is_empty());
     assert!(geo.iter().any(|t| t.place_full_name.is_some()));
 
     // Withheld tweets carry their countries.
-    assert!(r.tweets.iter().any(|t| !t.withheld_in.is_empty()));
+    assert!(r.posts.iter().any(|t| !t.withheld_in.is_empty()));
 
     // Reply with a mention.
     let reply = by_id(1_576_995_594_388_000_768);
@@ -167,8 +167,7 @@ fn fields_come_from_the_payload_structure() {
 #[test]
 fn docs_list_every_column() {
     let doc =
-        std::fs::read_to_string(flagship_core::testing::workspace_root().join("docs/data.md"))
-            .unwrap();
+        std::fs::read_to_string(flagship_testkit::workspace_root().join("docs/data.md")).unwrap();
     for stage in Stage::ALL {
         let head = format!("## {} (version {})", stage.name(), schema::VERSION);
         let start = doc

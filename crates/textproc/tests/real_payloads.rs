@@ -8,42 +8,42 @@ use arrow::array::{
     TimestampMillisecondArray, UInt8Array, UInt32Array,
 };
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
-use flagship_core::Tweet;
+use flagship_core::Post;
 use flagship_core::schema::Stage;
 use flagship_store::records;
 use flagship_store::storage::{Location, S3Options, Store};
 use regex::Regex;
 
-fn real_tweets() -> Vec<Tweet> {
-    let dir = flagship_core::testing::fixture("twitter-v2");
+fn real_tweets() -> Vec<Post> {
+    let dir = flagship_testkit::fixture("twitter-v2");
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     names.sort();
-    let mut r = flagship_core::jsonl::ReadReport::default();
+    let mut r = flagship_platforms::jsonl::ReadReport::default();
     for p in names {
         r.read(&p.display().to_string(), &std::fs::read(&p).unwrap(), None);
     }
-    r.tweets
+    r.posts
 }
 
-fn crafted(id: u64, text: &str, created_at: DateTime<Utc>) -> Tweet {
+fn crafted(id: u64, text: &str, created_at: DateTime<Utc>) -> Post {
     let raw = format!(
         r#"{{"data":{{"id":"{id}","text":{},"source":"Twitter Web App"}}}}"#,
         serde_json::to_string(text).unwrap()
     );
-    let mut t = flagship_core::jsonl::parse_payload(raw.as_bytes(), None)
+    let mut t = flagship_platforms::jsonl::parse_payload(raw.as_bytes(), None)
         .unwrap()
-        .tweets
+        .posts
         .remove(0);
     t.created_at = Some(created_at);
     t
 }
 
 /// Tweets as a filtered hour file (combined columns and matched_terms filled in).
-fn filtered_batch(tweets: &[Tweet]) -> RecordBatch {
+fn filtered_batch(tweets: &[Post]) -> RecordBatch {
     let raw = records::to_batch(tweets).unwrap();
     let n = raw.num_rows();
     let mut cols = raw.columns().to_vec();

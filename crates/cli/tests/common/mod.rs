@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use flagship_core::testing::{fixture, workspace_root};
+use flagship_testkit::{fixture, workspace_root};
 
 fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flagship"))
@@ -60,7 +60,7 @@ pub fn parquet_batches(dir: &Path) -> Vec<arrow::array::RecordBatch> {
 }
 
 /// The posts of every Parquet file directly in `dir`.
-pub fn posts_in(dir: &Path) -> Vec<flagship_core::Tweet> {
+pub fn posts_in(dir: &Path) -> Vec<flagship_core::Post> {
     parquet_batches(dir)
         .iter()
         .flat_map(|b| flagship_store::records::from_batch(b).unwrap())

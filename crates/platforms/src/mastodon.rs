@@ -1,5 +1,5 @@
 //! Mastodon statuses — the `Status` entity of the REST API and of the streaming API's
-//! `update` / `status.update` events — and the posts in them as canonical [`Tweet`] records.
+//! `update` / `status.update` events — and the posts in them as canonical [`Post`] records.
 //!
 //! It reads one line at a time ([`parse_line`]): a streaming event
 //! `{"event", "payload", "instance"?}` whose payload is the Status object, the Status as a
@@ -7,7 +7,7 @@
 //! the bare status id; or a recorded REST status `{"instance", "status"}`. Other event names
 //! (notifications, filter and announcement changes) are told apart, not errors.
 //!
-//! A status becomes a [`Tweet`] ([`Status::to_tweet`]): its id is the status URI (globally
+//! A status becomes a [`Post`] ([`Status::to_post`]): its id is the status URI (globally
 //! unique), its author the full `user@host` handle, its text the content HTML turned into
 //! plain text by a small hand-written converter ([`html_to_text`]) that keeps the full URLs
 //! Mastodon shortens on screen. A boost maps like an X retweet (`RT @user: …`).
@@ -15,14 +15,13 @@
 //! Nothing here does I/O, follows a link or fetches a remote account; nothing panics on
 //! input: a line that does not parse is a [`PayloadError`] naming its JSON path.
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use crate::html::{html_to_text, links};
 use crate::jsonl::PayloadError;
-use crate::tweet::{Platform, Tweet};
+use flagship_core::{Platform, Post};
 
 /// One event of a Mastodon stream (or one recorded status).
 #[derive(Debug, Clone)]
@@ -151,7 +150,7 @@ pub fn post_id(s: &Status) -> &str {
 impl Status {
     /// The canonical record. `instance` (a host or URL) is the server the status was read
     /// from: it completes the handles of its own accounts when their profile URL cannot.
-    pub fn to_tweet(&self, instance: Option<&str>, received_at: Option<DateTime<Utc>>) -> Tweet {
+    pub fn to_post(&self, instance: Option<&str>, received_at: Option<DateTime<Utc>>) -> Post {
         let instance = instance.map(instance_host);
         let instance = instance.as_deref();
         // A boost's own status is an empty shell: what it says is the boosted status.
@@ -164,7 +163,7 @@ impl Status {
             }
             None => (self.text(), None),
         };
-        Tweet {
+        Post {
             platform: Platform::Mastodon,
             id: self.uri.clone(),
             url: Some(self.url.clone().unwrap_or_else(|| self.uri.clone())),
@@ -187,7 +186,7 @@ impl Status {
             like_count: self.favourites_count,
             possibly_sensitive: Some(shown.sensitive),
             received_at,
-            ..Tweet::default()
+            ..Post::default()
         }
     }
 
@@ -339,294 +338,10 @@ fn join_path(at: &str, path: &str) -> String {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Content HTML
-// ---------------------------------------------------------------------------------------
-
-/// Mastodon's content HTML as plain text: paragraphs apart by a blank line, `<br>` a line
-/// break, links as their full text (Mastodon hides parts of long URLs in `invisible` spans:
-/// all spans are kept, no `…` added), mentions `@user`, hashtags `#tag`, entities decoded,
-/// every other tag dropped, the result trimmed. Malformed HTML never panics: a stray `<` or
-/// `&` stays as written.
-pub fn html_to_text(html: &str) -> String {
-    let mut out = TextOut::default();
-    for piece in Pieces(html) {
-        match piece {
-            Piece::Text(t) => out.push(&decode_entities(t)),
-            Piece::Open { name, .. } => out.pause(opening_break(&name)),
-            Piece::Close(name) => out.pause(closing_break(&name)),
-        }
-    }
-    out.out.trim().to_owned()
-}
-
-/// How many line breaks a tag stands for: at least `Min(n)`, or `Add(n)` more.
-#[derive(Clone, Copy)]
-enum Break {
-    None,
-    Min(usize),
-    Add(usize),
-}
-
-/// Elements that stand apart as paragraphs (the first is all Mastodon writes itself).
-fn is_block(name: &str) -> bool {
-    matches!(
-        name,
-        "p" | "div" | "blockquote" | "pre" | "ul" | "ol" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6"
-    )
-}
-
-fn opening_break(name: &str) -> Break {
-    match name {
-        "br" => Break::Add(1),
-        "li" => Break::Min(1),
-        n if is_block(n) => Break::Min(2),
-        _ => Break::None,
-    }
-}
-
-fn closing_break(name: &str) -> Break {
-    match name {
-        "li" => Break::Min(1),
-        n if is_block(n) => Break::Min(2),
-        _ => Break::None,
-    }
-}
-
-/// The text being written, with the line breaks still owed before the next text.
-#[derive(Default)]
-struct TextOut {
-    out: String,
-    breaks: usize,
-}
-
-impl TextOut {
-    fn pause(&mut self, b: Break) {
-        self.breaks = match b {
-            Break::None => self.breaks,
-            Break::Min(n) => self.breaks.max(n),
-            Break::Add(n) => self.breaks + n,
-        };
-    }
-
-    /// Writes text; blank text at a line break (the whitespace between blocks) is dropped,
-    /// as are the spaces either side of a break.
-    fn push(&mut self, text: &str) {
-        let blank = text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
-        if blank && (self.breaks > 0 || self.out.is_empty()) {
-            return;
-        }
-        if self.breaks > 0 && !self.out.is_empty() {
-            self.out
-                .truncate(self.out.trim_end_matches([' ', '\t']).len());
-            self.out.extend(std::iter::repeat_n('\n', self.breaks));
-            self.out.push_str(text.trim_start_matches([' ', '\t']));
-        } else {
-            self.out.push_str(text);
-        }
-        self.breaks = 0;
-    }
-}
-
-/// Decodes `&amp; &lt; &gt; &quot; &apos; &nbsp;` and `&#NNN; &#xHH;`; anything else after
-/// a `&` (an unknown name, no `;`, an invalid code point) stays as written.
-fn decode_entities(text: &str) -> Cow<'_, str> {
-    if !text.contains('&') {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('&') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        match entity(rest) {
-            Some((c, len)) => {
-                out.push(c);
-                rest = &rest[len..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    Cow::Owned(out)
-}
-
-/// The character an entity at the start of `s` (which starts with `&`) stands for, and the
-/// entity's length in bytes.
-fn entity(s: &str) -> Option<(char, usize)> {
-    let semi = s.bytes().take(12).position(|b| b == b';')?;
-    let c = match &s[1..semi] {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        "nbsp" => '\u{a0}',
-        name => numeric_entity(name.strip_prefix('#')?)?,
-    };
-    Some((c, semi + 1))
-}
-
-/// `NNN` or `xHH` (after `&#`); NUL and non-characters (surrogates, > U+10FFFF) are invalid.
-fn numeric_entity(code: &str) -> Option<char> {
-    let (digits, radix) = match code.strip_prefix(['x', 'X']) {
-        Some(hex) => (hex, 16),
-        None => (code, 10),
-    };
-    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return None;
-    }
-    let n = u32::from_str_radix(digits, radix).ok()?;
-    char::from_u32(n).filter(|&c| c != '\0')
-}
-
-/// The `href`s of the content's links that are not mentions or hashtags (Mastodon marks
-/// those with the classes `mention`, `hashtag`, `u-url`, or `rel="tag"`).
-fn links(html: &str) -> Vec<String> {
-    Pieces(html)
-        .filter_map(|p| match p {
-            Piece::Open { name, attrs } if name == "a" => Some(attrs),
-            _ => None,
-        })
-        .filter(|attrs| !is_mention_or_tag(attrs))
-        .filter_map(|attrs| attribute(attrs, "href"))
-        .collect()
-}
-
-fn is_mention_or_tag(attrs: &str) -> bool {
-    let class = attribute(attrs, "class").unwrap_or_default();
-    let rel = attribute(attrs, "rel").unwrap_or_default();
-    class
-        .split_ascii_whitespace()
-        .any(|c| matches!(c, "mention" | "hashtag" | "u-url"))
-        || rel.split_ascii_whitespace().any(|r| r == "tag")
-}
-
-/// A piece of HTML: text between tags, or a tag (name in lower case).
-#[derive(Debug, PartialEq)]
-enum Piece<'a> {
-    Text(&'a str),
-    Open { name: String, attrs: &'a str },
-    Close(String),
-}
-
-/// The pieces of an HTML fragment, in order. Comments are skipped; a `<` that does not
-/// start a tag (or a tag never closed by `>`) is text.
-struct Pieces<'a>(&'a str);
-
-impl<'a> Iterator for Pieces<'a> {
-    type Item = Piece<'a>;
-
-    fn next(&mut self) -> Option<Piece<'a>> {
-        loop {
-            let rest = self.0;
-            if rest.is_empty() {
-                return None;
-            }
-            if let Some(after) = rest.strip_prefix("<!--") {
-                self.0 = after.find("-->").map_or("", |end| &after[end + 3..]);
-                continue;
-            }
-            if let Some(end) = tag_end(rest) {
-                self.0 = &rest[end + 1..];
-                return Some(tag(&rest[1..end]));
-            }
-            // Text runs to the next `<` (a first `<` that starts no tag is text too).
-            let len = match rest.find('<') {
-                Some(0) => rest[1..].find('<').map_or(rest.len(), |i| i + 1),
-                Some(i) => i,
-                None => rest.len(),
-            };
-            self.0 = &rest[len..];
-            return Some(Piece::Text(&rest[..len]));
-        }
-    }
-}
-
-/// Where the tag at the start of `s` ends (its `>`), if `s` starts with one: `<` then a
-/// letter, `/` or `!`. A `>` inside a quoted attribute value does not end it (unless the
-/// quote is never closed).
-fn tag_end(s: &str) -> Option<usize> {
-    let first = s.strip_prefix('<')?.chars().next()?;
-    if !(first.is_ascii_alphabetic() || first == '/' || first == '!') {
-        return None;
-    }
-    let mut quote = None;
-    for (i, c) in s.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '>') => return Some(i),
-            _ => {}
-        }
-    }
-    s.find('>')
-}
-
-/// A tag from what is between `<` and `>`.
-fn tag(inner: &str) -> Piece<'_> {
-    let (closing, inner) = match inner.strip_prefix('/') {
-        Some(rest) => (true, rest),
-        None => (false, inner),
-    };
-    let len = inner
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(inner.len());
-    let name = inner[..len].to_ascii_lowercase();
-    if closing {
-        Piece::Close(name)
-    } else {
-        Piece::Open {
-            name,
-            attrs: &inner[len..],
-        }
-    }
-}
-
-/// The value of an attribute (entities decoded), from a tag's attribute text.
-fn attribute(attrs: &str, wanted: &str) -> Option<String> {
-    let mut rest = attrs;
-    loop {
-        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '/');
-        if rest.is_empty() {
-            return None;
-        }
-        let name_len = rest
-            .find(|c: char| c.is_whitespace() || c == '=' || c == '/')
-            .unwrap_or(rest.len())
-            .max(rest.chars().next().map_or(0, char::len_utf8));
-        let name = &rest[..name_len];
-        rest = rest[name_len..].trim_start();
-        let mut value = "";
-        if let Some(after) = rest.strip_prefix('=') {
-            (value, rest) = attribute_value(after.trim_start());
-        }
-        if name.eq_ignore_ascii_case(wanted) {
-            return Some(decode_entities(value).into_owned());
-        }
-    }
-}
-
-/// A quoted or bare attribute value at the start of `s`, and what follows it.
-fn attribute_value(s: &str) -> (&str, &str) {
-    if let Some(q) = s.chars().next().filter(|c| matches!(c, '"' | '\'')) {
-        let body = &s[1..];
-        return match body.find(q) {
-            Some(end) => (&body[..end], &body[end + 1..]),
-            None => (body, ""),
-        };
-    }
-    let end = s.find(char::is_whitespace).unwrap_or(s.len());
-    (&s[..end], &s[end..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::fixture;
+    use flagship_testkit::fixture;
 
     const FIXTURE: &str = "mastodon/public_timeline_statuses.jsonl";
 
@@ -651,12 +366,12 @@ mod tests {
     }
 
     /// The recorded status whose URI ends with `suffix`, as a tweet.
-    fn tweet(suffix: &str) -> Tweet {
+    fn tweet(suffix: &str) -> Post {
         let (s, host) = statuses()
             .into_iter()
             .find(|(s, _)| s.uri.ends_with(suffix))
             .unwrap_or_else(|| panic!("no status {suffix}"));
-        s.to_tweet(Some(&host), None)
+        s.to_post(Some(&host), None)
     }
 
     /// The raw JSON of the recorded status whose URI ends with `suffix`.
@@ -682,7 +397,7 @@ mod tests {
                 host == "mastodon.social" || host == "fosstodon.org",
                 "{host}"
             );
-            let t = s.to_tweet(Some(host), Some(at));
+            let t = s.to_post(Some(host), Some(at));
             assert_eq!(t.platform, Platform::Mastodon);
             assert_eq!(t.id, post_id(s));
             assert!(t.id.starts_with("https://"), "{}", t.id);
@@ -693,7 +408,7 @@ mod tests {
             assert_eq!(t.received_at, Some(at));
             assert!(!t.is_retweet && t.referenced_text.is_none());
         }
-        let tweets: Vec<Tweet> = all.iter().map(|(s, h)| s.to_tweet(Some(h), None)).collect();
+        let tweets: Vec<Post> = all.iter().map(|(s, h)| s.to_post(Some(h), None)).collect();
         assert_eq!(tweets.iter().filter(|t| t.is_reply).count(), 8);
         assert_eq!(tweets.iter().filter(|t| t.source.is_some()).count(), 14);
         assert_eq!(all.iter().filter(|(s, _)| s.edited_at.is_some()).count(), 1);
@@ -838,7 +553,7 @@ mod tests {
              RE: https://www.threads.com/@lgbtqnation/post/DMNbXLmsMJA"
         );
         v["card"] = serde_json::json!({"url": "https://example.org/card", "title": "t"});
-        let t = status(&v).to_tweet(None, None);
+        let t = status(&v).to_post(None, None);
         assert_eq!(
             t.urls,
             [
@@ -856,9 +571,9 @@ mod tests {
         let mut v = raw_status("/users/dneaves/statuses/114870356175589097");
         v["account"]["url"] = serde_json::Value::Null;
         let s = status(&v);
-        let t = s.to_tweet(Some("https://example.social/"), None);
+        let t = s.to_post(Some("https://example.social/"), None);
         assert_eq!(t.author_username.as_deref(), Some("dneaves@example.social"));
-        let t = s.to_tweet(Some("example.social"), None);
+        let t = s.to_post(Some("example.social"), None);
         assert_eq!(t.author_username.as_deref(), Some("dneaves@example.social"));
     }
 
@@ -877,7 +592,7 @@ mod tests {
         );
         let mut v = raw_status("/users/dneaves/statuses/114870356175589097");
         v["spoiler_text"] = "food, soda".into();
-        let t = status(&v).to_tweet(None, None);
+        let t = status(&v).to_post(None, None);
         assert_eq!(
             t.text,
             "food, soda\n\nDo we think I'll die if I drink the thicc coke?"
@@ -893,7 +608,7 @@ mod tests {
         v["content"] = "".into();
         v["language"] = serde_json::Value::Null;
         v["reblog"] = boosted;
-        let t = status(&v).to_tweet(Some("fosstodon.org"), None);
+        let t = status(&v).to_post(Some("fosstodon.org"), None);
         let said = "Natüürlich.\n\n\"The UK and Germany have agreed a plan to create a new, \
                     direct rail link between London and Berlin as part of a wide-ranging \
                     treaty.\"\n\nhttps://www.bbc.com/news/articles/cq6m10g7e35o";
@@ -986,7 +701,7 @@ mod tests {
         let (Event::Update(s), None) = parse_line(line).unwrap() else {
             panic!()
         };
-        let t = s.to_tweet(None, None);
+        let t = s.to_post(None, None);
         assert_eq!((t.text.as_str(), t.author_name), ("", None));
         assert_eq!(t.author_username.as_deref(), Some("me"));
         assert_eq!((t.author_followers, t.retweet_count), (None, None));

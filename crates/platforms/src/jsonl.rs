@@ -9,8 +9,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::tweet::{Parsed, Platform, Tweet};
-use crate::v2::{ApiError, Payload};
+use flagship_core::{Platform, Post};
+
+use crate::Parsed;
+use crate::x::{ApiError, Payload};
 
 /// Why one payload did not parse: the JSON path (`data[3].created_at`) and serde's message.
 #[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
@@ -99,10 +101,10 @@ pub fn parse_record(
         path: format!("event.{}", e.path).trim_end_matches('.').to_owned(),
         message: e.message,
     };
-    let tweets = match env.platform {
+    let posts = match env.platform {
         Platform::X => return parse_payload(event, at).map_err(nested),
         Platform::Bluesky => crate::bluesky::parse_event(event)
-            .and_then(|e| e.to_tweet(at))
+            .and_then(|e| e.to_post(at))
             .map_err(nested)?
             .into_iter()
             .collect(),
@@ -110,12 +112,12 @@ pub fn parse_record(
             (
                 crate::mastodon::Event::Update(s) | crate::mastodon::Event::StatusUpdate(s),
                 instance,
-            ) => vec![s.to_tweet(instance.as_deref(), at)],
+            ) => vec![s.to_post(instance.as_deref(), at)],
             _ => Vec::new(),
         },
     };
     Ok(Parsed {
-        tweets,
+        posts,
         ..Parsed::default()
     })
 }
@@ -155,7 +157,7 @@ pub struct SourcedApiError {
 /// Everything read from one or more sources.
 #[derive(Debug, Clone, Default)]
 pub struct ReadReport {
-    pub tweets: Vec<Tweet>,
+    pub posts: Vec<Post>,
     pub lines: usize,
     pub keep_alives: usize,
     pub users_joined: usize,
@@ -170,7 +172,7 @@ impl fmt::Display for ReadReport {
             f,
             "{} lines: {} tweets ({} with their author joined), {} keep-alives, {} API error objects, {} malformed lines",
             self.lines,
-            self.tweets.len(),
+            self.posts.len(),
             self.users_joined,
             self.keep_alives,
             self.api_errors.len(),
@@ -196,7 +198,7 @@ impl ReadReport {
             match parse_record(trimmed, received_at) {
                 Ok(parsed) => {
                     self.users_joined += parsed.users_joined;
-                    self.tweets.extend(parsed.tweets);
+                    self.posts.extend(parsed.posts);
                     self.api_errors
                         .extend(parsed.errors.into_iter().map(|error| SourcedApiError {
                             source: source.to_owned(),
@@ -236,17 +238,14 @@ mod payload_tests {
         }
         // An empty search page is a payload (no tweets, its meta says so).
         let p = parse_payload(b"{\"meta\":{\"result_count\":0}}", None).unwrap();
-        assert!(p.tweets.is_empty());
+        assert!(p.posts.is_empty());
         let mut r = ReadReport::default();
         r.read(
             "x.jsonl",
             b"{}\n\n{\"data\":{\"id\":\"1\",\"text\":\"hi\"}}\n",
             None,
         );
-        assert_eq!(
-            (r.tweets.len(), r.bad_lines.len(), r.keep_alives),
-            (1, 1, 1)
-        );
+        assert_eq!((r.posts.len(), r.bad_lines.len(), r.keep_alives), (1, 1, 1));
     }
 }
 
@@ -261,8 +260,8 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(p.tweets[0].id, "1377650090978992134");
-        assert_eq!(p.tweets[0].matching_rules, vec!["1377649934414049282"]);
+        assert_eq!(p.posts[0].id, "1377650090978992134");
+        assert_eq!(p.posts[0].matching_rules, vec!["1377649934414049282"]);
 
         let err = parse_payload(br#"{"data":{"id":1.5e18,"text":"hi"}}"#, None).unwrap_err();
         assert_eq!(err.path, "data.id");
@@ -276,7 +275,7 @@ mod tests {
         r.read("cap.jsonl", input, None);
         assert_eq!(r.lines, 4);
         assert_eq!(r.keep_alives, 1);
-        assert_eq!(r.tweets.len(), 1);
+        assert_eq!(r.posts.len(), 1);
         assert_eq!(r.bad_lines.len(), 2);
         let missing = &r.bad_lines[0];
         assert_eq!((missing.line, missing.offset), (3, 33));
@@ -298,7 +297,7 @@ mod tests {
     fn stream_error_message_is_reported_not_fatal() {
         let line = br#"{"errors":[{"title":"operational-disconnect","disconnect_type":"UpstreamOperationalDisconnect","detail":"This stream has been disconnected upstream for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#;
         let p = parse_payload(line, None).unwrap();
-        assert!(p.tweets.is_empty());
+        assert!(p.posts.is_empty());
         assert_eq!(p.errors.len(), 1);
         assert!(p.errors[0].is_operational_disconnect());
     }
@@ -311,7 +310,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let t = &p.tweets[0];
+        let t = &p.posts[0];
         assert!(!t.is_retweet && !t.is_reply && !t.is_quote);
         assert_eq!(t.hashtags, vec!["JWST"]);
         assert_eq!(t.mentions, vec!["NASAWebb"]);

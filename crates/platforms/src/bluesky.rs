@@ -1,5 +1,5 @@
 //! Bluesky Jetstream events (JSON over WebSocket, `wantedCollections=app.bsky.feed.post`)
-//! and the posts in them as canonical [`Tweet`] records.
+//! and the posts in them as canonical [`Post`] records.
 //!
 //! An event is `{did, time_us, kind, commit | identity | account}`. A post is a `commit` on the
 //! `app.bsky.feed.post` collection: `create` (and `update`, an edit) carry the record — `text`,
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::jsonl::PayloadError;
-use crate::tweet::{Platform, Tweet};
+use flagship_core::{Platform, Post};
 
 /// The post collection.
 pub const POST: &str = "app.bsky.feed.post";
@@ -68,10 +68,10 @@ impl Event {
     }
 
     /// The post this event carries (a create or update of a post record), else `None`.
-    pub fn to_tweet(
+    pub fn to_post(
         &self,
         received_at: Option<DateTime<Utc>>,
-    ) -> Result<Option<Tweet>, PayloadError> {
+    ) -> Result<Option<Post>, PayloadError> {
         let Kind::Post { uri, .. } = self.kind() else {
             return Ok(None);
         };
@@ -87,7 +87,7 @@ impl Event {
                 path: format!("commit.record.{}", e.path()),
                 message: e.inner().to_string(),
             })?;
-        Ok(Some(post.into_tweet(self, uri, received_at)))
+        Ok(Some(post.into_post(self, uri, received_at)))
     }
 }
 
@@ -171,7 +171,7 @@ struct External {
 }
 
 impl PostRecord {
-    fn into_tweet(self, e: &Event, uri: String, received_at: Option<DateTime<Utc>>) -> Tweet {
+    fn into_post(self, e: &Event, uri: String, received_at: Option<DateTime<Utc>>) -> Post {
         let rkey = &e.commit.as_ref().expect("post commit").rkey;
         let (mut hashtags, mut mentions, mut urls) = (Vec::new(), Vec::new(), Vec::new());
         for f in self.facets.iter().flat_map(|f| &f.features) {
@@ -194,7 +194,7 @@ impl PostRecord {
         {
             urls.push(u);
         }
-        Tweet {
+        Post {
             platform: Platform::Bluesky,
             url: Some(post_url(&e.did, rkey)),
             id: uri,
@@ -211,7 +211,7 @@ impl PostRecord {
             urls,
             possibly_sensitive: self.labels.as_ref().map(|_| true),
             received_at,
-            ..Tweet::default()
+            ..Post::default()
         }
     }
 }
@@ -219,7 +219,7 @@ impl PostRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::fixture;
+    use flagship_testkit::fixture;
 
     fn events(name: &str) -> Vec<Event> {
         std::fs::read_to_string(fixture(&format!("bluesky-jetstream/{name}")))
@@ -233,9 +233,9 @@ mod tests {
     fn the_live_capture_holds_17_posts_a_deletion_and_every_event_is_told_apart() {
         let all = events("capture_v1.jsonl");
         assert_eq!(all.len(), 152);
-        let posts: Vec<Tweet> = all
+        let posts: Vec<Post> = all
             .iter()
-            .filter_map(|e| e.to_tweet(None).unwrap())
+            .filter_map(|e| e.to_post(None).unwrap())
             .collect();
         // The capture's 18 post events: 17 creates and a delete.
         assert_eq!(posts.len(), 17);
@@ -288,11 +288,11 @@ mod tests {
     #[test]
     fn a_bad_record_names_its_path() {
         let line = br#"{"did":"did:plc:x","time_us":1,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.post","rkey":"k","record":{"text":5}}}"#;
-        let e = parse_event(line).unwrap().to_tweet(None).unwrap_err();
+        let e = parse_event(line).unwrap().to_post(None).unwrap_err();
         assert_eq!(e.path, "commit.record.text");
         // A client's odd time falls back to Jetstream's receive time; the post is kept.
         let odd = br#"{"did":"did:plc:x","time_us":1783175888085434,"kind":"commit","commit":{"rev":"r","operation":"create","collection":"app.bsky.feed.post","rkey":"k","record":{"text":"hi","createdAt":"yesterday"}}}"#;
-        let t = parse_event(odd).unwrap().to_tweet(None).unwrap().unwrap();
+        let t = parse_event(odd).unwrap().to_post(None).unwrap().unwrap();
         assert_eq!(t.created_at.unwrap().timestamp(), 1783175888);
         let e = parse_event(br#"{"did":"d","kind":"commit"}"#).unwrap_err();
         assert!(e.message.contains("time_us"), "{e}");
@@ -304,6 +304,6 @@ mod tests {
                 uri: "at://did:plc:x/app.bsky.feed.post/k".into()
             }
         );
-        assert!(e.to_tweet(None).unwrap().is_none());
+        assert!(e.to_post(None).unwrap().is_none());
     }
 }

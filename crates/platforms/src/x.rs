@@ -1,6 +1,8 @@
-//! Serde model of X API v2 payloads: one filtered-stream message, or one search / lookup page.
+//! X API v2 payloads: their serde model (one filtered-stream message, or one search / lookup
+//! page) and the canonical [`Post`](flagship_core::Post) records they hold
+//! ([`Payload::into_parsed`]).
 //!
-//! Why not the `twitter-v2` crate's `data::Tweet` here: its model is tied to the client crate
+//! Why not the `twitter-v2` crate's `data::Post` here: its model is tied to the client crate
 //! (reqwest, oauth2, `time`), which `core` must not pull into every stage, and it predates the
 //! edit fields (`edit_history_tweet_ids`, `edit_controls`) and `note_tweet`. The ingest crate
 //! uses `twitter-v2` for stream-rule types; this module only has to read payloads, tolerantly:
@@ -9,9 +11,15 @@
 
 use std::fmt;
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+use flagship_core::{Platform, Post};
+
+use crate::Parsed;
 
 /// A numeric X id, read from a JSON string (`"1377650090978992134"`) or an integer; never via f64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -333,4 +341,122 @@ pub struct Meta {
     pub result_count: Option<u64>,
     #[serde(default)]
     pub next_token: Option<String>,
+}
+
+impl Payload {
+    /// Joins `data` with `includes` into canonical tweets. A `received_at` in the payload
+    /// (added by ingest) wins over the caller's.
+    pub fn into_parsed(self, received_at: Option<DateTime<Utc>>) -> Parsed {
+        let received_at = self.received_at.or(received_at);
+        let users: HashMap<Id, &V2User> = self.includes.users.iter().map(|u| (u.id, u)).collect();
+        let included: HashMap<Id, &IncludedTweet> =
+            self.includes.tweets.iter().map(|t| (t.id, t)).collect();
+        let places: HashMap<&str, &V2Place> = self
+            .includes
+            .places
+            .iter()
+            .map(|p| (p.id.as_str(), p))
+            .collect();
+        let rules: Vec<String> = self
+            .matching_rules
+            .iter()
+            .map(|r| r.tag.clone().unwrap_or_else(|| r.id.0.to_string()))
+            .collect();
+
+        let mut users_joined = 0;
+        let posts = self
+            .data
+            .map(|d| d.0)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                let author = t.author_id.and_then(|a| users.get(&a)).copied();
+                users_joined += usize::from(author.is_some());
+                let reference = |kind| {
+                    t.referenced_tweets
+                        .iter()
+                        .find(|r| r.kind == kind)
+                        .map(|r| r.id)
+                };
+                let retweeted = reference(ReferenceKind::Retweeted);
+                let replied_to = reference(ReferenceKind::RepliedTo);
+                let quoted = reference(ReferenceKind::Quoted);
+                let referenced_text = retweeted
+                    .or(quoted)
+                    .and_then(|id| included.get(&id))
+                    .and_then(|r| r.full_text())
+                    .map(str::to_owned);
+                let place = t
+                    .geo
+                    .as_ref()
+                    .and_then(|g| g.place_id.as_deref())
+                    .map(|id| (id, places.get(id).copied()));
+                let metrics = t.public_metrics.clone();
+                let id = t.id.0.to_string();
+                let username = author.and_then(|u| u.username.clone());
+                Post {
+                    platform: Platform::X,
+                    url: Some(url(&id, username.as_deref())),
+                    id,
+                    created_at: t.created_at,
+                    text: t.full_text().to_owned(),
+                    lang: t.lang,
+                    source: t.source,
+                    author_id: t.author_id.map(|a| a.0),
+                    author_username: username,
+                    author_name: author.and_then(|u| u.name.clone()),
+                    author_location: author.and_then(|u| u.location.clone()),
+                    author_verified: author.and_then(|u| u.verified),
+                    author_followers: author
+                        .and_then(|u| u.public_metrics.as_ref())
+                        .map(|m| m.followers_count),
+                    author_created_at: author.and_then(|u| u.created_at),
+                    conversation_id: t.conversation_id.map(|a| a.0),
+                    in_reply_to_user_id: t.in_reply_to_user_id.map(|a| a.0),
+                    is_retweet: retweeted.is_some(),
+                    is_reply: replied_to.is_some(),
+                    is_quote: quoted.is_some(),
+                    retweeted_id: retweeted.map(|a| a.0),
+                    replied_to_id: replied_to.map(|a| a.0),
+                    quoted_id: quoted.map(|a| a.0),
+                    referenced_text,
+                    hashtags: t.entities.hashtags.into_iter().map(|h| h.tag).collect(),
+                    mentions: t
+                        .entities
+                        .mentions
+                        .into_iter()
+                        .map(|m| m.username)
+                        .collect(),
+                    urls: t
+                        .entities
+                        .urls
+                        .into_iter()
+                        .map(|u| u.unwound_url.or(u.expanded_url).unwrap_or(u.url))
+                        .collect(),
+                    retweet_count: metrics.as_ref().map(|m| m.retweet_count),
+                    reply_count: metrics.as_ref().map(|m| m.reply_count),
+                    like_count: metrics.as_ref().map(|m| m.like_count),
+                    quote_count: metrics.as_ref().map(|m| m.quote_count),
+                    possibly_sensitive: t.possibly_sensitive,
+                    withheld_in: t.withheld.map(|w| w.country_codes).unwrap_or_default(),
+                    edit_history_ids: t.edit_history_tweet_ids.iter().map(|i| i.0).collect(),
+                    place_id: place.map(|(id, _)| id.to_owned()),
+                    place_full_name: place.and_then(|(_, p)| p?.full_name.clone()),
+                    place_country_code: place.and_then(|(_, p)| p?.country_code.clone()),
+                    matching_rules: rules.clone(),
+                    received_at,
+                }
+            })
+            .collect();
+        Parsed {
+            posts,
+            errors: self.errors,
+            users_joined,
+        }
+    }
+}
+
+/// The link a person opens to see an X post (x.com resolves any handle for an id).
+pub fn url(id: &str, username: Option<&str>) -> String {
+    format!("https://x.com/{}/status/{id}", username.unwrap_or("i/web"))
 }

@@ -1,0 +1,174 @@
+//! What the live loop (`flagship-live`) hands on, as plain data: a [`Scored`] post, the
+//! words that [`Explained`] a flagged one ([`Why`]), the [`Sink`] that takes both, and the
+//! lines of `watch`'s flagged file ([`Row`]) that a desk attached to it reads back.
+//!
+//! They live in the light core, not beside the loop, so that a sink — the desk's database, a
+//! file — builds without libtorch: only the loop itself links the model.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Platform, Post};
+
+/// One word and how much it raised P(needs support).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Why {
+    pub word: String,
+    pub weight: f32,
+}
+
+/// One post the profile kept, with the model's judgement.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub post: Post,
+    /// The cleaned text the model read.
+    pub text_model: String,
+    /// The profile's wanted terms the post matched (filter's `matched_terms`).
+    pub matched: Vec<String>,
+    pub client: Option<String>,
+    pub probability: f32,
+    pub need_support: bool,
+    pub threshold: f64,
+    pub model_id: String,
+    pub scored_at: DateTime<Utc>,
+    /// Arrival → scored (before the sink's write).
+    pub latency_ms: f64,
+    /// For a flagged post, the words that raised its probability most (empty otherwise).
+    pub why: Vec<Why>,
+}
+
+/// Why a flagged post, already written, was flagged.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub platform: Platform,
+    pub id: String,
+    pub why: Vec<Why>,
+}
+
+/// A sink could not take what it was given: the loop stops with this as its reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+impl SinkError {
+    /// Any error, by its message.
+    pub fn of(e: impl std::fmt::Display) -> SinkError {
+        SinkError(e.to_string())
+    }
+}
+
+/// Where scored posts go. A write that returns has made them durable (flushed, committed).
+pub trait Sink {
+    fn write(&mut self, scored: &[Scored]) -> Result<(), SinkError>;
+    /// The words behind posts [`Sink::write`] already took as flagged (its `why` was empty).
+    fn explained(&mut self, why: &[Explained]) -> Result<(), SinkError>;
+}
+
+/// A line of `watch`'s flagged file.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Row {
+    Flagged(Box<FlaggedRow>),
+    Why(WhyRow),
+}
+
+/// A line of the flagged file saying why a post above it was flagged (written after it).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhyRow {
+    /// The flagged post's id.
+    pub explains: String,
+    pub platform: Platform,
+    /// The words that raised the probability most, strongest first.
+    pub why: Vec<Why>,
+}
+
+impl WhyRow {
+    pub fn of(e: &Explained) -> WhyRow {
+        WhyRow {
+            explains: e.id.clone(),
+            platform: e.platform,
+            why: e.why.clone(),
+        }
+    }
+
+    pub fn explained(self) -> Explained {
+        Explained {
+            platform: self.platform,
+            id: self.explains,
+            why: self.why,
+        }
+    }
+}
+
+/// One line of the flagged file: a flagged post with its link, score and model.
+#[derive(Serialize, Deserialize)]
+pub struct FlaggedRow {
+    pub platform: Platform,
+    pub id: String,
+    pub url: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub author_username: Option<String>,
+    pub client: Option<String>,
+    pub text: String,
+    pub text_model: String,
+    #[serde(default)]
+    pub matched: Vec<String>,
+    pub need_support_probability: f32,
+    pub threshold: f64,
+    pub model: String,
+    pub flagged_at: DateTime<Utc>,
+    pub latency_ms: f64,
+    /// The words that raised the probability most, strongest first (files before the words
+    /// moved to their own [`WhyRow`] line; empty now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<Why>,
+}
+
+impl FlaggedRow {
+    pub fn of(s: &Scored) -> FlaggedRow {
+        let t = &s.post;
+        FlaggedRow {
+            platform: t.platform,
+            id: t.id.clone(),
+            url: t.url.clone(),
+            created_at: t.created_at,
+            author_username: t.author_username.clone(),
+            client: s.client.clone(),
+            text: t.text.clone(),
+            text_model: s.text_model.clone(),
+            matched: s.matched.clone(),
+            need_support_probability: s.probability,
+            threshold: s.threshold,
+            model: s.model_id.clone(),
+            flagged_at: s.scored_at,
+            latency_ms: s.latency_ms,
+            why: s.why.clone(),
+        }
+    }
+
+    /// Back to a scored post (the desk attached to a watch's file).
+    pub fn scored(self) -> Scored {
+        Scored {
+            post: Post {
+                platform: self.platform,
+                id: self.id,
+                url: self.url,
+                created_at: self.created_at,
+                author_username: self.author_username,
+                text: self.text,
+                ..Default::default()
+            },
+            text_model: self.text_model,
+            matched: self.matched,
+            client: self.client,
+            probability: self.need_support_probability,
+            need_support: true,
+            threshold: self.threshold,
+            model_id: self.model,
+            scored_at: self.flagged_at,
+            latency_ms: self.latency_ms,
+            why: self.why,
+        }
+    }
+}
