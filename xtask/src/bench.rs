@@ -554,13 +554,7 @@ fn live(env: &setup::Env) -> Result<Measured, String> {
                 .arg(speed.to_string())
                 .arg("--model")
                 .arg(&model)
-                .args([
-                    "--max-tweets",
-                    &posts.to_string(),
-                    "--explain",
-                    "3",
-                    "--out",
-                ])
+                .args(["--max-posts", &posts.to_string(), "--explain", "3", "--out"])
                 .arg(&file),
             &format!("flagship watch at --speed {speed}"),
         )?;

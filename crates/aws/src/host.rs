@@ -32,6 +32,7 @@ use aws_sdk_ec2::types::{
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
     IpPermission, IpRange, ResourceType, Tag, TagSpecification,
 };
+use aws_sdk_ssm::types::CommandInvocationStatus;
 
 use crate::{AwsError, Clients, Resources, Step, fail, get_role, step};
 
@@ -571,9 +572,23 @@ pub async fn create(
     files: Files<'_>,
     secrets: &[(String, String)],
 ) -> Result<Vec<Step>, AwsError> {
-    let r = &h.resources;
     let account = account(c).await?;
-    // The delivery stream is `flagship aws create`'s: the host only puts to it.
+    require_delivery_stream(c, h).await?;
+    let role = own_role(c, h).await?;
+    let mut steps = upload_files(c, h, files).await?;
+    steps.extend(store_secrets(c, h, secrets).await?);
+    steps.push(ensure_role(c, h, role.is_some(), &account).await?);
+    steps.push(ensure_instance_profile(c, h).await?);
+    let (group, group_step) = ensure_group(c, h).await?;
+    steps.push(group_step);
+    steps.push(ensure_instance(c, h, &group).await?);
+    Ok(steps)
+}
+
+/// The delivery stream is `flagship aws create`'s: the host only puts to it, and is refused
+/// without it.
+async fn require_delivery_stream(c: &Clients, h: &Host) -> Result<(), AwsError> {
+    let r = &h.resources;
     c.firehose
         .describe_delivery_stream()
         .delivery_stream_name(&r.stream)
@@ -588,8 +603,12 @@ pub async fn create(
                 r.stream
             ))
         })?;
-    // A role of this name made for another host (a long name's hash collided, or by hand) is
-    // never taken over.
+    Ok(())
+}
+
+/// The host's role if it exists. A role of this name made for another host (a long name's
+/// hash collided, or by hand) is never taken over: refused before anything is changed.
+async fn own_role(c: &Clients, h: &Host) -> Result<Option<aws_sdk_iam::types::Role>, AwsError> {
     let role = get_role(c, &h.name).await?;
     if let Some(role) = &role {
         let theirs = role
@@ -606,7 +625,16 @@ pub async fn create(
             )));
         }
     }
-    let mut steps = upload_files(c, h, files).await?;
+    Ok(role)
+}
+
+/// Each (environment variable, value) as a SecureString parameter, overwritten.
+async fn store_secrets(
+    c: &Clients,
+    h: &Host,
+    secrets: &[(String, String)],
+) -> Result<Vec<Step>, AwsError> {
+    let mut steps = Vec::new();
     for (env, value) in secrets {
         let name = h.parameter(env);
         c.ssm
@@ -615,7 +643,10 @@ pub async fn create(
             .value(value)
             .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
             .overwrite(true)
-            .description(format!("flagship: {env} for the stream {}", r.stream))
+            .description(format!(
+                "flagship: {env} for the stream {}",
+                h.resources.stream
+            ))
             .send()
             .await
             .map_err(fail("ssm PutParameter"))?;
@@ -624,16 +655,20 @@ pub async fn create(
             format!("stored from ${env} (SecureString)"),
         ));
     }
+    Ok(steps)
+}
 
-    // Role, its policy, the instance profile.
-    if role.is_none() {
+/// The host's role (created, tagged, unless it `exists`) and its inline policy, put every
+/// time.
+async fn ensure_role(c: &Clients, h: &Host, exists: bool, account: &str) -> Result<Step, AwsError> {
+    if !exists {
         c.iam
             .create_role()
             .role_name(&h.name)
             .assume_role_policy_document(trust_policy())
             .description(format!(
                 "flagship streaming host of the stream {}",
-                r.stream
+                h.resources.stream
             ))
             .tags(
                 aws_sdk_iam::types::Tag::builder()
@@ -650,18 +685,22 @@ pub async fn create(
         .put_role_policy()
         .role_name(&h.name)
         .policy_name("flagship-host")
-        .policy_document(role_policy(h, &account))
+        .policy_document(role_policy(h, account))
         .send()
         .await
         .map_err(fail("iam PutRolePolicy"))?;
-    steps.push(step(
+    Ok(step(
         format!("iam role {}", h.name),
-        if role.is_none() {
-            "created"
-        } else {
+        if exists {
             "exists (policy set)"
+        } else {
+            "created"
         },
-    ));
+    ))
+}
+
+/// The instance profile of the same name, created when missing, holding the role.
+async fn ensure_instance_profile(c: &Clients, h: &Host) -> Result<Step, AwsError> {
     let profile = match get_profile(c, h).await? {
         Some(p) => Some(p),
         None => c
@@ -686,51 +725,72 @@ pub async fn create(
             .await
             .map_err(fail("iam AddRoleToInstanceProfile"))?;
     }
-    steps.push(step(
+    Ok(step(
         format!("iam instance profile {}", h.name),
         if has_role {
             "exists"
         } else {
             "created with its role"
         },
-    ));
+    ))
+}
 
-    // The security group: nothing in, HTTPS out.
+/// The security group in the default VPC, created when missing, with nothing in and HTTPS
+/// out ([`lock_down_group`]). Returns its id and the step.
+async fn ensure_group(c: &Clients, h: &Host) -> Result<(String, Step), AwsError> {
     let vpc = default_vpc(c).await?;
     let (group, group_new) = match find_group(c, h, &vpc).await? {
         Some(g) => (g, false),
-        None => {
-            let g = c
-                .ec2
-                .create_security_group()
-                .group_name(&h.name)
-                .vpc_id(&vpc)
-                .description(format!(
-                    "flagship host of {}: no inbound, HTTPS out",
-                    r.stream
-                ))
-                .tag_specifications(tags(ResourceType::SecurityGroup, h))
-                .send()
-                .await
-                .map_err(fail("ec2 CreateSecurityGroup"))?
-                .group_id()
-                .map(str::to_owned)
-                .ok_or_else(|| AwsError::Fatal("ec2 CreateSecurityGroup: no id".into()))?;
-            (g, true)
-        }
+        None => (create_group(c, h, &vpc).await?, true),
     };
-    let (inbound, outbound) = group_rules(c, &group).await?;
+    let removed = lock_down_group(c, &group).await?;
+    let s = step(
+        format!("ec2 security group {} ({group})", h.name),
+        format!(
+            "{}: no inbound rule{}, outbound tcp/443 only",
+            if group_new { "created" } else { "exists" },
+            if removed == 0 {
+                String::new()
+            } else {
+                format!(" ({removed} removed)")
+            }
+        ),
+    );
+    Ok((group, s))
+}
+
+async fn create_group(c: &Clients, h: &Host, vpc: &str) -> Result<String, AwsError> {
+    c.ec2
+        .create_security_group()
+        .group_name(&h.name)
+        .vpc_id(vpc)
+        .description(format!(
+            "flagship host of {}: no inbound, HTTPS out",
+            h.resources.stream
+        ))
+        .tag_specifications(tags(ResourceType::SecurityGroup, h))
+        .send()
+        .await
+        .map_err(fail("ec2 CreateSecurityGroup"))?
+        .group_id()
+        .map(str::to_owned)
+        .ok_or_else(|| AwsError::Fatal("ec2 CreateSecurityGroup: no id".into()))
+}
+
+/// Revokes every inbound rule and every outbound rule but HTTPS out, then authorizes HTTPS
+/// out if missing. Returns how many inbound rules were removed.
+async fn lock_down_group(c: &Clients, group: &str) -> Result<usize, AwsError> {
+    let (inbound, outbound) = group_rules(c, group).await?;
     if !inbound.is_empty() {
         // Revoked as described (IPv6 ranges, prefix lists, other groups included).
         c.ec2
             .revoke_security_group_ingress()
-            .group_id(&group)
+            .group_id(group)
             .set_ip_permissions(Some(inbound.clone()))
             .send()
             .await
             .map_err(fail("ec2 RevokeSecurityGroupIngress"))?;
     }
-    let https = https_out();
     let other_out: Vec<IpPermission> = outbound
         .iter()
         .filter(|p| !is_https_out(p))
@@ -739,7 +799,7 @@ pub async fn create(
     if !other_out.is_empty() {
         c.ec2
             .revoke_security_group_egress()
-            .group_id(&group)
+            .group_id(group)
             .set_ip_permissions(Some(other_out))
             .send()
             .await
@@ -748,35 +808,41 @@ pub async fn create(
     if !outbound.iter().any(is_https_out) {
         c.ec2
             .authorize_security_group_egress()
-            .group_id(&group)
-            .ip_permissions(https)
+            .group_id(group)
+            .ip_permissions(https_out())
             .send()
             .await
             .map_err(fail("ec2 AuthorizeSecurityGroupEgress"))?;
     }
-    steps.push(step(
-        format!("ec2 security group {} ({group})", h.name),
-        format!(
-            "{}: no inbound rule{}, outbound tcp/443 only",
-            if group_new { "created" } else { "exists" },
-            if inbound.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} removed)", inbound.len())
-            }
-        ),
-    ));
+    Ok(inbound.len())
+}
 
-    // The instance.
+/// The mission's instance: an existing one is left as it is, else one is launched in
+/// `group`.
+async fn ensure_instance(c: &Clients, h: &Host, group: &str) -> Result<Step, AwsError> {
     if let Some(i) = find_instances(c, h, false).await?.first() {
-        steps.push(step(
+        return Ok(step(
             format!("ec2 instance {}", i.instance_id().unwrap_or("?")),
             format!("exists ({})", state_of(i)),
         ));
-        return Ok(steps);
     }
-    let ami = match &h.ami {
-        Some(a) => a.clone(),
+    let ami = host_ami(c, h).await?;
+    let user_data = base64(user_data(h)?.as_bytes());
+    let instance = run_instance(c, h, group, &ami, &user_data).await?;
+    Ok(step(
+        format!("ec2 instance {}", instance.instance_id().unwrap_or("?")),
+        format!(
+            "launched ({}, {ami}, {}, IMDSv2 required)",
+            state_of(&instance),
+            h.instance_type
+        ),
+    ))
+}
+
+/// The host's AMI: the one given, or the current Amazon Linux 2023 from [`AMI_PARAMETER`].
+async fn host_ami(c: &Clients, h: &Host) -> Result<String, AwsError> {
+    match &h.ami {
+        Some(a) => Ok(a.clone()),
         None => c
             .ssm
             .get_parameter()
@@ -787,18 +853,26 @@ pub async fn create(
             .parameter()
             .and_then(|p| p.value())
             .map(str::to_owned)
-            .ok_or_else(|| AwsError::Fatal(format!("{AMI_PARAMETER}: no value")))?,
-    };
-    let user_data = base64(user_data(h)?.as_bytes());
-    // A new instance profile takes a while (up to a couple of minutes) to be usable by EC2:
-    // that error alone is retried.
+            .ok_or_else(|| AwsError::Fatal(format!("{AMI_PARAMETER}: no value"))),
+    }
+}
+
+/// Launches the instance. A new instance profile takes a while (up to a couple of minutes)
+/// to be usable by EC2: that error alone is retried, for three minutes at most.
+async fn run_instance(
+    c: &Clients,
+    h: &Host,
+    group: &str,
+    ami: &str,
+    user_data: &str,
+) -> Result<aws_sdk_ec2::types::Instance, AwsError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     let mut wait = Duration::from_millis(500);
-    let instance = loop {
+    loop {
         let run = c
             .ec2
             .run_instances()
-            .image_id(&ami)
+            .image_id(ami)
             .instance_type(InstanceType::from(h.instance_type.as_str()))
             .min_count(1)
             .max_count(1)
@@ -807,33 +881,22 @@ pub async fn create(
                     .name(&h.name)
                     .build(),
             )
-            .security_group_ids(&group)
-            .user_data(&user_data)
-            .metadata_options(
-                InstanceMetadataOptionsRequest::builder()
-                    .http_tokens(HttpTokensState::Required)
-                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                    .http_put_response_hop_limit(1)
-                    .build(),
-            )
-            .block_device_mappings(
-                BlockDeviceMapping::builder()
-                    .device_name("/dev/xvda")
-                    .ebs(
-                        EbsBlockDevice::builder()
-                            .encrypted(true)
-                            .volume_size(8)
-                            .delete_on_termination(true)
-                            .build(),
-                    )
-                    .build(),
-            )
+            .security_group_ids(group)
+            .user_data(user_data)
+            .metadata_options(imdsv2_only())
+            .block_device_mappings(encrypted_root())
             .tag_specifications(tags(ResourceType::Instance, h))
             .tag_specifications(tags(ResourceType::Volume, h))
             .send()
             .await;
         match run {
-            Ok(out) => break out.instances().first().cloned(),
+            Ok(out) => {
+                return out
+                    .instances()
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| AwsError::Fatal("ec2 RunInstances: no instance".into()));
+            }
             Err(e) => {
                 let text = format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)).to_lowercase();
                 let profile_not_ready =
@@ -850,16 +913,29 @@ pub async fn create(
             }
         }
     }
-    .ok_or_else(|| AwsError::Fatal("ec2 RunInstances: no instance".into()))?;
-    steps.push(step(
-        format!("ec2 instance {}", instance.instance_id().unwrap_or("?")),
-        format!(
-            "launched ({}, {ami}, {}, IMDSv2 required)",
-            state_of(&instance),
-            h.instance_type
-        ),
-    ));
-    Ok(steps)
+}
+
+/// Instance metadata with IMDSv2 session tokens required and a hop limit of 1.
+fn imdsv2_only() -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_tokens(HttpTokensState::Required)
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_put_response_hop_limit(1)
+        .build()
+}
+
+/// An encrypted 8 GB root volume, deleted with the instance.
+fn encrypted_root() -> BlockDeviceMapping {
+    BlockDeviceMapping::builder()
+        .device_name("/dev/xvda")
+        .ebs(
+            EbsBlockDevice::builder()
+                .encrypted(true)
+                .volume_size(8)
+                .delete_on_termination(true)
+                .build(),
+        )
+        .build()
 }
 
 fn tags(kind: ResourceType, h: &Host) -> TagSpecification {
@@ -1022,14 +1098,36 @@ pub async fn update(c: &Clients, h: &Host, files: Files<'_>) -> Result<Vec<Step>
         .and_then(|c| c.command_id())
         .unwrap_or("?")
         .to_owned();
-    use aws_sdk_ssm::types::CommandInvocationStatus as S;
+    let (status, said) = command_outcome(c, &command, id).await?;
+    if status != CommandInvocationStatus::Success {
+        return Err(AwsError::Fatal(format!(
+            "the host's update (SSM command {command} on {id}) ended {}: {}",
+            status.as_str(),
+            said.trim()
+        )));
+    }
+    steps.push(step(
+        format!("ec2 instance {id}"),
+        format!("updated (SSM command {command}: files pulled, ingest restarted: Success)"),
+    ));
+    Ok(steps)
+}
+
+/// Polls SSM Run Command's `command` on the instance `id` until it ends (ten minutes at
+/// most): its final status and what it wrote to standard error.
+async fn command_outcome(
+    c: &Clients,
+    command: &str,
+    id: &str,
+) -> Result<(CommandInvocationStatus, String), AwsError> {
+    use CommandInvocationStatus as S;
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let mut wait = Duration::from_millis(500);
-    let status = loop {
+    loop {
         let got = c
             .ssm
             .get_command_invocation()
-            .command_id(&command)
+            .command_id(command)
             .instance_id(id)
             .send()
             .await;
@@ -1038,7 +1136,7 @@ pub async fn update(c: &Clients, h: &Host, files: Files<'_>) -> Result<Vec<Step>
                 Some(S::Pending | S::InProgress | S::Delayed) | None => {}
                 Some(s) => {
                     let said = inv.standard_error_content().unwrap_or_default().to_owned();
-                    break (s.clone(), said);
+                    return Ok((s.clone(), said));
                 }
             },
             // Not registered yet right after SendCommand.
@@ -1054,157 +1152,181 @@ pub async fn update(c: &Clients, h: &Host, files: Files<'_>) -> Result<Vec<Step>
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(10));
-    };
-    if status.0 != S::Success {
-        return Err(AwsError::Fatal(format!(
-            "the host's update (SSM command {command} on {id}) ended {}: {}",
-            status.0.as_str(),
-            status.1.trim()
-        )));
     }
-    steps.push(step(
-        format!("ec2 instance {id}"),
-        format!("updated (SSM command {command}: files pulled, ingest restarted: Success)"),
-    ));
-    Ok(steps)
 }
 
 /// Deletes the host's instances, security group, instance profile, role, files and
 /// parameters, in that order, verifying each is gone.
 pub async fn destroy(c: &Clients, h: &Host) -> Result<Vec<Step>, AwsError> {
-    let r = &h.resources;
-    let mut steps = Vec::new();
+    let mut steps = terminate_instances(c, h).await?;
+    steps.extend(delete_group(c, h).await?);
+    steps.extend(delete_instance_profile(c, h).await?);
+    steps.extend(delete_role(c, h).await?);
+    steps.extend(delete_files(c, h).await?);
+    steps.extend(delete_parameters(c, h).await?);
+    Ok(steps)
+}
+
+/// Terminates the mission's instances and waits until they are gone (their security group
+/// can only go then).
+async fn terminate_instances(c: &Clients, h: &Host) -> Result<Vec<Step>, AwsError> {
     let ids: Vec<String> = find_instances(c, h, true)
         .await?
         .iter()
         .filter_map(|i| i.instance_id().map(str::to_owned))
         .collect();
-    if !ids.is_empty() {
-        c.ec2
-            .terminate_instances()
-            .set_instance_ids(Some(ids.clone()))
-            .send()
-            .await
-            .map_err(fail("ec2 TerminateInstances"))?;
-        // Its security group can only go once they are terminated.
-        let deadline = std::time::Instant::now() + Duration::from_secs(600);
-        let mut wait = Duration::from_millis(250);
-        while !find_instances(c, h, true).await?.is_empty() {
-            if std::time::Instant::now() + wait > deadline {
-                return Err(AwsError::Fatal(format!(
-                    "instances {ids:?} not terminated after 10 minutes"
-                )));
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(15));
-        }
-        for id in &ids {
-            steps.push(step(format!("ec2 instance {id}"), "terminated (verified)"));
-        }
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
+    c.ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids.clone()))
+        .send()
+        .await
+        .map_err(fail("ec2 TerminateInstances"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let mut wait = Duration::from_millis(250);
+    while !find_instances(c, h, true).await?.is_empty() {
+        if std::time::Instant::now() + wait > deadline {
+            return Err(AwsError::Fatal(format!(
+                "instances {ids:?} not terminated after 10 minutes"
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(15));
+    }
+    Ok(ids
+        .iter()
+        .map(|id| step(format!("ec2 instance {id}"), "terminated (verified)"))
+        .collect())
+}
+
+/// The mission's security group in the default VPC, if there is one.
+async fn delete_group(c: &Clients, h: &Host) -> Result<Option<Step>, AwsError> {
     let vpc = default_vpc(c).await?;
-    if let Some(g) = find_group(c, h, &vpc).await? {
-        c.ec2
-            .delete_security_group()
-            .group_id(&g)
-            .send()
-            .await
-            .map_err(fail("ec2 DeleteSecurityGroup"))?;
-        if find_group(c, h, &vpc).await?.is_some() {
-            return Err(AwsError::Fatal(format!("security group {g} still exists")));
-        }
-        steps.push(step(
-            format!("ec2 security group {} ({g})", h.name),
-            "deleted (verified)",
-        ));
+    let Some(g) = find_group(c, h, &vpc).await? else {
+        return Ok(None);
+    };
+    c.ec2
+        .delete_security_group()
+        .group_id(&g)
+        .send()
+        .await
+        .map_err(fail("ec2 DeleteSecurityGroup"))?;
+    if find_group(c, h, &vpc).await?.is_some() {
+        return Err(AwsError::Fatal(format!("security group {g} still exists")));
     }
-    if let Some(p) = get_profile(c, h).await? {
-        for role in p.roles() {
-            c.iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(&h.name)
-                .role_name(role.role_name())
-                .send()
-                .await
-                .map_err(fail("iam RemoveRoleFromInstanceProfile"))?;
-        }
+    Ok(Some(step(
+        format!("ec2 security group {} ({g})", h.name),
+        "deleted (verified)",
+    )))
+}
+
+/// The instance profile, its roles removed from it first.
+async fn delete_instance_profile(c: &Clients, h: &Host) -> Result<Option<Step>, AwsError> {
+    let Some(p) = get_profile(c, h).await? else {
+        return Ok(None);
+    };
+    for role in p.roles() {
         c.iam
-            .delete_instance_profile()
+            .remove_role_from_instance_profile()
             .instance_profile_name(&h.name)
+            .role_name(role.role_name())
             .send()
             .await
-            .map_err(fail("iam DeleteInstanceProfile"))?;
-        if get_profile(c, h).await?.is_some() {
-            return Err(AwsError::Fatal(format!(
-                "instance profile {} still exists",
-                h.name
-            )));
-        }
-        steps.push(step(
-            format!("iam instance profile {}", h.name),
-            "deleted (verified)",
-        ));
+            .map_err(fail("iam RemoveRoleFromInstanceProfile"))?;
     }
-    if let Some(role) = get_role(c, &h.name).await? {
-        // Only this host's role (see create).
-        let ours = role
-            .tags()
-            .iter()
-            .any(|t| t.key() == HOST_TAG && t.value() == h.tag());
-        if !ours {
-            return Err(AwsError::Fatal(format!(
-                "role {} is not this host's ({HOST_TAG} ≠ {:?}): left as it is",
-                h.name,
-                h.tag()
-            )));
-        }
-        let policies = c
-            .iam
-            .list_role_policies()
-            .role_name(&h.name)
-            .send()
-            .await
-            .map_err(fail("iam ListRolePolicies"))?;
-        for p in policies.policy_names() {
-            c.iam
-                .delete_role_policy()
-                .role_name(&h.name)
-                .policy_name(p)
-                .send()
-                .await
-                .map_err(fail("iam DeleteRolePolicy"))?;
-        }
+    c.iam
+        .delete_instance_profile()
+        .instance_profile_name(&h.name)
+        .send()
+        .await
+        .map_err(fail("iam DeleteInstanceProfile"))?;
+    if get_profile(c, h).await?.is_some() {
+        return Err(AwsError::Fatal(format!(
+            "instance profile {} still exists",
+            h.name
+        )));
+    }
+    Ok(Some(step(
+        format!("iam instance profile {}", h.name),
+        "deleted (verified)",
+    )))
+}
+
+/// The host's role and its inline policies; only this host's (see [`create`]): a role of
+/// this name tagged for another host is an error, left as it is.
+async fn delete_role(c: &Clients, h: &Host) -> Result<Option<Step>, AwsError> {
+    let Some(role) = get_role(c, &h.name).await? else {
+        return Ok(None);
+    };
+    let ours = role
+        .tags()
+        .iter()
+        .any(|t| t.key() == HOST_TAG && t.value() == h.tag());
+    if !ours {
+        return Err(AwsError::Fatal(format!(
+            "role {} is not this host's ({HOST_TAG} ≠ {:?}): left as it is",
+            h.name,
+            h.tag()
+        )));
+    }
+    let policies = c
+        .iam
+        .list_role_policies()
+        .role_name(&h.name)
+        .send()
+        .await
+        .map_err(fail("iam ListRolePolicies"))?;
+    for p in policies.policy_names() {
         c.iam
-            .delete_role()
+            .delete_role_policy()
             .role_name(&h.name)
+            .policy_name(p)
             .send()
             .await
-            .map_err(fail("iam DeleteRole"))?;
-        if get_role(c, &h.name).await?.is_some() {
-            return Err(AwsError::Fatal(format!("role {} still exists", h.name)));
-        }
-        steps.push(step(format!("iam role {}", h.name), "deleted (verified)"));
+            .map_err(fail("iam DeleteRolePolicy"))?;
     }
+    c.iam
+        .delete_role()
+        .role_name(&h.name)
+        .send()
+        .await
+        .map_err(fail("iam DeleteRole"))?;
+    if get_role(c, &h.name).await?.is_some() {
+        return Err(AwsError::Fatal(format!("role {} still exists", h.name)));
+    }
+    Ok(Some(step(
+        format!("iam role {}", h.name),
+        "deleted (verified)",
+    )))
+}
+
+/// The binary and the config in the bucket.
+async fn delete_files(c: &Clients, h: &Host) -> Result<Vec<Step>, AwsError> {
+    let bucket = &h.resources.bucket;
+    let mut steps = Vec::new();
     for key in [h.binary_key(), h.config_key()] {
-        if head(c, h, &key).await?.is_some() {
-            c.s3.delete_object()
-                .bucket(&r.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(fail("s3 DeleteObject"))?;
-            if head(c, h, &key).await?.is_some() {
-                return Err(AwsError::Fatal(format!(
-                    "s3://{}/{key} still exists",
-                    r.bucket
-                )));
-            }
-            steps.push(step(
-                format!("s3://{}/{key}", r.bucket),
-                "deleted (verified)",
-            ));
+        if head(c, h, &key).await?.is_none() {
+            continue;
         }
+        c.s3.delete_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(fail("s3 DeleteObject"))?;
+        if head(c, h, &key).await?.is_some() {
+            return Err(AwsError::Fatal(format!("s3://{bucket}/{key} still exists")));
+        }
+        steps.push(step(format!("s3://{bucket}/{key}"), "deleted (verified)"));
     }
+    Ok(steps)
+}
+
+/// The mission's SSM parameters (its tokens).
+async fn delete_parameters(c: &Clients, h: &Host) -> Result<Vec<Step>, AwsError> {
+    let mut steps = Vec::new();
     for (name, _) in parameters(c, h).await? {
         c.ssm
             .delete_parameter()

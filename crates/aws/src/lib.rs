@@ -400,22 +400,54 @@ async fn check_stream_owner(c: &Clients, r: &Resources) -> Result<(), AwsError> 
 /// Creates what is missing; leaves what exists. Safe to run again.
 pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
     check_stream_owner(c, r).await?;
-    let mut steps = Vec::new();
+    let mut steps = vec![ensure_bucket(c, r).await?];
+    let (bucket_step, kms_key) = secure_bucket(c, r).await?;
+    steps.push(bucket_step);
+    steps.push(ensure_log_group(c, r).await?);
+    steps.push(ensure_log_stream(c, r).await?);
+    let account = account_id(c).await?;
+    let (arn, role_step) = ensure_role(c, r, &account).await?;
+    steps.push(role_step);
+    steps.push(put_delivery_policy(c, r, &account, kms_key.as_deref()).await?);
+    steps.push(ensure_stream(c, r, &arn).await?);
+    steps.push(wait_until_active(c, r).await?);
+    Ok(steps)
+}
+
+/// The bucket, created when missing (with its region's location constraint, which AWS
+/// rejects in us-east-1).
+async fn ensure_bucket(c: &Clients, r: &Resources) -> Result<Step, AwsError> {
     let bucket = format!("s3://{}", r.bucket);
     if bucket_exists(c, r).await? {
-        steps.push(step(&bucket, "exists"));
-    } else {
-        let mut req = c.s3.create_bucket().bucket(&r.bucket);
-        if r.region != "us-east-1" {
-            req = req.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(r.region.as_str()))
-                    .build(),
-            );
-        }
-        req.send().await.map_err(fail("creating the bucket"))?;
-        steps.push(step(&bucket, "created"));
+        return Ok(step(&bucket, "exists"));
     }
+    let mut req = c.s3.create_bucket().bucket(&r.bucket);
+    if r.region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(r.region.as_str()))
+                .build(),
+        );
+    }
+    req.send().await.map_err(fail("creating the bucket"))?;
+    Ok(step(&bucket, "created"))
+}
+
+/// Public access blocked, default encryption, the TLS-only policy: one step saying all
+/// three, and the bucket's customer-managed KMS key if its encryption names one (the
+/// delivery policy must allow it).
+async fn secure_bucket(c: &Clients, r: &Resources) -> Result<(Step, Option<String>), AwsError> {
+    block_public_access(c, r).await?;
+    let (encryption, kms_key) = ensure_encryption(c, r).await?;
+    let tls = ensure_tls_only(c, r).await?;
+    let s = step(
+        format!("s3://{}", r.bucket),
+        format!("public access blocked, {encryption}, {tls}"),
+    );
+    Ok((s, kms_key))
+}
+
+async fn block_public_access(c: &Clients, r: &Resources) -> Result<(), AwsError> {
     c.s3.put_public_access_block()
         .bucket(&r.bucket)
         .public_access_block_configuration(
@@ -429,9 +461,16 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         .send()
         .await
         .map_err(fail("blocking public access"))?;
-    // Default encryption: an existing rule (SSE-KMS with the team's key, say) is kept.
-    let existing = match c.s3.get_bucket_encryption().bucket(&r.bucket).send().await {
-        Ok(out) => out
+    Ok(())
+}
+
+/// The bucket's default encryption rule, as (algorithm, KMS key id), or `None` without one.
+async fn default_encryption(
+    c: &Clients,
+    r: &Resources,
+) -> Result<Option<(String, Option<String>)>, AwsError> {
+    match c.s3.get_bucket_encryption().bucket(&r.bucket).send().await {
+        Ok(out) => Ok(out
             .server_side_encryption_configuration()
             .and_then(|conf| conf.rules().first())
             .and_then(|rule| rule.apply_server_side_encryption_by_default())
@@ -440,15 +479,24 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
                     d.sse_algorithm().as_str().to_owned(),
                     d.kms_master_key_id().map(str::to_owned),
                 )
-            }),
+            })),
         Err(e)
             if e.as_service_error().and_then(|s| s.meta().code())
                 == Some("ServerSideEncryptionConfigurationNotFoundError") =>
         {
-            None
+            Ok(None)
         }
-        Err(e) => return Err(fail("reading default encryption")(e)),
-    };
+        Err(e) => Err(fail("reading default encryption")(e)),
+    }
+}
+
+/// Default encryption: an existing rule (SSE-KMS with the team's key, say) is kept, else
+/// SSE-S3 is set. Returns what the bucket has, in words, and its KMS key if it is SSE-KMS.
+async fn ensure_encryption(
+    c: &Clients,
+    r: &Resources,
+) -> Result<(String, Option<String>), AwsError> {
+    let existing = default_encryption(c, r).await?;
     let kms_key = existing
         .as_ref()
         .filter(|(alg, _)| alg.starts_with("aws:kms"))
@@ -456,59 +504,67 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
     let encryption = match existing {
         Some((alg, _)) => format!("default encryption {alg} kept"),
         None => {
-            let sse = ServerSideEncryptionByDefault::builder()
-                .sse_algorithm(ServerSideEncryption::Aes256)
-                .build()
-                .map_err(fail("encryption rule"))?;
-            c.s3.put_bucket_encryption()
-                .bucket(&r.bucket)
-                .server_side_encryption_configuration(
-                    ServerSideEncryptionConfiguration::builder()
-                        .rules(
-                            ServerSideEncryptionRule::builder()
-                                .apply_server_side_encryption_by_default(sse)
-                                .build(),
-                        )
-                        .build()
-                        .map_err(fail("encryption configuration"))?,
-                )
-                .send()
-                .await
-                .map_err(fail("setting default encryption"))?;
+            put_sse_s3(c, r).await?;
             "SSE-S3 default encryption".to_owned()
         }
     };
-    let tls = if r.tls_only {
-        let policy = match c.s3.get_bucket_policy().bucket(&r.bucket).send().await {
-            Ok(out) => out.policy().map(str::to_owned),
-            Err(e)
-                if e.as_service_error().and_then(|s| s.meta().code())
-                    == Some("NoSuchBucketPolicy") =>
-            {
-                None
-            }
-            Err(e) => return Err(fail("reading the bucket policy")(e)),
-        };
-        let wanted = with_tls_only(policy.as_deref(), &r.bucket)?;
-        if policy.as_deref() != Some(wanted.as_str()) {
-            c.s3.put_bucket_policy()
-                .bucket(&r.bucket)
-                .policy(&wanted)
-                .send()
-                .await
-                .map_err(fail("setting the TLS-only bucket policy"))?;
-        }
-        "TLS-only bucket policy"
-    } else {
-        "no TLS-only policy (plain-HTTP emulator endpoint)"
-    };
-    steps.push(step(
-        &bucket,
-        format!("public access blocked, {encryption}, {tls}"),
-    ));
+    Ok((encryption, kms_key))
+}
 
-    if log_group_exists(c, r).await? {
-        steps.push(step(&r.log_group, "log group exists"));
+async fn put_sse_s3(c: &Clients, r: &Resources) -> Result<(), AwsError> {
+    let sse = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::Aes256)
+        .build()
+        .map_err(fail("encryption rule"))?;
+    c.s3.put_bucket_encryption()
+        .bucket(&r.bucket)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(sse)
+                        .build(),
+                )
+                .build()
+                .map_err(fail("encryption configuration"))?,
+        )
+        .send()
+        .await
+        .map_err(fail("setting default encryption"))?;
+    Ok(())
+}
+
+/// The TLS-only statement added to the bucket policy (other statements kept), unless the
+/// endpoint is a plain-HTTP emulator; what was done, in words.
+async fn ensure_tls_only(c: &Clients, r: &Resources) -> Result<&'static str, AwsError> {
+    if !r.tls_only {
+        return Ok("no TLS-only policy (plain-HTTP emulator endpoint)");
+    }
+    let policy = match c.s3.get_bucket_policy().bucket(&r.bucket).send().await {
+        Ok(out) => out.policy().map(str::to_owned),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.meta().code()) == Some("NoSuchBucketPolicy") =>
+        {
+            None
+        }
+        Err(e) => return Err(fail("reading the bucket policy")(e)),
+    };
+    let wanted = with_tls_only(policy.as_deref(), &r.bucket)?;
+    if policy.as_deref() != Some(wanted.as_str()) {
+        c.s3.put_bucket_policy()
+            .bucket(&r.bucket)
+            .policy(&wanted)
+            .send()
+            .await
+            .map_err(fail("setting the TLS-only bucket policy"))?;
+    }
+    Ok("TLS-only bucket policy")
+}
+
+/// The log group, created when missing; its retention set either way.
+async fn ensure_log_group(c: &Clients, r: &Resources) -> Result<Step, AwsError> {
+    let s = if log_group_exists(c, r).await? {
+        step(&r.log_group, "log group exists")
     } else {
         c.logs
             .create_log_group()
@@ -516,8 +572,8 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
             .send()
             .await
             .map_err(fail("creating the log group"))?;
-        steps.push(step(&r.log_group, "log group created"));
-    }
+        step(&r.log_group, "log group created")
+    };
     c.logs
         .put_retention_policy()
         .log_group_name(&r.log_group)
@@ -525,6 +581,12 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         .send()
         .await
         .map_err(fail("setting log retention"))?;
+    Ok(s)
+}
+
+/// The log stream Firehose writes its delivery errors to, created when missing.
+async fn ensure_log_stream(c: &Clients, r: &Resources) -> Result<Step, AwsError> {
+    let resource = format!("{}/{}", r.log_group, r.log_stream);
     match c
         .logs
         .create_log_stream()
@@ -533,24 +595,20 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         .send()
         .await
     {
-        Ok(_) => steps.push(step(
-            format!("{}/{}", r.log_group, r.log_stream),
-            "log stream created",
-        )),
+        Ok(_) => Ok(step(resource, "log stream created")),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_resource_already_exists_exception()) =>
         {
-            steps.push(step(
-                format!("{}/{}", r.log_group, r.log_stream),
-                "log stream exists",
-            ))
+            Ok(step(resource, "log stream exists"))
         }
-        Err(e) => return Err(fail("creating the log stream")(e)),
+        Err(e) => Err(fail("creating the log stream")(e)),
     }
+}
 
-    let account = c
-        .sts
+/// This account's id (the role's trust condition and the policy's log-stream ARN name it).
+async fn account_id(c: &Clients) -> Result<String, AwsError> {
+    Ok(c.sts
         .get_caller_identity()
         .send()
         .await
@@ -558,106 +616,140 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         .account()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| AwsError::Fatal("sts:GetCallerIdentity returned no account id".into()))?
-        .to_owned();
-    let arn = match role_arn(c, r).await? {
-        Some(a) => {
-            // An older role may lack the account condition: its trust policy is renewed.
-            c.iam
-                .update_assume_role_policy()
-                .role_name(&r.role)
-                .policy_document(trust_policy(&account))
-                .send()
-                .await
-                .map_err(fail("updating the role's trust policy"))?;
-            steps.push(step(&r.role, "role exists"));
-            a
-        }
-        None => {
-            let out = c
-                .iam
-                .create_role()
-                .role_name(&r.role)
-                .assume_role_policy_document(trust_policy(&account))
-                .description("flagship: lets Kinesis Firehose deliver tweets to S3")
-                .send()
-                .await
-                .map_err(fail("creating the IAM role"))?;
-            steps.push(step(&r.role, "role created"));
-            out.role().map(|x| x.arn().to_owned()).unwrap_or_default()
-        }
-    };
+        .to_owned())
+}
+
+/// The delivery role, created when missing; an existing one has its trust policy renewed
+/// (an older role may lack the account condition). Returns its ARN and the step.
+async fn ensure_role(
+    c: &Clients,
+    r: &Resources,
+    account: &str,
+) -> Result<(String, Step), AwsError> {
+    if let Some(arn) = role_arn(c, r).await? {
+        c.iam
+            .update_assume_role_policy()
+            .role_name(&r.role)
+            .policy_document(trust_policy(account))
+            .send()
+            .await
+            .map_err(fail("updating the role's trust policy"))?;
+        return Ok((arn, step(&r.role, "role exists")));
+    }
+    let out = c
+        .iam
+        .create_role()
+        .role_name(&r.role)
+        .assume_role_policy_document(trust_policy(account))
+        .description("flagship: lets Kinesis Firehose deliver tweets to S3")
+        .send()
+        .await
+        .map_err(fail("creating the IAM role"))?;
+    let s = step(&r.role, "role created");
+    Ok((
+        out.role().map(|x| x.arn().to_owned()).unwrap_or_default(),
+        s,
+    ))
+}
+
+/// The role's one inline policy ([`delivery_policy`]), put every time.
+async fn put_delivery_policy(
+    c: &Clients,
+    r: &Resources,
+    account: &str,
+    kms_key: Option<&str>,
+) -> Result<Step, AwsError> {
     c.iam
         .put_role_policy()
         .role_name(&r.role)
         .policy_name(POLICY_NAME)
-        .policy_document(delivery_policy(r, &account, kms_key.as_deref()))
+        .policy_document(delivery_policy(r, account, kms_key))
         .send()
         .await
         .map_err(fail("attaching the delivery policy"))?;
-    steps.push(step(
+    Ok(step(
         &r.role,
         format!(
             "inline policy {POLICY_NAME}: s3://{}/{}*, log stream {}",
             r.bucket, r.prefix, r.log_stream
         ),
-    ));
+    ))
+}
 
-    match stream_status(c, r).await? {
-        Some(s) => steps.push(step(
+/// The delivery stream, created when missing, delivering as the role `arn`.
+async fn ensure_stream(c: &Clients, r: &Resources, arn: &str) -> Result<Step, AwsError> {
+    if let Some(s) = stream_status(c, r).await? {
+        return Ok(step(
             &r.stream,
             format!("delivery stream exists ({})", s.as_str()),
-        )),
-        None => {
-            let dest = ExtendedS3DestinationConfiguration::builder()
-                .role_arn(&arn)
-                .bucket_arn(format!("arn:aws:s3:::{}", r.bucket))
-                .prefix(&r.prefix)
-                .error_output_prefix(r.error_prefix())
-                .buffering_hints(
-                    BufferingHints::builder()
-                        .size_in_mbs(5)
-                        .interval_in_seconds(60)
-                        .build(),
-                )
-                .cloud_watch_logging_options(
-                    CloudWatchLoggingOptions::builder()
-                        .enabled(true)
-                        .log_group_name(&r.log_group)
-                        .log_stream_name(&r.log_stream)
-                        .build(),
-                )
-                .build()
-                .map_err(fail("destination configuration"))?;
-            // A new role takes a while to be usable by Firehose: retry while AWS says so.
-            let start = std::time::Instant::now();
-            loop {
-                let created = c
-                    .firehose
-                    .create_delivery_stream()
-                    .delivery_stream_name(&r.stream)
-                    .delivery_stream_type(DeliveryStreamType::DirectPut)
-                    .extended_s3_destination_configuration(dest.clone())
-                    .send()
-                    .await;
-                match created {
-                    Ok(_) => break,
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_invalid_argument_exception())
-                            && start.elapsed() < Duration::from_secs(120) =>
-                    {
-                        tracing::info!(
-                            "role not assumable yet; retrying: {}",
-                            aws_sdk_firehose::error::DisplayErrorContext(&e)
-                        );
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    Err(e) => return Err(fail("creating the delivery stream")(e)),
-                }
+        ));
+    }
+    create_stream(c, r, destination(r, arn)?).await?;
+    Ok(step(&r.stream, "delivery stream created"))
+}
+
+/// Where and how the stream delivers: the bucket and prefix (errors beside it), 5 MB / 60 s
+/// buffering, delivery errors logged to the log stream.
+fn destination(r: &Resources, arn: &str) -> Result<ExtendedS3DestinationConfiguration, AwsError> {
+    ExtendedS3DestinationConfiguration::builder()
+        .role_arn(arn)
+        .bucket_arn(format!("arn:aws:s3:::{}", r.bucket))
+        .prefix(&r.prefix)
+        .error_output_prefix(r.error_prefix())
+        .buffering_hints(
+            BufferingHints::builder()
+                .size_in_mbs(5)
+                .interval_in_seconds(60)
+                .build(),
+        )
+        .cloud_watch_logging_options(
+            CloudWatchLoggingOptions::builder()
+                .enabled(true)
+                .log_group_name(&r.log_group)
+                .log_stream_name(&r.log_stream)
+                .build(),
+        )
+        .build()
+        .map_err(fail("destination configuration"))
+}
+
+/// Creates the DirectPut stream. A new role takes a while to be usable by Firehose: retried
+/// while AWS says so, for two minutes at most.
+async fn create_stream(
+    c: &Clients,
+    r: &Resources,
+    dest: ExtendedS3DestinationConfiguration,
+) -> Result<(), AwsError> {
+    let start = std::time::Instant::now();
+    loop {
+        let created = c
+            .firehose
+            .create_delivery_stream()
+            .delivery_stream_name(&r.stream)
+            .delivery_stream_type(DeliveryStreamType::DirectPut)
+            .extended_s3_destination_configuration(dest.clone())
+            .send()
+            .await;
+        match created {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_invalid_argument_exception())
+                    && start.elapsed() < Duration::from_secs(120) =>
+            {
+                tracing::info!(
+                    "role not assumable yet; retrying: {}",
+                    aws_sdk_firehose::error::DisplayErrorContext(&e)
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
             }
-            steps.push(step(&r.stream, "delivery stream created"));
+            Err(e) => return Err(fail("creating the delivery stream")(e)),
         }
     }
+}
+
+/// Polls the stream until it is ACTIVE (ten minutes at most).
+async fn wait_until_active(c: &Clients, r: &Resources) -> Result<Step, AwsError> {
     poll(
         "waiting for the delivery stream to be ACTIVE",
         Duration::from_secs(600),
@@ -665,8 +757,7 @@ pub async fn create(c: &Clients, r: &Resources) -> Result<Vec<Step>, AwsError> {
         || async { Ok(stream_status(c, r).await? == Some(DeliveryStreamStatus::Active)) },
     )
     .await?;
-    steps.push(step(&r.stream, "ACTIVE"));
-    Ok(steps)
+    Ok(step(&r.stream, "ACTIVE"))
 }
 
 /// What exists now.
@@ -712,109 +803,94 @@ pub async fn destroy(
     r: &Resources,
     delete_bucket: bool,
 ) -> Result<Vec<Step>, AwsError> {
-    let mut steps = Vec::new();
-    if stream_status(c, r).await?.is_some() {
-        c.firehose
-            .delete_delivery_stream()
-            .delivery_stream_name(&r.stream)
-            .send()
-            .await
-            .map_err(fail("deleting the delivery stream"))?;
-        poll(
-            "waiting for the delivery stream to go",
-            Duration::from_secs(600),
-            Duration::from_secs(2),
-            || async { Ok(stream_status(c, r).await?.is_none()) },
-        )
-        .await?;
-        steps.push(step(&r.stream, "deleted (verified)"));
-    } else {
-        steps.push(step(&r.stream, "absent"));
+    Ok(vec![
+        delete_stream(c, r).await?,
+        delete_role(c, r).await?,
+        delete_log_group(c, r).await?,
+        remove_bucket(c, r, delete_bucket).await?,
+    ])
+}
+
+/// The delivery stream, deleted and waited for until it is gone.
+async fn delete_stream(c: &Clients, r: &Resources) -> Result<Step, AwsError> {
+    if stream_status(c, r).await?.is_none() {
+        return Ok(step(&r.stream, "absent"));
     }
+    c.firehose
+        .delete_delivery_stream()
+        .delivery_stream_name(&r.stream)
+        .send()
+        .await
+        .map_err(fail("deleting the delivery stream"))?;
+    poll(
+        "waiting for the delivery stream to go",
+        Duration::from_secs(600),
+        Duration::from_secs(2),
+        || async { Ok(stream_status(c, r).await?.is_none()) },
+    )
+    .await?;
+    Ok(step(&r.stream, "deleted (verified)"))
+}
+
+/// The delivery role and its inline policy.
+async fn delete_role(c: &Clients, r: &Resources) -> Result<Step, AwsError> {
+    if role_arn(c, r).await?.is_none() {
+        return Ok(step(&r.role, "absent"));
+    }
+    match c
+        .iam
+        .delete_role_policy()
+        .role_name(&r.role)
+        .policy_name(POLICY_NAME)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) => {}
+        Err(e) => return Err(fail("deleting the inline policy")(e)),
+    }
+    c.iam
+        .delete_role()
+        .role_name(&r.role)
+        .send()
+        .await
+        .map_err(fail("deleting the role"))?;
     if role_arn(c, r).await?.is_some() {
-        match c
-            .iam
-            .delete_role_policy()
-            .role_name(&r.role)
-            .policy_name(POLICY_NAME)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) => {}
-            Err(e) => return Err(fail("deleting the inline policy")(e)),
-        }
-        c.iam
-            .delete_role()
-            .role_name(&r.role)
-            .send()
-            .await
-            .map_err(fail("deleting the role"))?;
-        if role_arn(c, r).await?.is_some() {
-            return Err(AwsError::Fatal(format!(
-                "role {} still exists after deletion",
-                r.role
-            )));
-        }
-        steps.push(step(&r.role, "deleted (verified)"));
-    } else {
-        steps.push(step(&r.role, "absent"));
+        return Err(AwsError::Fatal(format!(
+            "role {} still exists after deletion",
+            r.role
+        )));
     }
+    Ok(step(&r.role, "deleted (verified)"))
+}
+
+/// The log group (with its log stream).
+async fn delete_log_group(c: &Clients, r: &Resources) -> Result<Step, AwsError> {
+    if !log_group_exists(c, r).await? {
+        return Ok(step(&r.log_group, "absent"));
+    }
+    c.logs
+        .delete_log_group()
+        .log_group_name(&r.log_group)
+        .send()
+        .await
+        .map_err(fail("deleting the log group"))?;
     if log_group_exists(c, r).await? {
-        c.logs
-            .delete_log_group()
-            .log_group_name(&r.log_group)
-            .send()
-            .await
-            .map_err(fail("deleting the log group"))?;
-        if log_group_exists(c, r).await? {
-            return Err(AwsError::Fatal(format!(
-                "log group {} still exists after deletion",
-                r.log_group
-            )));
-        }
-        steps.push(step(&r.log_group, "deleted (verified)"));
-    } else {
-        steps.push(step(&r.log_group, "absent"));
+        return Err(AwsError::Fatal(format!(
+            "log group {} still exists after deletion",
+            r.log_group
+        )));
     }
+    Ok(step(&r.log_group, "deleted (verified)"))
+}
+
+/// The bucket, emptied and deleted only when `delete_bucket`; otherwise kept and said so.
+async fn remove_bucket(c: &Clients, r: &Resources, delete_bucket: bool) -> Result<Step, AwsError> {
     let bucket = format!("s3://{}", r.bucket);
-    if delete_bucket && bucket_exists(c, r).await? {
-        loop {
-            let page =
-                c.s3.list_objects_v2()
-                    .bucket(&r.bucket)
-                    .send()
-                    .await
-                    .map_err(fail("listing the bucket"))?;
-            if page.contents().is_empty() {
-                break;
-            }
-            for o in page.contents() {
-                if let Some(k) = o.key() {
-                    c.s3.delete_object()
-                        .bucket(&r.bucket)
-                        .key(k)
-                        .send()
-                        .await
-                        .map_err(fail("emptying the bucket"))?;
-                }
-            }
-        }
-        c.s3.delete_bucket()
-            .bucket(&r.bucket)
-            .send()
-            .await
-            .map_err(fail("deleting the bucket"))?;
-        if bucket_exists(c, r).await? {
-            return Err(AwsError::Fatal(format!(
-                "{bucket} still exists after deletion"
-            )));
-        }
-        steps.push(step(&bucket, "emptied and deleted (verified)"));
-    } else {
-        steps.push(step(
+    if !(delete_bucket && bucket_exists(c, r).await?) {
+        return Ok(step(
             &bucket,
             if delete_bucket {
                 "absent"
@@ -823,5 +899,41 @@ pub async fn destroy(
             },
         ));
     }
-    Ok(steps)
+    empty_bucket(c, r).await?;
+    c.s3.delete_bucket()
+        .bucket(&r.bucket)
+        .send()
+        .await
+        .map_err(fail("deleting the bucket"))?;
+    if bucket_exists(c, r).await? {
+        return Err(AwsError::Fatal(format!(
+            "{bucket} still exists after deletion"
+        )));
+    }
+    Ok(step(&bucket, "emptied and deleted (verified)"))
+}
+
+/// Deletes every object of the bucket, a listing page at a time, until none is left.
+async fn empty_bucket(c: &Clients, r: &Resources) -> Result<(), AwsError> {
+    loop {
+        let page =
+            c.s3.list_objects_v2()
+                .bucket(&r.bucket)
+                .send()
+                .await
+                .map_err(fail("listing the bucket"))?;
+        if page.contents().is_empty() {
+            return Ok(());
+        }
+        for o in page.contents() {
+            if let Some(k) = o.key() {
+                c.s3.delete_object()
+                    .bucket(&r.bucket)
+                    .key(k)
+                    .send()
+                    .await
+                    .map_err(fail("emptying the bucket"))?;
+            }
+        }
+    }
 }

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use flagship_core::config::Config;
-use flagship_desk::server::{self, Desk, LiveSink, Settings};
+use flagship_desk::server::{self, Desk, Settings};
 use flagship_desk::{DeskStore, auth, export};
 
-use crate::ingest_cmd::parse_duration;
+use crate::shared::parse_duration;
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -42,7 +42,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     #[command(flatten)]
-    pub source: crate::ingest_cmd::SourceArgs,
+    pub source: crate::shared::SourceArgs,
     /// Serve the database only: no live source, no model.
     #[arg(long)]
     pub no_live: bool,
@@ -90,11 +90,6 @@ pub enum UserCmd {
     },
 }
 
-/// The desk database's path (`storage.desk`).
-pub fn database(config: &Config) -> PathBuf {
-    config.path(&config.storage.desk)
-}
-
 pub fn run(config: &Config, a: Args) -> Result<()> {
     match a.cmd {
         Some(Cmd::Export(e)) => export_cmd(config, e),
@@ -104,7 +99,7 @@ pub fn run(config: &Config, a: Args) -> Result<()> {
 }
 
 fn export_cmd(config: &Config, a: ExportArgs) -> Result<()> {
-    let store = DeskStore::open_existing(&database(config))?;
+    let store = DeskStore::open_existing(&config.desk_database())?;
     if a.out.as_os_str() == "-" {
         let (bytes, n) = export::render(&store, a.format)?;
         std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
@@ -141,21 +136,8 @@ fn add_user(config: &Config, name: &str, users: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Resolves when Ctrl-C / SIGTERM arrives or `limit` passes.
-async fn stop_after(limit: Option<Duration>) {
-    match limit {
-        Some(d) => {
-            tokio::select! {
-                _ = crate::ingest_cmd::signal() => {}
-                _ = tokio::time::sleep(d) => {}
-            }
-        }
-        None => crate::ingest_cmd::signal().await,
-    }
-}
-
 async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
-    let db = database(config);
+    let db = config.desk_database();
     let store = DeskStore::open(&db)?;
     let methods = auth::Methods::load(
         config
@@ -173,13 +155,15 @@ async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
         (false, None) => Some(open_live(config, &a).await?),
         _ => None,
     };
+    #[cfg(not(feature = "model"))]
+    let live: Option<std::convert::Infallible> = live;
     let desk = Desk::new(store, methods, Settings::from_config(config), bind)?;
     let (listener, addr) = server::bind(bind).await?;
 
     // One stop for every half: a signal or the duration.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        stop_after(a.duration).await;
+        crate::shared::stop_after(a.duration).await;
         stop_tx.send_replace(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -203,6 +187,9 @@ async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
     // A live loop or an attached file that fails is logged; the page keeps serving what the
     // database holds.
     if let Some(live) = live {
+        #[cfg(not(feature = "model"))]
+        match live {}
+        #[cfg(feature = "model")]
         match run_live(config, &a, &desk, live, stopped(stop_rx.clone())).await {
             Ok(()) if !*stop_rx.borrow() => {
                 println!("desk: the source ended; still serving (Ctrl-C to stop)")
@@ -222,16 +209,27 @@ async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// This build has no model (the streaming host's, without the `model` feature): the desk
+/// serves its database or follows a watch's file.
+#[cfg(not(feature = "model"))]
+async fn open_live(_: &Config, _: &ServeArgs) -> Result<std::convert::Infallible> {
+    bail!(
+        "this flagship is built without the model: serve with --no-live, or --attach a watch's file"
+    )
+}
+
 /// The live half, opened before the page is served.
+#[cfg(feature = "model")]
 struct Live {
     model: flagship_model::Classifier,
     model_id: String,
     source: Box<dyn flagship_ingest::source::PostSource>,
 }
 
+#[cfg(feature = "model")]
 async fn open_live(config: &Config, a: &ServeArgs) -> Result<Live> {
     let (model, model_dir) =
-        crate::watch::load_model(config, a.model.as_deref(), "pass --model, or --no-live")?;
+        crate::shared::load_model(config, a.model.as_deref(), "pass --model, or --no-live")?;
     let source = a
         .source
         .open(config, "desk", Duration::from_secs(120))
@@ -244,6 +242,7 @@ async fn open_live(config: &Config, a: &ServeArgs) -> Result<Live> {
 }
 
 /// The live loop into the desk, until the source ends or `stop`.
+#[cfg(feature = "model")]
 async fn run_live(
     config: &Config,
     a: &ServeArgs,
@@ -267,15 +266,17 @@ async fn run_live(
         explain: a.explain,
     };
     let t = flagship_live::run(
-        config,
-        &live.model,
-        &live.model_id,
+        flagship_live::Run {
+            config,
+            model: &live.model,
+            model_id: &live.model_id,
+            handled_before: handled,
+            options: &opts,
+            progress: &|_| {},
+        },
         live.source,
-        handled,
-        &mut LiveSink(desk.clone()),
-        &opts,
+        &mut server::LiveSink(desk.clone()),
         stop,
-        &|_| {},
     )
     .await?;
     println!(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use flagship_core::Config;
 use flagship_core::operating::Points;
-use flagship_metrics::Evaluation;
+use flagship_metrics::{Evaluation, verdict_word};
 
 use flagship_store::fs::write_atomic;
 use flagship_store::table::Table;
@@ -33,7 +33,7 @@ pub fn run(config: &Config, args: Args) -> Result<Vec<String>> {
     let targets = t.targets()?;
     let probs = t.f64_column("need_support_probability")?;
     let flags = t.bool_column("need_support")?;
-    let words = crate::monitor_cmd::words(&t)?;
+    let words = crate::shared::words(&t)?;
     let (mut y, mut p, mut f, mut w) = (vec![], vec![], vec![], vec![]);
     let mut skipped = 0;
     for (i, target) in targets.iter().enumerate() {
@@ -109,7 +109,9 @@ fn operating_points(dir: &std::path::Path) -> Result<Option<Points>> {
     }
 }
 
-/// The three-line verdict and where the report is.
+/// The three-line verdict and where the report is: F2 against the naive baseline and the
+/// 0.80 target, the minutes, and the verdict in the reports' words
+/// ([`Evaluation::outcome`]); then each operating point the model does not work at.
 pub fn verdict(e: &Evaluation, html: &std::path::Path) -> Vec<String> {
     let v = &e.verdict;
     vec![
@@ -127,20 +129,11 @@ pub fn verdict(e: &Evaluation, html: &std::path::Path) -> Vec<String> {
             }
         ),
         format!(
-            "minutes wasted {:.1} vs {:.1} naive ({:.0} % saved); minutes missed {:.1} vs {:.1} naive ({:.0} % saved)",
-            e.times.wasted_minutes,
-            e.naive.wasted_minutes.mean,
-            v.wasted_reduction_percent,
-            e.times.missed_minutes,
-            e.naive.missed_minutes.mean,
-            v.missed_reduction_percent
+            "{}; {}",
+            e.wasted_against_naive(),
+            e.missed_against_naive()
         ),
-        format!(
-            "verdict: {}{} — {}",
-            if v.success { "success" } else { "not yet" },
-            e.at_operating_point(),
-            html.display()
-        ),
+        format!("verdict: {} — {}", e.outcome(), html.display()),
     ]
     .into_iter()
     .chain(e.operating.iter().filter(|r| !r.chosen).map(|r| {
@@ -152,7 +145,7 @@ pub fn verdict(e: &Evaluation, html: &std::path::Path) -> Vec<String> {
             r.f2,
             r.wasted_minutes,
             r.missed_minutes,
-            if r.success { "success" } else { "not yet" }
+            verdict_word(r.success)
         )
     }))
     .collect()

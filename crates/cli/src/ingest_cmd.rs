@@ -6,36 +6,13 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 #[cfg(feature = "aws")]
 use flagship_aws::{self as aws, Resources};
-use flagship_core::Platform;
 use flagship_core::config::{Area, Config};
 use flagship_ingest::firehose::FirehoseSink;
-use flagship_ingest::jetstream::{Jetstream, JetstreamConfig};
-use flagship_ingest::mastodon::{MastodonConfig, MastodonStream};
 use flagship_ingest::sink::{LocalSink, Sink};
-use flagship_ingest::source::{Merged, PostSource, Replay};
-use flagship_ingest::xstream::{self, XStream, XStreamConfig};
 use flagship_store::storage::{Location, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// `90s`, `10m`, `2h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 2h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
+use crate::shared::{SourceArgs, parse_duration, signal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SinkKind {
@@ -81,166 +58,6 @@ pub enum IngestCmd {
     },
 }
 
-/// Where tweets come from: the X API v2 filtered stream, or a replay.
-#[derive(clap::Args)]
-pub struct SourceArgs {
-    /// Where posts come from: x (paid API), bluesky (Jetstream), mastodon (instances'
-    /// streaming API); repeat for several at once. Default: the sources the config enables.
-    /// With --replay: what the recording holds (default x).
-    #[arg(long = "source", value_parser = parse_platform)]
-    pub sources: Vec<Platform>,
-    /// Replay recorded lines (a file or a folder of .jsonl[.gz]) instead of a live source: X
-    /// v2 stream messages, Jetstream events, or Mastodon statuses / stream events.
-    #[arg(long)]
-    pub replay: Option<PathBuf>,
-    /// Replay paced by the tweets' times, this many times faster (default: as fast as possible).
-    #[arg(long)]
-    pub speed: Option<f64>,
-    /// X API base URL (default: the config's sources.x.base_url).
-    #[arg(long)]
-    pub base_url: Option<String>,
-    /// Do not change the stream's rules (use them as they are).
-    #[arg(long)]
-    pub no_rule_sync: bool,
-}
-
-fn parse_platform(s: &str) -> Result<Platform, String> {
-    s.parse()
-}
-
-impl SourceArgs {
-    /// A replay of `path` (X v2 messages) as fast as it reads.
-    #[cfg(feature = "model")]
-    pub fn replay(path: PathBuf) -> SourceArgs {
-        SourceArgs {
-            sources: vec![],
-            replay: Some(path),
-            speed: None,
-            base_url: None,
-            no_rule_sync: false,
-        }
-    }
-
-    /// The platforms asked for, else those the config enables.
-    fn platforms(&self, config: &Config) -> Result<Vec<Platform>> {
-        if !self.sources.is_empty() {
-            let mut v = self.sources.clone();
-            v.sort();
-            v.dedup();
-            return Ok(v);
-        }
-        let s = &config.sources;
-        let on: Vec<Platform> = [
-            (Platform::X, s.x.enabled),
-            (Platform::Bluesky, s.bluesky.enabled),
-            (Platform::Mastodon, s.mastodon.enabled),
-        ]
-        .into_iter()
-        .filter_map(|(p, on)| on.then_some(p))
-        .collect();
-        if on.is_empty() {
-            bail!("no source: pass --source x|bluesky|mastodon or enable one under [sources]");
-        }
-        Ok(on)
-    }
-
-    /// Opens the replay, or the live sources (several are merged). `who` names the command:
-    /// each keeps its own Bluesky resume point (`ingest`: `sources.bluesky.cursor`; others
-    /// beside it, `<name>.<who>.json`), whose crash checkpoint stays `lag` behind.
-    pub async fn open(
-        &self,
-        config: &Config,
-        who: &str,
-        lag: Duration,
-    ) -> Result<Box<dyn PostSource>> {
-        if let Some(p) = &self.replay {
-            let platform = match self.sources[..] {
-                [] => Platform::X,
-                [p] => p,
-                _ => bail!("--replay reads one platform's recording: pass one --source"),
-            };
-            return Ok(Box::new(
-                Replay::new(Replay::files_of(p)?, self.speed).platform(platform),
-            ));
-        }
-        let mut opened: Vec<Box<dyn PostSource>> = Vec::new();
-        for p in self.platforms(config)? {
-            opened.push(match p {
-                Platform::X => self.open_x(config, who).await?,
-                Platform::Bluesky => {
-                    let b = &config.sources.bluesky;
-                    let mut cfg = JetstreamConfig::new(b.endpoints.clone());
-                    let cursor = config.path(&b.cursor);
-                    let cursor = if who == "ingest" {
-                        cursor
-                    } else {
-                        cursor.with_extension(format!("{who}.json"))
-                    };
-                    cfg.cursor_file = Some(cursor.clone());
-                    cfg.rewind = Duration::from_secs(b.rewind_seconds);
-                    cfg.lag = lag;
-                    println!(
-                        "{who}: Bluesky Jetstream ({} endpoints, resume point {}), posts matched against {} track terms",
-                        b.endpoints.len(),
-                        cursor.display(),
-                        config.mission.stream.track.len()
-                    );
-                    Box::new(Jetstream::new(cfg)?)
-                }
-                Platform::Mastodon => {
-                    let m = &config.sources.mastodon;
-                    let token = std::env::var(&m.token_env)
-                        .ok()
-                        .filter(|t| !t.trim().is_empty());
-                    let cfg = MastodonConfig::new(&m.instances, &m.hashtags, m.public, token);
-                    println!(
-                        "{who}: Mastodon, {} timelines on {} instances{}",
-                        cfg.timelines.len(),
-                        m.instances.len(),
-                        if std::env::var_os(&m.token_env).is_some() {
-                            format!(" (token from {})", m.token_env)
-                        } else {
-                            String::new()
-                        }
-                    );
-                    Box::new(MastodonStream::start(cfg)?)
-                }
-            });
-        }
-        Ok(if opened.len() == 1 {
-            opened.pop().expect("one")
-        } else {
-            Box::new(Merged::new(opened))
-        })
-    }
-
-    /// Connects to X after syncing the stream rules with the profile's.
-    async fn open_x(&self, config: &Config, who: &str) -> Result<Box<dyn PostSource>> {
-        let base = self
-            .base_url
-            .clone()
-            .unwrap_or_else(|| config.sources.x.base_url.clone());
-        let x = XStream::new(XStreamConfig::new(
-            &base,
-            xstream::token_from(&config.sources.x.token_env)?,
-        ))?;
-        if !self.no_rule_sync {
-            let sync = x
-                .sync_rules(&config.mission.name, &config.mission.stream.rules())
-                .await?;
-            println!(
-                "{who}: stream rules of mission `{}`: {} kept, {} added, {} deleted; {} other rules on the app left alone",
-                config.mission.name,
-                sync.kept,
-                sync.added.len(),
-                sync.deleted.len(),
-                sync.foreign
-            );
-        }
-        Ok(Box::new(x))
-    }
-}
-
 #[derive(clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -256,8 +73,9 @@ pub struct RunArgs {
     /// Firehose: records it would not take after all retries go here.
     #[arg(long, default_value = SPILL)]
     pub spill: PathBuf,
-    #[arg(long)]
-    pub max_tweets: Option<u64>,
+    /// Stop after this many posts (`--max-tweets`, its old name, still works).
+    #[arg(long, alias = "max-tweets")]
+    pub max_posts: Option<u64>,
     /// Stop after this long (`90s`, `10m`, `2h`).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -292,7 +110,7 @@ impl RunArgs {
             out: None,
             stream: stream.into(),
             spill: SPILL.into(),
-            max_tweets: None,
+            max_posts: None,
             duration: None,
             drain_timeout: parse_duration(DRAIN_TIMEOUT).expect("a valid default"),
             buffer_bytes: BUFFER_BYTES,
@@ -303,24 +121,6 @@ impl RunArgs {
             },
         }
     }
-}
-
-/// Resolves when SIGINT or SIGTERM arrives.
-pub async fn signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("signal received: draining the queue and flushing");
 }
 
 async fn firehose_client(config: &Config, aws: &AwsFlags) -> flagship_ingest::firehose::Client {
@@ -360,7 +160,7 @@ pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals>
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
     );
     let opts = flagship_ingest::Options {
-        max_tweets: a.max_tweets,
+        max_posts: a.max_posts,
         duration: a.duration,
         drain_timeout: a.drain_timeout,
         track: Some(flagship_core::track::Track::new(

@@ -12,7 +12,7 @@ pub struct Args {
     /// Payload files: one stream message or search page per line.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Write the tweets as raw-schema Parquet here (path, file:// or s3://), and malformed
+    /// Write the posts as raw-schema Parquet here (path, file:// or s3://), and malformed
     /// lines to a quarantine file beside it.
     #[arg(long)]
     pub out: Option<String>,

@@ -3,12 +3,15 @@
 //! function; `pipeline` calls those functions, never another command's arguments. Progress
 //! and logging live here; the work lives in the library crates.
 //!
-//! Cargo features: `model` (default; train, predict, watch, desk, pipeline, check-model — libtorch)
-//! and `ballista` (`--engine ballista://…`). `--no-default-features` is the streaming host's
-//! binary, without libtorch.
+//! Cargo features: `model` (default; train, predict, watch, the desk's live loop, pipeline,
+//! check-model — libtorch), `ballista` (`--engine ballista://…`) and `aws` (`flagship aws …`).
+//! `--no-default-features` is the streaming host's binary, without libtorch (its desk serves a
+//! database or follows a watch's file: `--no-live`, `--attach`).
+//!
+//! Logs go to stderr through `tracing`, coloured only on a terminal and never with `NO_COLOR`
+//! set, so a log file or a pipe holds plain text.
 
 mod config_cmd;
-#[cfg(feature = "model")]
 mod desk_cmd;
 mod engine;
 mod evaluate_cmd;
@@ -19,10 +22,12 @@ mod model_cmd;
 mod monitor_cmd;
 #[cfg(feature = "model")]
 mod pipeline;
+mod shared;
 mod stages_cmd;
 #[cfg(feature = "model")]
 mod watch;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -48,28 +53,30 @@ enum Command {
     /// evaluate, monitor — skipping unchanged ones (no config: the bundled demo).
     #[cfg(feature = "model")]
     Pipeline(pipeline::Args),
-    /// Stream tweets (X API v2 filtered stream, or a replay) into Firehose or its S3 layout.
+    /// Stream posts (X API v2 filtered stream, Bluesky, Mastodon, or a replay) into Firehose
+    /// or its S3 layout.
     #[command(subcommand)]
     Ingest(ingest_cmd::IngestCmd),
     /// Create, check or delete the bucket, log group, role and Firehose stream ingest uses;
     /// `aws host …`: the mission's streaming host (an EC2 instance running ingest).
     Aws(ingest_cmd::AwsArgs),
-    /// Read X API v2 payload files (JSONL) into the raw schema: counts, Parquet, quarantine.
+    /// Read raw record files (JSONL: X API v2 payloads, Bluesky / Mastodon events) into the
+    /// raw schema: counts, Parquet, quarantine.
     Inspect(inspect::Args),
     /// Gather the raw Firehose objects of each hour into one Parquet file (dedup, quarantine).
     Combine(stages_cmd::CombineArgs),
-    /// Keep the combined tweets about the mission (the profile's term lists), with counts per reason.
+    /// Keep the combined posts about the mission (the profile's term lists), with counts per reason.
     Filter(stages_cmd::Common),
     /// Clean the text and derive features (DataFusion plan; local or Ballista).
     Textproc(stages_cmd::Common),
     /// Chronological train / validation / test splits joined with the labels file.
     Split(stages_cmd::SplitArgs),
-    /// Live triage: stream (X API or replay), filter, clean, classify, append flagged tweets.
+    /// Live triage: stream (X, Bluesky, Mastodon, or a replay), filter, clean, classify,
+    /// append flagged posts.
     #[cfg(feature = "model")]
     Watch(watch::Args),
     /// The triage desk: a web page of live flagged posts with one-key decisions (SQLite),
     /// decisions exported as labels.
-    #[cfg(feature = "model")]
     Desk(desk_cmd::Args),
     /// Print, check or explain the configuration.
     #[command(subcommand)]
@@ -100,6 +107,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour(std::io::stderr().is_terminal()))
         .init();
     let cli = Cli::parse();
     let config = load_config(cli.config.as_deref())?;
@@ -115,7 +123,6 @@ fn main() -> Result<()> {
         Command::Split(args) => stages_cmd::split(&config, args),
         #[cfg(feature = "model")]
         Command::Watch(args) => watch::run(&config, args).map(drop),
-        #[cfg(feature = "model")]
         Command::Desk(args) => desk_cmd::run(&config, args),
         Command::Config(cmd) => config_cmd::run(&config, cmd),
         #[cfg(feature = "model")]
@@ -127,6 +134,11 @@ fn main() -> Result<()> {
         #[cfg(feature = "model")]
         Command::CheckModel { base } => check_model(&config, base).map(drop),
     }
+}
+
+/// Colour codes in logs: only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<flagship_core::Config> {

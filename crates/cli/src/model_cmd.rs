@@ -54,7 +54,7 @@ pub struct TrainArgs {
     pub learning_rate: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Expected share of tweets needing support; the threshold is tuned for it.
+    /// Expected share of posts needing support; the threshold is tuned for it.
     #[arg(long)]
     pub expected_rate: Option<f64>,
     /// Class-weighted loss on or off (default: `model.class_weights`).
@@ -222,59 +222,82 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
                 seed,
                 ..LinearOptions::default()
             },
-            rate,
-            operating,
-            &config.business,
+            classifier::Tuning {
+                expected_rate: rate,
+                operating,
+                business: &config.business,
+            },
             &args.out,
             data,
         )?,
         ModelKind::Transformer => {
-            let base = match args
-                .base
-                .or_else(|| m.base.as_ref().map(|b| config.base_dir.join(b)))
-            {
-                Some(b) => b,
-                None => flagship_model::Checkpoint::default_base()?,
-            };
-            let from_config = TrainOptions::from_config(m);
-            let opts = TrainOptions {
-                epochs: args.epochs.unwrap_or(m.epochs),
-                learning_rate: args.learning_rate.unwrap_or(m.learning_rate),
-                batch_size: args.batch_size.unwrap_or(m.batch_size),
-                max_length: args.max_length.unwrap_or(m.max_length),
-                seed,
-                class_weights: args.class_weights.unwrap_or(m.class_weights),
-                expected_need_support_rate: rate,
-                max_steps: args.max_steps,
-                progress: true,
-                pooling: args.pooling.unwrap_or(m.pooling),
-                classes: args.classes.unwrap_or(m.classes),
-                layer_decay: args.layer_decay.unwrap_or(m.layer_decay),
-                linear_weight: args.linear_weight.unwrap_or(m.linear_weight),
-                operating,
-                business: config.business.clone(),
-                precision: Some(flagship_model::Precision::of(
-                    args.precision.unwrap_or(m.precision),
-                    from_config.device,
-                )),
-                ..from_config
-            };
-            println!(
-                "fine-tuning {} on {:?} ({} threads, {:?}): {} epoch(s), batch {}, lr {}, max length {}",
-                base.display(),
-                opts.device,
-                tch::get_num_threads(),
-                opts.precision(),
-                opts.epochs,
-                opts.batch_size,
-                opts.learning_rate,
-                opts.max_length
-            );
+            let (base, opts) = transformer_options(config, &args, seed, rate, operating)?;
             let trained = flagship_model::train::train(&base, &train_set, &val_set, &opts)?;
             trained.export(&args.out, data)?
         }
     };
-    // The monitoring reference: the model's probabilities on the validation file, by group.
+    save_monitor_reference(config, &args)?;
+    print_card(&card, &args.out, rate);
+    Ok(card)
+}
+
+/// The base checkpoint and the fine-tuning options: the flags over the config.
+fn transformer_options(
+    config: &Config,
+    args: &TrainArgs,
+    seed: u64,
+    rate: f64,
+    operating: flagship_core::operating::Settings,
+) -> Result<(PathBuf, TrainOptions)> {
+    let m = &config.model;
+    let base = match args
+        .base
+        .clone()
+        .or_else(|| m.base.as_ref().map(|b| config.base_dir.join(b)))
+    {
+        Some(b) => b,
+        None => flagship_model::Checkpoint::default_base()?,
+    };
+    let from_config = TrainOptions::from_config(m);
+    let opts = TrainOptions {
+        epochs: args.epochs.unwrap_or(m.epochs),
+        learning_rate: args.learning_rate.unwrap_or(m.learning_rate),
+        batch_size: args.batch_size.unwrap_or(m.batch_size),
+        max_length: args.max_length.unwrap_or(m.max_length),
+        seed,
+        class_weights: args.class_weights.unwrap_or(m.class_weights),
+        expected_need_support_rate: rate,
+        max_steps: args.max_steps,
+        progress: true,
+        pooling: args.pooling.unwrap_or(m.pooling),
+        classes: args.classes.unwrap_or(m.classes),
+        layer_decay: args.layer_decay.unwrap_or(m.layer_decay),
+        linear_weight: args.linear_weight.unwrap_or(m.linear_weight),
+        operating,
+        business: config.business.clone(),
+        precision: Some(flagship_model::Precision::of(
+            args.precision.unwrap_or(m.precision),
+            from_config.device,
+        )),
+        ..from_config
+    };
+    println!(
+        "fine-tuning {} on {:?} ({} threads, {:?}): {} epoch(s), batch {}, lr {}, max length {}",
+        base.display(),
+        opts.device,
+        tch::get_num_threads(),
+        opts.precision(),
+        opts.epochs,
+        opts.batch_size,
+        opts.learning_rate,
+        opts.max_length
+    );
+    Ok((base, opts))
+}
+
+/// The monitoring reference beside the model: its probabilities on the validation file, by
+/// group.
+fn save_monitor_reference(config: &Config, args: &TrainArgs) -> Result<()> {
     let val_table = Table::read(&args.val)?.with_text_column(&args.text_column);
     let model = Classifier::load(&args.out)?;
     let texts = val_table.texts()?;
@@ -282,13 +305,16 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
     let preds = model.predict(&refs)?;
     let probs: Vec<f64> = preds.iter().map(|p| p.probability as f64).collect();
     let flags: Vec<bool> = preds.iter().map(|p| p.need_support).collect();
-    let profile = crate::monitor_cmd::profile(&val_table, &probs, &flags, &config.business)?;
-    crate::monitor_cmd::save_reference(&args.out, &profile)?;
+    let profile = crate::shared::profile(&val_table, &probs, &flags, &config.business)?;
+    crate::shared::save_reference(&args.out, &profile)
+}
 
+/// What the model card says of validation, the operating point and the training run.
+fn print_card(card: &classifier::ModelCard, out: &Path, rate: f64) {
     let v = &card.validation;
     println!(
         "model written to {}: validation F2 {:.4} at its best threshold {:.4} (re-weighted to {:.0}% need support; precision {:.3}, recall {:.3}), unweighted F2 {:.4}, ROC-AUC {:.4}",
-        args.out.display(),
+        out.display(),
         v.tuned.f_beta,
         v.tuned.threshold,
         100.0 * rate,
@@ -315,7 +341,6 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
             t.steps, t.best_epoch, t.seconds, t.truncated
         );
     }
-    Ok(card)
 }
 
 pub fn predict(args: PredictArgs) -> Result<()> {

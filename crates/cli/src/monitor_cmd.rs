@@ -6,14 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use flagship_core::Config;
-use flagship_core::config::Business;
 use flagship_core::config::DriftTest;
-use flagship_metrics::monitor::{self, GroupColumns};
 use flagship_metrics::{Drift, Profile};
 use flagship_store::fs::write_atomic;
 use flagship_store::table::Table;
 
-pub const REFERENCE: &str = "monitor-reference.json";
+use crate::shared::{REFERENCE, profile};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,74 +25,6 @@ pub struct Args {
     /// Folder for monitor.json, monitor.md and monitor.html (drift bars).
     #[arg(long)]
     pub out: PathBuf,
-}
-
-/// Word counts: `num_words` if present, else counted from `text`.
-pub fn words(t: &Table) -> Result<Vec<u32>> {
-    Ok(if t.has_column("num_words") {
-        t.f64_column("num_words")?
-            .iter()
-            .map(|&w| w as u32)
-            .collect()
-    } else {
-        t.texts()?
-            .iter()
-            .map(|s| s.split_whitespace().count() as u32)
-            .collect()
-    })
-}
-
-/// `need_support` of each row from its `label` (`None` where unlabelled or not 0/1/2), when
-/// the table has labels.
-pub fn need_support(t: &Table) -> Result<Option<Vec<Option<bool>>>> {
-    if !t.has_column("label") {
-        return Ok(None);
-    }
-    let targets = t.targets()?;
-    let bad = targets.iter().filter(|l| l.is_none()).count();
-    if bad > 0 {
-        eprintln!(
-            "{}: {bad} row(s) without a 0/1/2 label left out of the quality check",
-            t.path.display()
-        );
-    }
-    Ok(Some(targets))
-}
-
-/// The profile of a predictions table: its grouping columns read here, the grouping and
-/// statistics in `flagship_metrics::monitor`.
-pub fn profile(t: &Table, probs: &[f64], flags: &[bool], business: &Business) -> Result<Profile> {
-    let column = |names: &[&str]| -> Result<Option<Vec<Option<String>>>> {
-        match names.iter().find(|n| t.has_column(n)) {
-            Some(n) => Ok(Some(t.string_column(n)?)),
-            None => Ok(None),
-        }
-    };
-    let cols = GroupColumns {
-        client: column(&["source", "client"])?,
-        time_of_day: column(&["time_of_day"])?,
-        created_at: column(&["created_at"])?,
-        word_bin: column(&["word_bin"])?,
-    };
-    let labels = need_support(t)?;
-    Ok(monitor::profile_of(
-        probs,
-        flags,
-        &words(t)?,
-        labels.as_deref(),
-        &cols,
-        business,
-    ))
-}
-
-/// Writes `dir/monitor-reference.json` (atomically).
-#[cfg(feature = "model")]
-pub fn save_reference(dir: &std::path::Path, p: &Profile) -> Result<()> {
-    write_atomic(
-        &dir.join(REFERENCE),
-        (serde_json::to_string_pretty(p)? + "\n").as_bytes(),
-    )?;
-    Ok(())
 }
 
 /// Writes the monitoring reports; returns (and prints) the one-line result.
@@ -171,9 +101,8 @@ pub fn run(config: &Config, args: Args) -> Result<String> {
 /// Precision and recall of the flags from the desk's decisions (all time): precision over
 /// the flagged posts decided; recall over the posts decided as needing a reply (the misses
 /// are those found among unflagged posts, so it is an upper bound). `None` without a desk.
-#[cfg(feature = "model")]
 fn desk_quality(config: &Config) -> Result<Option<serde_json::Value>> {
-    let db = crate::desk_cmd::database(config);
+    let db = config.desk_database();
     if !db.is_file() {
         return Ok(None);
     }
@@ -198,9 +127,4 @@ fn desk_quality(config: &Config) -> Result<Option<serde_json::Value>> {
         "recall_upper_bound": recall,
         "summary": summary,
     })))
-}
-
-#[cfg(not(feature = "model"))]
-fn desk_quality(_config: &Config) -> Result<Option<serde_json::Value>> {
-    Ok(None)
 }

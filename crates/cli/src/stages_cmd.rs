@@ -40,18 +40,18 @@ pub struct CombineArgs {
 
 #[derive(clap::Subcommand)]
 pub enum SplitCmd {
-    /// Write the candidate tweets that have no label yet as CSV (id, created_at, text).
+    /// Write the candidate posts that have no label yet as CSV (id, created_at, text).
     ExportForLabeling {
         #[command(flatten)]
         common: Common,
-        /// Labels file already delivered (CSV or Parquet `id,label`); its tweets are left out.
+        /// Labels file already delivered (CSV or Parquet `id,label`); its posts are left out.
         #[arg(long)]
         labels: Option<PathBuf>,
         /// The CSV to write (relative to the output location).
         #[arg(long, default_value = "to-label.csv")]
         file: String,
     },
-    /// Append the candidates newer than the last split tweet as monitoring batches of
+    /// Append the candidates newer than the last split post as monitoring batches of
     /// `monitor.batch_size` (`batch-0002.parquet`, …; labels joined where present).
     Append {
         #[command(flatten)]
@@ -233,9 +233,8 @@ pub fn textproc(config: &Config, a: Common) -> Result<()> {
 }
 
 /// The triage desk's decisions laid over the labels file's (`split.desk_labels`).
-#[cfg(feature = "model")]
 pub fn desk_labels(config: &Config, labels: &mut flagship_split::Labels) -> Result<()> {
-    let db = crate::desk_cmd::database(config);
+    let db = config.desk_database();
     let desk = flagship_desk::DeskStore::open_existing(&db)
         .context("split.desk_labels is on, but the desk database is missing")?;
     let decided = desk.labels()?;
@@ -250,13 +249,6 @@ pub fn desk_labels(config: &Config, labels: &mut flagship_split::Labels) -> Resu
         o.agreed
     );
     Ok(())
-}
-
-#[cfg(not(feature = "model"))]
-pub fn desk_labels(_config: &Config, _labels: &mut flagship_split::Labels) -> Result<()> {
-    anyhow::bail!(
-        "split.desk_labels needs the desk, which this build (without the `model` feature) leaves out"
-    )
 }
 
 fn labels_path(config: &Config, given: Option<PathBuf>) -> Option<PathBuf> {

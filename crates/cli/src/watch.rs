@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use flagship_core::config::{Area, Config};
+use flagship_core::config::Config;
 use flagship_core::live::{Explained, FlaggedRow, Scored, Sink, SinkError, WhyRow};
 use flagship_live::{Options, Totals};
-use flagship_store::storage::Location;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::ingest_cmd::parse_duration;
+use crate::shared::parse_duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,23 +26,23 @@ pub struct Args {
     #[arg(long)]
     pub model: Option<PathBuf>,
     #[command(flatten)]
-    pub source: crate::ingest_cmd::SourceArgs,
-    /// Flagged tweets are appended here, one JSON object per line.
+    pub source: crate::shared::SourceArgs,
+    /// Flagged posts are appended here, one JSON object per line.
     #[arg(long, default_value = "data/flagged.jsonl")]
     pub out: PathBuf,
-    /// Classify at most this many tweets at once…
+    /// Classify at most this many posts at once…
     #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
-    /// …and wait this long after the first waiting tweet for more (`0ms`: score what has
+    /// …and wait this long after the first waiting post for more (`0ms`: score what has
     /// arrived as soon as the model is free; a burst still goes in together).
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     pub max_wait: Duration,
     /// Words kept to say why a flagged post was flagged (0: none).
     #[arg(long, default_value_t = 3)]
     pub explain: usize,
-    /// Stop after this many tweets.
-    #[arg(long)]
-    pub max_tweets: Option<u64>,
+    /// Stop after this many posts (`--max-tweets`, its old name, still works).
+    #[arg(long, alias = "max-tweets")]
+    pub max_posts: Option<u64>,
     /// Stop after this long (`90s`, `10m`).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -126,33 +125,9 @@ pub fn run(config: &Config, a: Args) -> Result<Totals> {
     tokio::runtime::Runtime::new()?.block_on(watch(config, a))
 }
 
-/// The model a live command scores with: `given`, else what the pipeline trains
-/// (`<storage.models>/need-support`); loaded, with its folder. `hint` ends the error when it
-/// cannot be loaded (the command's other ways out).
-pub fn load_model(
-    config: &Config,
-    given: Option<&Path>,
-    hint: &str,
-) -> Result<(flagship_model::Classifier, PathBuf)> {
-    let model_dir = match given {
-        Some(m) => m.to_owned(),
-        None => match config.location(Area::Models)? {
-            Location::Local(p) => p.join(crate::pipeline::MODEL_DIR),
-            Location::S3 { .. } => bail!("storage.models is on S3: pass --model DIR"),
-        },
-    };
-    let mut model = flagship_model::Classifier::load(&model_dir).with_context(|| {
-        format!(
-            "model {} (train one with `cargo xtask pipeline`, {hint})",
-            model_dir.display()
-        )
-    })?;
-    model.set_precision(config.model.precision);
-    Ok((model, model_dir))
-}
-
 async fn watch(config: &Config, a: Args) -> Result<Totals> {
-    let (model, model_dir) = load_model(config, a.model.as_deref(), "or pass --model")?;
+    let (model, model_dir) =
+        crate::shared::load_model(config, a.model.as_deref(), "or pass --model")?;
     let source = a
         .source
         .open(config, "watch", Duration::from_secs(120))
@@ -191,21 +166,23 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
     let opts = Options {
         max_batch: a.max_batch,
         max_wait: a.max_wait,
-        max_posts: a.max_tweets,
+        max_posts: a.max_posts,
         duration: a.duration,
         explain: a.explain,
     };
     let model_id = model_dir.display().to_string();
     let t = flagship_live::run(
-        config,
-        &model,
-        &model_id,
+        flagship_live::Run {
+            config,
+            model: &model,
+            model_id: &model_id,
+            handled_before: flagged_before,
+            options: &opts,
+            progress: &progress,
+        },
         source,
-        flagged_before,
         &mut FlaggedFile { out },
-        &opts,
-        crate::ingest_cmd::signal(),
-        &progress,
+        crate::shared::signal(),
     )
     .await
     .context("watch")?;

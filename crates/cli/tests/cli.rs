@@ -1,5 +1,6 @@
 //! The `flagship` binary end to end: `inspect` writes real Parquet and a quarantine file,
-//! `check-model` opens the real MiniLM; a bad config fails with the key named.
+//! `check-model` opens the real MiniLM; a bad config fails with the key named; logs into a
+//! pipe carry no colour codes.
 
 use std::process::Command;
 
@@ -37,6 +38,16 @@ fn inspect_writes_parquet_and_quarantine_and_the_model_opens() {
     assert!(
         stdout.contains("527 tweets (521 with their author joined)"),
         "{stdout}"
+    );
+    // Logs off a terminal are plain text: the quarantine's warning, with no colour codes.
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("quarantined"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a piped log: {stderr:?}"
     );
     let model = flagship()
         .current_dir(dir.path())

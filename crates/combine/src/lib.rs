@@ -374,15 +374,15 @@ pub async fn run(
     // fingerprint chains the fingerprints of the hours in that window.
     let mut chained: BTreeMap<DateTime<Utc>, String> = BTreeMap::new();
     let mut earlier = EarlierIds::default();
+    let areas = Areas {
+        raw,
+        out,
+        quarantine,
+    };
     for (i, (hour, entries)) in grouped.hours.iter().enumerate() {
         let output = hour_file(*hour);
-        let from = *hour - chrono::Duration::hours(DEDUP_WINDOW_HOURS);
-        let mut fp = Fingerprint::new(STAGE);
-        fp.add_entries(entries);
-        for (h, f) in chained.range(from..*hour) {
-            fp.add(h.to_rfc3339()).add(f);
-        }
-        let fp = fp.finish();
+        let from = window_start(*hour);
+        let fp = chained_fingerprint(entries, *hour, &chained);
         chained.insert(*hour, fp.clone());
         earlier.forget_before(from);
         let hour_report = match manifest.done(&output, &fp) {
@@ -397,8 +397,12 @@ pub async fn run(
             }
             _ => {
                 let seen = earlier.load(out).await?;
-                let (counts, ids) =
-                    combine_hour(ctx, raw, entries, *hour, &output, out, quarantine, seen).await?;
+                let job = HourJob {
+                    hour: *hour,
+                    entries,
+                    output: &output,
+                };
+                let (counts, ids) = combine_hour(ctx, &areas, &job, seen).await?;
                 earlier.add(*hour, ids);
                 manifest.record(&output, fp, counts.to_map());
                 manifest.save(out).await?;
@@ -418,16 +422,41 @@ pub async fn run(
     // only when asked ([`remove_vanished`]) — raw objects also vanish by design (an S3
     // lifecycle rule expiring old raw data), and combined data must not vanish with them.
     if prefix.is_empty() {
-        let live: std::collections::BTreeSet<String> =
-            grouped.hours.keys().map(|h| hour_file(*h)).collect();
-        report.vanished = manifest
-            .outputs
-            .keys()
-            .filter(|k| !live.contains(*k))
-            .cloned()
-            .collect();
+        report.vanished = vanished(&manifest, &grouped);
     }
     Ok(report)
+}
+
+/// The first hour of the dedup window before `hour`.
+fn window_start(hour: DateTime<Utc>) -> DateTime<Utc> {
+    hour - chrono::Duration::hours(DEDUP_WINDOW_HOURS)
+}
+
+/// An hour's fingerprint: its objects, chained with the fingerprints (`chained`) of the
+/// hours in its dedup window, as its output depends on their ids too.
+fn chained_fingerprint(
+    entries: &[Entry],
+    hour: DateTime<Utc>,
+    chained: &BTreeMap<DateTime<Utc>, String>,
+) -> String {
+    let mut fp = Fingerprint::new(STAGE);
+    fp.add_entries(entries);
+    for (h, f) in chained.range(window_start(hour)..hour) {
+        fp.add(h.to_rfc3339()).add(f);
+    }
+    fp.finish()
+}
+
+/// The outputs the manifest records for hours without raw objects now.
+fn vanished(manifest: &Manifest, grouped: &Hours) -> Vec<String> {
+    let live: std::collections::BTreeSet<String> =
+        grouped.hours.keys().map(|h| hour_file(*h)).collect();
+    manifest
+        .outputs
+        .keys()
+        .filter(|k| !live.contains(*k))
+        .cloned()
+        .collect()
 }
 
 /// Removes the outputs `report` found without raw objects, and their manifest entries.
@@ -502,17 +531,41 @@ impl EarlierIds {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The three areas combine works between: raw objects in; the combined hours and the
+/// quarantined lines out.
+struct Areas<'a> {
+    raw: &'a Store,
+    out: &'a Store,
+    quarantine: &'a Store,
+}
+
+/// One hour to combine: its arrival hour, its raw objects (in arrival order) and the name
+/// of its output file.
+struct HourJob<'a> {
+    hour: DateTime<Utc>,
+    entries: &'a [Entry],
+    output: &'a str,
+}
+
+/// Combines one hour: reads and parses its objects, drops the ids of `earlier` hours, writes
+/// its quarantine file (or removes a stale one), then its output. Returns its counts and the
+/// ids it combined.
 async fn combine_hour(
     ctx: &SessionContext,
-    raw: &Store,
-    entries: &[Entry],
-    hour: DateTime<Utc>,
-    output: &str,
-    out: &Store,
-    quarantine: &Store,
+    areas: &Areas<'_>,
+    job: &HourJob<'_>,
     earlier: Vec<&HashSet<Key>>,
 ) -> Result<(Counts, HashSet<Key>), CombineError> {
+    let Areas {
+        raw,
+        out,
+        quarantine,
+    } = *areas;
+    let HourJob {
+        hour,
+        entries,
+        output,
+    } = *job;
     let objects: Vec<(String, Bytes)> = futures::stream::iter(
         entries
             .iter()

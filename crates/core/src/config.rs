@@ -512,214 +512,26 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.desk.page_size == 0 {
-            return Err(("desk.page_size", "must be at least 1".into()));
-        }
-        if !(self.desk.uncertain_band > 0.0 && self.desk.uncertain_band < 1.0) {
-            return Err((
-                "desk.uncertain_band",
-                format!("must lie in (0, 1), got {}", self.desk.uncertain_band),
-            ));
-        }
-        let m = &self.model;
-        let positive = |key, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err((key, format!("must be a positive number, got {v}")))
-            }
-        };
-        let fraction = |key, v: f64, open: bool| {
-            let ok = if open {
-                v > 0.0 && v < 1.0
-            } else {
-                (0.0..=1.0).contains(&v)
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err((
-                    key,
-                    format!(
-                        "must be a fraction in {}, got {v}",
-                        if open { "(0, 1)" } else { "[0, 1]" }
-                    ),
-                ))
-            }
-        };
-        positive("model.learning_rate", m.learning_rate)?;
-        fraction(
-            "model.expected_need_support_rate",
-            m.expected_need_support_rate,
-            true,
-        )?;
-        fraction("model.warmup_ratio", m.warmup_ratio, false)?;
-        if !matches!(m.classes, 2 | 3) {
-            return Err((
-                "model.classes",
-                format!("must be 2 or 3, got {}", m.classes),
-            ));
-        }
-        if !(m.layer_decay > 0.0 && m.layer_decay <= 1.0) {
-            return Err((
-                "model.layer_decay",
-                format!("must lie in (0, 1], got {}", m.layer_decay),
-            ));
-        }
-        fraction("model.linear_weight", m.linear_weight, false)?;
-        positive("model.miss_cost", m.miss_cost)?;
-        fraction("model.capacity_share", m.capacity_share, true)?;
-        fraction("model.recall_floor", m.recall_floor, true)?;
-        if let Some(n) = m.capacity_per_hour {
-            positive("model.capacity_per_hour", n)?;
-            match m.expected_posts_per_hour {
-                Some(v) => positive("model.expected_posts_per_hour", v)?,
-                None => {
-                    return Err((
-                        "model.capacity_per_hour",
-                        "needs `model.expected_posts_per_hour` (the volume it is a share of)"
-                            .into(),
-                    ));
-                }
-            }
-        }
-        fraction("model.weight_decay", m.weight_decay, false)?;
-        for (key, v) in [
-            ("model.max_length", m.max_length),
-            ("model.epochs", m.epochs),
-            ("model.batch_size", m.batch_size),
-            ("business.naive_repeats", self.business.naive_repeats),
-            ("monitor.batch_size", self.monitor.batch_size),
-        ] {
-            if v == 0 {
-                return Err((key, "must be at least 1".into()));
-            }
-        }
-        positive("business.reading_wpm", self.business.reading_wpm)?;
-        positive("business.typing_wpm", self.business.typing_wpm)?;
-        fraction(
-            "business.reply_fraction",
-            self.business.reply_fraction,
-            false,
-        )?;
-        positive("monitor.drift_threshold", self.monitor.drift_threshold)?;
-        fraction("monitor.drift_alpha", self.monitor.drift_alpha, true)?;
-        // No wanted group at all keeps every topic (the demo profile); a group without terms
-        // could never match and would drop everything, so it is a mistake.
-        if let Some((g, _)) = self
-            .mission
-            .filter
-            .wanted
-            .iter()
-            .find(|(_, t)| t.iter().all(|t| t.trim().is_empty()))
-        {
-            return Err((
-                "mission.filter.wanted",
-                format!("group `{g}` has no terms (remove it to keep every topic)"),
-            ));
-        }
-        if self
-            .mission
-            .stream
-            .track
-            .iter()
-            .any(|t| t.trim().is_empty())
-        {
-            return Err(("mission.stream.track", "holds an empty term".into()));
-        }
-        // The name tags the mission's stream rules (`flagship:<name>:n`) and names objects.
-        let name = &self.mission.name;
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err((
-                "mission.name",
-                format!("{name:?}: use letters, digits, `_` and `-` only"),
-            ));
-        }
-        if self.sources.bluesky.endpoints.is_empty() {
-            return Err((
-                "sources.bluesky.endpoints",
-                "is empty: list at least one Jetstream endpoint".into(),
-            ));
-        }
-        if let Some(e) = self
-            .sources
-            .bluesky
-            .endpoints
-            .iter()
-            .find(|e| !(e.starts_with("wss://") || e.starts_with("ws://")))
-        {
-            return Err((
-                "sources.bluesky.endpoints",
-                format!("{e:?} is not a ws:// or wss:// URL"),
-            ));
-        }
-        let md = &self.sources.mastodon;
-        if md.enabled && (md.instances.is_empty() || (md.hashtags.is_empty() && !md.public)) {
-            return Err((
-                "sources.mastodon",
-                "is enabled with nothing to stream: list `instances` and `hashtags` (or set `public`)"
-                    .into(),
-            ));
-        }
-        if let Some(h) = md
-            .hashtags
-            .iter()
-            .find(|h| h.is_empty() || h.starts_with('#'))
-        {
-            return Err((
-                "sources.mastodon.hashtags",
-                format!("{h:?}: write tags without `#`"),
-            ));
-        }
-        if self.mission.stream.track.is_empty() {
-            return Err((
-                "mission.stream.track",
-                "is empty: the stream would match nothing (list the mission's terms)".into(),
-            ));
-        }
-        if let Some(r) = self
-            .mission
-            .stream
-            .rules()
-            .into_iter()
-            .find(|r| r.len() > MAX_RULE_LEN)
-        {
-            return Err((
-                "mission.stream.track",
-                format!(
-                    "a term makes a {}-character rule; X allows {MAX_RULE_LEN}: {}…",
-                    r.len(),
-                    r.chars().take(60).collect::<String>()
-                ),
-            ));
-        }
-        // Encoders of the BERT family have 512 positions.
-        if m.max_length > MAX_MODEL_LENGTH {
-            return Err((
-                "model.max_length",
-                format!(
-                    "must be at most {MAX_MODEL_LENGTH} tokens (the encoder's positions), got {}",
-                    m.max_length
-                ),
-            ));
-        }
-        for (key, v) in [
-            ("split.test_size", self.split.test_size),
-            ("split.val_size", self.split.val_size),
-        ] {
-            if v == 0 {
-                return Err((
-                    key,
-                    "must be at least 1 (an empty split cannot be scored)".into(),
-                ));
-            }
-        }
-        Ok(())
+    /// Every section's own checks; the first problem, as (key, what is wrong).
+    fn validate(&self) -> Invalid {
+        self.mission.validate()?;
+        self.sources.validate()?;
+        self.split.validate()?;
+        self.model.validate()?;
+        self.business.validate()?;
+        self.monitor.validate()?;
+        self.desk.validate()
+    }
+
+    /// The desk's database (`storage.desk`, resolved against the config's folder).
+    pub fn desk_database(&self) -> PathBuf {
+        self.path(&self.storage.desk)
+    }
+
+    /// The model folder the pipeline trains and the live commands load by default:
+    /// `<storage.models>/need-support`.
+    pub fn model_dir(&self) -> Result<Location, LocationError> {
+        Ok(self.location(Area::Models)?.join(MODEL_DIR))
     }
 
     /// The parsed location of one storage area.
@@ -741,6 +553,232 @@ impl Config {
     /// The config as TOML (what `flagship config show` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// A config check's outcome: the first problem as (key, what is wrong).
+type Invalid = Result<(), (&'static str, String)>;
+
+/// The folder under `storage.models` that holds the served model.
+pub const MODEL_DIR: &str = "need-support";
+
+fn positive(key: &'static str, v: f64) -> Invalid {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err((key, format!("must be a positive number, got {v}")))
+    }
+}
+
+/// A fraction in (0, 1) when `open`, else in [0, 1].
+fn fraction(key: &'static str, v: f64, open: bool) -> Invalid {
+    let ok = if open {
+        v > 0.0 && v < 1.0
+    } else {
+        (0.0..=1.0).contains(&v)
+    };
+    if ok {
+        Ok(())
+    } else {
+        let range = if open { "(0, 1)" } else { "[0, 1]" };
+        Err((key, format!("must be a fraction in {range}, got {v}")))
+    }
+}
+
+fn at_least_one(key: &'static str, v: usize, why: &str) -> Invalid {
+    if v == 0 {
+        return Err((key, format!("must be at least 1{why}")));
+    }
+    Ok(())
+}
+
+impl Mission {
+    fn validate(&self) -> Invalid {
+        // No wanted group at all keeps every topic (the demo profile); a group without terms
+        // could never match and would drop everything, so it is a mistake.
+        if let Some((g, _)) = self
+            .filter
+            .wanted
+            .iter()
+            .find(|(_, t)| t.iter().all(|t| t.trim().is_empty()))
+        {
+            return Err((
+                "mission.filter.wanted",
+                format!("group `{g}` has no terms (remove it to keep every topic)"),
+            ));
+        }
+        if self.stream.track.iter().any(|t| t.trim().is_empty()) {
+            return Err(("mission.stream.track", "holds an empty term".into()));
+        }
+        // The name tags the mission's stream rules (`flagship:<name>:n`) and names objects.
+        let name = &self.name;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err((
+                "mission.name",
+                format!("{name:?}: use letters, digits, `_` and `-` only"),
+            ));
+        }
+        if self.stream.track.is_empty() {
+            return Err((
+                "mission.stream.track",
+                "is empty: the stream would match nothing (list the mission's terms)".into(),
+            ));
+        }
+        if let Some(r) = self
+            .stream
+            .rules()
+            .into_iter()
+            .find(|r| r.len() > MAX_RULE_LEN)
+        {
+            return Err((
+                "mission.stream.track",
+                format!(
+                    "a term makes a {}-character rule; X allows {MAX_RULE_LEN}: {}…",
+                    r.len(),
+                    r.chars().take(60).collect::<String>()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Sources {
+    fn validate(&self) -> Invalid {
+        if self.bluesky.endpoints.is_empty() {
+            return Err((
+                "sources.bluesky.endpoints",
+                "is empty: list at least one Jetstream endpoint".into(),
+            ));
+        }
+        if let Some(e) = self
+            .bluesky
+            .endpoints
+            .iter()
+            .find(|e| !(e.starts_with("wss://") || e.starts_with("ws://")))
+        {
+            return Err((
+                "sources.bluesky.endpoints",
+                format!("{e:?} is not a ws:// or wss:// URL"),
+            ));
+        }
+        let md = &self.mastodon;
+        if md.enabled && (md.instances.is_empty() || (md.hashtags.is_empty() && !md.public)) {
+            return Err((
+                "sources.mastodon",
+                "is enabled with nothing to stream: list `instances` and `hashtags` (or set `public`)"
+                    .into(),
+            ));
+        }
+        if let Some(h) = md
+            .hashtags
+            .iter()
+            .find(|h| h.is_empty() || h.starts_with('#'))
+        {
+            return Err((
+                "sources.mastodon.hashtags",
+                format!("{h:?}: write tags without `#`"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Split {
+    fn validate(&self) -> Invalid {
+        let why = " (an empty split cannot be scored)";
+        at_least_one("split.test_size", self.test_size, why)?;
+        at_least_one("split.val_size", self.val_size, why)
+    }
+}
+
+impl Model {
+    fn validate(&self) -> Invalid {
+        positive("model.learning_rate", self.learning_rate)?;
+        fraction(
+            "model.expected_need_support_rate",
+            self.expected_need_support_rate,
+            true,
+        )?;
+        fraction("model.warmup_ratio", self.warmup_ratio, false)?;
+        if !matches!(self.classes, 2 | 3) {
+            return Err((
+                "model.classes",
+                format!("must be 2 or 3, got {}", self.classes),
+            ));
+        }
+        if !(self.layer_decay > 0.0 && self.layer_decay <= 1.0) {
+            return Err((
+                "model.layer_decay",
+                format!("must lie in (0, 1], got {}", self.layer_decay),
+            ));
+        }
+        fraction("model.linear_weight", self.linear_weight, false)?;
+        positive("model.miss_cost", self.miss_cost)?;
+        fraction("model.capacity_share", self.capacity_share, true)?;
+        fraction("model.recall_floor", self.recall_floor, true)?;
+        if let Some(n) = self.capacity_per_hour {
+            positive("model.capacity_per_hour", n)?;
+            match self.expected_posts_per_hour {
+                Some(v) => positive("model.expected_posts_per_hour", v)?,
+                None => {
+                    return Err((
+                        "model.capacity_per_hour",
+                        "needs `model.expected_posts_per_hour` (the volume it is a share of)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        fraction("model.weight_decay", self.weight_decay, false)?;
+        at_least_one("model.max_length", self.max_length, "")?;
+        at_least_one("model.epochs", self.epochs, "")?;
+        at_least_one("model.batch_size", self.batch_size, "")?;
+        // Encoders of the BERT family have 512 positions.
+        if self.max_length > MAX_MODEL_LENGTH {
+            return Err((
+                "model.max_length",
+                format!(
+                    "must be at most {MAX_MODEL_LENGTH} tokens (the encoder's positions), got {}",
+                    self.max_length
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Business {
+    fn validate(&self) -> Invalid {
+        at_least_one("business.naive_repeats", self.naive_repeats, "")?;
+        positive("business.reading_wpm", self.reading_wpm)?;
+        positive("business.typing_wpm", self.typing_wpm)?;
+        fraction("business.reply_fraction", self.reply_fraction, false)
+    }
+}
+
+impl Monitor {
+    fn validate(&self) -> Invalid {
+        at_least_one("monitor.batch_size", self.batch_size, "")?;
+        positive("monitor.drift_threshold", self.drift_threshold)?;
+        fraction("monitor.drift_alpha", self.drift_alpha, true)
+    }
+}
+
+impl Desk {
+    fn validate(&self) -> Invalid {
+        at_least_one("desk.page_size", self.page_size, "")?;
+        if !(self.uncertain_band > 0.0 && self.uncertain_band < 1.0) {
+            return Err((
+                "desk.uncertain_band",
+                format!("must lie in (0, 1), got {}", self.uncertain_band),
+            ));
+        }
+        Ok(())
     }
 }
 

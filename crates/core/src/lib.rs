@@ -16,7 +16,7 @@
 //! - The shared rules: [`labels`] (label → `need_support`), [`config::ModelKind`], [`rng`]
 //!   (the one seeded generator), [`scoring`] (F-beta, ROC-AUC, threshold tuning),
 //!   [`operating`] (the operating points: which threshold the team works at) and [`features`]
-//!   (time-of-day buckets, word-count bins).
+//!   (time-of-day buckets, word-count bins), and [`Stop`] (why a streaming run ended).
 //!
 //! It reads only the config file its caller names; it never parses a platform's payload,
 //! never talks to X, Bluesky, Mastodon, Firehose, S3 or a model, and it must stay light
@@ -33,8 +33,10 @@ pub mod post;
 pub mod rng;
 pub mod schema;
 pub mod scoring;
+pub mod stop;
 pub mod track;
 
 pub use config::Config;
 pub use location::Location;
 pub use post::{Platform, Post};
+pub use stop::Stop;

@@ -454,21 +454,23 @@ async fn the_desk_in_a_real_browser() {
         flagship_ingest::source::Replay::new(vec![fixture("demo/stream.jsonl.gz")], Some(3780.0));
     let live = async {
         flagship_live::run(
-            &config,
-            &model,
-            "linear-demo",
-            Box::new(replay),
-            desk.ids().unwrap(),
-            &mut LiveSink(desk.clone()),
-            &flagship_live::Options {
-                max_batch: 32,
-                max_wait: Duration::ZERO,
-                max_posts: Some(400),
-                duration: Some(Duration::from_secs(30)),
-                explain: 3,
+            flagship_live::Run {
+                config: &config,
+                model: &model,
+                model_id: "linear-demo",
+                handled_before: desk.ids().unwrap(),
+                options: &flagship_live::Options {
+                    max_batch: 32,
+                    max_wait: Duration::ZERO,
+                    max_posts: Some(400),
+                    duration: Some(Duration::from_secs(30)),
+                    explain: 3,
+                },
+                progress: &|_| {},
             },
+            Box::new(replay),
+            &mut LiveSink(desk.clone()),
             std::future::pending(),
-            &|_| {},
         )
         .await
         .unwrap()

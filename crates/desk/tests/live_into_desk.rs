@@ -13,15 +13,17 @@ async fn run(
     desk: &mut DeskStore,
 ) -> flagship_live::Totals {
     flagship_live::run(
-        cfg,
-        model,
-        "linear",
+        flagship_live::Run {
+            config: cfg,
+            model,
+            model_id: "linear",
+            handled_before: HashSet::new(),
+            options: &flagship_live::Options::default(),
+            progress: &|_| {},
+        },
         open_replays(),
-        HashSet::new(),
         desk,
-        &flagship_live::Options::default(),
         std::future::pending(),
-        &|_| {},
     )
     .await
     .unwrap()

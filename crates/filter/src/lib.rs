@@ -249,14 +249,17 @@ pub async fn run(
     annotate(ctx.read_batch(empty).map_err(df_err)?, filter)?;
     matched_terms(filter)?;
     let settings = serde_json::to_string(filter).expect("filter serializes");
-    Ok(frames::run_hours(
-        ctx,
-        STAGE,
-        &settings,
+    let hourly = frames::HourlyStage {
+        stage: STAGE,
+        settings: &settings,
         input,
         output,
-        &Stage::Filtered.schema(),
+        schema: &Stage::Filtered.schema(),
         concurrency,
+    };
+    Ok(frames::run_hours(
+        ctx,
+        &hourly,
         |df| async move {
             filter_frame(df, filter).await.map_err(|e| match e {
                 FilterError::Engine(f) => f,

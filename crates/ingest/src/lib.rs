@@ -5,7 +5,7 @@
 //! operational-disconnect message, keep-alive, malformed), drops tweet ids already seen (a
 //! reconnect can repeat tweets), stamps tweets with their arrival time and hands them through
 //! a bounded queue (backpressure) to a [`sink::Sink`] task. Malformed lines go to a quarantine
-//! file with their origin, line and byte offset. It stops at `max_tweets`, after `duration`, on
+//! file with their origin, line and byte offset. It stops at `max_posts`, after `duration`, on
 //! SIGINT / SIGTERM (the caller's `stop` future) or when a replay ends, then drains the queue,
 //! flushes the sink and reports every count. [`backoff`] holds X's reconnect schedule and
 //! [`xstream`] the stream client. It never cleans or filters text (textproc's and filter's job)
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
+use flagship_core::Stop;
 use flagship_store::Store;
 use serde::Serialize;
 
@@ -47,7 +48,7 @@ pub enum IngestError {
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub max_tweets: Option<u64>,
+    pub max_posts: Option<u64>,
     pub duration: Option<Duration>,
     /// Records waiting between the source and the sink; a full queue stops reading.
     pub queue: usize,
@@ -63,7 +64,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            max_tweets: None,
+            max_posts: None,
             duration: None,
             queue: 10_000,
             dedup_window: 1_000_000,
@@ -95,9 +96,8 @@ pub struct Totals {
     pub lost: u64,
     pub source: SourceStats,
     pub seconds: f64,
-    /// Why the run ended: `max-tweets`, `duration`, `signal`, `end of input`, `error`,
-    /// `sink failure`.
-    pub stopped_by: String,
+    /// Why the run ended.
+    pub stopped_by: Stop,
     /// The fatal error that ended the run (after everything received was flushed).
     pub error: Option<String>,
 }
@@ -175,48 +175,61 @@ impl Seen {
     }
 }
 
-/// What one line means for the run: counted, quarantined, or a record to send.
-fn handle(
-    line: &source::SourceLine,
-    t: &mut Totals,
-    seen: &mut Seen,
-    bad: &mut Vec<serde_json::Value>,
-    track: Option<&flagship_core::track::Track>,
-) -> Option<(Bytes, chrono::DateTime<Utc>)> {
-    t.lines += 1;
-    let now = Utc::now();
-    match record::classify(line.platform, &line.bytes, now) {
-        Line::KeepAlive => t.keep_alives += 1,
-        Line::Deleted { .. } => t.deletions += 1,
-        Line::Other { .. } => t.other_events += 1,
-        Line::Post { id, record, post } => {
-            if track.is_some_and(|track| record::off_track(line, post.as_deref(), track)) {
-                t.unmatched += 1;
-            } else if seen.insert(&id) {
-                t.received += 1;
-                return Some((record, now));
-            } else {
-                t.duplicates += 1;
+/// A record to send: its bytes and when it was received (which sets its Firehose hour).
+type Record = (Bytes, chrono::DateTime<Utc>);
+
+/// What the run has taken from the source: its counts, the ids seen in the dedup window,
+/// the malformed lines for the quarantine, and the track terms an unfiltered source's posts
+/// must match.
+struct Intake<'a> {
+    t: Totals,
+    seen: Seen,
+    bad: Vec<serde_json::Value>,
+    track: Option<&'a flagship_core::track::Track>,
+}
+
+impl Intake<'_> {
+    /// What one line means for the run: counted, quarantined, or a record to send.
+    fn handle(&mut self, line: &source::SourceLine) -> Option<Record> {
+        let t = &mut self.t;
+        t.lines += 1;
+        let now = Utc::now();
+        match record::classify(line.platform, &line.bytes, now) {
+            Line::KeepAlive => t.keep_alives += 1,
+            Line::Deleted { .. } => t.deletions += 1,
+            Line::Other { .. } => t.other_events += 1,
+            Line::Post { id, record, post } => {
+                if self
+                    .track
+                    .is_some_and(|track| record::off_track(line, post.as_deref(), track))
+                {
+                    t.unmatched += 1;
+                } else if self.seen.insert(&id) {
+                    t.received += 1;
+                    return Some((record, now));
+                } else {
+                    t.duplicates += 1;
+                }
+            }
+            Line::Error {
+                operational_disconnect,
+                message,
+            } => {
+                t.api_errors += 1;
+                t.operational_disconnects += u64::from(operational_disconnect);
+                tracing::warn!(origin = %line.origin, line = line.line, "stream message: {message}");
+            }
+            Line::Malformed { reason } => {
+                t.quarantined += 1;
+                tracing::warn!(origin = %line.origin, line = line.line, offset = line.offset, "malformed line quarantined: {reason}");
+                self.bad.push(serde_json::json!({
+                    "source": line.origin, "line": line.line, "offset": line.offset,
+                    "error": reason, "raw": String::from_utf8_lossy(&line.bytes),
+                }));
             }
         }
-        Line::Error {
-            operational_disconnect,
-            message,
-        } => {
-            t.api_errors += 1;
-            t.operational_disconnects += u64::from(operational_disconnect);
-            tracing::warn!(origin = %line.origin, line = line.line, "stream message: {message}");
-        }
-        Line::Malformed { reason } => {
-            t.quarantined += 1;
-            tracing::warn!(origin = %line.origin, line = line.line, offset = line.offset, "malformed line quarantined: {reason}");
-            bad.push(serde_json::json!({
-                "source": line.origin, "line": line.line, "offset": line.offset,
-                "error": reason, "raw": String::from_utf8_lossy(&line.bytes),
-            }));
-        }
+        None
     }
-    None
 }
 
 /// Runs `source` into `sink` until a limit, `stop`, or the end of the source. Malformed lines
@@ -238,85 +251,15 @@ pub async fn run<S: Sink + 'static>(
     let start = Instant::now();
     let drain = Drain::default();
     sink.set_drain(drain.clone());
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<(Bytes, chrono::DateTime<Utc>)>(opts.queue.max(1));
-    let sink_task = tokio::spawn(async move {
-        let mut sink = sink;
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        // A tick missed while a send was slow is not made up for in a burst.
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let result = async {
-            loop {
-                tokio::select! {
-                    r = rx.recv() => match r {
-                        Some((rec, at)) => sink.put(rec, at).await?,
-                        None => break,
-                    },
-                    _ = ticker.tick() => sink.tick(Utc::now()).await?,
-                }
-            }
-            sink.flush().await
-        }
-        .await;
-        (sink.counts(), result.err())
-    });
-    let mut t = Totals::default();
-    let mut seen = Seen::new(opts.dedup_window);
-    let mut bad = Vec::new();
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    tokio::pin!(stop);
-    let mut last_progress = Instant::now();
-    // A record taken from the source but not yet queued when the loop ended.
-    let mut held = None;
-    let stopped_by = loop {
-        if opts.max_tweets.is_some_and(|m| t.received >= m) {
-            break "max-tweets";
-        }
-        let next = async {
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d, source.next_line()).await.ok(),
-                None => Some(source.next_line().await),
-            }
-        };
-        let line = tokio::select! {
-            biased;
-            _ = &mut stop => break "signal",
-            l = next => match l {
-                None => break "duration",
-                Some(Ok(l)) => l,
-                Some(Err(e)) => {
-                    t.error = Some(e.to_string());
-                    break "error";
-                }
-            },
-        };
-        let Some(line) = line else {
-            break "end of input";
-        };
-        if let Some(rec) = handle(&line, &mut t, &mut seen, &mut bad, opts.track.as_ref()) {
-            // A full queue waits here, and a stop still ends the run: the record is kept and
-            // queued during the drain.
-            tokio::select! {
-                biased;
-                _ = &mut stop => {
-                    held = Some(rec);
-                    break "signal";
-                }
-                permit = tx.reserve() => match permit {
-                    Ok(p) => p.send(rec),
-                    Err(_) => break "sink failure",
-                },
-            }
-        }
-        if last_progress.elapsed() >= Duration::from_millis(500) {
-            last_progress = Instant::now();
-            progress(Progress {
-                received: t.received,
-                queued: opts.queue.max(1) - tx.capacity(),
-                elapsed: start.elapsed(),
-            });
-        }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Record>(opts.queue.max(1));
+    let sink_task = tokio::spawn(feed(sink, rx));
+    let mut intake = Intake {
+        t: Totals::default(),
+        seen: Seen::new(opts.dedup_window),
+        bad: Vec::new(),
+        track: opts.track.as_ref(),
     };
+    tokio::pin!(stop);
     let start_drain = || {
         drain.start(tokio::time::Instant::now() + opts.drain_timeout);
         tracing::info!(
@@ -324,33 +267,36 @@ pub async fn run<S: Sink + 'static>(
             "stopping: draining the queue, then spilling what is left"
         );
     };
-    let mut stopped_by = stopped_by;
-    if stopped_by == "signal" {
+    let (mut stopped_by, held) = read_until_stop(
+        source,
+        &mut intake,
+        &tx,
+        opts,
+        stop.as_mut(),
+        progress,
+        start,
+    )
+    .await;
+    if stopped_by == Stop::Signal {
         start_drain();
     }
     // Complete lines the source has already read (a stream's buffer) are handled, not dropped
-    // (after `--max-tweets` they are left unread: the limit is an upper bound).
+    // (after `--max-posts` they are left unread: the limit is an upper bound).
     let mut rest: Vec<_> = held.into_iter().collect();
-    if stopped_by != "max-tweets" {
+    if stopped_by != Stop::MaxPosts {
         for line in source.buffered() {
-            rest.extend(handle(
-                &line,
-                &mut t,
-                &mut seen,
-                &mut bad,
-                opts.track.as_ref(),
-            ));
+            rest.extend(intake.handle(&line));
         }
     }
     for rec in rest {
         // Still watching for a stop: a full queue must not hide it from the drain deadline.
-        let permit = if stopped_by == "signal" {
+        let permit = if stopped_by == Stop::Signal {
             tx.reserve().await
         } else {
             tokio::select! {
                 p = tx.reserve() => p,
                 _ = &mut stop => {
-                    stopped_by = "signal";
+                    stopped_by = Stop::Signal;
                     start_drain();
                     tx.reserve().await
                 }
@@ -364,13 +310,13 @@ pub async fn run<S: Sink + 'static>(
     drop(tx);
     // A signal while the queue drains (the source had already ended) also sets the deadline.
     tokio::pin!(sink_task);
-    let joined = if stopped_by == "signal" {
+    let joined = if stopped_by == Stop::Signal {
         sink_task.await
     } else {
         tokio::select! {
             j = &mut sink_task => j,
             _ = &mut stop => {
-                stopped_by = "signal";
+                stopped_by = Stop::Signal;
                 start_drain();
                 sink_task.await
             }
@@ -378,10 +324,11 @@ pub async fn run<S: Sink + 'static>(
     };
     let (sink_counts, sink_error) =
         joined.map_err(|e| IngestError::Sink(format!("sink task: {e}")))?;
+    let Intake { mut t, bad, .. } = intake;
     t.sink = sink_counts;
     t.source = source.stats();
     t.seconds = start.elapsed().as_secs_f64();
-    t.stopped_by = stopped_by.to_owned();
+    t.stopped_by = stopped_by;
     t.lost = t.received.saturating_sub(t.sink.sent + t.sink.spilled);
     if let Some(e) = sink_error {
         tracing::error!("sink failed: {e}");
@@ -393,24 +340,7 @@ pub async fn run<S: Sink + 'static>(
             "tweets received but neither delivered nor spilled"
         );
     }
-    if !bad.is_empty() {
-        let mut text = match quarantine.exists(quarantine_key).await {
-            Ok(true) => quarantine
-                .get(quarantine_key)
-                .await
-                .map(|b| b.to_vec())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        for b in &bad {
-            text.extend_from_slice(b.to_string().as_bytes());
-            text.push(b'\n');
-        }
-        quarantine
-            .put(quarantine_key, Bytes::from(text))
-            .await
-            .map_err(|e| IngestError::Io(e.to_string()))?;
-    }
+    append_quarantine(quarantine, quarantine_key, &bad).await?;
     // Everything returned was delivered, spilled or quarantined: a resumable source saves
     // its point.
     if t.lost == 0
@@ -420,4 +350,118 @@ pub async fn run<S: Sink + 'static>(
         t.error.get_or_insert(e.to_string());
     }
     Ok(t)
+}
+
+/// The sink's task: records from the queue into `sink`, a tick a second (Firehose's buffer
+/// interval), and a flush when the queue closes. Returns the sink's counts and its error.
+async fn feed<S: Sink>(
+    mut sink: S,
+    mut rx: tokio::sync::mpsc::Receiver<Record>,
+) -> (SinkCounts, Option<IngestError>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    // A tick missed while a send was slow is not made up for in a burst.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = async {
+        loop {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some((rec, at)) => sink.put(rec, at).await?,
+                    None => break,
+                },
+                _ = ticker.tick() => sink.tick(Utc::now()).await?,
+            }
+        }
+        sink.flush().await
+    }
+    .await;
+    (sink.counts(), result.err())
+}
+
+/// Reads the source into the sink's queue until the post limit, the duration, `stop`, an
+/// error, a failed sink or the end of the source. Returns why, and a record taken but not
+/// yet queued (a stop while the queue was full: it is queued during the drain).
+async fn read_until_stop(
+    source: &mut dyn PostSource,
+    intake: &mut Intake<'_>,
+    tx: &tokio::sync::mpsc::Sender<Record>,
+    opts: &Options,
+    mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    progress: &(dyn Fn(Progress) + Sync),
+    start: Instant,
+) -> (Stop, Option<Record>) {
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut last_progress = Instant::now();
+    loop {
+        if opts.max_posts.is_some_and(|m| intake.t.received >= m) {
+            return (Stop::MaxPosts, None);
+        }
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, source.next_line()).await.ok(),
+                None => Some(source.next_line().await),
+            }
+        };
+        let line = tokio::select! {
+            biased;
+            _ = &mut stop => return (Stop::Signal, None),
+            l = next => match l {
+                None => return (Stop::Duration, None),
+                Some(Ok(l)) => l,
+                Some(Err(e)) => {
+                    intake.t.error = Some(e.to_string());
+                    return (Stop::Error, None);
+                }
+            },
+        };
+        let Some(line) = line else {
+            return (Stop::EndOfInput, None);
+        };
+        if let Some(rec) = intake.handle(&line) {
+            // A full queue waits here, and a stop still ends the run: the record is kept and
+            // queued during the drain.
+            tokio::select! {
+                biased;
+                _ = &mut stop => return (Stop::Signal, Some(rec)),
+                permit = tx.reserve() => match permit {
+                    Ok(p) => p.send(rec),
+                    Err(_) => return (Stop::SinkFailure, None),
+                },
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            progress(Progress {
+                received: intake.t.received,
+                queued: opts.queue.max(1) - tx.capacity(),
+                elapsed: start.elapsed(),
+            });
+        }
+    }
+}
+
+/// Appends the malformed lines to the quarantine object (JSONL), keeping what it held.
+async fn append_quarantine(
+    quarantine: &Store,
+    key: &str,
+    bad: &[serde_json::Value],
+) -> Result<(), IngestError> {
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let mut text = match quarantine.exists(key).await {
+        Ok(true) => quarantine
+            .get(key)
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    for b in bad {
+        text.extend_from_slice(b.to_string().as_bytes());
+        text.push(b'\n');
+    }
+    quarantine
+        .put(key, Bytes::from(text))
+        .await
+        .map_err(|e| IngestError::Io(e.to_string()))
 }

@@ -144,7 +144,7 @@ async fn outage_then_stop_spills_everything_left_within_the_drain_deadline() {
     .await;
     let took = started.elapsed();
     println!("{t} — {took:?}");
-    assert_eq!(t.stopped_by, "signal");
+    assert_eq!(t.stopped_by, flagship_core::Stop::Signal);
     let (delivered, spilled) = accounted(&t, &fake, &spill);
     assert_eq!(delivered, 0);
     assert!(spilled > 500, "{spilled} spilled");

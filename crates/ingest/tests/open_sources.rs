@@ -209,7 +209,7 @@ async fn jetstream_restart_resumes_from_the_saved_point() {
     let cursor = state.path().join("cursor.json");
     let mut first = jetstream(&fake, Some(&cursor));
     let opts = Options {
-        max_tweets: Some(8),
+        max_posts: Some(8),
         ..Options::default()
     };
     let t1 = ingest(&mut first, out.path(), opts).await;

@@ -143,7 +143,7 @@ async fn faults_are_survived_and_every_tweet_arrives_once() {
         err.contains("HTTP 401 Unauthorized") && err.contains("bearer token"),
         "{err}"
     );
-    assert_eq!(totals.stopped_by, "error");
+    assert_eq!(totals.stopped_by, flagship_core::Stop::Error);
     assert_eq!(totals.received, 7);
     assert_eq!(totals.duplicates, 1);
     assert_eq!(totals.keep_alives, 1);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, StringArray};
 use chrono::Utc;
-use flagship_core::{Config, Post};
+use flagship_core::{Config, Post, Stop};
 use flagship_ingest::IngestError;
 use flagship_ingest::record::{Line, classify};
 use flagship_ingest::source::{PostSource, SourceLine};
@@ -185,8 +185,8 @@ pub struct Totals {
     /// Posts seen ÷ the time until the last was written (before the final explanations).
     pub posts_per_second: f64,
     pub seconds: f64,
-    /// Why it stopped: `signal`, `duration`, `max-posts`, `end of input`.
-    pub stopped_by: String,
+    /// Why it stopped: a signal, the duration, `max-posts` or the end of the input.
+    pub stopped_by: Stop,
 }
 
 /// A post waiting for its micro-batch.
@@ -458,214 +458,332 @@ impl Triage<'_> {
     }
 }
 
-/// Runs `source` through the profile and `model` into `sink` until `stop`, a limit or the
-/// end of the source. Ids in `handled_before` (an earlier run's output) are never scored
-/// again. `progress` is called after each micro-batch.
-#[allow(clippy::too_many_arguments)]
+/// One live run's model and settings: what [`run`] scores with, how it batches, when it
+/// stops by itself, and who hears of its progress.
+pub struct Run<'a> {
+    pub config: &'a Config,
+    pub model: &'a Classifier,
+    /// Names the model in every scored post (its folder, or a label).
+    pub model_id: &'a str,
+    /// Ids an earlier run handled (its output): never scored again.
+    pub handled_before: HashSet<String>,
+    pub options: &'a Options,
+    /// Called after each micro-batch.
+    pub progress: &'a (dyn Fn(&Totals) + Sync),
+}
+
+/// Runs `source` through the profile and the model into `sink` until `stop`, a limit or the
+/// end of the source.
 pub async fn run(
-    config: &Config,
-    model: &flagship_model::Classifier,
-    model_id: &str,
-    mut source: Box<dyn PostSource>,
-    handled_before: HashSet<String>,
+    run: Run<'_>,
+    source: Box<dyn PostSource>,
     sink: &mut dyn Sink,
-    opts: &Options,
     stop: impl std::future::Future<Output = ()>,
-    progress: &(dyn Fn(&Totals) + Sync),
 ) -> Result<Totals, LiveError> {
-    let mut triage = Triage {
+    let Run {
         config,
         model,
         model_id,
-        ctx: flagship_store::frames::micro_batch_session(),
-        latencies: Vec::new(),
-        explain: opts.explain,
-        backlog: std::collections::VecDeque::new(),
-        clock: Clock::default(),
-    };
-    let mut intake = Intake {
-        seen: flagship_ingest::Seen::new(1_000_000),
         handled_before,
-        track: flagship_core::track::Track::new(&config.mission.stream.track),
-        pending: Vec::new(),
-        first_at: None,
-        parsing: Duration::ZERO,
-    };
-    let mut t = Totals::default();
+        options,
+        progress,
+    } = run;
     let start = Instant::now();
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    // The source runs in its own task, so waiting for a batch's deadline never cancels a
-    // read half-way; the channel is the queue between them. Asked to stop, the reader hands
-    // the source back, with a line it read but could not queue: a resumable source saves its
-    // point only once all it gave was handled.
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<(Result<SourceLine, IngestError>, Instant)>(4096);
-    let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = reconnects.clone();
-    let (stop_reader, mut reader_stop) = tokio::sync::oneshot::channel::<()>();
-    let reader = tokio::spawn(async move {
-        let mut held = None;
-        loop {
-            let r = tokio::select! {
-                biased;
-                _ = &mut reader_stop => break,
-                r = source.next_line() => r,
-            };
-            counter.store(
-                source.stats().reconnects,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let last = !matches!(r, Ok(Some(_)));
-            let item = match r {
-                Ok(Some(l)) => Ok(l),
-                Ok(None) => break,
-                Err(e) => Err(e),
-            };
-            let item = (item, Instant::now());
-            tokio::select! {
-                biased;
-                _ = &mut reader_stop => {
-                    held = Some(item);
-                    break;
-                }
-                permit = tx.reserve() => match permit {
-                    Ok(p) => {
-                        p.send(item);
-                        if last {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                },
-            }
-        }
-        (source, held)
-    });
+    let mut scoring = Scoring {
+        triage: Triage {
+            config,
+            model,
+            model_id,
+            ctx: flagship_store::frames::micro_batch_session(),
+            latencies: Vec::new(),
+            explain: options.explain,
+            backlog: std::collections::VecDeque::new(),
+            clock: Clock::default(),
+        },
+        intake: Intake {
+            seen: flagship_ingest::Seen::new(1_000_000),
+            handled_before,
+            track: flagship_core::track::Track::new(&config.mission.stream.track),
+            pending: Vec::new(),
+            first_at: None,
+            parsing: Duration::ZERO,
+        },
+        t: Totals::default(),
+        options,
+        deadline: options.duration.map(|d| tokio::time::Instant::now() + d),
+    };
+    let mut reader = Reader::spawn(source);
     tokio::pin!(stop);
-    let mut stopped_by = None;
-    while stopped_by.is_none() {
-        // Idle (nothing waits to be scored, no line queued): explain a few flagged posts.
-        if intake.pending.is_empty() && rx.is_empty() && !triage.backlog.is_empty() {
-            let asked = tokio::select! {
-                biased;
-                _ = &mut stop => true,
-                _ = std::future::ready(()) => false,
-            };
-            if asked {
-                stopped_by = Some("signal");
-                break;
-            }
-            if deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
-                triage.explain_some(EXPLAIN_CHUNK, sink, &mut t)?;
-                continue;
-            }
-        }
-        // Wait for the next line, but never past the waiting batch's deadline.
-        let flush_at = intake.first_at.map(|f| f + opts.max_wait);
-        let limit = match (flush_at, deadline) {
-            (Some(f), Some(d)) => Some(f.min(d)),
-            (f, d) => f.or(d),
-        };
-        let next = async {
-            match limit {
-                Some(l) => tokio::time::timeout_at(l, rx.recv()).await.ok(),
-                None => Some(rx.recv().await),
-            }
-        };
-        let line = tokio::select! {
-            biased;
-            _ = &mut stop => { stopped_by = Some("signal"); None }
-            l = next => match l {
-                None => None, // a timeout: flush what waits (or the duration ended)
-                Some(Some((Ok(line), at))) => Some((line, at)),
-                Some(None) => { stopped_by = Some("end of input"); None }
-                Some(Some((Err(e), _))) => {
-                    triage.flush(&mut intake, sink, &mut t).await?;
-                    return Err(e.into());
-                }
-            },
-        };
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            stopped_by.get_or_insert("duration");
-        }
-        if let Some((line, at)) = line {
-            intake.take(line, at, &mut t);
-            // What else already arrived joins this batch: a post alone is scored at once,
-            // a burst (queued while the last batch was scored) goes in together.
-            while intake.pending.len() < opts.max_batch && opts.max_posts.is_none_or(|m| t.seen < m)
-            {
-                match rx.try_recv() {
-                    Ok((Ok(line), at)) => intake.take(line, at, &mut t),
-                    Ok((Err(e), _)) => {
-                        triage.flush(&mut intake, sink, &mut t).await?;
-                        return Err(e.into());
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        let due = intake
-            .first_at
-            .is_some_and(|f| f.elapsed() >= opts.max_wait);
-        if !intake.pending.is_empty()
-            && (intake.pending.len() >= opts.max_batch || due || stopped_by.is_some())
-        {
-            triage.flush(&mut intake, sink, &mut t).await?;
-            progress(&t);
-        }
-        if opts.max_posts.is_some_and(|m| t.seen >= m) {
-            stopped_by = Some("max-posts");
-            triage.flush(&mut intake, sink, &mut t).await?;
-        }
-    }
-    let stopped_by = stopped_by.expect("set when the loop ends");
+    let stopped_by = scoring
+        .until_stop(&mut reader.lines, sink, stop, progress)
+        .await?;
+    let reconnects = reader.reconnects.clone();
+    let (mut source, mut lines, held) = reader.stop().await?;
     // A clean stop (signal, duration, end of input): the lines the reader had queued are
     // scored too, then a resumable source saves its point. After `max_posts` they are left
     // (the limit is an upper bound) and the point is not saved.
-    let _ = stop_reader.send(());
-    let (mut source, held) = reader.await.map_err(|e| LiveError::Task(e.to_string()))?;
-    if stopped_by != "max-posts" {
-        rx.close();
+    if stopped_by != Stop::MaxPosts {
+        scoring.queued(&mut lines, held, sink).await?;
+        if let Err(e) = source.commit() {
+            tracing::error!("the source's resume point was not saved: {e}");
+        }
+    }
+    let mut t = scoring.finish(start, sink)?;
+    t.reconnects = reconnects.load(std::sync::atomic::Ordering::Relaxed);
+    t.seconds = start.elapsed().as_secs_f64();
+    t.stopped_by = stopped_by;
+    Ok(t)
+}
+
+/// A line the reader took from the source, and when.
+type Read = (Result<SourceLine, IngestError>, Instant);
+
+/// The source, read in its own task, so waiting for a batch's deadline never cancels a read
+/// half-way; the channel is the queue between it and the loop. Asked to stop, it hands the
+/// source back with a line it read but could not queue: a resumable source saves its point
+/// only once all it gave was handled.
+struct Reader {
+    lines: tokio::sync::mpsc::Receiver<Read>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(Box<dyn PostSource>, Option<Read>)>,
+    /// The source's reconnects so far.
+    reconnects: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Reader {
+    fn spawn(mut source: Box<dyn PostSource>) -> Reader {
+        let (tx, lines) = tokio::sync::mpsc::channel::<Read>(4096);
+        let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = reconnects.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut held = None;
+            loop {
+                let r = tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    r = source.next_line() => r,
+                };
+                counter.store(
+                    source.stats().reconnects,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let last = !matches!(r, Ok(Some(_)));
+                let item = match r {
+                    Ok(Some(l)) => Ok(l),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                let item = (item, Instant::now());
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => {
+                        held = Some(item);
+                        break;
+                    }
+                    permit = tx.reserve() => match permit {
+                        Ok(p) => {
+                            p.send(item);
+                            if last {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    },
+                }
+            }
+            (source, held)
+        });
+        Reader {
+            lines,
+            stop,
+            task,
+            reconnects,
+        }
+    }
+
+    /// Stops reading: the source back, the queue, and a line read but not queued.
+    async fn stop(
+        self,
+    ) -> Result<
+        (
+            Box<dyn PostSource>,
+            tokio::sync::mpsc::Receiver<Read>,
+            Option<Read>,
+        ),
+        LiveError,
+    > {
+        let _ = self.stop.send(());
+        let (source, held) = self
+            .task
+            .await
+            .map_err(|e| LiveError::Task(e.to_string()))?;
+        Ok((source, self.lines, held))
+    }
+}
+
+/// The loop's state: posts taken and waiting, the model's side, the counts, and the limits.
+struct Scoring<'a> {
+    triage: Triage<'a>,
+    intake: Intake,
+    t: Totals,
+    options: &'a Options,
+    /// When `options.duration` ends the run.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Scoring<'_> {
+    /// Takes lines and scores micro-batches until a stop, the duration, the post limit or the
+    /// end of the input; explains flagged posts while idle. Returns why it stopped.
+    async fn until_stop(
+        &mut self,
+        lines: &mut tokio::sync::mpsc::Receiver<Read>,
+        sink: &mut dyn Sink,
+        mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        progress: &(dyn Fn(&Totals) + Sync),
+    ) -> Result<Stop, LiveError> {
+        let opts = self.options;
+        loop {
+            // Idle (nothing waits to be scored, no line queued): explain a few flagged posts.
+            if self.intake.pending.is_empty() && lines.is_empty() && !self.triage.backlog.is_empty()
+            {
+                let asked = tokio::select! {
+                    biased;
+                    _ = &mut stop => true,
+                    _ = std::future::ready(()) => false,
+                };
+                if asked {
+                    return Ok(Stop::Signal);
+                }
+                if self
+                    .deadline
+                    .is_none_or(|d| tokio::time::Instant::now() < d)
+                {
+                    self.triage.explain_some(EXPLAIN_CHUNK, sink, &mut self.t)?;
+                    continue;
+                }
+            }
+            let mut stopped_by = None;
+            // Wait for the next line, but never past the waiting batch's deadline.
+            let flush_at = self.intake.first_at.map(|f| f + opts.max_wait);
+            let limit = match (flush_at, self.deadline) {
+                (Some(f), Some(d)) => Some(f.min(d)),
+                (f, d) => f.or(d),
+            };
+            let next = async {
+                match limit {
+                    Some(l) => tokio::time::timeout_at(l, lines.recv()).await.ok(),
+                    None => Some(lines.recv().await),
+                }
+            };
+            let line = tokio::select! {
+                biased;
+                _ = &mut stop => { stopped_by = Some(Stop::Signal); None }
+                l = next => match l {
+                    None => None, // a timeout: flush what waits (or the duration ended)
+                    Some(Some((Ok(line), at))) => Some((line, at)),
+                    Some(None) => { stopped_by = Some(Stop::EndOfInput); None }
+                    Some(Some((Err(e), _))) => return self.failed(e, sink).await,
+                },
+            };
+            if self
+                .deadline
+                .is_some_and(|d| tokio::time::Instant::now() >= d)
+            {
+                stopped_by.get_or_insert(Stop::Duration);
+            }
+            if let Some((line, at)) = line {
+                self.intake.take(line, at, &mut self.t);
+                // What else already arrived joins this batch: a post alone is scored at once,
+                // a burst (queued while the last batch was scored) goes in together.
+                while self.intake.pending.len() < opts.max_batch
+                    && opts.max_posts.is_none_or(|m| self.t.seen < m)
+                {
+                    match lines.try_recv() {
+                        Ok((Ok(line), at)) => self.intake.take(line, at, &mut self.t),
+                        Ok((Err(e), _)) => return self.failed(e, sink).await,
+                        Err(_) => break,
+                    }
+                }
+            }
+            let due = self
+                .intake
+                .first_at
+                .is_some_and(|f| f.elapsed() >= opts.max_wait);
+            if !self.intake.pending.is_empty()
+                && (self.intake.pending.len() >= opts.max_batch || due || stopped_by.is_some())
+            {
+                self.flush(sink).await?;
+                progress(&self.t);
+            }
+            if opts.max_posts.is_some_and(|m| self.t.seen >= m) {
+                self.flush(sink).await?;
+                return Ok(Stop::MaxPosts);
+            }
+            if let Some(s) = stopped_by {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Scores what waits, then ends the run with the source's error.
+    async fn failed(&mut self, e: IngestError, sink: &mut dyn Sink) -> Result<Stop, LiveError> {
+        self.flush(sink).await?;
+        Err(e.into())
+    }
+
+    async fn flush(&mut self, sink: &mut dyn Sink) -> Result<(), LiveError> {
+        self.triage.flush(&mut self.intake, sink, &mut self.t).await
+    }
+
+    /// Scores the lines the reader had queued (and one it held) at a clean stop.
+    async fn queued(
+        &mut self,
+        lines: &mut tokio::sync::mpsc::Receiver<Read>,
+        held: Option<Read>,
+        sink: &mut dyn Sink,
+    ) -> Result<(), LiveError> {
+        lines.close();
         let mut rest = Vec::new();
-        while let Some(item) = rx.recv().await {
+        while let Some(item) = lines.recv().await {
             rest.push(item);
         }
         rest.extend(held);
         for (item, at) in rest {
             if let Ok(line) = item {
-                intake.take(line, at, &mut t);
+                self.intake.take(line, at, &mut self.t);
             }
         }
-        triage.flush(&mut intake, sink, &mut t).await?;
-        if let Err(e) = source.commit() {
-            tracing::error!("the source's resume point was not saved: {e}");
+        self.flush(sink).await
+    }
+
+    /// The run's last words and figures: the flagged posts written get their words, for a
+    /// few seconds at most (a stop is not held up; the rest are counted), then the rate, the
+    /// budget and the latency quantiles.
+    fn finish(mut self, start: Instant, sink: &mut dyn Sink) -> Result<Totals, LiveError> {
+        let mut t = std::mem::take(&mut self.t);
+        t.posts_per_second = t.seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let triage = &mut self.triage;
+        let until = Instant::now() + FINAL_EXPLAIN;
+        while !triage.backlog.is_empty() && Instant::now() < until {
+            triage.explain_some(EXPLAIN_CHUNK, sink, &mut t)?;
         }
+        t.unexplained += triage.backlog.len() as u64;
+        let c = std::mem::take(&mut triage.clock);
+        t.budget = Budget {
+            wait: Step::of(c.wait),
+            parse: Step::of(c.parse),
+            prepare: Step::of(c.prepare),
+            tokenise: Step::of(c.tokenise),
+            model: Step::of(c.model),
+            write: Step::of(c.write),
+            explain: Step::of(c.explain),
+        };
+        let mut l = std::mem::take(&mut triage.latencies);
+        l.sort_by(f64::total_cmp);
+        t.latency_p50_ms = quantile(&l, 0.50);
+        t.latency_p99_ms = quantile(&l, 0.99);
+        t.latency_max_ms = l.last().copied().unwrap_or(0.0);
+        Ok(t)
     }
-    t.posts_per_second = t.seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    // The flagged posts written get their words before the run ends, for a few seconds at
-    // most (a stop is not held up); the rest are counted.
-    let until = Instant::now() + FINAL_EXPLAIN;
-    while !triage.backlog.is_empty() && Instant::now() < until {
-        triage.explain_some(EXPLAIN_CHUNK, sink, &mut t)?;
-    }
-    t.unexplained += triage.backlog.len() as u64;
-    let c = std::mem::take(&mut triage.clock);
-    t.budget = Budget {
-        wait: Step::of(c.wait),
-        parse: Step::of(c.parse),
-        prepare: Step::of(c.prepare),
-        tokenise: Step::of(c.tokenise),
-        model: Step::of(c.model),
-        write: Step::of(c.write),
-        explain: Step::of(c.explain),
-    };
-    let mut l = std::mem::take(&mut triage.latencies);
-    l.sort_by(f64::total_cmp);
-    t.latency_p50_ms = quantile(&l, 0.50);
-    t.latency_p99_ms = quantile(&l, 0.99);
-    t.latency_max_ms = l.last().copied().unwrap_or(0.0);
-    t.reconnects = reconnects.load(std::sync::atomic::Ordering::Relaxed);
-    t.seconds = start.elapsed().as_secs_f64();
-    t.stopped_by = stopped_by.to_owned();
-    Ok(t)
 }

@@ -48,9 +48,11 @@ pub fn linear_model(dir: &Path) -> flagship_model::Classifier {
         &tweeteval("tweeteval-sentiment/val.jsonl", 800),
         &tweeteval("tweeteval-sentiment/test_pool.jsonl", 300),
         &Default::default(),
-        0.4,
-        flagship_core::Config::default().model.operating(),
-        &flagship_core::Config::default().business,
+        flagship_model::classifier::Tuning {
+            expected_rate: 0.4,
+            operating: flagship_core::Config::default().model.operating(),
+            business: &flagship_core::Config::default().business,
+        },
         dir,
         Default::default(),
     )

@@ -49,22 +49,24 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
     };
     let mut sink = Keep(Vec::new(), Vec::new());
     let t = flagship_live::run(
-        &cfg,
-        &model,
-        "linear",
+        flagship_live::Run {
+            config: &cfg,
+            model: &model,
+            model_id: "linear",
+            handled_before: HashSet::new(),
+            options: &opts,
+            progress: &|_| {},
+        },
         open_replays(),
-        HashSet::new(),
         &mut sink,
-        &opts,
         std::future::pending(),
-        &|_| {},
     )
     .await
     .unwrap();
     println!("{}", serde_json::to_string(&t).unwrap());
     // 17 Bluesky + 50 Mastodon posts: seen or set aside by the track terms, none lost.
     assert_eq!(t.seen + t.unmatched, 67, "{t:?}");
-    assert_eq!(t.stopped_by, "end of input");
+    assert_eq!(t.stopped_by, flagship_core::Stop::EndOfInput);
     assert_eq!(sink.0.len() as u64, t.kept);
     assert!(
         sink.1.iter().all(|&n| n <= 8),
@@ -108,15 +110,17 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
     let before: HashSet<String> = sink.0.iter().map(|s| s.post.id.clone()).collect();
     let mut again = Keep(Vec::new(), Vec::new());
     let t2 = flagship_live::run(
-        &cfg,
-        &model,
-        "linear",
+        flagship_live::Run {
+            config: &cfg,
+            model: &model,
+            model_id: "linear",
+            handled_before: before.clone(),
+            options: &opts,
+            progress: &|_| {},
+        },
         open_replays(),
-        before.clone(),
         &mut again,
-        &opts,
         std::future::pending(),
-        &|_| {},
     )
     .await
     .unwrap();
@@ -189,15 +193,17 @@ async fn a_post_alone_is_scored_at_once_and_a_burst_is_batched() {
                 given: 0,
             });
             let t = flagship_live::run(
-                cfg,
-                model,
-                "linear",
+                flagship_live::Run {
+                    config: cfg,
+                    model,
+                    model_id: "linear",
+                    handled_before: HashSet::new(),
+                    options: opts,
+                    progress: &|_| {},
+                },
                 source,
-                HashSet::new(),
                 &mut sink,
-                opts,
                 std::future::pending(),
-                &|_| {},
             )
             .await
             .unwrap();

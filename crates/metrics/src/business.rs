@@ -141,6 +141,12 @@ impl Naive {
     }
 }
 
+/// A verdict in words, as every report and the command line say it: `success` when the seed's
+/// rule is met, `not yet` when it is not.
+pub fn verdict_word(success: bool) -> &'static str {
+    if success { "success" } else { "not yet" }
+}
+
 /// The seed's success rule, spelled out.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -183,6 +189,11 @@ impl Verdict {
                 && missed_reduction_percent > 0.0,
             ..v
         }
+    }
+
+    /// This verdict in words ([`verdict_word`]).
+    pub fn word(&self) -> &'static str {
+        verdict_word(self.success)
     }
 }
 

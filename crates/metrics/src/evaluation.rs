@@ -1,10 +1,11 @@
-//! One evaluation of a labelled prediction set: everything `report.json` and `report.md` hold.
+//! One evaluation of a labelled prediction set: everything `report.json` and `report.md` hold,
+//! and the verdict sentence every report and `flagship evaluate` state ([`VerdictSentence`]).
 
 use flagship_core::config::Business;
 use flagship_core::operating::{Points, Rule};
 use serde::{Deserialize, Serialize};
 
-use crate::business::{Naive, Times, Verdict};
+use crate::business::{Naive, Times, Verdict, verdict_word};
 use crate::classification::Classification;
 use crate::ranking;
 
@@ -44,6 +45,17 @@ impl OperatingRow {
             if self.chosen { " (chosen)" } else { "" }
         )
     }
+}
+
+/// The verdict as the reports state it (`report.md` and `report.html`, word for word): the
+/// conclusion, then the figures it rests on. [`Evaluation::verdict_sentence`] writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictSentence {
+    /// `Verdict: success at the minutes operating point (threshold 0.605, 39 % flagged).`
+    pub headline: String,
+    /// `F2 0.840 (naive 0.492 ± 0.037); minutes wasted 16.6 vs 48.1 naive (65 % saved),
+    /// minutes missed 14.5 vs 46.6 naive (69 % saved).`
+    pub figures: String,
 }
 
 /// One operating point on the evaluated set.
@@ -146,6 +158,49 @@ impl Evaluation {
             .unwrap_or_default()
     }
 
+    /// The verdict and where it was reached: `success at the minutes operating point
+    /// (threshold 0.605, 39 % flagged)`; without operating points, `success` or `not yet`.
+    pub fn outcome(&self) -> String {
+        format!("{}{}", self.verdict.word(), self.at_operating_point())
+    }
+
+    /// `minutes wasted 16.6 vs 48.1 naive (65 % saved)`: the model's against the naive mean.
+    pub fn wasted_against_naive(&self) -> String {
+        format!(
+            "minutes wasted {:.1} vs {:.1} naive ({:.0} % saved)",
+            self.times.wasted_minutes,
+            self.naive.wasted_minutes.mean,
+            self.verdict.wasted_reduction_percent
+        )
+    }
+
+    /// `minutes missed 14.5 vs 46.6 naive (69 % saved)`: the model's against the naive mean.
+    pub fn missed_against_naive(&self) -> String {
+        format!(
+            "minutes missed {:.1} vs {:.1} naive ({:.0} % saved)",
+            self.times.missed_minutes,
+            self.naive.missed_minutes.mean,
+            self.verdict.missed_reduction_percent
+        )
+    }
+
+    /// The verdict sentence: [`Evaluation::outcome`], then F2 and the minutes against the
+    /// naive baseline. The one place it is written; `report.md`, `report.html` and
+    /// `flagship evaluate` all say it from here.
+    pub fn verdict_sentence(&self) -> VerdictSentence {
+        let (f2, naive) = (self.model.binary.f2, &self.naive.f2);
+        VerdictSentence {
+            headline: format!("Verdict: {}.", self.outcome()),
+            figures: format!(
+                "F2 {f2:.3} (naive {:.3} ± {:.3}); {}, {}.",
+                naive.mean,
+                naive.sd,
+                self.wasted_against_naive(),
+                self.missed_against_naive()
+            ),
+        }
+    }
+
     /// The operating points as a markdown table (empty without them).
     pub fn operating_markdown(&self) -> String {
         if self.operating.is_empty() {
@@ -165,7 +220,7 @@ impl Evaluation {
                 r.f2,
                 r.wasted_minutes,
                 r.missed_minutes,
-                if r.success { "success" } else { "not yet" },
+                verdict_word(r.success),
             ));
         }
         s.push('\n');
@@ -179,21 +234,11 @@ impl Evaluation {
         let m = &self.model;
         let n = &self.naive;
         let t = &self.times;
-        let mut s = format!("# {title}\n\n");
-        s.push_str(&format!(
-            "**Verdict: {}{}.** F2 {:.3} (naive {:.3} ± {:.3}); minutes wasted {:.1} vs {:.1} naive ({:.0} % saved), minutes missed {:.1} vs {:.1} naive ({:.0} % saved).\n\n",
-            if v.success { "success" } else { "not yet" },
-            self.at_operating_point(),
-            m.binary.f2,
-            n.f2.mean,
-            n.f2.sd,
-            t.wasted_minutes,
-            n.wasted_minutes.mean,
-            v.wasted_reduction_percent,
-            t.missed_minutes,
-            n.missed_minutes.mean,
-            v.missed_reduction_percent,
-        ));
+        let verdict = self.verdict_sentence();
+        let mut s = format!(
+            "# {title}\n\n**{}** {}\n\n",
+            verdict.headline, verdict.figures
+        );
         s.push_str(&format!(
             "{} tweets, {} need support ({:.1} %).\n\n| rule (the seed's) | met |\n|---|---|\n| F2 > 0.80 | {} |\n| F2 above naive | {} |\n| time wasted below naive | {} |\n| time missed below naive | {} |\n\n",
             self.rows,

@@ -17,7 +17,7 @@ use flagship_core::Config;
 use flagship_core::config::{Business, ModelKind};
 use plotters::prelude::*;
 
-use crate::business::Times;
+use crate::business::{MeanSd, Times, verdict_word};
 use crate::classification::Confusion;
 use crate::evaluation::Evaluation;
 use crate::monitor::Drift;
@@ -527,7 +527,8 @@ const SWEEP_STEPS: usize = 100;
 const TABLE_EVERY: usize = 5;
 
 /// The evaluation page: `ctx` names the mission, model and data; `truth`, `probs`, `words`
-/// are the rows `e` was computed from.
+/// are the rows `e` was computed from. The verdict first, then why, the details, the
+/// operating points, the plots and the per-threshold table.
 pub fn render(
     ctx: &ReportContext,
     e: &Evaluation,
@@ -537,30 +538,33 @@ pub fn render(
     b: &Business,
 ) -> String {
     let title = ctx.title("evaluation", &format!("{} labelled posts", e.rows));
-    let v = &e.verdict;
-    let (m, n, t) = (&e.model, &e.naive, &e.times);
+    let sweep = Sweep::new(truth, probs, words, b);
+    let mut body = why_section(e, b);
+    body.push_str(&details_section(e));
+    body.push_str(&operating_section(e));
+    body.push_str("<h2>Plots</h2>\n");
+    body.push_str(&figures(&plots(e, truth, probs, &sweep)));
+    body.push_str(&per_threshold_section(&sweep));
+    page(&title, &verdict_section(e), &body)
+}
 
-    // The verdict and its key figures: the same one-line conclusion as report.md.
-    let at = e.at_operating_point();
-    let mut verdict = format!(
-        "<section id=\"verdict\" class=\"verdict {}\">\n<p class=\"headline\"><strong>Verdict: {}{}.</strong> {}</p>\n",
-        if v.success { "good" } else { "bad" },
-        if v.success { "success" } else { "not yet" },
-        escape(&at),
-        escape(&format!(
-            "F2 {:.3} (naive {:.3} ± {:.3}); minutes wasted {:.1} vs {:.1} naive ({:.0} % saved), minutes missed {:.1} vs {:.1} naive ({:.0} % saved).",
-            m.binary.f2,
-            n.f2.mean,
-            n.f2.sd,
-            t.wasted_minutes,
-            n.wasted_minutes.mean,
-            v.wasted_reduction_percent,
-            t.missed_minutes,
-            n.missed_minutes.mean,
-            v.missed_reduction_percent,
-        ))
-    );
-    verdict.push_str(&key_figures(&[
+/// The verdict and its key figures: the same sentence as report.md, shaded good or bad.
+fn verdict_section(e: &Evaluation) -> String {
+    let sentence = e.verdict_sentence();
+    format!(
+        "<section id=\"verdict\" class=\"verdict {}\">\n<p class=\"headline\"><strong>{}</strong> {}</p>\n{}</section>\n",
+        if e.verdict.success { "good" } else { "bad" },
+        escape(&sentence.headline),
+        escape(&sentence.figures),
+        key_figures(&verdict_figures(e)),
+    )
+}
+
+/// F2, minutes wasted and missed against the naive baseline, and the posts: (name, value,
+/// comparison) each.
+fn verdict_figures(e: &Evaluation) -> [(&'static str, String, String); 4] {
+    let (m, n, t, v) = (&e.model, &e.naive, &e.times, &e.verdict);
+    [
         (
             "F2 (need_support)",
             format!("{:.3}", m.binary.f2),
@@ -591,11 +595,28 @@ pub fn render(
                 100.0 * e.prevalence
             ),
         ),
-    ]));
-    verdict.push_str("</section>\n");
+    ]
+}
 
-    let mut body = String::from("<h2>Why</h2>\n");
-    body.push_str(&table(
+/// "Why": the seed's rule line by line, the minutes against the naive baseline, and the
+/// reading and typing speeds they were counted with.
+fn why_section(e: &Evaluation, b: &Business) -> String {
+    let mut s = String::from("<h2>Why</h2>\n");
+    s.push_str(&rules_table(e));
+    s.push_str(&minutes_table(e));
+    s.push_str(&format!(
+        "<p class=\"note\">Reading {} wpm, typing {} wpm, reply fraction {}.</p>\n",
+        escape(&b.reading_wpm.to_string()),
+        escape(&b.typing_wpm.to_string()),
+        escape(&b.reply_fraction.to_string()),
+    ));
+    s
+}
+
+/// Each line of the seed's success rule, met or not.
+fn rules_table(e: &Evaluation) -> String {
+    let v = &e.verdict;
+    table(
         "rules",
         "The seed's success rule: every line must be met",
         &[("rule", false), ("met", false)],
@@ -611,8 +632,22 @@ pub fn render(
                 vec![Cell::YesNo(v.missed_below_naive)],
             ),
         ],
-    ));
-    body.push_str(&table(
+    )
+}
+
+/// The support team's minutes, the model's against the naive baseline's mean ± sd.
+fn minutes_table(e: &Evaluation) -> String {
+    let (n, t) = (&e.naive, &e.times);
+    let row = |head: &str, model: f64, naive: &MeanSd| {
+        Row::new(
+            head,
+            vec![
+                Cell::Num(format!("{model:.1}")),
+                Cell::Num(format!("{:.1} ± {:.1}", naive.mean, naive.sd)),
+            ],
+        )
+    };
+    table(
         "minutes",
         &format!(
             "Support-team minutes: the model against the naive baseline (mean ± sd of {} seeded runs)",
@@ -620,50 +655,40 @@ pub fn render(
         ),
         &[("minutes", false), ("model", true), ("naive", true)],
         &[
-            Row::new(
+            row(
                 "wasted (reading + reply, the seed's code; headline)",
-                vec![
-                    Cell::Num(format!("{:.1}", t.wasted_minutes)),
-                    Cell::Num(format!(
-                        "{:.1} ± {:.1}",
-                        n.wasted_minutes.mean, n.wasted_minutes.sd
-                    )),
-                ],
+                t.wasted_minutes,
+                &n.wasted_minutes,
             ),
-            Row::new(
+            row(
                 "wasted (reading only, the seed's scope)",
-                vec![
-                    Cell::Num(format!("{:.1}", t.wasted_reading_minutes)),
-                    Cell::Num(format!(
-                        "{:.1} ± {:.1}",
-                        n.wasted_reading_minutes.mean, n.wasted_reading_minutes.sd
-                    )),
-                ],
+                t.wasted_reading_minutes,
+                &n.wasted_reading_minutes,
             ),
-            Row::new(
+            row(
                 "missed (reading + reply)",
-                vec![
-                    Cell::Num(format!("{:.1}", t.missed_minutes)),
-                    Cell::Num(format!(
-                        "{:.1} ± {:.1}",
-                        n.missed_minutes.mean, n.missed_minutes.sd
-                    )),
-                ],
+                t.missed_minutes,
+                &n.missed_minutes,
             ),
         ],
-    ));
-    body.push_str(&format!(
-        "<p class=\"note\">Reading {} wpm, typing {} wpm, reply fraction {}.</p>\n",
-        escape(&b.reading_wpm.to_string()),
-        escape(&b.typing_wpm.to_string()),
-        escape(&b.reply_fraction.to_string()),
-    ));
+    )
+}
 
-    body.push_str("<h2>Details</h2>\n");
-    let c = m.confusion;
+/// "Details": the confusion matrix, the scores at the model's threshold, and the accuracy
+/// and ranking figures.
+fn details_section(e: &Evaluation) -> String {
+    let mut s = String::from("<h2>Details</h2>\n");
+    s.push_str(&confusion_table(e.model.confusion));
+    s.push_str(&scores_table(e));
+    s.push_str(&overall_table(e));
+    s
+}
+
+/// The four counts, each cell shaded by its size.
+fn confusion_table(c: Confusion) -> String {
     let max = [c.tp, c.fn_, c.fp, c.tn].into_iter().max().unwrap_or(1);
     let count = |what, n| Cell::Count(what, n, shade(n, max));
-    body.push_str(&table(
+    table(
         "confusion",
         "Confusion matrix at the model's threshold",
         &[
@@ -684,8 +709,13 @@ pub fn render(
                 ],
             ),
         ],
-    ));
-    let scores: Vec<Row> = [
+    )
+}
+
+/// Precision, recall and the F scores, binary and weighted.
+fn scores_table(e: &Evaluation) -> String {
+    let m = &e.model;
+    let rows: Vec<Row> = [
         ("precision", m.binary.precision, m.weighted.precision),
         ("recall", m.binary.recall, m.weighted.recall),
         ("F1", m.binary.f1, m.weighted.f1),
@@ -700,7 +730,7 @@ pub fn render(
         )
     })
     .collect();
-    body.push_str(&table(
+    table(
         "metrics",
         "Scores at the model's threshold",
         &[
@@ -708,9 +738,14 @@ pub fn render(
             ("binary (need_support)", true),
             ("weighted", true),
         ],
-        &scores,
-    ));
-    let overall: Vec<Row> = [
+        &rows,
+    )
+}
+
+/// Accuracy, balanced accuracy and the ranking figures of the probabilities.
+fn overall_table(e: &Evaluation) -> String {
+    let m = &e.model;
+    let rows: Vec<Row> = [
         ("accuracy", m.accuracy),
         ("balanced accuracy", m.balanced_accuracy),
         ("ROC-AUC", e.ranking.roc_auc),
@@ -720,30 +755,183 @@ pub fn render(
     .into_iter()
     .map(|(name, x)| Row::new(name, vec![Cell::Num(format!("{x:.4}"))]))
     .collect();
-    body.push_str(&table(
+    table(
         "overall",
         "Accuracy and ranking of the probabilities",
         &[("metric", false), ("value", true)],
-        &overall,
-    ));
+        &rows,
+    )
+}
 
-    // One sweep feeds the threshold plots and the per-threshold table.
-    let roc = ranking::roc_points(probs, truth);
-    let pr = ranking::pr_points(probs, truth);
-    let thresholds: Vec<f64> = (0..=SWEEP_STEPS)
-        .map(|i| i as f64 / SWEEP_STEPS as f64)
-        .collect();
-    let sweep = ranking::sweep(probs, truth, &thresholds);
-    let times: Vec<Times> = sweep
+/// "Operating points": each rule's threshold (from the model's card) on this set; empty
+/// when the card has none.
+fn operating_section(e: &Evaluation) -> String {
+    if e.operating.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Row> = e
+        .operating
         .iter()
-        .map(|p| {
-            let flagged: Vec<bool> = probs.iter().map(|&v| v >= p.threshold).collect();
-            Times::new(truth, &flagged, words, b)
+        .map(|r| {
+            Row::new(
+                r.label(),
+                vec![
+                    Cell::Num(format!("{:.3}", r.threshold)),
+                    Cell::Num(format!("{:.0} %", 100.0 * r.flagged)),
+                    Cell::Num(format!("{:.3}", r.precision)),
+                    Cell::Num(format!("{:.3}", r.recall)),
+                    Cell::Num(format!("{:.3}", r.f2)),
+                    Cell::Num(format!("{:.1}", r.wasted_minutes)),
+                    Cell::Num(format!("{:.1}", r.missed_minutes)),
+                    Cell::Text(verdict_word(r.success).into()),
+                ],
+            )
         })
         .collect();
-    let per_threshold: Vec<Row> = sweep
+    let mut s = String::from("<h2>Operating points</h2>\n");
+    s.push_str(&table(
+        "operating",
+        "Thresholds chosen on validation by each rule (model.operating_point), on this set",
+        &[&[("rule", false)][..], &CUT_COLUMNS, &[("verdict", false)]].concat(),
+        &rows,
+    ));
+    s
+}
+
+/// One sweep of thresholds (0, 0.01, …, 1) over the rows: the confusion at each and the
+/// minutes it costs. It feeds the threshold plots and the per-threshold table.
+struct Sweep {
+    points: Vec<ranking::CurvePoint>,
+    times: Vec<Times>,
+}
+
+impl Sweep {
+    fn new(truth: &[bool], probs: &[f64], words: &[u32], b: &Business) -> Sweep {
+        let thresholds: Vec<f64> = (0..=SWEEP_STEPS)
+            .map(|i| i as f64 / SWEEP_STEPS as f64)
+            .collect();
+        let points = ranking::sweep(probs, truth, &thresholds);
+        let times = points
+            .iter()
+            .map(|p| {
+                let flagged: Vec<bool> = probs.iter().map(|&v| v >= p.threshold).collect();
+                Times::new(truth, &flagged, words, b)
+            })
+            .collect();
+        Sweep { points, times }
+    }
+
+    /// (threshold, F2) at each point.
+    fn f2(&self) -> Vec<(f64, f64)> {
+        self.points
+            .iter()
+            .map(|p| (p.threshold, p.confusion.f_beta(2.0)))
+            .collect()
+    }
+
+    /// (threshold, minutes) at each point, the minutes `of` each point's times.
+    fn minutes(&self, of: impl Fn(&Times) -> f64) -> Vec<(f64, f64)> {
+        self.points
+            .iter()
+            .zip(&self.times)
+            .map(|(p, x)| (p.threshold, of(x)))
+            .collect()
+    }
+}
+
+/// The six plots, each with its `data-plot` id: ROC, precision–recall, confusion matrix,
+/// probability histogram, and threshold against F2 and against minutes (operating points
+/// marked).
+fn plots(
+    e: &Evaluation,
+    truth: &[bool],
+    probs: &[f64],
+    sweep: &Sweep,
+) -> Vec<(&'static str, String)> {
+    let marks = operating_marks(e);
+    let wasted = sweep.minutes(|x| x.wasted_minutes);
+    let missed = sweep.minutes(|x| x.missed_minutes);
+    let max_minutes = wasted
         .iter()
-        .zip(&times)
+        .chain(&missed)
+        .map(|p| p.1)
+        .fold(1.0, f64::max);
+    vec![
+        (
+            "roc",
+            line_chart(
+                &format!("ROC (AUC {:.3})", e.ranking.roc_auc),
+                "false-positive rate",
+                "true-positive rate",
+                1.0,
+                &[
+                    ("model", RED, ranking::roc_points(probs, truth)),
+                    ("chance", GREY, vec![(0.0, 0.0), (1.0, 1.0)]),
+                ],
+            ),
+        ),
+        (
+            "pr",
+            line_chart(
+                &format!("Precision-recall (AP {:.3})", e.ranking.average_precision),
+                "recall",
+                "precision",
+                1.0,
+                &[("model", RED, ranking::pr_points(probs, truth))],
+            ),
+        ),
+        ("confusion", confusion_chart(e.model.confusion)),
+        ("histogram", histogram(truth, probs)),
+        (
+            "threshold-f2",
+            marked_chart(
+                "Threshold vs F2",
+                "threshold",
+                "F2",
+                1.0,
+                &[("F2", RED, sweep.f2())],
+                &marks,
+            ),
+        ),
+        (
+            "threshold-minutes",
+            marked_chart(
+                "Threshold vs minutes wasted / missed",
+                "threshold",
+                "minutes",
+                max_minutes * 1.05,
+                &[("wasted", BLUE, wasted), ("missed", RED, missed)],
+                &marks,
+            ),
+        ),
+    ]
+}
+
+/// The operating points (from the model's card) as vertical marks, the chosen one black.
+fn operating_marks(e: &Evaluation) -> Vec<Mark> {
+    e.operating
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}{} ({:.2})",
+                    r.rule.name(),
+                    if r.chosen { ", chosen" } else { "" },
+                    r.threshold
+                ),
+                r.threshold,
+                if r.chosen { BLACK } else { GREY },
+            )
+        })
+        .collect()
+}
+
+/// "Per threshold": every fifth point of the sweep, flagged counts, scores and minutes.
+fn per_threshold_section(sweep: &Sweep) -> String {
+    let rows: Vec<Row> = sweep
+        .points
+        .iter()
+        .zip(&sweep.times)
         .step_by(TABLE_EVERY)
         .map(|(p, x)| {
             let k = &p.confusion;
@@ -760,129 +948,14 @@ pub fn render(
             )
         })
         .collect();
-    let f2: Vec<(f64, f64)> = sweep
-        .iter()
-        .map(|p| (p.threshold, p.confusion.f_beta(2.0)))
-        .collect();
-    let wasted: Vec<(f64, f64)> = sweep
-        .iter()
-        .zip(&times)
-        .map(|(p, x)| (p.threshold, x.wasted_minutes))
-        .collect();
-    let missed: Vec<(f64, f64)> = sweep
-        .iter()
-        .zip(&times)
-        .map(|(p, x)| (p.threshold, x.missed_minutes))
-        .collect();
-    let max_minutes = wasted
-        .iter()
-        .chain(&missed)
-        .map(|p| p.1)
-        .fold(1.0, f64::max);
-    // The operating points (from the model's card) as vertical marks, the chosen one black.
-    let marks: Vec<Mark> = e
-        .operating
-        .iter()
-        .map(|r| {
-            (
-                format!(
-                    "{}{} ({:.2})",
-                    r.rule.name(),
-                    if r.chosen { ", chosen" } else { "" },
-                    r.threshold
-                ),
-                r.threshold,
-                if r.chosen { BLACK } else { GREY },
-            )
-        })
-        .collect();
-    let plots = [
-        (
-            "roc",
-            line_chart(
-                &format!("ROC (AUC {:.3})", e.ranking.roc_auc),
-                "false-positive rate",
-                "true-positive rate",
-                1.0,
-                &[
-                    ("model", RED, roc),
-                    ("chance", GREY, vec![(0.0, 0.0), (1.0, 1.0)]),
-                ],
-            ),
-        ),
-        (
-            "pr",
-            line_chart(
-                &format!("Precision-recall (AP {:.3})", e.ranking.average_precision),
-                "recall",
-                "precision",
-                1.0,
-                &[("model", RED, pr)],
-            ),
-        ),
-        ("confusion", confusion_chart(c)),
-        ("histogram", histogram(truth, probs)),
-        (
-            "threshold-f2",
-            marked_chart(
-                "Threshold vs F2",
-                "threshold",
-                "F2",
-                1.0,
-                &[("F2", RED, f2)],
-                &marks,
-            ),
-        ),
-        (
-            "threshold-minutes",
-            marked_chart(
-                "Threshold vs minutes wasted / missed",
-                "threshold",
-                "minutes",
-                max_minutes * 1.05,
-                &[("wasted", BLUE, wasted), ("missed", RED, missed)],
-                &marks,
-            ),
-        ),
-    ];
-    if !e.operating.is_empty() {
-        body.push_str("<h2>Operating points</h2>\n");
-        let rows: Vec<Row> = e
-            .operating
-            .iter()
-            .map(|r| {
-                Row::new(
-                    r.label(),
-                    vec![
-                        Cell::Num(format!("{:.3}", r.threshold)),
-                        Cell::Num(format!("{:.0} %", 100.0 * r.flagged)),
-                        Cell::Num(format!("{:.3}", r.precision)),
-                        Cell::Num(format!("{:.3}", r.recall)),
-                        Cell::Num(format!("{:.3}", r.f2)),
-                        Cell::Num(format!("{:.1}", r.wasted_minutes)),
-                        Cell::Num(format!("{:.1}", r.missed_minutes)),
-                        Cell::Text(if r.success { "success" } else { "not yet" }.into()),
-                    ],
-                )
-            })
-            .collect();
-        body.push_str(&table(
-            "operating",
-            "Thresholds chosen on validation by each rule (model.operating_point), on this set",
-            &[&[("rule", false)][..], &CUT_COLUMNS, &[("verdict", false)]].concat(),
-            &rows,
-        ));
-    }
-    body.push_str("<h2>Plots</h2>\n");
-    body.push_str(&figures(&plots));
-    body.push_str("<h2>Per threshold</h2>\n");
-    body.push_str(&table(
+    let mut s = String::from("<h2>Per threshold</h2>\n");
+    s.push_str(&table(
         "thresholds",
         "Flagging at other thresholds (flag when the probability is at least the threshold)",
         &CUT_COLUMNS,
-        &per_threshold,
+        &rows,
     ));
-    page(&title, &verdict, &body)
+    s
 }
 
 /// Bars of each group's relative change of the probability mean (and CV), threshold marked.
@@ -954,6 +1027,17 @@ fn drift_bars(d: &Drift) -> String {
 /// and the tables of every compared statistic and of new groups. `rows`: the batch's posts.
 pub fn render_drift(ctx: &ReportContext, d: &Drift, rows: usize) -> String {
     let title = ctx.title("monitoring", &format!("{rows} posts"));
+    let mut body = String::from("<h2>Plot</h2>\n");
+    body.push_str(&figures(&[("drift", drift_bars(d))]));
+    body.push_str("<h2>Details</h2>\n");
+    body.push_str(&drift_table(d));
+    body.push_str(&new_groups_table(d));
+    page(&title, &drift_verdict_section(d, rows), &body)
+}
+
+/// The monitoring verdict: how many statistics drifted, the retraining rule, the new groups,
+/// and their key figures; shaded good when nothing moved and no retraining is due.
+fn drift_verdict_section(d: &Drift, rows: usize) -> String {
     let calm = d.flagged == 0 && d.retrain != Some(true);
     let mut verdict = format!(
         "<section id=\"verdict\" class=\"verdict {}\">\n<p class=\"headline\"><strong>{} of {} statistics moved more than {:.0} %{}.</strong> {}</p>\n",
@@ -998,10 +1082,11 @@ pub fn render_drift(ctx: &ReportContext, d: &Drift, rows: usize) -> String {
         ),
     ]));
     verdict.push_str("</section>\n");
+    verdict
+}
 
-    let mut body = String::from("<h2>Plot</h2>\n");
-    body.push_str(&figures(&[("drift", drift_bars(d))]));
-    body.push_str("<h2>Details</h2>\n");
+/// Every compared statistic, the batch's against the reference; flagged rows highlighted.
+fn drift_table(d: &Drift) -> String {
     let changes: Vec<Row> = d
         .changes
         .iter()
@@ -1019,7 +1104,7 @@ pub fn render_drift(ctx: &ReportContext, d: &Drift, rows: usize) -> String {
             flagged: c.flagged,
         })
         .collect();
-    body.push_str(&table(
+    table(
         "drift",
         "Probability statistics: batch against the reference profile",
         &[
@@ -1033,21 +1118,25 @@ pub fn render_drift(ctx: &ReportContext, d: &Drift, rows: usize) -> String {
             ("why", false),
         ],
         &changes,
-    ));
-    if !d.new_groups.is_empty() {
-        let new: Vec<Row> = d
-            .new_groups
-            .iter()
-            .map(|(dim, g)| Row::new(dim.clone(), vec![Cell::Text(g.clone())]))
-            .collect();
-        body.push_str(&table(
-            "new-groups",
-            "New groups, not in the reference",
-            &[("dimension", false), ("group", false)],
-            &new,
-        ));
+    )
+}
+
+/// The batch's groups the reference never saw (empty when there are none).
+fn new_groups_table(d: &Drift) -> String {
+    if d.new_groups.is_empty() {
+        return String::new();
     }
-    page(&title, &verdict, &body)
+    let new: Vec<Row> = d
+        .new_groups
+        .iter()
+        .map(|(dim, g)| Row::new(dim.clone(), vec![Cell::Text(g.clone())]))
+        .collect();
+    table(
+        "new-groups",
+        "New groups, not in the reference",
+        &[("dimension", false), ("group", false)],
+        &new,
+    )
 }
 
 #[cfg(test)]

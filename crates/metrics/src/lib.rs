@@ -15,8 +15,10 @@ pub mod html;
 pub mod monitor;
 pub mod ranking;
 
-pub use business::{MeanSd, Naive, Times, Verdict, reading_seconds, response_seconds};
+pub use business::{
+    MeanSd, Naive, Times, Verdict, reading_seconds, response_seconds, verdict_word,
+};
 pub use classification::{Classification, Confusion, Scores};
-pub use evaluation::{Evaluation, Ranking};
+pub use evaluation::{Evaluation, Ranking, VerdictSentence};
 pub use monitor::{Drift, DriftRule, GroupStats, Profile, Quality};
 pub use ranking::{average_precision, brier, curve, roc_auc, sweep};

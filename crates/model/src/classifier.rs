@@ -312,18 +312,31 @@ impl Trained {
     }
 }
 
-/// Trains the linear baseline and writes its folder (threshold tuned like the transformer's).
-#[allow(clippy::too_many_arguments)]
+/// How a model's threshold is chosen on validation, as the transformer's is: the share of
+/// posts expected to need support in production (validation is re-weighted to it), the
+/// operating rule, and the reading and typing speeds the `minutes` rule counts with.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning<'a> {
+    pub expected_rate: f64,
+    pub operating: Settings,
+    pub business: &'a Business,
+}
+
+/// Trains the linear baseline and writes its folder (threshold tuned like the transformer's);
+/// `data` names the sets it was trained and validated on, for its card.
 pub fn train_linear(
     train_set: &[train::Example],
     val: &[train::Example],
     opts: &crate::linear::LinearOptions,
-    expected_rate: f64,
-    operating: Settings,
-    business: &Business,
+    tuning: Tuning<'_>,
     dir: &Path,
     data: BTreeMap<String, DataRef>,
 ) -> Result<ModelCard, ModelError> {
+    let Tuning {
+        expected_rate,
+        operating,
+        business,
+    } = tuning;
     let started = std::time::Instant::now();
     let model = LinearModel::train(train_set, opts)?;
     let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();

@@ -378,6 +378,78 @@ pub fn train(
     val: &[Example],
     opts: &TrainOptions,
 ) -> Result<Trained, ModelError> {
+    check_sets(train, val, opts)?;
+    let started = Instant::now();
+    tch::manual_seed(opts.seed as i64);
+    let ck = Checkpoint::open(base)?;
+    let spec = HeadSpec {
+        pooling: crate::checkpoint::resolve_pooling(base, opts.pooling),
+        classes: if opts.classes == 3 { 3 } else { 2 },
+    };
+    let train_classes = targets(train, opts.classes)?;
+    let val_classes = targets(val, opts.classes)?;
+    let (vs, model) = load_base(&ck, base, spec, opts)?;
+    drop(ck);
+    let encoder = TextEncoder::from_file(
+        &base.join("tokenizer.json"),
+        opts.max_length,
+        model.config.pad_token_id,
+    )?;
+    let tok_err = |e: tokenizers::Error| ModelError::Tokenizer(e.to_string());
+    let train_enc = encoder.encode(&texts(train)).map_err(tok_err)?;
+    let held = Held {
+        encoded: encoder.encode(&texts(val)).map_err(tok_err)?,
+        labels: val.iter().map(|e| e.need_support).collect(),
+        classes: val_classes,
+    };
+    let truncated = train_enc.iter().filter(|e| e.truncated).count();
+
+    let mut fit = Fit::new(
+        &vs,
+        &model,
+        &encoder,
+        &train_enc,
+        &train_classes,
+        spec,
+        opts,
+    )?;
+    let (history, best_epoch) = fit.epochs(&vs, &held);
+    let val_texts = texts(val);
+    let Served {
+        validation,
+        probs,
+        linear,
+    } = fit.served(&held, train, &val_texts)?;
+    let operating = operating_points(
+        &probs,
+        &held.labels,
+        &val_texts,
+        opts.expected_need_support_rate,
+        opts.operating,
+        &opts.business,
+    );
+    let steps = fit.step;
+    drop(fit);
+    Ok(Trained {
+        vs,
+        model,
+        encoder,
+        base: base.to_owned(),
+        validation,
+        history,
+        best_epoch,
+        steps,
+        seconds: started.elapsed().as_secs_f64(),
+        truncated,
+        options: opts.clone(),
+        linear,
+        operating,
+    })
+}
+
+/// Both sets hold examples of both classes, and the ensemble weight and layer decay are in
+/// range; refused before anything is loaded.
+fn check_sets(train: &[Example], val: &[Example], opts: &TrainOptions) -> Result<(), ModelError> {
     if train.is_empty() || val.is_empty() {
         return Err(ModelError::Data(format!(
             "need training and validation examples (got {} and {})",
@@ -406,16 +478,17 @@ pub fn train(
             opts.layer_decay
         )));
     }
-    let started = Instant::now();
-    tch::manual_seed(opts.seed as i64);
-    let ck = Checkpoint::open(base)?;
-    let spec = HeadSpec {
-        pooling: crate::checkpoint::resolve_pooling(base, opts.pooling),
-        classes: if opts.classes == 3 { 3 } else { 2 },
-    };
-    let train_classes = targets(train, opts.classes)?;
-    let val_classes = targets(val, opts.classes)?;
-    let (vs, model, report) = SequenceClassifier::from_checkpoint(&ck, spec, opts.device, false)?;
+    Ok(())
+}
+
+/// The base checkpoint's encoder with a fresh `spec` head, on the run's device.
+fn load_base(
+    ck: &Checkpoint,
+    base: &Path,
+    spec: HeadSpec,
+    opts: &TrainOptions,
+) -> Result<(VarStore, SequenceClassifier), ModelError> {
+    let (vs, model, report) = SequenceClassifier::from_checkpoint(ck, spec, opts.device, false)?;
     tracing::info!(
         base = %base.display(),
         pooling = ?spec.pooling,
@@ -424,18 +497,12 @@ pub fn train(
         initialised = ?report.initialised,
         "base model loaded"
     );
-    drop(ck);
-    let encoder = TextEncoder::from_file(
-        &base.join("tokenizer.json"),
-        opts.max_length,
-        model.config.pad_token_id,
-    )?;
-    let tok_err = |e: tokenizers::Error| ModelError::Tokenizer(e.to_string());
-    let train_enc = encoder.encode(&texts(train)).map_err(tok_err)?;
-    let val_enc = encoder.encode(&texts(val)).map_err(tok_err)?;
-    let truncated = train_enc.iter().filter(|e| e.truncated).count();
-    let val_y: Vec<bool> = val.iter().map(|e| e.need_support).collect();
+    Ok((vs, model))
+}
 
+/// AdamW with decoupled weight decay, none on the groups that do not decay (biases and
+/// LayerNorm).
+fn optimizer(vs: &VarStore, opts: &TrainOptions) -> Result<tch::nn::Optimizer, ModelError> {
     let mut opt = tch::nn::AdamW {
         beta1: 0.9,
         beta2: 0.999,
@@ -443,52 +510,76 @@ pub fn train(
         eps: 1e-8,
         amsgrad: false,
     }
-    .build(&vs, opts.learning_rate)?;
+    .build(vs, opts.learning_rate)?;
     for g in 0..GROUPS {
         opt.set_weight_decay_group(g, if decays(g) { opts.weight_decay } else { 0.0 });
     }
-    // Layer-wise decay: the head learns at the full rate, layer n at decay^(layers − n), the
-    // embeddings one step below the lowest layer.
+    Ok(opt)
+}
+
+/// Layer-wise decay of each group's learning rate: the head learns at the full rate, layer
+/// n at decay^(layers − n), the embeddings one step below the lowest layer.
+fn layer_scales(model: &SequenceClassifier, opts: &TrainOptions) -> Vec<f64> {
     let layers = model.config.num_hidden_layers as usize;
-    let group_scale: Vec<f64> = (0..GROUPS)
+    (0..GROUPS)
         .map(|g| match group_depth(g) {
             HEAD_DEPTH => 1.0,
             d => opts.layer_decay.powi((layers + 1).saturating_sub(d) as i32),
         })
-        .collect();
-    let weights = opts.class_weights.then(|| {
-        // 1 − class frequency, per class (the seed's weighting, for two or three classes).
+        .collect()
+}
+
+/// The loss's class weights when `class_weights` is on: 1 − class frequency, per class (the
+/// seed's weighting, for two or three classes).
+fn class_weights(classes: &[i64], spec: HeadSpec, opts: &TrainOptions) -> Option<Tensor> {
+    opts.class_weights.then(|| {
         let k = spec.classes as usize;
         let mut count = vec![0f32; k];
-        for &c in &train_classes {
+        for &c in classes {
             count[c as usize] += 1.0;
         }
         let w: Vec<f32> = count
             .iter()
-            .map(|c| 1.0 - c / train_classes.len() as f32)
+            .map(|c| 1.0 - c / classes.len() as f32)
             .collect();
         Tensor::from_slice(&w).to_device(opts.device)
-    });
+    })
+}
 
-    let per_epoch = train.len().div_ceil(opts.batch_size.max(1));
-    let total_steps = (per_epoch * opts.epochs.max(1)).min(opts.max_steps.unwrap_or(usize::MAX));
-    let warmup = ((total_steps as f64) * opts.warmup_ratio).ceil() as usize;
-    let lr_at = |step: usize| {
-        if step < warmup {
-            opts.learning_rate * (step + 1) as f64 / warmup as f64
-        } else {
-            opts.learning_rate * (total_steps - step) as f64 / (total_steps - warmup).max(1) as f64
+/// The learning rate over the run: linear warm-up, then linear decay to zero at the last
+/// step.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    rate: f64,
+    total_steps: usize,
+    warmup: usize,
+}
+
+impl Schedule {
+    /// For `examples` training examples: every epoch's batches, or `max_steps` if fewer.
+    fn new(examples: usize, opts: &TrainOptions) -> Schedule {
+        let per_epoch = examples.div_ceil(opts.batch_size.max(1));
+        let total_steps =
+            (per_epoch * opts.epochs.max(1)).min(opts.max_steps.unwrap_or(usize::MAX));
+        Schedule {
+            rate: opts.learning_rate,
+            total_steps,
+            warmup: ((total_steps as f64) * opts.warmup_ratio).ceil() as usize,
         }
-    };
-    let trainable = vs.trainable_variables();
-    let labels_dev = Tensor::from_slice(&train_classes).to_device(opts.device);
-    let lengths: Vec<usize> = train_enc.iter().map(|e| e.ids.len()).collect();
-    let mut rng = Rng::new(opts.seed);
-    let mode = Mode {
-        train: true,
-        precision: opts.precision(),
-    };
+    }
 
+    fn rate_at(&self, step: usize) -> f64 {
+        let (total, warmup) = (self.total_steps, self.warmup);
+        if step < warmup {
+            self.rate * (step + 1) as f64 / warmup as f64
+        } else {
+            self.rate * (total - step) as f64 / (total - warmup).max(1) as f64
+        }
+    }
+}
+
+/// The progress bar (hidden unless `progress`): steps, running loss and speed, time left.
+fn progress_bar(opts: &TrainOptions, total_steps: usize) -> ProgressBar {
     let bar = if opts.progress {
         ProgressBar::new(total_steps as u64)
     } else {
@@ -501,153 +592,293 @@ pub fn train(
         .expect("template")
         .progress_chars("=> "),
     );
-    let mut history = Vec::new();
-    let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
-    let mut step = 0;
-    let mut since_best = 0;
-    'epochs: for epoch in 1..=opts.epochs.max(1) {
-        bar.set_prefix(format!("epoch {epoch}"));
-        let epoch_start = Instant::now();
-        let mut seen = 0usize;
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, opts.device));
-        let mut loss_steps = 0usize;
-        for batch in length_buckets(&lengths, opts.batch_size, &mut rng) {
-            if step >= total_steps {
+    bar
+}
+
+/// The validation set, encoded: what each epoch is scored on.
+struct Held {
+    encoded: Vec<Encoded>,
+    labels: Vec<bool>,
+    classes: Vec<i64>,
+}
+
+impl Held {
+    /// The model's figures on the set, and its probabilities.
+    fn evaluate(
+        &self,
+        model: &SequenceClassifier,
+        encoder: &TextEncoder,
+        opts: &TrainOptions,
+    ) -> (Validation, Vec<f32>) {
+        evaluate(
+            model,
+            encoder,
+            &self.encoded,
+            &self.labels,
+            &self.classes,
+            opts,
+        )
+    }
+}
+
+/// The running loss of an epoch (summed on the device, read back every tenth step only),
+/// the examples seen and when it started.
+struct EpochLoss {
+    sum: Tensor,
+    steps: usize,
+    seen: usize,
+    started: Instant,
+}
+
+impl EpochLoss {
+    fn mean(&self) -> f64 {
+        self.sum.double_value(&[]) / self.steps.max(1) as f64
+    }
+}
+
+/// What a trained model serves on validation: its figures, its probabilities and, for an
+/// ensemble, the linear half blended in.
+struct Served {
+    validation: Validation,
+    probs: Vec<f32>,
+    linear: Option<LinearModel>,
+}
+
+/// A fine-tuning run under way: the model, its optimizer, and what stays fixed over the run.
+struct Fit<'a> {
+    opts: &'a TrainOptions,
+    model: &'a SequenceClassifier,
+    encoder: &'a TextEncoder,
+    train: &'a [Encoded],
+    opt: tch::nn::Optimizer,
+    trainable: Vec<Tensor>,
+    /// Each training example's class target, on the device.
+    labels: Tensor,
+    weights: Option<Tensor>,
+    group_scale: Vec<f64>,
+    schedule: Schedule,
+    lengths: Vec<usize>,
+    rng: Rng,
+    mode: Mode,
+    bar: ProgressBar,
+    /// Optimizer steps taken so far.
+    step: usize,
+}
+
+impl<'a> Fit<'a> {
+    fn new(
+        vs: &VarStore,
+        model: &'a SequenceClassifier,
+        encoder: &'a TextEncoder,
+        train: &'a [Encoded],
+        classes: &[i64],
+        spec: HeadSpec,
+        opts: &'a TrainOptions,
+    ) -> Result<Fit<'a>, ModelError> {
+        let opt = optimizer(vs, opts)?;
+        let group_scale = layer_scales(model, opts);
+        let weights = class_weights(classes, spec, opts);
+        let schedule = Schedule::new(train.len(), opts);
+        Ok(Fit {
+            opts,
+            model,
+            encoder,
+            train,
+            opt,
+            trainable: vs.trainable_variables(),
+            labels: Tensor::from_slice(classes).to_device(opts.device),
+            weights,
+            group_scale,
+            schedule,
+            lengths: train.iter().map(|e| e.ids.len()).collect(),
+            rng: Rng::new(opts.seed),
+            mode: Mode {
+                train: true,
+                precision: opts.precision(),
+            },
+            bar: progress_bar(opts, schedule.total_steps),
+            step: 0,
+        })
+    }
+
+    /// Epochs until the steps are spent or validation F2 stops improving; the best epoch's
+    /// weights are restored into `vs`. Returns every epoch's record and the best epoch.
+    fn epochs(&mut self, vs: &VarStore, held: &Held) -> (Vec<EpochRecord>, usize) {
+        let opts = self.opts;
+        let mut history = Vec::new();
+        let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
+        let mut since_best = 0;
+        for epoch in 1..=opts.epochs.max(1) {
+            let loss = self.epoch(epoch);
+            let secs = loss.started.elapsed().as_secs_f64();
+            let (v, _) = held.evaluate(self.model, self.encoder, opts);
+            let record = EpochRecord {
+                epoch,
+                steps: self.step,
+                train_loss: loss.mean(),
+                val_loss: v.loss,
+                val_f2: v.tuned.f_beta,
+                val_threshold: v.tuned.threshold,
+                val_roc_auc: v.roc_auc,
+                examples_per_second: loss.seen as f64 / secs,
+            };
+            self.report(&record);
+            history.push(record);
+            if best.as_ref().is_none_or(|(f, _, _)| v.tuned.f_beta > *f) {
+                best = Some((v.tuned.f_beta, epoch, snapshot(vs)));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= opts.early_stopping_patience.max(1) {
+                    say(
+                        &self.bar,
+                        format!("early stop: no better validation F2 for {since_best} epoch(s)"),
+                    );
+                    break;
+                }
+            }
+            if self.step >= self.schedule.total_steps {
                 break;
             }
-            let items: Vec<&Encoded> = batch.iter().map(|&i| &train_enc[i]).collect();
-            let (ids, mask) = encoder.collate(&items, opts.device);
-            let idx = Tensor::from_slice(&batch.iter().map(|&i| i as i64).collect::<Vec<_>>())
-                .to_device(opts.device);
-            let y = labels_dev.index_select(0, &idx);
-            let logits = model.forward(&ids, mask.as_ref(), mode);
-            let loss = logits.cross_entropy_loss(&y, weights.as_ref(), Reduction::Mean, -100, 0.0);
-            opt.zero_grad();
-            loss.backward();
-            clip_grad_norm(&trainable, opts.max_grad_norm);
-            let lr = lr_at(step);
-            if opts.layer_decay < 1.0 {
-                for (g, scale) in group_scale.iter().enumerate() {
-                    opt.set_lr_group(g, lr * scale);
-                }
-            } else {
-                opt.set_lr(lr);
+        }
+        self.bar.finish_and_clear();
+        let (_, best_epoch, saved) = best.expect("at least one epoch");
+        restore(vs, &saved);
+        (history, best_epoch)
+    }
+
+    /// One pass over the training set in length buckets, stopping early when the run's steps
+    /// are spent.
+    fn epoch(&mut self, epoch: usize) -> EpochLoss {
+        self.bar.set_prefix(format!("epoch {epoch}"));
+        let mut loss = EpochLoss {
+            sum: Tensor::zeros([], (Kind::Float, self.opts.device)),
+            steps: 0,
+            seen: 0,
+            started: Instant::now(),
+        };
+        for batch in length_buckets(&self.lengths, self.opts.batch_size, &mut self.rng) {
+            if self.step >= self.schedule.total_steps {
+                break;
             }
-            opt.step();
-            loss_sum += loss.detach();
-            loss_steps += 1;
-            step += 1;
-            seen += batch.len();
-            bar.inc(1);
-            if step % 10 == 0 {
-                // The only read-back in the loop: the running loss, every tenth step.
-                let msg = format!(
-                    "loss {:.4} · {:.1} ex/s",
-                    loss_sum.double_value(&[]) / loss_steps as f64,
-                    seen as f64 / epoch_start.elapsed().as_secs_f64()
-                );
-                // Not a terminal (a log file, CI): a plain line every 100 steps instead.
-                if bar.is_hidden() && step % 100 == 0 {
-                    eprintln!("epoch {epoch}: step {step}/{total_steps} · {msg}");
-                }
-                bar.set_message(msg);
+            loss.sum += self.train_step(&batch);
+            loss.steps += 1;
+            self.step += 1;
+            loss.seen += batch.len();
+            self.bar.inc(1);
+            if self.step.is_multiple_of(10) {
+                self.show(epoch, &loss);
             }
         }
-        let secs = epoch_start.elapsed().as_secs_f64();
-        let (v, _) = evaluate(&model, &encoder, &val_enc, &val_y, &val_classes, opts);
-        let record = EpochRecord {
-            epoch,
-            steps: step,
-            train_loss: loss_sum.double_value(&[]) / loss_steps.max(1) as f64,
-            val_loss: v.loss,
-            val_f2: v.tuned.f_beta,
-            val_threshold: v.tuned.threshold,
-            val_roc_auc: v.roc_auc,
-            examples_per_second: seen as f64 / secs,
-        };
+        loss
+    }
+
+    /// One optimizer step on the examples `batch`: forward, weighted cross-entropy, clipped
+    /// gradients, the step's learning rate. Returns the loss, detached, on the device.
+    fn train_step(&mut self, batch: &[usize]) -> Tensor {
+        let device = self.opts.device;
+        let items: Vec<&Encoded> = batch.iter().map(|&i| &self.train[i]).collect();
+        let (ids, mask) = self.encoder.collate(&items, device);
+        let idx = Tensor::from_slice(&batch.iter().map(|&i| i as i64).collect::<Vec<_>>())
+            .to_device(device);
+        let y = self.labels.index_select(0, &idx);
+        let logits = self.model.forward(&ids, mask.as_ref(), self.mode);
+        let loss = logits.cross_entropy_loss(&y, self.weights.as_ref(), Reduction::Mean, -100, 0.0);
+        self.opt.zero_grad();
+        loss.backward();
+        clip_grad_norm(&self.trainable, self.opts.max_grad_norm);
+        let lr = self.schedule.rate_at(self.step);
+        if self.opts.layer_decay < 1.0 {
+            for (g, scale) in self.group_scale.iter().enumerate() {
+                self.opt.set_lr_group(g, lr * scale);
+            }
+        } else {
+            self.opt.set_lr(lr);
+        }
+        self.opt.step();
+        loss.detach()
+    }
+
+    /// The running loss and speed on the bar — the only read-back in the loop; not on a
+    /// terminal (a log file, CI), a plain line every 100 steps instead.
+    fn show(&self, epoch: usize, loss: &EpochLoss) {
+        let msg = format!(
+            "loss {:.4} · {:.1} ex/s",
+            loss.sum.double_value(&[]) / loss.steps as f64,
+            loss.seen as f64 / loss.started.elapsed().as_secs_f64()
+        );
+        if self.bar.is_hidden() && self.step.is_multiple_of(100) {
+            eprintln!(
+                "epoch {epoch}: step {}/{} · {msg}",
+                self.step, self.schedule.total_steps
+            );
+        }
+        self.bar.set_message(msg);
+    }
+
+    /// What the model serves on validation, after [`Fit::epochs`]: the figures and the
+    /// probabilities of the kept weights — of an ensemble (`linear_weight` > 0) the blend with
+    /// the linear half, trained here on `train` with the run's seed, which is returned too.
+    fn served(
+        &self,
+        held: &Held,
+        train: &[Example],
+        val_texts: &[&str],
+    ) -> Result<Served, ModelError> {
+        let opts = self.opts;
+        let (validation, mut probs) = held.evaluate(self.model, self.encoder, opts);
+        if opts.linear_weight > 0.0 {
+            say(&self.bar, "training the linear half of the ensemble".into());
+            let lin = LinearModel::train(
+                train,
+                &LinearOptions {
+                    seed: opts.seed,
+                    ..LinearOptions::default()
+                },
+            )?;
+            blend(
+                &mut probs,
+                &lin.probabilities(val_texts),
+                opts.linear_weight,
+            );
+            // The served probabilities' figures (the loss becomes their binary log-loss).
+            let blended = crate::classifier::validation_of(
+                &probs,
+                &held.labels,
+                opts.expected_need_support_rate,
+            );
+            Ok(Served {
+                validation: blended,
+                probs,
+                linear: Some(lin),
+            })
+        } else {
+            Ok(Served {
+                validation,
+                probs,
+                linear: None,
+            })
+        }
+    }
+
+    /// An epoch's line above the bar (or on stderr), and in the debug log.
+    fn report(&self, record: &EpochRecord) {
         say(
-            &bar,
+            &self.bar,
             format!(
-                "epoch {epoch}: train loss {:.4}, val loss {:.4}, val F2 {:.4} at threshold {:.3} (expected rate {:.2}), ROC-AUC {:.4}, {:.1} ex/s",
+                "epoch {}: train loss {:.4}, val loss {:.4}, val F2 {:.4} at threshold {:.3} (expected rate {:.2}), ROC-AUC {:.4}, {:.1} ex/s",
+                record.epoch,
                 record.train_loss,
                 record.val_loss,
                 record.val_f2,
                 record.val_threshold,
-                opts.expected_need_support_rate,
+                self.opts.expected_need_support_rate,
                 record.val_roc_auc,
                 record.examples_per_second
             ),
         );
         tracing::debug!(?record, "epoch done");
-        history.push(record);
-        if best.as_ref().is_none_or(|(f, _, _)| v.tuned.f_beta > *f) {
-            best = Some((v.tuned.f_beta, epoch, snapshot(&vs)));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= opts.early_stopping_patience.max(1) {
-                say(
-                    &bar,
-                    format!("early stop: no better validation F2 for {since_best} epoch(s)"),
-                );
-                break 'epochs;
-            }
-        }
-        if step >= total_steps {
-            break;
-        }
     }
-    bar.finish_and_clear();
-    let (_, best_epoch, saved) = best.expect("at least one epoch");
-    restore(&vs, &saved);
-    drop(saved);
-    let (mut validation, mut val_probs) =
-        evaluate(&model, &encoder, &val_enc, &val_y, &val_classes, opts);
-    let val_texts = texts(val);
-    let linear = if opts.linear_weight > 0.0 {
-        say(&bar, "training the linear half of the ensemble".into());
-        let lin = LinearModel::train(
-            train,
-            &LinearOptions {
-                seed: opts.seed,
-                ..LinearOptions::default()
-            },
-        )?;
-        blend(
-            &mut val_probs,
-            &lin.probabilities(&val_texts),
-            opts.linear_weight,
-        );
-        // The served probabilities' figures (the loss becomes their binary log-loss).
-        validation =
-            crate::classifier::validation_of(&val_probs, &val_y, opts.expected_need_support_rate);
-        Some(lin)
-    } else {
-        None
-    };
-    let operating = operating_points(
-        &val_probs,
-        &val_y,
-        &val_texts,
-        opts.expected_need_support_rate,
-        opts.operating,
-        &opts.business,
-    );
-    Ok(Trained {
-        vs,
-        model,
-        encoder,
-        base: base.to_owned(),
-        validation,
-        history,
-        best_epoch,
-        steps: step,
-        seconds: started.elapsed().as_secs_f64(),
-        truncated,
-        options: opts.clone(),
-        linear,
-        operating,
-    })
 }
 
 #[cfg(test)]

@@ -177,19 +177,34 @@ pub async fn hour_files(store: &Store) -> Result<Vec<(DateTime<Utc>, Entry)>, St
     Ok(out)
 }
 
-/// Runs `job` on every hour file of `input` whose output in `output` is missing or was made
-/// from another input or other `settings`, `concurrency` hours at a time. `job` gets the
-/// hour's DataFrame and returns the output rows (written atomically in `schema`) and its
-/// counts. The manifest is saved after each hour, so an interrupted run resumes.
-#[allow(clippy::too_many_arguments)]
+/// One stage's pass over the hour files of an area: its name and settings (both in each
+/// hour's fingerprint), where it reads and writes, the schema of its output, and how many
+/// hours it works on at once.
+#[derive(Debug, Clone, Copy)]
+pub struct HourlyStage<'a> {
+    /// The stage's name in the manifest and the logs (`textproc`, `filter`).
+    pub stage: &'a str,
+    /// The stage's settings, as text: an hour made under other settings is made again.
+    pub settings: &'a str,
+    pub input: &'a Store,
+    pub output: &'a Store,
+    /// The schema the output rows are written in.
+    pub schema: &'a SchemaRef,
+    /// Hours worked on at once (at least one).
+    pub concurrency: usize,
+}
+
+/// An hour still to make: its hour, input file, output name and fingerprint.
+type Todo = (DateTime<Utc>, Entry, String, String);
+
+/// Runs `job` on every hour file of `s.input` whose output in `s.output` is missing or was
+/// made from another input or other settings, `s.concurrency` hours at a time. `job` gets
+/// the hour's DataFrame and returns the output rows (written atomically in `s.schema`) and
+/// its counts. The manifest is saved after each hour, so an interrupted run resumes. Outputs
+/// whose input hour is gone are removed. `progress` hears of each hour as it is done.
 pub async fn run_hours<F, Fut>(
     ctx: &SessionContext,
-    stage: &str,
-    settings: &str,
-    input: &Store,
-    output: &Store,
-    schema: &SchemaRef,
-    concurrency: usize,
+    s: &HourlyStage<'_>,
     job: F,
     progress: &(dyn Fn(&HourDone, usize, usize) + Sync),
 ) -> Result<Vec<HourDone>, HoursError>
@@ -197,19 +212,16 @@ where
     F: Fn(DataFrame) -> Fut,
     Fut: Future<Output = Result<(RecordBatch, BTreeMap<String, u64>), FrameError>>,
 {
-    register(ctx, input);
-    let files = hour_files(input).await?;
+    register(ctx, s.input);
+    let files = hour_files(s.input).await?;
     let total = files.len();
-    let mut manifest = Manifest::load(output, stage).await?;
+    let mut manifest = Manifest::load(s.output, s.stage).await?;
     let mut done = Vec::with_capacity(total);
     let mut todo = Vec::new();
     for (hour, entry) in files {
-        let key = hour_file(hour);
-        let mut fp = Fingerprint::new(stage);
-        fp.add(settings).add_entries(std::slice::from_ref(&entry));
-        let fp = fp.finish();
+        let (key, fp) = (hour_file(hour), fingerprint(s, &entry));
         match manifest.done(&key, &fp) {
-            Some(d) if output.exists(&key).await? => {
+            Some(d) if s.output.exists(&key).await? => {
                 let h = HourDone {
                     hour,
                     output: key,
@@ -223,25 +235,56 @@ where
             _ => todo.push((hour, entry, key, fp)),
         }
     }
-    let job = &job;
+    make_hours(ctx, s, todo, &job, &mut manifest, &mut done, &|h, n| {
+        progress(h, n, total)
+    })
+    .await?;
+    remove_gone(s, &mut manifest, &mut done).await?;
+    done.sort_by_key(|h| h.hour);
+    Ok(done)
+}
+
+/// An hour's fingerprint: the stage, its settings and the input file.
+fn fingerprint(s: &HourlyStage<'_>, entry: &Entry) -> String {
+    let mut fp = Fingerprint::new(s.stage);
+    fp.add(s.settings).add_entries(std::slice::from_ref(entry));
+    fp.finish()
+}
+
+/// Makes the hours `todo`, `s.concurrency` at a time: each is read, run through `job` and
+/// written; as each ends, it is recorded in the manifest (saved), pushed to `done` and told
+/// to `progress` (with its place among the hours done).
+async fn make_hours<F, Fut>(
+    ctx: &SessionContext,
+    s: &HourlyStage<'_>,
+    todo: Vec<Todo>,
+    job: &F,
+    manifest: &mut Manifest,
+    done: &mut Vec<HourDone>,
+    progress: &(dyn Fn(&HourDone, usize) + Sync),
+) -> Result<(), HoursError>
+where
+    F: Fn(DataFrame) -> Fut,
+    Fut: Future<Output = Result<(RecordBatch, BTreeMap<String, u64>), FrameError>>,
+{
     let mut results =
         futures::stream::iter(todo.into_iter().map(|(hour, entry, key, fp)| async move {
             let frame = |source| HoursError::Frame {
-                input: input.location().join(&entry.key).to_string(),
+                input: s.input.location().join(&entry.key).to_string(),
                 source,
             };
-            let df = read_parquet(ctx, input, std::slice::from_ref(&entry.key))
+            let df = read_parquet(ctx, s.input, std::slice::from_ref(&entry.key))
                 .await
                 .map_err(frame)?;
             let (batch, counts) = job(df).await.map_err(frame)?;
-            output.write_parquet(&key, schema, &[batch]).await?;
+            s.output.write_parquet(&key, s.schema, &[batch]).await?;
             Ok::<_, HoursError>((hour, key, fp, counts))
         }))
-        .buffer_unordered(concurrency.max(1));
+        .buffer_unordered(s.concurrency.max(1));
     while let Some(r) = results.next().await {
         let (hour, key, fp, counts) = r?;
         manifest.record(&key, fp, counts.clone());
-        manifest.save(output).await?;
+        manifest.save(s.output).await?;
         let h = HourDone {
             hour,
             output: key,
@@ -249,9 +292,19 @@ where
             removed: false,
             counts,
         };
-        progress(&h, done.len() + 1, total);
+        progress(&h, done.len() + 1);
         done.push(h);
     }
+    Ok(())
+}
+
+/// Removes the outputs (and manifest entries) of input hours that are gone, each pushed to
+/// `done` as removed.
+async fn remove_gone(
+    s: &HourlyStage<'_>,
+    manifest: &mut Manifest,
+    done: &mut Vec<HourDone>,
+) -> Result<(), HoursError> {
     let live: std::collections::BTreeSet<&str> = done.iter().map(|h| h.output.as_str()).collect();
     let gone: Vec<String> = manifest
         .outputs
@@ -260,12 +313,12 @@ where
         .cloned()
         .collect();
     for key in gone {
-        if output.exists(&key).await? {
-            output.delete(&key).await?;
+        if s.output.exists(&key).await? {
+            s.output.delete(&key).await?;
         }
         manifest.outputs.remove(&key);
-        manifest.save(output).await?;
-        tracing::info!(stage, output = %key, "input hour gone: output removed");
+        manifest.save(s.output).await?;
+        tracing::info!(stage = s.stage, output = %key, "input hour gone: output removed");
         if let Some(hour) = hour_of_file(&key) {
             done.push(HourDone {
                 hour,
@@ -276,8 +329,7 @@ where
             });
         }
     }
-    done.sort_by_key(|h| h.hour);
-    Ok(done)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -128,16 +128,13 @@ pub async fn run(
     concurrency: usize,
     progress: &(dyn Fn(&HourDone, usize, usize) + Sync),
 ) -> Result<Vec<HourDone>, HoursError> {
-    frames::run_hours(
-        ctx,
-        STAGE,
-        "textproc/1",
+    let hourly = frames::HourlyStage {
+        stage: STAGE,
+        settings: "textproc/1",
         input,
         output,
-        &Stage::Processed.schema(),
+        schema: &Stage::Processed.schema(),
         concurrency,
-        process_frame,
-        progress,
-    )
-    .await
+    };
+    frames::run_hours(ctx, &hourly, process_frame, progress).await
 }

@@ -1,0 +1,327 @@
+//! The pieces several commands share — so that no command imports another: durations and
+//! signals, the source flags of `ingest`, `watch` and `desk`, the model a live command loads,
+//! and the monitoring profile a model is trained with and checked against.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use flagship_core::Platform;
+use flagship_core::config::{Business, Config};
+use flagship_ingest::jetstream::{Jetstream, JetstreamConfig};
+use flagship_ingest::mastodon::{MastodonConfig, MastodonStream};
+use flagship_ingest::source::{Merged, PostSource, Replay};
+use flagship_ingest::xstream::{self, XStream, XStreamConfig};
+use flagship_metrics::Profile;
+use flagship_metrics::monitor::{self, GroupColumns};
+use flagship_store::table::Table;
+
+/// `90s`, `10m`, `2h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 2h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("signal received: draining the queue and flushing");
+}
+
+/// Resolves when Ctrl-C / SIGTERM arrives or `limit` passes.
+pub async fn stop_after(limit: Option<Duration>) {
+    match limit {
+        Some(d) => {
+            tokio::select! {
+                _ = signal() => {}
+                _ = tokio::time::sleep(d) => {}
+            }
+        }
+        None => signal().await,
+    }
+}
+
+/// Where posts come from: the X API v2 filtered stream, Bluesky, Mastodon, or a replay.
+#[derive(clap::Args)]
+pub struct SourceArgs {
+    /// Where posts come from: x (paid API), bluesky (Jetstream), mastodon (instances'
+    /// streaming API); repeat for several at once. Default: the sources the config enables.
+    /// With --replay: what the recording holds (default x).
+    #[arg(long = "source", value_parser = parse_platform)]
+    pub sources: Vec<Platform>,
+    /// Replay recorded lines (a file or a folder of .jsonl[.gz]) instead of a live source: X
+    /// v2 stream messages, Jetstream events, or Mastodon statuses / stream events.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
+    /// Replay paced by the posts' times, this many times faster (default: as fast as possible).
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// X API base URL (default: the config's sources.x.base_url).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Do not change the stream's rules (use them as they are).
+    #[arg(long)]
+    pub no_rule_sync: bool,
+}
+
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    s.parse()
+}
+
+impl SourceArgs {
+    /// A replay of `path` (X v2 messages) as fast as it reads.
+    #[cfg(feature = "model")]
+    pub fn replay(path: PathBuf) -> SourceArgs {
+        SourceArgs {
+            sources: vec![],
+            replay: Some(path),
+            speed: None,
+            base_url: None,
+            no_rule_sync: false,
+        }
+    }
+
+    /// The platforms asked for, else those the config enables.
+    fn platforms(&self, config: &Config) -> Result<Vec<Platform>> {
+        if !self.sources.is_empty() {
+            let mut v = self.sources.clone();
+            v.sort();
+            v.dedup();
+            return Ok(v);
+        }
+        let s = &config.sources;
+        let on: Vec<Platform> = [
+            (Platform::X, s.x.enabled),
+            (Platform::Bluesky, s.bluesky.enabled),
+            (Platform::Mastodon, s.mastodon.enabled),
+        ]
+        .into_iter()
+        .filter_map(|(p, on)| on.then_some(p))
+        .collect();
+        if on.is_empty() {
+            bail!("no source: pass --source x|bluesky|mastodon or enable one under [sources]");
+        }
+        Ok(on)
+    }
+
+    /// Opens the replay, or the live sources (several are merged). `who` names the command:
+    /// each keeps its own Bluesky resume point (`ingest`: `sources.bluesky.cursor`; others
+    /// beside it, `<name>.<who>.json`), whose crash checkpoint stays `lag` behind.
+    pub async fn open(
+        &self,
+        config: &Config,
+        who: &str,
+        lag: Duration,
+    ) -> Result<Box<dyn PostSource>> {
+        if let Some(p) = &self.replay {
+            let platform = match self.sources[..] {
+                [] => Platform::X,
+                [p] => p,
+                _ => bail!("--replay reads one platform's recording: pass one --source"),
+            };
+            return Ok(Box::new(
+                Replay::new(Replay::files_of(p)?, self.speed).platform(platform),
+            ));
+        }
+        let mut opened: Vec<Box<dyn PostSource>> = Vec::new();
+        for p in self.platforms(config)? {
+            opened.push(match p {
+                Platform::X => self.open_x(config, who).await?,
+                Platform::Bluesky => {
+                    let b = &config.sources.bluesky;
+                    let mut cfg = JetstreamConfig::new(b.endpoints.clone());
+                    let cursor = config.path(&b.cursor);
+                    let cursor = if who == "ingest" {
+                        cursor
+                    } else {
+                        cursor.with_extension(format!("{who}.json"))
+                    };
+                    cfg.cursor_file = Some(cursor.clone());
+                    cfg.rewind = Duration::from_secs(b.rewind_seconds);
+                    cfg.lag = lag;
+                    println!(
+                        "{who}: Bluesky Jetstream ({} endpoints, resume point {}), posts matched against {} track terms",
+                        b.endpoints.len(),
+                        cursor.display(),
+                        config.mission.stream.track.len()
+                    );
+                    Box::new(Jetstream::new(cfg)?)
+                }
+                Platform::Mastodon => {
+                    let m = &config.sources.mastodon;
+                    let token = std::env::var(&m.token_env)
+                        .ok()
+                        .filter(|t| !t.trim().is_empty());
+                    let cfg = MastodonConfig::new(&m.instances, &m.hashtags, m.public, token);
+                    println!(
+                        "{who}: Mastodon, {} timelines on {} instances{}",
+                        cfg.timelines.len(),
+                        m.instances.len(),
+                        if std::env::var_os(&m.token_env).is_some() {
+                            format!(" (token from {})", m.token_env)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    Box::new(MastodonStream::start(cfg)?)
+                }
+            });
+        }
+        Ok(if opened.len() == 1 {
+            opened.pop().expect("one")
+        } else {
+            Box::new(Merged::new(opened))
+        })
+    }
+
+    /// Connects to X after syncing the stream rules with the profile's.
+    async fn open_x(&self, config: &Config, who: &str) -> Result<Box<dyn PostSource>> {
+        let base = self
+            .base_url
+            .clone()
+            .unwrap_or_else(|| config.sources.x.base_url.clone());
+        let x = XStream::new(XStreamConfig::new(
+            &base,
+            xstream::token_from(&config.sources.x.token_env)?,
+        ))?;
+        if !self.no_rule_sync {
+            let sync = x
+                .sync_rules(&config.mission.name, &config.mission.stream.rules())
+                .await?;
+            println!(
+                "{who}: stream rules of mission `{}`: {} kept, {} added, {} deleted; {} other rules on the app left alone",
+                config.mission.name,
+                sync.kept,
+                sync.added.len(),
+                sync.deleted.len(),
+                sync.foreign
+            );
+        }
+        Ok(Box::new(x))
+    }
+}
+
+/// The model a live command scores with: `given`, else what the pipeline trains
+/// (`<storage.models>/need-support`); loaded, with its folder. `hint` ends the error when it
+/// cannot be loaded (the command's other ways out).
+#[cfg(feature = "model")]
+pub fn load_model(
+    config: &Config,
+    given: Option<&std::path::Path>,
+    hint: &str,
+) -> Result<(flagship_model::Classifier, PathBuf)> {
+    use anyhow::Context;
+    use flagship_core::location::Location;
+    let model_dir = match given {
+        Some(m) => m.to_owned(),
+        None => match config.model_dir()? {
+            Location::Local(p) => p,
+            Location::S3 { .. } => bail!("storage.models is on S3: pass --model DIR"),
+        },
+    };
+    let mut model = flagship_model::Classifier::load(&model_dir).with_context(|| {
+        format!(
+            "model {} (train one with `cargo xtask pipeline`, {hint})",
+            model_dir.display()
+        )
+    })?;
+    model.set_precision(config.model.precision);
+    Ok((model, model_dir))
+}
+
+/// The reference profile saved beside a model, which `monitor` compares batches with.
+pub const REFERENCE: &str = "monitor-reference.json";
+
+/// Word counts: `num_words` if present, else counted from `text`.
+pub fn words(t: &Table) -> Result<Vec<u32>> {
+    Ok(if t.has_column("num_words") {
+        t.f64_column("num_words")?
+            .iter()
+            .map(|&w| w as u32)
+            .collect()
+    } else {
+        t.texts()?
+            .iter()
+            .map(|s| s.split_whitespace().count() as u32)
+            .collect()
+    })
+}
+
+/// `need_support` of each row from its `label` (`None` where unlabelled or not 0/1/2), when
+/// the table has labels.
+pub fn need_support(t: &Table) -> Result<Option<Vec<Option<bool>>>> {
+    if !t.has_column("label") {
+        return Ok(None);
+    }
+    let targets = t.targets()?;
+    let bad = targets.iter().filter(|l| l.is_none()).count();
+    if bad > 0 {
+        eprintln!(
+            "{}: {bad} row(s) without a 0/1/2 label left out of the quality check",
+            t.path.display()
+        );
+    }
+    Ok(Some(targets))
+}
+
+/// The profile of a predictions table: its grouping columns read here, the grouping and
+/// statistics in `flagship_metrics::monitor`.
+pub fn profile(t: &Table, probs: &[f64], flags: &[bool], business: &Business) -> Result<Profile> {
+    let column = |names: &[&str]| -> Result<Option<Vec<Option<String>>>> {
+        match names.iter().find(|n| t.has_column(n)) {
+            Some(n) => Ok(Some(t.string_column(n)?)),
+            None => Ok(None),
+        }
+    };
+    let cols = GroupColumns {
+        client: column(&["source", "client"])?,
+        time_of_day: column(&["time_of_day"])?,
+        created_at: column(&["created_at"])?,
+        word_bin: column(&["word_bin"])?,
+    };
+    let labels = need_support(t)?;
+    Ok(monitor::profile_of(
+        probs,
+        flags,
+        &words(t)?,
+        labels.as_deref(),
+        &cols,
+        business,
+    ))
+}
+
+/// Writes `dir/monitor-reference.json` (atomically).
+#[cfg(feature = "model")]
+pub fn save_reference(dir: &std::path::Path, p: &Profile) -> Result<()> {
+    flagship_store::fs::write_atomic(
+        &dir.join(REFERENCE),
+        (serde_json::to_string_pretty(p)? + "\n").as_bytes(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The desk's web server (axum): the page, live updates (SSE), the decision API, logins,
+//! exports and the report pages.
+//!
+//! | route | what | who |
+//! |---|---|---|
+//! | `GET /` (`?view=queue&order=newest\|probability`, `?view=uncertain`) | the page | session (opened for the local user when no auth method is configured) |
+//! | `GET /events` | SSE: `post` (a new flagged post's HTML), `today` (the panel), `why` (`{id, words}`), `decided` (`{id, decision, title}`), `reload` | session |
+//! | `POST /api/decide`, `POST /decide` | record a decision (`id`, `decision`; CSRF token in `X-CSRF-Token` or the `csrf` field), committed before the answer | session + CSRF, or `Authorization: Bearer` |
+//! | `GET /api/queue`, `GET /api/today` | JSON | session or bearer |
+//! | `GET /export?format=labels\|label-studio\|argilla` | the decisions as a download | session or bearer |
+//! | `GET /report`, `GET /monitor`, `GET /reports/…` | the evaluation report and monitor pages from `storage.reports` | session |
+//! | `GET /fragment` (`?view=…&order=…`) | the list's posts as HTML (the page merges it after its event stream (re)connects) | session |
+//! | `GET /login`, `POST /login`, `POST /logout` | sessions (login CSRF by a cookie-bound token; 5 failed logins or tokens a minute per address, then 429) | anyone |
+//! | `GET /assets/…`, `GET /healthz` | the script, the stylesheet; liveness | anyone |
+//!
+//! Every answer carries `Content-Security-Policy: default-src 'self'` (plus no framing, no
+//! base, forms to self), `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`.
+//! A POST from another site (`Origin` or `Sec-Fetch-Site` say so) is refused whatever it
+//! carries. A server not bound to loopback refuses to start without an auth method and
+//! without `desk.secure_cookie` (TLS in front: passwords never cross a network in clear);
+//! without an auth method (loopback) it answers only requests whose `Host` is a loopback
+//! name, so a page at a rebound DNS name cannot reach it.
+//!
+//! The modules follow axum's seams: [`Desk`] (`state`) is the router's state — the store,
+//! sessions, the channel to open pages; `session` holds the cookies, the guard every request
+//! passes and the extractors that name the caller (a handler that takes one never sees a
+//! caller it may not serve); `error` turns every refusal and store error into its answer;
+//! `pages`, `api`, `events`, `reports`, `login` and `assets` each bring their routes, merged
+//! in [`router`]. Handlers reach SQLite and the reports folder only through
+//! `Desk::blocking`, never on an async worker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+
+mod api;
+mod assets;
+mod error;
+mod events;
+mod login;
+mod pages;
+mod reports;
+mod session;
+mod state;
+
+pub use state::{Desk, LiveSink, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "desk: {0} is not a loopback address; serving it needs an auth method (desk.users or desk.token_env)"
+    )]
+    Exposed(SocketAddr),
+    #[error(
+        "desk: {0} is not a loopback address; serve it behind TLS and set desk.secure_cookie = true (logins must not cross a network in clear)"
+    )]
+    Cleartext(SocketAddr),
+    #[error("desk: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("desk server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The desk's routes (serve with [`serve`], which passes the peer address logins need):
+/// each area's, behind the guard and the security headers.
+pub fn router(d: Arc<Desk>) -> Router {
+    Router::new()
+        .merge(pages::routes())
+        .merge(api::routes())
+        .merge(events::routes())
+        .merge(reports::routes())
+        .merge(login::routes())
+        .merge(assets::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            d.clone(),
+            session::guard,
+        ))
+        .layer(axum::middleware::map_response(assets::security_headers))
+        .with_state(d)
+}
+
+/// Binds `addr` (port 0: any free port) and returns the listener with its address.
+pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = l.local_addr()?;
+    Ok((l, local))
+}
+
+/// Serves the desk on `listener` until `shutdown` resolves (open event streams are ended).
+pub async fn serve(
+    d: Arc<Desk>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let closer = d.clone();
+    axum::serve(
+        listener,
+        router(d).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        closer.close();
+    })
+    .await?;
+    Ok(())
+}
