@@ -5,10 +5,17 @@
 //! - **Files**: the streaming-host build (no libtorch) and the mission's config, uploaded to
 //!   the mission's bucket under `flagship-host/<stream>/`; the instance pulls them at boot and
 //!   on `update`.
-//! - **Secrets**: the stream tokens the config names (`X_BEARER_TOKEN`, `MASTODON_TOKEN`) go
-//!   to SSM Parameter Store as SecureString under `/flagship/<stream>/`, from this process's
-//!   environment. The instance reads them when the service starts (an `ExecStartPre` writes
-//!   a root-only file under `/run`); they are never in user-data, the config or a log.
+//! - **Secrets**: the stream tokens the config names (`X_BEARER_TOKEN`, each Mastodon
+//!   instance's variable) go to SSM Parameter Store as SecureString under
+//!   `/flagship/<stream>/`, from this process's environment. The instance reads them when the
+//!   service starts (an `ExecStartPre` writes a root-only file under `/run`); they are never
+//!   in user-data, the config or a log. It reads **only the variables named** by this command
+//!   ([`Host::tokens`], carried in user-data and in `update`'s SSM command, never read from
+//!   the bucket or SSM): a writer of the parameter path cannot set `LD_PRELOAD` or
+//!   `HTTPS_PROXY`.
+//! - **Pinned files**: the instance installs the binary and the config only when their
+//!   SHA-256 is the one this command uploaded (given in user-data and `update`'s command): a
+//!   writer of the bucket prefix cannot swap either.
 //! - **Role** `flagship-host-<stream>` (trusted by EC2) with one inline policy: put records to
 //!   this mission's delivery stream, read its own objects and parameters, and the channels
 //!   Session Manager needs — nothing of another mission's. Its instance profile, same name.
@@ -62,6 +69,60 @@ pub struct Host {
     pub key_prefix: String,
     /// The mission's SSM parameter path (`/flagship/<stream>`).
     pub parameters: String,
+    /// The token variables the service gets (`X_BEARER_TOKEN`, …): the config's, checked by
+    /// [`check_token_names`]; any other parameter under the path is ignored.
+    pub tokens: Vec<String>,
+}
+
+/// The SHA-256 (hex) of the binary and the config uploaded: the host installs nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pins {
+    pub binary: String,
+    pub config: String,
+}
+
+/// Variables that change how a program loads, resolves or connects, never a token's name.
+const NOT_TOKENS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SHELL",
+    "USER",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "TMPDIR",
+    "TZ",
+    "LANG",
+    "GLIBC_TUNABLES",
+    "MALLOC_CONF",
+    "NO_PROXY",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CURL_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+];
+
+/// A token variable the host may set: an environment variable name (letters, digits, `_`)
+/// that is none of the loader's, proxy, AWS or locale variables.
+pub fn check_token_names(names: &[String]) -> Result<(), AwsError> {
+    for n in names {
+        let upper = n.to_ascii_uppercase();
+        let shaped = n.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let reserved = NOT_TOKENS.contains(&upper.as_str())
+            || ["LD_", "DYLD_", "AWS_", "LC_", "BASH_FUNC", "SYSTEMD_"]
+                .iter()
+                .any(|p| upper.starts_with(p))
+            || upper.contains("PROXY");
+        if !shaped || reserved {
+            return Err(AwsError::Fatal(format!(
+                "{n:?} cannot be a token variable on the host (a name of letters, digits and `_`, not a loader, proxy, AWS or locale variable)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Host {
@@ -97,6 +158,7 @@ impl Host {
             ami: None,
             key_prefix: format!("flagship-host/{stream}/"),
             parameters: format!("/flagship/{stream}"),
+            tokens: Vec::new(),
             resources,
         }
     }
@@ -164,7 +226,7 @@ pub fn role_policy(h: &Host, account: &str) -> String {
             {
                 "Sid": "ReadItsSecrets",
                 "Effect": "Allow",
-                "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+                "Action": ["ssm:GetParameter", "ssm:GetParameters"],
                 "Resource": [
                     format!("arn:aws:ssm:{}:{account}:parameter{}", r.region, h.parameters),
                     format!("arn:aws:ssm:{}:{account}:parameter{}/*", r.region, h.parameters)
@@ -205,21 +267,55 @@ pub fn ingest_dropin(h: &Host) -> String {
     )
 }
 
-/// `/usr/local/lib/flagship/update`: pull the binary and the config, restart the service.
+/// `/usr/local/lib/flagship/update BINARY_SHA256 CONFIG_SHA256 [TOKEN_VARIABLE…]`: pull the
+/// binary and the config, install each only if its SHA-256 is the one given (what `create` /
+/// `update` uploaded, passed in user-data or the SSM command, never read from the bucket),
+/// record the token variables the secrets script may export, restart the service.
 pub fn update_script(h: &Host) -> String {
     let at = format!("s3://{}/{}", h.resources.bucket, h.key_prefix);
     format!(
         r#"#!/bin/bash
-# Pulls the binary and the config from S3 and restarts ingest: run by cloud-init at the first
-# boot and by `flagship aws host update` (SSM Run Command).
+# Pulls the binary and the config from S3, checks each against the SHA-256 it was given, and
+# restarts ingest: run by cloud-init at the first boot and by `flagship aws host update` (SSM
+# Run Command). Usage: update BINARY_SHA256 CONFIG_SHA256 [TOKEN_VARIABLE...]
 set -euo pipefail
+export LC_ALL=C
 export AWS_REGION={region}
+if [ $# -lt 2 ]; then echo "usage: $0 BINARY_SHA256 CONFIG_SHA256 [TOKEN_VARIABLE...]" >&2; exit 2; fi
+want_binary=$1 want_config=$2
+shift 2
+for want in "$want_binary" "$want_config"; do
+  [[ $want =~ ^[0-9a-f]{{64}}$ ]] || {{ echo "flagship update: $want is not a SHA-256" >&2; exit 2; }}
+done
+for name in "$@"; do
+  [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || {{ echo "flagship update: $name is not a variable name" >&2; exit 2; }}
+  case ${{name^^}} in
+    LD_*|DYLD_*|AWS_*|LC_*|*PROXY*|PATH|HOME|BASH_ENV|GLIBC_TUNABLES|SSL_CERT_*)
+      echo "flagship update: $name cannot be a token variable" >&2; exit 2 ;;
+  esac
+done
+# $1: what, $2: the downloaded file, $3: the SHA-256 it must have.
+check() {{
+  local got
+  got=$(sha256sum "$2" | cut -d' ' -f1)
+  if [ "$got" != "$3" ]; then
+    rm -f "$2"
+    echo "flagship update: the $1 in S3 has SHA-256 $got, not the $3 uploaded: not installed" >&2
+    exit 3
+  fi
+}}
 aws s3 cp "{at}flagship" /usr/local/bin/flagship.new --only-show-errors
+check binary /usr/local/bin/flagship.new "$want_binary"
+aws s3 cp "{at}flagship.toml" /etc/flagship/flagship.toml.new --only-show-errors
+check config /etc/flagship/flagship.toml.new "$want_config"
 install -m 0755 /usr/local/bin/flagship.new /usr/local/bin/flagship
 rm -f /usr/local/bin/flagship.new
-aws s3 cp "{at}flagship.toml" /etc/flagship/flagship.toml.new --only-show-errors
-install -m 0644 /etc/flagship/flagship.toml.new /etc/flagship/flagship.toml
+install -d -o root -g flagship -m 0750 /etc/flagship
+install -o root -g flagship -m 0640 /etc/flagship/flagship.toml.new /etc/flagship/flagship.toml
 rm -f /etc/flagship/flagship.toml.new
+printf '%s\n' "$@" > /etc/flagship/secrets.names.new
+chmod 0600 /etc/flagship/secrets.names.new
+mv /etc/flagship/secrets.names.new /etc/flagship/secrets.names
 systemctl daemon-reload
 if systemctl is-enabled --quiet flagship-ingest; then systemctl restart flagship-ingest; fi
 "#,
@@ -227,28 +323,57 @@ if systemctl is-enabled --quiet flagship-ingest; then systemctl restart flagship
     )
 }
 
-/// `/usr/local/lib/flagship/secrets` (`ExecStartPre`, as root): the mission's parameters →
+/// `/usr/local/lib/flagship/secrets` (`ExecStartPre`, as root): the parameters of the token
+/// variables the update script recorded (`/etc/flagship/secrets.names`) →
 /// `/run/flagship/secrets.env`, readable by root only (systemd reads it before dropping to
-/// the `flagship` user).
+/// the `flagship` user). Any other parameter under the path is never read; a value with a
+/// character no token has (space, quote, backslash, a control character) is refused.
 pub fn secrets_script(h: &Host) -> String {
     format!(
         r#"#!/bin/bash
-# The mission's SecureString parameters → /run/flagship/secrets.env (0600, root; systemd
-# reads it as the service starts). /flagship/<stream>/X_BEARER_TOKEN → X_BEARER_TOKEN.
+# The named token parameters → /run/flagship/secrets.env (0600, root; systemd reads it as the
+# service starts). /flagship/<stream>/X_BEARER_TOKEN → X_BEARER_TOKEN, for the names in
+# /etc/flagship/secrets.names only (written by the update script from its arguments).
 set -euo pipefail
 umask 077
+export LC_ALL=C
 export AWS_REGION={region}
 install -d -m 0700 /run/flagship
-aws ssm get-parameters-by-path --path "{path}" --with-decryption \
-  --query 'Parameters[].[Name,Value]' --output text |
-  while IFS=$'\t' read -r name value; do
-    printf '%s=%s\n' "$(basename "$name")" "$value"
-  done > /run/flagship/secrets.env.new
+: > /run/flagship/secrets.env.new
+names=/etc/flagship/secrets.names
+[ -f "$names" ] || names=/dev/null
+while read -r name; do
+  [ -n "$name" ] || continue
+  [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || {{ echo "flagship secrets: $name is not a variable name" >&2; exit 1; }}
+  value=$(aws ssm get-parameters --names "{path}/$name" --with-decryption \
+    --query 'Parameters[].Value' --output text)
+  [ -n "$value" ] || continue
+  case $value in
+    *[![:graph:]]*|*[\"\'\\\`\$]*)
+      echo "flagship secrets: {path}/$name holds a character no token has: refused" >&2
+      exit 1 ;;
+  esac
+  printf '%s=%s\n' "$name" "$value" >> /run/flagship/secrets.env.new
+done < "$names"
 mv /run/flagship/secrets.env.new /run/flagship/secrets.env
 "#,
         region = h.resources.region,
         path = h.parameters
     )
+}
+
+/// The update script's command line: the pinned hashes and the token variables (all checked:
+/// hex digits and variable names, nothing a shell would read otherwise).
+pub fn update_command(h: &Host, pins: &Pins) -> String {
+    let mut c = format!(
+        "/usr/local/lib/flagship/update {} {}",
+        pins.binary, pins.config
+    );
+    for n in &h.tokens {
+        c.push(' ');
+        c.push_str(n);
+    }
+    c
 }
 
 /// The files user-data installs: path, mode, contents.
@@ -269,16 +394,19 @@ pub fn host_files(h: &Host) -> Vec<(&'static str, &'static str, String)> {
     ]
 }
 
-/// The cloud-init user-data: a shell script that installs [`host_files`] and starts ingest.
-/// No secret is in it (the tokens are read from SSM by the service).
-pub fn user_data(h: &Host) -> Result<String, AwsError> {
+/// The cloud-init user-data: a shell script that installs [`host_files`] and starts ingest
+/// with the files `pins` names. No secret is in it (the tokens are read from SSM by the
+/// service).
+pub fn user_data(h: &Host, pins: &Pins) -> Result<String, AwsError> {
+    check_token_names(&h.tokens)?;
     let mut s = format!(
         "#!/bin/bash\n\
          # flagship streaming host for the stream `{}` (written by `flagship aws host create`).\n\
          # No secrets here: the service reads its tokens from SSM Parameter Store at start.\n\
          set -euo pipefail\n\
          id -u flagship >/dev/null 2>&1 || useradd --system --home-dir /var/lib/flagship --shell /sbin/nologin flagship\n\
-         install -d -m 0755 /etc/flagship /usr/local/lib/flagship /etc/systemd/system/flagship-ingest.service.d\n",
+         install -d -o root -g flagship -m 0750 /etc/flagship\n\
+         install -d -m 0755 /usr/local/lib/flagship /etc/systemd/system/flagship-ingest.service.d\n",
         h.resources.stream
     );
     for (path, mode, text) in host_files(h) {
@@ -295,15 +423,16 @@ pub fn user_data(h: &Host) -> Result<String, AwsError> {
     }
     // Enabled first, so a reboot starts it even if this first pull fails; the pull is
     // retried while the instance role's credentials settle.
-    s.push_str(
+    s.push_str(&format!(
         "systemctl daemon-reload\n\
          systemctl enable flagship-ingest\n\
          for try in 1 2 3 4 5 6 7 8 9 10; do\n\
-         \x20 /usr/local/lib/flagship/update && break\n\
+         \x20 {} && break\n\
          \x20 echo \"flagship: pull $try failed; retrying in 30 s\" >&2; sleep 30\n\
          done\n\
          systemctl start flagship-ingest\n",
-    );
+        update_command(h, pins)
+    ));
     if s.len() > USER_DATA_LIMIT {
         return Err(AwsError::Fatal(format!(
             "user-data is {} bytes, over EC2's {USER_DATA_LIMIT}",
@@ -508,18 +637,14 @@ async fn upload(
     path: &Path,
     bytes: Vec<u8>,
     key: &str,
-) -> Result<Step, AwsError> {
-    use sha2::Digest;
-    let sha: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+) -> Result<(Step, String), AwsError> {
+    let sha = sha256_hex(&bytes);
     let bucket = &h.resources.bucket;
     let resource = format!("s3://{bucket}/{key}");
     if let Some((_, Some(old))) = head(c, h, key).await?
         && old == sha
     {
-        return Ok(step(resource, "unchanged"));
+        return Ok((step(resource, "unchanged"), sha));
     }
     c.s3.put_object()
         .bucket(bucket)
@@ -530,10 +655,20 @@ async fn upload(
         .send()
         .await
         .map_err(fail("s3 PutObject"))?;
-    Ok(step(
+    let done = step(
         resource,
         format!("uploaded from {} (sha256 {})", path.display(), &sha[..12]),
-    ))
+    );
+    Ok((done, sha))
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, AwsError> {
@@ -555,13 +690,18 @@ fn check_binary(h: &Host, path: &Path, bytes: &[u8]) -> Result<(), AwsError> {
     Ok(())
 }
 
-async fn upload_files(c: &Clients, h: &Host, files: Files<'_>) -> Result<Vec<Step>, AwsError> {
+/// Uploads the binary and the config; their hashes are what the host will accept.
+async fn upload_files(
+    c: &Clients,
+    h: &Host,
+    files: Files<'_>,
+) -> Result<(Vec<Step>, Pins), AwsError> {
+    check_token_names(&h.tokens)?;
     let binary = read(files.binary)?;
     check_binary(h, files.binary, &binary)?;
-    Ok(vec![
-        upload(c, h, files.binary, binary, &h.binary_key()).await?,
-        upload(c, h, files.config, read(files.config)?, &h.config_key()).await?,
-    ])
+    let (b, binary) = upload(c, h, files.binary, binary, &h.binary_key()).await?;
+    let (k, config) = upload(c, h, files.config, read(files.config)?, &h.config_key()).await?;
+    Ok((vec![b, k], Pins { binary, config }))
 }
 
 /// Creates (or finds) everything the mission's host needs, then the instance.
@@ -572,16 +712,17 @@ pub async fn create(
     files: Files<'_>,
     secrets: &[(String, String)],
 ) -> Result<Vec<Step>, AwsError> {
+    check_secrets(h, secrets)?;
     let account = account(c).await?;
     require_delivery_stream(c, h).await?;
     let role = own_role(c, h).await?;
-    let mut steps = upload_files(c, h, files).await?;
+    let (mut steps, pins) = upload_files(c, h, files).await?;
     steps.extend(store_secrets(c, h, secrets).await?);
     steps.push(ensure_role(c, h, role.is_some(), &account).await?);
     steps.push(ensure_instance_profile(c, h).await?);
     let (group, group_step) = ensure_group(c, h).await?;
     steps.push(group_step);
-    steps.push(ensure_instance(c, h, &group).await?);
+    steps.push(ensure_instance(c, h, &group, &pins).await?);
     Ok(steps)
 }
 
@@ -626,6 +767,27 @@ async fn own_role(c: &Clients, h: &Host) -> Result<Option<aws_sdk_iam::types::Ro
         }
     }
     Ok(role)
+}
+
+/// Each secret is one of the host's token variables, with a value the secrets script takes
+/// (printable ASCII without spaces, quotes, backslashes or `$`): refused before any change.
+fn check_secrets(h: &Host, secrets: &[(String, String)]) -> Result<(), AwsError> {
+    check_token_names(&h.tokens)?;
+    for (env, value) in secrets {
+        if !h.tokens.contains(env) {
+            return Err(AwsError::Fatal(format!(
+                "${env} is not among the host's token variables ({})",
+                h.tokens.join(", ")
+            )));
+        }
+        let odd = |b: u8| !b.is_ascii_graphic() || b"\"'\\`$".contains(&b);
+        if value.bytes().any(odd) {
+            return Err(AwsError::Fatal(format!(
+                "${env} holds a space, quote, backslash, `$` or a control character: no token does (the host would refuse it)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Each (environment variable, value) as a SecureString parameter, overwritten.
@@ -819,7 +981,12 @@ async fn lock_down_group(c: &Clients, group: &str) -> Result<usize, AwsError> {
 
 /// The mission's instance: an existing one is left as it is, else one is launched in
 /// `group`.
-async fn ensure_instance(c: &Clients, h: &Host, group: &str) -> Result<Step, AwsError> {
+async fn ensure_instance(
+    c: &Clients,
+    h: &Host,
+    group: &str,
+    pins: &Pins,
+) -> Result<Step, AwsError> {
     if let Some(i) = find_instances(c, h, false).await?.first() {
         return Ok(step(
             format!("ec2 instance {}", i.instance_id().unwrap_or("?")),
@@ -827,7 +994,7 @@ async fn ensure_instance(c: &Clients, h: &Host, group: &str) -> Result<Step, Aws
         ));
     }
     let ami = host_ami(c, h).await?;
-    let user_data = base64(user_data(h)?.as_bytes());
+    let user_data = base64(user_data(h, pins)?.as_bytes());
     let instance = run_instance(c, h, group, &ami, &user_data).await?;
     Ok(step(
         format!("ec2 instance {}", instance.instance_id().unwrap_or("?")),
@@ -1068,7 +1235,7 @@ pub async fn status(c: &Clients, h: &Host) -> Result<Vec<Step>, AwsError> {
 /// Uploads new files and has the host pull them and restart (SSM Run Command), waiting for
 /// the command's outcome: anything but success is an error.
 pub async fn update(c: &Clients, h: &Host, files: Files<'_>) -> Result<Vec<Step>, AwsError> {
-    let mut steps = upload_files(c, h, files).await?;
+    let (mut steps, pins) = upload_files(c, h, files).await?;
     let i = find_instances(c, h, false)
         .await?
         .into_iter()
@@ -1086,10 +1253,7 @@ pub async fn update(c: &Clients, h: &Host, files: Files<'_>) -> Result<Vec<Step>
         .instance_ids(id)
         .document_name("AWS-RunShellScript")
         .comment(format!("flagship aws host update ({})", h.resources.stream))
-        .parameters(
-            "commands",
-            vec!["/usr/local/lib/flagship/update".to_owned()],
-        )
+        .parameters("commands", vec![update_command(h, &pins)])
         .send()
         .await
         .map_err(fail("ssm SendCommand"))?;
@@ -1108,7 +1272,9 @@ pub async fn update(c: &Clients, h: &Host, files: Files<'_>) -> Result<Vec<Step>
     }
     steps.push(step(
         format!("ec2 instance {id}"),
-        format!("updated (SSM command {command}: files pulled, ingest restarted: Success)"),
+        format!(
+            "updated (SSM command {command}: files pulled, SHA-256 checked, ingest restarted: Success)"
+        ),
     ));
     Ok(steps)
 }
@@ -1390,5 +1556,224 @@ mod tests {
             base64(b"#!/bin/bash\necho hi"),
             "IyEvYmluL2Jhc2gKZWNobyBoaQ=="
         );
+    }
+
+    /// A generated script run by bash against fake `aws` and `systemctl` programs, its
+    /// paths moved under `dir`: (exit code, stderr).
+    fn run_script(script: &str, dir: &Path, args: &[&str]) -> (i32, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("fakebin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for d in ["run", "etc", "bin", "ssm", "s3"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let fakes = [
+            (
+                "aws",
+                r#"#!/bin/bash
+# ssm get-parameters --names N (text: the value), ssm get-parameters-by-path (every
+# "name<TAB>value"), s3 cp s3://… DEST; from the folders $FAKE/ssm and $FAKE/s3.
+case "$1 $2" in
+  "ssm get-parameters")
+    while [ $# -gt 0 ]; do [ "$1" = --names ] && n=$2; shift; done
+    [ -f "$FAKE/ssm$n" ] && cat "$FAKE/ssm$n"; echo; exit 0 ;;
+  "ssm get-parameters-by-path")
+    while [ $# -gt 0 ]; do [ "$1" = --path ] && p=$2; shift; done
+    for f in "$FAKE/ssm$p"/*; do printf '%s\t%s\n' "$p/$(basename "$f")" "$(cat "$f")"; done ;;
+  "s3 cp") cp "$FAKE/s3/${3#s3://}" "$4" ;;
+  *) echo "fake aws: $*" >&2; exit 2 ;;
+esac
+"#,
+            ),
+            (
+                "systemctl",
+                "#!/bin/bash\necho \"$*\" >> \"$FAKE/systemctl.log\"\n",
+            ),
+        ];
+        for (name, text) in fakes {
+            let f = bin.join(name);
+            std::fs::write(&f, text).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let d = dir.display();
+        let script = script
+            .replace("-o root -g flagship ", "")
+            .replace("/run/flagship", &format!("{d}/run"))
+            .replace("/etc/flagship", &format!("{d}/etc"))
+            .replace("/usr/local/bin", &format!("{d}/bin"));
+        let file = dir.join("script.sh");
+        std::fs::write(&file, script).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("bash")
+            .arg(&file)
+            .args(args)
+            .env("PATH", path)
+            .env("FAKE", dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn host() -> Host {
+        Host::new(Resources::new("b", "eu-west-1", "raw/", "s"))
+    }
+
+    #[test]
+    fn the_secrets_script_exports_only_the_named_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ssm = d.join("ssm/flagship/s");
+        std::fs::create_dir_all(&ssm).unwrap();
+        // A writer of the parameter path adds variables of its own.
+        for (name, value) in [
+            ("X_BEARER_TOKEN", "AAAA%2Ftok-x="),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("HTTPS_PROXY", "http://evil.example:3128"),
+        ] {
+            std::fs::write(ssm.join(name), value).unwrap();
+        }
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::fs::write(
+            d.join("etc/secrets.names"),
+            "X_BEARER_TOKEN\nMASTODON_TOKEN_SOCIAL\n",
+        )
+        .unwrap();
+        let script = secrets_script(&host());
+        let (code, said) = run_script(&script, d, &[]);
+        assert_eq!(code, 0, "{said}");
+        let env = std::fs::read_to_string(d.join("run/secrets.env")).unwrap();
+        assert_eq!(env, "X_BEARER_TOKEN=AAAA%2Ftok-x=\n");
+        // A value that would add a line (or quote its way out) is refused, nothing replaced.
+        std::fs::write(ssm.join("X_BEARER_TOKEN"), "tok\nLD_PRELOAD=/tmp/evil.so").unwrap();
+        let (code, said) = run_script(&script, d, &[]);
+        assert_ne!(code, 0);
+        assert!(said.contains("holds a character no token has"), "{said}");
+        assert!(!said.contains("evil"), "the value is never printed: {said}");
+        let env = std::fs::read_to_string(d.join("run/secrets.env")).unwrap();
+        assert_eq!(env, "X_BEARER_TOKEN=AAAA%2Ftok-x=\n");
+        // No names recorded: nothing exported.
+        std::fs::remove_file(d.join("etc/secrets.names")).unwrap();
+        let (code, said) = run_script(&script, d, &[]);
+        assert_eq!(code, 0, "{said}");
+        assert_eq!(
+            std::fs::read_to_string(d.join("run/secrets.env")).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn the_update_script_installs_only_the_files_it_was_pinned_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let h = host();
+        let s3 = d.join("s3/b/flagship-host/s");
+        std::fs::create_dir_all(&s3).unwrap();
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        std::fs::write(d.join("bin/flagship"), "v1").unwrap();
+        std::fs::write(s3.join("flagship"), "v2").unwrap();
+        std::fs::write(s3.join("flagship.toml"), "[mission]\n").unwrap();
+        let good = Pins {
+            binary: sha256_hex(b"v2"),
+            config: sha256_hex(b"[mission]\n"),
+        };
+        let script = update_script(&h);
+        let log = d.join("systemctl.log");
+        // A binary in the bucket that is not the one uploaded: not installed, no restart.
+        std::fs::write(s3.join("flagship"), "v2 with a backdoor").unwrap();
+        let (code, said) = run_script(&script, d, &[&good.binary, &good.config]);
+        assert_eq!(code, 3, "{said}");
+        assert!(said.contains("the binary in S3 has SHA-256"), "{said}");
+        assert_eq!(
+            std::fs::read_to_string(d.join("bin/flagship")).unwrap(),
+            "v1"
+        );
+        assert!(!d.join("bin/flagship.new").exists() && !log.exists());
+        // The same for a config swapped in the bucket.
+        std::fs::write(s3.join("flagship"), "v2").unwrap();
+        std::fs::write(
+            s3.join("flagship.toml"),
+            "[sources.x]\nbase_url = \"https://evil\"\n",
+        )
+        .unwrap();
+        let (code, said) = run_script(&script, d, &[&good.binary, &good.config]);
+        assert_eq!(code, 3, "{said}");
+        assert!(said.contains("the config in S3 has SHA-256"), "{said}");
+        assert_eq!(
+            std::fs::read_to_string(d.join("bin/flagship")).unwrap(),
+            "v1"
+        );
+        assert!(!d.join("etc/flagship.toml").exists() && !log.exists());
+        // The files uploaded: installed, the token names recorded, the service restarted.
+        std::fs::write(s3.join("flagship.toml"), "[mission]\n").unwrap();
+        let (code, said) = run_script(
+            &script,
+            d,
+            &[
+                &good.binary,
+                &good.config,
+                "X_BEARER_TOKEN",
+                "MASTODON_TOKEN_SOCIAL",
+            ],
+        );
+        assert_eq!(code, 0, "{said}");
+        assert_eq!(
+            std::fs::read_to_string(d.join("bin/flagship")).unwrap(),
+            "v2"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("etc/flagship.toml")).unwrap(),
+            "[mission]\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("etc/secrets.names")).unwrap(),
+            "X_BEARER_TOKEN\nMASTODON_TOKEN_SOCIAL\n"
+        );
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("restart flagship-ingest")
+        );
+        // No hashes, or a loader variable as a token name: refused before any download.
+        for args in [
+            vec![],
+            vec!["v2", "x"],
+            vec![good.binary.as_str(), good.config.as_str(), "LD_PRELOAD"],
+            vec![good.binary.as_str(), good.config.as_str(), "https_proxy"],
+        ] {
+            let (code, said) = run_script(&script, d, &args);
+            assert_eq!(code, 2, "{args:?}: {said}");
+        }
+    }
+
+    #[test]
+    fn token_names_that_steer_a_program_are_refused() {
+        let ok = ["X_BEARER_TOKEN", "MASTODON_TOKEN_SOCIAL"].map(String::from);
+        assert!(check_token_names(&ok).is_ok());
+        for bad in [
+            "LD_PRELOAD",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "PATH",
+            "AWS_ROLE_ARN",
+            "A B",
+            "1X",
+            "",
+        ] {
+            assert!(check_token_names(&[bad.to_owned()]).is_err(), "{bad}");
+        }
+        let mut h = host();
+        h.tokens = ok.to_vec();
+        let pins = Pins {
+            binary: "a".repeat(64),
+            config: "b".repeat(64),
+        };
+        assert!(update_command(&h, &pins).ends_with(&format!(
+            "{} {} X_BEARER_TOKEN MASTODON_TOKEN_SOCIAL",
+            "a".repeat(64),
+            "b".repeat(64)
+        )));
     }
 }

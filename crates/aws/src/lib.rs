@@ -121,10 +121,20 @@ impl Resources {
     /// it (combine reads the data prefix; records under it outside the hour layout would be
     /// reported but never combined).
     pub fn error_prefix(&self) -> String {
-        format!(
-            "{}-errors/!{{firehose:error-output-type}}/",
-            self.prefix.trim_end_matches('/')
-        )
+        format!("{}!{{firehose:error-output-type}}/", self.error_root())
+    }
+
+    /// The folder [`Resources::error_prefix`] expands under (`raw-errors/` for `raw/`).
+    fn error_root(&self) -> String {
+        format!("{}-errors/", self.prefix.trim_end_matches('/'))
+    }
+
+    /// The objects Firehose writes: the data prefix and the error prefix beside it.
+    fn object_arns(&self) -> [String; 2] {
+        [
+            format!("arn:aws:s3:::{}/{}*", self.bucket, self.prefix),
+            format!("arn:aws:s3:::{}/{}*", self.bucket, self.error_root()),
+        ]
     }
 }
 
@@ -225,7 +235,7 @@ pub fn with_tls_only(existing: Option<&str>, bucket: &str) -> Result<String, Aws
     Ok(doc.to_string())
 }
 
-/// The inline policy: exactly this bucket / prefix and this log stream.
+/// The inline policy: exactly this bucket, its data and error prefixes, and this log stream.
 pub fn delivery_policy(r: &Resources, account: &str, kms_key: Option<&str>) -> String {
     let mut doc = serde_json::json!({
         "Version": "2012-10-17",
@@ -238,7 +248,7 @@ pub fn delivery_policy(r: &Resources, account: &str, kms_key: Option<&str>) -> S
             {
                 "Effect": "Allow",
                 "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
-                "Resource": [format!("arn:aws:s3:::{}/{}*", r.bucket, r.prefix)]
+                "Resource": r.object_arns()
             },
             {
                 "Effect": "Allow",
@@ -248,7 +258,7 @@ pub fn delivery_policy(r: &Resources, account: &str, kms_key: Option<&str>) -> S
         ]
     });
     // A bucket encrypted with a customer-managed KMS key: Firehose must be allowed to use that
-    // key, through S3 only and for this prefix only.
+    // key, through S3 only and for these prefixes only.
     if let Some(key) = kms_key {
         let resource = if key.starts_with("arn:") { key } else { "*" };
         doc["Statement"]
@@ -260,7 +270,7 @@ pub fn delivery_policy(r: &Resources, account: &str, kms_key: Option<&str>) -> S
                 "Resource": [resource],
                 "Condition": {
                     "StringEquals": {"kms:ViaService": format!("s3.{}.amazonaws.com", r.region)},
-                    "StringLike": {"kms:EncryptionContext:aws:s3:arn": format!("arn:aws:s3:::{}/{}*", r.bucket, r.prefix)}
+                    "StringLike": {"kms:EncryptionContext:aws:s3:arn": r.object_arns()}
                 }
             }));
     }
@@ -935,5 +945,92 @@ async fn empty_bucket(c: &Clients, r: &Resources) -> Result<(), AwsError> {
                     .map_err(fail("emptying the bucket"))?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IAM's `*` / `?` wildcards in a resource (moto does not evaluate policies).
+    fn glob(pattern: &str, s: &str) -> bool {
+        match pattern.split_once('*') {
+            None => {
+                pattern.len() == s.len()
+                    && pattern
+                        .bytes()
+                        .zip(s.bytes())
+                        .all(|(p, c)| p == b'?' || p == c)
+            }
+            Some((head, tail)) => {
+                s.len() >= head.len()
+                    && glob(head, &s[..head.len()])
+                    && (head.len()..=s.len()).any(|i| glob(tail, &s[i..]))
+            }
+        }
+    }
+
+    /// Whether an Allow statement grants `action` on `resource` (and the KMS condition's
+    /// encryption context, when `context` is given).
+    fn allows(policy: &str, action: &str, resource: &str, context: Option<&str>) -> bool {
+        let v: serde_json::Value = serde_json::from_str(policy).unwrap();
+        let list = |v: &serde_json::Value| -> Vec<String> {
+            match v {
+                serde_json::Value::Array(a) => {
+                    a.iter().map(|s| s.as_str().unwrap().into()).collect()
+                }
+                serde_json::Value::String(s) => vec![s.clone()],
+                _ => vec![],
+            }
+        };
+        v["Statement"].as_array().unwrap().iter().any(|s| {
+            s["Effect"] == "Allow"
+                && list(&s["Action"]).iter().any(|a| a == action)
+                && list(&s["Resource"]).iter().any(|r| glob(r, resource))
+                && context.is_none_or(|c| {
+                    list(&s["Condition"]["StringLike"]["kms:EncryptionContext:aws:s3:arn"])
+                        .iter()
+                        .any(|p| glob(p, c))
+                })
+        })
+    }
+
+    #[test]
+    fn the_delivery_role_may_write_where_firehose_puts_errors() {
+        let r = Resources::new("b", "eu-west-1", "raw/", "s");
+        let policy = delivery_policy(&r, "123456789012", Some("arn:aws:kms:eu-west-1:1:key/k"));
+        let error_object = format!(
+            "arn:aws:s3:::b/{}2026/01/01/00/s-1-x",
+            r.error_prefix()
+                .replace("!{firehose:error-output-type}", "processing-failed")
+        );
+        assert!(error_object.starts_with("arn:aws:s3:::b/raw-errors/"));
+        for object in [
+            "arn:aws:s3:::b/raw/2026/01/01/00/s-1-x",
+            error_object.as_str(),
+        ] {
+            assert!(
+                allows(&policy, "s3:PutObject", object, None),
+                "{object}\n{policy}"
+            );
+            assert!(
+                allows(
+                    &policy,
+                    "kms:GenerateDataKey",
+                    "arn:aws:kms:eu-west-1:1:key/k",
+                    Some(object)
+                ),
+                "{object}\n{policy}"
+            );
+        }
+        // Nothing else in the bucket.
+        for other in [
+            "arn:aws:s3:::b/other/x",
+            "arn:aws:s3:::b/rawx",
+            "arn:aws:s3:::c/raw/x",
+        ] {
+            assert!(!allows(&policy, "s3:PutObject", other, None), "{other}");
+        }
+        assert!(glob("a*c?", "abbbcd") && !glob("a*c", "abd"));
     }
 }

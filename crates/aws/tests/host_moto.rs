@@ -128,7 +128,8 @@ fn a_streaming_host_per_mission_on_moto() {
         );
         let c = aws::Clients::new(&ra).await;
         // A host puts to its mission's delivery stream: none yet is a clear error.
-        let ha = Host::new(ra.clone());
+        let mut ha = Host::new(ra.clone());
+        ha.tokens = vec!["MASTODON_TOKEN_SOCIAL".into(), "X_BEARER_TOKEN".into()];
         let e = host::create(&c, &ha, files, &[])
             .await
             .unwrap_err()
@@ -185,6 +186,29 @@ fn a_streaming_host_per_mission_on_moto() {
             "nothing uploaded for a refused host"
         );
 
+        // Only the host's token variables are stored, and only values its script takes.
+        for (name, value, says) in [
+            (
+                "LD_PRELOAD",
+                "/tmp/x.so",
+                "not among the host's token variables",
+            ),
+            ("X_BEARER_TOKEN", "a b", "holds a space"),
+        ] {
+            let bad = vec![(name.to_owned(), value.to_owned())];
+            let e = host::create(&c, &ha, files, &bad)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let mut proxied = ha.clone();
+        proxied.tokens.push("HTTPS_PROXY".into());
+        let e = host::create(&c, &proxied, files, &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be a token variable"), "{e}");
         let secrets = vec![("X_BEARER_TOKEN".to_owned(), TOKEN.to_owned())];
         let created = host::create(&c, &ha, files, &secrets).await.unwrap();
         show("create", &created);
@@ -275,7 +299,19 @@ fn a_streaming_host_per_mission_on_moto() {
             .unwrap();
         let ud = ud.user_data().and_then(|u| u.value()).unwrap();
         let ud = String::from_utf8(decode64(ud)).unwrap();
-        assert_eq!(ud, host::user_data(&ha).unwrap());
+        let pins = host::Pins {
+            binary: host::sha256_hex(&std::fs::read(&binary).unwrap()),
+            config: host::sha256_hex(&std::fs::read(&config).unwrap()),
+        };
+        assert_eq!(ud, host::user_data(&ha, &pins).unwrap());
+        // The first pull installs exactly what was uploaded and names the tokens it exports.
+        assert!(
+            ud.contains(&format!(
+                "/usr/local/lib/flagship/update {} {} MASTODON_TOKEN_SOCIAL X_BEARER_TOKEN",
+                pins.binary, pins.config
+            )),
+            "{ud}"
+        );
         assert!(
             !ud.contains(TOKEN) && !ud.contains("AWS_SECRET"),
             "no secret in user-data"
@@ -380,9 +416,17 @@ fn a_streaming_host_per_mission_on_moto() {
         let commands = c.ssm.list_commands().instance_id(&id).send().await.unwrap();
         let cmd = &commands.commands()[0];
         assert_eq!(cmd.document_name(), Some("AWS-RunShellScript"));
+        // The command pins the new binary's SHA-256 (the host checks it before installing).
+        let v2 = host::Pins {
+            binary: host::sha256_hex(b"\x7fELF the streaming-host build, v2"),
+            config: host::sha256_hex(&std::fs::read(&config).unwrap()),
+        };
         assert_eq!(
             cmd.parameters().unwrap()["commands"],
-            ["/usr/local/lib/flagship/update"]
+            [format!(
+                "/usr/local/lib/flagship/update {} {} MASTODON_TOKEN_SOCIAL X_BEARER_TOKEN",
+                v2.binary, v2.config
+            )]
         );
 
         // A second mission's host beside it.

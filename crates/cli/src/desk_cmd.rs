@@ -3,9 +3,10 @@
 //! ([`flagship_live`]) in-process on any source `watch` takes — its scored posts go into the
 //! database and onto open pages — or attaches to a running `watch`'s output file. `desk
 //! export` writes the decisions as labels (or Label Studio / Argilla imports); `desk user add`
-//! adds a login to the users file.
+//! adds a login to the users file (the password read without echo on a terminal) and `desk
+//! user remove` takes one out; both end the user's open sessions in the desk database.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,16 +54,8 @@ pub struct ServeArgs {
     /// Address to serve on (default: the config's desk.bind, 127.0.0.1:8080; port 0: any).
     #[arg(long)]
     pub bind: Option<SocketAddr>,
-    /// Classify at most this many posts at once…
-    #[arg(long, default_value_t = 32)]
-    pub max_batch: usize,
-    /// …and wait this long after the first waiting post for more (`0ms`: score what has
-    /// arrived as soon as the model is free; a burst still goes in together).
-    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
-    pub max_wait: Duration,
-    /// Words kept to say why a flagged post was flagged (0: none).
-    #[arg(long, default_value_t = 3)]
-    pub explain: usize,
+    #[command(flatten)]
+    pub scoring: crate::shared::ScoringArgs,
     /// Stop the desk after this long (`90s`, `10m`); default: until Ctrl-C / SIGTERM.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -82,7 +75,16 @@ pub struct ExportArgs {
 pub enum UserCmd {
     /// Add NAME (or replace their password): the password is read from the first line of
     /// standard input (or FLAGSHIP_DESK_PASSWORD), never from an argument.
+    /// On a terminal it is asked for without echo. Replacing a password ends the user's open
+    /// sessions.
     Add {
+        name: String,
+        /// Users file (default: the config's desk.users).
+        #[arg(long)]
+        users: Option<PathBuf>,
+    },
+    /// Remove NAME from the users file and end their open sessions.
+    Remove {
         name: String,
         /// Users file (default: the config's desk.users).
         #[arg(long)]
@@ -94,6 +96,7 @@ pub fn run(config: &Config, a: Args) -> Result<()> {
     match a.cmd {
         Some(Cmd::Export(e)) => export_cmd(config, e),
         Some(Cmd::User(UserCmd::Add { name, users })) => add_user(config, &name, users),
+        Some(Cmd::User(UserCmd::Remove { name, users })) => remove_user(config, &name, users),
         None => tokio::runtime::Runtime::new()?.block_on(serve(config, a.serve)),
     }
 }
@@ -115,12 +118,22 @@ fn export_cmd(config: &Config, a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-fn add_user(config: &Config, name: &str, users: Option<PathBuf>) -> Result<()> {
-    let path = users
+/// The users file: `--users`, else the config's `desk.users`.
+fn users_file(config: &Config, users: Option<PathBuf>) -> Result<PathBuf> {
+    users
         .or_else(|| config.desk.users.as_ref().map(|u| config.path(u)))
-        .context("no users file: pass --users FILE or set desk.users in the config")?;
+        .context("no users file: pass --users FILE or set desk.users in the config")
+}
+
+fn add_user(config: &Config, name: &str, users: Option<PathBuf>) -> Result<()> {
+    let path = users_file(config, users)?;
     let password = match std::env::var("FLAGSHIP_DESK_PASSWORD") {
         Ok(p) if !p.is_empty() => p,
+        // A terminal: asked for without echo (the password never shows on screen).
+        _ if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(format!("password for {name} (not shown): "))
+                .context("reading the password from the terminal")?
+        }
         _ => {
             eprintln!("password for {name} (one line on standard input):");
             let mut line = String::new();
@@ -132,8 +145,46 @@ fn add_user(config: &Config, name: &str, users: Option<PathBuf>) -> Result<()> {
         bail!("a desk password needs at least 10 characters");
     }
     auth::add_user(&path, name, &password)?;
-    println!("desk: {name} can log in ({})", path.display());
+    let ended = end_sessions(config, name)?;
+    println!(
+        "desk: {name} can log in ({}){}",
+        path.display(),
+        ended_note(ended)
+    );
     Ok(())
+}
+
+fn remove_user(config: &Config, name: &str, users: Option<PathBuf>) -> Result<()> {
+    let path = users_file(config, users)?;
+    let found = auth::remove_user(&path, name)?;
+    let ended = end_sessions(config, name)?;
+    if !found && ended == 0 {
+        bail!("desk: no user {name} in {}", path.display());
+    }
+    println!(
+        "desk: {name} removed from {}{}",
+        path.display(),
+        ended_note(ended)
+    );
+    Ok(())
+}
+
+/// Ends `name`'s open sessions in the desk database, if there is one (a running desk sees
+/// it within seconds); how many.
+fn end_sessions(config: &Config, name: &str) -> Result<usize> {
+    let db = config.desk_database();
+    if !db.is_file() {
+        return Ok(0);
+    }
+    Ok(DeskStore::open(&db)?.revoke_user(name)?)
+}
+
+fn ended_note(ended: usize) -> String {
+    match ended {
+        0 => String::new(),
+        1 => "; 1 open session ended".into(),
+        n => format!("; {n} open sessions ended"),
+    }
 }
 
 async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
@@ -258,13 +309,7 @@ async fn run_live(
         live.model.threshold(),
         handled.len()
     );
-    let opts = flagship_live::Options {
-        max_batch: a.max_batch,
-        max_wait: a.max_wait,
-        max_posts: None,
-        duration: None,
-        explain: a.explain,
-    };
+    let opts = a.scoring.options(None, None);
     let t = flagship_live::run(
         flagship_live::Run {
             config,
@@ -273,6 +318,13 @@ async fn run_live(
             handled_before: handled,
             options: &opts,
             progress: &|_| {},
+            telemetry: Some(
+                desk.live_telemetry
+                    .get_or_init(
+                        || std::sync::Arc::new(flagship_core::telemetry::Telemetry::live()),
+                    )
+                    .clone(),
+            ),
         },
         live.source,
         &mut server::LiveSink(desk.clone()),

@@ -45,8 +45,9 @@ impl AwsFlags {
 
 #[derive(clap::Subcommand)]
 pub enum IngestCmd {
+    // Boxed: the run's flags are many, the other command's few.
     /// Stream (X API v2, or a replay of recorded JSONL) into a sink until a limit or a signal.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Send the records a Firehose sink spilled, then remove the spill file.
     ReplaySpill {
         #[arg(long, default_value = SPILL)]
@@ -88,6 +89,11 @@ pub struct RunArgs {
     pub buffer_bytes: usize,
     #[arg(long, value_parser = parse_duration, default_value = BUFFER_INTERVAL)]
     pub buffer_interval: Duration,
+    /// Serve the run's figures at http://ADDR/metrics in Prometheus' text format (e.g.
+    /// `127.0.0.1:9464`; port 0: any free port). Loopback only (the listener has no login);
+    /// off unless given.
+    #[arg(long, env = "FLAGSHIP_METRICS", value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub aws: AwsFlags,
 }
@@ -115,6 +121,7 @@ impl RunArgs {
             drain_timeout: parse_duration(DRAIN_TIMEOUT).expect("a valid default"),
             buffer_bytes: BUFFER_BYTES,
             buffer_interval: parse_duration(BUFFER_INTERVAL).expect("a valid default"),
+            metrics: None,
             aws: AwsFlags {
                 region: None,
                 endpoint_url: None,
@@ -146,13 +153,19 @@ pub fn ingest(config: &Config, cmd: IngestCmd) -> Result<()> {
             );
             Ok(())
         }),
-        IngestCmd::Run(a) => rt.block_on(run(config, a)).map(drop),
+        IngestCmd::Run(a) => rt.block_on(run(config, *a)).map(drop),
     }
 }
 
 pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals> {
     // A crash checkpoint older than anything a sink buffer or the drain may still hold.
     let lag = (a.buffer_interval * 2 + a.drain_timeout).max(Duration::from_secs(120));
+    let telemetry = std::sync::Arc::new(flagship_core::telemetry::Telemetry::ingest());
+    // Served from the start until the run ends.
+    let _metrics = match a.metrics {
+        Some(addr) => Some(crate::shared::serve_metrics(addr, telemetry.clone(), "ingest").await?),
+        None => None,
+    };
     let mut source = a.source.open(config, "ingest", lag).await?;
     let quarantine = Store::open(&config.location(Area::Quarantine)?, &config.storage.s3)?;
     let qkey = format!(
@@ -166,6 +179,7 @@ pub async fn run(config: &Config, a: RunArgs) -> Result<flagship_ingest::Totals>
         track: Some(flagship_core::track::Track::new(
             &config.mission.stream.track,
         )),
+        telemetry: Some(telemetry.clone()),
         ..Default::default()
     };
     let bar = ProgressBar::new_spinner()
@@ -307,6 +321,7 @@ pub fn aws_cmd(config: &Config, config_path: Option<&std::path::Path>, a: AwsArg
                 let mut h = aws::host::Host::new(r.clone());
                 h.instance_type = a.instance_type.clone();
                 h.ami = a.ami.clone();
+                h.tokens = host_token_names(config);
                 match action {
                     "status" => aws::host::status(&c, &h).await,
                     "destroy" => aws::host::destroy(&c, &h).await,
@@ -368,9 +383,28 @@ fn host_secrets(config: &Config) -> Vec<(String, String)> {
             "${x} is not set here: no X token stored for the host (set it and run create again if the mission streams from X)"
         ),
     }
-    let m = &config.sources.mastodon.token_env;
-    if let Some(v) = std::env::var(m).ok().filter(|v| !v.is_empty()) {
-        out.push((m.clone(), v));
+    for m in config.sources.mastodon.token_vars() {
+        if let Some(v) = std::env::var(m).ok().filter(|v| !v.is_empty()) {
+            out.push((m.to_owned(), v));
+        }
     }
     out
+}
+
+/// The token variables the host's service gets (the X token's and each Mastodon instance's):
+/// the host exports these and no other parameter.
+#[cfg(feature = "aws")]
+fn host_token_names(config: &Config) -> Vec<String> {
+    let mut names = vec![config.sources.x.token_env.clone()];
+    names.extend(
+        config
+            .sources
+            .mastodon
+            .token_vars()
+            .into_iter()
+            .map(str::to_owned),
+    );
+    names.sort();
+    names.dedup();
+    names
 }

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use flagship_core::Platform;
 use flagship_core::config::{Business, Config};
 use flagship_ingest::jetstream::{Jetstream, JetstreamConfig};
-use flagship_ingest::mastodon::{MastodonConfig, MastodonStream};
+use flagship_ingest::mastodon::{Instance, MastodonConfig, MastodonStream, Timeline};
 use flagship_ingest::source::{Merged, PostSource, Replay};
 use flagship_ingest::xstream::{self, XStream, XStreamConfig};
 use flagship_metrics::Profile;
@@ -34,6 +34,39 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// How a live command (`watch`, `desk`) batches posts for the model and explains the flagged.
+#[derive(clap::Args)]
+pub struct ScoringArgs {
+    /// Classify at most this many posts at once…
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// …and wait this long after the first waiting post for more (`0ms`: score what has
+    /// arrived as soon as the model is free; a burst still goes in together).
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    pub max_wait: Duration,
+    /// Words kept to say why a flagged post was flagged (0: none).
+    #[arg(long, default_value_t = 3)]
+    pub explain: usize,
+}
+
+impl ScoringArgs {
+    /// The live loop's options: these, and when the run stops by itself.
+    #[cfg(feature = "model")]
+    pub fn options(
+        &self,
+        max_posts: Option<u64>,
+        duration: Option<Duration>,
+    ) -> flagship_live::Options {
+        flagship_live::Options {
+            max_batch: self.max_batch,
+            max_wait: self.max_wait,
+            max_posts,
+            duration,
+            explain: self.explain,
+        }
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -65,6 +98,59 @@ pub async fn stop_after(limit: Option<Duration>) {
         }
         None => signal().await,
     }
+}
+
+/// A running `/metrics` listener ([`serve_metrics`]); it stops when dropped, with the command.
+pub struct MetricsListener {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves `GET /metrics` — `telemetry`'s figures in Prometheus' text format — on `addr`
+/// (`--metrics` of `watch` and `ingest run`) until the returned listener is dropped.
+/// Loopback addresses only: the listener has no login, so the scraper runs on the same host
+/// (the desk's `/metrics` is the one behind a login).
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    telemetry: std::sync::Arc<flagship_core::telemetry::Telemetry>,
+    who: &str,
+) -> Result<MetricsListener> {
+    use anyhow::Context;
+    use axum::http::header::CONTENT_TYPE;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "--metrics {addr}: not a loopback address; the metrics listener has no login, so it \
+             listens on loopback only (127.0.0.1:PORT or [::1]:PORT: scrape from this host)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = telemetry.text();
+            async move {
+                (
+                    [(CONTENT_TYPE, flagship_core::telemetry::CONTENT_TYPE)],
+                    text,
+                )
+            }
+        }),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("the metrics listener stopped: {e}");
+        }
+    });
+    println!("{who}: metrics at http://{addr}/metrics");
+    Ok(MetricsListener { _stop: stop })
 }
 
 /// Where posts come from: the X API v2 filtered stream, Bluesky, Mastodon, or a replay.
@@ -175,18 +261,36 @@ impl SourceArgs {
                 }
                 Platform::Mastodon => {
                     let m = &config.sources.mastodon;
-                    let token = std::env::var(&m.token_env)
-                        .ok()
-                        .filter(|t| !t.trim().is_empty());
-                    let cfg = MastodonConfig::new(&m.instances, &m.hashtags, m.public, token);
+                    // Each instance's own token, from the variable the config names for it.
+                    let mut from = Vec::new();
+                    let instances: Vec<Instance> = m
+                        .instances
+                        .iter()
+                        .map(|i| {
+                            let var = m.token_env_of(i);
+                            let token = var.and_then(|v| std::env::var(v).ok());
+                            if let Some(v) = var.filter(|_| token.is_some()) {
+                                from.push(format!("{} from {v}", Timeline::base_of(i)));
+                            }
+                            Instance::new(i, token)
+                        })
+                        .collect();
+                    if !m.token_vars().contains(&"MASTODON_TOKEN")
+                        && std::env::var_os("MASTODON_TOKEN").is_some()
+                    {
+                        tracing::warn!(
+                            "MASTODON_TOKEN is set but not read: name each instance's token variable in sources.mastodon.token_envs"
+                        );
+                    }
+                    let cfg = MastodonConfig::new(&instances, &m.hashtags, m.public);
                     println!(
                         "{who}: Mastodon, {} timelines on {} instances{}",
                         cfg.timelines.len(),
                         m.instances.len(),
-                        if std::env::var_os(&m.token_env).is_some() {
-                            format!(" (token from {})", m.token_env)
-                        } else {
+                        if from.is_empty() {
                             String::new()
+                        } else {
+                            format!(" (tokens: {})", from.join(", "))
                         }
                     );
                     Box::new(MastodonStream::start(cfg)?)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use flagship_core::config::Config;
 use flagship_core::live::{Explained, FlaggedRow, Scored, Sink, SinkError, WhyRow};
-use flagship_live::{Options, Totals};
+use flagship_live::Totals;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::shared::parse_duration;
@@ -30,22 +30,19 @@ pub struct Args {
     /// Flagged posts are appended here, one JSON object per line.
     #[arg(long, default_value = "data/flagged.jsonl")]
     pub out: PathBuf,
-    /// Classify at most this many posts at once…
-    #[arg(long, default_value_t = 32)]
-    pub max_batch: usize,
-    /// …and wait this long after the first waiting post for more (`0ms`: score what has
-    /// arrived as soon as the model is free; a burst still goes in together).
-    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
-    pub max_wait: Duration,
-    /// Words kept to say why a flagged post was flagged (0: none).
-    #[arg(long, default_value_t = 3)]
-    pub explain: usize,
+    #[command(flatten)]
+    pub scoring: crate::shared::ScoringArgs,
     /// Stop after this many posts (`--max-tweets`, its old name, still works).
     #[arg(long, alias = "max-tweets")]
     pub max_posts: Option<u64>,
     /// Stop after this long (`90s`, `10m`).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Serve the run's figures at http://ADDR/metrics in Prometheus' text format (e.g.
+    /// `127.0.0.1:9464`; port 0: any free port). Loopback only (the listener has no login);
+    /// off unless given.
+    #[arg(long, env = "FLAGSHIP_METRICS", value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Ids in an existing output file: already flagged, never flagged again.
@@ -126,6 +123,12 @@ pub fn run(config: &Config, a: Args) -> Result<Totals> {
 }
 
 async fn watch(config: &Config, a: Args) -> Result<Totals> {
+    let telemetry = std::sync::Arc::new(flagship_core::telemetry::Telemetry::live());
+    // Served from the start until the run ends.
+    let _metrics = match a.metrics {
+        Some(addr) => Some(crate::shared::serve_metrics(addr, telemetry.clone(), "watch").await?),
+        None => None,
+    };
     let (model, model_dir) =
         crate::shared::load_model(config, a.model.as_deref(), "or pass --model")?;
     let source = a
@@ -163,13 +166,7 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
             t.seen, t.kept, t.flagged
         ))
     };
-    let opts = Options {
-        max_batch: a.max_batch,
-        max_wait: a.max_wait,
-        max_posts: a.max_posts,
-        duration: a.duration,
-        explain: a.explain,
-    };
+    let opts = a.scoring.options(a.max_posts, a.duration);
     let model_id = model_dir.display().to_string();
     let t = flagship_live::run(
         flagship_live::Run {
@@ -179,6 +176,7 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
             handled_before: flagged_before,
             options: &opts,
             progress: &progress,
+            telemetry: Some(telemetry),
         },
         source,
         &mut FlaggedFile { out },

@@ -1,7 +1,9 @@
 //! `flagship desk` through the binary: the desk serves and scores a Mastodon replay live,
 //! decisions made over its API (session + CSRF) survive the process, `desk export` writes them
 //! in the three formats, `flagship split` with `split.desk_labels` lays them over the labels
-//! file, and an exposed address without logins is refused.
+//! file, and an exposed address without logins is refused — as is TLS in front
+//! (`secure_cookie`) without logins; `desk user add` reads a terminal's password without echo
+//! and, like `desk user remove`, ends the user's sessions.
 #![cfg(feature = "model")]
 
 use std::io::{BufRead, BufReader};
@@ -245,4 +247,134 @@ async fn the_desk_binary_serves_scores_decides_and_exports() {
         e.contains("desk database") && e.contains("does not exist"),
         "{e}"
     );
+}
+
+/// A desk whose `secure_cookie` says a TLS proxy is in front, with no login method, is
+/// refused at start; `desk user add` asks a terminal for the password without echo, and
+/// replacing a password or `desk user remove` ends the user's sessions in the desk database.
+#[test]
+fn desk_logins_refuse_tls_without_users_read_passwords_unseen_and_end_sessions() {
+    use flagship_desk::DeskStore;
+    use flagship_desk::auth::SessionPolicy;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = config(dir.path(), false);
+    let text = std::fs::read_to_string(&plain).unwrap();
+    let tls = dir.path().join("tls.toml");
+    std::fs::write(&tls, format!("{text}\n[desk]\nsecure_cookie = true\n")).unwrap();
+    let e = flagship_fails(&tls, &["desk", "--no-live", "--bind", "127.0.0.1:0"]);
+    assert!(
+        e.contains("desk.secure_cookie = true") && e.contains("no login method"),
+        "{e}"
+    );
+
+    // A terminal: the password is asked for on it, and what is typed never shows.
+    let users = dir.path().join("users.txt");
+    let typed = "typed-on-a-terminal-123";
+    let mut child = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} --config {} desk user add bo --users {}",
+            env!("CARGO_BIN_EXE_flagship"),
+            plain.display(),
+            users.display()
+        ))
+        .arg("/dev/null")
+        .env_remove("FLAGSHIP_DESK_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !String::from_utf8_lossy(&seen).contains("password for bo") {
+        assert!(std::time::Instant::now() < deadline, "no prompt: {seen:?}");
+        if let Ok(b) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            seen.extend(b);
+        }
+    }
+    // Echo goes off right after the prompt is written.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, format!("{typed}\r").as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    while let Ok(b) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+        seen.extend(b);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{seen}");
+    assert!(seen.contains("desk: bo can log in"), "{seen}");
+    assert!(!seen.contains(typed), "the password was echoed: {seen}");
+    assert!(
+        std::fs::read_to_string(&users)
+            .unwrap()
+            .starts_with("bo:$argon2id$")
+    );
+
+    // Sessions end with a new password and with `user remove`.
+    let db = dir.path().join("desk/desk.sqlite");
+    let policy = SessionPolicy::default();
+    let now = chrono::Utc::now().timestamp();
+    let (id, _) = DeskStore::open(&db)
+        .unwrap()
+        .open_session("bo", &policy, now)
+        .unwrap();
+    let out = common::flagship_env(
+        &plain,
+        &[
+            "desk",
+            "user",
+            "add",
+            "bo",
+            "--users",
+            users.to_str().unwrap(),
+        ],
+        &[("FLAGSHIP_DESK_PASSWORD", "another-password-456")],
+    );
+    assert!(out.contains("1 open session ended"), "{out}");
+    let mut store = DeskStore::open(&db).unwrap();
+    assert!(store.session(&id, &policy, now).unwrap().is_none());
+    store.open_session("bo", &policy, now).unwrap();
+    store.open_session("bo", &policy, now).unwrap();
+    drop(store);
+    let out = flagship(
+        &plain,
+        &[
+            "desk",
+            "user",
+            "remove",
+            "bo",
+            "--users",
+            users.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("bo removed") && out.contains("2 open sessions ended"),
+        "{out}"
+    );
+    assert!(!std::fs::read_to_string(&users).unwrap().contains("bo:"));
+    assert_eq!(DeskStore::open(&db).unwrap().sessions_of("bo").unwrap(), 0);
+    let e = flagship_fails(
+        &plain,
+        &[
+            "desk",
+            "user",
+            "remove",
+            "bo",
+            "--users",
+            users.to_str().unwrap(),
+        ],
+    );
+    assert!(e.contains("no user bo"), "{e}");
 }

@@ -268,6 +268,15 @@ fn the_systemd_units_verify() {
                 "ProtectSystem=strict",
                 "ProtectHome=true",
                 "PrivateTmp=true",
+                "PrivateDevices=true",
+                "ProtectKernelLogs=true",
+                "ProtectClock=true",
+                "RestrictNamespaces=true",
+                "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                "SystemCallFilter=@system-service",
+                "CapabilityBoundingSet=",
+                "UMask=0077",
+                "StateDirectoryMode=0750",
             ] {
                 assert!(unit.lines().any(|l| l == key), "{name}: no `{key}`");
             }
@@ -322,6 +331,36 @@ fn the_systemd_units_verify() {
         .filter(|l| names.iter().any(|n| l.contains(n)))
         .collect();
     assert!(own.is_empty() && out.status.success(), "{text}");
+    // Each service's exposure as `systemd-analyze security` rates it: ingest takes every
+    // key; the libtorch units cannot take MemoryDenyWriteExecute (oneDNN's JIT).
+    for (name, path) in units.iter().filter(|(n, _)| n.ends_with(".service")) {
+        let goal = if name == "flagship-ingest.service" {
+            2.0
+        } else {
+            3.0
+        };
+        let exposure = security_exposure(path);
+        println!("systemd-analyze security {name}: {exposure} (goal <= {goal})");
+        assert!(exposure <= goal, "{name}: exposure {exposure} > {goal}");
+    }
+}
+
+/// The overall exposure level `systemd-analyze security --offline=true` gives a unit file.
+fn security_exposure(unit: &std::path::Path) -> f64 {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure level for {}:\n{text}", unit.display()));
+    let number = line.rsplit(':').next().unwrap().split_whitespace().next();
+    number
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
 }
 
 /// `flagship ingest run` of the 9,600 demo tweets into the fake Firehose at `fake`, records

@@ -117,9 +117,75 @@ pub struct MastodonSource {
     pub hashtags: Vec<String>,
     /// Also each instance's public timeline (matched against `mission.stream.track` here).
     pub public: bool,
-    /// The environment variable holding an access token (used when set; some instances
-    /// require one for streaming).
-    pub token_env: String,
+    /// Per instance (its host, `mastodon.social`, as `instances` names it): the environment
+    /// variable holding that instance's access token, sent to that instance only (used when
+    /// set; some instances require one for streaming).
+    #[serde(default)]
+    pub token_envs: BTreeMap<String, String>,
+    /// The older single variable: valid only with one instance (a token belongs to one).
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl MastodonSource {
+    /// The variable holding `instance`'s token, if the config names one.
+    pub fn token_env_of(&self, instance: &str) -> Option<&str> {
+        let host = instance_host(instance);
+        self.token_envs
+            .iter()
+            .find(|(k, _)| instance_host(k) == host)
+            .map(|(_, v)| v.as_str())
+            .or(match self.instances.len() {
+                1 => self.token_env.as_deref(),
+                _ => None,
+            })
+    }
+
+    /// Every token variable the config names (for the streaming host's secrets).
+    pub fn token_vars(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.token_envs.values().map(String::as_str).collect();
+        v.extend(self.token_env.as_deref());
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// An instance's host as the config's keys name it: `https://Mastodon.social/` →
+/// `mastodon.social`; `http://127.0.0.1:8080` → `127.0.0.1:8080`.
+pub fn instance_host(instance: &str) -> String {
+    let i = instance.trim();
+    let i = i
+        .strip_prefix("https://")
+        .or_else(|| i.strip_prefix("http://"))
+        .unwrap_or(i);
+    i.split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// `http://` to a loopback host (where plain HTTP never leaves the machine).
+fn loopback_http(instance: &str) -> bool {
+    let Some(rest) = instance.trim().strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    !authority.contains('@')
+        && (host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()))
+}
+
+/// A name a shell and systemd take as an environment variable.
+fn env_name_ok(name: &str) -> bool {
+    name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl Config {
@@ -392,6 +458,26 @@ pub struct Desk {
     pub uncertain_band: f64,
     /// Posts per view.
     pub page_size: usize,
+    /// Proxies (IP addresses or CIDRs) whose `Forwarded` (preferred, RFC 7239) or
+    /// `X-Forwarded-For` header names the client: the rightmost address not listed here.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a request's head may take, from the connection opening or the previous answer
+    /// (so also how long a kept-alive connection may sit idle).
+    pub header_timeout_s: u64,
+    /// Seconds a request (its body and the handler; not an event stream) may take.
+    pub request_timeout_s: u64,
+    /// Connections served at once (more wait to be accepted).
+    pub max_connections: usize,
+    /// Event streams (open pages) at once, in all and per session; more answer 429.
+    pub max_streams: usize,
+    pub max_streams_per_session: usize,
+    /// A session ends after this many seconds without a request or an open page…
+    pub session_idle_s: u64,
+    /// …and this many after login, whatever happens.
+    pub session_max_s: u64,
+    /// Sessions one user may hold; a new one ends their oldest.
+    pub sessions_per_user: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -684,6 +770,80 @@ impl Sources {
                 format!("{h:?}: write tags without `#`"),
             ));
         }
+        md.validate_tokens()
+    }
+}
+
+impl MastodonSource {
+    /// Instances over HTTPS (plain HTTP to loopback only); each token variable names one
+    /// listed instance.
+    fn validate_tokens(&self) -> Invalid {
+        for i in &self.instances {
+            let scheme_ok = i.starts_with("https://") || !i.contains("://") || loopback_http(i);
+            if !scheme_ok || instance_host(i).is_empty() || instance_host(i).contains('@') {
+                return Err((
+                    "sources.mastodon.instances",
+                    format!(
+                        "{i:?}: write `host` or `https://host` (plain http:// only to a loopback address: it would carry the stream and the token in clear)"
+                    ),
+                ));
+            }
+        }
+        if let Some(var) = &self.token_env {
+            if self.instances.len() > 1 {
+                return Err((
+                    "sources.mastodon.token_env",
+                    format!(
+                        "names one token for {} instances, but a token belongs to one instance: name each instance's variable in `token_envs` (`token_envs = {{ \"{}\" = \"MASTODON_TOKEN_…\" }}`) and remove `token_env`",
+                        self.instances.len(),
+                        instance_host(&self.instances[0])
+                    ),
+                ));
+            }
+            if !self.token_envs.is_empty() {
+                return Err((
+                    "sources.mastodon.token_env",
+                    format!("{var:?}: use `token_envs` or `token_env`, not both"),
+                ));
+            }
+        }
+        for (instance, var) in &self.token_envs {
+            let host = instance_host(instance);
+            if !self.instances.iter().any(|i| instance_host(i) == host) {
+                return Err((
+                    "sources.mastodon.token_envs",
+                    format!(
+                        "{instance:?} is not in `instances`: a token is sent only to the instance it names"
+                    ),
+                ));
+            }
+            if self
+                .token_envs
+                .keys()
+                .filter(|k| instance_host(k) == host)
+                .count()
+                > 1
+            {
+                return Err((
+                    "sources.mastodon.token_envs",
+                    format!("{host:?} is named twice"),
+                ));
+            }
+            if !env_name_ok(var) {
+                return Err((
+                    "sources.mastodon.token_envs",
+                    format!(
+                        "{instance:?} = {var:?}: not an environment variable name (letters, digits, `_`)"
+                    ),
+                ));
+            }
+        }
+        if let Some(var) = self.token_env.as_ref().filter(|v| !env_name_ok(v)) {
+            return Err((
+                "sources.mastodon.token_env",
+                format!("{var:?}: not an environment variable name (letters, digits, `_`)"),
+            ));
+        }
         Ok(())
     }
 }
@@ -772,6 +932,50 @@ impl Monitor {
 impl Desk {
     fn validate(&self) -> Invalid {
         at_least_one("desk.page_size", self.page_size, "")?;
+        for p in &self.trusted_proxies {
+            let (ip, bits) = p.split_once('/').unwrap_or((p, ""));
+            let max = match ip.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => 32,
+                Ok(std::net::IpAddr::V6(_)) => 128,
+                Err(_) => 0,
+            };
+            if max == 0 || !(bits.is_empty() || bits.parse::<u8>().is_ok_and(|b| b <= max)) {
+                return Err((
+                    "desk.trusted_proxies",
+                    format!("{p:?} is not an IP address or CIDR (`10.0.0.0/8`, `::1`)"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("desk.header_timeout_s", self.header_timeout_s),
+            ("desk.request_timeout_s", self.request_timeout_s),
+            ("desk.session_idle_s", self.session_idle_s),
+            ("desk.max_streams", self.max_streams as u64),
+            (
+                "desk.max_streams_per_session",
+                self.max_streams_per_session as u64,
+            ),
+            ("desk.sessions_per_user", self.sessions_per_user as u64),
+        ] {
+            if v == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if self.max_connections <= self.max_streams {
+            return Err((
+                "desk.max_connections",
+                format!(
+                    "must exceed desk.max_streams ({}), or open pages leave no connection for anything else",
+                    self.max_streams
+                ),
+            ));
+        }
+        if self.session_max_s < self.session_idle_s {
+            return Err((
+                "desk.session_max_s",
+                format!("must be at least session_idle_s ({})", self.session_idle_s),
+            ));
+        }
         if !(self.uncertain_band > 0.0 && self.uncertain_band < 1.0) {
             return Err((
                 "desk.uncertain_band",
@@ -1019,5 +1223,99 @@ mod tests {
             })
             .collect();
         assert_eq!(clauses, expected, "every term once, in order");
+    }
+
+    #[test]
+    fn a_mastodon_token_belongs_to_one_instance() {
+        // One variable per instance, found by host however the instance is written.
+        let c = parse(
+            "[sources.mastodon]\ninstances = [\"https://Mastodon.social/\", \"fosstodon.org\", \"http://127.0.0.1:8080\"]\n\
+             token_envs = { \"mastodon.social\" = \"MASTODON_TOKEN_SOCIAL\", \"127.0.0.1:8080\" = \"LOCAL\" }\n",
+        )
+        .unwrap();
+        let m = &c.sources.mastodon;
+        assert_eq!(
+            m.token_env_of("https://Mastodon.social/"),
+            Some("MASTODON_TOKEN_SOCIAL")
+        );
+        assert_eq!(m.token_env_of("fosstodon.org"), None);
+        assert_eq!(m.token_env_of("http://127.0.0.1:8080"), Some("LOCAL"));
+        assert_eq!(m.token_vars(), ["LOCAL", "MASTODON_TOKEN_SOCIAL"]);
+        // The older single variable: fine with one instance.
+        let one = parse(
+            "[sources.mastodon]\ninstances = [\"mastodon.social\"]\ntoken_env = \"MASTODON_TOKEN\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            one.sources.mastodon.token_env_of("mastodon.social"),
+            Some("MASTODON_TOKEN")
+        );
+        // The defaults name no token (two instances).
+        assert_eq!(
+            parse("").unwrap().sources.mastodon.token_vars(),
+            Vec::<&str>::new()
+        );
+        for (text, key, says) in [
+            (
+                "[sources.mastodon]\ntoken_env = \"MASTODON_TOKEN\"\n",
+                "sources.mastodon.token_env",
+                "a token belongs to one instance",
+            ),
+            (
+                "[sources.mastodon]\ntoken_envs = { \"example.org\" = \"T\" }\n",
+                "sources.mastodon.token_envs",
+                "not in `instances`",
+            ),
+            (
+                "[sources.mastodon]\ntoken_envs = { \"fosstodon.org\" = \"LD_PRELOAD=x\" }\n",
+                "sources.mastodon.token_envs",
+                "not an environment variable name",
+            ),
+            (
+                "[sources.mastodon]\ninstances = [\"http://mastodon.example\"]\n",
+                "sources.mastodon.instances",
+                "only to a loopback address",
+            ),
+            (
+                "[sources.mastodon]\ninstances = [\"http://127.0.0.1@mastodon.example\"]\n",
+                "sources.mastodon.instances",
+                "only to a loopback address",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("key `{key}`")) && e.contains(says),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_desk_limits_and_proxies_are_checked() {
+        let c = parse("[desk]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"fd00::/8\"]")
+            .unwrap();
+        assert_eq!(c.desk.trusted_proxies.len(), 3);
+        for (text, key) in [
+            (
+                "trusted_proxies = [\"10.0.0.0/33\"]",
+                "desk.trusted_proxies",
+            ),
+            (
+                "trusted_proxies = [\"proxy.local\"]",
+                "desk.trusted_proxies",
+            ),
+            ("header_timeout_s = 0", "desk.header_timeout_s"),
+            (
+                "max_connections = 100\nmax_streams = 100",
+                "desk.max_connections",
+            ),
+            (
+                "session_idle_s = 7200\nsession_max_s = 3600",
+                "desk.session_max_s",
+            ),
+        ] {
+            let e = parse(&format!("[desk]\n{text}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 }

@@ -17,6 +17,8 @@
 //!   (the one seeded generator), [`scoring`] (F-beta, ROC-AUC, threshold tuning),
 //!   [`operating`] (the operating points: which threshold the team works at) and [`features`]
 //!   (time-of-day buckets, word-count bins), and [`Stop`] (why a streaming run ended).
+//! - [`telemetry`]: the streaming runs' counters, gauges and latency histogram, and the
+//!   Prometheus text format `/metrics` serves them in (no listener: the callers serve it).
 //!
 //! It reads only the config file its caller names; it never parses a platform's payload,
 //! never talks to X, Bluesky, Mastodon, Firehose, S3 or a model, and it must stay light
@@ -34,6 +36,7 @@ pub mod rng;
 pub mod schema;
 pub mod scoring;
 pub mod stop;
+pub mod telemetry;
 pub mod track;
 
 pub use config::Config;

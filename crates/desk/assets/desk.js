@@ -156,7 +156,7 @@
   events.addEventListener("error", function () {
     live.textContent = "reconnecting…";
     live.className = "off";
-    // A closed stream (the desk restarted: sessions are gone) never reconnects by itself.
+    // A closed stream (its session ended, or the desk refused it) never reconnects by itself.
     if (events.readyState === EventSource.CLOSED) {
       setTimeout(function () {
         window.location.reload();

@@ -1,15 +1,16 @@
 //! Who may use the desk: a users file of argon2 hashes (`name:$argon2id$…`, one per line,
-//! written by [`add_user`]) and/or a shared token read from an environment variable; the
-//! sessions they open (random ids in an `HttpOnly; SameSite=Strict` cookie, each with its own
-//! CSRF token); and the login rate limit. With no method configured the desk serves loopback
-//! only, to the local user.
+//! written by [`add_user`], read again when it changes) and/or a shared token read from an
+//! environment variable; what a session is ([`Session`], [`SessionPolicy`]; the sessions
+//! themselves live in the desk's database under [`session_key`], never their ids); and the
+//! login rate limit ([`Failures`], per client and user name, bounded). With no method
+//! configured the desk serves loopback only, to the local user.
 //!
 //! Secrets are never logged: a failed login names the user, not the password or token.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -52,11 +53,15 @@ pub enum AuthError {
     Hash(String),
 }
 
-/// The login methods configured.
+/// The login methods configured. The users file is read again when it changes (a password
+/// changed or a user removed by `flagship desk user …` holds at once, without a restart).
 #[derive(Default)]
 pub struct Methods {
+    /// The users file, if one is configured, and when it was last read (its modification
+    /// time and length).
+    file: Option<(PathBuf, Mutex<Option<Stamp>>)>,
     /// name → argon2 PHC string.
-    users: HashMap<String, String>,
+    users: RwLock<HashMap<String, String>>,
     token: Option<String>,
 }
 
@@ -66,7 +71,8 @@ impl Methods {
     pub fn load(users: Option<&Path>, token_env: Option<&str>) -> Result<Methods, AuthError> {
         let mut m = Methods::default();
         if let Some(path) = users {
-            m.users = read_users(path)?;
+            m.users = RwLock::new(read_users(path)?);
+            m.file = Some((path.to_owned(), Mutex::new(stamp(path))));
         }
         if let Some(var) = token_env {
             let token = std::env::var(var).unwrap_or_default();
@@ -86,12 +92,42 @@ impl Methods {
 
     /// Methods from values (tests, embedding).
     pub fn new(users: HashMap<String, String>, token: Option<String>) -> Methods {
-        Methods { users, token }
+        Methods {
+            file: None,
+            users: RwLock::new(users),
+            token,
+        }
     }
 
-    /// Whether any method is configured (else: loopback only, no login).
+    /// Whether any method is configured (else: loopback only, no login). A configured users
+    /// file counts even while it names nobody.
     pub fn any(&self) -> bool {
-        !self.users.is_empty() || self.token.is_some()
+        self.file.is_some() || !self.users().is_empty() || self.token.is_some()
+    }
+
+    fn users(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, String>> {
+        self.users.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the users file again if it changed since it was last read (blocking: a file).
+    /// A file that no longer reads keeps the users last read, and says so in the log.
+    pub fn refresh(&self) {
+        let Some((path, seen)) = &self.file else {
+            return;
+        };
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let now = stamp(path);
+        if now == *seen {
+            return;
+        }
+        match read_users(path) {
+            Ok(users) => {
+                *self.users.write().unwrap_or_else(|e| e.into_inner()) = users;
+                *seen = now;
+                tracing::info!(path = %path.display(), "desk: users file read again");
+            }
+            Err(e) => tracing::error!("desk: {e}; the users read before stay"),
+        }
     }
 
     /// Whether `token` is the configured token (constant time).
@@ -101,11 +137,20 @@ impl Methods {
             .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
     }
 
+    /// A login with the shared token (fast: no argon2): `NAME (token)` for a valid name that
+    /// is no file user's (compared without case), when `secret` is the token.
+    pub fn token_login(&self, name: &str, secret: &str) -> Option<String> {
+        let taken = self.users().keys().any(|u| u.eq_ignore_ascii_case(name));
+        (self.token_ok(secret) && valid_name(name) && !taken).then(|| format!("{name} (token)"))
+    }
+
     /// Checks a login (slow on purpose: argon2, also for names not in the file, so the time
     /// taken tells no name apart) and returns who it is: a user in the file with their
     /// password, or — with the shared token — `NAME (token)`, for a name that is no file
     /// user's (compared without case), so the audit never shows a token holder as a user.
+    /// Blocking: reads the users file again if it changed.
     pub fn verify(&self, name: &str, secret: &str) -> Option<String> {
+        self.refresh();
         let argon = |hash: &str| {
             PasswordHash::new(hash).is_ok_and(|h| {
                 argon2::Argon2::default()
@@ -113,13 +158,22 @@ impl Methods {
                     .is_ok()
             })
         };
-        if let Some(hash) = self.users.get(name) {
-            return argon(hash).then(|| name.to_owned());
+        let hash = self.users().get(name).cloned();
+        if let Some(hash) = hash {
+            return argon(&hash).then(|| name.to_owned());
         }
         let _ = argon(dummy_hash());
-        let taken = self.users.keys().any(|u| u.eq_ignore_ascii_case(name));
-        (valid_name(name) && !taken && self.token_ok(secret)).then(|| format!("{name} (token)"))
+        self.token_login(name, secret)
     }
+}
+
+/// A users file's modification time and length: what tells that it changed.
+type Stamp = (std::time::SystemTime, u64);
+
+/// The users file's [`Stamp`], if it reads.
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 /// A hash no password matches, verified for unknown names (equal time).
@@ -198,6 +252,24 @@ pub fn add_user(path: &Path, name: &str, password: &str) -> Result<(), AuthError
     if !valid_name(name) {
         return Err(AuthError::BadName(name.to_owned()));
     }
+    let hash = hash_password(password)?;
+    let mut out = users_but(path, name)?.0;
+    out.push_str(&format!("{name}:{hash}\n"));
+    write_users(path, out)
+}
+
+/// Removes `name` from the users file at `path`; whether it was there (a file without it is
+/// left as it is).
+pub fn remove_user(path: &Path, name: &str) -> Result<bool, AuthError> {
+    let (out, found) = users_but(path, name)?;
+    if found {
+        write_users(path, out)?;
+    }
+    Ok(found)
+}
+
+/// The users file's lines but `name`'s (a missing file: none), and whether `name` had one.
+fn users_but(path: &Path, name: &str) -> Result<(String, bool), AuthError> {
     let existing = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -208,13 +280,21 @@ pub fn add_user(path: &Path, name: &str, password: &str) -> Result<(), AuthError
             });
         }
     };
-    let hash = hash_password(password)?;
-    let mut out: String = existing
+    let mut found = false;
+    let out = existing
         .lines()
-        .filter(|l| l.split_once(':').is_none_or(|(n, _)| n != name))
+        .filter(|l| {
+            let theirs = l.split_once(':').is_some_and(|(n, _)| n == name);
+            found |= theirs;
+            !theirs
+        })
         .map(|l| format!("{l}\n"))
         .collect();
-    out.push_str(&format!("{name}:{hash}\n"));
+    Ok((out, found))
+}
+
+/// Writes the users file: a temporary name beside it, mode 0600, then renamed.
+fn write_users(path: &Path, text: String) -> Result<(), AuthError> {
     let write = |e: flagship_store::fs::WriteError| AuthError::Write {
         path: e.path,
         source: e.source,
@@ -224,7 +304,7 @@ pub fn add_user(path: &Path, name: &str, password: &str) -> Result<(), AuthError
         source,
     };
     let tmp = flagship_store::fs::temp_beside(path).map_err(write)?;
-    std::fs::write(tmp.path(), out).map_err(io)?;
+    std::fs::write(tmp.path(), text).map_err(io)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -241,71 +321,140 @@ pub fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// A logged-in person.
+/// A logged-in person: who, and the CSRF token their page's requests carry. The session's
+/// id lives in the cookie only; the database keeps its SHA-256 ([`session_key`]).
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user: String,
     pub csrf: String,
-    created: Instant,
 }
 
-/// Open sessions, by id (kept in memory: a restart asks people to log in again).
+/// How long sessions last and how many one user holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionPolicy {
+    /// A session without a request (or an open page) this long ends.
+    pub idle: Duration,
+    /// A session ends this long after it opened, whatever happens.
+    pub max: Duration,
+    /// Sessions a user holds at most: a new one ends their oldest.
+    pub per_user: usize,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            idle: Duration::from_secs(3600),
+            max: SESSION_TTL,
+            per_user: 10,
+        }
+    }
+}
+
+/// The key a session is stored under: the SHA-256 of its id, as hex (a stolen database
+/// names no cookie).
+pub fn session_key(id: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Keys the failure map holds at most: past it, a new key pushes out the oldest.
+pub const FAILURE_KEYS: usize = 10_000;
+
+/// Failed logins and bearer tokens, per (client address, user name) — the name is empty for
+/// a bearer token. A fixed window of [`FAILURE_WINDOW`] from a key's first failure; at most
+/// [`FAILURE_KEYS`] keys, expired ones dropped oldest first: every attempt is O(1)
+/// (amortised), under one short lock.
+pub struct Failures {
+    inner: Mutex<FailureMap>,
+    capacity: usize,
+}
+
+type FailureKey = (IpAddr, String);
+
 #[derive(Default)]
-pub struct Sessions {
-    open: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+struct FailureMap {
+    counts: HashMap<FailureKey, (usize, Instant)>,
+    /// The keys in the order their windows opened (so the oldest expire first).
+    order: VecDeque<FailureKey>,
 }
 
-impl Sessions {
-    /// Opens a session for `user`: its id (the cookie's value).
-    pub fn open(&self, user: &str) -> (String, Session) {
-        let id = random_token();
-        let s = Session {
-            user: user.to_owned(),
-            csrf: random_token(),
-            created: Instant::now(),
-        };
-        let mut open = self.open.lock().expect("sessions lock");
-        open.retain(|_, s| s.created.elapsed() < SESSION_TTL);
-        open.insert(id.clone(), s.clone());
-        (id, s)
+impl Default for Failures {
+    fn default() -> Self {
+        Failures::with_capacity(FAILURE_KEYS)
     }
+}
 
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let open = self.open.lock().expect("sessions lock");
-        open.get(id)
-            .filter(|s| s.created.elapsed() < SESSION_TTL)
-            .cloned()
-    }
-
-    pub fn close(&self, id: &str) {
-        self.open.lock().expect("sessions lock").remove(id);
-    }
-
-    /// Takes one attempt for `ip` — counted as a failure until [`Sessions::succeeded`]
-    /// returns it — if it had fewer than [`MAX_FAILURES`] in the window (parallel attempts
-    /// count at once); else the seconds until it may try again. Used for logins and for
-    /// bearer tokens alike.
-    pub fn attempt(&self, ip: IpAddr) -> Result<(), u64> {
-        let mut f = self.failures.lock().expect("failures lock");
-        if f.len() > 10_000 {
-            f.retain(|_, l| l.iter().any(|t| t.elapsed() < FAILURE_WINDOW));
+impl Failures {
+    /// A map of at most `capacity` keys (at least 1).
+    pub fn with_capacity(capacity: usize) -> Failures {
+        Failures {
+            inner: Mutex::new(FailureMap::default()),
+            capacity: capacity.max(1),
         }
-        let list = f.entry(ip).or_default();
-        list.retain(|t| t.elapsed() < FAILURE_WINDOW);
-        if list.len() >= MAX_FAILURES {
-            let wait = FAILURE_WINDOW.saturating_sub(list[0].elapsed());
-            return Err(wait.as_secs().max(1));
+    }
+
+    fn key(client: IpAddr, name: &str) -> FailureKey {
+        // A name is a form field: bounded before it is kept.
+        (client, name.chars().take(64).collect())
+    }
+
+    /// Takes one attempt for `name` from `client` — counted as a failure until
+    /// [`Failures::succeeded`] returns it — if that pair had fewer than [`MAX_FAILURES`] in
+    /// its window (parallel attempts count at once); else the seconds until it may try again.
+    pub fn attempt(&self, client: IpAddr, name: &str) -> Result<(), u64> {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        while let Some(k) = m.order.front() {
+            match m.counts.get(k) {
+                Some((_, since)) if now.duration_since(*since) < FAILURE_WINDOW => break,
+                _ => {
+                    let k = m.order.pop_front().expect("a front");
+                    m.counts.remove(&k);
+                }
+            }
         }
-        list.push(Instant::now());
+        let key = Failures::key(client, name);
+        if let Some((count, since)) = m.counts.get_mut(&key) {
+            if *count >= MAX_FAILURES {
+                let wait = FAILURE_WINDOW.saturating_sub(now.duration_since(*since));
+                return Err(wait.as_secs().max(1));
+            }
+            *count += 1;
+            return Ok(());
+        }
+        if m.counts.len() >= self.capacity
+            && let Some(old) = m.order.pop_front()
+        {
+            m.counts.remove(&old);
+        }
+        m.counts.insert(key.clone(), (1, now));
+        m.order.push_back(key);
         Ok(())
     }
 
-    /// The attempt taken for `ip` succeeded: it no longer counts (earlier failures do).
-    pub fn succeeded(&self, ip: IpAddr) {
-        if let Some(l) = self.failures.lock().expect("failures lock").get_mut(&ip) {
-            l.pop();
+    /// The attempt taken for (`client`, `name`) succeeded: it no longer counts (earlier
+    /// failures do).
+    pub fn succeeded(&self, client: IpAddr, name: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((count, _)) = m.counts.get_mut(&Failures::key(client, name)) {
+            *count = count.saturating_sub(1);
         }
+    }
+
+    /// Keys held now (tests, the bound).
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -370,21 +519,72 @@ mod tests {
         assert!(m.verify("Ana", "s3cret-token").is_none());
         assert!(!Methods::default().any());
         assert!(Methods::default().verify("x", "").is_none());
+    }
 
-        let s = Sessions::default();
+    #[test]
+    fn failures_count_per_client_and_name_and_stay_bounded() {
+        let f = Failures::default();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            assert!(s.attempt(ip).is_ok());
+            assert!(f.attempt(ip, "ana").is_ok());
         }
-        assert!(s.attempt(ip).is_err(), "parallel attempts count at once");
-        assert!(s.attempt("10.0.0.1".parse().unwrap()).is_ok());
-        s.succeeded("10.0.0.1".parse().unwrap());
-        let (id, session) = s.open("carla");
-        assert_eq!(s.get(&id).unwrap().user, "carla");
-        assert!(csrf_ok(&session, &session.csrf));
-        assert!(!csrf_ok(&session, "forged"));
-        s.close(&id);
-        assert!(s.get(&id).is_none());
+        assert!(
+            f.attempt(ip, "ana").is_err(),
+            "parallel attempts count at once"
+        );
+        // Another name from the same client, and the same name from another client, go on.
+        assert!(f.attempt(ip, "bo").is_ok());
+        assert!(f.attempt("10.0.0.1".parse().unwrap(), "ana").is_ok());
+        f.succeeded("10.0.0.1".parse().unwrap(), "ana");
+
+        // Past its capacity the map drops its oldest key: it never grows.
+        let small = Failures::with_capacity(100);
+        for i in 0..10_000u32 {
+            let client = IpAddr::from(std::net::Ipv4Addr::from(i));
+            assert!(small.attempt(client, "ana").is_ok());
+        }
+        assert_eq!(small.len(), 100);
+        let (id, s) = (
+            "a".repeat(64),
+            Session {
+                user: "ana".into(),
+                csrf: "t".into(),
+            },
+        );
+        assert!(csrf_ok(&s, "t") && !csrf_ok(&s, "forged"));
+        assert_eq!(session_key(&id).len(), 64);
+        assert_ne!(session_key(&id), id);
+    }
+
+    #[test]
+    fn the_token_logs_in_without_argon2_and_never_as_a_file_user() {
+        let users = HashMap::from([("Ana".to_owned(), hash_password("pw-of-ana-123").unwrap())]);
+        let m = Methods::new(users, Some("s3cret-token".into()));
+        assert_eq!(
+            m.token_login("carla", "s3cret-token").as_deref(),
+            Some("carla (token)")
+        );
+        assert!(m.token_login("ana", "s3cret-token").is_none());
+        assert!(m.token_login("carla", "wrong").is_none());
+    }
+
+    #[test]
+    fn a_changed_users_file_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.txt");
+        add_user(&path, "ana", "correct horse").unwrap();
+        let m = Methods::load(Some(&path), None).unwrap();
+        assert_eq!(m.verify("ana", "correct horse").as_deref(), Some("ana"));
+        assert!(remove_user(&path, "ana").unwrap());
+        assert!(!remove_user(&path, "ana").unwrap());
+        assert!(
+            m.verify("ana", "correct horse").is_none(),
+            "removed: no login"
+        );
+        assert!(
+            m.any(),
+            "a configured users file keeps logins on, even empty"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! post id with its latest score — a post never appears twice), each model's score of it
 //! (`scores`), and every decision with who and when (`decisions`, append-only: the history is
 //! the audit; the current state of a post is its latest decision, an undo stepping one back,
-//! kept in `current` in the same transaction).
+//! kept in `current` in the same transaction), and the open login sessions (`sessions`:
+//! the SHA-256 of each id, never the id, with who, when it opened and when it was last used).
 //!
 //! The SQL is plain (no SQLite-only functions beyond `INSERT OR IGNORE` / `OR REPLACE`), so a
 //! server database can follow behind the same API.
@@ -13,8 +14,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::auth::{Session, SessionPolicy, session_key};
+
 /// The schema version in `PRAGMA user_version`.
-pub const SCHEMA: i64 = 3;
+pub const SCHEMA: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
@@ -191,6 +194,22 @@ pub struct Added {
     pub new: Vec<usize>,
 }
 
+/// The queue: flagged posts with no current decision (`p`: posts, `c`: their current
+/// decision, left-joined).
+const IN_QUEUE: &str = "p.need_support = 1 AND c.decision IS NULL";
+
+/// The desk's figures for `/metrics` ([`DeskStore::figures`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Figures {
+    /// Posts in the queue, and when the oldest of them arrived.
+    pub(crate) queue: u64,
+    pub(crate) oldest_undecided: Option<DateTime<Utc>>,
+    /// Every decision recorded (the history, undo included), per kind: all kinds listed.
+    pub(crate) decisions: Vec<(Decision, u64)>,
+    /// Posts in the desk per platform (as stored), the platforms it has.
+    pub(crate) posts: Vec<(String, u64)>,
+}
+
 pub struct DeskStore {
     path: PathBuf,
     db: Connection,
@@ -222,6 +241,17 @@ fn db_error(path: &Path, source: rusqlite::Error) -> DeskError {
         source,
     }
 }
+
+/// The login sessions (schema 4): the SHA-256 of each id (the cookie holds the id; this
+/// table never does), who, the CSRF token, when it opened and was last used (Unix seconds).
+const SESSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS sessions (
+         id_hash TEXT PRIMARY KEY,
+         user TEXT NOT NULL,
+         csrf TEXT NOT NULL,
+         created INTEGER NOT NULL,
+         seen INTEGER NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, created);";
 
 /// Columns [`ITEM_COLUMNS`] selects; a query's own columns come after them.
 const ITEM_WIDTH: usize = 16;
@@ -371,9 +401,9 @@ impl DeskStore {
             .map_err(|e| store.err(e))?;
         match store.version()? {
             SCHEMA => Ok(store),
-            // The previous schema is upgraded in place (one added column, as `open` does), so
-            // exports, monitor and split read it after an upgrade of flagship.
-            2 => {
+            // Earlier schemas are upgraded in place (as `open` does), so exports, monitor and
+            // split read them after an upgrade of flagship.
+            2 | 3 => {
                 drop(store);
                 tracing::info!(path = %path.display(), "upgrading the desk database to schema {SCHEMA}");
                 drop(DeskStore::open(path)?);
@@ -465,21 +495,29 @@ impl DeskStore {
                      CREATE INDEX IF NOT EXISTS posts_queue_newest ON posts (need_support, arrived_at);
                      CREATE INDEX IF NOT EXISTS posts_queue_probability ON posts (need_support, probability);
                      CREATE INDEX IF NOT EXISTS posts_seen ON posts (arrived_at);
+                     {SESSIONS_TABLE}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;"
                 ))
                 .map_err(|e| self.err(e)),
-            // Schema 2 → 3: each post keeps why its latest score flagged it.
-            2 => self
+            // Schema 2 → 3: each post keeps why its latest score flagged it. 3 → 4: the
+            // sessions move from memory into the database. One transaction for both steps.
+            found @ (2 | 3) => self
                 .db
                 .execute_batch(&format!(
                     "BEGIN IMMEDIATE;
-                     ALTER TABLE posts ADD COLUMN why TEXT NOT NULL DEFAULT '[]';
+                     {}
+                     {SESSIONS_TABLE}
                      PRAGMA user_version = {SCHEMA};
-                     COMMIT;"
+                     COMMIT;",
+                    if found == 2 {
+                        "ALTER TABLE posts ADD COLUMN why TEXT NOT NULL DEFAULT '[]';"
+                    } else {
+                        ""
+                    }
                 ))
                 .or_else(|e| {
-                    // Another process upgraded it first: the column is there, nothing to do.
+                    // Another process upgraded it first: nothing to do.
                     let _ = self.db.execute_batch("ROLLBACK;");
                     if self.version()? == SCHEMA {
                         Ok(())
@@ -687,11 +725,48 @@ impl DeskStore {
             Order::Probability => "p.probability DESC, p.id",
         };
         self.items(
-            &format!(
-                "WHERE p.need_support = 1 AND c.decision IS NULL ORDER BY {order} LIMIT {limit}"
-            ),
+            &format!("WHERE {IN_QUEUE} ORDER BY {order} LIMIT {limit}"),
             &[],
         )
+    }
+
+    /// What the desk's `/metrics` reports: the queue's length and its oldest post's arrival,
+    /// every decision recorded by kind (undo included), and the posts by platform.
+    pub(crate) fn figures(&self) -> Result<Figures, DeskError> {
+        let err = |e| self.err(e);
+        let (queue, oldest): (i64, Option<String>) = self
+            .db
+            .query_row(
+                &format!(
+                    "SELECT COUNT(*), MIN(p.arrived_at)
+                     FROM posts p LEFT JOIN current c ON c.post_id = p.id WHERE {IN_QUEUE}"
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(err)?;
+        let counts = |sql: &str| -> Result<Vec<(String, u64)>, DeskError> {
+            let mut q = self.db.prepare_cached(sql).map_err(err)?;
+            let rows = q
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)
+        };
+        let recorded = counts("SELECT decision, COUNT(*) FROM decisions GROUP BY decision")?;
+        Ok(Figures {
+            queue: queue.max(0) as u64,
+            oldest_undecided: oldest
+                .and_then(|a| DateTime::parse_from_rfc3339(&a).ok())
+                .map(|a| a.with_timezone(&Utc)),
+            decisions: Decision::ALL
+                .into_iter()
+                .map(|d| {
+                    let n = recorded.iter().find(|(k, _)| k == d.as_str());
+                    (d, n.map_or(0, |(_, n)| *n))
+                })
+                .collect(),
+            posts: counts("SELECT platform, COUNT(*) FROM posts GROUP BY platform")?,
+        })
     }
 
     /// Undecided posts whose probability lies within `band` of the threshold, on both sides
@@ -766,6 +841,132 @@ impl DeskStore {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+}
+
+impl DeskStore {
+    /// Opens a session for `user` at `now` (Unix seconds): its id (the cookie's value; only
+    /// its SHA-256 is stored). In the same transaction, expired sessions are dropped and
+    /// `user`'s oldest beyond `policy.per_user` end.
+    pub fn open_session(
+        &mut self,
+        user: &str,
+        policy: &SessionPolicy,
+        now: i64,
+    ) -> Result<(String, Session), DeskError> {
+        let id = crate::auth::random_token();
+        let session = Session {
+            user: user.to_owned(),
+            csrf: crate::auth::random_token(),
+        };
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        tx.execute(
+            "DELETE FROM sessions WHERE created <= ?1 OR seen <= ?2",
+            params![now - secs(policy.max), now - secs(policy.idle)],
+        )
+        .map_err(wrap)?;
+        tx.execute(
+            "INSERT INTO sessions (id_hash, user, csrf, created, seen) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![session_key(&id), user, session.csrf, now],
+        )
+        .map_err(wrap)?;
+        tx.execute(
+            "DELETE FROM sessions WHERE user = ?1 AND id_hash NOT IN (
+                 SELECT id_hash FROM sessions WHERE user = ?1
+                 ORDER BY created DESC, rowid DESC LIMIT ?2)",
+            params![user, policy.per_user as i64],
+        )
+        .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok((id, session))
+    }
+
+    /// The session whose id is `id`, if it is open at `now`: not idle past `policy.idle`,
+    /// not older than `policy.max`. Its last use is written when it is a minute (or half the
+    /// idle time) old, not on every request.
+    pub fn session(
+        &mut self,
+        id: &str,
+        policy: &SessionPolicy,
+        now: i64,
+    ) -> Result<Option<Session>, DeskError> {
+        let key = session_key(id);
+        let row = self
+            .db
+            .query_row(
+                "SELECT user, csrf, created, seen FROM sessions WHERE id_hash = ?1",
+                [&key],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((user, csrf, created, seen)) = row else {
+            return Ok(None);
+        };
+        if now - created >= secs(policy.max) || now - seen >= secs(policy.idle) {
+            self.db
+                .execute("DELETE FROM sessions WHERE id_hash = ?1", [&key])
+                .map_err(|e| self.err(e))?;
+            return Ok(None);
+        }
+        if now - seen >= (secs(policy.idle) / 2).min(60) {
+            self.db
+                .execute(
+                    "UPDATE sessions SET seen = ?2 WHERE id_hash = ?1",
+                    params![key, now],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(Some(Session { user, csrf }))
+    }
+
+    /// Ends the session whose id is `id` (logout).
+    pub fn close_session(&mut self, id: &str) -> Result<(), DeskError> {
+        self.db
+            .execute("DELETE FROM sessions WHERE id_hash = ?1", [session_key(id)])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Ends every session of `user` (a password changed, a user removed); how many.
+    pub fn revoke_user(&mut self, user: &str) -> Result<usize, DeskError> {
+        self.db
+            .execute("DELETE FROM sessions WHERE user = ?1", [user])
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many sessions `user` holds (expired ones not yet dropped included).
+    pub fn sessions_of(&self, user: &str) -> Result<usize, DeskError> {
+        self.db
+            .query_row(
+                "SELECT COUNT(*) FROM sessions WHERE user = ?1",
+                [user],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The stored keys of every session (tests: the ids themselves are never there).
+    pub fn session_keys(&self) -> Result<Vec<String>, DeskError> {
+        let mut q = self
+            .db
+            .prepare("SELECT id_hash FROM sessions")
+            .map_err(|e| self.err(e))?;
+        let rows = q.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// Whole seconds of `d`, as SQLite stores them.
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
 }
 
 /// A write transaction that takes the lock at once (a busy database fails here, clearly),

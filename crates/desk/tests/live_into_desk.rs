@@ -20,6 +20,7 @@ async fn run(
             handled_before: HashSet::new(),
             options: &flagship_live::Options::default(),
             progress: &|_| {},
+            telemetry: None,
         },
         open_replays(),
         desk,

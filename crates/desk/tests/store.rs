@@ -213,10 +213,12 @@ fn a_schema_2_desk_is_upgraded_in_place_and_keeps_its_posts() {
         let mut store = DeskStore::open(&path).unwrap();
         store.add(&batch()).unwrap();
     }
-    // Back to what schema 2 looked like: no `why` column.
+    // Back to what schema 2 looked like: no `why` column, no sessions.
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch("ALTER TABLE posts DROP COLUMN why; PRAGMA user_version = 2;")
-        .unwrap();
+    db.execute_batch(
+        "ALTER TABLE posts DROP COLUMN why; DROP TABLE sessions; PRAGMA user_version = 2;",
+    )
+    .unwrap();
     drop(db);
     // A reader (export, monitor, split) upgrades it too, then reads it.
     let store = DeskStore::open_existing(&path).unwrap();
@@ -226,4 +228,79 @@ fn a_schema_2_desk_is_upgraded_in_place_and_keeps_its_posts() {
     drop(store);
     let store = DeskStore::open(&path).unwrap();
     assert_eq!(store.queue(Order::Newest, 10).unwrap().len(), 3);
+}
+
+#[test]
+fn a_schema_3_desk_gains_its_sessions_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("desk.sqlite");
+    {
+        let mut store = DeskStore::open(&path).unwrap();
+        store.add(&batch()).unwrap();
+    }
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("DROP TABLE sessions; PRAGMA user_version = 3;")
+        .unwrap();
+    drop(db);
+    let store = DeskStore::open_existing(&path).unwrap();
+    assert_eq!(store.sessions_of("ana").unwrap(), 0);
+    drop(store);
+    let mut store = DeskStore::open(&path).unwrap();
+    let policy = flagship_desk::auth::SessionPolicy::default();
+    let (id, s) = store.open_session("ana", &policy, 1_000).unwrap();
+    assert_eq!(
+        store.session(&id, &policy, 1_001).unwrap().unwrap().csrf,
+        s.csrf
+    );
+    assert_eq!(store.queue(Order::Newest, 10).unwrap().len(), 3);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, flagship_desk::SCHEMA);
+}
+
+#[test]
+fn sessions_end_when_idle_or_old_and_each_user_keeps_a_few() {
+    use flagship_desk::auth::SessionPolicy;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = DeskStore::open(&dir.path().join("desk.sqlite")).unwrap();
+    let policy = SessionPolicy {
+        idle: Duration::from_secs(600),
+        max: Duration::from_secs(3600),
+        per_user: 2,
+    };
+    let t0 = 1_700_000_000;
+    // Idle: used within 600 s it lives (each use counts), unused for 600 s it ends.
+    let (idle, _) = store.open_session("ana", &policy, t0).unwrap();
+    assert!(store.session(&idle, &policy, t0 + 500).unwrap().is_some());
+    assert!(store.session(&idle, &policy, t0 + 1_000).unwrap().is_some());
+    assert!(store.session(&idle, &policy, t0 + 1_600).unwrap().is_none());
+    // Absolute: used every 500 s, it still ends 3600 s after it opened.
+    let (old, _) = store.open_session("bo", &policy, t0).unwrap();
+    let mut t = t0;
+    while t + 500 < t0 + 3_600 {
+        t += 500;
+        assert!(store.session(&old, &policy, t).unwrap().is_some(), "at {t}");
+    }
+    assert!(store.session(&old, &policy, t0 + 3_600).unwrap().is_none());
+    // A third session of one user ends the first; a logout ends one; a revocation all.
+    let (a, _) = store.open_session("carla", &policy, t0).unwrap();
+    let (b, _) = store.open_session("carla", &policy, t0 + 1).unwrap();
+    let (c, _) = store.open_session("carla", &policy, t0 + 2).unwrap();
+    assert!(store.session(&a, &policy, t0 + 3).unwrap().is_none());
+    assert!(store.session(&b, &policy, t0 + 3).unwrap().is_some());
+    store.close_session(&b).unwrap();
+    assert!(store.session(&b, &policy, t0 + 3).unwrap().is_none());
+    assert_eq!(store.revoke_user("carla").unwrap(), 1);
+    assert!(store.session(&c, &policy, t0 + 3).unwrap().is_none());
+    // The ids are never stored.
+    assert!(
+        !store
+            .session_keys()
+            .unwrap()
+            .iter()
+            .any(|k| [&a, &b, &c].contains(&k))
+    );
 }

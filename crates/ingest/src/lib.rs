@@ -8,8 +8,11 @@
 //! file with their origin, line and byte offset. It stops at `max_posts`, after `duration`, on
 //! SIGINT / SIGTERM (the caller's `stop` future) or when a replay ends, then drains the queue,
 //! flushes the sink and reports every count. [`backoff`] holds X's reconnect schedule and
-//! [`xstream`] the stream client. It never cleans or filters text (textproc's and filter's job)
-//! and never logs secrets.
+//! [`xstream`] the stream client. Every count also goes, as it happens, to the run's
+//! [`Telemetry`] ([`Options::telemetry`]: posts seen and dropped per platform, the queue's
+//! depth, the sink's records sent, retried and spilled, the source's reconnects), which the
+//! caller may serve at `/metrics`. It never cleans or filters text (textproc's and filter's
+//! job) and never logs secrets.
 
 pub mod backoff;
 pub mod firehose;
@@ -23,11 +26,13 @@ pub mod testing;
 pub mod xstream;
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
 use flagship_core::Stop;
+use flagship_core::telemetry::Telemetry;
 use flagship_store::Store;
 use serde::Serialize;
 
@@ -59,6 +64,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// The mission's track terms, matched against posts no server filtered.
     pub track: Option<flagship_core::track::Track>,
+    /// Where the counts also go as they happen (a `/metrics` listener reads it).
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Default for Options {
@@ -70,6 +77,7 @@ impl Default for Options {
             dedup_window: 1_000_000,
             drain_timeout: Duration::from_secs(60),
             track: None,
+            telemetry: None,
         }
     }
 }
@@ -186,12 +194,14 @@ struct Intake<'a> {
     seen: Seen,
     bad: Vec<serde_json::Value>,
     track: Option<&'a flagship_core::track::Track>,
+    telemetry: &'a Telemetry,
 }
 
 impl Intake<'_> {
     /// What one line means for the run: counted, quarantined, or a record to send.
     fn handle(&mut self, line: &source::SourceLine) -> Option<Record> {
         let t = &mut self.t;
+        let tel = self.telemetry;
         t.lines += 1;
         let now = Utc::now();
         match record::classify(line.platform, &line.bytes, now) {
@@ -204,11 +214,14 @@ impl Intake<'_> {
                     .is_some_and(|track| record::off_track(line, post.as_deref(), track))
                 {
                     t.unmatched += 1;
+                    tel.off_track.inc(line.platform);
                 } else if self.seen.insert(&id) {
                     t.received += 1;
+                    tel.seen.inc(line.platform);
                     return Some((record, now));
                 } else {
                     t.duplicates += 1;
+                    tel.duplicate.inc(line.platform);
                 }
             }
             Line::Error {
@@ -221,6 +234,7 @@ impl Intake<'_> {
             }
             Line::Malformed { reason } => {
                 t.quarantined += 1;
+                tel.malformed.inc(line.platform);
                 tracing::warn!(origin = %line.origin, line = line.line, offset = line.offset, "malformed line quarantined: {reason}");
                 self.bad.push(serde_json::json!({
                     "source": line.origin, "line": line.line, "offset": line.offset,
@@ -251,13 +265,18 @@ pub async fn run<S: Sink + 'static>(
     let start = Instant::now();
     let drain = Drain::default();
     sink.set_drain(drain.clone());
+    let telemetry = opts
+        .telemetry
+        .clone()
+        .unwrap_or_else(|| Arc::new(Telemetry::ingest()));
     let (tx, rx) = tokio::sync::mpsc::channel::<Record>(opts.queue.max(1));
-    let sink_task = tokio::spawn(feed(sink, rx));
+    let sink_task = tokio::spawn(feed(sink, rx, telemetry.clone()));
     let mut intake = Intake {
         t: Totals::default(),
         seen: Seen::new(opts.dedup_window),
         bad: Vec::new(),
         track: opts.track.as_ref(),
+        telemetry: &telemetry,
     };
     tokio::pin!(stop);
     let start_drain = || {
@@ -327,6 +346,8 @@ pub async fn run<S: Sink + 'static>(
     let Intake { mut t, bad, .. } = intake;
     t.sink = sink_counts;
     t.source = source.stats();
+    telemetry.reconnects.raise_to(t.source.reconnects);
+    telemetry.queue.set(0.0);
     t.seconds = start.elapsed().as_secs_f64();
     t.stopped_by = stopped_by;
     t.lost = t.received.saturating_sub(t.sink.sent + t.sink.spilled);
@@ -353,11 +374,18 @@ pub async fn run<S: Sink + 'static>(
 }
 
 /// The sink's task: records from the queue into `sink`, a tick a second (Firehose's buffer
-/// interval), and a flush when the queue closes. Returns the sink's counts and its error.
+/// interval), and a flush when the queue closes. The sink's counts go to `telemetry` at each
+/// tick and at the end. Returns the sink's counts and its error.
 async fn feed<S: Sink>(
     mut sink: S,
     mut rx: tokio::sync::mpsc::Receiver<Record>,
+    telemetry: Arc<Telemetry>,
 ) -> (SinkCounts, Option<IngestError>) {
+    let publish = |c: &SinkCounts| {
+        telemetry.sent.raise_to(c.sent);
+        telemetry.retried.raise_to(c.retried);
+        telemetry.spilled.raise_to(c.spilled);
+    };
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     // A tick missed while a send was slow is not made up for in a burst.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -368,13 +396,18 @@ async fn feed<S: Sink>(
                     Some((rec, at)) => sink.put(rec, at).await?,
                     None => break,
                 },
-                _ = ticker.tick() => sink.tick(Utc::now()).await?,
+                _ = ticker.tick() => {
+                    sink.tick(Utc::now()).await?;
+                    publish(&sink.counts());
+                }
             }
         }
         sink.flush().await
     }
     .await;
-    (sink.counts(), result.err())
+    let counts = sink.counts();
+    publish(&counts);
+    (counts, result.err())
 }
 
 /// Reads the source into the sink's queue until the post limit, the duration, `stop`, an
@@ -430,9 +463,16 @@ async fn read_until_stop(
         }
         if last_progress.elapsed() >= Duration::from_millis(500) {
             last_progress = Instant::now();
+            let queued = opts.queue.max(1) - tx.capacity();
+            intake.telemetry.queue.set(queued as f64);
+            // (`stats` copies the source's wait list: read twice a second, not per line.)
+            intake
+                .telemetry
+                .reconnects
+                .raise_to(source.stats().reconnects);
             progress(Progress {
                 received: intake.t.received,
-                queued: opts.queue.max(1) - tx.capacity(),
+                queued,
                 elapsed: start.elapsed(),
             });
         }

@@ -13,9 +13,15 @@
 //! task first reconnects the stream, then pages the timeline's REST endpoint forward from the
 //! newest status it had (`min_id`), so what was posted while it was away comes too; what it
 //! already had is dropped by id downstream. REST calls respect `X-RateLimit-Remaining` /
-//! `X-RateLimit-Reset` (and wait on 429). The token (from the environment variable the config
-//! names) is sent when set and never logged. It never filters by keyword: hashtag timelines
+//! `X-RateLimit-Reset` (and wait on 429). It never filters by keyword: hashtag timelines
 //! are the server's filter, and public-timeline lines are marked for the track terms.
+//!
+//! **Tokens.** An access token belongs to one instance: each [`Instance`] carries its own
+//! (the config's `sources.mastodon.token_envs`), sent as `Authorization: Bearer` to that
+//! instance's timelines only and never logged. A redirect is followed only to `https://` (or
+//! to loopback), and reqwest drops the token on one that leaves the host or port. An
+//! instance is reached over `https://`; plain `http://` is refused except to a loopback
+//! address (a local server, the tests), where the traffic never leaves the machine.
 
 use std::time::Duration;
 
@@ -28,6 +34,41 @@ use crate::IngestError;
 use crate::source::{PostSource, SourceLine, SourceStats};
 use flagship_core::Platform;
 
+/// An access token: shown as `Token(…)` in debug output, never its value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: String) -> Token {
+        Token(value)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+/// One instance, with its own access token (if any): the token goes to this instance only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// `https://host` (or `http://127.0.0.1:PORT` in tests).
+    pub base: String,
+    pub token: Option<Token>,
+}
+
+impl Instance {
+    /// `instance` as the config writes it (`mastodon.social`, `https://…`); a blank token is
+    /// no token.
+    pub fn new(instance: &str, token: Option<String>) -> Instance {
+        Instance {
+            base: Timeline::base_of(instance),
+            token: token.filter(|t| !t.trim().is_empty()).map(Token),
+        }
+    }
+}
+
 /// One timeline of one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
@@ -35,6 +76,8 @@ pub struct Timeline {
     pub base: String,
     /// `None`: the public timeline.
     pub hashtag: Option<String>,
+    /// This instance's token, sent to it alone.
+    pub token: Option<Token>,
 }
 
 impl Timeline {
@@ -87,41 +130,53 @@ impl Timeline {
 #[derive(Debug, Clone)]
 pub struct MastodonConfig {
     pub timelines: Vec<Timeline>,
-    pub token: Option<String>,
     /// No byte (not even a heartbeat) for this long: reconnect. Mastodon beats every ~10 s.
     pub stall: Duration,
 }
 
 impl MastodonConfig {
-    /// Every hashtag on every instance, plus each public timeline when asked.
-    pub fn new(
-        instances: &[String],
-        hashtags: &[String],
-        public: bool,
-        token: Option<String>,
-    ) -> MastodonConfig {
+    /// Every hashtag on every instance, plus each public timeline when asked; each timeline
+    /// carries its own instance's token.
+    pub fn new(instances: &[Instance], hashtags: &[String], public: bool) -> MastodonConfig {
         let mut timelines = Vec::new();
         for i in instances {
-            let base = Timeline::base_of(i);
-            for h in hashtags {
-                timelines.push(Timeline {
-                    base: base.clone(),
-                    hashtag: Some(h.clone()),
-                });
-            }
+            let timeline = |hashtag: Option<String>| Timeline {
+                base: i.base.clone(),
+                hashtag,
+                token: i.token.clone(),
+            };
+            timelines.extend(hashtags.iter().map(|h| timeline(Some(h.clone()))));
             if public {
-                timelines.push(Timeline {
-                    base: base.clone(),
-                    hashtag: None,
-                });
+                timelines.push(timeline(None));
             }
         }
         MastodonConfig {
             timelines,
-            token,
             stall: Duration::from_secs(60),
         }
     }
+}
+
+/// `https://…`, or `http://` to a loopback host (`localhost`, `127.0.0.0/8`, `[::1]`).
+pub fn transport_ok(base: &str) -> bool {
+    if base.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = base.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Server-sent events, parsed incrementally: `event:` / `data:` fields, a blank line ends an
@@ -222,7 +277,24 @@ impl MastodonStream {
                 "Mastodon: no timeline to stream (sources.mastodon: instances and hashtags)".into(),
             ));
         }
+        if let Some(t) = cfg.timelines.iter().find(|t| !transport_ok(&t.base)) {
+            return Err(IngestError::Fatal(format!(
+                "Mastodon: {}: use https:// (plain http:// only to a loopback address)",
+                t.base
+            )));
+        }
         let http = reqwest::Client::builder()
+            // A redirect may not downgrade to plain HTTP off the machine; one that leaves
+            // the host or port loses the token (reqwest drops `Authorization` then).
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= 5 {
+                    attempt.error("too many redirects")
+                } else if transport_ok(attempt.url().as_str()) {
+                    attempt.follow()
+                } else {
+                    attempt.error("a redirect to plain http:// off this machine")
+                }
+            }))
             .connect_timeout(Duration::from_secs(10))
             // No byte for this long on an open response (a stream's heartbeats stop, a REST
             // answer stalls): the read fails and the task reconnects.
@@ -239,7 +311,6 @@ impl MastodonStream {
                 let task = Task {
                     index,
                     timeline: t.clone(),
-                    token: cfg.token.clone(),
                     stall: cfg.stall,
                     http: http.clone(),
                     tx: tx.clone(),
@@ -288,7 +359,6 @@ impl PostSource for MastodonStream {
 struct Task {
     index: usize,
     timeline: Timeline,
-    token: Option<String>,
     stall: Duration,
     http: reqwest::Client,
     tx: mpsc::Sender<Item>,
@@ -310,8 +380,8 @@ enum Ended {
 impl Task {
     fn get(&self, url: &str) -> reqwest::RequestBuilder {
         let r = self.http.get(url);
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
+        match &self.timeline.token {
+            Some(Token(t)) => r.bearer_auth(t),
             None => r,
         }
     }
@@ -389,7 +459,7 @@ impl Task {
         if status == 401 || status == 403 {
             return self
                 .fatal(format!(
-                    "Mastodon {name}: HTTP {status}: this instance needs an access token for streaming (set the variable `sources.mastodon.token_env` names)"
+                    "Mastodon {name}: HTTP {status}: this instance needs an access token for streaming (name its variable in `sources.mastodon.token_envs`)"
                 ))
                 .await;
         }
@@ -561,5 +631,41 @@ mod tests {
         assert!(matches!(e, flagship_platforms::mastodon::Event::Delete(id) if id == "109"));
         assert_eq!(host.as_deref(), Some("mastodon.social"));
         assert_eq!(Timeline::base_of("fosstodon.org/"), "https://fosstodon.org");
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_and_tokens_never_printed() {
+        for ok in [
+            "https://mastodon.social",
+            "http://127.0.0.1:8080",
+            "http://localhost:3000/",
+            "http://[::1]:4000",
+        ] {
+            assert!(transport_ok(ok), "{ok}");
+        }
+        for bad in [
+            "http://mastodon.social",
+            "http://127.0.0.1.example.org",
+            "http://127.0.0.1@example.org",
+            "http://[::2]:80",
+            "ftp://x",
+        ] {
+            assert!(!transport_ok(bad), "{bad}");
+        }
+        let i = Instance::new("fosstodon.org", Some("s3cret".into()));
+        assert!(!format!("{i:?}").contains("s3cret"));
+        assert_eq!(Instance::new("a.b", Some(" ".into())).token, None);
+        let e = MastodonStream::start(MastodonConfig::new(
+            &[Instance::new("http://mastodon.social", None)],
+            &["jwst".into()],
+            false,
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("http://mastodon.social") && e.contains("https://"),
+            "{e}"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flagship_ingest::jetstream::{Jetstream, JetstreamConfig};
-use flagship_ingest::mastodon::{MastodonConfig, MastodonStream};
+use flagship_ingest::mastodon::{Instance, MastodonConfig, MastodonStream};
 use flagship_ingest::sink::LocalSink;
 use flagship_ingest::{Options, Totals};
 use flagship_store::storage::{Location, S3Options, Store};
@@ -370,10 +370,12 @@ async fn mastodon_backfills_the_gap_after_a_reconnect() {
     let fake = fake_mastodon();
     let out = tempfile::tempdir().unwrap();
     let mut cfg = MastodonConfig::new(
-        &[format!("http://127.0.0.1:{}", fake.port)],
+        &[Instance::new(
+            &format!("http://127.0.0.1:{}", fake.port),
+            Some("t0ken".into()),
+        )],
         &["jwst".into()],
         false,
-        Some("t0ken".into()),
     );
     cfg.stall = Duration::from_secs(30);
     let mut source = MastodonStream::start(cfg).unwrap();
@@ -419,10 +421,12 @@ async fn merged_sources_lose_nothing() {
     let masto = fake_mastodon();
     let out = tempfile::tempdir().unwrap();
     let mut cfg = MastodonConfig::new(
-        &[format!("http://127.0.0.1:{}", masto.port)],
+        &[Instance::new(
+            &format!("http://127.0.0.1:{}", masto.port),
+            Some("t0ken".into()),
+        )],
         &["jwst".into()],
         false,
-        Some("t0ken".into()),
     );
     cfg.stall = Duration::from_secs(30);
     let mut merged = flagship_ingest::source::Merged::new(vec![
@@ -437,4 +441,134 @@ async fn merged_sources_lose_nothing() {
     assert!(got.values().all(|&n| n == 1), "{got:?}");
     assert_eq!((t.received, t.lost), (67, 0), "{t}");
     assert_eq!(t.source.reconnects, 2, "{t}");
+}
+
+/// Each request an instance saw: its path and its `Authorization` header.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// A Mastodon instance that records each request's path and `Authorization` header: the
+/// `jwst` stream sends one status and stays open; `moved` answers a redirect to the instance
+/// at `redirect_to`.
+fn recording_instance(redirect_to: Option<u16>) -> (u16, Seen) {
+    let status = statuses().remove(0).1;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (log, status) = (log.clone(), status.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                let mut request = String::new();
+                reader.read_line(&mut request).unwrap();
+                let mut auth = None;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("authorization:") {
+                        auth = Some(v.trim().to_owned());
+                    }
+                }
+                let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+                log.lock().unwrap().push((path.clone(), auth));
+                match (path.contains("tag=moved"), redirect_to) {
+                    (true, Some(to)) => write!(
+                        conn,
+                        "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{to}/api/v1/streaming/hashtag?tag=jwst\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    .unwrap(),
+                    _ => {
+                        write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nevent: update\ndata: {status}\n\n"
+                        )
+                        .unwrap();
+                        conn.flush().unwrap();
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Two instances, two tokens: each instance sees only its own, a redirect from one to the
+/// other carries none, an instance without a token gets no `Authorization`, and a plain-HTTP
+/// instance off this machine is refused before anything is sent.
+#[tokio::test]
+async fn each_mastodon_instance_gets_only_its_own_token() {
+    let (b_port, b_seen) = recording_instance(None);
+    let (a_port, a_seen) = recording_instance(Some(b_port));
+    let (c_port, c_seen) = recording_instance(None);
+    let cfg = MastodonConfig::new(
+        &[
+            Instance::new(
+                &format!("http://127.0.0.1:{a_port}"),
+                Some("token-a".into()),
+            ),
+            Instance::new(
+                &format!("http://127.0.0.1:{b_port}/"),
+                Some("token-b".into()),
+            ),
+            Instance::new(&format!("http://localhost:{c_port}"), None),
+        ],
+        &["jwst".into(), "moved".into()],
+        false,
+    );
+    let source = MastodonStream::start(cfg).unwrap();
+    // Every timeline has connected: A's two (one redirected to B), B's two and C's two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (
+        a_seen.lock().unwrap().len(),
+        b_seen.lock().unwrap().len(),
+        c_seen.lock().unwrap().len(),
+    ) < (2, 3, 2)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(source);
+    let (a, b, c) = (
+        a_seen.lock().unwrap().clone(),
+        b_seen.lock().unwrap().clone(),
+        c_seen.lock().unwrap().clone(),
+    );
+    println!("A: {a:?}\nB: {b:?}\nC: {c:?}");
+    assert!(a.iter().any(|(p, _)| p.contains("tag=moved")), "{a:?}");
+    assert!(
+        a.iter()
+            .all(|(_, t)| t.as_deref() == Some("bearer token-a")),
+        "{a:?}"
+    );
+    // B: its own two streams with its token, and A's redirect without any.
+    assert_eq!(b.len(), 3, "{b:?}");
+    assert!(
+        b.iter()
+            .all(|(_, t)| t.as_deref() != Some("bearer token-a")),
+        "A's token reached B: {b:?}"
+    );
+    assert_eq!(
+        b.iter()
+            .filter(|(_, t)| t.as_deref() == Some("bearer token-b"))
+            .count(),
+        2,
+        "{b:?}"
+    );
+    assert!(c.iter().all(|(_, t)| t.is_none()), "{c:?}");
+
+    let refused = MastodonStream::start(MastodonConfig::new(
+        &[
+            Instance::new(&format!("http://127.0.0.1:{a_port}"), None),
+            Instance::new("http://mastodon.example", Some("token-x".into())),
+        ],
+        &["jwst".into()],
+        false,
+    ));
+    let e = refused.err().expect("refused").to_string();
+    assert!(e.contains("http://mastodon.example"), "{e}");
 }

@@ -15,14 +15,20 @@
 //! scored too, the backlog is explained for a few seconds more (the rest counted), and a
 //! resumable source saves its point.
 //!
+//! Every count also goes, as it happens, to the run's [`Telemetry`] (posts seen, dropped,
+//! kept, flagged, explained per platform; micro-batches; the latency histogram; the source's
+//! reconnects), which the caller may serve at `/metrics`.
+//!
 //! It reads no files and writes none itself (the sink does), never trains, never opens a
 //! source (the caller does).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, StringArray};
 use chrono::Utc;
+use flagship_core::telemetry::Telemetry;
 use flagship_core::{Config, Post, Stop};
 use flagship_ingest::IngestError;
 use flagship_ingest::record::{Line, classify};
@@ -213,6 +219,7 @@ struct Intake {
     first_at: Option<tokio::time::Instant>,
     /// Time spent classifying and parsing the pending batch's lines.
     parsing: Duration,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Intake {
@@ -224,19 +231,23 @@ impl Intake {
 
     fn classify(&mut self, line: SourceLine, at: Instant, t: &mut Totals) {
         t.lines += 1;
+        let tel = &self.telemetry;
         match classify(line.platform, &line.bytes, Utc::now()) {
             Line::KeepAlive => {}
             Line::Deleted { .. } | Line::Other { .. } => t.other_events += 1,
             Line::Error { .. } => t.api_errors += 1,
             Line::Malformed { reason } => {
                 t.malformed += 1;
+                tel.malformed.inc(line.platform);
                 tracing::warn!("{} line {}: malformed: {reason}", line.origin, line.line);
             }
             Line::Post { id, record, post } => {
                 if flagship_ingest::record::off_track(&line, post.as_deref(), &self.track) {
                     t.unmatched += 1;
+                    tel.off_track.inc(line.platform);
                 } else if self.handled_before.contains(&id) || !self.seen.insert(&id) {
                     t.duplicates += 1;
+                    tel.duplicate.inc(line.platform);
                 } else {
                     // A Bluesky / Mastodon post was parsed whole by `classify`; an X message
                     // (only peeked at there) is parsed here.
@@ -249,6 +260,7 @@ impl Intake {
                         Ok(posts) => {
                             for post in posts {
                                 t.seen += 1;
+                                tel.seen.inc(post.platform);
                                 self.pending.push(Arrived {
                                     post,
                                     origin: line.origin.clone(),
@@ -259,6 +271,7 @@ impl Intake {
                         }
                         Err(e) => {
                             t.malformed += 1;
+                            tel.malformed.inc(line.platform);
                             tracing::warn!(
                                 "{} line {}: not a post record: {e}",
                                 line.origin,
@@ -309,6 +322,7 @@ struct Triage<'a> {
     /// Flagged posts written, oldest first, waiting for their words.
     backlog: std::collections::VecDeque<Unexplained>,
     clock: Clock,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Triage<'_> {
@@ -350,6 +364,9 @@ impl Triage<'_> {
             Err(e) => {
                 tracing::warn!("{} flagged posts left without words: {e}", posts.len());
                 t.unexplained += posts.len() as u64;
+                for p in &posts {
+                    self.telemetry.unexplained.inc(p.platform);
+                }
                 return Ok(());
             }
         };
@@ -364,6 +381,9 @@ impl Triage<'_> {
             .collect();
         sink.explained(&out)?;
         t.explained += out.len() as u64;
+        for e in &out {
+            self.telemetry.explained.inc(e.platform);
+        }
         self.clock.explain.push(ms(started.elapsed()));
         Ok(())
     }
@@ -393,6 +413,7 @@ impl Triage<'_> {
         let (processed, _) = flagship_textproc::process_frame(kept).await?;
         self.clock.prepare.push(ms(started.elapsed()));
         t.batches += 1;
+        self.telemetry.batches.inc();
         let mut scored = Vec::with_capacity(processed.num_rows());
         if processed.num_rows() > 0 {
             let ids = strings(&processed, "id")?;
@@ -437,15 +458,26 @@ impl Triage<'_> {
             sink.write(&scored)?;
             self.clock.write.push(ms(writing.elapsed()));
         }
+        let tel = &self.telemetry;
+        for s in &scored {
+            tel.kept.inc(s.post.platform);
+            if s.need_support {
+                tel.flagged.inc(s.post.platform);
+            }
+        }
         for a in &batch {
-            self.latencies.push(a.at.elapsed().as_secs_f64() * 1e3);
+            let latency = a.at.elapsed();
+            self.latencies.push(latency.as_secs_f64() * 1e3);
+            tel.latency.observe(latency.as_secs_f64());
         }
         // Their words come later, off the path a post waits on.
         if self.explain > 0 {
             for s in scored.into_iter().filter(|s| s.need_support) {
-                if self.backlog.len() == EXPLAIN_BACKLOG {
-                    self.backlog.pop_front();
+                if self.backlog.len() == EXPLAIN_BACKLOG
+                    && let Some(old) = self.backlog.pop_front()
+                {
                     t.unexplained += 1;
+                    tel.unexplained.inc(old.platform);
                 }
                 self.backlog.push_back(Unexplained {
                     platform: s.post.platform,
@@ -470,6 +502,9 @@ pub struct Run<'a> {
     pub options: &'a Options,
     /// Called after each micro-batch.
     pub progress: &'a (dyn Fn(&Totals) + Sync),
+    /// Where the counts also go as they happen (a `/metrics` listener reads it); `None`:
+    /// only the [`Totals`] at the end.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Runs `source` through the profile and the model into `sink` until `stop`, a limit or the
@@ -487,7 +522,9 @@ pub async fn run(
         handled_before,
         options,
         progress,
+        telemetry,
     } = run;
+    let telemetry = telemetry.unwrap_or_else(|| Arc::new(Telemetry::live()));
     let start = Instant::now();
     let mut scoring = Scoring {
         triage: Triage {
@@ -499,6 +536,7 @@ pub async fn run(
             explain: options.explain,
             backlog: std::collections::VecDeque::new(),
             clock: Clock::default(),
+            telemetry: telemetry.clone(),
         },
         intake: Intake {
             seen: flagship_ingest::Seen::new(1_000_000),
@@ -507,12 +545,13 @@ pub async fn run(
             pending: Vec::new(),
             first_at: None,
             parsing: Duration::ZERO,
+            telemetry: telemetry.clone(),
         },
         t: Totals::default(),
         options,
         deadline: options.duration.map(|d| tokio::time::Instant::now() + d),
     };
-    let mut reader = Reader::spawn(source);
+    let mut reader = Reader::spawn(source, telemetry);
     tokio::pin!(stop);
     let stopped_by = scoring
         .until_stop(&mut reader.lines, sink, stop, progress)
@@ -551,7 +590,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn spawn(mut source: Box<dyn PostSource>) -> Reader {
+    fn spawn(mut source: Box<dyn PostSource>, telemetry: Arc<Telemetry>) -> Reader {
         let (tx, lines) = tokio::sync::mpsc::channel::<Read>(4096);
         let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = reconnects.clone();
@@ -564,10 +603,9 @@ impl Reader {
                     _ = &mut stopped => break,
                     r = source.next_line() => r,
                 };
-                counter.store(
-                    source.stats().reconnects,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                let reconnects = source.stats().reconnects;
+                counter.store(reconnects, std::sync::atomic::Ordering::Relaxed);
+                telemetry.reconnects.raise_to(reconnects);
                 let last = !matches!(r, Ok(Some(_)));
                 let item = match r {
                     Ok(Some(l)) => Ok(l),
@@ -769,6 +807,9 @@ impl Scoring<'_> {
             triage.explain_some(EXPLAIN_CHUNK, sink, &mut t)?;
         }
         t.unexplained += triage.backlog.len() as u64;
+        for p in &triage.backlog {
+            triage.telemetry.unexplained.inc(p.platform);
+        }
         let c = std::mem::take(&mut triage.clock);
         t.budget = Budget {
             wait: Step::of(c.wait),

@@ -48,6 +48,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
         ..Options::default()
     };
     let mut sink = Keep(Vec::new(), Vec::new());
+    let telemetry = std::sync::Arc::new(flagship_core::telemetry::Telemetry::live());
     let t = flagship_live::run(
         flagship_live::Run {
             config: &cfg,
@@ -56,6 +57,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
             handled_before: HashSet::new(),
             options: &opts,
             progress: &|_| {},
+            telemetry: Some(telemetry.clone()),
         },
         open_replays(),
         &mut sink,
@@ -105,6 +107,27 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
         t.flagged as usize,
         sink.0.iter().filter(|s| s.need_support).count()
     );
+    // The telemetry counted the same, per platform.
+    let tel = &telemetry;
+    assert_eq!(
+        (tel.seen.sum(), tel.off_track.sum(), tel.duplicate.sum()),
+        (t.seen, t.unmatched, t.duplicates)
+    );
+    assert_eq!(
+        (tel.kept.sum(), tel.flagged.sum(), tel.explained.sum()),
+        (t.kept, t.flagged, t.explained)
+    );
+    assert_eq!(tel.batches.get(), t.batches);
+    let latency = tel.latency.snapshot();
+    assert_eq!(latency.count, t.seen);
+    assert!(latency.sum * 1e3 <= t.latency_max_ms * t.seen as f64 + 1e-6);
+    for p in [
+        flagship_core::Platform::Bluesky,
+        flagship_core::Platform::Mastodon,
+    ] {
+        let kept = sink.0.iter().filter(|s| s.post.platform == p).count() as u64;
+        assert_eq!(tel.kept.get(p), kept, "{p}");
+    }
 
     // What was handled is never scored again.
     let before: HashSet<String> = sink.0.iter().map(|s| s.post.id.clone()).collect();
@@ -117,6 +140,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
             handled_before: before.clone(),
             options: &opts,
             progress: &|_| {},
+            telemetry: None,
         },
         open_replays(),
         &mut again,
@@ -200,6 +224,7 @@ async fn a_post_alone_is_scored_at_once_and_a_burst_is_batched() {
                     handled_before: HashSet::new(),
                     options: opts,
                     progress: &|_| {},
+                    telemetry: None,
                 },
                 source,
                 &mut sink,

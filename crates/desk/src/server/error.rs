@@ -32,7 +32,10 @@ pub(super) enum ApiError {
     TooMany(u64),
     /// A form that did not parse: axum's own answer (415, 422, …).
     Form(FormRejection),
-    /// A blocking task (named) that panicked: 400.
+    /// Too many open event streams (in all or for this session): 429.
+    Streams(&'static str),
+    /// A blocking task (named) that panicked: 500, a generic message with a reference; the
+    /// panic's text goes to the log under that reference, never to the client.
     Task(&'static str, JoinError),
     Desk(DeskError),
 }
@@ -85,10 +88,12 @@ impl IntoResponse for ApiError {
                 r
             }
             ApiError::Form(e) => e.into_response(),
-            ApiError::Task(task, e) => json(
-                StatusCode::BAD_REQUEST,
-                &format!("the {task} task failed: {e}"),
-            ),
+            ApiError::Streams(why) => json(StatusCode::TOO_MANY_REQUESTS, why),
+            ApiError::Task(task, e) => {
+                let reference = reference();
+                tracing::error!(reference, task, "desk: internal error: {e}");
+                internal(&reference)
+            }
             ApiError::Desk(e) => desk_error(e),
         }
     }
@@ -104,13 +109,50 @@ fn desk_error(e: DeskError) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "the desk database is locked by another process: try again shortly".to_owned(),
         ),
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "desk database error (the server's log says which)".to_owned(),
-        ),
+        _ => {
+            let reference = reference();
+            tracing::error!(reference, "desk: {e}");
+            return internal(&reference);
+        }
     };
     if status.is_server_error() {
         tracing::error!("desk: {e}");
     }
     json(status, &message)
+}
+
+/// A short random reference that ties an answer to its line in the log.
+fn reference() -> String {
+    crate::auth::random_token()[..8].to_owned()
+}
+
+/// The answer to an internal error: 500, what happened only in the log, under `reference`.
+fn internal(reference: &str) -> Response {
+    json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &format!("internal error (reference {reference}: the server's log says more)"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside a handler's blocking task (a decision, say) answers 500 with a
+    /// reference; its text stays in the log.
+    #[tokio::test]
+    async fn a_panic_tells_the_client_nothing_but_a_reference() {
+        let e = tokio::task::spawn_blocking(|| panic!("secret detail: /var/lib/flagship/desk"))
+            .await
+            .unwrap_err();
+        let r = ApiError::Task("decide", e).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            !body.contains("secret") && !body.contains("decide"),
+            "{body}"
+        );
+        assert!(body.contains("internal error (reference "), "{body}");
+    }
 }

@@ -2,10 +2,12 @@
 //! ([`Event`]) and one session's stream of them — `post` (new flagged posts' HTML, with the
 //! session's CSRF token in their forms), `today` (the panel's HTML), `why` (`{id, words}`),
 //! `decided` (`{decision, id, title}`), and `reload` for a reader too slow to keep up. The
-//! stream ends when its session does (logout, expiry) or the desk closes.
+//! stream ends when its session does (logout at once; expiry or revocation within
+//! 5 s) or the desk closes. Streams are capped in all and per session (429 past either).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -18,8 +20,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::api::Decided;
+use super::error::ApiError;
 use super::session::Session;
-use super::state::Desk;
+use super::state::{Desk, lock};
 use crate::{Decision, Item, auth};
 
 pub(super) fn routes() -> Router<Arc<Desk>> {
@@ -49,17 +52,95 @@ struct Words<'a> {
     words: &'a [String],
 }
 
-async fn events(State(d): State<Arc<Desk>>, Session { id, session }: Session) -> impl IntoResponse {
+/// How often an open stream checks that its session is still open (a logout here wakes it
+/// at once; a revocation by `flagship desk user …` is seen within this).
+const SESSION_CHECK: Duration = Duration::from_secs(5);
+
+async fn events(
+    State(d): State<Arc<Desk>>,
+    Session { id, session }: Session,
+) -> Result<impl IntoResponse, ApiError> {
+    let slot = StreamSlot::take(&d, &id)?;
     let rx = d.events.subscribe();
     let mut closing = d.closing.subscribe();
-    let desk = d.clone();
+    let ended = session_ended(d.clone(), id);
     let stream = BroadcastStream::new(rx)
-        .take_while(move |_| std::future::ready(desk.sessions.get(&id).is_some()))
-        .map(move |e| Ok::<_, Infallible>(sse(e, &session)))
+        .map(move |e| {
+            // The stream holds its slot: given back when it is dropped (the page went away).
+            let _held = &slot;
+            Ok::<_, Infallible>(sse(e, &session))
+        })
         .take_until(async move {
-            let _ = closing.wait_for(|c| *c).await;
+            tokio::select! {
+                _ = closing.wait_for(|c| *c) => {}
+                () = ended => {}
+            }
         });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Resolves once session `id` is no longer open (logout, expiry, revocation). Checking it
+/// also keeps it alive: an open page is a session in use.
+async fn session_ended(d: Arc<Desk>, id: String) {
+    let mut ended = d.ended.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SESSION_CHECK) => {}
+            r = ended.changed() => if r.is_err() { return },
+        }
+        let id = id.clone();
+        match d.blocking("session", move |d| d.session(&id)).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return,
+            // A busy database says nothing about the session: check again later.
+            Ok(Err(e)) => tracing::warn!("desk: checking an event stream's session: {e}"),
+            Err(_) => return,
+        }
+    }
+}
+
+/// One open event stream, counted in all and for its session while it lives; past
+/// `desk.max_streams` or `desk.max_streams_per_session` none is given (429).
+struct StreamSlot {
+    desk: Arc<Desk>,
+    key: String,
+}
+
+impl StreamSlot {
+    fn take(d: &Arc<Desk>, id: &str) -> Result<StreamSlot, ApiError> {
+        let key = auth::session_key(id);
+        let limits = &d.settings.limits;
+        let mut open = lock(&d.streams);
+        let total: usize = open.values().sum();
+        if total >= limits.max_streams {
+            return Err(ApiError::Streams(
+                "too many open pages on this desk: close some and reload",
+            ));
+        }
+        let mine = open.entry(key.clone()).or_default();
+        if *mine >= limits.max_streams_per_session {
+            return Err(ApiError::Streams(
+                "too many open pages in this session: close some and reload",
+            ));
+        }
+        *mine += 1;
+        Ok(StreamSlot {
+            desk: d.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.desk.streams);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// An event as `session`'s page receives it.

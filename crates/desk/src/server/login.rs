@@ -1,13 +1,12 @@
 //! Logging in and out: `GET /login` (the form, with its CSRF token bound to a cookie),
-//! `POST /login` (5 failed logins a minute per address, then 429; a session cookie and back
-//! to the page), `POST /logout` (the session closed, its cookie cleared). With no login
+//! `POST /login` (the shared token first, never limited; else 5 failed logins a minute per
+//! client and name, then 429; a session cookie and back to the page), `POST /logout` (the session closed, its cookie cleared). With no login
 //! method configured there is nothing to log in to: both login routes go to the page.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, State};
+use axum::extract::{Extension, Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -15,7 +14,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::session::{
-    Caller, CsrfField, LOGIN_COOKIE, Writer, cookie, login_cookie, session_cookie,
+    Caller, Client, CsrfField, LOGIN_COOKIE, Writer, cookie, login_cookie, session_cookie,
     session_cookie_cleared, with_cookie,
 };
 use super::state::Desk;
@@ -55,7 +54,7 @@ struct LoginForm {
 
 async fn login(
     State(d): State<Arc<Desk>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(Client(client)): Extension<Client>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
@@ -68,33 +67,44 @@ async fn login(
             "login form expired: reload the login page",
         ));
     }
-    if let Err(wait) = d.sessions.attempt(peer.ip()) {
-        let mut r = login_form(
-            &d,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!("Too many failed logins: try again in {wait} s.")),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return Ok(r);
-    }
-    // argon2 is slow on purpose: off the async workers.
-    let (user, password) = (f.user.clone(), f.password);
-    let who = d
-        .blocking("login", move |d| d.methods.verify(&user, &password))
-        .await
-        .unwrap_or(None);
-    let Some(who) = who else {
-        tracing::warn!(user = auth::loggable(&f.user), peer = %peer.ip(), "desk: failed login");
-        return Ok(login_form(
-            &d,
-            StatusCode::UNAUTHORIZED,
-            Some("Wrong name or password."),
-        ));
+    // The shared token first (constant time, no argon2): nobody's failures block it.
+    let who = match d.methods.token_login(&f.user, &f.password) {
+        Some(who) => who,
+        None => {
+            if let Err(wait) = d.failures.attempt(client, &f.user) {
+                let mut r = login_form(
+                    &d,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some(&format!("Too many failed logins: try again in {wait} s.")),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                return Ok(r);
+            }
+            // argon2 is slow on purpose: off the async workers.
+            let (user, password) = (f.user.clone(), f.password);
+            let who = d
+                .blocking("login", move |d| d.methods.verify(&user, &password))
+                .await
+                .unwrap_or(None);
+            let Some(who) = who else {
+                tracing::warn!(user = auth::loggable(&f.user), %client, "desk: failed login");
+                return Ok(login_form(
+                    &d,
+                    StatusCode::UNAUTHORIZED,
+                    Some("Wrong name or password."),
+                ));
+            };
+            d.failures.succeeded(client, &f.user);
+            who
+        }
     };
-    d.sessions.succeeded(peer.ip());
-    let (id, _) = d.sessions.open(&who);
-    tracing::info!(user = who, "desk: login");
+    let (id, _) = {
+        let who = who.clone();
+        d.blocking("session", move |d| d.open_session(&who))
+            .await??
+    };
+    tracing::info!(user = who, %client, "desk: login");
     Ok(with_cookie(
         Redirect::to("/").into_response(),
         Some(session_cookie(&d, &id)),
@@ -114,15 +124,16 @@ impl CsrfField for LogoutForm {
     }
 }
 
-async fn logout(State(d): State<Arc<Desk>>, w: Writer<LogoutForm>) -> Response {
-    match w.caller {
+async fn logout(State(d): State<Arc<Desk>>, w: Writer<LogoutForm>) -> Result<Response, ApiError> {
+    Ok(match w.caller {
         Caller::Session { id, .. } => {
-            d.sessions.close(&id);
+            d.blocking("logout", move |d| d.close_session(&id))
+                .await??;
             with_cookie(
                 Redirect::to("/login").into_response(),
-                Some(session_cookie_cleared()),
+                Some(session_cookie_cleared(&d)),
             )
         }
         Caller::Bearer => Redirect::to("/").into_response(),
-    }
+    })
 }

@@ -8,9 +8,10 @@
 //! | `POST /api/decide`, `POST /decide` | record a decision (`id`, `decision`; CSRF token in `X-CSRF-Token` or the `csrf` field), committed before the answer | session + CSRF, or `Authorization: Bearer` |
 //! | `GET /api/queue`, `GET /api/today` | JSON | session or bearer |
 //! | `GET /export?format=labels\|label-studio\|argilla` | the decisions as a download | session or bearer |
+//! | `GET /metrics` | Prometheus' text format: the queue, decisions, posts, and the live loop's figures when it runs here (`metrics`) | session or bearer; anyone the guard lets through when no login method is configured |
 //! | `GET /report`, `GET /monitor`, `GET /reports/…` | the evaluation report and monitor pages from `storage.reports` | session |
 //! | `GET /fragment` (`?view=…&order=…`) | the list's posts as HTML (the page merges it after its event stream (re)connects) | session |
-//! | `GET /login`, `POST /login`, `POST /logout` | sessions (login CSRF by a cookie-bound token; 5 failed logins or tokens a minute per address, then 429) | anyone |
+//! | `GET /login`, `POST /login`, `POST /logout` | sessions (login CSRF by a cookie-bound token; 5 failed logins a minute per client and name, 5 wrong tokens per client, then 429; the right token is never held back) | anyone |
 //! | `GET /assets/…`, `GET /healthz` | the script, the stylesheet; liveness | anyone |
 //!
 //! Every answer carries `Content-Security-Policy: default-src 'self'` (plus no framing, no
@@ -19,7 +20,13 @@
 //! carries. A server not bound to loopback refuses to start without an auth method and
 //! without `desk.secure_cookie` (TLS in front: passwords never cross a network in clear);
 //! without an auth method (loopback) it answers only requests whose `Host` is a loopback
-//! name, so a page at a rebound DNS name cannot reach it.
+//! name, so a page at a rebound DNS name cannot reach it, and no request a proxy forwarded
+//! (`Forwarded`, `X-Forwarded-*`: 403); nor does it start with `desk.secure_cookie` (a TLS
+//! proxy in front). Behind a proxy listed in `desk.trusted_proxies` the client is the one
+//! its forwarding header names (`proxy`). Sessions live in the desk's SQLite, hashed. The
+//! server loop (`conn`) is hyper's HTTP/1 with a header timeout (also the idle keep-alive
+//! timeout), a request timeout and a connection cap; event streams are capped in all and
+//! per session; an internal error reaches the client as a reference only (`error`).
 //!
 //! The modules follow axum's seams: [`Desk`] (`state`) is the router's state — the store,
 //! sessions, the channel to open pages; `session` holds the cookies, the guard every request
@@ -36,15 +43,18 @@ use axum::Router;
 
 mod api;
 mod assets;
+mod conn;
 mod error;
 mod events;
 mod login;
+mod metrics;
 mod pages;
+mod proxy;
 mod reports;
 mod session;
 mod state;
 
-pub use state::{Desk, LiveSink, Settings};
+pub use state::{Desk, Limits, LiveSink, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -56,6 +66,12 @@ pub enum ServerError {
         "desk: {0} is not a loopback address; serve it behind TLS and set desk.secure_cookie = true (logins must not cross a network in clear)"
     )]
     Cleartext(SocketAddr),
+    #[error(
+        "desk: desk.secure_cookie = true says a TLS proxy is in front, and this desk has no login method: anyone reaching the proxy would use it. Configure desk.users or desk.token_env"
+    )]
+    OpenBehindTls,
+    #[error("desk.trusted_proxies: {0:?} is not an IP address or CIDR")]
+    Proxy(String),
     #[error("desk: cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -75,6 +91,7 @@ pub fn router(d: Arc<Desk>) -> Router {
         .merge(events::routes())
         .merge(reports::routes())
         .merge(login::routes())
+        .merge(metrics::routes())
         .merge(assets::routes())
         .layer(axum::middleware::from_fn_with_state(
             d.clone(),
@@ -93,21 +110,13 @@ pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAd
     Ok((l, local))
 }
 
-/// Serves the desk on `listener` until `shutdown` resolves (open event streams are ended).
+/// Serves the desk on `listener` until `shutdown` resolves (open event streams are ended,
+/// then the connections are let finish): hyper's HTTP/1 with a header timeout, a request
+/// timeout and a connection cap ([`Limits`]; `conn`).
 pub async fn serve(
     d: Arc<Desk>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let closer = d.clone();
-    axum::serve(
-        listener,
-        router(d).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        closer.close();
-    })
-    .await?;
-    Ok(())
+    conn::serve(router(d.clone()), d, listener, shutdown).await
 }

@@ -15,7 +15,7 @@
 //! Only [`guard`] reads the `Authorization` header: a right token marks the request, a wrong
 //! one never reaches a route.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Form, FromRequest, FromRequestParts, Request, State};
@@ -26,10 +26,12 @@ use axum::response::Response;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::proxy;
 use super::state::Desk;
-use crate::auth::{self, SESSION_TTL, csrf_ok};
+use crate::auth::{self, csrf_ok};
 
 const SESSION_COOKIE: &str = "flagship_session";
+const SESSION_COOKIE_HOST: &str = "__Host-flagship_session";
 pub(super) const LOGIN_COOKIE: &str = "flagship_login";
 
 /// Who is calling.
@@ -54,17 +56,30 @@ impl Caller {
 #[derive(Clone, Copy)]
 struct Bearer;
 
-/// The caller of a request: the token (checked by [`guard`]) before the session cookie.
-fn caller(d: &Desk, parts: &Parts) -> Option<Caller> {
+/// The client's address (set by [`guard`]): the peer's, or behind a trusted proxy the one
+/// its forwarding header names.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Client(pub(super) IpAddr);
+
+/// The caller of a request: the token (checked by [`guard`]) before the session cookie,
+/// looked up in the database (off the async workers).
+async fn caller(d: &Arc<Desk>, parts: &Parts) -> Result<Option<Caller>, ApiError> {
     if parts.extensions.get::<Bearer>().is_some() {
-        return Some(Caller::Bearer);
+        return Ok(Some(Caller::Bearer));
     }
-    let id = cookie(&parts.headers, SESSION_COOKIE)?;
-    let session = d.sessions.get(id)?;
-    Some(Caller::Session {
-        id: id.to_owned(),
-        session,
-    })
+    let Some(id) = cookie(&parts.headers, session_cookie_name(d)) else {
+        return Ok(None);
+    };
+    // A session id is 64 hex digits: anything else is no session (and costs no query).
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let id = id.to_owned();
+    let found = {
+        let id = id.clone();
+        d.blocking("session", move |d| d.session(&id)).await??
+    };
+    Ok(found.map(|session| Caller::Session { id, session }))
 }
 
 /// A session or the bearer token; else 401.
@@ -75,6 +90,7 @@ impl FromRequestParts<Arc<Desk>> for AnyCaller {
 
     async fn from_request_parts(parts: &mut Parts, d: &Arc<Desk>) -> Result<Self, ApiError> {
         caller(d, parts)
+            .await?
             .map(|_| AnyCaller)
             .ok_or(ApiError::Unauthorized)
     }
@@ -90,7 +106,7 @@ impl FromRequestParts<Arc<Desk>> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, d: &Arc<Desk>) -> Result<Self, ApiError> {
-        match caller(d, parts) {
+        match caller(d, parts).await? {
             Some(Caller::Session { id, session }) => Ok(Session { id, session }),
             _ => Err(ApiError::Unauthorized),
         }
@@ -107,7 +123,7 @@ impl FromRequestParts<Arc<Desk>> for Page {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, d: &Arc<Desk>) -> Result<Self, ApiError> {
-        match caller(d, parts) {
+        match caller(d, parts).await? {
             Some(Caller::Session { .. }) => Ok(Page),
             Some(Caller::Bearer) => Err(ApiError::Forbidden(PAGES_NEED_A_SESSION)),
             None if !d.methods.any() => Err(ApiError::Home),
@@ -129,15 +145,19 @@ impl FromRequestParts<Arc<Desk>> for OpenPage {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, d: &Arc<Desk>) -> Result<Self, ApiError> {
-        match caller(d, parts) {
+        match caller(d, parts).await? {
             Some(Caller::Session { session, .. }) => Ok(OpenPage {
                 session,
                 cookie: None,
             }),
             Some(Caller::Bearer) => Err(ApiError::Forbidden(PAGES_NEED_A_SESSION)),
             None if !d.methods.any() => {
+                // The local user's sessions are capped like anyone's: a page that loops
+                // `GET /` ends the oldest, it never piles them up.
                 let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
-                let (id, session) = d.sessions.open(&user);
+                let (id, session) = d
+                    .blocking("session", move |d| d.open_session(&user))
+                    .await??;
                 Ok(OpenPage {
                     session,
                     cookie: Some(session_cookie(d, &id)),
@@ -170,7 +190,7 @@ where
 
     async fn from_request(req: Request, d: &Arc<Desk>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let caller = caller(d, &parts);
+        let caller = caller(d, &parts).await?;
         let header = parts
             .headers
             .get("x-csrf-token")
@@ -211,18 +231,33 @@ fn secure(d: &Desk) -> &'static str {
     }
 }
 
-/// The cookie of session `id`: for the whole site, as long as a session lasts.
+/// The session cookie's name: behind TLS with the `__Host-` prefix, which browsers only
+/// accept `Secure`, for `Path=/` and without a `Domain` (no subdomain can set or shadow it).
+pub(super) fn session_cookie_name(d: &Desk) -> &'static str {
+    if d.settings.secure_cookie {
+        SESSION_COOKIE_HOST
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The cookie of session `id`: for the whole site, as long as a session may last.
 pub(super) fn session_cookie(d: &Desk, id: &str) -> String {
     format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_TTL.as_secs(),
+        "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        session_cookie_name(d),
+        d.settings.sessions.max.as_secs(),
         secure(d)
     )
 }
 
 /// The session cookie, cleared (logout).
-pub(super) fn session_cookie_cleared() -> String {
-    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub(super) fn session_cookie_cleared(d: &Desk) -> String {
+    format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        session_cookie_name(d),
+        secure(d)
+    )
 }
 
 /// The login form's cookie: the token its CSRF field must match, for `/login`, an hour.
@@ -241,41 +276,49 @@ pub(super) fn with_cookie(mut r: Response, cookie: Option<String>) -> Response {
     r
 }
 
-/// Before any route: with no logins, only loopback `Host`s (no DNS rebinding); a POST from
-/// another site is refused; a bearer token is checked here, once — a wrong one answers 401
-/// and counts against the address's attempts (429 past the limit), a right one marks the
-/// request for the extractors.
+/// Before any route: with no logins, only loopback `Host`s (no DNS rebinding) and no
+/// request a proxy forwarded (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`: 403); the client's
+/// address is worked out ([`Client`], through `desk.trusted_proxies`); a POST from another
+/// site is refused; a bearer token is checked here, once and first, in constant time — a
+/// right one marks the request for the extractors whatever others failed, a wrong one
+/// answers 401 and counts against the client's attempts (429 past the limit).
 pub(super) async fn guard(
     State(d): State<Arc<Desk>>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
-    if !d.methods.any() && !loopback_host(header_str(headers, header::HOST).unwrap_or_default()) {
-        return Err(ApiError::Forbidden(
-            "this desk answers loopback addresses only",
-        ));
+    if !d.methods.any() {
+        if !loopback_host(header_str(headers, header::HOST).unwrap_or_default()) {
+            return Err(ApiError::Forbidden(
+                "this desk answers loopback addresses only",
+            ));
+        }
+        if proxy::proxied(headers) {
+            return Err(ApiError::Forbidden(
+                "this desk has no login method, so it answers no request a proxy forwarded: configure desk.users or desk.token_env to serve it behind a proxy",
+            ));
+        }
     }
     if req.method() == Method::POST && from_another_site(headers) {
         return Err(ApiError::Forbidden("a request from another site"));
     }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let client = Client(d.trusted.client(peer, headers));
     if let Some(token) = bearer(headers) {
-        let ip = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        if let Some(ip) = ip {
-            d.sessions.attempt(ip).map_err(ApiError::TooMany)?;
-        }
         if !d.methods.token_ok(token) {
-            tracing::warn!(peer = ?ip, "desk: wrong bearer token");
+            d.failures
+                .attempt(client.0, "")
+                .map_err(ApiError::TooMany)?;
+            tracing::warn!(client = %client.0, "desk: wrong bearer token");
             return Err(ApiError::Unauthorized);
-        }
-        if let Some(ip) = ip {
-            d.sessions.succeeded(ip);
         }
         req.extensions_mut().insert(Bearer);
     }
+    req.extensions_mut().insert(client);
     Ok(next.run(req).await)
 }
 

@@ -4,7 +4,7 @@
 //! the live loop's sink into it ([`LiveSink`]); and [`Desk::blocking`], the one way a
 //! handler reaches SQLite or the reports folder.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,11 +18,12 @@ use tokio::sync::{broadcast, watch};
 use super::ServerError;
 use super::error::ApiError;
 use super::events::Event;
-use crate::auth::{Methods, Sessions};
+use super::proxy::Trusted;
+use crate::auth::{self, Failures, Methods, SessionPolicy};
 use crate::page::{self, View};
 use crate::{Decision, DeskError, DeskStore, Item, Today};
 
-/// What the desk shows beside the database.
+/// What the desk shows beside the database, and how it serves.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The mission's name (titles).
@@ -33,6 +34,39 @@ pub struct Settings {
     pub secure_cookie: bool,
     /// The reports folder (`storage.reports`, when local): the report and monitor pages.
     pub reports: Option<PathBuf>,
+    /// `desk.trusted_proxies`: whose `Forwarded` / `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
+    /// How long sessions last, how many a user holds.
+    pub sessions: SessionPolicy,
+    /// The server's timeouts and caps.
+    pub limits: Limits,
+}
+
+/// The server's timeouts and caps (`desk.header_timeout_s`, …).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A request's head, from the connection opening or the previous answer (hyper's header
+    /// timer, which also ends a kept-alive connection idle this long).
+    pub header_timeout: Duration,
+    /// A request's body and answer (an event stream excepted).
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Event streams at once, in all and per session; more answer 429.
+    pub max_streams: usize,
+    pub max_streams_per_session: usize,
+}
+
+impl Limits {
+    fn from_config(d: &flagship_core::config::Desk) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(d.header_timeout_s),
+            request_timeout: Duration::from_secs(d.request_timeout_s),
+            max_connections: d.max_connections,
+            max_streams: d.max_streams,
+            max_streams_per_session: d.max_streams_per_session,
+        }
+    }
 }
 
 impl Settings {
@@ -49,6 +83,13 @@ impl Settings {
             page_size: c.desk.page_size,
             secure_cookie: c.desk.secure_cookie,
             reports,
+            trusted_proxies: c.desk.trusted_proxies.clone(),
+            sessions: SessionPolicy {
+                idle: Duration::from_secs(c.desk.session_idle_s),
+                max: Duration::from_secs(c.desk.session_max_s),
+                per_user: c.desk.sessions_per_user,
+            },
+            limits: Limits::from_config(&c.desk),
         }
     }
 }
@@ -57,9 +98,17 @@ impl Settings {
 pub struct Desk {
     store: Mutex<DeskStore>,
     pub(super) events: broadcast::Sender<Event>,
-    pub(super) sessions: Sessions,
+    /// Failed logins and tokens, per (client, name).
+    pub(super) failures: Failures,
+    /// Bumped when a session ends here (logout), so open event streams check theirs at once.
+    pub(super) ended: watch::Sender<u64>,
+    /// Open event streams: in all, and per session (by the session's stored key).
+    pub(super) streams: Mutex<HashMap<String, usize>>,
+    pub(super) trusted: Trusted,
     pub(super) methods: Methods,
     pub(super) settings: Settings,
+    /// The live loop's figures, when this desk runs one: `/metrics` serves them too.
+    pub live_telemetry: std::sync::OnceLock<Arc<flagship_core::telemetry::Telemetry>>,
     /// The model scoring now, and its threshold.
     model: Mutex<(String, Option<f64>)>,
     pub(super) closing: watch::Sender<bool>,
@@ -82,7 +131,9 @@ pub(super) fn day_start() -> DateTime<Utc> {
 }
 
 impl Desk {
-    /// A desk over `store`. Fails when `bind` is not loopback and no login method is set.
+    /// A desk over `store`. Fails when `bind` is not loopback and no login method is set, or
+    /// not loopback without `secure_cookie`; when `secure_cookie` (TLS in front) comes
+    /// without a login method; and on a `trusted_proxies` entry that is no address.
     pub fn new(
         store: DeskStore,
         methods: Methods,
@@ -95,12 +146,21 @@ impl Desk {
         if !bind.ip().is_loopback() && !settings.secure_cookie {
             return Err(ServerError::Cleartext(bind));
         }
+        // `secure_cookie` says TLS is in front: a proxy, which a desk with no logins refuses.
+        if settings.secure_cookie && !methods.any() {
+            return Err(ServerError::OpenBehindTls);
+        }
+        let trusted = Trusted::parse(&settings.trusted_proxies)?;
         Ok(Arc::new(Desk {
             store: Mutex::new(store),
             events: broadcast::channel(1024).0,
-            sessions: Sessions::default(),
+            failures: Failures::default(),
+            ended: watch::channel(0).0,
+            streams: Mutex::new(HashMap::new()),
+            trusted,
             methods,
             settings,
+            live_telemetry: Default::default(),
             model: Mutex::new((String::new(), None)),
             closing: watch::channel(false).0,
             today_sent: Mutex::new(None),
@@ -114,8 +174,28 @@ impl Desk {
         lock(&self.store)
     }
 
+    /// The open session whose id is `id` (blocking: SQLite).
+    pub(super) fn session(&self, id: &str) -> Result<Option<auth::Session>, DeskError> {
+        self.store()
+            .session(id, &self.settings.sessions, unix_now())
+    }
+
+    /// Opens a session for `user` (blocking: SQLite): its id, the cookie's value.
+    pub(super) fn open_session(&self, user: &str) -> Result<(String, auth::Session), DeskError> {
+        self.store()
+            .open_session(user, &self.settings.sessions, unix_now())
+    }
+
+    /// Ends the session whose id is `id` (blocking: SQLite); its open streams end too.
+    pub(super) fn close_session(&self, id: &str) -> Result<(), DeskError> {
+        self.store().close_session(id)?;
+        self.ended.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
     /// Runs `f` on the blocking pool, so that SQLite (which fsyncs) and the reports folder
-    /// never hold an async worker. A panic in `f` answers 400 naming `task`.
+    /// never hold an async worker. A panic in `f` answers 500 with a reference; what
+    /// happened goes to the log under it.
     pub(super) async fn blocking<T: Send + 'static>(
         self: &Arc<Self>,
         task: &'static str,
@@ -275,8 +355,13 @@ impl Desk {
     }
 }
 
+/// Seconds since the Unix epoch (sessions' times).
+fn unix_now() -> i64 {
+    Utc::now().timestamp()
+}
+
 /// A lock whose holder panicked still guards consistent data here: go on.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
