@@ -8,6 +8,9 @@
 //! binary: `flagship-bench model train|predict`, `flagship-bench textproc corpus|run`,
 //! `flagship-bench ingest corpus|run`; `bench live` runs the product's `flagship watch` on the
 //! demo replay, and `bench predict` the product's `flagship predict` for held-out quality.
+//! `bench desk-load` (not in `bench all`: ten minutes) runs `flagship-bench desk-load` — the
+//! desk's server in a child process under pages, decisions and a replay — and writes
+//! `docs/desk-load.md`.
 
 use std::process::Command;
 
@@ -136,6 +139,7 @@ fn one(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
         "textproc" => textproc(f, env),
         "ingest" => ingest(f, env),
         "desk" => desk(f, env),
+        "desk-load" => desk_load(f, env),
         "parsers" => parsers(env),
         "live" => live(env),
         "train" | "predict" => model(f, what, env),
@@ -647,6 +651,202 @@ fn desk(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
     Ok(m)
 }
 
+/// The load average over the last minute (`/proc/loadavg`), or NaN.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// `bench desk-load`: `flagship-bench desk-load` for `--minutes`, then docs/desk-load.md.
+fn desk_load(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
+    let (bench, _) = release_bench(env)?;
+    let load_before = load_average();
+    let out = last_line(
+        Command::new(&bench).current_dir(&env.root).args([
+            "desk-load",
+            "--seconds",
+            &(f.minutes * 60).to_string(),
+            "--rate",
+            &f.rate.to_string(),
+            "--pages",
+            &f.pages.to_string(),
+            "--users",
+            &f.users.to_string(),
+            "--decisions-per-second",
+            &f.decisions_per_second.to_string(),
+        ]),
+        "the desk under load",
+    )?;
+    let load_after = load_average();
+    println!("flagship: {out}");
+    let m = desk_load_measured(&out)?;
+    let path = env.root.join("docs/desk-load.md");
+    let doc = desk_load_document(f, &out, &m, (load_before, load_after))?;
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, &doc)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut m = m;
+    m.details
+        .push(format!("bench desk-load: wrote {}", path.display()));
+    Ok(m)
+}
+
+/// The table rows and details of one `flagship-bench desk-load` line.
+fn desk_load_measured(out: &str) -> Result<Measured, String> {
+    let get = |k: &str| field(out, k).ok_or_else(|| format!("no `{k}` in {out}"));
+    let n = |k: &str| get(k).map(|v| thousands(v as usize));
+    let minutes = get("seconds")? / 60.0;
+    let mut m = Measured::default();
+    m.rows.push(row(
+        format!(
+            "`bench desk-load`: decisions at {}/s over {} people, {minutes:.0} min",
+            get("decisions_per_second")?,
+            get("users")?
+        ),
+        format!(
+            "{} sent, {} stored, **{} lost**; p50 {:.1} ms, **p99 {:.1} ms** (max {:.0})",
+            n("decisions_sent")?,
+            n("decisions_stored")?,
+            n("decisions_lost")?,
+            get("decision_p50_ms")?,
+            get("decision_p99_ms")?,
+            get("decision_max_ms")?
+        ),
+        "—",
+        "—".into(),
+        "0 lost",
+    ));
+    m.rows.push(row(
+        "`bench desk-load`: the server's RSS, every 10 s".into(),
+        format!(
+            "{:.0} → {:.0} MiB (peak {:.0}); **{:+.0} KiB/min** after {:.0} s (least squares)",
+            get("rss_first_mib")?,
+            get("rss_last_mib")?,
+            get("rss_peak_mib")?,
+            get("rss_slope_kib_per_min")?,
+            get("rss_warmup_s")?
+        ),
+        "—",
+        "—".into(),
+        "flat after warm-up",
+    ));
+    m.rows.push(row(
+        format!(
+            "`bench desk-load`: {} open pages, replay at {} posts/s",
+            get("pages")?,
+            get("rate")?
+        ),
+        format!(
+            "{} streams opened, {} refused, {} reopened, {} reloads; {} posts in {} micro-batches (write p99 {:.1} ms), {} post events per page",
+            n("streams_opened")?,
+            n("streams_refused")?,
+            n("streams_reopened")?,
+            n("reload_events")?,
+            n("posts_added")?,
+            n("batches")?,
+            get("write_p99_ms")?,
+            thousands((get("post_events")? / get("pages")?.max(1.0)) as usize)
+        ),
+        "—",
+        "—".into(),
+        "every page keeps up (0 refused, 0 reloads)",
+    ));
+    m.details.push(format!(
+        "desk-load: decisions {} answered 200, {} failed, {} slots skipped (no post told yet, or 256 in flight); pages opened in p50 {:.1} / p99 {:.1} ms; logins ≤ {:.0} ms; events to all pages: {} post, {} decided, {} today, {} why ({:.0} MiB); replay write p50 {:.1} / p99 {:.1} / max {:.1} ms",
+        n("decisions_ok")?,
+        n("decisions_failed")?,
+        n("decisions_skipped")?,
+        get("page_p50_ms")?,
+        get("page_p99_ms")?,
+        get("login_max_ms")?,
+        n("post_events")?,
+        n("decided_events")?,
+        n("today_events")?,
+        n("why_events")?,
+        get("stream_mib")?,
+        get("write_p50_ms")?,
+        get("write_p99_ms")?,
+        get("write_max_ms")?
+    ));
+    m.details.push(format!(
+        "desk-load: the server's RSS (s:KiB): {}",
+        text_field(out, "rss_samples").unwrap_or_default()
+    ));
+    Ok(m)
+}
+
+/// docs/desk-load.md: the run's settings, machine, table, RSS samples and how measured.
+fn desk_load_document(
+    f: &Bench,
+    out: &str,
+    m: &Measured,
+    (load_before, load_after): (f64, f64),
+) -> Result<String, String> {
+    let date = output_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
+    let mut d = format!(
+        "# The desk under load\n\n\
+         Written by `cargo xtask bench desk-load --minutes {} --rate {} --pages {} --users {} --decisions-per-second {}` on {date}. Do not edit by hand: run it again.\n\n\
+         - **Machine:** {}; load average (1 min) {load_before:.2} before, {load_after:.2} after: the clients share the machine with the server, and anything else running shows in the figures\n\n",
+        f.minutes,
+        f.rate,
+        f.pages,
+        f.users,
+        f.decisions_per_second,
+        machine()
+    );
+    d.push_str(&table(&m.rows));
+    d.push_str("\n## Details\n\n");
+    for x in &m.details {
+        d.push_str(&format!("- {x}\n"));
+    }
+    d.push_str("\n## The server's RSS\n\n| s | MiB |\n|---|---|\n");
+    for sample in text_field(out, "rss_samples")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        if let Some((t, kib)) = sample.split_once(':') {
+            let mib = kib.parse::<f64>().map_err(|e| e.to_string())? / 1024.0;
+            d.push_str(&format!("| {t} | {mib:.1} |\n"));
+        }
+    }
+    d.push_str(LOAD_NOTES);
+    Ok(d)
+}
+
+/// How `bench desk-load` measures (fixed text under its table).
+const LOAD_NOTES: &str = "
+## How it is measured
+
+`flagship-bench desk-load` (crates/bench/src/desk_load.rs), on loopback, bounded:
+
+- **The server** is a child process (`flagship-bench desk-serve`): the desk as `flagship desk`
+  serves it (`flagship_desk::server::serve`: hyper with its timeouts and caps, the default
+  `desk.max_connections` 512, `desk.max_streams` 256, `desk.max_streams_per_session` 16), with
+  a users file (argon2 logins, CSRF, sessions in the desk's SQLite). Posts come in through
+  the live loop's sink (`LiveSink`: `Desk::add` committed, then pushed to every open page;
+  then `explained`), as when `flagship desk` runs attached to the live loop: the demo stream
+  (`fixtures/demo/stream.jsonl.gz`, 9,600 posts, looped with fresh ids) at `--rate` posts/s in
+  micro-batches every 100 ms. **No model scores them**: each gets a hashed probability in
+  [0.5, 1) over a threshold of 0.4, so every post is flagged, lands in the queue and is sent
+  to every open page — heavier on the event streams than a real mix, of which most posts
+  are not flagged — and three of its words as its \"why\". The RSS is this process's alone
+  (`/proc/PID/status` `VmRSS`, every 10 s; peak `VmHWM`).
+- **The clients** (the bench process): `--users` people log in through the login form, open
+  `--pages` pages between them (`GET /`, then `GET /events`, drained; one session per person,
+  10 pages each by default, under the per-session cap), and send `--decisions-per-second`
+  decisions (`POST /api/decide` with the session's CSRF token) on a fixed schedule, each on
+  a post the first page was told about over its event stream, the people in turn; each is
+  timed from connecting to the full answer (a new connection each, `Connection: close`).
+  A stream that ends early is opened again after a second (counted: reopened).
+- **No decision lost**: after the server stopped, each decision sent is looked up in the
+  database (the post's history holds it, by that person): lost = sent − stored.
+- **RSS slope**: a least-squares line through the samples after the warm-up (2 minutes, or
+  half a shorter run), in KiB a minute.
+";
+
 fn parsers(env: &setup::Env) -> Result<Measured, String> {
     let (bench, _) = release_bench(env)?;
     let out = last_line(
@@ -851,6 +1051,26 @@ mod tests {
         assert_eq!(field("{}", "examples_per_second"), None);
         assert_eq!(text_field(j, "precision").as_deref(), Some("Bf16"));
         assert_eq!(text_field(j, "examples"), None);
+    }
+
+    #[test]
+    fn a_desk_load_line_makes_its_rows() {
+        let out = r#"{"seconds":60,"rate":35.0,"pages":200,"users":20,"decisions_per_second":20.0,"posts_added":2100,"feed_seconds":60.0,"batches":600,"write_p50_ms":1.0,"write_p99_ms":5.0,"write_max_ms":9.0,"login_max_ms":80.0,"page_p50_ms":3.0,"page_p99_ms":9.0,"streams_opened":200,"streams_refused":0,"streams_reopened":0,"stream_mib":50.0,"post_events":400000,"decided_events":200000,"today_events":20000,"why_events":400000,"reload_events":0,"decisions_skipped":2,"decisions_sent":1198,"decisions_ok":1198,"decisions_failed":0,"decisions_stored":1198,"decisions_lost":0,"decision_p50_ms":2.5,"decision_p99_ms":12.25,"decision_max_ms":40.0,"rss_samples":"0:51200 10:52224","rss_first_mib":50.0,"rss_last_mib":51.0,"rss_peak_mib":60.0,"rss_warmup_s":30.0,"rss_slope_kib_per_min":12.0}"#;
+        let m = super::desk_load_measured(out).unwrap();
+        let t = table(&m.rows);
+        assert!(
+            t.contains("1,198 sent, 1,198 stored, **0 lost**; p50 2.5 ms, **p99 12.2 ms**"),
+            "{t}"
+        );
+        assert!(
+            t.contains("50 → 51 MiB (peak 60); **+12 KiB/min** after 30 s"),
+            "{t}"
+        );
+        assert!(
+            m.details[1].ends_with("0:51200 10:52224"),
+            "{:?}",
+            m.details
+        );
     }
 
     #[test]

@@ -176,7 +176,7 @@ impl Test {
     }
 }
 
-/// `bench train|predict|textproc|ingest|parsers|desk`.
+/// `bench train|predict|textproc|ingest|live|parsers|desk|desk-load|all`.
 #[derive(Debug)]
 pub struct Bench {
     pub what: String,
@@ -187,6 +187,12 @@ pub struct Bench {
     /// textproc: corpus size, and the multiple of it also run to show memory stays flat.
     pub tweets: usize,
     pub scale: usize,
+    /// desk-load: how long, posts/s, open pages, people, decisions/s.
+    pub minutes: usize,
+    pub rate: usize,
+    pub pages: usize,
+    pub users: usize,
+    pub decisions_per_second: usize,
 }
 
 impl Bench {
@@ -216,6 +222,11 @@ impl Bench {
             max_length: p.positive("--max-length")?,
             tweets: p.positive("--tweets")?,
             scale: p.positive("--scale")?,
+            minutes: p.positive("--minutes")?,
+            rate: p.positive("--rate")?,
+            pages: p.positive("--pages")?,
+            users: p.positive("--users")?,
+            decisions_per_second: p.positive("--decisions-per-second")?,
         })
     }
 }
@@ -274,6 +285,11 @@ mod tests {
         let b = Bench::parse(&args(&["predict", "--rows", "500"])).unwrap();
         assert_eq!((b.what.as_str(), b.rows, b.steps), ("predict", 500, 30));
         assert_eq!((b.tweets, b.scale), (1_000_000, 4));
+        let b = Bench::parse(&args(&["desk-load", "--minutes", "1"])).unwrap();
+        assert_eq!(
+            (b.minutes, b.rate, b.pages, b.users, b.decisions_per_second),
+            (1, 35, 200, 20, 20)
+        );
         assert!(Bench::parse(&args(&["fly"])).is_err());
         assert!(Bench::parse(&args(&[])).is_err());
         assert!(Bench::parse(&args(&["train", "predict"])).is_err());
@@ -347,7 +363,9 @@ mod tests {
                 assert_eq!(u.matches(&spelled).count(), 1, "{} {}", c.name, f.name);
             }
         }
-        assert!(u.contains("  bench      train|predict|textproc|ingest|live|parsers|desk|all\n"));
+        assert!(u.contains(
+            "  bench      train|predict|textproc|ingest|live|parsers|desk|desk-load|all\n"
+        ));
     }
 
     #[test]

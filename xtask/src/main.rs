@@ -166,8 +166,8 @@ pub static COMMANDS: &[Command] = &[
     ),
     Command {
         name: "bench",
-        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench live` (watch's latency on the demo replay, at 35 posts/s and 10×), `bench parsers` (each platform's parser beside X's), `bench desk` (the desk store's views at N posts); `bench all` runs them all and writes docs/benchmarks.md",
-        args: "train|predict|textproc|ingest|live|parsers|desk|all",
+        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench live` (watch's latency on the demo replay, at 35 posts/s and 10×), `bench parsers` (each platform's parser beside X's), `bench desk` (the desk store's views at N posts); `bench all` runs them all and writes docs/benchmarks.md; `bench desk-load` (not in `all`: the desk under load for --minutes, writes docs/desk-load.md)",
+        args: "train|predict|textproc|ingest|live|parsers|desk|desk-load|all",
         flags: &[
             number("--steps", "30", "train: optimizer steps timed"),
             number("--rows", "2000", "predict: texts scored"),
@@ -182,6 +182,27 @@ pub static COMMANDS: &[Command] = &[
                 "--scale",
                 "4",
                 "textproc: flagship alone on tweets × N too, for its peak memory",
+            ),
+            number(
+                "--minutes",
+                "10",
+                "desk-load: how long the replay, the pages and the decisions run",
+            ),
+            number("--rate", "35", "desk-load: posts a second into the desk"),
+            number(
+                "--pages",
+                "200",
+                "desk-load: open pages, each with its event stream",
+            ),
+            number(
+                "--users",
+                "20",
+                "desk-load: people logged in, sharing the pages",
+            ),
+            number(
+                "--decisions-per-second",
+                "20",
+                "desk-load: decisions sent, spread over the users",
             ),
         ],
         kind: Kind::Native(bench::cmd),

@@ -3,6 +3,7 @@
 //! (Hugging Face `transformers`, PySpark). Kept out of the `flagship` binary a server runs.
 
 mod desk;
+mod desk_load;
 mod ingest;
 mod model;
 mod textproc;
@@ -29,6 +30,12 @@ enum Command {
     Ingest(ingest::Cmd),
     /// `bench desk`: the desk store's views on a database of N posts.
     Desk(desk::Args),
+    /// `bench desk-load`: the desk under load (pages with event streams, decisions, a
+    /// replay), its server a child process (`desk-serve`).
+    DeskLoad(desk_load::Args),
+    /// The server side of `desk-load` (run by it).
+    #[command(hide = true)]
+    DeskServe(desk_load::ServeArgs),
     /// `bench textproc`: the textproc plan on a generated corpus.
     #[command(subcommand)]
     Textproc(textproc::Cmd),
@@ -39,6 +46,8 @@ fn main() -> Result<()> {
         Command::Model(args) => model::run(args),
         Command::Ingest(cmd) => ingest::run(cmd),
         Command::Desk(a) => desk::run(a),
+        Command::DeskLoad(a) => desk_load::run(a),
+        Command::DeskServe(a) => desk_load::serve(a),
         Command::Textproc(cmd) => textproc::run(cmd),
     }
 }
