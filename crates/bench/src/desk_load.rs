@@ -38,6 +38,7 @@ use chrono::Utc;
 use flagship_core::Post;
 use flagship_core::live::{Explained, Sink, Why};
 use flagship_desk::server::{Desk, LiveSink, Settings};
+use flagship_desk::testing::{csrf_of, form};
 use flagship_desk::{Decision, DeskStore};
 use flagship_ingest::source::{PostSource, Replay};
 use flagship_live::Scored;
@@ -328,31 +329,6 @@ fn set_cookie(head: &str, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The value after `marker` up to the next `"`.
-fn quoted_after(html: &str, marker: &str) -> Option<String> {
-    let rest = html.split(marker).nth(1)?;
-    Some(rest[..rest.find('"')?].to_owned())
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let enc: String = v
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    b => format!("%{b:02X}"),
-                })
-                .collect();
-            format!("{k}={enc}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 /// A logged-in person: their name, session cookie and the session's CSRF token.
 #[derive(Clone)]
 struct Person {
@@ -366,7 +342,7 @@ async fn login(addr: SocketAddr, user: &str, password: &str) -> Result<Person> {
     let (status, head, body) = http(addr, "GET", "/login", &[], "").await?;
     ensure!(status == 200, "GET /login: {status}");
     let login_cookie = set_cookie(&head, "flagship_login").context("no login cookie")?;
-    let csrf = quoted_after(&body, r#"name="csrf" value=""#).context("no CSRF field")?;
+    let csrf = csrf_of(&body).context("no CSRF field")?;
     let (status, head, _) = http(
         addr,
         "POST",
@@ -394,7 +370,7 @@ async fn open_page(addr: SocketAddr, cookie: &str) -> Result<(f64, String)> {
     let t = Instant::now();
     let (status, _, body) = http(addr, "GET", "/", &[("Cookie", cookie)], "").await?;
     ensure!(status == 200, "GET /: {status}");
-    let csrf = quoted_after(&body, r#"name="csrf" content=""#).context("no CSRF meta")?;
+    let csrf = csrf_of(&body).context("no CSRF meta")?;
     Ok((ms(t.elapsed()), csrf))
 }
 

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flagship_testkit::fixture;
-use prometheus_parse::{Scrape, Value};
+use flagship_testkit::prometheus::{Scrape, Value, parse, value};
 
 mod common;
 use common::{flagship_fails, linear_model};
@@ -86,24 +86,6 @@ fn scrape(port: u16) -> Option<(String, String)> {
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
     Some((head.to_owned(), body.to_owned()))
-}
-
-fn parse(text: &str) -> Scrape {
-    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
-}
-
-/// The value of sample `name` whose labels include `labels`.
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found: Vec<_> = s
-        .samples
-        .iter()
-        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .collect();
-    assert_eq!(found.len(), 1, "one {name}{labels:?} in {:?}", s.samples);
-    match found[0].value {
-        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-        ref other => panic!("{name}: {other:?}"),
-    }
 }
 
 /// Runs `flagship ARGS` (it serves `/metrics` on `port`) and scrapes it until two scrapes a

@@ -15,27 +15,9 @@ use flagship_desk::server::{Desk, LiveSink, Settings};
 use flagship_desk::testing::{form, http};
 use flagship_desk::{DeskStore, Order};
 use flagship_live::testing::{everyday_config, linear_model, open_replays};
-use prometheus_parse::{Scrape, Value};
+use flagship_testkit::prometheus::{parse, value};
 
 const TOKEN: &str = "metrics-scraper-token-0123456789abcdefghij";
-
-fn parse(text: &str) -> Scrape {
-    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
-}
-
-/// The value of sample `name` whose labels include `labels`.
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found: Vec<_> = s
-        .samples
-        .iter()
-        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .collect();
-    assert_eq!(found.len(), 1, "one {name}{labels:?} in {:?}", s.samples);
-    match found[0].value {
-        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-        ref other => panic!("{name}: {other:?}"),
-    }
-}
 
 /// Serves `desk` on a free loopback port until the returned sender is dropped.
 async fn serve(desk: Arc<Desk>) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {

@@ -3,6 +3,8 @@
 //! A test that needs a real part starts it here; a missing part is a test failure with the
 //! command that installs it — never a silent skip (CI or not).
 
+pub mod prometheus;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
