@@ -140,6 +140,7 @@ fn one(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
         "ingest" => ingest(f, env),
         "desk" => desk(f, env),
         "desk-load" => desk_load(f, env),
+        "groups" => groups(env),
         "parsers" => parsers(env),
         "live" => live(env),
         "train" | "predict" => model(f, what, env),
@@ -648,6 +649,68 @@ fn desk(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
         get("today_ms")?,
         get("decide_ms")?
     ));
+    Ok(m)
+}
+
+/// `bench groups`: the desk's question groups — pair precision / recall at the threshold,
+/// the embedding's cost per post, posts vs cards on the demo replay and two bursts.
+fn groups(env: &setup::Env) -> Result<Measured, String> {
+    let (bench, _) = release_bench(env)?;
+    let model = demo_model(env)?;
+    let out = last_line(
+        Command::new(&bench)
+            .current_dir(&env.root)
+            .args(["groups", "--model"])
+            .arg(&model),
+        "question groups",
+    )?;
+    let get = |k: &str| field(&out, k).ok_or_else(|| format!("no `{k}` in {out}"));
+    let mut m = Measured::default();
+    m.rows.push(row(
+        format!(
+            "`bench groups`: pairs at cosine ≥ {:.2} ({} labelled pairs of real posts)",
+            get("similarity")?,
+            get("pairs")?
+        ),
+        format!(
+            "precision {:.3}, recall {:.3}",
+            get("pair_precision")?,
+            get("pair_recall")?
+        ),
+        "—",
+        "—".into(),
+        "—",
+    ));
+    m.rows.push(row(
+        "`bench groups`: the sentence embedding, per flagged post (chunks of 4, off the latency path)".into(),
+        format!("{:.2} ms", get("embed_ms_per_post_chunk4")?),
+        "the classifier, per post (batches of 32)",
+        format!("{:.2} ms", get("classify_ms_per_post_batch32")?),
+        "—",
+    ));
+    for (name, what) in [
+        ("demo", "the demo replay"),
+        ("jwst", "the real JWST posts as one burst"),
+        ("burst", "the desk test's written burst"),
+    ] {
+        let n = |k: &str| get(&format!("{name}_{k}")).map(|v| v as usize);
+        m.rows.push(row(
+            format!("`bench groups`: {what}, keys to clear the queue"),
+            format!(
+                "{} cards for {} flagged posts ({} groups of 2+, the largest {})",
+                thousands(n("cards")?),
+                thousands(n("flagged")?),
+                n("groups")?,
+                n("largest")?
+            ),
+            "one key a post",
+            format!(
+                "{:.1} % fewer keys",
+                100.0 * (1.0 - n("cards")? as f64 / n("flagged")?.max(1) as f64)
+            ),
+            "—",
+        ));
+    }
     Ok(m)
 }
 

@@ -165,6 +165,7 @@ fn explained(s: &Scored) -> Explained {
                 weight: 0.3 - 0.1 * k as f32,
             })
             .collect(),
+        embedding: Vec::new(),
     }
 }
 

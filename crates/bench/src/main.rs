@@ -4,6 +4,7 @@
 
 mod desk;
 mod desk_load;
+mod groups;
 mod ingest;
 mod model;
 mod textproc;
@@ -33,6 +34,9 @@ enum Command {
     /// `bench desk-load`: the desk under load (pages with event streams, decisions, a
     /// replay), its server a child process (`desk-serve`).
     DeskLoad(desk_load::Args),
+    /// `bench groups`: question groups — pair precision / recall, the embedding's cost, and
+    /// posts vs cards on the demo replay and two bursts.
+    Groups(groups::Args),
     /// The server side of `desk-load` (run by it).
     #[command(hide = true)]
     DeskServe(desk_load::ServeArgs),
@@ -48,6 +52,7 @@ fn main() -> Result<()> {
         Command::Desk(a) => desk::run(a),
         Command::DeskLoad(a) => desk_load::run(a),
         Command::DeskServe(a) => desk_load::serve(a),
+        Command::Groups(a) => groups::run(a),
         Command::Textproc(cmd) => textproc::run(cmd),
     }
 }

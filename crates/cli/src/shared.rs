@@ -359,6 +359,75 @@ pub fn load_model(
     Ok((model, model_dir))
 }
 
+/// The frozen sentence encoder the desk groups questions with: `model.base` (else the base
+/// `cargo xtask setup` installed). `None`, said in the log, when `desk.groups` is off or no
+/// base can be loaded: every post is then its own card.
+#[cfg(feature = "model")]
+pub fn load_embedder(config: &Config) -> Option<std::sync::Arc<dyn flagship_core::live::Embed>> {
+    if !config.desk.groups {
+        return None;
+    }
+    let base = match &config.model.base {
+        Some(b) => Ok(config.path(b)),
+        None => flagship_model::Checkpoint::default_base(),
+    };
+    let loaded = base
+        .map_err(flagship_model::ModelError::from)
+        .and_then(|b| flagship_model::SentenceEncoder::load(&b));
+    match loaded {
+        Ok(e) => {
+            tracing::info!("question groups: sentence embeddings from {}", e.id);
+            Some(std::sync::Arc::new(e))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "question groups are off (every post is its own card): the base encoder did not load: {e}"
+            );
+            None
+        }
+    }
+}
+
+/// What the today panel says of a model: its base, when it was trained, its operating
+/// point and threshold — never its folder's path.
+#[cfg(feature = "model")]
+pub fn describe_model(model: &flagship_model::Classifier) -> String {
+    let c = &model.card;
+    let base = c
+        .base_model
+        .as_ref()
+        .and_then(|b| {
+            std::path::Path::new(&b.path)
+                .components()
+                .rev()
+                .map(|p| p.as_os_str().to_string_lossy().into_owned())
+                .find(|p| p != "model" && p != "base-model" && !p.is_empty())
+        })
+        .unwrap_or_else(|| "a transformer".into());
+    let trained = std::fs::metadata(model.dir.join("flagship.json"))
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|| "at an unknown time".into());
+    let point = c
+        .operating
+        .as_ref()
+        .map(|p| format!("{:?}", p.settings.rule).to_lowercase())
+        .unwrap_or_else(|| "f2".into());
+    let what = match c.kind {
+        flagship_model::ModelKind::Linear => "TF-IDF + logistic regression".to_owned(),
+        flagship_model::ModelKind::Transformer => format!("{base} fine-tuned"),
+    };
+    format!(
+        "{what}, trained {trained}; operating point {point} (threshold {:.3})",
+        c.threshold
+    )
+}
+
 /// The reference profile saved beside a model, which `monitor` compares batches with.
 pub const REFERENCE: &str = "monitor-reference.json";
 

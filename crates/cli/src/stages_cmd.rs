@@ -237,7 +237,7 @@ pub fn desk_labels(config: &Config, labels: &mut flagship_split::Labels) -> Resu
     let db = config.desk_database();
     let desk = flagship_desk::DeskStore::open_existing(&db)
         .context("split.desk_labels is on, but the desk database is missing")?;
-    let decided = desk.labels()?;
+    let decided = desk.labels(config.split.desk_bulk_labels)?;
     let n = decided.len();
     let o = labels.overlay(decided.into_iter().map(|(id, l)| (id, l as i8)));
     println!(

@@ -174,6 +174,7 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
             model: &model,
             model_id: &model_id,
             handled_before: flagged_before,
+            embedder: None,
             options: &opts,
             progress: &progress,
             telemetry: Some(telemetry),

@@ -104,6 +104,18 @@ async fn the_desk_binary_serves_scores_decides_and_exports() {
     let (status, h, page) = http(addr, "GET", "/", &[], "").await;
     assert_eq!(status, 200);
     assert!(page.contains("flagship desk · <bdi>fediverse-test</bdi>"));
+    // The today panel names the model — its kind, when trained, its operating point — and
+    // never its folder; the live loop embedded the flagged posts for question groups.
+    assert!(
+        page.contains("TF-IDF + logistic regression, trained "),
+        "{page}"
+    );
+    assert!(page.contains("operating point "), "{page}");
+    assert!(!page.contains(&model), "the model's folder: {page}");
+    assert!(
+        summary.contains("embedded for question groups"),
+        "{summary}"
+    );
     let cookie = cookie_of(&h).unwrap();
     let csrf = csrf_of(&page).unwrap();
     let (status, _, body) = http(

@@ -235,6 +235,14 @@ pub struct Split {
     /// replaces the labels file's label of the same post.
     #[serde(default)]
     pub desk_labels: bool,
+    /// With `desk_labels`: also the decisions made for a whole question group at once (off:
+    /// only posts a person decided one by one).
+    #[serde(default = "yes")]
+    pub desk_bulk_labels: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Which model a folder holds / training makes: written once, read by the config, the model
@@ -478,6 +486,20 @@ pub struct Desk {
     pub session_max_s: u64,
     /// Sessions one user may hold; a new one ends their oldest.
     pub sessions_per_user: usize,
+    /// Question groups: the live loop embeds each flagged post with the base encoder and
+    /// the desk groups the same question from many people into one card (off: every post
+    /// is its own card, and no second encoder runs).
+    pub groups: bool,
+    /// The least cosine between a post's embedding and a group's centroid for the post to
+    /// join the group (measured on a labelled paraphrase set: docs/desk.md).
+    pub group_similarity: f32,
+    /// A group with no new post for this many seconds closes (new posts like it open another).
+    pub group_quiet_s: u64,
+    /// Groups open at once (memory: this × 384 floats); beyond it the quietest closes.
+    pub group_max_open: usize,
+    /// The mission's Mastodon instance's post limit in characters (saved answers are checked
+    /// against it; X's 280 and Bluesky's 300 are the platforms' own).
+    pub mastodon_max_characters: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -956,6 +978,12 @@ impl Desk {
                 self.max_streams_per_session as u64,
             ),
             ("desk.sessions_per_user", self.sessions_per_user as u64),
+            ("desk.group_quiet_s", self.group_quiet_s),
+            ("desk.group_max_open", self.group_max_open as u64),
+            (
+                "desk.mastodon_max_characters",
+                self.mastodon_max_characters as u64,
+            ),
         ] {
             if v == 0 {
                 return Err((key, "must be at least 1".into()));
@@ -974,6 +1002,12 @@ impl Desk {
             return Err((
                 "desk.session_max_s",
                 format!("must be at least session_idle_s ({})", self.session_idle_s),
+            ));
+        }
+        if !(self.group_similarity > 0.0 && self.group_similarity <= 1.0) {
+            return Err((
+                "desk.group_similarity",
+                format!("must lie in (0, 1], got {}", self.group_similarity),
             ));
         }
         if !(self.uncertain_band > 0.0 && self.uncertain_band < 1.0) {

@@ -37,12 +37,25 @@ pub struct Scored {
     pub why: Vec<Why>,
 }
 
-/// Why a flagged post, already written, was flagged.
-#[derive(Debug, Clone)]
+/// Why a flagged post, already written, was flagged, and where it sits among the others.
+#[derive(Debug, Clone, Default)]
 pub struct Explained {
     pub platform: Platform,
     pub id: String,
     pub why: Vec<Why>,
+    /// The post's sentence embedding (unit length) from the frozen base encoder, which the
+    /// desk groups questions by; empty when no encoder runs or it could not be computed.
+    pub embedding: Vec<f32>,
+}
+
+/// Sentence embeddings: unit-length vectors whose dot product is the texts' cosine
+/// similarity. The live loop embeds flagged posts with it, the desk its saved answers; the
+/// model crate implements it over libtorch, so this trait keeps the desk free of it.
+pub trait Embed: Send + Sync {
+    /// One vector per text, in order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+    /// Names the encoder.
+    fn id(&self) -> &str;
 }
 
 /// A sink could not take what it was given: the loop stops with this as its reason.
@@ -97,6 +110,7 @@ impl WhyRow {
             platform: self.platform,
             id: self.explains,
             why: self.why,
+            embedding: Vec::new(),
         }
     }
 }

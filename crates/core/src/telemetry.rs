@@ -328,6 +328,10 @@ pub struct Telemetry {
     pub flagged: PerPlatform,
     pub explained: PerPlatform,
     pub unexplained: PerPlatform,
+    /// Live: flagged posts whose sentence embedding went to the sink (the desk's question
+    /// groups), and flagged posts left without one (they stay single cards).
+    pub embedded: PerPlatform,
+    pub unembedded: PerPlatform,
     /// Live: micro-batches scored.
     pub batches: Counter,
     /// Live: arrival → the sink's write returned, per post, in seconds.
@@ -354,6 +358,8 @@ impl Telemetry {
             flagged: PerPlatform::default(),
             explained: PerPlatform::default(),
             unexplained: PerPlatform::default(),
+            embedded: PerPlatform::default(),
+            unembedded: PerPlatform::default(),
             batches: Counter::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
             queue: Gauge::default(),
@@ -437,6 +443,18 @@ impl Telemetry {
             "Flagged posts left without words: dropped from a full backlog, still waiting when a stop ended the explaining, or the explanation failed.",
             &[],
             &self.unexplained,
+        )
+        .per_platform(
+            "flagship_posts_embedded_total",
+            "Flagged posts whose sentence embedding (for the desk's question groups) went to the sink.",
+            &[],
+            &self.embedded,
+        )
+        .per_platform(
+            "flagship_posts_unembedded_total",
+            "Flagged posts left without a sentence embedding (dropped from a full backlog, still waiting at a stop, or the encoder failed): each stays a single card.",
+            &[],
+            &self.unembedded,
         )
         .family(
             "flagship_live_batches_total",

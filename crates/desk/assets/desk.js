@@ -40,11 +40,15 @@
   }
   async function decide(el, decision) {
     if (!el || el.classList.contains("saving")) return; // one request per post at a time
-    const body = new URLSearchParams({ id: el.dataset.id, decision: decision });
+    // A question group's card decides every waiting post of the group (undo: all of them).
+    const group = el.dataset.group;
+    const body = group
+      ? new URLSearchParams({ group: group, decision: decision })
+      : new URLSearchParams({ id: el.dataset.id, decision: decision });
     el.classList.remove("failed");
     el.classList.add("saving");
     try {
-      const r = await fetch("/api/decide", {
+      const r = await fetch(group ? "/api/decide-group" : "/api/decide", {
         method: "POST",
         headers: { "X-CSRF-Token": token },
         body: body,
@@ -65,6 +69,27 @@
     }
   }
   const keys = { r: "needs_reply", n: "no_reply", d: "done" };
+  // The suggested answer's text to the clipboard (kept in window.deskCopied as well: read by
+  // the browser test, and a fallback where the clipboard is not allowed).
+  window.deskCopied = null;
+  function copy(button) {
+    if (!button) return;
+    const text = button.dataset.text;
+    window.deskCopied = text;
+    const done = function () {
+      button.textContent = "copied";
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, done);
+    } else {
+      done();
+    }
+  }
+  // `x`: a group card's members shown or hidden.
+  function expand(el) {
+    const d = el && el.querySelector("details.members");
+    if (d) d.open = !d.open;
+  }
   // `u`: the last decision made on this page, on whichever post it was (selected again).
   function undo() {
     const el = done.pop();
@@ -78,6 +103,8 @@
     if (e.key === "j") move(1);
     else if (e.key === "k") move(-1);
     else if (e.key === "u") undo();
+    else if (e.key === "x") expand(selected);
+    else if (e.key === "c") copy(selected && selected.querySelector("button.copy"));
     else if (keys[e.key]) decide(selected, keys[e.key]);
     else return;
     e.preventDefault();
@@ -86,6 +113,12 @@
     const button = e.target.closest("button[name=decision]");
     const el = e.target.closest("article.post");
     if (el) select(el);
+    const copying = e.target.closest("button.copy");
+    if (copying) {
+      e.preventDefault();
+      copy(copying);
+      return;
+    }
     if (button && el) {
       e.preventDefault();
       if (button.value === "undo") {
@@ -129,7 +162,16 @@
     if (newestFirst) arrived.reverse();
     arrived.forEach(function (el) {
       const id = el.dataset.id;
+      if (el.dataset.group) {
+        // A card already here is replaced by the fresher one.
+        const card = posts().find((o) => o.dataset.id === id);
+        if (card) {
+          swap([card], el);
+          return;
+        }
+      }
       if (posts().some((o) => o.dataset.id === id)) return; // never twice
+      if (inCard(id)) return; // shown in its group's card
       place(el);
       const early = earlyWhy.get(id);
       if (early) {
@@ -139,6 +181,21 @@
       if (timed) window.deskLatencies.push(now - parseInt(el.dataset.arrived, 10));
     });
     if (!selected) move(1);
+  }
+  // Whether post `id` is a member of a group card on the page.
+  function inCard(id) {
+    return posts().some(
+      (o) => o.dataset.group && (o.dataset.members || "").split(" ").includes(id)
+    );
+  }
+  // `el` takes the place of `old` (the first of them), which leave the page.
+  function swap(old, el) {
+    old[0].before(el);
+    old.forEach(function (o) {
+      if (o === selected) select(el);
+      for (let i = 0; i < done.length; i++) if (done[i] === o) done[i] = el;
+      o.remove();
+    });
   }
   const events = new EventSource("/events");
   events.addEventListener("open", async function () {
@@ -186,6 +243,27 @@
     } else if (view === "queue") {
       earlyWhy.set(d.id, d.words);
       if (earlyWhy.size > 500) earlyWhy.delete(earlyWhy.keys().next().value);
+    }
+  });
+  // A question group changed: its card (or its one post, with a suggested answer) replaces
+  // the card and the posts of it on the page; a new card goes in as a new post would.
+  events.addEventListener("group", function (e) {
+    if (view !== "queue") return;
+    const d = JSON.parse(e.data);
+    const box = document.createElement("div");
+    box.innerHTML = d.html; // escaped by the server
+    const el = box.querySelector("article.post");
+    if (!el) return;
+    const old = posts().filter(function (o) {
+      if (o.dataset.group) return d.group !== null && o.dataset.group === String(d.group);
+      return d.members.includes(o.dataset.id);
+    });
+    if (old.length) {
+      if (old.some((o) => o.classList.contains("saving"))) return; // its own answer comes
+      swap(old, el);
+    } else if (el.dataset.group) {
+      place(el);
+      if (!selected) move(1);
     }
   });
   events.addEventListener("reload", function () {

@@ -173,14 +173,27 @@ fn argilla(item: &Item, who: &str) -> Option<Value> {
 }
 
 /// The export of the store's current decisions, as bytes; and how many posts it holds.
-pub fn render(store: &DeskStore, format: Format) -> Result<(Vec<u8>, usize), DeskError> {
-    let decided = || store.decided();
+/// `bulk`: also the posts decided with their whole question group (else only those decided
+/// one by one).
+pub fn render(
+    store: &DeskStore,
+    format: Format,
+    bulk: bool,
+) -> Result<(Vec<u8>, usize), DeskError> {
+    let one_by_one = (!bulk).then(|| store.decided_one_by_one()).transpose()?;
+    let decided = || -> Result<Vec<(Item, String)>, DeskError> {
+        Ok(store
+            .decided()?
+            .into_iter()
+            .filter(|(i, _)| one_by_one.as_ref().is_none_or(|o| o.contains(&i.id)))
+            .collect())
+    };
     let mut out = Vec::new();
     let mut n = 0;
     match format {
         Format::Labels => {
             out.extend_from_slice(b"id,label\n");
-            for (id, label) in store.labels()? {
+            for (id, label) in store.labels(bulk)? {
                 // Ids hold no comma or quote on any platform, but a CSV stays a CSV.
                 if id.contains([',', '"', '\n']) {
                     out.extend_from_slice(format!("\"{}\"", id.replace('"', "\"\"")).as_bytes());
@@ -212,8 +225,13 @@ pub fn render(store: &DeskStore, format: Format) -> Result<(Vec<u8>, usize), Des
 }
 
 /// Writes the export to `path` (a temporary name, then renamed); how many posts it holds.
-pub fn write(store: &DeskStore, format: Format, path: &Path) -> Result<usize, ExportError> {
-    let (bytes, n) = render(store, format)?;
+pub fn write(
+    store: &DeskStore,
+    format: Format,
+    bulk: bool,
+    path: &Path,
+) -> Result<usize, ExportError> {
+    let (bytes, n) = render(store, format, bulk)?;
     let io = |source| ExportError::Io {
         path: path.to_owned(),
         source,

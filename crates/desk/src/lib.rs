@@ -9,6 +9,8 @@
 //!   (an argon2 users file or a token from the environment), CSRF on every POST, a strict
 //!   CSP, the report pages; [`server::LiveSink`] is the sink that writes to the store and
 //!   tells open pages.
+//! - [`groups`]: question groups — flagged posts whose sentence embeddings are near one
+//!   another, found online with bounded memory, shown as one card and decided with one key.
 //! - [`export`]: decisions as the split stage's labels file, or Label Studio / Argilla
 //!   imports.
 //!
@@ -17,12 +19,16 @@
 
 pub mod auth;
 pub mod export;
+pub mod groups;
 mod page;
 pub mod server;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use store::{Added, Decision, DeskError, DeskStore, Item, Order, SCHEMA, Today};
+pub use store::{
+    Added, Answer, AnswerChange, Decision, DeskError, DeskStore, Explaining, GROUP_MEMBERS,
+    GroupCard, GroupDecided, Item, Order, SCHEMA, Today,
+};
 
 pub const STAGE: &str = "desk";

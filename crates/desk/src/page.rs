@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::{Decision, Item, Today};
+use crate::{Answer, AnswerChange, Decision, GroupCard, Item, Today};
 
 /// HTML-escapes text for element content and quoted attributes.
 pub fn esc(s: &str) -> String {
@@ -60,9 +60,43 @@ fn time(t: Option<DateTime<Utc>>) -> String {
     .unwrap_or_default()
 }
 
-/// One post: platform, author, time, text, link, probability, matched terms, decision
-/// buttons (a form that works without script; the script sends the same fields).
-pub fn post(item: &Item, csrf: &str) -> String {
+/// The saved answer nearest a post or group, filled in for it.
+#[derive(Debug, Clone)]
+pub struct Suggestion {
+    pub title: String,
+    /// The answer with its placeholders filled, or why it could not be (a missing value).
+    pub text: Result<String, String>,
+    /// Cosine between the answer and the post (or the group's centroid).
+    pub similarity: f32,
+}
+
+fn suggestion(h: &mut String, s: Option<&Suggestion>) {
+    let Some(s) = s else { return };
+    let _ = write!(
+        h,
+        r#"<div class="answer" title="the saved answer nearest this post (cosine {sim:.2})">answer: <bdi class="answer-title">{title}</bdi> "#,
+        sim = s.similarity,
+        title = esc(&s.title),
+    );
+    match &s.text {
+        Ok(text) => {
+            let _ = write!(
+                h,
+                r#"<button type="button" class="copy" data-text="{t}">copy <kbd>c</kbd></button><p class="answer-text" dir="auto"><bdi>{t}</bdi></p>"#,
+                t = esc(text)
+            );
+        }
+        Err(why) => {
+            let _ = write!(h, r#"<span class="error">{}</span>"#, esc(why));
+        }
+    }
+    h.push_str("</div>");
+}
+
+/// One post: platform, author, time, text, link, probability, matched terms, the nearest
+/// saved answer, decision buttons (a form that works without script; the script sends the
+/// same fields).
+pub fn post(item: &Item, csrf: &str, answer: Option<&Suggestion>) -> String {
     let mut h = String::new();
     let state = item.decision.map(|d| d.as_str()).unwrap_or("open");
     let _ = write!(
@@ -91,12 +125,13 @@ pub fn post(item: &Item, csrf: &str) -> String {
             "not flagged"
         },
     );
-    let platform = item.platform.parse().unwrap_or_default();
     let _ = write!(
         h,
-        r#"<p class="text" dir="auto"><bdi>{}</bdi></p><footer>"#,
-        esc(&flagship_platforms::display_text(platform, &item.text))
+        r#"<p class="text" dir="auto"><bdi>{}</bdi></p>"#,
+        esc(&shown_text(item))
     );
+    suggestion(&mut h, answer);
+    h.push_str("<footer>");
     match item.url.as_deref().and_then(safe_url) {
         Some(u) => {
             let _ = write!(
@@ -140,6 +175,218 @@ pub fn post(item: &Item, csrf: &str) -> String {
         );
     }
     h.push_str("</form></footer></article>");
+    h
+}
+
+/// A post's text as a reader sees it (entities decoded: X sends `&amp;` for `&`).
+fn shown_text(item: &Item) -> String {
+    let platform = item.platform.parse().unwrap_or_default();
+    flagship_platforms::display_text(platform, &item.text).into_owned()
+}
+
+/// A question group as one card: its first post's text, how many posts and authors, the
+/// platforms, first and last arrival, the nearest saved answer, every member behind a
+/// disclosure, and the decision buttons that decide the whole group.
+pub fn group_card(card: &GroupCard, csrf: &str, answer: Option<&Suggestion>) -> String {
+    let mut h = String::new();
+    let state = card.decision.map(|d| d.as_str()).unwrap_or("open");
+    let rep = &card.representative;
+    let _ = write!(
+        h,
+        r#"<article class="post group flagged state-{state}" data-id="group:{g}" data-group="{g}" data-members="{members}" data-p="{p:.6}" data-arrived="{arrived}" tabindex="-1">"#,
+        g = card.id,
+        members = esc(&card
+            .members
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")),
+        p = rep.probability,
+        arrived = card.last_at.timestamp_millis(),
+    );
+    let _ = write!(
+        h,
+        r#"<header><span class="count"><b>{size}</b> posts · <b>{authors}</b> authors</span> <span class="platform">{platforms}</span> <span class="span">first {first} · last {last}</span> <span class="waiting">{waiting} waiting</span></header>"#,
+        size = card.size,
+        authors = card.authors,
+        platforms = esc(&card.platforms.join(" · ")),
+        first = time(Some(card.first_at)),
+        last = time(Some(card.last_at)),
+        waiting = card.waiting,
+    );
+    let _ = write!(
+        h,
+        r#"<p class="text" dir="auto"><bdi class="author">{author}</bdi>: <bdi>{text}</bdi></p>"#,
+        author = esc(rep.author.as_deref().unwrap_or("(unknown)")),
+        text = esc(&shown_text(rep)),
+    );
+    suggestion(&mut h, answer);
+    let _ = write!(
+        h,
+        r#"<details class="members"><summary>all {n} posts <kbd>x</kbd></summary><ol>"#,
+        n = card.size
+    );
+    for m in &card.members {
+        let _ = write!(
+            h,
+            r#"<li data-id="{id}" class="state-{state}"><span class="platform">{platform}</span> <bdi class="author">{author}</bdi> {time} <bdi dir="auto">{text}</bdi> "#,
+            id = esc(&m.id),
+            state = m.decision.map(|d| d.as_str()).unwrap_or("open"),
+            platform = esc(&m.platform),
+            author = esc(m.author.as_deref().unwrap_or("(unknown)")),
+            time = time(m.created_at),
+            text = esc(&shown_text(m)),
+        );
+        if let Some(u) = m.url.as_deref().and_then(safe_url) {
+            let _ = write!(
+                h,
+                r#"<a href="{}" target="_blank" rel="noopener noreferrer">open</a>"#,
+                esc(u)
+            );
+        }
+        h.push_str("</li>");
+    }
+    if card.size as usize > card.members.len() {
+        let _ = write!(
+            h,
+            "<li>… and {} more</li>",
+            card.size as usize - card.members.len()
+        );
+    }
+    let _ = write!(
+        h,
+        r#"</ol></details><footer><span class="state">{title}</span><form method="post" action="/decide-group" class="decide"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="group" value="{g}">"#,
+        title = card
+            .decision
+            .map(|d| format!("{} (whole group)", d.title()))
+            .unwrap_or_default(),
+        csrf = esc(csrf),
+        g = card.id,
+    );
+    for d in Decision::ALL {
+        let _ = write!(
+            h,
+            r#"<button name="decision" value="{}" title="key {}: all {} waiting posts">{} <kbd>{}</kbd></button>"#,
+            d.as_str(),
+            d.key(),
+            card.waiting,
+            d.title(),
+            d.key()
+        );
+    }
+    h.push_str("</form></footer></article>");
+    h
+}
+
+/// One entry of a list: a post alone, or a question group's card.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Post(Item, Option<Suggestion>),
+    Group(GroupCard, Option<Suggestion>),
+}
+
+/// An entry's HTML.
+pub fn entry(e: &Entry, csrf: &str) -> String {
+    match e {
+        Entry::Post(i, s) => post(i, csrf, s.as_ref()),
+        Entry::Group(g, s) => group_card(g, csrf, s.as_ref()),
+    }
+}
+
+/// How a saved answer fits each platform (used / limit), filled with a long example
+/// author and link.
+pub struct Fits {
+    pub platform: &'static str,
+    pub used: usize,
+    pub limit: usize,
+}
+
+/// The saved answers page: each answer in its own edit form (with how it fits each
+/// platform), a form for a new one, and the latest changes with who made them.
+pub fn answers_page(
+    frame: &Frame,
+    answers: &[(Answer, Result<Vec<Fits>, String>)],
+    history: &[AnswerChange],
+    message: Option<&str>,
+) -> String {
+    let mut h = head(
+        &format!("flagship desk — {} — saved answers", frame.mission),
+        Some(frame.csrf),
+    );
+    let _ = write!(
+        h,
+        r#"<body data-view="answers" class="answers"><header class="top"><h1>flagship desk · <bdi>{mission}</bdi></h1><nav><a href="/">Queue</a> <a href="/answers" aria-current="page">Saved answers</a></nav><span class="who">signed in as <bdi>{user}</bdi></span></header><main class="answers"><section><h2>Saved answers</h2><p class="keys">Placeholders: <code>{{author}}</code> (the post's author, as @handle), <code>{{link}}</code> (the post's link); <code>{{{{</code> and <code>}}}}</code> for braces. Each answer is checked against X (280, links count 23, CJK 2), Bluesky (300 graphemes) and the Mastodon instance's limit.</p>"#,
+        mission = esc(frame.mission),
+        user = esc(frame.user),
+    );
+    if let Some(m) = message {
+        let _ = write!(h, r#"<p class="error" role="alert">{}</p>"#, esc(m));
+    }
+    let form = |h: &mut String, id: Option<i64>, title: &str, body: &str| {
+        let _ = write!(
+            h,
+            r#"<form method="post" action="/answers" class="answer-form"><input type="hidden" name="csrf" value="{csrf}">{id}<label>title <input name="title" value="{title}" required maxlength="200"></label><label>text <textarea name="body" rows="4" required maxlength="5000">{body}</textarea></label><button name="action" value="save">{verb}</button>"#,
+            csrf = esc(frame.csrf),
+            id = id
+                .map(|i| format!(r#"<input type="hidden" name="id" value="{i}">"#))
+                .unwrap_or_default(),
+            title = esc(title),
+            body = esc(body),
+            verb = if id.is_some() { "save" } else { "add" },
+        );
+        if id.is_some() {
+            h.push_str(r#" <button name="action" value="delete" class="delete">retire</button>"#);
+        }
+        h.push_str("</form>");
+    };
+    for (a, fits) in answers {
+        let _ = write!(
+            h,
+            r#"<article class="saved-answer" data-answer="{id}"><h3><bdi>{title}</bdi></h3><p class="meta">changed by <bdi>{by}</bdi> {at}</p><p class="fits">"#,
+            id = a.id,
+            title = esc(&a.title),
+            by = esc(&a.updated_by),
+            at = time(Some(a.updated_at)),
+        );
+        match fits {
+            Ok(fits) => {
+                for f in fits {
+                    let _ = write!(
+                        h,
+                        r#"<span class="{class}">{platform} {used}/{limit}</span> "#,
+                        class = if f.used > f.limit { "over" } else { "fits" },
+                        platform = f.platform,
+                        used = f.used,
+                        limit = f.limit,
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = write!(h, r#"<span class="error">{}</span>"#, esc(e));
+            }
+        }
+        h.push_str("</p>");
+        form(&mut h, Some(a.id), &a.title, &a.body);
+        h.push_str("</article>");
+    }
+    h.push_str(r#"<h2>A new answer</h2>"#);
+    form(&mut h, None, "", "");
+    h.push_str(r#"</section><section class="history"><h2>Changes</h2><ol>"#);
+    for c in history {
+        let _ = write!(
+            h,
+            r#"<li>{at} <bdi>{who}</bdi> {action} #{id} <bdi>{title}</bdi></li>"#,
+            at = time(Some(c.at)),
+            who = esc(&c.who),
+            action = esc(&c.action),
+            id = c.answer,
+            title = esc(&c.title),
+        );
+    }
+    h.push_str(
+        "</ol></section></main></body></html>
+",
+    );
     h
 }
 
@@ -222,7 +469,7 @@ fn head(title: &str, csrf: Option<&str>) -> String {
 }
 
 /// The desk page: navigation, the today panel, the list.
-pub fn page(frame: &Frame, view: View, items: &[Item], today_html: &str) -> String {
+pub fn page(frame: &Frame, view: View, items: &[Entry], today_html: &str) -> String {
     let (view_name, order_name, heading) = match view {
         View::Queue(crate::Order::Newest) => ("queue", "newest", "Flagged posts, newest first"),
         View::Queue(crate::Order::Probability) => {
@@ -253,6 +500,7 @@ pub fn page(frame: &Frame, view: View, items: &[Item], today_html: &str) -> Stri
 <a href="/?view=uncertain"{u}>Uncertain</a>
 <a href="/report">Evaluation report</a>
 <a href="/monitor">Monitor</a>
+<a href="/answers">Saved answers</a>
 <a href="/export?format=labels">Export labels</a>
 </nav><span class="who">signed in as <bdi>{user}</bdi></span>"#,
         mission = esc(frame.mission),
@@ -271,11 +519,11 @@ pub fn page(frame: &Frame, view: View, items: &[Item], today_html: &str) -> Stri
         h,
         r#"</header><main><section id="today" aria-live="polite">{today_html}</section>
 <section class="list"><h2>{heading}</h2>
-<p class="keys"><kbd>j</kbd>/<kbd>k</kbd> move · <kbd>r</kbd> needs reply · <kbd>n</kbd> no reply needed · <kbd>d</kbd> done · <kbd>u</kbd> undo · <span id="live">connecting…</span></p>
+<p class="keys"><kbd>j</kbd>/<kbd>k</kbd> move · <kbd>r</kbd> needs reply · <kbd>n</kbd> no reply needed · <kbd>d</kbd> done · <kbd>u</kbd> undo (a group: the whole group) · <kbd>x</kbd> a group's posts · <kbd>c</kbd> copy the answer · <span id="live">connecting…</span></p>
 <div id="posts">"#
     );
-    for item in items {
-        h.push_str(&post(item, frame.csrf));
+    for e in items {
+        h.push_str(&entry(e, frame.csrf));
     }
     if items.is_empty() {
         h.push_str(r#"<p class="empty">Nothing waiting. New flagged posts appear here as they arrive.</p>"#);
@@ -341,6 +589,7 @@ mod tests {
                 word: "<i>late</i>".into(),
                 weight: 0.2,
             }],
+            group: None,
         }
     }
 
@@ -352,6 +601,7 @@ mod tests {
                 "javascript:alert(1)",
             ),
             "tok",
+            None,
         );
         assert!(!h.contains("<script>"), "{h}");
         assert!(!h.contains("<b>"), "{h}");
@@ -362,7 +612,11 @@ mod tests {
         assert!(h.contains("why: <bdi>&lt;i&gt;late&lt;/i&gt;</bdi>"), "{h}");
         // The RTL override stays inside its own isolate.
         assert!(h.contains("<bdi>&lt;script&gt;alert(1)&lt;/script&gt; \u{202e}gnp.exe</bdi>"));
-        let ok = post(&item("fine", "https://bsky.app/profile/a/post/b"), "tok");
+        let ok = post(
+            &item("fine", "https://bsky.app/profile/a/post/b"),
+            "tok",
+            None,
+        );
         assert!(ok.contains(r#"href="https://bsky.app/profile/a/post/b""#));
         assert!(ok.contains(r#"rel="noopener noreferrer""#));
     }
@@ -375,7 +629,12 @@ mod tests {
             csrf: "t",
             logout: true,
         };
-        let h = page(&f, View::Uncertain, &[item("x", "https://a.b/c")], "");
+        let h = page(
+            &f,
+            View::Uncertain,
+            &[Entry::Post(item("x", "https://a.b/c"), None)],
+            "",
+        );
         assert!(!h.contains("style="));
         assert!(!h.contains("<style"));
         assert_eq!(h.matches("<script").count(), 1);

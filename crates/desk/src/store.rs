@@ -6,6 +6,12 @@
 //! kept in `current` in the same transaction), and the open login sessions (`sessions`:
 //! the SHA-256 of each id, never the id, with who, when it opened and when it was last used).
 //!
+//! Schema 5 adds the question groups (`groups`: each flagged post's group, found from its
+//! sentence embedding by [`crate::groups`]; a post's `group_id` and `embedding`), decisions
+//! made for a whole group at once (`group_decisions`; each post's own decision row names it
+//! in `bulk`, so labels can leave bulk decisions out), and the team's saved answers
+//! (`answers`, with every change in `answer_history`: who, when, what).
+//!
 //! The SQL is plain (no SQLite-only functions beyond `INSERT OR IGNORE` / `OR REPLACE`), so a
 //! server database can follow behind the same API.
 
@@ -17,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::auth::{Session, SessionPolicy, session_key};
 
 /// The schema version in `PRAGMA user_version`.
-pub const SCHEMA: i64 = 4;
+pub const SCHEMA: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
@@ -57,6 +63,12 @@ pub enum DeskError {
     NothingToUndo(String),
     #[error("no post {0} in the desk")]
     NoPost(String),
+    #[error("no question group {0} in the desk")]
+    NoGroup(i64),
+    #[error("question group {0} has no group decision to undo")]
+    NothingToUndoInGroup(i64),
+    #[error("no saved answer {0}")]
+    NoAnswer(i64),
 }
 
 /// What a person decided about a post.
@@ -158,6 +170,70 @@ pub struct Item {
     pub decision: Option<Decision>,
     /// The words that raised the latest score most (a flagged post's "why").
     pub why: Vec<flagship_core::live::Why>,
+    /// Its question group, once its embedding placed it in one.
+    pub group: Option<i64>,
+}
+
+/// A question group as its card shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupCard {
+    pub id: i64,
+    /// Posts in the group, and how many still wait for a decision.
+    pub size: u64,
+    pub waiting: u64,
+    /// Distinct authors, and the platforms, in name order.
+    pub authors: u64,
+    pub platforms: Vec<String>,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    /// The group's first post.
+    pub representative: Item,
+    /// Every member, oldest first (at most [`GROUP_MEMBERS`]).
+    pub members: Vec<Item>,
+    /// The latest group decision still in force, if any.
+    pub decision: Option<Decision>,
+}
+
+/// Members a card lists at most (the counts cover them all).
+pub const GROUP_MEMBERS: usize = 200;
+
+/// What a decision for a whole group did: the group decision's id and each post it changed,
+/// with that post's current decision after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupDecided {
+    pub bulk: i64,
+    pub posts: Vec<(String, Option<Decision>)>,
+}
+
+/// A saved answer: the team's approved reply, with placeholders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub id: i64,
+    pub title: String,
+    pub body: String,
+    pub updated_by: String,
+    pub updated_at: DateTime<Utc>,
+    /// Its sentence embedding, and the encoder that made it (`None`: not embedded yet).
+    pub embedding: Option<(Vec<f32>, String)>,
+}
+
+/// One change to a saved answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerChange {
+    pub answer: i64,
+    pub action: String,
+    pub title: String,
+    pub body: String,
+    pub who: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What [`DeskStore::explain`] did: posts found, and the flagged ones it placed in a group
+/// (post id, group id).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Explaining {
+    pub found: usize,
+    pub grouped: Vec<(String, i64)>,
 }
 
 /// Queue order.
@@ -213,6 +289,8 @@ pub(crate) struct Figures {
 pub struct DeskStore {
     path: PathBuf,
     db: Connection,
+    /// The open question groups (loaded at open; see [`crate::groups`]).
+    grouper: crate::groups::Grouper,
 }
 
 /// A database error, told apart when another process holds the lock.
@@ -254,11 +332,55 @@ const SESSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS sessions (
      CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, created);";
 
 /// Columns [`ITEM_COLUMNS`] selects; a query's own columns come after them.
-const ITEM_WIDTH: usize = 16;
+const ITEM_WIDTH: usize = 17;
 
 const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.text, p.client,
      p.words, p.terms, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id,
-     c.decision, p.why";
+     c.decision, p.why, p.group_id";
+
+/// Schema 4 → 5: question groups, group decisions, saved answers.
+const GROUPS_AND_ANSWERS: &str = "
+     CREATE TABLE IF NOT EXISTS groups (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         opened_at TEXT NOT NULL,
+         last_at TEXT NOT NULL,
+         closed_at TEXT,
+         representative TEXT NOT NULL,   -- the first post's id
+         centroid BLOB NOT NULL          -- the members' unit vectors summed (f32 LE)
+     );
+     CREATE INDEX IF NOT EXISTS groups_open ON groups (closed_at, last_at);
+     ALTER TABLE posts ADD COLUMN group_id INTEGER;   -- groups(id)
+     ALTER TABLE posts ADD COLUMN embedding BLOB;   -- f32 LE, unit length
+     CREATE INDEX IF NOT EXISTS posts_group ON posts (group_id);
+     CREATE TABLE IF NOT EXISTS group_decisions (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         group_id INTEGER NOT NULL REFERENCES groups(id),
+         decision TEXT NOT NULL,
+         who TEXT NOT NULL,
+         at TEXT NOT NULL,
+         undone_at TEXT
+     );
+     ALTER TABLE decisions ADD COLUMN bulk INTEGER;   -- group_decisions(id), if one
+     ALTER TABLE current ADD COLUMN bulk INTEGER;
+     CREATE TABLE IF NOT EXISTS answers (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         title TEXT NOT NULL,
+         body TEXT NOT NULL,
+         updated_by TEXT NOT NULL,
+         updated_at TEXT NOT NULL,
+         deleted INTEGER NOT NULL DEFAULT 0,
+         embedding BLOB,
+         embedded_by TEXT
+     );
+     CREATE TABLE IF NOT EXISTS answer_history (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         answer_id INTEGER NOT NULL REFERENCES answers(id),
+         action TEXT NOT NULL CHECK (action IN ('created', 'edited', 'deleted')),
+         title TEXT NOT NULL,
+         body TEXT NOT NULL,
+         who TEXT NOT NULL,
+         at TEXT NOT NULL
+     );";
 
 /// When the live loop read a post: scored, less the time it took.
 fn arrived(s: &flagship_core::live::Scored) -> DateTime<Utc> {
@@ -285,6 +407,7 @@ pub(crate) fn item_of(s: &flagship_core::live::Scored) -> Item {
         model_id: s.model_id.clone(),
         decision: None,
         why: s.why.clone(),
+        group: None,
     }
 }
 
@@ -355,6 +478,7 @@ fn item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
         model_id: r.get(13)?,
         decision: decision_at(r, 14)?,
         why: serde_json::from_str(&why).map_err(|_| bad(15, "why", why.clone()))?,
+        group: r.get(16)?,
     })
 }
 
@@ -372,11 +496,13 @@ impl DeskStore {
             })?;
         }
         let db = Connection::open(path).map_err(db_err)?;
-        let store = DeskStore {
+        let mut store = DeskStore {
             path: path.to_owned(),
             db,
+            grouper: Default::default(),
         };
         store.setup()?;
+        store.set_grouping(crate::groups::Rules::default())?;
         Ok(store)
     }
 
@@ -394,6 +520,7 @@ impl DeskStore {
         let store = DeskStore {
             path: path.to_owned(),
             db,
+            grouper: Default::default(),
         };
         store
             .db
@@ -403,7 +530,7 @@ impl DeskStore {
             SCHEMA => Ok(store),
             // Earlier schemas are upgraded in place (as `open` does), so exports, monitor and
             // split read them after an upgrade of flagship.
-            2 | 3 => {
+            2..=4 => {
                 drop(store);
                 tracing::info!(path = %path.display(), "upgrading the desk database to schema {SCHEMA}");
                 drop(DeskStore::open(path)?);
@@ -496,25 +623,29 @@ impl DeskStore {
                      CREATE INDEX IF NOT EXISTS posts_queue_probability ON posts (need_support, probability);
                      CREATE INDEX IF NOT EXISTS posts_seen ON posts (arrived_at);
                      {SESSIONS_TABLE}
+                     {GROUPS_AND_ANSWERS}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;"
                 ))
                 .map_err(|e| self.err(e)),
             // Schema 2 → 3: each post keeps why its latest score flagged it. 3 → 4: the
-            // sessions move from memory into the database. One transaction for both steps.
-            found @ (2 | 3) => self
+            // sessions move from memory into the database. 4 → 5: question groups and saved
+            // answers. One transaction for all the steps.
+            found @ 2..=4 => self
                 .db
                 .execute_batch(&format!(
                     "BEGIN IMMEDIATE;
                      {}
-                     {SESSIONS_TABLE}
+                     {}
+                     {GROUPS_AND_ANSWERS}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;",
                     if found == 2 {
                         "ALTER TABLE posts ADD COLUMN why TEXT NOT NULL DEFAULT '[]';"
                     } else {
                         ""
-                    }
+                    },
+                    if found <= 3 { SESSIONS_TABLE } else { "" }
                 ))
                 .or_else(|e| {
                     // Another process upgraded it first: nothing to do.
@@ -622,22 +753,138 @@ impl DeskStore {
         Ok(added)
     }
 
-    /// Stores why flagged posts were flagged (the live loop explains after the write), in
-    /// one transaction; how many posts it found.
-    pub fn explain(&mut self, why: &[flagship_core::live::Explained]) -> Result<usize, DeskError> {
+    /// Stores why flagged posts were flagged and their sentence embeddings (the live loop
+    /// works both out after the write), in one transaction; a flagged post with an embedding
+    /// and no group yet joins the nearest open question group or opens one.
+    pub fn explain(
+        &mut self,
+        why: &[flagship_core::live::Explained],
+    ) -> Result<Explaining, DeskError> {
+        self.explain_at(why, Utc::now())
+    }
+
+    /// [`DeskStore::explain`] at `now` (what a group's quiet period is measured against): a
+    /// replay measured at the pace its posts were written (`bench groups`).
+    pub fn explain_at(
+        &mut self,
+        why: &[flagship_core::live::Explained],
+        now: DateTime<Utc>,
+    ) -> Result<Explaining, DeskError> {
+        use crate::groups::{Placed, to_blob};
         let (tx, wrap) = begin(&mut self.db, &self.path)?;
-        let mut found = 0;
+        let mut done = Explaining::default();
+        let closed = self.grouper.close_quiet(now);
         {
+            let mut close = tx
+                .prepare_cached("UPDATE groups SET closed_at = ?2 WHERE id = ?1")
+                .map_err(wrap)?;
+            for id in closed {
+                close.execute(params![id, now.to_rfc3339()]).map_err(wrap)?;
+            }
             let mut set = tx
                 .prepare_cached("UPDATE posts SET why = ?2 WHERE id = ?1")
                 .map_err(wrap)?;
+            let mut placeable = tx
+                .prepare_cached(
+                    "SELECT need_support = 1 AND group_id IS NULL FROM posts WHERE id = ?1",
+                )
+                .map_err(wrap)?;
+            let mut embed = tx
+                .prepare_cached("UPDATE posts SET embedding = ?2, group_id = ?3 WHERE id = ?1")
+                .map_err(wrap)?;
+            let mut open = tx
+                .prepare_cached(
+                    "INSERT INTO groups (opened_at, last_at, representative, centroid)
+                     VALUES (?1, ?1, ?2, ?3)",
+                )
+                .map_err(wrap)?;
+            let mut grow = tx
+                .prepare_cached("UPDATE groups SET last_at = ?2, centroid = ?3 WHERE id = ?1")
+                .map_err(wrap)?;
             for e in why {
-                let words = serde_json::to_string(&e.why).expect("words serialise");
-                found += set.execute(params![e.id, words]).map_err(wrap)?;
+                let found = if e.why.is_empty() {
+                    tx.query_row("SELECT 1 FROM posts WHERE id = ?1", [&e.id], |_| Ok(()))
+                        .optional()
+                        .map_err(wrap)?
+                        .map_or(0, |_| 1)
+                } else {
+                    let words = serde_json::to_string(&e.why).expect("words serialise");
+                    set.execute(params![e.id, words]).map_err(wrap)?
+                };
+                done.found += found;
+                if e.embedding.is_empty() || found == 0 {
+                    continue;
+                }
+                let fresh: bool = placeable
+                    .query_row([&e.id], |r| r.get(0))
+                    .optional()
+                    .map_err(wrap)?
+                    .unwrap_or(false);
+                if !fresh {
+                    continue;
+                }
+                let group = match self.grouper.assign(&e.embedding, now) {
+                    Placed::Joined { group, .. } => {
+                        let sum = &self.grouper.get(group).expect("joined an open group").sum;
+                        grow.execute(params![group, now.to_rfc3339(), to_blob(sum)])
+                            .map_err(wrap)?;
+                        group
+                    }
+                    Placed::New => {
+                        open.execute(params![now.to_rfc3339(), e.id, to_blob(&e.embedding)])
+                            .map_err(wrap)?;
+                        let id = tx.last_insert_rowid();
+                        self.grouper.opened(id, &e.embedding, now);
+                        id
+                    }
+                };
+                embed
+                    .execute(params![e.id, to_blob(&e.embedding), group])
+                    .map_err(wrap)?;
+                done.grouped.push((e.id.clone(), group));
             }
         }
         tx.commit().map_err(wrap)?;
-        Ok(found)
+        Ok(done)
+    }
+
+    /// Groups from now on by `rules`; the groups left open (and not yet quiet) are taken
+    /// back from the database.
+    pub fn set_grouping(&mut self, rules: crate::groups::Rules) -> Result<(), DeskError> {
+        let since = (Utc::now() - rules.quiet).to_rfc3339();
+        let mut q = self
+            .db
+            .prepare(
+                "SELECT g.id, g.centroid, g.last_at, (SELECT COUNT(*) FROM posts p WHERE p.group_id = g.id)
+                 FROM groups g WHERE g.closed_at IS NULL AND g.last_at >= ?1",
+            )
+            .map_err(|e| db_error(&self.path, e))?;
+        let rows = q
+            .query_map([since], |r| {
+                let blob: Vec<u8> = r.get(1)?;
+                Ok(crate::groups::Open {
+                    id: r.get(0)?,
+                    sum: crate::groups::from_blob(&blob)
+                        .ok_or_else(|| bad(1, "centroid", format!("{} bytes", blob.len())))?,
+                    last_at: time_at(r, 2, "last_at")?
+                        .ok_or_else(|| bad(2, "last_at", "NULL".into()))?,
+                    size: r.get(3)?,
+                })
+            })
+            .map_err(|e| db_error(&self.path, e))?;
+        let open: Vec<_> = rows
+            .collect::<Result<_, _>>()
+            .map_err(|e| db_error(&self.path, e))?;
+        drop(q);
+        let mut grouper = crate::groups::Grouper::new(rules);
+        grouper.reopen(open);
+        self.grouper = grouper;
+        Ok(())
+    }
+
+    /// Groups open now (memory in use: this × the embedding's length floats).
+    pub fn open_groups(&self) -> usize {
+        self.grouper.open_groups()
     }
 
     /// Every post id in the desk (the live loop never scores them again).
@@ -659,47 +906,187 @@ impl DeskStore {
         who: &str,
     ) -> Result<Option<Decision>, DeskError> {
         let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        let now = decide_in(&tx, post, decision, who, None)
+            .map_err(wrap)?
+            .ok_or_else(|| DeskError::NoPost(post.to_owned()))??;
+        tx.commit().map_err(wrap)?;
+        Ok(now)
+    }
+
+    /// Decides every waiting post of group `group` at once (committed before it returns):
+    /// each post gets its own decision row, marked with the group decision's id. `Undo` takes
+    /// the group's latest group decision back, post by post.
+    pub fn decide_group(
+        &mut self,
+        group: i64,
+        decision: Decision,
+        who: &str,
+    ) -> Result<GroupDecided, DeskError> {
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
         let exists = tx
-            .query_row("SELECT 1 FROM posts WHERE id = ?1", [post], |_| Ok(()))
+            .query_row("SELECT 1 FROM groups WHERE id = ?1", [group], |_| Ok(()))
             .optional()
             .map_err(wrap)?
             .is_some();
         if !exists {
-            return Err(DeskError::NoPost(post.to_owned()));
+            return Err(DeskError::NoGroup(group));
         }
-        let top = replay(&history_of(&tx, post).map_err(wrap)?);
-        match (decision, &top) {
-            (Decision::Undo, None) => return Err(DeskError::NothingToUndo(post.to_owned())),
-            // The same person pressing the same key again: already so.
-            (d, Some((now, by, _))) if d == *now && by == who => return Ok(Some(d)),
-            _ => {}
-        }
-        tx.execute(
-            "INSERT INTO decisions (post_id, decision, who, at) VALUES (?1, ?2, ?3, ?4)",
-            params![post, decision.as_str(), who, Utc::now().to_rfc3339()],
-        )
-        .map_err(wrap)?;
-        let now = replay(&history_of(&tx, post).map_err(wrap)?);
-        match &now {
-            Some((d, by, at)) => tx.execute(
-                "INSERT OR REPLACE INTO current (post_id, decision, who, at) VALUES (?1, ?2, ?3, ?4)",
-                params![post, d.as_str(), by, at],
-            ),
-            None => tx.execute("DELETE FROM current WHERE post_id = ?1", [post]),
-        }
-        .map_err(wrap)?;
+        let at = Utc::now().to_rfc3339();
+        let mut posts = Vec::new();
+        let bulk = if decision == Decision::Undo {
+            let last: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM group_decisions WHERE group_id = ?1 AND undone_at IS NULL
+                     ORDER BY id DESC LIMIT 1",
+                    [group],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(wrap)?;
+            let bulk = last.ok_or(DeskError::NothingToUndoInGroup(group))?;
+            // The posts whose current decision is still this group decision's.
+            let ids: Vec<String> = {
+                let mut q = tx
+                    .prepare_cached("SELECT post_id FROM current WHERE bulk = ?1 ORDER BY post_id")
+                    .map_err(wrap)?;
+                let rows = q.query_map([bulk], |r| r.get(0)).map_err(wrap)?;
+                rows.collect::<Result<_, _>>().map_err(wrap)?
+            };
+            for id in ids {
+                if let Some(now) =
+                    decide_in(&tx, &id, Decision::Undo, who, Some(bulk)).map_err(wrap)?
+                {
+                    posts.push((id, now?));
+                }
+            }
+            tx.execute(
+                "UPDATE group_decisions SET undone_at = ?2 WHERE id = ?1",
+                params![bulk, at],
+            )
+            .map_err(wrap)?;
+            bulk
+        } else {
+            tx.execute(
+                "INSERT INTO group_decisions (group_id, decision, who, at) VALUES (?1, ?2, ?3, ?4)",
+                params![group, decision.as_str(), who, at],
+            )
+            .map_err(wrap)?;
+            let bulk = tx.last_insert_rowid();
+            let ids: Vec<String> = {
+                let mut q = tx
+                    .prepare_cached(&format!(
+                        "SELECT p.id FROM posts p LEFT JOIN current c ON c.post_id = p.id
+                         WHERE p.group_id = ?1 AND {IN_QUEUE} ORDER BY p.arrived_at, p.id"
+                    ))
+                    .map_err(wrap)?;
+                let rows = q.query_map([group], |r| r.get(0)).map_err(wrap)?;
+                rows.collect::<Result<_, _>>().map_err(wrap)?
+            };
+            for id in ids {
+                if let Some(now) = decide_in(&tx, &id, decision, who, Some(bulk)).map_err(wrap)? {
+                    posts.push((id, now?));
+                }
+            }
+            bulk
+        };
         tx.commit().map_err(wrap)?;
-        Ok(now.map(|(d, _, _)| d))
+        Ok(GroupDecided { bulk, posts })
+    }
+
+    /// Group `group`'s card: its counts over every member, its first post, its members
+    /// (oldest first, at most [`GROUP_MEMBERS`]) and the group decision in force.
+    pub fn group_card(&self, group: i64) -> Result<GroupCard, DeskError> {
+        let err = |e| self.err(e);
+        let (size, waiting, authors, platforms, first, last): (i64, i64, i64, Option<String>, Option<String>, Option<String>) = self
+            .db
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(p.need_support = 1 AND c.decision IS NULL), 0),
+                        COUNT(DISTINCT COALESCE(p.author, p.id)),
+                        (SELECT GROUP_CONCAT(platform, ',') FROM
+                            (SELECT DISTINCT platform FROM posts WHERE group_id = ?1 ORDER BY platform)),
+                        MIN(p.arrived_at), MAX(p.arrived_at)
+                 FROM posts p LEFT JOIN current c ON c.post_id = p.id WHERE p.group_id = ?1",
+                [group],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .map_err(err)?;
+        if size == 0 {
+            return Err(DeskError::NoGroup(group));
+        }
+        let members = self.items(
+            &format!("WHERE p.group_id = ?1 ORDER BY p.arrived_at, p.id LIMIT {GROUP_MEMBERS}"),
+            &[&group],
+        )?;
+        let decision: Option<String> = self
+            .db
+            .query_row(
+                "SELECT decision FROM group_decisions WHERE group_id = ?1 AND undone_at IS NULL
+                 ORDER BY id DESC LIMIT 1",
+                [group],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        let time = |t: Option<String>| {
+            t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        Ok(GroupCard {
+            id: group,
+            size: size.max(0) as u64,
+            waiting: waiting.max(0) as u64,
+            authors: authors.max(0) as u64,
+            platforms: platforms
+                .map(|p| p.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            first_at: time(first),
+            last_at: time(last),
+            representative: members[0].clone(),
+            members,
+            decision: decision.as_deref().and_then(Decision::parse),
+        })
+    }
+
+    /// The post's stored sentence embedding, if it has one.
+    pub fn embedding(&self, post: &str) -> Result<Option<Vec<f32>>, DeskError> {
+        let blob: Option<Option<Vec<u8>>> = self
+            .db
+            .query_row("SELECT embedding FROM posts WHERE id = ?1", [post], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(blob.flatten().and_then(|b| crate::groups::from_blob(&b)))
+    }
+
+    /// A group's centroid, normalised (its members' mean direction).
+    pub fn centroid(&self, group: i64) -> Result<Option<Vec<f32>>, DeskError> {
+        let blob: Option<Vec<u8>> = self
+            .db
+            .query_row("SELECT centroid FROM groups WHERE id = ?1", [group], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(blob.and_then(|b| crate::groups::from_blob(&b)).map(|v| {
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.into_iter().map(|x| x / n).collect()
+        }))
     }
 
     /// Every decision on `post`, oldest first: (decision, who, when).
     pub fn history(&self, post: &str) -> Result<Vec<(Decision, String, String)>, DeskError> {
-        history_of(&self.db, post).map_err(|e| self.err(e))
+        Ok(history_of(&self.db, post)
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .map(|h| (h.decision, h.who, h.at))
+            .collect())
     }
 
     /// The current decision: the history replayed, each undo taking back the one before.
     pub fn current(&self, post: &str) -> Result<Option<Decision>, DeskError> {
-        Ok(replay(&self.history(post)?).map(|(d, _, _)| d))
+        Ok(replay(&history_of(&self.db, post).map_err(|e| self.err(e))?).map(|h| h.decision))
     }
 
     fn items(&self, tail: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Item>, DeskError> {
@@ -820,13 +1207,30 @@ impl DeskStore {
     }
 
     /// The labels the team's current decisions amount to, `(id, label)` in id order: the
-    /// split stage's labels file.
-    pub fn labels(&self) -> Result<Vec<(String, u8)>, DeskError> {
+    /// split stage's labels file. `bulk`: also the decisions made for a whole question group
+    /// at once (else only posts decided one by one).
+    pub fn labels(&self, bulk: bool) -> Result<Vec<(String, u8)>, DeskError> {
+        let one_by_one = if bulk {
+            Default::default()
+        } else {
+            self.decided_one_by_one()?
+        };
         Ok(self
             .decided()?
             .into_iter()
+            .filter(|(item, _)| bulk || one_by_one.contains(&item.id))
             .filter_map(|(item, _)| Some((item.id, item.decision?.label()?)))
             .collect())
+    }
+
+    /// The posts whose current decision was made for them alone (not with their group).
+    pub fn decided_one_by_one(&self) -> Result<std::collections::HashSet<String>, DeskError> {
+        let mut q = self
+            .db
+            .prepare("SELECT post_id FROM current WHERE bulk IS NULL")
+            .map_err(|e| self.err(e))?;
+        let rows = q.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Every post with a current decision, in id order, with who made that decision.
@@ -840,6 +1244,145 @@ impl DeskStore {
             .query_map([], |r| Ok((item(r)?, r.get(ITEM_WIDTH)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+impl DeskStore {
+    /// The saved answers in use, by title.
+    pub fn answers(&self) -> Result<Vec<Answer>, DeskError> {
+        let mut q = self
+            .db
+            .prepare_cached(
+                "SELECT id, title, body, updated_by, updated_at, embedding, embedded_by
+                 FROM answers WHERE deleted = 0 ORDER BY title COLLATE NOCASE, id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = q
+            .query_map([], |r| {
+                let blob: Option<Vec<u8>> = r.get(5)?;
+                let by: Option<String> = r.get(6)?;
+                Ok(Answer {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    body: r.get(2)?,
+                    updated_by: r.get(3)?,
+                    updated_at: time_at(r, 4, "updated_at")?
+                        .ok_or_else(|| bad(4, "updated_at", "NULL".into()))?,
+                    embedding: blob.and_then(|b| crate::groups::from_blob(&b)).zip(by),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Creates (`id` `None`) or edits a saved answer, with the change in its history; its
+    /// id. An edit drops the old embedding (the text changed).
+    pub fn save_answer(
+        &mut self,
+        id: Option<i64>,
+        title: &str,
+        body: &str,
+        who: &str,
+    ) -> Result<i64, DeskError> {
+        let at = Utc::now().to_rfc3339();
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        let (id, action) = match id {
+            None => {
+                tx.execute(
+                    "INSERT INTO answers (title, body, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![title, body, who, at],
+                )
+                .map_err(wrap)?;
+                (tx.last_insert_rowid(), "created")
+            }
+            Some(id) => {
+                let n = tx
+                    .execute(
+                        "UPDATE answers SET title = ?2, body = ?3, updated_by = ?4, updated_at = ?5,
+                         embedding = NULL, embedded_by = NULL WHERE id = ?1 AND deleted = 0",
+                        params![id, title, body, who, at],
+                    )
+                    .map_err(wrap)?;
+                if n == 0 {
+                    return Err(DeskError::NoAnswer(id));
+                }
+                (id, "edited")
+            }
+        };
+        tx.execute(
+            "INSERT INTO answer_history (answer_id, action, title, body, who, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, action, title, body, who, at],
+        )
+        .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok(id)
+    }
+
+    /// Retires a saved answer (its history stays).
+    pub fn delete_answer(&mut self, id: i64, who: &str) -> Result<(), DeskError> {
+        let at = Utc::now().to_rfc3339();
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        let n = tx
+            .execute(
+                "UPDATE answers SET deleted = 1, updated_by = ?2, updated_at = ?3
+                 WHERE id = ?1 AND deleted = 0",
+                params![id, who, at],
+            )
+            .map_err(wrap)?;
+        if n == 0 {
+            return Err(DeskError::NoAnswer(id));
+        }
+        tx.execute(
+            "INSERT INTO answer_history (answer_id, action, title, body, who, at)
+             SELECT id, 'deleted', title, body, ?2, ?3 FROM answers WHERE id = ?1",
+            params![id, who, at],
+        )
+        .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok(())
+    }
+
+    /// Every change to the saved answers, newest first (at most `limit`).
+    pub fn answer_history(&self, limit: usize) -> Result<Vec<AnswerChange>, DeskError> {
+        let mut q = self
+            .db
+            .prepare_cached(&format!(
+                "SELECT answer_id, action, title, body, who, at FROM answer_history
+                 ORDER BY seq DESC LIMIT {limit}"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = q
+            .query_map([], |r| {
+                Ok(AnswerChange {
+                    answer: r.get(0)?,
+                    action: r.get(1)?,
+                    title: r.get(2)?,
+                    body: r.get(3)?,
+                    who: r.get(4)?,
+                    at: time_at(r, 5, "at")?.ok_or_else(|| bad(5, "at", "NULL".into()))?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Keeps a saved answer's embedding, made by encoder `by` (when the answer's text is
+    /// still the one embedded: `updated_at` unchanged).
+    pub fn set_answer_embedding(
+        &mut self,
+        id: i64,
+        updated_at: DateTime<Utc>,
+        v: &[f32],
+        by: &str,
+    ) -> Result<(), DeskError> {
+        self.db
+            .execute(
+                "UPDATE answers SET embedding = ?2, embedded_by = ?3 WHERE id = ?1 AND updated_at = ?4",
+                params![id, crate::groups::to_blob(v), by, updated_at.to_rfc3339()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }
 
@@ -987,26 +1530,37 @@ fn begin<'a>(
     Ok((tx, move |e| db_error(path, e)))
 }
 
-fn history_of(db: &Connection, post: &str) -> rusqlite::Result<Vec<(Decision, String, String)>> {
+/// One row of a post's decision history.
+#[derive(Debug, Clone)]
+struct Made {
+    decision: Decision,
+    who: String,
+    at: String,
+    /// The group decision it was part of.
+    bulk: Option<i64>,
+}
+
+fn history_of(db: &Connection, post: &str) -> rusqlite::Result<Vec<Made>> {
     let mut q = db.prepare_cached(
-        "SELECT decision, who, at FROM decisions WHERE post_id = ?1 ORDER BY seq",
+        "SELECT decision, who, at, bulk FROM decisions WHERE post_id = ?1 ORDER BY seq",
     )?;
     let rows = q.query_map([post], |r| {
-        Ok((
-            decision_at(r, 0)?.ok_or_else(|| bad(0, "decision", "NULL".into()))?,
-            r.get(1)?,
-            r.get(2)?,
-        ))
+        Ok(Made {
+            decision: decision_at(r, 0)?.ok_or_else(|| bad(0, "decision", "NULL".into()))?,
+            who: r.get(1)?,
+            at: r.get(2)?,
+            bulk: r.get(3)?,
+        })
     })?;
     rows.collect()
 }
 
 /// The history replayed: each undo takes back the decision before it. The decision left on
-/// top, with who made it and when.
-fn replay(history: &[(Decision, String, String)]) -> Option<(Decision, String, String)> {
+/// top, with who made it, when, and its group decision.
+fn replay(history: &[Made]) -> Option<Made> {
     let mut stack = Vec::new();
     for h in history {
-        match h.0 {
+        match h.decision {
             Decision::Undo => {
                 stack.pop();
             }
@@ -1014,6 +1568,49 @@ fn replay(history: &[(Decision, String, String)]) -> Option<(Decision, String, S
         }
     }
     stack.pop().cloned()
+}
+
+/// Records `decision` on `post` inside `tx` (`bulk`: as part of that group decision) and
+/// keeps `current`. `None`: no such post; `Some(Err)`: nothing to undo; else the post's
+/// current decision after it.
+fn decide_in(
+    tx: &Connection,
+    post: &str,
+    decision: Decision,
+    who: &str,
+    bulk: Option<i64>,
+) -> rusqlite::Result<Option<Result<Option<Decision>, DeskError>>> {
+    let exists = tx
+        .query_row("SELECT 1 FROM posts WHERE id = ?1", [post], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let top = replay(&history_of(tx, post)?);
+    match (decision, &top) {
+        (Decision::Undo, None) => {
+            return Ok(Some(Err(DeskError::NothingToUndo(post.to_owned()))));
+        }
+        // The same person pressing the same key again: already so.
+        (d, Some(now)) if d == now.decision && now.who == who && bulk.is_none() => {
+            return Ok(Some(Ok(Some(d))));
+        }
+        _ => {}
+    }
+    tx.execute(
+        "INSERT INTO decisions (post_id, decision, who, at, bulk) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![post, decision.as_str(), who, Utc::now().to_rfc3339(), bulk],
+    )?;
+    let now = replay(&history_of(tx, post)?);
+    match &now {
+        Some(m) => tx.execute(
+            "INSERT OR REPLACE INTO current (post_id, decision, who, at, bulk) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![post, m.decision.as_str(), m.who, m.at, m.bulk],
+        ),
+        None => tx.execute("DELETE FROM current WHERE post_id = ?1", [post]),
+    }?;
+    Ok(Some(Ok(now.map(|m| m.decision))))
 }
 
 impl flagship_core::live::Sink for DeskStore {

@@ -1,5 +1,6 @@
 //! Test helpers for the desk's users (the desk's and the binary's tests): a plain HTTP/1.1
-//! client and form encoding. Not used by the product.
+//! client and form encoding, and a burst of the same questions from many people (the
+//! question-groups test and `bench groups`). Not used by the product.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -88,3 +89,66 @@ pub fn cookie_of(headers: &HashMap<String, Vec<String>>) -> Option<String> {
         .next()
         .map(str::to_owned)
 }
+
+/// One X v2 stream message (the demo's shape) for the question-groups replay.
+pub fn x_message(n: usize, author: &str, text: &str) -> String {
+    let id = 9_200_000_000_000_000_000u64 + n as u64;
+    serde_json::json!({
+        "data": {
+            "id": id.to_string(),
+            "text": text,
+            "created_at": (chrono::Utc::now() - chrono::Duration::minutes(30 - n as i64)).to_rfc3339(),
+            "author_id": format!("{}", 1_600_000_000 + n),
+            "lang": "en",
+            "source": "Twitter Web App",
+        },
+        "includes": {"users": [{"id": format!("{}", 1_600_000_000 + n), "username": author, "name": author}]},
+        "matching_rules": [{"id": "1", "tag": "jwst"}],
+    })
+    .to_string()
+}
+
+/// The same few questions asked by many people, as a burst around a mission event (written
+/// for this test: the recorded posts hold no such burst), with a hostile one among them.
+pub const BURST: &[(&str, &str)] = &[
+    (
+        "ana_k",
+        "When will the James Webb telescope release its first images? Still waiting and nothing",
+    ),
+    (
+        "bo_99",
+        "when are the first webb images coming out?? been waiting forever",
+    ),
+    (
+        "cy_astro",
+        "Does anyone know when the first images from the Webb telescope will be released?",
+    ),
+    (
+        "dee",
+        "what date will JWST publish its first pictures? can't find it anywhere",
+    ),
+    (
+        "<img src=x onerror=alert(6)>",
+        "<script>alert(5)</script> when will webb's first images be out?",
+    ),
+    (
+        "ed_s",
+        "When do the first James Webb Space Telescope images come out?",
+    ),
+    (
+        "fay",
+        "Was the webb telescope mirror damaged by the micrometeoroid hit?",
+    ),
+    (
+        "gus",
+        "did that micrometeoroid strike damage JWST's mirror? worried",
+    ),
+    (
+        "hal",
+        "is the james webb mirror broken after the micrometeoroid impact?",
+    ),
+    (
+        "ivy",
+        "the nasa livestream audio keeps cutting out, terrible stream",
+    ),
+];

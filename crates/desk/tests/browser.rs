@@ -23,7 +23,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use flagship_core::{Platform, Post};
 use flagship_desk::auth::{Methods, hash_password};
 use flagship_desk::server::{Desk, LiveSink, Settings};
-use flagship_desk::testing::{cookie_of, csrf_of, form, http};
+use flagship_desk::testing::{BURST, cookie_of, csrf_of, form, http, x_message};
 use flagship_desk::{Decision, DeskStore};
 use flagship_live::Scored;
 use flagship_testkit::fixture;
@@ -47,6 +47,40 @@ fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
         );
     }
     found
+}
+
+/// `chromedriver` and Chromium, or `None` where they are not installed (under CI that fails).
+fn browsers() -> Option<(PathBuf, PathBuf)> {
+    Some((
+        program("CHROMEDRIVER", &["chromedriver"])?,
+        program(
+            "CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        )?,
+    ))
+}
+
+/// The desk's server on a free loopback port: its address, the sender that stops it, and
+/// its task.
+async fn served(
+    desk: &std::sync::Arc<Desk>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), flagship_desk::server::ServerError>>,
+) {
+    let (listener, addr) = flagship_desk::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(flagship_desk::server::serve(
+        desk.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop, server)
 }
 
 /// `chromedriver` on a free port, killed on drop.
@@ -170,13 +204,7 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_desk_in_a_real_browser() {
-    let (Some(driver_bin), Some(chromium)) = (
-        program("CHROMEDRIVER", &["chromedriver"]),
-        program(
-            "CHROMIUM",
-            &["chromium", "chromium-browser", "google-chrome"],
-        ),
-    ) else {
+    let Some((driver_bin, chromium)) = browsers() else {
         eprintln!("skipped: chromedriver / chromium not installed (CI installs them)");
         return;
     };
@@ -233,17 +261,7 @@ async fn the_desk_in_a_real_browser() {
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
-    let (listener, addr) = flagship_desk::server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(flagship_desk::server::serve(
-        desk.clone(),
-        listener,
-        async move {
-            let _ = server_stopped.await;
-        },
-    ));
+    let (addr, stop_server, server) = served(&desk).await;
 
     // Without a login: 401 from the API, the login page for the page, and the headers.
     let (status, h, _) = http(addr, "GET", "/api/queue", &[], "").await;
@@ -459,6 +477,7 @@ async fn the_desk_in_a_real_browser() {
                 model: &model,
                 model_id: "linear-demo",
                 handled_before: desk.ids().unwrap(),
+                embedder: None,
                 options: &flagship_live::Options {
                     max_batch: 32,
                     max_wait: Duration::ZERO,
@@ -680,4 +699,340 @@ async fn the_desk_in_a_real_browser() {
 /// page acknowledged is on disk.
 fn desk_current(db: &std::path::Path, id: &str) -> Option<Decision> {
     DeskStore::open(db).unwrap().current(id).unwrap()
+}
+
+/// Question groups and saved answers, in a real browser: a saved answer (hostile text in it)
+/// is written on its page and a malformed placeholder refused; a replay of the same question
+/// from many people fills one card live, with the nearest saved answer; `x` shows its posts,
+/// `c` copies the answer filled for the author, one key decides every post of the group (each
+/// stored as a bulk decision) and `u` takes the group decision back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn question_groups_and_saved_answers_in_a_real_browser() {
+    let Some((driver_bin, chromium)) = browsers() else {
+        eprintln!("skipped: chromedriver / chromium not installed (CI installs them)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = flagship_live::testing::linear_model(&dir.path().join("model"));
+    let config = flagship_core::Config::load(&fixture("demo/flagship.toml")).unwrap();
+    let base = flagship_model::Checkpoint::default_base().expect("base model (cargo xtask setup)");
+    let encoder: std::sync::Arc<dyn flagship_core::live::Embed> =
+        std::sync::Arc::new(flagship_model::SentenceEncoder::load(&base).unwrap());
+    let db = dir.path().join("desk.sqlite");
+    let desk = Desk::new(
+        DeskStore::open(&db).unwrap(),
+        Methods::new(HashMap::new(), None),
+        Settings::from_config(&config),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    desk.set_embedder(encoder.clone()).unwrap();
+    let (addr, stop_server, server) = served(&desk).await;
+    let driver = start_driver(&driver_bin).await;
+    let c = browser(&driver, &chromium).await;
+    let base_url = format!("http://{addr}");
+
+    // A saved answer, written on its page: hostile text stays text.
+    c.goto(&format!("{base_url}/answers")).await.unwrap();
+    let fill = |title: &'static str, body: &'static str| {
+        let c = c.clone();
+        async move {
+            let forms = c.find_all(Locator::Css("form.answer-form")).await.unwrap();
+            let new = forms.last().unwrap();
+            new.find(Locator::Css("input[name=title]"))
+                .await
+                .unwrap()
+                .send_keys(title)
+                .await
+                .unwrap();
+            new.find(Locator::Css("textarea[name=body]"))
+                .await
+                .unwrap()
+                .send_keys(body)
+                .await
+                .unwrap();
+            new.find(Locator::Css("button[value=save]"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    fill(
+        "<b>First images</b>",
+        "Hi {author}, the first images come on 12 July <script>alert(1)</script> — {link}",
+    )
+    .await;
+    until("the saved answer listed", || async {
+        count(&c, "article.saved-answer").await == 1
+    })
+    .await;
+    assert_eq!(count(&c, "article.saved-answer h3 b").await, 0);
+    let title = c
+        .find(Locator::Css("article.saved-answer h3"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(title, "<b>First images</b>");
+    let fits = c
+        .find(Locator::Css("article.saved-answer .fits"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(fits.contains("x ") && fits.contains("/280"), "{fits}");
+    assert!(fits.contains("bluesky ") && fits.contains("/300"), "{fits}");
+    // A placeholder the desk cannot fill is refused, with the reason.
+    fill("Broken", "Hi {name}").await;
+    until("the refusal", || async { count(&c, "p.error").await == 1 }).await;
+    let refusal = c
+        .find(Locator::Css("p.error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(refusal.contains("{name}"), "{refusal}");
+    assert_eq!(desk_answers(&db), 1);
+    let embedded: Option<String> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT embedded_by FROM answers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(embedded.as_deref(), Some(encoder.id()));
+
+    // The burst, scored live into the desk while the queue is open.
+    c.goto(&base_url).await.unwrap();
+    until("the page's live stream", || async {
+        c.find(Locator::Css("#live.on")).await.is_ok()
+    })
+    .await;
+    let replay = dir.path().join("burst.jsonl");
+    let lines: Vec<String> = BURST
+        .iter()
+        .enumerate()
+        .map(|(n, (author, text))| x_message(n, author, text))
+        .collect();
+    std::fs::write(&replay, lines.join("\n") + "\n").unwrap();
+    let totals = flagship_live::run(
+        flagship_live::Run {
+            config: &config,
+            model: &model,
+            model_id: "linear-demo",
+            handled_before: Default::default(),
+            embedder: Some(encoder.clone()),
+            options: &flagship_live::Options::default(),
+            progress: &|_| {},
+            telemetry: None,
+        },
+        Box::new(flagship_ingest::source::Replay::new(vec![replay], None)),
+        &mut LiveSink(desk.clone()),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    println!("groups replay: {totals:?}");
+    assert_eq!(totals.embedded, totals.flagged, "{totals:?}");
+    until("a question group's card", || async {
+        count(&c, "article.post.group").await >= 1
+    })
+    .await;
+    // The largest group: the first-images question.
+    let group: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT group_id FROM posts WHERE group_id IS NOT NULL
+             GROUP BY group_id ORDER BY COUNT(*) DESC, group_id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let members = group_members(&db, group);
+    println!(
+        "groups: {:?}",
+        (1..=12)
+            .map(|g| group_members(&db, g).len())
+            .collect::<Vec<_>>()
+    );
+    let card = c
+        .find(Locator::Css(&format!(
+            r#"article.post.group[data-group="{group}"]"#
+        )))
+        .await
+        .unwrap();
+    assert!(members.len() >= 3, "{members:?}");
+    // Its members left the list: one card for them, not one article each.
+    for m in &members {
+        assert_eq!(
+            count(&c, &format!(r#"article.post[data-id="{m}"]"#)).await,
+            0
+        );
+    }
+    let header = card
+        .find(Locator::Css("header"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        header.contains(&format!("{} posts", members.len())),
+        "{header}"
+    );
+    // The nearest saved answer, filled for the first post's author, as text.
+    let answer = card
+        .find(Locator::Css(".answer"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(answer.contains("<script>alert(1)</script>"), "{answer}");
+    assert_eq!(
+        count(&c, "article script, article img, .answer-title b").await,
+        0
+    );
+
+    // Select the card, show its posts, copy the answer, decide the group with one key.
+    card.click().await.unwrap();
+    assert_eq!(selected_id(&c).await, format!("group:{group}"));
+    press(&c, 'x').await;
+    until("the group's posts shown", || async {
+        c.execute(
+            "return document.querySelector('article.post.group.selected details').open",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap()
+    })
+    .await;
+    assert_eq!(
+        count(&c, "article.post.group.selected details li").await,
+        members.len()
+    );
+    press(&c, 'c').await;
+    let copied = c.execute("return window.deskCopied", vec![]).await.unwrap();
+    let copied = copied.as_str().unwrap_or_default().to_owned();
+    assert!(copied.starts_with("Hi @"), "{copied}");
+    assert!(
+        copied.contains("https://x.com/"),
+        "the post's link: {copied}"
+    );
+    if let Some(shots) = std::env::var_os("FLAGSHIP_SCREENSHOTS") {
+        let shots = PathBuf::from(shots);
+        std::fs::create_dir_all(&shots).unwrap();
+        let el = c
+            .find(Locator::Css("article.post.group.selected"))
+            .await
+            .unwrap();
+        std::fs::write(
+            shots.join("desk-group-card.png"),
+            el.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
+    press(&c, 'r').await;
+    until("every post of the group decided", || async {
+        members
+            .iter()
+            .all(|m| desk_current(&db, m) == Some(Decision::NeedsReply))
+    })
+    .await;
+    let bulk: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM current WHERE bulk IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        bulk as usize,
+        members.len(),
+        "each post's decision is marked bulk"
+    );
+    // The page has the answer (the undo stack holds the card) before `u`.
+    until("the card shows the group decision", || async {
+        count(
+            &c,
+            &format!(r#"article.post.group[data-group="{group}"].state-needs_reply:not(.saving)"#),
+        )
+        .await
+            == 1
+    })
+    .await;
+    press(&c, 'u').await;
+    until("the group decision taken back", || async {
+        members.iter().all(|m| desk_current(&db, m).is_none())
+    })
+    .await;
+    // A reload lists the group as one card again, waiting.
+    c.refresh().await.unwrap();
+    until("the card after a reload", || async {
+        count(
+            &c,
+            &format!(r#"article.post.group[data-group="{group}"].state-open"#),
+        )
+        .await
+            == 1
+    })
+    .await;
+
+    // The answer edited: its history says who changed it.
+    c.goto(&format!("{base_url}/answers")).await.unwrap();
+    let body = c
+        .find(Locator::Css("article.saved-answer textarea[name=body]"))
+        .await
+        .unwrap();
+    body.clear().await.unwrap();
+    body.send_keys("Hi {author}, the first images come on 12 July: {link}")
+        .await
+        .unwrap();
+    c.find(Locator::Css("article.saved-answer button[value=save]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the edit in the history", || async {
+        count(&c, "section.history li").await == 2
+    })
+    .await;
+    if let Some(shots) = std::env::var_os("FLAGSHIP_SCREENSHOTS") {
+        std::fs::write(
+            PathBuf::from(shots).join("desk-answers.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
+    assert!(c.get_alert_text().await.is_err(), "no alert opened");
+    c.close().await.unwrap();
+    drop(driver);
+    let _ = stop_server.send(());
+    server.await.unwrap().unwrap();
+}
+
+fn desk_answers(db: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM answers WHERE deleted = 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+fn group_members(db: &std::path::Path, group: i64) -> Vec<String> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut q = db
+        .prepare("SELECT id FROM posts WHERE group_id = ?1 ORDER BY arrived_at, id")
+        .unwrap();
+    q.query_map([group], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }

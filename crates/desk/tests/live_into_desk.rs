@@ -18,6 +18,7 @@ async fn run(
             model,
             model_id: "linear",
             handled_before: HashSet::new(),
+            embedder: None,
             options: &flagship_live::Options::default(),
             progress: &|_| {},
             telemetry: None,

@@ -54,6 +54,7 @@ async fn metrics_show_the_queue_decisions_and_the_live_loop() {
             model: &model,
             model_id: "linear",
             handled_before: HashSet::new(),
+            embedder: None,
             options: &flagship_live::Options::default(),
             progress: &|_| {},
             telemetry: Some(telemetry),

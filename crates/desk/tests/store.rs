@@ -84,11 +84,13 @@ fn decisions_are_durable_audited_and_become_labels() {
             word: word.into(),
             weight: 0.5,
         }],
+        embedding: Vec::new(),
     };
     assert_eq!(
         store
             .explain(&[later("5", "broken"), later("nope", "x")])
-            .unwrap(),
+            .unwrap()
+            .found,
         1
     );
     let queue = store.queue(Order::Newest, 10).unwrap();
@@ -174,7 +176,7 @@ fn decisions_are_durable_audited_and_become_labels() {
     assert_eq!(today.precision, Some(1.0));
     // Decisions as the split stage's labels: needs a reply → 0, none needed → 2.
     assert_eq!(
-        store.labels().unwrap(),
+        store.labels(true).unwrap(),
         [
             ("1".to_owned(), 0),
             ("5".to_owned(), 0),
@@ -205,6 +207,13 @@ fn a_locked_or_foreign_database_is_a_clear_error() {
     assert!(e.to_string().contains("schema version 7"), "{e}");
 }
 
+/// Back from schema 5 to 4: no question groups, group decisions or saved answers.
+const BACK_TO_4: &str = "DROP TABLE answer_history; DROP TABLE answers;
+     ALTER TABLE current DROP COLUMN bulk; ALTER TABLE decisions DROP COLUMN bulk;
+     DROP TABLE group_decisions; DROP INDEX posts_group;
+     ALTER TABLE posts DROP COLUMN embedding; ALTER TABLE posts DROP COLUMN group_id;
+     DROP TABLE groups;";
+
 #[test]
 fn a_schema_2_desk_is_upgraded_in_place_and_keeps_its_posts() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,6 +224,7 @@ fn a_schema_2_desk_is_upgraded_in_place_and_keeps_its_posts() {
     }
     // Back to what schema 2 looked like: no `why` column, no sessions.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(BACK_TO_4).unwrap();
     db.execute_batch(
         "ALTER TABLE posts DROP COLUMN why; DROP TABLE sessions; PRAGMA user_version = 2;",
     )
@@ -239,6 +249,7 @@ fn a_schema_3_desk_gains_its_sessions_table() {
         store.add(&batch()).unwrap();
     }
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(BACK_TO_4).unwrap();
     db.execute_batch("DROP TABLE sessions; PRAGMA user_version = 3;")
         .unwrap();
     drop(db);

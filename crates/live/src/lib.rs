@@ -10,8 +10,10 @@
 //! post the profile kept, scored, goes to a [`Sink`] (a JSONL file for `watch`, a database for
 //! the desk); latency is arrival → the sink's write returned. Why a flagged post was flagged
 //! (a backward pass, as long as the scoring itself) is worked out off that path: after the
-//! write, while no line waits, and handed to the sink's [`Sink::explained`]; a backlog beyond
-//! [`EXPLAIN_BACKLOG`] drops its oldest, counted. At a clean stop the lines already queued are
+//! write, while no line waits, and handed to the sink's [`Sink::explained`] — with the post's
+//! sentence embedding from a second, frozen encoder ([`Run::embedder`]) that the desk groups
+//! questions by; a backlog beyond [`EXPLAIN_BACKLOG`] drops its oldest, counted (a post left
+//! without its embedding stays a single card on the desk). At a clean stop the lines already queued are
 //! scored too, the backlog is explained for a few seconds more (the rest counted), and a
 //! resumable source saves its point.
 //!
@@ -95,7 +97,7 @@ impl Default for Options {
     }
 }
 
-pub use flagship_core::live::{Explained, Scored, Sink, SinkError, Why};
+pub use flagship_core::live::{Embed, Explained, Scored, Sink, SinkError, Why};
 
 /// Flagged posts waiting for their explanation, at most (beyond it the oldest is dropped and
 /// counted in [`Totals::unexplained`]).
@@ -143,6 +145,8 @@ pub struct Budget {
     pub write: Step,
     /// Off the path above: explaining flagged posts, per chunk.
     pub explain: Step,
+    /// Off the path above: the frozen encoder's sentence embeddings, per chunk.
+    pub embed: Step,
 }
 
 /// Per-batch times, in ms, collected for the [`Budget`].
@@ -155,6 +159,7 @@ struct Clock {
     model: Vec<f64>,
     write: Vec<f64>,
     explain: Vec<f64>,
+    embed: Vec<f64>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -181,6 +186,10 @@ pub struct Totals {
     /// Flagged posts left without words: dropped from a full backlog, still waiting when the
     /// run's final few seconds of explaining ended, or the explanation failed.
     pub unexplained: u64,
+    /// Flagged posts whose sentence embedding went to the sink ([`Run::embedder`]).
+    pub embedded: u64,
+    /// Flagged posts left without an embedding (the same causes as `unexplained`).
+    pub unembedded: u64,
     pub reconnects: u64,
     /// Arrival → written by the sink, every classified post (ms).
     pub latency_p50_ms: f64,
@@ -319,6 +328,8 @@ struct Triage<'a> {
     latencies: Vec<f64>,
     /// Words kept per flagged post ([`Options::explain`]).
     explain: usize,
+    /// The frozen sentence encoder, when the sink groups questions.
+    embedder: Option<Arc<dyn Embed>>,
     /// Flagged posts written, oldest first, waiting for their words.
     backlog: std::collections::VecDeque<Unexplained>,
     clock: Clock,
@@ -343,7 +354,8 @@ impl Triage<'_> {
         self.run(batch, sink, t).await
     }
 
-    /// Explains up to `n` backlog posts (oldest first) and hands the words to the sink.
+    /// Explains and embeds up to `n` backlog posts (oldest first) and hands the words and
+    /// vectors to the sink.
     fn explain_some(
         &mut self,
         n: usize,
@@ -354,38 +366,95 @@ impl Triage<'_> {
         if take == 0 {
             return Ok(());
         }
-        let started = Instant::now();
         let posts: Vec<Unexplained> = self.backlog.drain(..take).collect();
         let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
-        // Words are a courtesy: a failure to find them costs these posts their words, never
-        // the run (the posts themselves are written).
-        let words = match self.model.explain(&texts, self.explain) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("{} flagged posts left without words: {e}", posts.len());
-                t.unexplained += posts.len() as u64;
-                for p in &posts {
-                    self.telemetry.unexplained.inc(p.platform);
+        // Words and vectors are a courtesy: a failure to find them costs these posts their
+        // words or their group, never the run (the posts themselves are written).
+        let mut words = vec![Vec::new(); posts.len()];
+        let mut worded = false;
+        if self.explain > 0 {
+            let started = Instant::now();
+            match self.model.explain(&texts, self.explain) {
+                Ok(w) => {
+                    words = w;
+                    worded = true;
+                    self.clock.explain.push(ms(started.elapsed()));
                 }
-                return Ok(());
+                Err(e) => {
+                    tracing::warn!("{} flagged posts left without words: {e}", posts.len());
+                    self.count_unexplained(&posts, t);
+                }
             }
-        };
+        }
+        let mut vectors = vec![Vec::new(); posts.len()];
+        if let Some(embedder) = &self.embedder {
+            let started = Instant::now();
+            match embedder.embed(&texts) {
+                Ok(v) if v.len() == posts.len() => {
+                    vectors = v;
+                    self.clock.embed.push(ms(started.elapsed()));
+                }
+                Ok(v) => {
+                    tracing::warn!(
+                        "the sentence encoder gave {} vectors for {} posts: they stay single cards",
+                        v.len(),
+                        posts.len()
+                    );
+                    self.count_unembedded(&posts, t);
+                }
+                Err(e) => {
+                    tracing::warn!("{} flagged posts left without a group: {e}", posts.len());
+                    self.count_unembedded(&posts, t);
+                }
+            }
+        }
         let out: Vec<Explained> = posts
             .into_iter()
             .zip(words)
-            .map(|(p, why)| Explained {
+            .zip(vectors)
+            .map(|((p, why), embedding)| Explained {
                 platform: p.platform,
                 id: p.id,
                 why,
+                embedding,
             })
             .collect();
         sink.explained(&out)?;
-        t.explained += out.len() as u64;
         for e in &out {
-            self.telemetry.explained.inc(e.platform);
+            if worded {
+                t.explained += 1;
+                self.telemetry.explained.inc(e.platform);
+            }
+            if !e.embedding.is_empty() {
+                t.embedded += 1;
+                self.telemetry.embedded.inc(e.platform);
+            }
         }
-        self.clock.explain.push(ms(started.elapsed()));
         Ok(())
+    }
+
+    fn count_unexplained(&self, posts: &[Unexplained], t: &mut Totals) {
+        t.unexplained += posts.len() as u64;
+        for p in posts {
+            self.telemetry.unexplained.inc(p.platform);
+        }
+    }
+
+    fn count_unembedded(&self, posts: &[Unexplained], t: &mut Totals) {
+        t.unembedded += posts.len() as u64;
+        for p in posts {
+            self.telemetry.unembedded.inc(p.platform);
+        }
+    }
+
+    /// Posts that left the backlog unexplained and unembedded (dropped, or a stop came).
+    fn count_left(&self, posts: &[Unexplained], t: &mut Totals) {
+        if self.explain > 0 {
+            self.count_unexplained(posts, t);
+        }
+        if self.embedder.is_some() {
+            self.count_unembedded(posts, t);
+        }
     }
 
     async fn run(
@@ -470,14 +539,13 @@ impl Triage<'_> {
             self.latencies.push(latency.as_secs_f64() * 1e3);
             tel.latency.observe(latency.as_secs_f64());
         }
-        // Their words come later, off the path a post waits on.
-        if self.explain > 0 {
+        // Their words and vectors come later, off the path a post waits on.
+        if self.explain > 0 || self.embedder.is_some() {
             for s in scored.into_iter().filter(|s| s.need_support) {
                 if self.backlog.len() == EXPLAIN_BACKLOG
                     && let Some(old) = self.backlog.pop_front()
                 {
-                    t.unexplained += 1;
-                    tel.unexplained.inc(old.platform);
+                    self.count_left(std::slice::from_ref(&old), t);
                 }
                 self.backlog.push_back(Unexplained {
                     platform: s.post.platform,
@@ -500,6 +568,9 @@ pub struct Run<'a> {
     /// Ids an earlier run handled (its output): never scored again.
     pub handled_before: HashSet<String>,
     pub options: &'a Options,
+    /// The frozen sentence encoder whose vectors the sink groups questions by (`None`: no
+    /// vectors; the desk then shows every post as its own card).
+    pub embedder: Option<Arc<dyn Embed>>,
     /// Called after each micro-batch.
     pub progress: &'a (dyn Fn(&Totals) + Sync),
     /// Where the counts also go as they happen (a `/metrics` listener reads it); `None`:
@@ -521,6 +592,7 @@ pub async fn run(
         model_id,
         handled_before,
         options,
+        embedder,
         progress,
         telemetry,
     } = run;
@@ -534,6 +606,7 @@ pub async fn run(
             ctx: flagship_store::frames::micro_batch_session(),
             latencies: Vec::new(),
             explain: options.explain,
+            embedder,
             backlog: std::collections::VecDeque::new(),
             clock: Clock::default(),
             telemetry: telemetry.clone(),
@@ -806,10 +879,8 @@ impl Scoring<'_> {
         while !triage.backlog.is_empty() && Instant::now() < until {
             triage.explain_some(EXPLAIN_CHUNK, sink, &mut t)?;
         }
-        t.unexplained += triage.backlog.len() as u64;
-        for p in &triage.backlog {
-            triage.telemetry.unexplained.inc(p.platform);
-        }
+        let left: Vec<Unexplained> = triage.backlog.drain(..).collect();
+        triage.count_left(&left, &mut t);
         let c = std::mem::take(&mut triage.clock);
         t.budget = Budget {
             wait: Step::of(c.wait),
@@ -819,6 +890,7 @@ impl Scoring<'_> {
             model: Step::of(c.model),
             write: Step::of(c.write),
             explain: Step::of(c.explain),
+            embed: Step::of(c.embed),
         };
         let mut l = std::mem::take(&mut triage.latencies);
         l.sort_by(f64::total_cmp);

@@ -55,6 +55,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
             model: &model,
             model_id: "linear",
             handled_before: HashSet::new(),
+            embedder: None,
             options: &opts,
             progress: &|_| {},
             telemetry: Some(telemetry.clone()),
@@ -138,6 +139,7 @@ async fn merged_replays_are_scored_in_micro_batches_and_a_rerun_skips_them() {
             model: &model,
             model_id: "linear",
             handled_before: before.clone(),
+            embedder: None,
             options: &opts,
             progress: &|_| {},
             telemetry: None,
@@ -222,6 +224,7 @@ async fn a_post_alone_is_scored_at_once_and_a_burst_is_batched() {
                     model,
                     model_id: "linear",
                     handled_before: HashSet::new(),
+                    embedder: None,
                     options: opts,
                     progress: &|_| {},
                     telemetry: None,
@@ -246,4 +249,102 @@ async fn a_post_alone_is_scored_at_once_and_a_burst_is_batched() {
     println!("burst: {}", serde_json::to_string(&t).unwrap());
     assert!(t.batches * 4 <= t.seen, "{t:?} {:?}", sink.1);
     assert!(sink.1.iter().all(|&n| n <= opts.max_batch), "{:?}", sink.1);
+}
+
+/// A sentence encoder that counts its calls, failing when asked to.
+struct Encoder {
+    fail: bool,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl flagship_live::Embed for Encoder {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.fail {
+            return Err("out of memory (a test's encoder)".into());
+        }
+        Ok(texts.iter().map(|t| vec![t.len() as f32, 1.0]).collect())
+    }
+
+    fn id(&self) -> &str {
+        "counting"
+    }
+}
+
+/// Keeps the embeddings the loop hands on, by post id.
+struct Vectors(std::collections::HashMap<String, Vec<f32>>, usize);
+
+impl Sink for Vectors {
+    fn write(&mut self, scored: &[Scored]) -> Result<(), SinkError> {
+        self.1 += scored.iter().filter(|s| s.need_support).count();
+        Ok(())
+    }
+
+    fn explained(&mut self, why: &[Explained]) -> Result<(), SinkError> {
+        for e in why {
+            if self.0.insert(e.id.clone(), e.embedding.clone()).is_some() {
+                return Err(SinkError(format!("{} handed on twice", e.id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The question groups' vectors come with the words, off the latency path, one per flagged
+/// post; an encoder that fails costs the posts their group (counted), never the run or
+/// their words.
+#[tokio::test]
+async fn flagged_posts_get_their_sentence_embeddings_and_a_failing_encoder_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = linear_model(&dir.path().join("model"));
+    let cfg = everyday_config();
+    for fail in [false, true] {
+        let encoder = std::sync::Arc::new(Encoder {
+            fail,
+            calls: Default::default(),
+        });
+        let telemetry = std::sync::Arc::new(flagship_core::telemetry::Telemetry::live());
+        let mut sink = Vectors(Default::default(), 0);
+        let t = flagship_live::run(
+            flagship_live::Run {
+                config: &cfg,
+                model: &model,
+                model_id: "linear",
+                handled_before: HashSet::new(),
+                embedder: Some(encoder.clone()),
+                options: &Options::default(),
+                progress: &|_| {},
+                telemetry: Some(telemetry.clone()),
+            },
+            open_replays(),
+            &mut sink,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        assert!(t.flagged > 5, "{t:?}");
+        assert_eq!(sink.1 as u64, t.flagged);
+        assert_eq!(
+            sink.0.len() as u64,
+            t.flagged,
+            "every flagged post handed on once"
+        );
+        assert!(encoder.calls.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        assert_eq!(t.explained, t.flagged, "the words come either way: {t:?}");
+        let unembedded: u64 = flagship_core::Platform::ALL
+            .iter()
+            .map(|p| telemetry.unembedded.get(*p))
+            .sum();
+        if fail {
+            assert_eq!((t.embedded, t.unembedded), (0, t.flagged), "{t:?}");
+            assert_eq!(unembedded, t.flagged);
+            assert!(sink.0.values().all(Vec::is_empty));
+        } else {
+            assert_eq!((t.embedded, t.unembedded), (t.flagged, 0), "{t:?}");
+            assert_eq!(unembedded, 0);
+            assert!(sink.0.values().all(|v| v.len() == 2));
+            assert!(t.budget.embed.total_s > 0.0, "{:?}", t.budget);
+        }
+    }
 }

@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod embed;
 pub mod encoder;
 pub mod explain;
 pub mod layers;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 pub use checkpoint::{Checkpoint, CheckpointError, LoadReport};
 pub use classifier::{Classifier, DataRef, ModelCard, ModelKind, Prediction};
 pub use config::{Config, Family};
+pub use embed::SentenceEncoder;
 pub use encoder::Mode;
 pub use explain::Why;
 pub use layers::Precision;

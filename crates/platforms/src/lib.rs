@@ -8,7 +8,9 @@
 //!   posts, the content HTML turned into text;
 //! - [`jsonl`]: the raw record as ingest writes it (an X payload, or another platform's event
 //!   in flagship's envelope) read line by line, every bad line named and counted;
-//! - [`html`]: the one HTML and entity decoder, for Mastodon's content and X's escaped text.
+//! - [`html`]: the one HTML and entity decoder, for Mastodon's content and X's escaped text;
+//! - [`reply`]: the team's approved replies: `{author}` / `{link}` filled in, the text
+//!   measured as X (twitter-text v3 weighted length), Bluesky and Mastodon count it.
 //!
 //! Ingest (to classify what a stream sends), combine (raw records → Parquet) and the live
 //! loop call it. It does no I/O — no sockets, no files (callers hand it bytes) — and it knows
@@ -19,6 +21,7 @@ pub mod bluesky;
 pub mod html;
 pub mod jsonl;
 pub mod mastodon;
+pub mod reply;
 pub mod x;
 
 use flagship_core::{Platform, Post};

@@ -460,3 +460,76 @@ impl Payload {
 pub fn url(id: &str, username: Option<&str>) -> String {
     format!("https://x.com/{}/status/{id}", username.unwrap_or("i/web"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{display_text, parse_payload};
+    use flagship_testkit::fixture;
+
+    /// Every post in one of `fixtures/twitter-v2/`'s real payload files.
+    fn posts(name: &str) -> Vec<Post> {
+        std::fs::read_to_string(fixture(&format!("twitter-v2/{name}")))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .flat_map(|l| parse_payload(l.as_bytes(), None).unwrap().posts)
+            .collect()
+    }
+
+    #[test]
+    fn a_real_posts_amp_is_kept_as_sent_and_read_as_an_ampersand() {
+        let posts = posts("geo_tweets.jsonl");
+        let p = posts
+            .iter()
+            .find(|p| p.id == "1501963039859363843")
+            .unwrap();
+        // The record (what the store keeps) holds `text` as X sent it, escaped…
+        assert!(
+            p.text
+                .contains("you need to specify Fields &amp; Expansions, twarc does it"),
+            "{}",
+            p.text
+        );
+        // …and a person reads it with X's one level of escaping undone.
+        let shown = display_text(p.platform, &p.text);
+        assert!(
+            shown.contains("you need to specify Fields & Expansions, twarc does it"),
+            "{shown}"
+        );
+        assert!(!shown.contains("&amp;"), "{shown}");
+    }
+
+    #[test]
+    fn every_real_post_with_amp_shows_an_ampersand() {
+        // The payload files whose every line parses (streaming_output_with_error.jsonl ends in
+        // a truncated line, and holds no `&amp;`).
+        let files = [
+            "brexit.jsonl",
+            "edited.jsonl",
+            "geo_tweets.jsonl",
+            "kpop.jsonl",
+            "noflat.jsonl",
+            "quoted_edit.jsonl",
+            "two_tweets.jsonl",
+            "withheld.jsonl",
+        ];
+        let with_amp: Vec<Post> = files
+            .iter()
+            .flat_map(|f| posts(f))
+            .filter(|p| p.text.contains("&amp;"))
+            .collect();
+        // 7 in brexit, 1 in geo_tweets, 1 in kpop, 5 in noflat, 18 in withheld; none is
+        // escaped twice (`&amp;amp;`).
+        assert_eq!(with_amp.len(), 32);
+        for p in &with_amp {
+            // Exactly X's one level undone (`&amp;` last, so `&amp;lt;` would read `&lt;`).
+            let unescaped = p
+                .text
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&");
+            assert_eq!(display_text(p.platform, &p.text), unescaped, "{}", p.id);
+        }
+    }
+}

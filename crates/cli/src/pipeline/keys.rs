@@ -39,7 +39,8 @@ impl Run<'_> {
                     // The team's decisions are labels too: a new one reruns split and on.
                     let db = c.desk_database();
                     f.add(json(
-                        &flagship_desk::DeskStore::open_existing(&db)?.labels()?,
+                        &flagship_desk::DeskStore::open_existing(&db)?
+                            .labels(c.split.desk_bulk_labels)?,
                     ));
                 }
                 self.add_area(st, &mut f, Area::Processed).await?;

@@ -1,7 +1,8 @@
 //! The decision API for scripts and the page's script (a session, or the bearer token):
-//! `POST /api/decide`, `GET /api/queue`, `GET /api/today` (JSON) and `GET /export` (a
-//! download); [`record`], the decision both decide routes make; and the JSON views of the
-//! store's types the API and the event stream send.
+//! `POST /api/decide`, `POST /api/decide-group`, `GET /api/queue`, `GET /api/today` (JSON)
+//! and `GET /export` (a download); [`record`] and [`record_group`], the decisions both pairs
+//! of decide routes make; and the JSON views of the store's types the API and the event
+//! stream send.
 //!
 //! The views' fields are in alphabetical order, the order the answers have always had.
 
@@ -25,6 +26,7 @@ use crate::{Decision, Item, Today};
 pub(super) fn routes() -> Router<Arc<Desk>> {
     Router::new()
         .route("/api/decide", post(decide))
+        .route("/api/decide-group", post(decide_group))
         .route("/api/queue", get(queue))
         .route("/api/today", get(today))
         .route("/export", get(export))
@@ -52,17 +54,80 @@ pub(super) async fn record(
     w: &Writer<DecideForm>,
 ) -> Result<Option<Decision>, ApiError> {
     let f = &w.form;
-    let decision = Decision::parse(&f.decision).ok_or_else(|| {
-        ApiError::Bad(format!(
-            "decision {:?}: use needs_reply, no_reply, done or undo",
-            f.decision
-        ))
-    })?;
+    let decision = parse_decision(&f.decision)?;
     let (id, user) = (f.id.clone(), w.caller.user().to_owned());
     Ok(
         d.blocking("decision", move |d| d.decide(&id, decision, &user))
             .await??,
     )
+}
+
+/// A group decision's form (`POST /api/decide-group`, `POST /decide-group`).
+#[derive(Deserialize)]
+pub(super) struct GroupForm {
+    group: i64,
+    decision: String,
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+impl CsrfField for GroupForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+fn parse_decision(s: &str) -> Result<Decision, ApiError> {
+    Decision::parse(s).ok_or_else(|| {
+        ApiError::Bad(format!(
+            "decision {s:?}: use needs_reply, no_reply, done or undo"
+        ))
+    })
+}
+
+/// Records the writer's decision for every waiting post of a group (or takes the group's
+/// last one back), off the async workers.
+pub(super) async fn record_group(
+    d: &Arc<Desk>,
+    w: &Writer<GroupForm>,
+) -> Result<crate::GroupDecided, ApiError> {
+    let decision = parse_decision(&w.form.decision)?;
+    let (g, user) = (w.form.group, w.caller.user().to_owned());
+    Ok(d.blocking("group decision", move |d| {
+        d.decide_group(g, decision, &user)
+    })
+    .await??)
+}
+
+/// The answer to a group decision: the group decision's id and each post it changed.
+#[derive(Serialize)]
+struct GroupDecidedView<'a> {
+    bulk: i64,
+    decision: Option<&'static str>,
+    group: i64,
+    posts: Vec<Decided<'a>>,
+    title: Option<String>,
+}
+
+async fn decide_group(
+    State(d): State<Arc<Desk>>,
+    w: Writer<GroupForm>,
+) -> Result<Response, ApiError> {
+    let done = record_group(&d, &w).await?;
+    let decision = parse_decision(&w.form.decision)?;
+    let kept = (decision != Decision::Undo).then_some(decision);
+    Ok(Json(GroupDecidedView {
+        bulk: done.bulk,
+        decision: kept.map(Decision::as_str),
+        group: w.form.group,
+        posts: done
+            .posts
+            .iter()
+            .map(|(id, now)| Decided::new(id, *now))
+            .collect(),
+        title: kept.map(|d| format!("{} (whole group)", d.title())),
+    })
+    .into_response())
 }
 
 async fn decide(State(d): State<Arc<Desk>>, w: Writer<DecideForm>) -> Result<Response, ApiError> {
@@ -98,6 +163,8 @@ async fn today(State(d): State<Arc<Desk>>, _: AnyCaller) -> Result<Json<TodayVie
 #[derive(Deserialize)]
 struct ExportQuery {
     format: Option<String>,
+    /// `0`: leave out the posts decided with their whole question group.
+    bulk: Option<u8>,
 }
 
 async fn export(
@@ -112,7 +179,9 @@ async fn export(
         .parse()
         .map_err(ApiError::Format)?;
     let (bytes, _) = d
-        .blocking("export", move |d| crate::export::render(&d.store(), format))
+        .blocking("export", move |d| {
+            crate::export::render(&d.store(), format, q.bulk != Some(0))
+        })
         .await??;
     Ok((
         [

@@ -103,8 +103,12 @@ impl IntoResponse for ApiError {
 /// internals (those go to the log).
 fn desk_error(e: DeskError) -> Response {
     let (status, message) = match &e {
-        DeskError::NoPost(_) => (StatusCode::NOT_FOUND, e.to_string()),
-        DeskError::NothingToUndo(_) => (StatusCode::CONFLICT, e.to_string()),
+        DeskError::NoPost(_) | DeskError::NoGroup(_) | DeskError::NoAnswer(_) => {
+            (StatusCode::NOT_FOUND, e.to_string())
+        }
+        DeskError::NothingToUndo(_) | DeskError::NothingToUndoInGroup(_) => {
+            (StatusCode::CONFLICT, e.to_string())
+        }
         DeskError::Locked { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the desk database is locked by another process: try again shortly".to_owned(),

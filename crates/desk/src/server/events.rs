@@ -1,7 +1,9 @@
 //! Live updates (`GET /events`, SSE): the changes the desk tells open pages about
 //! ([`Event`]) and one session's stream of them — `post` (new flagged posts' HTML, with the
 //! session's CSRF token in their forms), `today` (the panel's HTML), `why` (`{id, words}`),
-//! `decided` (`{decision, id, title}`), and `reload` for a reader too slow to keep up. The
+//! `decided` (`{decision, id, title}`), `group` (`{group, members, html}`: a question group's
+//! card, or a post alone with its suggested answer, replacing those members on the page), and
+//! `reload` for a reader too slow to keep up. The
 //! stream ends when its session does (logout at once; expiry or revocation within
 //! 5 s) or the desk closes. Streams are capped in all and per session (429 past either).
 
@@ -43,6 +45,16 @@ pub(super) enum Event {
         id: String,
         words: Vec<String>,
     },
+    /// A question group changed (a post joined it, it was decided): its entry now.
+    Group(Arc<crate::page::Entry>),
+}
+
+/// The `group` event's data.
+#[derive(Serialize)]
+struct GroupView<'a> {
+    group: Option<i64>,
+    html: String,
+    members: Vec<&'a str>,
 }
 
 /// The `why` event's data.
@@ -149,7 +161,7 @@ fn sse(e: Result<Event, BroadcastStreamRecvError>, session: &auth::Session) -> S
         Ok(Event::Posts(items)) => {
             let html: String = items
                 .iter()
-                .map(|i| crate::page::post(i, &session.csrf))
+                .map(|i| crate::page::post(i, &session.csrf, None))
                 .collect();
             SseEvent::default().event("post").data(html)
         }
@@ -162,6 +174,23 @@ fn sse(e: Result<Event, BroadcastStreamRecvError>, session: &auth::Session) -> S
             },
         ),
         Ok(Event::Decided { id, decision }) => json("decided", Decided::new(&id, decision)),
+        Ok(Event::Group(entry)) => {
+            let (group, members) = match &*entry {
+                crate::page::Entry::Group(c, _) => (
+                    Some(c.id),
+                    c.members.iter().map(|m| m.id.as_str()).collect(),
+                ),
+                crate::page::Entry::Post(i, _) => (i.group, vec![i.id.as_str()]),
+            };
+            json(
+                "group",
+                GroupView {
+                    group,
+                    html: crate::page::entry(&entry, &session.csrf),
+                    members,
+                },
+            )
+        }
         // Too slow a reader missed events: its page reloads.
         Err(_) => reload(),
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use flagship_core::config::Business;
-use flagship_core::live::{Explained, Scored, Sink, SinkError};
+use flagship_core::live::{Embed, Explained, Scored, Sink, SinkError};
 use tokio::sync::{broadcast, watch};
 
 use super::ServerError;
@@ -20,8 +20,8 @@ use super::error::ApiError;
 use super::events::Event;
 use super::proxy::Trusted;
 use crate::auth::{self, Failures, Methods, SessionPolicy};
-use crate::page::{self, View};
-use crate::{Decision, DeskError, DeskStore, Item, Today};
+use crate::page::{self, Entry, Suggestion, View};
+use crate::{Answer, Decision, DeskError, DeskStore, Item, Today};
 
 /// What the desk shows beside the database, and how it serves.
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub struct Settings {
     pub sessions: SessionPolicy,
     /// The server's timeouts and caps.
     pub limits: Limits,
+    /// The Mastodon instance's post limit (saved answers are checked against it).
+    pub mastodon_max_characters: usize,
 }
 
 /// The server's timeouts and caps (`desk.header_timeout_s`, …).
@@ -90,6 +92,7 @@ impl Settings {
                 per_user: c.desk.sessions_per_user,
             },
             limits: Limits::from_config(&c.desk),
+            mastodon_max_characters: c.desk.mastodon_max_characters,
         }
     }
 }
@@ -116,7 +119,17 @@ pub struct Desk {
     /// arrive), and the drift line with when it was read.
     today_sent: Mutex<Option<Instant>>,
     drift: Mutex<Option<(Instant, String)>>,
+    /// The sentence encoder the live loop groups questions with, when it runs here: saved
+    /// answers are embedded with it and matched to posts and groups.
+    embedder: std::sync::OnceLock<Arc<dyn Embed>>,
+    /// The saved answers with their embeddings (read again after a change).
+    answers: Mutex<Option<Arc<Vec<Answer>>>>,
+    /// What the today panel says of the model (base, when trained, operating point).
+    model_card: Mutex<Option<String>>,
 }
+
+/// A saved answer is suggested only this close to a post (cosine).
+pub(super) const SUGGEST_MIN: f32 = 0.3;
 
 const TODAY_EVERY: Duration = Duration::from_millis(500);
 const DRIFT_EVERY: Duration = Duration::from_secs(10);
@@ -165,6 +178,9 @@ impl Desk {
             closing: watch::channel(false).0,
             today_sent: Mutex::new(None),
             drift: Mutex::new(None),
+            embedder: std::sync::OnceLock::new(),
+            answers: Mutex::new(None),
+            model_card: Mutex::new(None),
         }))
     }
 
@@ -222,16 +238,155 @@ impl Desk {
         self.closing.send_replace(true);
     }
 
-    /// Stores why flagged posts were flagged and shows the words on open pages.
+    /// Stores why flagged posts were flagged and shows the words on open pages; posts that
+    /// joined a question group show as its card (a post alone gets its suggested answer).
     pub fn explained(&self, why: &[Explained]) -> Result<(), DeskError> {
-        self.store().explain(why)?;
-        for e in why {
+        let done = self.store().explain(why)?;
+        for e in why.iter().filter(|e| !e.why.is_empty()) {
             let _ = self.events.send(Event::Why {
                 id: e.id.clone(),
                 words: e.why.iter().map(|w| w.word.clone()).collect(),
             });
         }
+        let mut groups: Vec<i64> = done.grouped.iter().map(|(_, g)| *g).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for g in groups {
+            match self.entry_of_group(g) {
+                Ok(Some(e)) => {
+                    let _ = self.events.send(Event::Group(Arc::new(e)));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("desk: question group {g}: {e}"),
+            }
+        }
         Ok(())
+    }
+
+    /// Sets the sentence encoder (once): saved answers are embedded with it now and after
+    /// each change (blocking: the encoder and SQLite).
+    pub fn set_embedder(&self, e: Arc<dyn Embed>) -> Result<(), DeskError> {
+        let _ = self.embedder.set(e);
+        self.embed_answers()
+    }
+
+    /// Embeds the saved answers that have no embedding from this encoder yet.
+    pub(super) fn embed_answers(&self) -> Result<(), DeskError> {
+        let Some(enc) = self.embedder.get() else {
+            *lock(&self.answers) = None;
+            return Ok(());
+        };
+        let answers = self.store().answers()?;
+        let todo: Vec<&Answer> = answers
+            .iter()
+            .filter(|a| a.embedding.as_ref().is_none_or(|(_, by)| by != enc.id()))
+            .collect();
+        if !todo.is_empty() {
+            let texts: Vec<String> = todo.iter().map(|a| answer_text(a)).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            match enc.embed(&refs) {
+                Ok(vs) => {
+                    let mut store = self.store();
+                    for (a, v) in todo.iter().zip(vs) {
+                        store.set_answer_embedding(a.id, a.updated_at, &v, enc.id())?;
+                    }
+                }
+                Err(e) => tracing::warn!("desk: saved answers left unmatched: {e}"),
+            }
+        }
+        *lock(&self.answers) = None;
+        Ok(())
+    }
+
+    /// The saved answers in use (cached until the next change).
+    pub(super) fn answers(&self) -> Result<Arc<Vec<Answer>>, DeskError> {
+        if let Some(a) = lock(&self.answers).clone() {
+            return Ok(a);
+        }
+        let a = Arc::new(self.store().answers()?);
+        *lock(&self.answers) = Some(a.clone());
+        Ok(a)
+    }
+
+    /// The saved answer nearest `v` (a post's embedding or a group's centroid), filled in
+    /// for `post`; none below [`SUGGEST_MIN`] or without embedded answers.
+    fn suggest(&self, v: Option<&[f32]>, post: &Item) -> Result<Option<Suggestion>, DeskError> {
+        let Some(v) = v else { return Ok(None) };
+        let answers = self.answers()?;
+        let best = answers
+            .iter()
+            .filter_map(|a| {
+                let (e, _) = a.embedding.as_ref()?;
+                Some((a, crate::groups::cosine(e, v)))
+            })
+            .max_by(|x, y| x.1.total_cmp(&y.1));
+        Ok(best
+            .filter(|(_, s)| *s >= SUGGEST_MIN)
+            .map(|(a, similarity)| Suggestion {
+                title: a.title.clone(),
+                text: flagship_platforms::reply::render(
+                    &a.body,
+                    &flagship_platforms::reply::Fill {
+                        author: post.author.as_deref(),
+                        link: post.url.as_deref(),
+                    },
+                )
+                .map_err(|e| e.to_string()),
+                similarity,
+            }))
+    }
+
+    /// Group `g` as the list shows it: its card when two or more posts are in it, else its
+    /// one post (with its suggested answer); `None` when it is empty.
+    pub(super) fn entry_of_group(&self, g: i64) -> Result<Option<Entry>, DeskError> {
+        let (card, centroid) = {
+            let store = self.store();
+            let card = match store.group_card(g) {
+                Ok(c) => c,
+                Err(DeskError::NoGroup(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            (card, store.centroid(g)?)
+        };
+        let answer = self.suggest(centroid.as_deref(), &card.representative)?;
+        Ok(Some(if card.size >= 2 {
+            Entry::Group(card, answer)
+        } else {
+            Entry::Post(card.representative, answer)
+        }))
+    }
+
+    /// Decides every waiting post of group `g` (committed before it returns; `Undo`: takes
+    /// the group decision back) and tells open pages.
+    pub fn decide_group(
+        &self,
+        g: i64,
+        decision: Decision,
+        who: &str,
+    ) -> Result<crate::GroupDecided, DeskError> {
+        let (done, today) = {
+            let mut store = self.store();
+            let done = store.decide_group(g, decision, who)?;
+            (done, store.today(day_start()))
+        };
+        tracing::info!(
+            group = g,
+            posts = done.posts.len(),
+            decision = decision.as_str(),
+            who,
+            "desk: group decision"
+        );
+        for (id, now) in &done.posts {
+            let _ = self.events.send(Event::Decided {
+                id: id.clone(),
+                decision: *now,
+            });
+        }
+        if let Some(e) = self.entry_of_group(g)? {
+            let _ = self.events.send(Event::Group(Arc::new(e)));
+        }
+        self.send_today(today);
+        Ok(done)
     }
 
     /// Stores scored posts and tells open pages about the new flagged ones. Once committed,
@@ -317,6 +472,38 @@ impl Desk {
         }
     }
 
+    /// A view's entries: in the queue, the posts of a question group with two or more
+    /// members are one card (where its first listed post would be); each with its suggested
+    /// answer (blocking: SQLite).
+    pub(super) fn entries(&self, view: View, limit: usize) -> Result<Vec<Entry>, DeskError> {
+        let items = self.items(view, limit)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut shown = HashSet::new();
+        for item in items {
+            match (view, item.group) {
+                (View::Queue(_), Some(g)) => {
+                    if shown.insert(g)
+                        && let Some(e) = self.entry_of_group(g)?
+                    {
+                        out.push(e);
+                    }
+                }
+                _ => {
+                    let v = self.store().embedding(&item.id)?;
+                    let answer = self.suggest(v.as_deref(), &item)?;
+                    out.push(Entry::Post(item, answer));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Says what model scores (the today panel): its base, when it was trained, its
+    /// operating point — not its folder.
+    pub fn set_model_card(&self, description: &str) {
+        *lock(&self.model_card) = Some(description.to_owned());
+    }
+
     /// The latest drift line, read again at most every [`DRIFT_EVERY`] (blocking: a file).
     fn drift(&self) -> String {
         let mut cached = lock(&self.drift);
@@ -338,14 +525,15 @@ impl Desk {
     /// The today panel's HTML for `t`, with the model and the drift line (blocking: a file).
     pub(super) fn today_html(&self, t: &Today) -> String {
         let (model, threshold) = lock(&self.model).clone();
+        let card = lock(&self.model_card).clone();
         let drift = self.drift();
         page::today(
             t,
             &page::Context {
-                model: if model.is_empty() {
-                    "(no post scored yet)"
-                } else {
-                    &model
+                model: match &card {
+                    Some(c) => c,
+                    None if model.is_empty() => "(no post scored yet)",
+                    None => &model,
                 },
                 threshold,
                 drift: &drift,
@@ -353,6 +541,12 @@ impl Desk {
             },
         )
     }
+}
+
+/// The text an answer is matched by: its title and its body without placeholders.
+fn answer_text(a: &Answer) -> String {
+    let body = a.body.replace("{author}", "").replace("{link}", "");
+    format!("{}. {}", a.title, body.trim())
 }
 
 /// Seconds since the Unix epoch (sessions' times).
