@@ -122,6 +122,40 @@ fn export_cmd(config: &Config, a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// The mission's accounts for replies: `[reply]`'s endpoints, the credentials from the
+/// environment variables it names (a platform whose variables are unset or empty gets none).
+fn reply_settings(config: &Config) -> flagship_reply::Settings {
+    let r = &config.reply;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    flagship_reply::Settings {
+        bluesky: var(&r.bluesky_handle_env)
+            .zip(var(&r.bluesky_password_env))
+            .map(
+                |(identifier, app_password)| flagship_reply::BlueskyAccount {
+                    pds: r.bluesky_pds.clone(),
+                    appview: r.bluesky_appview.clone(),
+                    identifier,
+                    app_password,
+                },
+            ),
+        mastodon: (!r.mastodon_instance.is_empty())
+            .then(|| var(&r.mastodon_token_env))
+            .flatten()
+            .map(|token| flagship_reply::MastodonAccount {
+                instance: r.mastodon_instance.trim_end_matches('/').to_owned(),
+                token,
+            }),
+        x: var(&r.x_token_env)
+            .zip(var(&r.x_user_id_env))
+            .map(|(user_token, user_id)| flagship_reply::XAccount {
+                base_url: r.x_base_url.clone(),
+                user_token,
+                user_id,
+            }),
+        timeout: Duration::from_secs(r.timeout_s),
+    }
+}
+
 /// The users file: `--users`, else the config's `desk.users`.
 fn users_file(config: &Config, users: Option<PathBuf>) -> Result<PathBuf> {
     users
@@ -213,6 +247,21 @@ async fn serve(config: &Config, a: ServeArgs) -> Result<()> {
     #[cfg(not(feature = "model"))]
     let live: Option<std::convert::Infallible> = live;
     let desk = Desk::new(store, methods, Settings::from_config(config), bind)?;
+    let replier = flagship_reply::Replier::new(reply_settings(config))?;
+    let accounts: Vec<&str> = flagship_core::Platform::ALL
+        .iter()
+        .filter(|p| replier.can_reply(**p))
+        .map(|p| p.as_str())
+        .collect();
+    tracing::info!(
+        "desk: replies through the mission's accounts on: {}",
+        if accounts.is_empty() {
+            "none (the page copies the answer and opens the post)".to_owned()
+        } else {
+            accounts.join(", ")
+        }
+    );
+    desk.set_replier(std::sync::Arc::new(replier));
     let (listener, addr) = server::bind(bind).await?;
 
     // One stop for every half: a signal or the duration.

@@ -201,6 +201,9 @@ pub fn parse_line(line: &str) -> Result<Post, LegacyError> {
         place_country_code: text_opt("place_country_code"),
         matching_rules: Vec::new(),
         received_at: None,
+        cid: None,
+        reply_parent: None,
+        reply_root: None,
     })
 }
 

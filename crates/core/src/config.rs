@@ -56,6 +56,8 @@ pub struct Config {
     #[serde(default)]
     pub pipeline: Pipeline,
     pub desk: Desk,
+    #[serde(default)]
+    pub reply: Reply,
     /// Folder relative locations are resolved against (the config file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -165,8 +167,9 @@ pub fn instance_host(instance: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// `http://` to a loopback host (where plain HTTP never leaves the machine).
-fn loopback_http(instance: &str) -> bool {
+/// `http://` to a loopback host (where plain HTTP never leaves the machine): the one place
+/// plain HTTP may carry a token (the sources' instances, the reply accounts' endpoints).
+pub fn loopback_http(instance: &str) -> bool {
     let Some(rest) = instance.trim().strip_prefix("http://") else {
         return false;
     };
@@ -502,6 +505,74 @@ pub struct Desk {
     pub mastodon_max_characters: usize,
 }
 
+/// `[reply]`: replies sent from the desk through the mission's own accounts. Only the names
+/// of the environment variables holding the credentials are here, never the credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reply {
+    /// Bluesky: the account's PDS (where it logs in and posts), the public AppView (handles
+    /// and parents are read there), and the variables holding the handle and an app password.
+    pub bluesky_pds: String,
+    pub bluesky_appview: String,
+    pub bluesky_handle_env: String,
+    pub bluesky_password_env: String,
+    /// Mastodon: the mission's home instance (`https://host`; empty: no Mastodon replies)
+    /// and the variable holding its access token (scopes `write:statuses read:search
+    /// read:accounts read:statuses`: a retry is checked against the account's statuses).
+    pub mastodon_instance: String,
+    pub mastodon_token_env: String,
+    /// X: the API, the variable holding a user-context OAuth 2 token (`tweet.write`) and the
+    /// one holding the account's numeric id (its recent posts are checked before a retry).
+    pub x_base_url: String,
+    pub x_token_env: String,
+    pub x_user_id_env: String,
+    /// Seconds one request to a platform may take (a send past it is "outcome unknown").
+    pub timeout_s: u64,
+}
+
+impl Default for Reply {
+    fn default() -> Reply {
+        Reply {
+            bluesky_pds: "https://bsky.social".into(),
+            bluesky_appview: "https://public.api.bsky.app".into(),
+            bluesky_handle_env: "FLAGSHIP_BLUESKY_HANDLE".into(),
+            bluesky_password_env: "FLAGSHIP_BLUESKY_APP_PASSWORD".into(),
+            mastodon_instance: String::new(),
+            mastodon_token_env: "FLAGSHIP_MASTODON_REPLY_TOKEN".into(),
+            x_base_url: "https://api.x.com".into(),
+            x_token_env: "FLAGSHIP_X_USER_TOKEN".into(),
+            x_user_id_env: "FLAGSHIP_X_USER_ID".into(),
+            timeout_s: 15,
+        }
+    }
+}
+
+impl Reply {
+    /// Every endpoint over HTTPS (plain HTTP to loopback only: it would carry the tokens in
+    /// clear); a timeout of at least a second.
+    fn validate(&self) -> Invalid {
+        for (key, url) in [
+            ("reply.bluesky_pds", &self.bluesky_pds),
+            ("reply.bluesky_appview", &self.bluesky_appview),
+            ("reply.mastodon_instance", &self.mastodon_instance),
+            ("reply.x_base_url", &self.x_base_url),
+        ] {
+            if !(url.is_empty() || url.starts_with("https://") || loopback_http(url)) {
+                return Err((
+                    key,
+                    format!(
+                        "{url:?}: write https://… (plain http:// only to a loopback address: it would carry the account's credentials in clear)"
+                    ),
+                ));
+            }
+        }
+        if self.timeout_s == 0 {
+            return Err(("reply.timeout_s", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Monitor {
@@ -628,6 +699,7 @@ impl Config {
         self.model.validate()?;
         self.business.validate()?;
         self.monitor.validate()?;
+        self.reply.validate()?;
         self.desk.validate()
     }
 

@@ -41,5 +41,5 @@ pub mod track;
 
 pub use config::Config;
 pub use location::Location;
-pub use post::{Platform, Post};
+pub use post::{Platform, Post, PostRef};
 pub use stop::Stop;

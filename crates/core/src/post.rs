@@ -122,4 +122,29 @@ pub struct Post {
     pub matching_rules: Vec<String>,
     /// When ingest received the tweet (sets the Firehose hour); `None` for search pages.
     pub received_at: Option<DateTime<Utc>>,
+    /// Bluesky: the record's CID (a reply names its parent and root by URI and CID).
+    #[serde(default)]
+    pub cid: Option<String>,
+    /// The post this one replies to, and its thread's first post, as the platform names
+    /// them — what a reply from the desk needs and the thread view shows: Bluesky's `reply`
+    /// refs (`at://` URI and CID), Mastodon's `in_reply_to_id` (the parent's id on the
+    /// author's instance), X's replied-to tweet and conversation.
+    #[serde(default)]
+    pub reply_parent: Option<PostRef>,
+    #[serde(default)]
+    pub reply_root: Option<PostRef>,
+}
+
+/// A post another one refers to, as its platform names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostRef {
+    /// Bluesky: the `at://` URI; Mastodon: the status id on the instance named in
+    /// `instance`; X: the tweet id.
+    pub id: String,
+    /// Bluesky: the record's CID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    /// Mastodon: the host whose API knows `id` (the author's instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }

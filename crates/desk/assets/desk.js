@@ -26,6 +26,7 @@
       el.classList.add("selected");
       el.focus({ preventScroll: true });
       el.scrollIntoView({ block: "nearest" });
+      thread(el);
     }
   }
   function move(step) {
@@ -85,6 +86,129 @@
       done();
     }
   }
+  // A reply from the desk: the preview first (each post's text filled in, its platform's
+  // length), then an explicit send; a post answered before asks first. Text goes into the
+  // page as text only.
+  function postBody(el, extra) {
+    const f = el.dataset.group ? { group: el.dataset.group } : { id: el.dataset.id };
+    return new URLSearchParams(Object.assign(f, extra));
+  }
+  async function call(path, body) {
+    const r = await fetch(path, {
+      method: "POST",
+      headers: { "X-CSRF-Token": token },
+      body: body,
+      credentials: "same-origin",
+    });
+    return [r.status, await r.json()];
+  }
+  function line(box, cls, text) {
+    const p = document.createElement("p");
+    p.className = cls;
+    p.textContent = text;
+    box.append(p);
+    return p;
+  }
+  function link(p, url, text) {
+    if (!/^https?:\/\//i.test(url || "")) return;
+    const a = document.createElement("a");
+    a.href = url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    a.textContent = text;
+    p.append(" ", a);
+  }
+  async function preview(el) {
+    const button = el && el.querySelector("button.reply");
+    const box = el && el.querySelector(".preview");
+    if (!button || !box) return;
+    box.hidden = false;
+    box.textContent = "";
+    line(box, "note", "preparing the reply…");
+    const [status, posts] = await call(
+      "/api/reply/preview",
+      postBody(el, { answer: button.dataset.answer })
+    );
+    box.textContent = "";
+    if (status !== 200) {
+      line(box, "error", "no preview: " + (posts.error || status));
+      return;
+    }
+    let sendable = 0;
+    posts.forEach(function (p) {
+      const head = line(box, "to", p.platform + " · " + (p.author || "(unknown)") + " · " + p.used + "/" + p.limit + (p.fits ? "" : " — too long"));
+      if (p.replied_before > 0) head.append(" · replied before");
+      if (p.text.Err !== undefined) {
+        line(box, "error", p.text.Err);
+        return;
+      }
+      line(box, "reply-text", p.text.Ok);
+      if (p.can_send && p.fits) sendable++;
+      else if (!p.can_send) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = "no account here: copy and open the post";
+        b.addEventListener("click", function () {
+          window.deskCopied = p.text.Ok;
+          if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(p.text.Ok);
+          if (/^https?:\/\//i.test(p.url || "")) window.open(p.url, "_blank", "noopener");
+        });
+        box.append(b);
+      }
+    });
+    if (sendable > 0) {
+      const send = document.createElement("button");
+      send.type = "button";
+      send.className = "send";
+      send.textContent = "send " + sendable + (sendable > 1 ? " replies" : " reply");
+      send.addEventListener("click", function () {
+        sendReply(el, box, button.dataset.answer, false);
+      });
+      box.append(send);
+    }
+  }
+  async function sendReply(el, box, answer, confirmed) {
+    const sendButton = box.querySelector("button.send");
+    if (sendButton) sendButton.disabled = true;
+    const extra = { answer: answer };
+    if (confirmed) extra.confirm = "1";
+    const [status, a] = await call("/api/reply/send", postBody(el, extra));
+    if (status === 409 && a.ask) {
+      if (window.confirm(a.ask)) return sendReply(el, box, answer, true);
+      if (sendButton) sendButton.disabled = false;
+      return;
+    }
+    if (status !== 200) {
+      line(box, "error", "not sent: " + (a.error || status));
+      if (sendButton) sendButton.disabled = false;
+      return;
+    }
+    a.posts.forEach(function (p) {
+      const words = { sent: "replied", failed: "failed", unknown: "outcome unknown", not_sent: "not sent" };
+      const out = line(box, "result result-" + p.state, (words[p.state] || p.state) + (p.error ? ": " + p.error : ""));
+      if (p.state === "sent") link(out, p.url, "the reply");
+    });
+    if (sendButton) sendButton.remove();
+  }
+  // A reply's or a quote's parent, fetched once when the post is selected.
+  async function thread(el) {
+    if (!el || !el.dataset.parent || el.dataset.parentLoaded) return;
+    el.dataset.parentLoaded = "1";
+    const box = el.querySelector(".thread");
+    try {
+      const r = await fetch("/api/thread?id=" + encodeURIComponent(el.dataset.id), {
+        credentials: "same-origin",
+      });
+      const p = await r.json();
+      if (!r.ok || !p) return;
+      box.textContent = "";
+      const q = line(box, "parent", (p.quote ? "quoting " : "in reply to ") + (p.author || "(unknown)") + ": " + p.text);
+      link(q, p.url, "open");
+      box.hidden = false;
+    } catch (_) {
+      /* the post itself is shown either way */
+    }
+  }
   // `x`: a group card's members shown or hidden.
   function expand(el) {
     const d = el && el.querySelector("details.members");
@@ -105,6 +229,7 @@
     else if (e.key === "u") undo();
     else if (e.key === "x") expand(selected);
     else if (e.key === "c") copy(selected && selected.querySelector("button.copy"));
+    else if (e.key === "s") preview(selected);
     else if (keys[e.key]) decide(selected, keys[e.key]);
     else return;
     e.preventDefault();
@@ -119,6 +244,12 @@
       copy(copying);
       return;
     }
+    if (e.target.closest("button.reply") && el) {
+      e.preventDefault();
+      preview(el);
+      return;
+    }
+    if (e.target.closest(".preview")) return; // its own buttons
     if (button && el) {
       e.preventDefault();
       if (button.value === "undo") {

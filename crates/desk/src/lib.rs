@@ -28,7 +28,7 @@ pub mod testing;
 
 pub use store::{
     Added, Answer, AnswerChange, Decision, DeskError, DeskStore, Explaining, GROUP_MEMBERS,
-    GroupCard, GroupDecided, Item, Order, SCHEMA, Today,
+    GroupCard, GroupDecided, Item, Order, Parent, Refs, Replied, ReplyRow, SCHEMA, Today,
 };
 
 pub const STAGE: &str = "desk";

@@ -63,6 +63,8 @@ fn time(t: Option<DateTime<Utc>>) -> String {
 /// The saved answer nearest a post or group, filled in for it.
 #[derive(Debug, Clone)]
 pub struct Suggestion {
+    /// The saved answer's id (what a reply from the desk names).
+    pub answer: i64,
     pub title: String,
     /// The answer with its placeholders filled, or why it could not be (a missing value).
     pub text: Result<String, String>,
@@ -82,8 +84,9 @@ fn suggestion(h: &mut String, s: Option<&Suggestion>) {
         Ok(text) => {
             let _ = write!(
                 h,
-                r#"<button type="button" class="copy" data-text="{t}">copy <kbd>c</kbd></button><p class="answer-text" dir="auto"><bdi>{t}</bdi></p>"#,
-                t = esc(text)
+                r#"<button type="button" class="copy" data-text="{t}">copy <kbd>c</kbd></button> <button type="button" class="reply" data-answer="{a}">reply… <kbd>s</kbd></button><p class="answer-text" dir="auto"><bdi>{t}</bdi></p><div class="preview" hidden></div>"#,
+                t = esc(text),
+                a = s.answer,
             );
         }
         Err(why) => {
@@ -101,11 +104,17 @@ pub fn post(item: &Item, csrf: &str, answer: Option<&Suggestion>) -> String {
     let state = item.decision.map(|d| d.as_str()).unwrap_or("open");
     let _ = write!(
         h,
-        r#"<article class="post {flag} state-{state}" data-id="{id}" data-p="{p:.6}" data-arrived="{arrived}" tabindex="-1">"#,
+        r#"<article class="post {flag} state-{state}" data-id="{id}" data-p="{p:.6}" data-arrived="{arrived}"{parent} tabindex="-1">"#,
         flag = if item.need_support {
             "flagged"
         } else {
             "unflagged"
+        },
+        // A reply or a quote: the page shows its parent when the post is selected.
+        parent = if item.refs.parent.is_some() {
+            r#" data-parent="1""#
+        } else {
+            ""
         },
         id = esc(&item.id),
         p = item.probability,
@@ -125,11 +134,31 @@ pub fn post(item: &Item, csrf: &str, answer: Option<&Suggestion>) -> String {
             "not flagged"
         },
     );
+    if item.refs.parent.is_some() {
+        h.push_str(r#"<div class="thread" hidden></div>"#);
+    }
     let _ = write!(
         h,
         r#"<p class="text" dir="auto"><bdi>{}</bdi></p>"#,
         esc(&shown_text(item))
     );
+    if let Some(r) = &item.replied {
+        let _ = write!(
+            h,
+            r#"<p class="replied">replied by <bdi>{who}</bdi> {at}{link}</p>"#,
+            who = esc(&r.who),
+            at = time(Some(r.at)),
+            link = r
+                .url
+                .as_deref()
+                .and_then(safe_url)
+                .map(|u| format!(
+                    r#": <a href="{u}" target="_blank" rel="noopener noreferrer">the reply</a>"#,
+                    u = esc(u)
+                ))
+                .unwrap_or_default(),
+        );
+    }
     suggestion(&mut h, answer);
     h.push_str("<footer>");
     match item.url.as_deref().and_then(safe_url) {
@@ -519,7 +548,7 @@ pub fn page(frame: &Frame, view: View, items: &[Entry], today_html: &str) -> Str
         h,
         r#"</header><main><section id="today" aria-live="polite">{today_html}</section>
 <section class="list"><h2>{heading}</h2>
-<p class="keys"><kbd>j</kbd>/<kbd>k</kbd> move · <kbd>r</kbd> needs reply · <kbd>n</kbd> no reply needed · <kbd>d</kbd> done · <kbd>u</kbd> undo (a group: the whole group) · <kbd>x</kbd> a group's posts · <kbd>c</kbd> copy the answer · <span id="live">connecting…</span></p>
+<p class="keys"><kbd>j</kbd>/<kbd>k</kbd> move · <kbd>r</kbd> needs reply · <kbd>n</kbd> no reply needed · <kbd>d</kbd> done · <kbd>u</kbd> undo (a group: the whole group) · <kbd>x</kbd> a group's posts · <kbd>c</kbd> copy the answer · <kbd>s</kbd> reply with it · <span id="live">connecting…</span></p>
 <div id="posts">"#
     );
     for e in items {
@@ -590,6 +619,8 @@ mod tests {
                 weight: 0.2,
             }],
             group: None,
+            refs: Default::default(),
+            replied: None,
         }
     }
 

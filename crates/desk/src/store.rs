@@ -10,7 +10,11 @@
 //! sentence embedding by [`crate::groups`]; a post's `group_id` and `embedding`), decisions
 //! made for a whole group at once (`group_decisions`; each post's own decision row names it
 //! in `bulk`, so labels can leave bulk decisions out), and the team's saved answers
-//! (`answers`, with every change in `answer_history`: who, when, what).
+//! (`answers`, with every change in `answer_history`: who, when, what). Schema 6 adds what
+//! a reply from the desk needs: each post's references (`posts.refs`: its CID, the post it
+//! replies to and its thread's root), every reply sent or tried (`replies`: the text, who,
+//! when, its idempotency key, and how it ended — sent with its link, failed with the
+//! platform's error, or unknown), and the parents the thread view fetched (`parents`).
 //!
 //! The SQL is plain (no SQLite-only functions beyond `INSERT OR IGNORE` / `OR REPLACE`), so a
 //! server database can follow behind the same API.
@@ -23,7 +27,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::auth::{Session, SessionPolicy, session_key};
 
 /// The schema version in `PRAGMA user_version`.
-pub const SCHEMA: i64 = 5;
+pub const SCHEMA: i64 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
@@ -69,6 +73,8 @@ pub enum DeskError {
     NothingToUndoInGroup(i64),
     #[error("no saved answer {0}")]
     NoAnswer(i64),
+    #[error("no reply {0}")]
+    NoReply(i64),
 }
 
 /// What a person decided about a post.
@@ -172,6 +178,77 @@ pub struct Item {
     pub why: Vec<flagship_core::live::Why>,
     /// Its question group, once its embedding placed it in one.
     pub group: Option<i64>,
+    /// What a reply needs: its CID, the post it answers, its thread's root.
+    pub refs: Refs,
+    /// The latest reply sent from the desk, if one went out.
+    pub replied: Option<Replied>,
+}
+
+/// A post's references, as the platform gave them (stored with the post).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Refs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<flagship_core::PostRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<flagship_core::PostRef>,
+    /// X: whether the post quotes another (`parent` is then the quoted post).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quote: bool,
+}
+
+impl Refs {
+    pub fn of(p: &flagship_core::Post) -> Refs {
+        let quoted = (p.reply_parent.is_none())
+            .then(|| {
+                p.quoted_id.map(|q| flagship_core::PostRef {
+                    id: q.to_string(),
+                    ..Default::default()
+                })
+            })
+            .flatten();
+        Refs {
+            cid: p.cid.clone(),
+            quote: quoted.is_some(),
+            parent: p.reply_parent.clone().or(quoted),
+            root: p.reply_root.clone(),
+        }
+    }
+}
+
+/// A reply that went out: its link, who sent it and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replied {
+    pub url: Option<String>,
+    pub who: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One reply sent or tried from the desk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyRow {
+    pub id: i64,
+    pub post_id: String,
+    pub platform: String,
+    pub text: String,
+    pub key: String,
+    pub who: String,
+    pub at: DateTime<Utc>,
+    /// `sending`, `sent`, `failed` or `unknown` (it may have gone out: checked before any
+    /// retry).
+    pub state: String,
+    pub reply_id: Option<String>,
+    pub reply_url: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A parent post's text for the thread view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parent {
+    pub author: Option<String>,
+    pub text: String,
+    pub url: Option<String>,
 }
 
 /// A question group as its card shows it.
@@ -332,11 +409,41 @@ const SESSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS sessions (
      CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, created);";
 
 /// Columns [`ITEM_COLUMNS`] selects; a query's own columns come after them.
-const ITEM_WIDTH: usize = 17;
+const ITEM_WIDTH: usize = 21;
 
 const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.text, p.client,
      p.words, p.terms, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id,
-     c.decision, p.why, p.group_id";
+     c.decision, p.why, p.group_id, p.refs,
+     (SELECT r.reply_url FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1),
+     (SELECT r.who FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1),
+     (SELECT r.finished_at FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1)";
+
+/// Schema 5 → 6: replies from the desk.
+const REPLIES: &str = "
+     ALTER TABLE posts ADD COLUMN refs TEXT NOT NULL DEFAULT '{}';  -- JSON: cid, parent, root
+     CREATE TABLE IF NOT EXISTS replies (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         post_id TEXT NOT NULL REFERENCES posts(id),
+         platform TEXT NOT NULL,
+         text TEXT NOT NULL,
+         key TEXT NOT NULL UNIQUE,        -- the idempotency key (Bluesky: the rkey's seed)
+         who TEXT NOT NULL,
+         at TEXT NOT NULL,
+         state TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'failed', 'unknown')),
+         reply_id TEXT,
+         reply_url TEXT,
+         error TEXT,
+         finished_at TEXT,
+         grp INTEGER                      -- the question group answered at once, if one
+     );
+     CREATE INDEX IF NOT EXISTS replies_post ON replies (post_id, id);
+     CREATE TABLE IF NOT EXISTS parents (
+         id TEXT PRIMARY KEY,             -- the parent as the post's refs name it
+         author TEXT,
+         text TEXT NOT NULL,
+         url TEXT,
+         fetched_at TEXT NOT NULL
+     );";
 
 /// Schema 4 → 5: question groups, group decisions, saved answers.
 const GROUPS_AND_ANSWERS: &str = "
@@ -408,6 +515,8 @@ pub(crate) fn item_of(s: &flagship_core::live::Scored) -> Item {
         decision: None,
         why: s.why.clone(),
         group: None,
+        refs: Refs::of(t),
+        replied: None,
     }
 }
 
@@ -479,6 +588,18 @@ fn item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
         decision: decision_at(r, 14)?,
         why: serde_json::from_str(&why).map_err(|_| bad(15, "why", why.clone()))?,
         group: r.get(16)?,
+        refs: {
+            let refs: String = r.get(17)?;
+            serde_json::from_str(&refs).map_err(|_| bad(17, "refs", refs.clone()))?
+        },
+        replied: match time_at(r, 20, "finished_at")? {
+            Some(at) => Some(Replied {
+                url: r.get(18)?,
+                who: r.get::<_, Option<String>>(19)?.unwrap_or_default(),
+                at,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -530,7 +651,7 @@ impl DeskStore {
             SCHEMA => Ok(store),
             // Earlier schemas are upgraded in place (as `open` does), so exports, monitor and
             // split read them after an upgrade of flagship.
-            2..=4 => {
+            2..=5 => {
                 drop(store);
                 tracing::info!(path = %path.display(), "upgrading the desk database to schema {SCHEMA}");
                 drop(DeskStore::open(path)?);
@@ -624,20 +745,22 @@ impl DeskStore {
                      CREATE INDEX IF NOT EXISTS posts_seen ON posts (arrived_at);
                      {SESSIONS_TABLE}
                      {GROUPS_AND_ANSWERS}
+                     {REPLIES}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;"
                 ))
                 .map_err(|e| self.err(e)),
             // Schema 2 → 3: each post keeps why its latest score flagged it. 3 → 4: the
             // sessions move from memory into the database. 4 → 5: question groups and saved
-            // answers. One transaction for all the steps.
-            found @ 2..=4 => self
+            // answers. 5 → 6: replies. One transaction for all the steps.
+            found @ 2..=5 => self
                 .db
                 .execute_batch(&format!(
                     "BEGIN IMMEDIATE;
                      {}
                      {}
-                     {GROUPS_AND_ANSWERS}
+                     {}
+                     {REPLIES}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;",
                     if found == 2 {
@@ -645,7 +768,8 @@ impl DeskStore {
                     } else {
                         ""
                     },
-                    if found <= 3 { SESSIONS_TABLE } else { "" }
+                    if found <= 3 { SESSIONS_TABLE } else { "" },
+                    if found <= 4 { GROUPS_AND_ANSWERS } else { "" }
                 ))
                 .or_else(|e| {
                     // Another process upgraded it first: nothing to do.
@@ -675,9 +799,9 @@ impl DeskStore {
                     "INSERT OR IGNORE INTO posts
                      (id, platform, url, author, created_at, text, text_model, client, words,
                       terms, arrived_at, probability, threshold, need_support, model_id,
-                      scored_at, why)
+                      scored_at, why, refs)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                             ?17)",
+                             ?17, ?18)",
                 )
                 .map_err(wrap)?;
             let mut rescore = tx
@@ -720,6 +844,7 @@ impl DeskStore {
                         s.model_id,
                         scored_at,
                         why,
+                        serde_json::to_string(&Refs::of(t)).expect("refs serialise"),
                     ])
                     .map_err(wrap)?;
                 if fresh == 1 {
@@ -1244,6 +1369,146 @@ impl DeskStore {
             .query_map([], |r| Ok((item(r)?, r.get(ITEM_WIDTH)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+impl DeskStore {
+    /// Records a reply about to be sent (state `sending`) with a fresh idempotency key; the
+    /// row. `group`: the question group answered at once, if one.
+    pub fn start_reply(
+        &mut self,
+        post: &str,
+        text: &str,
+        who: &str,
+        group: Option<i64>,
+    ) -> Result<ReplyRow, DeskError> {
+        let item = self.item(post)?;
+        let key = format!("flagship-desk-{}", &crate::auth::random_token()[..24]);
+        self.db
+            .execute(
+                "INSERT INTO replies (post_id, platform, text, key, who, at, state, grp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'sending', ?7)",
+                params![
+                    post,
+                    item.platform,
+                    text,
+                    key,
+                    who,
+                    Utc::now().to_rfc3339(),
+                    group
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        self.reply_row(self.db.last_insert_rowid())
+    }
+
+    /// How a reply ended: `sent` (with the reply's id and link), `failed` (the platform's
+    /// error), `unknown` (it may have gone out), or `sending` again (a retry).
+    pub fn finish_reply(
+        &mut self,
+        id: i64,
+        state: &str,
+        reply_id: Option<&str>,
+        reply_url: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<ReplyRow, DeskError> {
+        self.db
+            .execute(
+                "UPDATE replies SET state = ?2, reply_id = ?3, reply_url = ?4, error = ?5,
+                 finished_at = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    state,
+                    reply_id,
+                    reply_url,
+                    error,
+                    Utc::now().to_rfc3339()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        self.reply_row(id)
+    }
+
+    fn replies_where(
+        &self,
+        tail: &str,
+        arg: &dyn rusqlite::ToSql,
+    ) -> Result<Vec<ReplyRow>, DeskError> {
+        let mut q = self
+            .db
+            .prepare_cached(&format!(
+                "SELECT id, post_id, platform, text, key, who, at, state, reply_id, reply_url, error
+                 FROM replies {tail}"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = q
+            .query_map([arg], |r| {
+                Ok(ReplyRow {
+                    id: r.get(0)?,
+                    post_id: r.get(1)?,
+                    platform: r.get(2)?,
+                    text: r.get(3)?,
+                    key: r.get(4)?,
+                    who: r.get(5)?,
+                    at: time_at(r, 6, "at")?.ok_or_else(|| bad(6, "at", "NULL".into()))?,
+                    state: r.get(7)?,
+                    reply_id: r.get(8)?,
+                    reply_url: r.get(9)?,
+                    error: r.get(10)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// One reply row.
+    pub fn reply_row(&self, id: i64) -> Result<ReplyRow, DeskError> {
+        self.replies_where("WHERE id = ?1", &id)?
+            .pop()
+            .ok_or(DeskError::NoReply(id))
+    }
+
+    /// Every reply sent or tried on `post`, newest first.
+    pub fn replies_of(&self, post: &str) -> Result<Vec<ReplyRow>, DeskError> {
+        self.replies_where("WHERE post_id = ?1 ORDER BY id DESC", &post)
+    }
+
+    /// The parent a post's refs name, for the thread view: the post itself when the desk
+    /// has it (Bluesky's and X's ids are the desk's), else what was fetched before.
+    pub fn parent(&self, id: &str) -> Result<Option<Parent>, DeskError> {
+        if let Ok(i) = self.item(id) {
+            return Ok(Some(Parent {
+                author: i.author,
+                text: i.text,
+                url: i.url,
+            }));
+        }
+        self.db
+            .query_row(
+                "SELECT author, text, url FROM parents WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Parent {
+                        author: r.get(0)?,
+                        text: r.get(1)?,
+                        url: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keeps a parent fetched from its platform (fetched once).
+    pub fn cache_parent(&mut self, id: &str, p: &Parent) -> Result<(), DeskError> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO parents (id, author, text, url, fetched_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, p.author, p.text, p.url, Utc::now().to_rfc3339()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }
 

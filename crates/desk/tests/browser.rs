@@ -1036,3 +1036,319 @@ fn group_members(db: &std::path::Path, group: i64) -> Vec<String> {
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+/// A request the fake received: method, path and query, headers, body.
+type Seen = (String, String, HashMap<String, String>, String);
+
+/// A fake Mastodon home instance: answers the resolve step and creates statuses, honouring
+/// `Idempotency-Key` like Mastodon; records every request it was sent.
+#[derive(Default)]
+struct FakeMastodon {
+    requests: std::sync::Mutex<Vec<Seen>>,
+    statuses: std::sync::Mutex<HashMap<String, String>>,
+}
+
+async fn fake_mastodon() -> (std::net::SocketAddr, std::sync::Arc<FakeMastodon>) {
+    use axum::extract::{Request, State};
+    let fake = std::sync::Arc::new(FakeMastodon::default());
+    async fn record(
+        State(f): State<std::sync::Arc<FakeMastodon>>,
+        req: Request,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let headers: HashMap<String, String> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let path = parts.uri.to_string();
+        f.requests.lock().unwrap().push((
+            parts.method.to_string(),
+            path.clone(),
+            headers.clone(),
+            body,
+        ));
+        if headers.get("authorization").map(String::as_str) != Some("Bearer mission-token") {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({"error": "The access token is invalid"})),
+            )
+                .into_response();
+        }
+        if path.starts_with("/api/v2/search") {
+            return axum::Json(serde_json::json!({
+                "accounts": [], "hashtags": [],
+                "statuses": [{"id": "555", "uri": "https://mastodon.social/users/ana/statuses/1",
+                              "url": "https://mastodon.social/@ana/1"}]
+            }))
+            .into_response();
+        }
+        let key = headers.get("idempotency-key").cloned().unwrap_or_default();
+        let mut statuses = f.statuses.lock().unwrap();
+        let n = statuses.len();
+        let id = statuses
+            .entry(key)
+            .or_insert_with(|| format!("{}", 900 + n))
+            .clone();
+        axum::Json(serde_json::json!({
+            "id": id, "url": format!("https://home.example/@mission/{id}"),
+            "in_reply_to_id": "555"
+        }))
+        .into_response()
+    }
+    let app = axum::Router::new()
+        .fallback(record)
+        .with_state(fake.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (addr, fake)
+}
+
+fn post_of(platform: Platform, id: &str, text: &str, p: f32) -> Scored {
+    Scored {
+        post: Post {
+            platform,
+            id: id.into(),
+            url: Some(format!("https://example.org/{}", id.len())),
+            created_at: Some(Utc::now()),
+            text: text.into(),
+            author_username: Some("ana@mastodon.social".into()),
+            ..Post::default()
+        },
+        text_model: text.into(),
+        matched: vec![],
+        client: None,
+        probability: p,
+        need_support: p >= 0.5,
+        threshold: 0.5,
+        model_id: "fixture".into(),
+        scored_at: Utc::now(),
+        latency_ms: 0.0,
+        why: Vec::new(),
+    }
+}
+
+/// Selects the post `css`, presses `s` and waits for its reply's preview.
+async fn open_preview(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    press(c, 's').await;
+    until("the reply's preview", || async {
+        count(c, &format!("{css} .preview button.send")).await == 1
+    })
+    .await;
+}
+
+/// Replies from the desk, in a real browser, through a fake Mastodon home instance: a saved
+/// answer previewed (filled for the author, with Mastodon's length) and sent with `s` — the
+/// instance resolves the post, then gets one status with `in_reply_to_id` and an
+/// `Idempotency-Key`; the post shows "replied" with the link and is done; a second send asks
+/// first; a reply's parent (a post the desk has) is shown when it is selected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_from_the_desk_in_a_real_browser() {
+    let Some((driver_bin, chromium)) = browsers() else {
+        eprintln!("skipped: chromedriver / chromium not installed (CI installs them)");
+        return;
+    };
+    let (fake_addr, fake) = fake_mastodon().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = flagship_core::Config::load(&fixture("demo/flagship.toml")).unwrap();
+    let base = flagship_model::Checkpoint::default_base().expect("base model (cargo xtask setup)");
+    let encoder = flagship_model::SentenceEncoder::load(&base).unwrap();
+    let db = dir.path().join("desk.sqlite");
+    let mut store = DeskStore::open(&db).unwrap();
+    store
+        .save_answer(
+            None,
+            "First images",
+            "Hi {author}, the first Webb images come out on 12 July.",
+            "ana",
+        )
+        .unwrap();
+    let question = "when do the first webb images come out?";
+    let mastodon_post = post_of(
+        Platform::Mastodon,
+        "https://mastodon.social/users/ana/statuses/1",
+        question,
+        0.9,
+    );
+    let parent_id = "at://did:plc:parent/app.bsky.feed.post/3kparent";
+    let mut child = post_of(
+        Platform::Bluesky,
+        "at://did:plc:child/app.bsky.feed.post/3kchild",
+        "same here, no answer yet",
+        0.8,
+    );
+    child.post.reply_parent = Some(flagship_core::PostRef {
+        id: parent_id.into(),
+        cid: Some("bafyparent".into()),
+        instance: None,
+    });
+    store
+        .add(&[
+            post_of(
+                Platform::Bluesky,
+                parent_id,
+                "is the webb launch delayed again?",
+                0.2,
+            ),
+            mastodon_post.clone(),
+            child,
+        ])
+        .unwrap();
+    let desk = Desk::new(
+        store,
+        Methods::new(HashMap::new(), None),
+        Settings::from_config(&config),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let encoder: std::sync::Arc<dyn flagship_core::live::Embed> = std::sync::Arc::new(encoder);
+    desk.set_embedder(encoder.clone()).unwrap();
+    desk.explained(&[flagship_core::live::Explained {
+        platform: Platform::Mastodon,
+        id: mastodon_post.post.id.clone(),
+        why: vec![],
+        embedding: encoder.embed(&[question]).unwrap().remove(0),
+    }])
+    .unwrap();
+    desk.set_replier(std::sync::Arc::new(
+        flagship_reply::Replier::new(flagship_reply::Settings {
+            mastodon: Some(flagship_reply::MastodonAccount {
+                instance: format!("http://{fake_addr}"),
+                token: "mission-token".into(),
+            }),
+            ..Default::default()
+        })
+        .unwrap(),
+    ));
+    let (addr, stop_server, server) = served(&desk).await;
+    let driver = start_driver(&driver_bin).await;
+    let c = browser(&driver, &chromium).await;
+    c.goto(&format!("http://{addr}/")).await.unwrap();
+    let m = format!(r#"article.post[data-id="{}"]"#, mastodon_post.post.id);
+    open_preview(&c, &m).await;
+    let shown = c
+        .find(Locator::Css(&format!("{m} .preview")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        shown.contains("Hi @ana@mastodon.social, the first Webb images"),
+        "{shown}"
+    );
+    assert!(shown.contains("mastodon"), "{shown}");
+    c.find(Locator::Css(&format!("{m} .preview button.send")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the reply sent", || async {
+        count(&c, &format!("{m} .preview .result-sent a")).await == 1
+    })
+    .await;
+    {
+        let requests = fake.requests.lock().unwrap();
+        let kinds: Vec<(&str, &str)> = requests
+            .iter()
+            .map(|(m, p, _, _)| (m.as_str(), p.split('?').next().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("GET", "/api/v2/search"), ("POST", "/api/v1/statuses")],
+            "{requests:?}"
+        );
+        assert!(requests[0].1.contains("resolve=true"), "{:?}", requests[0]);
+        let (_, _, headers, body) = &requests[1];
+        assert!(
+            headers["idempotency-key"].starts_with("flagship-desk-"),
+            "{headers:?}"
+        );
+        assert!(body.contains("555"), "in_reply_to_id: {body}");
+    }
+    let row: (String, String, String) = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT state, reply_url, who FROM replies", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(row.0, "sent");
+    assert!(
+        row.1.starts_with("https://home.example/@mission/"),
+        "{row:?}"
+    );
+    assert_eq!(
+        desk_current(&db, &mastodon_post.post.id),
+        Some(Decision::Done)
+    );
+
+    // The post is done (a reload would take it out of the queue); a second send asks
+    // first, and dismissed, nothing goes out.
+    until("the post marked done", || async {
+        count(&c, &format!("{m}.state-done")).await == 1
+    })
+    .await;
+    open_preview(&c, &m).await;
+    c.find(Locator::Css(&format!("{m} .preview button.send")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the question", || async {
+        c.get_alert_text().await.is_ok()
+    })
+    .await;
+    let asked = c.get_alert_text().await.unwrap();
+    assert!(asked.contains("already has a reply"), "{asked}");
+    c.dismiss_alert().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.requests.lock().unwrap().len(), 2, "nothing sent twice");
+
+    // The reply's parent, from the desk's own posts, when the reply is selected.
+    let child = r#"article.post[data-id="at://did:plc:child/app.bsky.feed.post/3kchild"]"#;
+    c.find(Locator::Css(child))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the parent shown", || async {
+        count(&c, &format!("{child} .thread .parent")).await == 1
+    })
+    .await;
+    let parent = c
+        .find(Locator::Css(&format!("{child} .thread")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(parent.contains("in reply to"), "{parent}");
+    assert!(
+        parent.contains("is the webb launch delayed again?"),
+        "{parent}"
+    );
+    if let Some(shots) = std::env::var_os("FLAGSHIP_SCREENSHOTS") {
+        std::fs::write(
+            PathBuf::from(shots).join("desk-reply.png"),
+            c.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
+    c.close().await.unwrap();
+    drop(driver);
+    let _ = stop_server.send(());
+    server.await.unwrap().unwrap();
+}

@@ -224,3 +224,80 @@ fn saved_answers_keep_who_changed_what() {
         .unwrap();
     assert_eq!(store.answers().unwrap()[0].embedding, None);
 }
+
+/// Replies as the store keeps them: each attempt with its own key, how it ended, the latest
+/// sent reply on the post; a parent from the desk's own posts or the fetched cache; a post's
+/// references kept from the live post.
+#[test]
+fn replies_and_parents_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = DeskStore::open(&dir.path().join("desk.sqlite")).unwrap();
+    let mut child = scored("at://did:plc:b/app.bsky.feed.post/c", "bo", 0.9);
+    child.post.cid = Some("bafychild".into());
+    child.post.reply_parent = Some(flagship_core::PostRef {
+        id: "at://did:plc:a/app.bsky.feed.post/p".into(),
+        cid: Some("bafyparent".into()),
+        instance: None,
+    });
+    store
+        .add(&[
+            scored("at://did:plc:a/app.bsky.feed.post/p", "ana", 0.2),
+            child,
+        ])
+        .unwrap();
+    let item = store.item("at://did:plc:b/app.bsky.feed.post/c").unwrap();
+    assert_eq!(item.refs.cid.as_deref(), Some("bafychild"));
+    assert_eq!(
+        item.refs.parent.as_ref().unwrap().cid.as_deref(),
+        Some("bafyparent")
+    );
+    assert!(item.replied.is_none());
+
+    let first = store.start_reply(&item.id, "Hi @bo", "ana", None).unwrap();
+    let second = store.start_reply(&item.id, "Hi @bo", "ana", None).unwrap();
+    assert_ne!(first.key, second.key, "each attempt its own key");
+    assert_eq!(first.state, "sending");
+    store
+        .finish_reply(first.id, "unknown", None, None, Some("timed out"))
+        .unwrap();
+    store
+        .finish_reply(
+            second.id,
+            "sent",
+            Some("3kreply"),
+            Some("https://bsky.app/profile/m/post/3kreply"),
+            None,
+        )
+        .unwrap();
+    let rows = store.replies_of(&item.id).unwrap();
+    let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+    assert_eq!(states, ["sent", "unknown"]);
+    let replied = store.item(&item.id).unwrap().replied.unwrap();
+    assert_eq!(
+        replied.url.as_deref(),
+        Some("https://bsky.app/profile/m/post/3kreply")
+    );
+    assert_eq!(replied.who, "ana");
+
+    // The parent: the desk's own post; a fetched one once kept.
+    let p = store
+        .parent("at://did:plc:a/app.bsky.feed.post/p")
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.text, "post at://did:plc:a/app.bsky.feed.post/p");
+    assert!(store.parent("114870341462245939").unwrap().is_none());
+    store
+        .cache_parent(
+            "114870341462245939",
+            &flagship_desk::Parent {
+                author: Some("@cy".into()),
+                text: "<b>is it delayed?</b>".into(),
+                url: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        store.parent("114870341462245939").unwrap().unwrap().text,
+        "<b>is it delayed?</b>"
+    );
+}

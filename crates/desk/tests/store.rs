@@ -207,8 +207,11 @@ fn a_locked_or_foreign_database_is_a_clear_error() {
     assert!(e.to_string().contains("schema version 7"), "{e}");
 }
 
-/// Back from schema 5 to 4: no question groups, group decisions or saved answers.
-const BACK_TO_4: &str = "DROP TABLE answer_history; DROP TABLE answers;
+/// Back from schema 6 to 4: no replies, no question groups, group decisions or saved
+/// answers.
+const BACK_TO_4: &str = "DROP TABLE parents; DROP INDEX replies_post; DROP TABLE replies;
+     ALTER TABLE posts DROP COLUMN refs;
+     DROP TABLE answer_history; DROP TABLE answers;
      ALTER TABLE current DROP COLUMN bulk; ALTER TABLE decisions DROP COLUMN bulk;
      DROP TABLE group_decisions; DROP INDEX posts_group;
      ALTER TABLE posts DROP COLUMN embedding; ALTER TABLE posts DROP COLUMN group_id;

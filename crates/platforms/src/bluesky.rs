@@ -36,6 +36,9 @@ pub struct Commit {
     pub rkey: String,
     #[serde(default)]
     pub record: Option<serde_json::Value>,
+    /// The record's content hash (a reply names its parent by URI and CID).
+    #[serde(default)]
+    pub cid: Option<String>,
 }
 
 /// What an event means for flagship.
@@ -123,7 +126,7 @@ struct PostRecord {
     #[serde(default)]
     facets: Vec<Facet>,
     #[serde(default)]
-    reply: Option<serde_json::Value>,
+    reply: Option<ReplyRefs>,
     #[serde(default)]
     embed: Option<Embed>,
     #[serde(default)]
@@ -136,6 +139,32 @@ fn lenient_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTim
         .and_then(|v| v.as_str())
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc)))
+}
+
+/// A reply's `root` and `parent` strong refs.
+#[derive(Debug, Deserialize)]
+struct ReplyRefs {
+    #[serde(default)]
+    root: Option<StrongRef>,
+    #[serde(default)]
+    parent: Option<StrongRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StrongRef {
+    uri: String,
+    #[serde(default)]
+    cid: Option<String>,
+}
+
+impl StrongRef {
+    fn post_ref(&self) -> flagship_core::PostRef {
+        flagship_core::PostRef {
+            id: self.uri.clone(),
+            cid: self.cid.clone(),
+            instance: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +234,17 @@ impl PostRecord {
             lang: self.langs.into_iter().next(),
             author_username: Some(e.did.clone()),
             is_reply: self.reply.is_some(),
+            cid: e.commit.as_ref().and_then(|c| c.cid.clone()),
+            reply_parent: self
+                .reply
+                .as_ref()
+                .and_then(|r| r.parent.as_ref())
+                .map(StrongRef::post_ref),
+            reply_root: self
+                .reply
+                .as_ref()
+                .and_then(|r| r.root.as_ref())
+                .map(StrongRef::post_ref),
             is_quote,
             hashtags,
             mentions,
@@ -264,6 +304,36 @@ mod tests {
         assert_eq!(first.urls, ["https://www.youtube.com/watch?v=V5lDo-jw8mA"]);
         assert_eq!(first.lang.as_deref(), Some("en"));
         assert!(posts.iter().any(|p| p.is_reply));
+        // What a reply from the desk needs: every post's CID, a reply's parent and root.
+        assert!(
+            posts
+                .iter()
+                .all(|p| p.cid.as_deref().is_some_and(|c| c.starts_with("bafy")))
+        );
+        let reply = posts
+            .iter()
+            .find(|p| p.id.ends_with("/3mptbyp7lu223"))
+            .unwrap();
+        assert_eq!(
+            reply.cid.as_deref(),
+            Some("bafyreifq66rnqqmr62ussjdhneebgoeaci5extyyjyqymkqwgtr4667gsi")
+        );
+        let parent = reply.reply_parent.as_ref().unwrap();
+        assert_eq!(
+            parent.id,
+            "at://did:plc:i5y2f3gtpjxs3qg6fwgb6jb4/app.bsky.feed.post/3mpt7u2vlgs2c"
+        );
+        assert_eq!(
+            parent.cid.as_deref(),
+            Some("bafyreifzanogmt75wega3mdkjqiv5rg6usowy6hr3nrlvioezvu7jur3cq")
+        );
+        assert_eq!(reply.reply_root.as_ref().unwrap().id, parent.id);
+        assert!(
+            posts
+                .iter()
+                .filter(|p| !p.is_reply)
+                .all(|p| p.reply_parent.is_none())
+        );
     }
 
     #[test]

@@ -177,6 +177,15 @@ impl Status {
             author_created_at: self.account.created_at,
             is_retweet: self.reblog.is_some(),
             is_reply: self.in_reply_to_id.is_some(),
+            // Ids are the reading server's own: the parent is `in_reply_to_id` there.
+            reply_parent: self
+                .in_reply_to_id
+                .as_ref()
+                .map(|id| flagship_core::PostRef {
+                    id: id.clone(),
+                    cid: None,
+                    instance: instance.map(str::to_owned).or_else(|| url_host(&self.uri)),
+                }),
             referenced_text,
             hashtags: shown.tags.iter().map(|t| t.name.clone()).collect(),
             mentions: shown.mentions.iter().map(|m| m.acct.clone()).collect(),
@@ -583,6 +592,10 @@ mod tests {
         assert_eq!(t.possibly_sensitive, Some(true));
         let t = tweet("/users/Deglassco/statuses/114870361818376588");
         assert!(t.is_reply);
+        // The parent, as the server it was read from numbers it (what a reply resolves).
+        let parent = t.reply_parent.as_ref().unwrap();
+        assert!(!parent.id.is_empty() && parent.id.bytes().all(|b| b.is_ascii_digit()));
+        assert!(parent.instance.is_some(), "{parent:?}");
         // Real data: narrow no-break spaces (U+202F) in the date.
         assert!(
             t.text

@@ -445,6 +445,17 @@ impl Payload {
                     place_country_code: place.and_then(|(_, p)| p?.country_code.clone()),
                     matching_rules: rules.clone(),
                     received_at,
+                    cid: None,
+                    reply_parent: replied_to.map(|a| flagship_core::PostRef {
+                        id: a.0.to_string(),
+                        ..Default::default()
+                    }),
+                    reply_root: t.conversation_id.filter(|_| replied_to.is_some()).map(|c| {
+                        flagship_core::PostRef {
+                            id: c.0.to_string(),
+                            ..Default::default()
+                        }
+                    }),
                 }
             })
             .collect();

@@ -65,6 +65,18 @@ fn str_lists(tweets: &[Post], f: fn(&Post) -> &[String]) -> ArrayRef {
     Arc::new(b.finish())
 }
 
+/// What the hour files keep of a post: all but the live-only references a reply from the
+/// desk needs (`cid`, `reply_parent`, `reply_root`), which are not columns of the combined
+/// schema (version 2). [`from_batch`] of [`to_batch`] gives back this.
+pub fn kept(p: &Post) -> Post {
+    Post {
+        cid: None,
+        reply_parent: None,
+        reply_root: None,
+        ..p.clone()
+    }
+}
+
 /// Builds a raw-schema batch from tweets.
 pub fn to_batch(tweets: &[Post]) -> Result<RecordBatch, RecordError> {
     let mut edits = ListBuilder::new(UInt64Builder::new());
@@ -224,6 +236,11 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Post>, RecordError> {
                 place_country_code: c.str("place_country_code", i),
                 matching_rules: c.strs("matching_rules", i),
                 received_at: c.ts("received_at", i),
+                // Not columns of the combined schema (version 2): a reply from the desk reads
+                // them from the live post, never from the hour files.
+                cid: None,
+                reply_parent: None,
+                reply_root: None,
             })
         })
         .collect()

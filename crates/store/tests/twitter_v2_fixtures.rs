@@ -88,7 +88,8 @@ fn all_fixtures_roundtrip_through_raw_schema() {
             .iter()
             .flat_map(|b| records::from_batch(b).unwrap())
             .collect();
-        assert_eq!(back, r.posts, "{name}: round trip");
+        let kept: Vec<_> = r.posts.iter().map(records::kept).collect();
+        assert_eq!(back, kept, "{name}: round trip");
 
         total.read(name, &bytes, None);
     }

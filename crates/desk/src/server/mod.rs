@@ -50,6 +50,7 @@ mod login;
 mod metrics;
 mod pages;
 mod proxy;
+mod replies;
 mod reports;
 mod session;
 mod state;
@@ -88,6 +89,7 @@ pub fn router(d: Arc<Desk>) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(api::routes())
+        .merge(replies::routes())
         .merge(events::routes())
         .merge(reports::routes())
         .merge(login::routes())

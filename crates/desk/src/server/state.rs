@@ -126,6 +126,10 @@ pub struct Desk {
     answers: Mutex<Option<Arc<Vec<Answer>>>>,
     /// What the today panel says of the model (base, when trained, operating point).
     model_card: Mutex<Option<String>>,
+    /// Sends replies through the mission's accounts (none: the page copies the answer).
+    replier: std::sync::OnceLock<Arc<flagship_reply::Replier>>,
+    /// Per platform, when its rate limit (a 429's reset) lets the desk send again.
+    pub(super) rate_limited: Mutex<HashMap<flagship_core::Platform, Instant>>,
 }
 
 /// A saved answer is suggested only this close to a post (cosine).
@@ -181,6 +185,8 @@ impl Desk {
             embedder: std::sync::OnceLock::new(),
             answers: Mutex::new(None),
             model_card: Mutex::new(None),
+            replier: std::sync::OnceLock::new(),
+            rate_limited: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -263,6 +269,16 @@ impl Desk {
         Ok(())
     }
 
+    /// Sends replies from now on through `r` (once).
+    pub fn set_replier(&self, r: Arc<flagship_reply::Replier>) {
+        let _ = self.replier.set(r);
+    }
+
+    /// The replier, when one is set.
+    pub(super) fn replier(&self) -> Option<&Arc<flagship_reply::Replier>> {
+        self.replier.get()
+    }
+
     /// Sets the sentence encoder (once): saved answers are embedded with it now and after
     /// each change (blocking: the encoder and SQLite).
     pub fn set_embedder(&self, e: Arc<dyn Embed>) -> Result<(), DeskError> {
@@ -323,6 +339,7 @@ impl Desk {
         Ok(best
             .filter(|(_, s)| *s >= SUGGEST_MIN)
             .map(|(a, similarity)| Suggestion {
+                answer: a.id,
                 title: a.title.clone(),
                 text: flagship_platforms::reply::render(
                     &a.body,
