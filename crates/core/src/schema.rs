@@ -13,7 +13,11 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 pub const META_NAME: &str = "flagship.schema";
 pub const META_VERSION: &str = "flagship.schema.version";
 /// Bumped whenever a column changes meaning or type; readers refuse other versions.
-pub const VERSION: &str = "2";
+pub const VERSION: &str = "3";
+
+/// Earlier versions still read, and the columns each lacks (nullable, read as nulls):
+/// version 2 had no reply references (`cid`, `reply_parent`, `reply_root`).
+pub const READABLE: &[(&str, &[&str])] = &[("2", &["cid", "reply_parent", "reply_root"])];
 
 /// The stage outputs, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,6 +140,11 @@ fn raw_fields() -> Vec<Field> {
         f("place_country_code", Utf8, true),
         f("matching_rules", str_list(), false),
         f("received_at", utc_ms(), true),
+        // Version 3: what a reply needs (Bluesky's CID; the parent and the thread's root as
+        // JSON `{"id", "cid"?, "instance"?}`).
+        f("cid", Utf8, true),
+        f("reply_parent", Utf8, true),
+        f("reply_root", Utf8, true),
     ]
 }
 
@@ -232,6 +241,7 @@ pub fn check(actual: &Schema, stage: Stage) -> Result<(), SchemaError> {
         }
         if let Some(v) = actual.metadata.get(META_VERSION)
             && v != VERSION
+            && !READABLE.iter().any(|(old, _)| old == v)
         {
             return Err(SchemaError::WrongVersion {
                 stage: found.clone(),
@@ -239,7 +249,16 @@ pub fn check(actual: &Schema, stage: Stage) -> Result<(), SchemaError> {
             });
         }
     }
+    // The columns an older version lacks may be absent (they read as nulls).
+    let lacks: &[&str] = actual
+        .metadata
+        .get(META_VERSION)
+        .and_then(|v| READABLE.iter().find(|(old, _)| old == v))
+        .map_or(&[], |(_, lacks)| lacks);
     for want in stage.schema().fields() {
+        if lacks.contains(&want.name().as_str()) && actual.field_with_name(want.name()).is_err() {
+            continue;
+        }
         let got = actual
             .field_with_name(want.name())
             .map_err(|_| SchemaError::MissingField(want.name().clone()))?;

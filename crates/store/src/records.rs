@@ -65,18 +65,6 @@ fn str_lists(tweets: &[Post], f: fn(&Post) -> &[String]) -> ArrayRef {
     Arc::new(b.finish())
 }
 
-/// What the hour files keep of a post: all but the live-only references a reply from the
-/// desk needs (`cid`, `reply_parent`, `reply_root`), which are not columns of the combined
-/// schema (version 2). [`from_batch`] of [`to_batch`] gives back this.
-pub fn kept(p: &Post) -> Post {
-    Post {
-        cid: None,
-        reply_parent: None,
-        reply_root: None,
-        ..p.clone()
-    }
-}
-
 /// Builds a raw-schema batch from tweets.
 pub fn to_batch(tweets: &[Post]) -> Result<RecordBatch, RecordError> {
     let mut edits = ListBuilder::new(UInt64Builder::new());
@@ -123,14 +111,49 @@ pub fn to_batch(tweets: &[Post]) -> Result<RecordBatch, RecordError> {
         strs(tweets, |t| t.place_country_code.as_deref()),
         str_lists(tweets, |t| &t.matching_rules),
         ts(tweets, |t| t.received_at),
+        strs(tweets, |t| t.cid.as_deref()),
+        json_strs(tweets, |t| t.reply_parent.as_ref()),
+        json_strs(tweets, |t| t.reply_root.as_ref()),
     ];
     Ok(RecordBatch::try_new(Stage::Raw.schema(), columns)?)
+}
+
+/// A post reference as its column holds it (JSON), or null.
+fn json_strs(tweets: &[Post], f: impl Fn(&Post) -> Option<&flagship_core::PostRef>) -> ArrayRef {
+    let v: Vec<Option<String>> = tweets
+        .iter()
+        .map(|t| f(t).map(|r| serde_json::to_string(r).expect("a reference serialises")))
+        .collect();
+    Arc::new(StringArray::from(v))
 }
 
 /// Typed column access; the schema was checked first, so a failed downcast is a bug.
 struct Cols<'a>(&'a RecordBatch);
 
 impl<'a> Cols<'a> {
+    /// A string column an older file may lack (then null).
+    fn opt_str(&self, name: &str, i: usize) -> Option<String> {
+        self.0.column_by_name(name).and_then(|_| self.str(name, i))
+    }
+
+    /// A JSON post reference, or null (also when an older file lacks the column).
+    fn json(
+        &self,
+        name: &'static str,
+        i: usize,
+    ) -> Result<Option<flagship_core::PostRef>, RecordError> {
+        match self.opt_str(name, i) {
+            None => Ok(None),
+            Some(s) => serde_json::from_str(&s)
+                .map(Some)
+                .map_err(|e| RecordError::Value {
+                    row: i,
+                    field: name,
+                    message: e.to_string(),
+                }),
+        }
+    }
+
     fn get<T: Array + 'static>(&self, name: &str) -> &'a T {
         self.0
             .column_by_name(name)
@@ -236,11 +259,10 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Post>, RecordError> {
                 place_country_code: c.str("place_country_code", i),
                 matching_rules: c.strs("matching_rules", i),
                 received_at: c.ts("received_at", i),
-                // Not columns of the combined schema (version 2): a reply from the desk reads
-                // them from the live post, never from the hour files.
-                cid: None,
-                reply_parent: None,
-                reply_root: None,
+                // Absent from version-2 files: none.
+                cid: c.opt_str("cid", i),
+                reply_parent: c.json("reply_parent", i)?,
+                reply_root: c.json("reply_root", i)?,
             })
         })
         .collect()
