@@ -177,14 +177,16 @@ impl Status {
             author_created_at: self.account.created_at,
             is_retweet: self.reblog.is_some(),
             is_reply: self.in_reply_to_id.is_some(),
-            // Ids are the reading server's own: the parent is `in_reply_to_id` there.
+            // Ids are the reading server's own: the parent is `in_reply_to_id` there. Only
+            // that server (one the config names) is ever asked for it — never a host taken
+            // from the status itself, which its author can point anywhere.
             reply_parent: self
                 .in_reply_to_id
                 .as_ref()
                 .map(|id| flagship_core::PostRef {
                     id: id.clone(),
                     cid: None,
-                    instance: instance.map(str::to_owned).or_else(|| url_host(&self.uri)),
+                    instance: instance.map(str::to_owned),
                 }),
             referenced_text,
             hashtags: shown.tags.iter().map(|t| t.name.clone()).collect(),
@@ -596,6 +598,17 @@ mod tests {
         let parent = t.reply_parent.as_ref().unwrap();
         assert!(!parent.id.is_empty() && parent.id.bytes().all(|b| b.is_ascii_digit()));
         assert!(parent.instance.is_some(), "{parent:?}");
+        // Read from no named server, the parent names none: its status's own host is never
+        // asked (a status can point it anywhere).
+        let (s, _) = statuses()
+            .into_iter()
+            .find(|(s, _)| {
+                s.uri
+                    .ends_with("/users/Deglassco/statuses/114870361818376588")
+            })
+            .unwrap();
+        let alone = s.to_post(None, None);
+        assert_eq!(alone.reply_parent.as_ref().unwrap().instance, None);
         // Real data: narrow no-break spaces (U+202F) in the date.
         assert!(
             t.text
