@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use arrow::array::{Array, StringArray};
+use arrow::array::Array;
 use chrono::{TimeZone, Utc};
 use flagship_core::live::{Explained, Scored};
 use flagship_core::{Config, Platform, Post};
@@ -274,18 +274,10 @@ async fn cards(
     let n = posts.len();
     let (mut kept, mut flagged) = (0usize, 0usize);
     for chunk in posts.chunks(32) {
-        let hour = flagship_core::layout::hour_floor(Utc::now());
         let rows: Vec<(Post, String)> = chunk.iter().map(|p| (p.clone(), "bench".into())).collect();
-        let combined = flagship_combine::combine_rows(&ctx, hour, &rows).await?;
-        let frame = flagship_filter::kept_frame(ctx.read_batch(combined)?, &config.mission.filter)?;
-        let (processed, _) = flagship_textproc::process_frame(frame).await?;
-        let col = |name: &str| -> Result<&StringArray> {
-            processed
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .with_context(|| format!("no `{name}` column"))
-        };
-        let (ids, texts) = (col("id")?, col("text_model")?);
+        let processed = flagship_live::prepare(&ctx, config, &rows).await?;
+        let ids = flagship_live::strings(&processed, "id")?;
+        let texts = flagship_live::strings(&processed, flagship_live::TEXT_COLUMN)?;
         let refs: Vec<&str> = (0..texts.len()).map(|i| texts.value(i)).collect();
         let preds = model.predict(&refs)?;
         kept += refs.len();

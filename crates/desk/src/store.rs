@@ -927,25 +927,20 @@ impl DeskStore {
                 .prepare_cached("UPDATE groups SET last_at = ?2, centroid = ?3 WHERE id = ?1")
                 .map_err(wrap)?;
             for e in why {
-                let found = if e.why.is_empty() {
-                    tx.query_row("SELECT 1 FROM posts WHERE id = ?1", [&e.id], |_| Ok(()))
-                        .optional()
-                        .map_err(wrap)?
-                        .map_or(0, |_| 1)
-                } else {
-                    let words = serde_json::to_string(&e.why).expect("words serialise");
-                    set.execute(params![e.id, words]).map_err(wrap)?
-                };
-                done.found += found;
-                if e.embedding.is_empty() || found == 0 {
-                    continue;
-                }
-                let fresh: bool = placeable
-                    .query_row([&e.id], |r| r.get(0))
+                // One look-up: whether the post is here, and whether it waits for a group.
+                let Some(fresh) = placeable
+                    .query_row([&e.id], |r| r.get::<_, bool>(0))
                     .optional()
                     .map_err(wrap)?
-                    .unwrap_or(false);
-                if !fresh {
+                else {
+                    continue;
+                };
+                done.found += 1;
+                if !e.why.is_empty() {
+                    let words = serde_json::to_string(&e.why).expect("words serialise");
+                    set.execute(params![e.id, words]).map_err(wrap)?;
+                }
+                if e.embedding.is_empty() || !fresh {
                     continue;
                 }
                 let group = match self.grouper.assign(&e.embedding, now) {

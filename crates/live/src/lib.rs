@@ -294,7 +294,22 @@ impl Intake {
     }
 }
 
-fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, LiveError> {
+/// A micro-batch of `(post, origin)` rows through the batch stages' own rules: combine's
+/// rows (the same code: ids deduplicated, ordered), then filter's and textproc's plans as one
+/// plan. The processed rows (`id`, [`TEXT_COLUMN`], `client`, `matched_terms`, …).
+pub async fn prepare(
+    ctx: &datafusion::prelude::SessionContext,
+    config: &Config,
+    rows: &[(Post, String)],
+) -> Result<RecordBatch, LiveError> {
+    let hour = flagship_core::layout::hour_floor(Utc::now());
+    let combined = flagship_combine::combine_rows(ctx, hour, rows).await?;
+    let kept = flagship_filter::kept_frame(ctx.read_batch(combined)?, &config.mission.filter)?;
+    Ok(flagship_textproc::process_frame(kept).await?.0)
+}
+
+/// Column `name` of processed rows, as strings.
+pub fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, LiveError> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| LiveError::Column(name.to_owned()))
@@ -467,19 +482,11 @@ impl Triage<'_> {
         for a in &batch {
             self.clock.wait.push(ms(started.duration_since(a.at)));
         }
-        // The micro-batch as combine would write it (same code: ids deduplicated, ordered).
-        let hour = flagship_core::layout::hour_floor(Utc::now());
         let rows: Vec<(Post, String)> = batch
             .iter()
             .map(|a| (a.post.clone(), a.origin.clone()))
             .collect();
-        let combined = flagship_combine::combine_rows(&self.ctx, hour, &rows).await?;
-        // filter's and textproc's plans, as one plan over the micro-batch.
-        let kept = flagship_filter::kept_frame(
-            self.ctx.read_batch(combined)?,
-            &self.config.mission.filter,
-        )?;
-        let (processed, _) = flagship_textproc::process_frame(kept).await?;
+        let processed = prepare(&self.ctx, self.config, &rows).await?;
         self.clock.prepare.push(ms(started.elapsed()));
         t.batches += 1;
         self.telemetry.batches.inc();
