@@ -10,7 +10,8 @@
 //! demo replay, and `bench predict` the product's `flagship predict` for held-out quality.
 //! `bench desk-load` (not in `bench all`: ten minutes) runs `flagship-bench desk-load` — the
 //! desk's server in a child process under pages, decisions and a replay — and writes
-//! `docs/desk-load.md`.
+//! `docs/desk-load.md`. `bench groups` and `bench alerts` (not in `bench all` either) run
+//! `flagship-bench groups` / `flagship-bench alerts` and print their rows.
 
 use std::process::Command;
 
@@ -141,6 +142,8 @@ fn one(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
         "desk" => desk(f, env),
         "desk-load" => desk_load(f, env),
         "groups" => groups(env),
+        "alerts" => alerts(env),
+        "team" => team(env),
         "parsers" => parsers(env),
         "live" => live(env),
         "train" | "predict" => model(f, what, env),
@@ -714,6 +717,110 @@ fn groups(env: &setup::Env) -> Result<Measured, String> {
     Ok(m)
 }
 
+/// `bench alerts`: the desk's burst alarm on the demo replay (a paused clock) — false alarms
+/// a simulated day, and detection and delay of bursts of 15, 30 and 60 posts injected at 24
+/// times.
+fn alerts(env: &setup::Env) -> Result<Measured, String> {
+    let (bench, _) = release_bench(env)?;
+    let out = last_line(
+        Command::new(&bench).current_dir(&env.root).arg("alerts"),
+        "burst alerts",
+    )?;
+    println!("flagship: {out}");
+    alerts_measured(&out)
+}
+
+/// `bench team`: a scripted team of three on shifts answering a demo day, with a burst
+/// injected and without: the desk's first-response figures, and when the alert fired.
+fn team(env: &setup::Env) -> Result<Measured, String> {
+    let (bench, _) = release_bench(env)?;
+    let out = last_line(
+        Command::new(&bench).current_dir(&env.root).arg("team"),
+        "a scripted team",
+    )?;
+    println!("flagship: {out}");
+    let get = |k: &str| field(&out, k).map_or("—".to_owned(), |v| format!("{v:.0}"));
+    let mut m = Measured::default();
+    for (what, key) in [("steady day", "steady"), ("with a 60-post burst", "burst")] {
+        m.rows.push(row(
+            format!("`bench team`: first response, three people on shifts, {what}"),
+            format!(
+                "p50 {} min · p90 {} min · {} overdue at midnight",
+                get(&format!("{key}_p50_min")),
+                get(&format!("{key}_p90_min")),
+                get(&format!("{key}_overdue"))
+            ),
+            "—",
+            "—".into(),
+            "—",
+        ));
+    }
+    m.details.push(format!(
+        "`bench team`: the burst alert fired {} min after the burst began",
+        get("alert_delay_min")
+    ));
+    Ok(m)
+}
+
+/// The table rows and details of one `flagship-bench alerts` line.
+fn alerts_measured(out: &str) -> Result<Measured, String> {
+    let get = |k: &str| field(out, k).ok_or_else(|| format!("no `{k}` in {out}"));
+    // A delay is null when nothing was detected.
+    let minutes = |k: &str| field(out, k).map_or("—".to_owned(), |v| format!("{v:.0}"));
+    let mut m = Measured::default();
+    m.rows.push(row(
+        format!(
+            "`bench alerts`: steady demo replay, {} flagged posts over {:.0} days, checked every minute",
+            thousands(get("flagged")? as usize),
+            get("days")?
+        ),
+        format!(
+            "{} false alarms, **{:.2} a day**",
+            get("false_alarms")?,
+            get("false_alarms_per_day")?
+        ),
+        "—",
+        "—".into(),
+        "≤ 0.5 a day",
+    ));
+    for size in ["15", "30", "60"] {
+        let k = |f: &str| format!("burst{size}_{f}");
+        m.rows.push(row(
+            format!(
+                "`bench alerts`: {size} extra posts over {} minutes, injected {} times",
+                get("burst_minutes")?,
+                get(&k("injected"))?
+            ),
+            format!(
+                "{} detected ({} within 10 min); delay p50 / p90 / max {} / {} / {} min",
+                get(&k("detected"))?,
+                get(&k("detected_10min"))?,
+                minutes(&k("delay_p50_min")),
+                minutes(&k("delay_p90_min")),
+                minutes(&k("delay_max_min"))
+            ),
+            "—",
+            "—".into(),
+            if size == "30" {
+                "≥ 90 % within 10 min"
+            } else {
+                "—"
+            },
+        ));
+    }
+    m.details.push(format!(
+        "burst rule: window {} min, baseline {} min, p < {}, at least {} posts, expected at least {}, cooldown {} min; flagged = the demo's labels that need support (the model's flags approximate them); {} injection(s) overlap a steady false alarm",
+        get("window_min")?,
+        get("baseline_min")?,
+        get("p_value")?,
+        get("min_count")?,
+        get("floor")?,
+        get("cooldown_min")?,
+        get("overlapping_false_alarms")?
+    ));
+    Ok(m)
+}
+
 /// The load average over the last minute (`/proc/loadavg`), or NaN.
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
@@ -1134,6 +1241,24 @@ mod tests {
             "{:?}",
             m.details
         );
+    }
+
+    #[test]
+    fn an_alerts_line_makes_its_rows() {
+        let out = r#"{"baseline_min":360,"burst15_delay_max_min":9.0,"burst15_delay_p50_min":6.0,"burst15_delay_p90_min":9.0,"burst15_detected":21,"burst15_detected_10min":21,"burst15_injected":24,"burst30_delay_max_min":6.0,"burst30_delay_p50_min":3.0,"burst30_delay_p90_min":6.0,"burst30_detected":24,"burst30_detected_10min":24,"burst30_injected":24,"burst60_delay_max_min":null,"burst60_delay_p50_min":null,"burst60_delay_p90_min":null,"burst60_detected":0,"burst60_detected_10min":0,"burst60_injected":24,"burst_minutes":15,"check_every_min":1,"cooldown_min":60,"days":11.996,"false_alarms":1,"false_alarms_per_day":0.0834,"flagged":3840,"floor":0.5,"min_count":6,"overlapping_false_alarms":1,"p_value":0.0001,"posts":9600,"window_min":10}"#;
+        let m = super::alerts_measured(out).unwrap();
+        let t = table(&m.rows);
+        assert!(t.contains("3,840 flagged posts over 12 days"), "{t}");
+        assert!(t.contains("1 false alarms, **0.08 a day**"), "{t}");
+        assert!(
+            t.contains("24 detected (24 within 10 min); delay p50 / p90 / max 3 / 6 / 6 min"),
+            "{t}"
+        );
+        assert!(
+            t.contains("0 detected (0 within 10 min); delay p50 / p90 / max — / — / — min"),
+            "{t}"
+        );
+        assert!(m.details[0].contains("p < 0.0001"), "{:?}", m.details);
     }
 
     #[test]

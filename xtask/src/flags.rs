@@ -176,7 +176,7 @@ impl Test {
     }
 }
 
-/// `bench train|predict|textproc|ingest|live|parsers|desk|desk-load|groups|all`.
+/// `bench train|predict|textproc|ingest|live|parsers|desk|desk-load|groups|alerts|team|all`.
 #[derive(Debug)]
 pub struct Bench {
     pub what: String,
@@ -364,7 +364,7 @@ mod tests {
             }
         }
         assert!(u.contains(
-            "  bench      train|predict|textproc|ingest|live|parsers|desk|desk-load|groups|all\n"
+            "  bench      train|predict|textproc|ingest|live|parsers|desk|desk-load|groups|alerts|team|all\n"
         ));
     }
 

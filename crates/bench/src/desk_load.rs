@@ -703,7 +703,7 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     for (user, password) in &people {
-        flagship_desk::auth::add_user(&users_file, user, password)?;
+        flagship_desk::auth::add_user(&users_file, user, password, None)?;
     }
     let mut child = Command::new(std::env::current_exe()?)
         .arg("desk-serve")

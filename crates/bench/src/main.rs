@@ -2,11 +2,13 @@
 //! part on the release build and prints one JSON line that xtask sets beside its peer's
 //! (Hugging Face `transformers`, PySpark). Kept out of the `flagship` binary a server runs.
 
+mod alerts;
 mod desk;
 mod desk_load;
 mod groups;
 mod ingest;
 mod model;
+mod team;
 mod textproc;
 
 use anyhow::Result;
@@ -37,6 +39,12 @@ enum Command {
     /// `bench groups`: question groups — pair precision / recall, the embedding's cost, and
     /// posts vs cards on the demo replay and two bursts.
     Groups(groups::Args),
+    /// `bench alerts`: the desk's burst alarm on the demo replay — false alarms a day, and
+    /// detection and delay of injected bursts (a paused clock: twelve days in seconds).
+    Alerts(alerts::Args),
+    /// `bench team`: a scripted team of three on shifts answering a demo day with a burst
+    /// injected: first-response p50 / p90, overdue, per person; when the alert fired.
+    Team(team::Args),
     /// The server side of `desk-load` (run by it).
     #[command(hide = true)]
     DeskServe(desk_load::ServeArgs),
@@ -53,6 +61,8 @@ fn main() -> Result<()> {
         Command::DeskLoad(a) => desk_load::run(a),
         Command::DeskServe(a) => desk_load::serve(a),
         Command::Groups(a) => groups::run(a),
+        Command::Team(a) => team::run(a),
+        Command::Alerts(a) => alerts::run(a),
         Command::Textproc(cmd) => textproc::run(cmd),
     }
 }

@@ -2,9 +2,11 @@
 //! (`storage.desk`), serves the page ([`flagship_desk::server`]) and runs the live loop
 //! ([`flagship_live`]) in-process on any source `watch` takes — its scored posts go into the
 //! database and onto open pages — or attaches to a running `watch`'s output file. `desk
-//! export` writes the decisions as labels (or Label Studio / Argilla imports); `desk user add`
-//! adds a login to the users file (the password read without echo on a terminal) and `desk
-//! user remove` takes one out; both end the user's open sessions in the desk database.
+//! export` writes the decisions as labels (or Label Studio / Argilla imports); `desk report`
+//! the first responses by day and `desk summary` a day's summary (Markdown); `desk user add`
+//! adds a login to the users file with its role (the password read without echo on a
+//! terminal), `desk user role` changes a role and `desk user remove` takes one out; each ends
+//! the user's open sessions in the desk database.
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -35,6 +37,32 @@ pub enum Cmd {
     /// Logins in the users file (`desk.users`).
     #[command(subcommand)]
     User(UserCmd),
+    /// First responses by day (Markdown): p50 / p90, overdue and late posts, per person and
+    /// per platform, days in `desk.timezone`.
+    Report(ReportArgs),
+    /// A day's summary for the lead (Markdown): volume, flagged, answered, first-response
+    /// percentiles, overdue, the biggest question groups with their answers, the alerts.
+    Summary(SummaryArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Days back from today (today included).
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Output file (written to a temporary name, then renamed); `-`: standard output.
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct SummaryArgs {
+    /// The day (YYYY-MM-DD, in desk.timezone); default: today.
+    #[arg(long)]
+    pub day: Option<chrono::NaiveDate>,
+    /// Output file (written to a temporary name, then renamed); `-`: standard output.
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -83,6 +111,19 @@ pub enum UserCmd {
     /// sessions.
     Add {
         name: String,
+        /// viewer (reads), agent (decides, takes, replies) or lead (also assigns, edits saved
+        /// answers, manages the team); default: a new user is an agent, a known one keeps
+        /// their role.
+        #[arg(long)]
+        role: Option<auth::Role>,
+        /// Users file (default: the config's desk.users).
+        #[arg(long)]
+        users: Option<PathBuf>,
+    },
+    /// Give NAME a role (viewer, agent or lead); their open sessions end.
+    Role {
+        name: String,
+        role: auth::Role,
         /// Users file (default: the config's desk.users).
         #[arg(long)]
         users: Option<PathBuf>,
@@ -99,7 +140,12 @@ pub enum UserCmd {
 pub fn run(config: &Config, a: Args) -> Result<()> {
     match a.cmd {
         Some(Cmd::Export(e)) => export_cmd(config, e),
-        Some(Cmd::User(UserCmd::Add { name, users })) => add_user(config, &name, users),
+        Some(Cmd::User(UserCmd::Add { name, role, users })) => add_user(config, &name, role, users),
+        Some(Cmd::User(UserCmd::Role { name, role, users })) => {
+            set_role(config, &name, role, users)
+        }
+        Some(Cmd::Report(r)) => report_cmd(config, r),
+        Some(Cmd::Summary(s)) => summary_cmd(config, s),
         Some(Cmd::User(UserCmd::Remove { name, users })) => remove_user(config, &name, users),
         None => tokio::runtime::Runtime::new()?.block_on(serve(config, a.serve)),
     }
@@ -163,7 +209,67 @@ fn users_file(config: &Config, users: Option<PathBuf>) -> Result<PathBuf> {
         .context("no users file: pass --users FILE or set desk.users in the config")
 }
 
-fn add_user(config: &Config, name: &str, users: Option<PathBuf>) -> Result<()> {
+/// Writes `text` to `out` (`-`: standard output; else a temporary name, then renamed).
+fn write_out(out: &std::path::Path, text: &str) -> Result<()> {
+    if out.as_os_str() == "-" {
+        print!("{text}");
+        return Ok(());
+    }
+    let tmp = flagship_store::fs::temp_beside(out)?;
+    std::fs::write(tmp.path(), text)?;
+    flagship_store::fs::persist(tmp, out)?;
+    eprintln!("desk: written {}", out.display());
+    Ok(())
+}
+
+fn report_cmd(config: &Config, a: ReportArgs) -> Result<()> {
+    let store = DeskStore::open_existing(&config.desk_database())?;
+    let tz = config.desk.timezone();
+    let target = chrono::Duration::from_std(config.desk.first_response())?;
+    let now = chrono::Utc::now();
+    let today = flagship_desk::clock::day_of(now, tz);
+    let first = today - chrono::Days::new(u64::from(a.days.max(1) - 1));
+    let since = flagship_desk::clock::day_span(first, tz).0;
+    let rows = store.responses(since, now + chrono::Duration::days(1))?;
+    let days = flagship_desk::clock::by_day(&rows, target, tz, now);
+    write_out(
+        &a.out,
+        &flagship_desk::summary::report_markdown(&days, tz, target),
+    )
+}
+
+fn summary_cmd(config: &Config, a: SummaryArgs) -> Result<()> {
+    let store = DeskStore::open_existing(&config.desk_database())?;
+    let tz = config.desk.timezone();
+    let now = chrono::Utc::now();
+    let day = a
+        .day
+        .unwrap_or_else(|| flagship_desk::clock::day_of(now, tz));
+    let target = chrono::Duration::from_std(config.desk.first_response())?;
+    let s = flagship_desk::summary::Summary::of(&store, day, tz, target, now)?;
+    write_out(&a.out, &s.markdown())
+}
+
+fn set_role(config: &Config, name: &str, role: auth::Role, users: Option<PathBuf>) -> Result<()> {
+    let path = users_file(config, users)?;
+    if !auth::set_role(&path, name, role)? {
+        bail!("desk: no user {name} in {}", path.display());
+    }
+    let ended = end_sessions(config, name)?;
+    println!(
+        "desk: {name} is now a {role} ({}){}",
+        path.display(),
+        ended_note(ended)
+    );
+    Ok(())
+}
+
+fn add_user(
+    config: &Config,
+    name: &str,
+    role: Option<auth::Role>,
+    users: Option<PathBuf>,
+) -> Result<()> {
     let path = users_file(config, users)?;
     let password = match std::env::var("FLAGSHIP_DESK_PASSWORD") {
         Ok(p) if !p.is_empty() => p,
@@ -182,7 +288,7 @@ fn add_user(config: &Config, name: &str, users: Option<PathBuf>) -> Result<()> {
     if password.chars().count() < 10 {
         bail!("a desk password needs at least 10 characters");
     }
-    auth::add_user(&path, name, &password)?;
+    auth::add_user(&path, name, &password, role)?;
     let ended = end_sessions(config, name)?;
     println!(
         "desk: {name} can log in ({}){}",

@@ -16,25 +16,8 @@ use flagship_metrics::Profile;
 use flagship_metrics::monitor::{self, GroupColumns};
 use flagship_store::table::Table;
 
-/// `90s`, `10m`, `2h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 2h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
+/// A duration as people write it (`90s`, `10m`, `2h`): the config's own rule.
+pub use flagship_core::config::parse_duration;
 
 /// How a live command (`watch`, `desk`) batches posts for the model and explains the flagged.
 #[derive(clap::Args)]

@@ -331,7 +331,8 @@ fn desk_logins_refuse_tls_without_users_read_passwords_unseen_and_end_sessions()
     assert!(
         std::fs::read_to_string(&users)
             .unwrap()
-            .starts_with("bo:$argon2id$")
+            .starts_with("bo:agent:$argon2id$"),
+        "a new user is an agent"
     );
 
     // Sessions end with a new password and with `user remove`.
@@ -357,6 +358,41 @@ fn desk_logins_refuse_tls_without_users_read_passwords_unseen_and_end_sessions()
     assert!(out.contains("1 open session ended"), "{out}");
     let mut store = DeskStore::open(&db).unwrap();
     assert!(store.session(&id, &policy, now).unwrap().is_none());
+    // A role change ends the sessions too; a new password keeps the role.
+    let (id, _) = store.open_session("bo", &policy, now).unwrap();
+    drop(store);
+    let out = flagship(
+        &plain,
+        &[
+            "desk",
+            "user",
+            "role",
+            "bo",
+            "lead",
+            "--users",
+            users.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("bo is now a lead") && out.contains("1 open session ended"),
+        "{out}"
+    );
+    assert!(
+        std::fs::read_to_string(&users)
+            .unwrap()
+            .starts_with("bo:lead:$argon2id$")
+    );
+    let mut store = DeskStore::open(&db).unwrap();
+    assert!(store.session(&id, &policy, now).unwrap().is_none());
+    // The first responses by day and the day's summary, as Markdown.
+    let report = flagship(&plain, &["desk", "report", "--days", "2"]);
+    assert!(
+        report.starts_with("# First responses by day (UTC; target 1 h 00 min)"),
+        "{report}"
+    );
+    let summary = flagship(&plain, &["desk", "summary"]);
+    assert!(summary.starts_with("# Daily summary — "), "{summary}");
+    assert!(summary.contains("| posts seen |"), "{summary}");
     store.open_session("bo", &policy, now).unwrap();
     store.open_session("bo", &policy, now).unwrap();
     drop(store);

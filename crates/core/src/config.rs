@@ -503,6 +503,171 @@ pub struct Desk {
     /// The mission's Mastodon instance's post limit in characters (saved answers are checked
     /// against it; X's 280 and Bluesky's 300 are the platforms' own).
     pub mastodon_max_characters: usize,
+    /// The first-response target (`"1h"`, `"30m"`): a post that needs a reply and has none
+    /// this long after it reached the desk is overdue.
+    #[serde(default = "default_first_response")]
+    pub first_response: String,
+    /// The time zone the desk's days are counted in (an IANA name: `"UTC"`,
+    /// `"America/New_York"`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Burst and group-growth alerts, and the webhook they go to.
+    #[serde(default)]
+    pub alerts: Alerts,
+}
+
+fn default_first_response() -> String {
+    "1h".into()
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// `[desk.alerts]`: when the flagged volume jumps or a question group grows fast, a banner on
+/// open pages and a webhook (docs/desk.md#alerts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// Flagged posts are counted over this window…
+    pub burst_window_s: u64,
+    /// …against the rate of the span before it (the recent baseline)…
+    pub burst_baseline_s: u64,
+    /// …and a burst is a count this unlikely under a Poisson law at that rate…
+    pub burst_p_value: f64,
+    /// …and at least this many posts.
+    pub burst_min_count: u32,
+    /// After a burst alert, none again this long (unless the count doubles).
+    pub burst_cooldown_s: u64,
+    /// A question group that this many different people joined…
+    pub group_min_authors: u32,
+    /// …within this window.
+    pub group_window_s: u64,
+    /// The webhook (`https://…`; plain `http://` to loopback only). Empty: banners only.
+    pub webhook: String,
+    /// `slack` (`{"text": …}`, Slack-compatible) or `json` (the alert's fields, signed with
+    /// HMAC-SHA256 in `X-Flagship-Signature`).
+    pub webhook_format: String,
+    /// The environment variable holding the HMAC secret (needed for `json`; signs `slack`
+    /// too when set).
+    pub webhook_secret_env: String,
+    /// Seconds a delivery may take; a delivery is tried this many times in all, with
+    /// backoff, across restarts.
+    pub webhook_timeout_s: u64,
+    pub webhook_max_attempts: u32,
+    /// The first retry waits this many seconds, each next one twice as long (at most an hour).
+    pub webhook_retry_s: u64,
+}
+
+impl Default for Alerts {
+    fn default() -> Alerts {
+        Alerts {
+            burst_window_s: 600,
+            burst_baseline_s: 6 * 3600,
+            burst_p_value: 1e-4,
+            burst_min_count: 6,
+            burst_cooldown_s: 3600,
+            group_min_authors: 10,
+            group_window_s: 900,
+            webhook: String::new(),
+            webhook_format: "slack".into(),
+            webhook_secret_env: "FLAGSHIP_DESK_WEBHOOK_SECRET".into(),
+            webhook_timeout_s: 10,
+            webhook_max_attempts: 12,
+            webhook_retry_s: 30,
+        }
+    }
+}
+
+impl Alerts {
+    fn validate(&self) -> Invalid {
+        for (key, v) in [
+            ("desk.alerts.burst_window_s", self.burst_window_s),
+            ("desk.alerts.burst_baseline_s", self.burst_baseline_s),
+            ("desk.alerts.group_window_s", self.group_window_s),
+            ("desk.alerts.webhook_timeout_s", self.webhook_timeout_s),
+            ("desk.alerts.webhook_retry_s", self.webhook_retry_s),
+            (
+                "desk.alerts.webhook_max_attempts",
+                u64::from(self.webhook_max_attempts),
+            ),
+            (
+                "desk.alerts.group_min_authors",
+                u64::from(self.group_min_authors),
+            ),
+        ] {
+            if v == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if self.burst_baseline_s < 6 * self.burst_window_s {
+            return Err((
+                "desk.alerts.burst_baseline_s",
+                format!(
+                    "must be at least 6 × burst_window_s ({}): the baseline is the recent past",
+                    self.burst_window_s
+                ),
+            ));
+        }
+        if !(self.burst_p_value > 0.0 && self.burst_p_value < 0.5) {
+            return Err((
+                "desk.alerts.burst_p_value",
+                format!("must lie in (0, 0.5), got {}", self.burst_p_value),
+            ));
+        }
+        if !(self.webhook.is_empty()
+            || self.webhook.starts_with("https://")
+            || loopback_http(&self.webhook))
+        {
+            return Err((
+                "desk.alerts.webhook",
+                format!(
+                    "{:?}: write https://… (plain http:// only to a loopback address)",
+                    self.webhook
+                ),
+            ));
+        }
+        if !matches!(self.webhook_format.as_str(), "slack" | "json") {
+            return Err((
+                "desk.alerts.webhook_format",
+                format!("{:?}: use slack or json", self.webhook_format),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A duration as people write it: `90s`, `10m`, `1h`, `1.5h`, `250ms` (a bare number:
+/// seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 2h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+impl Desk {
+    /// The first-response target (validated with the config).
+    pub fn first_response(&self) -> std::time::Duration {
+        parse_duration(&self.first_response).unwrap_or(std::time::Duration::from_secs(3600))
+    }
+
+    /// The desk's time zone (validated with the config).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
 }
 
 /// `[reply]`: replies sent from the desk through the mission's own accounts. Only the names
@@ -1088,6 +1253,21 @@ impl Desk {
                 format!("must lie in (0, 1), got {}", self.uncertain_band),
             ));
         }
+        match parse_duration(&self.first_response) {
+            Ok(d) if d.as_secs() >= 1 => {}
+            Ok(_) => return Err(("desk.first_response", "must be at least 1s".into())),
+            Err(e) => return Err(("desk.first_response", e)),
+        }
+        if self.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err((
+                "desk.timezone",
+                format!(
+                    "{:?} is not a time zone: write an IANA name such as \"UTC\" or \"America/New_York\"",
+                    self.timezone
+                ),
+            ));
+        }
+        self.alerts.validate()?;
         Ok(())
     }
 }

@@ -9,6 +9,37 @@
   const token = csrf.content;
   const view = document.body.dataset.view;
   const order = document.body.dataset.order;
+  const whose = document.body.dataset.whose || "all";
+  const me = document.body.dataset.user || "";
+  const role = document.body.dataset.role || "viewer";
+  const team = (document.body.dataset.team || "").split(" ").filter(Boolean);
+  // The desk's clock, not this machine's: the offset from it, set at load and by each
+  // `clock` event (a skewed laptop still sees the right overdue marks).
+  let skew = parseInt(document.body.dataset.now || "0", 10) - Date.now();
+  function deskNow() {
+    return Date.now() + skew;
+  }
+  function human(ms) {
+    const s = Math.max(0, Math.round(ms / 1000));
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min";
+    if (s < 86400) return Math.floor(s / 3600) + " h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + " min";
+    return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
+  }
+  // Each first-response clock: how long the post has waited, the time left or how far
+  // past the target; overdue posts stand out.
+  function tickClocks() {
+    const now = deskNow();
+    list.querySelectorAll(".clock").forEach(function (c) {
+      const arrived = parseInt(c.dataset.arrived, 10);
+      const due = parseInt(c.dataset.due, 10);
+      const late = now >= due;
+      c.textContent = "waiting " + human(now - arrived) + (late ? " · overdue " + human(now - due) : " · due in " + human(due - now));
+      const el = c.closest("article.post");
+      if (el) el.classList.toggle("overdue", late);
+    });
+  }
+  setInterval(tickClocks, 15000);
   const live = document.getElementById("live");
   // Arrival (server read the post) → shown here, in ms: read by the browser test.
   window.deskLatencies = [];
@@ -209,6 +240,46 @@
       /* the post itself is shown either way */
     }
   }
+  // Who holds a post: its holder line and data, live.
+  function showHolder(el, held) {
+    const span = el.querySelector(".holder");
+    if (held) el.dataset.held = held;
+    else delete el.dataset.held;
+    if (!span) return;
+    span.textContent = "";
+    if (held) {
+      const b = document.createElement("bdi");
+      b.textContent = held; // text, never markup
+      span.append("held by ", b);
+    }
+    el.classList.toggle("mine", held === me);
+  }
+  // `t`: take the selected post or group (yours already: release it); `a` (leads): give it.
+  async function assign(el, to) {
+    if (!el) return;
+    const f = el.dataset.group ? { group: el.dataset.group } : { id: el.dataset.id };
+    f.to = to;
+    const [status, a] = await call("/api/assign", new URLSearchParams(f));
+    if (status !== 200) {
+      el.querySelector(".state").textContent = "not assigned: " + (a.error || status);
+      return;
+    }
+    if (el.dataset.group) showHolder(el, to === "" ? null : to === "me" ? me : to);
+    a.posts.forEach(function (p) {
+      const post = posts().find((o) => o.dataset.id === p.id);
+      if (post) showHolder(post, p.held);
+    });
+  }
+  function take(el) {
+    if (!el) return;
+    assign(el, el.dataset.held === me ? "" : "me");
+  }
+  function give(el) {
+    if (!el || role !== "lead") return;
+    const to = window.prompt("Give it to (" + team.join(", ") + "; empty: release):", "");
+    if (to === null) return;
+    assign(el, to.trim());
+  }
   // `x`: a group card's members shown or hidden.
   function expand(el) {
     const d = el && el.querySelector("details.members");
@@ -230,6 +301,8 @@
     else if (e.key === "x") expand(selected);
     else if (e.key === "c") copy(selected && selected.querySelector("button.copy"));
     else if (e.key === "s") preview(selected);
+    else if (e.key === "t") take(selected);
+    else if (e.key === "a") give(selected);
     else if (keys[e.key]) decide(selected, keys[e.key]);
     else return;
     e.preventDefault();
@@ -335,7 +408,7 @@
     // What arrived between the page's render (or a drop) and this stream: merged once.
     if (view !== "queue") return;
     try {
-      const r = await fetch("/fragment?view=queue&order=" + order, { credentials: "same-origin" });
+      const r = await fetch("/fragment?view=queue&order=" + order + "&whose=" + whose, { credentials: "same-origin" });
       if (r.ok) merge(await r.text(), false, true);
     } catch (_) {
       /* the stream itself still works */
@@ -352,8 +425,34 @@
     }
   });
   events.addEventListener("post", function (e) {
-    if (view === "queue") merge(e.data, true, false);
+    // New posts are nobody's: they belong in "all" and "unassigned", never in "mine".
+    if (view === "queue" && whose !== "mine") merge(e.data, true, false);
   });
+  events.addEventListener("assigned", function (e) {
+    JSON.parse(e.data).forEach(function (p) {
+      const el = posts().find((o) => o.dataset.id === p.id);
+      if (el) showHolder(el, p.held);
+    });
+  });
+  events.addEventListener("clock", function (e) {
+    skew = parseInt(e.data, 10) - Date.now();
+    tickClocks();
+  });
+  // A new alert: on top of the banner (escaped by the server); × hides one on this page.
+  const banner = document.getElementById("alerts");
+  events.addEventListener("alert", function (e) {
+    if (!banner) return;
+    const box = document.createElement("div");
+    box.innerHTML = e.data;
+    const line = box.firstElementChild;
+    if (line) banner.prepend(line);
+  });
+  if (banner) {
+    banner.addEventListener("click", function (e) {
+      const b = e.target.closest("button.dismiss");
+      if (b) b.parentElement.remove();
+    });
+  }
   events.addEventListener("today", function (e) {
     document.getElementById("today").innerHTML = e.data; // escaped by the server
   });
@@ -400,5 +499,9 @@
   events.addEventListener("reload", function () {
     window.location.reload();
   });
+  posts().forEach(function (el) {
+    el.classList.toggle("mine", !!me && el.dataset.held === me);
+  });
+  tickClocks();
   move(1);
 })();

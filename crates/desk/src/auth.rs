@@ -1,9 +1,11 @@
-//! Who may use the desk: a users file of argon2 hashes (`name:$argon2id$…`, one per line,
-//! written by [`add_user`], read again when it changes) and/or a shared token read from an
-//! environment variable; what a session is ([`Session`], [`SessionPolicy`]; the sessions
-//! themselves live in the desk's database under [`session_key`], never their ids); and the
-//! login rate limit ([`Failures`], per client and user name, bounded). With no method
-//! configured the desk serves loopback only, to the local user.
+//! Who may use the desk and what they may do: a users file of argon2 hashes with each
+//! person's [`Role`] (`name:role:$argon2id$…`, one per line — a line `name:$argon2id$…`
+//! without a role is an `agent` — written by [`add_user`], read again when it changes)
+//! and/or a shared token read from an environment variable; what a session is ([`Session`],
+//! [`SessionPolicy`]; the sessions themselves live in the desk's database under
+//! [`session_key`], never their ids); and the login rate limit ([`Failures`], per client and
+//! user name, bounded). With no method configured the desk serves loopback only, to the local
+//! user. The shared token's holders and the local user are leads (they run the desk).
 //!
 //! Secrets are never logged: a failed login names the user, not the password or token.
 
@@ -22,6 +24,55 @@ pub const MAX_FAILURES: usize = 5;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// The shortest shared token accepted (it is guessable otherwise).
 pub const MIN_TOKEN: usize = 32;
+
+/// What a person may do at the desk, each role everything the one before may do:
+/// a `viewer` reads (the mission's scientists), an `agent` decides, takes posts and replies,
+/// a `lead` also gives posts to teammates, edits saved answers and manages the team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Viewer,
+    Agent,
+    Lead,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Agent, Role::Lead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Agent => "agent",
+            Role::Lead => "lead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::parse(s).ok_or_else(|| format!("role {s:?}: use viewer, agent or lead"))
+    }
+}
+
+/// A person in the users file: their password's argon2 PHC string and their role.
+#[derive(Debug, Clone, PartialEq)]
+struct User {
+    hash: String,
+    role: Role,
+}
+
+/// The suffix a shared-token login's name carries (no file user's name can: no spaces).
+pub const TOKEN_SUFFIX: &str = " (token)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -60,9 +111,11 @@ pub struct Methods {
     /// The users file, if one is configured, and when it was last read (its modification
     /// time and length).
     file: Option<(PathBuf, Mutex<Option<Stamp>>)>,
-    /// name → argon2 PHC string.
-    users: RwLock<HashMap<String, String>>,
+    /// name → their hash and role.
+    users: RwLock<HashMap<String, User>>,
     token: Option<String>,
+    /// People whose sessions must end (see [`Methods::take_changed`]).
+    changed: Mutex<Vec<String>>,
 }
 
 impl Methods {
@@ -90,13 +143,54 @@ impl Methods {
         Ok(m)
     }
 
-    /// Methods from values (tests, embedding).
+    /// Methods from values (tests, embedding): name → argon2 hash, every one an `agent`.
     pub fn new(users: HashMap<String, String>, token: Option<String>) -> Methods {
+        Methods::with_roles(
+            users
+                .into_iter()
+                .map(|(n, h)| (n, (h, Role::Agent)))
+                .collect(),
+            token,
+        )
+    }
+
+    /// Methods from values: name → (argon2 hash, role).
+    pub fn with_roles(users: HashMap<String, (String, Role)>, token: Option<String>) -> Methods {
         Methods {
             file: None,
-            users: RwLock::new(users),
+            users: RwLock::new(
+                users
+                    .into_iter()
+                    .map(|(n, (hash, role))| (n, User { hash, role }))
+                    .collect(),
+            ),
             token,
+            changed: Mutex::default(),
         }
+    }
+
+    /// The role of `user` as a session names them: a file user's from the file, a token
+    /// holder's (`NAME (token)`) and — with no login method — the local user's `lead`;
+    /// `None` for a name the desk no longer knows (removed: their sessions end).
+    pub fn role(&self, user: &str) -> Option<Role> {
+        if !self.any() {
+            return Some(Role::Lead);
+        }
+        if user.ends_with(TOKEN_SUFFIX) {
+            return self.token.is_some().then_some(Role::Lead);
+        }
+        self.users().get(user).map(|u| u.role)
+    }
+
+    /// The file's users and their roles, by name.
+    pub fn team(&self) -> Vec<(String, Role)> {
+        let mut t: Vec<(String, Role)> = self
+            .users()
+            .iter()
+            .map(|(n, u)| (n.clone(), u.role))
+            .collect();
+        t.sort();
+        t
     }
 
     /// Whether any method is configured (else: loopback only, no login). A configured users
@@ -105,28 +199,56 @@ impl Methods {
         self.file.is_some() || !self.users().is_empty() || self.token.is_some()
     }
 
-    fn users(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, String>> {
+    fn users(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, User>> {
         self.users.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads the users file again if it changed since it was last read (blocking: a file).
-    /// A file that no longer reads keeps the users last read, and says so in the log.
+    /// Reads the users file again if it changed since it was last read (blocking: a file);
+    /// the people removed, or whose role or password changed, wait in
+    /// [`Methods::take_changed`] — their sessions must end. A file that no longer reads keeps
+    /// the users last read, and says so in the log.
     pub fn refresh(&self) {
+        let changed = self.reread();
+        if !changed.is_empty() {
+            self.changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(changed);
+        }
+    }
+
+    /// The people removed, or whose role or password changed, since this was last asked.
+    pub fn take_changed(&self) -> Vec<String> {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn reread(&self) -> Vec<String> {
         let Some((path, seen)) = &self.file else {
-            return;
+            return Vec::new();
         };
         let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
         let now = stamp(path);
         if now == *seen {
-            return;
+            return Vec::new();
         }
         match read_users(path) {
             Ok(users) => {
-                *self.users.write().unwrap_or_else(|e| e.into_inner()) = users;
+                let mut held = self.users.write().unwrap_or_else(|e| e.into_inner());
+                let mut changed: Vec<String> = held
+                    .iter()
+                    .filter(|(n, u)| users.get(*n) != Some(*u))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                changed.sort();
+                *held = users;
                 *seen = now;
-                tracing::info!(path = %path.display(), "desk: users file read again");
+                tracing::info!(path = %path.display(), changed = changed.len(), "desk: users file read again");
+                changed
             }
-            Err(e) => tracing::error!("desk: {e}; the users read before stay"),
+            Err(e) => {
+                tracing::error!("desk: {e}; the users read before stay");
+                Vec::new()
+            }
         }
     }
 
@@ -141,7 +263,8 @@ impl Methods {
     /// is no file user's (compared without case), when `secret` is the token.
     pub fn token_login(&self, name: &str, secret: &str) -> Option<String> {
         let taken = self.users().keys().any(|u| u.eq_ignore_ascii_case(name));
-        (self.token_ok(secret) && valid_name(name) && !taken).then(|| format!("{name} (token)"))
+        (self.token_ok(secret) && valid_name(name) && !taken)
+            .then(|| format!("{name}{TOKEN_SUFFIX}"))
     }
 
     /// Checks a login (slow on purpose: argon2, also for names not in the file, so the time
@@ -158,7 +281,7 @@ impl Methods {
                     .is_ok()
             })
         };
-        let hash = self.users().get(name).cloned();
+        let hash = self.users().get(name).map(|u| u.hash.clone());
         if let Some(hash) = hash {
             return argon(&hash).then(|| name.to_owned());
         }
@@ -204,7 +327,7 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
-fn read_users(path: &Path) -> Result<HashMap<String, String>, AuthError> {
+fn read_users(path: &Path) -> Result<HashMap<String, User>, AuthError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
         path: path.to_owned(),
         source,
@@ -220,15 +343,31 @@ fn read_users(path: &Path) -> Result<HashMap<String, String>, AuthError> {
             line: i + 1,
             message,
         };
-        let (name, hash) = line
+        let (name, rest) = line
             .split_once(':')
-            .ok_or_else(|| bad("expected name:$argon2id$…".into()))?;
+            .ok_or_else(|| bad("expected name:role:$argon2id$…".into()))?;
         if !valid_name(name) {
             return Err(bad(format!("user name {name:?} is not valid")));
         }
+        // `name:$argon2id$…` (before roles): an agent.
+        let (role, hash) = match rest.split_once(':') {
+            Some((role, hash)) if !rest.starts_with('$') => (
+                Role::parse(role).ok_or_else(|| {
+                    bad(format!(
+                        "user {name}: role {role:?} is not viewer, agent or lead"
+                    ))
+                })?,
+                hash,
+            ),
+            _ => (Role::Agent, rest),
+        };
         PasswordHash::new(hash)
             .map_err(|e| bad(format!("user {name}: not an argon2 hash ({e})")))?;
-        if users.insert(name.to_owned(), hash.to_owned()).is_some() {
+        let user = User {
+            hash: hash.to_owned(),
+            role,
+        };
+        if users.insert(name.to_owned(), user).is_some() {
             return Err(bad(format!("user {name} appears twice")));
         }
     }
@@ -246,16 +385,47 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
         .map_err(|e| AuthError::Hash(e.to_string()))
 }
 
-/// Adds (or replaces) `name` with a hash of `password` in the users file at `path`
-/// (created if missing; written to a temporary name and renamed, mode 0600).
-pub fn add_user(path: &Path, name: &str, password: &str) -> Result<(), AuthError> {
+/// Adds `name` with a hash of `password` in the users file at `path` (created if missing;
+/// written to a temporary name and renamed, mode 0600), or replaces their password: with
+/// `role`, else the role they had (a new user: `agent`).
+pub fn add_user(
+    path: &Path,
+    name: &str,
+    password: &str,
+    role: Option<Role>,
+) -> Result<(), AuthError> {
     if !valid_name(name) {
         return Err(AuthError::BadName(name.to_owned()));
     }
     let hash = hash_password(password)?;
+    let role = role.or_else(|| role_in(path, name)).unwrap_or(Role::Agent);
     let mut out = users_but(path, name)?.0;
-    out.push_str(&format!("{name}:{hash}\n"));
+    out.push_str(&format!("{name}:{role}:{hash}\n"));
     write_users(path, out)
+}
+
+/// Gives `name` `role` in the users file at `path`; whether they are there (a file without
+/// them is left as it is).
+pub fn set_role(path: &Path, name: &str, role: Role) -> Result<bool, AuthError> {
+    let users = match read_users(path) {
+        Ok(u) => u,
+        Err(AuthError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(user) = users.get(name) else {
+        return Ok(false);
+    };
+    let mut out = users_but(path, name)?.0;
+    out.push_str(&format!("{name}:{role}:{}\n", user.hash));
+    write_users(path, out)?;
+    Ok(true)
+}
+
+/// `name`'s role in the users file at `path`, if the file reads and has them.
+fn role_in(path: &Path, name: &str) -> Option<Role> {
+    read_users(path).ok()?.get(name).map(|u| u.role)
 }
 
 /// Removes `name` from the users file at `path`; whether it was there (a file without it is
@@ -327,6 +497,9 @@ pub fn random_token() -> String {
 pub struct Session {
     pub user: String,
     pub csrf: String,
+    /// What they may do: read from the users file (or the token) at each request, so a
+    /// changed role holds at once; the database never stores it.
+    pub role: Role,
 }
 
 /// How long sessions last and how many one user holds.
@@ -476,9 +649,9 @@ mod tests {
     fn users_file_round_trip_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.txt");
-        add_user(&path, "ana", "correct horse").unwrap();
-        add_user(&path, "bo", "battery staple").unwrap();
-        add_user(&path, "ana", "new password").unwrap(); // replaced, not added
+        add_user(&path, "ana", "correct horse", Some(Role::Lead)).unwrap();
+        add_user(&path, "bo", "battery staple", None).unwrap();
+        add_user(&path, "ana", "new password", None).unwrap(); // replaced, not added
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(!text.contains("new password"));
@@ -487,8 +660,19 @@ mod tests {
         assert!(m.verify("ana", "correct horse").is_none());
         assert!(m.verify("bo", "new password").is_none());
         assert!(m.verify("nobody", "battery staple").is_none());
+        // A new password keeps the role; a new user is an agent.
+        assert_eq!(m.role("ana"), Some(Role::Lead));
+        assert_eq!(m.role("bo"), Some(Role::Agent));
+        assert_eq!(m.role("nobody"), None);
+        assert!(set_role(&path, "bo", Role::Viewer).unwrap());
+        assert!(!set_role(&path, "nobody", Role::Viewer).unwrap());
+        m.refresh();
+        assert_eq!(m.take_changed(), vec!["bo".to_owned()], "bo's sessions end");
+        assert!(m.take_changed().is_empty());
+        assert_eq!(m.role("bo"), Some(Role::Viewer));
+        assert_eq!(m.verify("bo", "battery staple").as_deref(), Some("bo"));
         assert!(matches!(
-            add_user(&path, "a b", "x"),
+            add_user(&path, "a b", "x", None),
             Err(AuthError::BadName(_))
         ));
 
@@ -500,7 +684,23 @@ mod tests {
         );
         std::fs::write(&path, "just-a-name\n").unwrap();
         let e = Methods::load(Some(&path), None).err().unwrap().to_string();
-        assert!(e.contains("line 1: expected name:$argon2id$"), "{e}");
+        assert!(e.contains("line 1: expected name:role:$argon2id$"), "{e}");
+        std::fs::write(
+            &path,
+            "ana:boss:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\n",
+        )
+        .unwrap();
+        let e = Methods::load(Some(&path), None).err().unwrap().to_string();
+        assert!(
+            e.contains("line 1: user ana: role \"boss\" is not viewer, agent or lead"),
+            "{e}"
+        );
+        // A line from before roles reads as an agent.
+        let old = format!("carla:{}\n", hash_password("pw-of-carla-1").unwrap());
+        std::fs::write(&path, old).unwrap();
+        let m = Methods::load(Some(&path), None).unwrap();
+        assert_eq!(m.role("carla"), Some(Role::Agent));
+        assert_eq!(m.verify("carla", "pw-of-carla-1").as_deref(), Some("carla"));
     }
 
     #[test]
@@ -519,6 +719,17 @@ mod tests {
         assert!(m.verify("Ana", "s3cret-token").is_none());
         assert!(!Methods::default().any());
         assert!(Methods::default().verify("x", "").is_none());
+        // The token's holders and the local user (no login method) lead; a file user's
+        // role is theirs.
+        assert_eq!(m.role("carla (token)"), Some(Role::Lead));
+        assert_eq!(m.role("Ana"), Some(Role::Agent));
+        assert_eq!(Methods::default().role("me"), Some(Role::Lead));
+        let no_token = Methods::new(
+            HashMap::from([("bo".to_owned(), hash_password("pw-of-bo-1234").unwrap())]),
+            None,
+        );
+        assert_eq!(no_token.role("carla (token)"), None);
+        assert_eq!(no_token.role("bo"), Some(Role::Agent));
     }
 
     #[test]
@@ -549,6 +760,7 @@ mod tests {
             Session {
                 user: "ana".into(),
                 csrf: "t".into(),
+                role: Role::Agent,
             },
         );
         assert!(csrf_ok(&s, "t") && !csrf_ok(&s, "forged"));
@@ -572,7 +784,7 @@ mod tests {
     fn a_changed_users_file_is_read_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.txt");
-        add_user(&path, "ana", "correct horse").unwrap();
+        add_user(&path, "ana", "correct horse", None).unwrap();
         let m = Methods::load(Some(&path), None).unwrap();
         assert_eq!(m.verify("ana", "correct horse").as_deref(), Some("ana"));
         assert!(remove_user(&path, "ana").unwrap());

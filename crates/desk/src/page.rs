@@ -7,7 +7,9 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::{Answer, AnswerChange, Decision, GroupCard, Item, Today};
+use crate::auth::Role;
+use crate::clock::human;
+use crate::{Alert, Answer, AnswerChange, Decision, GroupCard, Item, Today};
 
 /// HTML-escapes text for element content and quoted attributes.
 pub fn esc(s: &str) -> String {
@@ -40,6 +42,29 @@ pub struct Frame<'a> {
     pub csrf: &'a str,
     /// Whether logging out makes sense (an auth method is configured).
     pub logout: bool,
+    /// What the person may do (a viewer's page has no decision, reply or assignment keys;
+    /// the server refuses them anyway).
+    pub role: Role,
+    /// The teammates a lead can give a post to.
+    pub team: &'a [String],
+    /// The desk's clock and first-response target.
+    pub clock: Clock,
+    /// The alerts raised lately (the banner).
+    pub alerts: &'a [Alert],
+}
+
+/// What a post's HTML needs beside the post: its page's CSRF token and the desk's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Cx<'a> {
+    pub csrf: &'a str,
+    pub clock: Clock,
+}
+
+/// The desk's time now and the first-response target.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: DateTime<Utc>,
+    pub target: chrono::Duration,
 }
 
 /// Which list the page shows.
@@ -47,6 +72,86 @@ pub struct Frame<'a> {
 pub enum View {
     Queue(crate::Order),
     Uncertain,
+    /// Posts decided as needing a reply that has not gone out yet.
+    Waiting,
+}
+
+/// Whose posts a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Whose {
+    #[default]
+    All,
+    Mine,
+    Unassigned,
+}
+
+impl Whose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Whose::All => "all",
+            Whose::Mine => "mine",
+            Whose::Unassigned => "unassigned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Whose> {
+        [Whose::All, Whose::Mine, Whose::Unassigned]
+            .into_iter()
+            .find(|w| w.as_str() == s)
+    }
+
+    /// The store's filter for `user`.
+    pub fn of(self, user: &str) -> crate::Who<'_> {
+        match self {
+            Whose::All => crate::Who::All,
+            Whose::Mine => crate::Who::Mine(user),
+            Whose::Unassigned => crate::Who::Unassigned,
+        }
+    }
+}
+
+/// The first-response clock of a post that arrived at `arrived`: how long it has waited,
+/// and the time left (or how far past the target it is), with whether it is overdue.
+pub fn clock_text(arrived: DateTime<Utc>, clock: Clock) -> (String, bool) {
+    let waited = (clock.now - arrived).num_seconds().max(0) as f64;
+    let left = (arrived + clock.target - clock.now).num_seconds() as f64;
+    if left <= 0.0 {
+        (
+            format!("waiting {} · overdue {}", human(waited), human(-left)),
+            true,
+        )
+    } else {
+        (
+            format!("waiting {} · due in {}", human(waited), human(left)),
+            false,
+        )
+    }
+}
+
+/// The clock's span (filled again by the page's script as time passes).
+fn clock_span(h: &mut String, arrived: DateTime<Utc>, clock: Clock) {
+    let (text, _) = clock_text(arrived, clock);
+    let _ = write!(
+        h,
+        r#"<span class="clock" data-arrived="{a}" data-due="{due}" title="first response due {at}">{text}</span> "#,
+        a = arrived.timestamp_millis(),
+        due = (arrived + clock.target).timestamp_millis(),
+        at = (arrived + clock.target).format("%Y-%m-%d %H:%M UTC"),
+    );
+}
+
+/// Who holds a post (an empty span when nobody does: the page fills it live).
+fn holder_span(h: &mut String, held: Option<&str>) {
+    match held {
+        Some(who) => {
+            let _ = write!(
+                h,
+                r#"<span class="holder">held by <bdi>{}</bdi></span> "#,
+                esc(who)
+            );
+        }
+        None => h.push_str(r#"<span class="holder"></span> "#),
+    }
 }
 
 fn time(t: Option<DateTime<Utc>>) -> String {
@@ -99,12 +204,20 @@ fn suggestion(h: &mut String, s: Option<&Suggestion>) {
 /// One post: platform, author, time, text, link, probability, matched terms, the nearest
 /// saved answer, decision buttons (a form that works without script; the script sends the
 /// same fields).
-pub fn post(item: &Item, csrf: &str, answer: Option<&Suggestion>) -> String {
+pub fn post(item: &Item, cx: &Cx, answer: Option<&Suggestion>) -> String {
+    let csrf = cx.csrf;
     let mut h = String::new();
     let state = item.decision.map(|d| d.as_str()).unwrap_or("open");
+    let overdue = item.clock_runs() && clock_text(item.arrived_at, cx.clock).1;
     let _ = write!(
         h,
-        r#"<article class="post {flag} state-{state}" data-id="{id}" data-p="{p:.6}" data-arrived="{arrived}"{parent} tabindex="-1">"#,
+        r#"<article class="post {flag} state-{state}{overdue}" data-id="{id}" data-p="{p:.6}" data-arrived="{arrived}"{held}{parent} tabindex="-1">"#,
+        overdue = if overdue { " overdue" } else { "" },
+        held = item
+            .held
+            .as_deref()
+            .map(|w| format!(r#" data-held="{}""#, esc(w)))
+            .unwrap_or_default(),
         flag = if item.need_support {
             "flagged"
         } else {
@@ -122,7 +235,7 @@ pub fn post(item: &Item, csrf: &str, answer: Option<&Suggestion>) -> String {
     );
     let _ = write!(
         h,
-        r#"<header><span class="platform">{platform}</span> <bdi class="author">{author}</bdi> {time} <span class="prob" title="threshold {thr:.3}">p {p:.2}</span> <span class="flag">{flag}</span></header>"#,
+        r#"<header><span class="platform">{platform}</span> <bdi class="author">{author}</bdi> {time} <span class="prob" title="threshold {thr:.3}">p {p:.2}</span> <span class="flag">{flag}</span> "#,
         platform = esc(&item.platform),
         author = esc(item.author.as_deref().unwrap_or("(unknown)")),
         time = time(item.created_at),
@@ -134,6 +247,11 @@ pub fn post(item: &Item, csrf: &str, answer: Option<&Suggestion>) -> String {
             "not flagged"
         },
     );
+    if item.clock_runs() {
+        clock_span(&mut h, item.arrived_at, cx.clock);
+    }
+    holder_span(&mut h, item.held.as_deref());
+    h.push_str("</header>");
     if item.refs.parent.is_some() {
         h.push_str(r#"<div class="thread" hidden></div>"#);
     }
@@ -216,13 +334,27 @@ fn shown_text(item: &Item) -> String {
 /// A question group as one card: its first post's text, how many posts and authors, the
 /// platforms, first and last arrival, the nearest saved answer, every member behind a
 /// disclosure, and the decision buttons that decide the whole group.
-pub fn group_card(card: &GroupCard, csrf: &str, answer: Option<&Suggestion>) -> String {
+pub fn group_card(card: &GroupCard, cx: &Cx, answer: Option<&Suggestion>) -> String {
+    let csrf = cx.csrf;
     let mut h = String::new();
     let state = card.decision.map(|d| d.as_str()).unwrap_or("open");
     let rep = &card.representative;
+    // The card's clock runs from its oldest post still waiting; its holder is the one who
+    // holds every waiting post.
+    let waiting: Vec<&Item> = card.members.iter().filter(|m| m.clock_runs()).collect();
+    let oldest = waiting.iter().map(|m| m.arrived_at).min();
+    let holder = waiting
+        .first()
+        .and_then(|m| m.held.as_deref())
+        .filter(|w| waiting.iter().all(|m| m.held.as_deref() == Some(*w)));
+    let overdue = oldest.is_some_and(|a| clock_text(a, cx.clock).1);
     let _ = write!(
         h,
-        r#"<article class="post group flagged state-{state}" data-id="group:{g}" data-group="{g}" data-members="{members}" data-p="{p:.6}" data-arrived="{arrived}" tabindex="-1">"#,
+        r#"<article class="post group flagged state-{state}{overdue}" data-id="group:{g}" data-group="{g}" data-members="{members}" data-p="{p:.6}" data-arrived="{arrived}"{held} tabindex="-1">"#,
+        overdue = if overdue { " overdue" } else { "" },
+        held = holder
+            .map(|w| format!(r#" data-held="{}""#, esc(w)))
+            .unwrap_or_default(),
         g = card.id,
         members = esc(&card
             .members
@@ -235,7 +367,7 @@ pub fn group_card(card: &GroupCard, csrf: &str, answer: Option<&Suggestion>) -> 
     );
     let _ = write!(
         h,
-        r#"<header><span class="count"><b>{size}</b> posts · <b>{authors}</b> authors</span> <span class="platform">{platforms}</span> <span class="span">first {first} · last {last}</span> <span class="waiting">{waiting} waiting</span></header>"#,
+        r#"<header><span class="count"><b>{size}</b> posts · <b>{authors}</b> authors</span> <span class="platform">{platforms}</span> <span class="span">first {first} · last {last}</span> <span class="waiting">{waiting} waiting</span> "#,
         size = card.size,
         authors = card.authors,
         platforms = esc(&card.platforms.join(" · ")),
@@ -243,6 +375,11 @@ pub fn group_card(card: &GroupCard, csrf: &str, answer: Option<&Suggestion>) -> 
         last = time(Some(card.last_at)),
         waiting = card.waiting,
     );
+    if let Some(a) = oldest {
+        clock_span(&mut h, a, cx.clock);
+    }
+    holder_span(&mut h, holder);
+    h.push_str("</header>");
     let _ = write!(
         h,
         r#"<p class="text" dir="auto"><bdi class="author">{author}</bdi>: <bdi>{text}</bdi></p>"#,
@@ -315,10 +452,10 @@ pub enum Entry {
 }
 
 /// An entry's HTML.
-pub fn entry(e: &Entry, csrf: &str) -> String {
+pub fn entry(e: &Entry, cx: &Cx) -> String {
     match e {
-        Entry::Post(i, s) => post(i, csrf, s.as_ref()),
-        Entry::Group(g, s) => group_card(g, csrf, s.as_ref()),
+        Entry::Post(i, s) => post(i, cx, s.as_ref()),
+        Entry::Group(g, s) => group_card(g, cx, s.as_ref()),
     }
 }
 
@@ -395,11 +532,23 @@ pub fn answers_page(
             }
         }
         h.push_str("</p>");
-        form(&mut h, Some(a.id), &a.title, &a.body);
+        if frame.role >= Role::Lead {
+            form(&mut h, Some(a.id), &a.title, &a.body);
+        } else {
+            let _ = write!(
+                h,
+                r#"<p class="answer-text" dir="auto"><bdi>{}</bdi></p>"#,
+                esc(&a.body)
+            );
+        }
         h.push_str("</article>");
     }
-    h.push_str(r#"<h2>A new answer</h2>"#);
-    form(&mut h, None, "", "");
+    if frame.role >= Role::Lead {
+        h.push_str(r#"<h2>A new answer</h2>"#);
+        form(&mut h, None, "", "");
+    } else {
+        h.push_str(r#"<p class="keys">Saved answers are the leads' to write and edit.</p>"#);
+    }
     h.push_str(r#"</section><section class="history"><h2>Changes</h2><ol>"#);
     for c in history {
         let _ = write!(
@@ -425,6 +574,11 @@ pub struct Context<'a> {
     pub threshold: Option<f64>,
     pub drift: &'a str,
     pub business: &'a flagship_core::config::Business,
+    /// Today's first responses (posts that arrived today), against `target`.
+    pub response: &'a crate::clock::Figures,
+    pub target: chrono::Duration,
+    /// The desk's time zone's name (its days).
+    pub timezone: &'a str,
 }
 
 fn minutes(seconds: f64) -> String {
@@ -457,8 +611,10 @@ pub fn today(t: &Today, cx: &Context) -> String {
         .map(|t| format!("{t:.3}"))
         .unwrap_or_else(|| "–".into());
     format!(
-        r#"<h2>Today <small>since 00:00 UTC</small></h2><dl>
+        r#"<h2>Today <small>since 00:00 {tz}</small></h2><dl>
 <dt>seen</dt><dd id="t-seen">{seen}</dd>
+<dt>first response</dt><dd id="t-response">{response}</dd>
+<dt>overdue</dt><dd id="t-overdue">{overdue}</dd>
 <dt>flagged</dt><dd id="t-flagged">{flagged}</dd>
 <dt>decided</dt><dd id="t-decided">{decided}</dd>
 <dt>precision of flags</dt><dd id="t-precision">{precision}</dd>
@@ -470,6 +626,26 @@ pub fn today(t: &Today, cx: &Context) -> String {
 <dt>drift</dt><dd><bdi>{drift}</bdi></dd>
 </dl>"#,
         seen = t.seen,
+        tz = esc(cx.timezone),
+        response = match (cx.response.p50_s, cx.response.p90_s) {
+            (Some(p50), Some(p90)) => format!(
+                "p50 {} · p90 {} ({} of {} answered; target {})",
+                human(p50),
+                human(p90),
+                cx.response.answered,
+                cx.response.needing,
+                human(cx.target.num_seconds() as f64)
+            ),
+            _ => format!(
+                "none answered yet ({} waiting; target {})",
+                cx.response.needing,
+                human(cx.target.num_seconds() as f64)
+            ),
+        },
+        overdue = format_args!(
+            "{} waiting past the target · {} answered late",
+            cx.response.overdue, cx.response.late
+        ),
         flagged = t.flagged,
         decided = t.decided,
         missed_found = t.missed_found,
@@ -497,21 +673,42 @@ fn head(title: &str, csrf: Option<&str>) -> String {
     )
 }
 
-/// The desk page: navigation, the today panel, the list.
-pub fn page(frame: &Frame, view: View, items: &[Entry], today_html: &str) -> String {
+/// The alerts banner: each alert raised lately, newest first (the page adds new ones live).
+pub fn alert_line(a: &Alert) -> String {
+    format!(
+        r#"<p class="alert alert-{kind}" data-alert="{id}">{at} <bdi>{text}</bdi> <button type="button" class="dismiss" title="hide on this page">×</button></p>"#,
+        kind = esc(&a.kind),
+        id = esc(&a.id),
+        at = time(Some(a.at)),
+        text = esc(&a.text),
+    )
+}
+
+/// The desk page: navigation, the alerts banner, the today panel, the list.
+pub fn page(frame: &Frame, view: View, whose: Whose, items: &[Entry], today_html: &str) -> String {
     let (view_name, order_name, heading) = match view {
         View::Queue(crate::Order::Newest) => ("queue", "newest", "Flagged posts, newest first"),
         View::Queue(crate::Order::Probability) => {
             ("queue", "probability", "Flagged posts, most probable first")
         }
+        View::Queue(crate::Order::Due) => (
+            "queue",
+            "due",
+            "Flagged posts, the least time left on the first-response clock first",
+        ),
+        View::Waiting => (
+            "waiting",
+            "due",
+            "Waiting for a reply: decided as needing one, none sent yet, the least time left first",
+        ),
         View::Uncertain => (
             "uncertain",
             "closest",
             "Uncertain: posts near the threshold, flagged or not (misses are found here)",
         ),
     };
-    let current = |v: &str| {
-        if v == view_name {
+    let current = |v: &str, o: Option<&str>| {
+        if v == view_name && o.is_none_or(|o| o == order_name) {
             r#" aria-current="page""#
         } else {
             ""
@@ -523,19 +720,30 @@ pub fn page(frame: &Frame, view: View, items: &[Entry], today_html: &str) -> Str
     );
     let _ = write!(
         h,
-        r#"<body data-view="{view_name}" data-order="{order_name}"><header class="top"><h1>flagship desk · <bdi>{mission}</bdi></h1><nav>
-<a href="/?view=queue&amp;order=newest"{q}>Queue</a>
-<a href="/?view=queue&amp;order=probability">by probability</a>
+        r#"<body data-view="{view_name}" data-order="{order_name}" data-whose="{whose}" data-user="{user}" data-role="{role}" data-team="{team}" data-now="{now}" class="role-{role}"><header class="top"><h1>flagship desk · <bdi>{mission}</bdi></h1><nav>
+<a href="/?view=queue&amp;order=newest&amp;whose={whose}"{q}>Queue</a>
+<a href="/?view=queue&amp;order=probability&amp;whose={whose}"{qp}>by probability</a>
+<a href="/?view=queue&amp;order=due&amp;whose={whose}"{qd}>by time left</a>
+<a href="/?view=waiting&amp;whose={whose}"{w}>Waiting for a reply</a>
 <a href="/?view=uncertain"{u}>Uncertain</a>
+<a href="/summary">Daily summary</a>
 <a href="/report">Evaluation report</a>
 <a href="/monitor">Monitor</a>
 <a href="/answers">Saved answers</a>
 <a href="/export?format=labels">Export labels</a>
-</nav><span class="who">signed in as <bdi>{user}</bdi></span>"#,
+</nav><span class="who">signed in as <bdi>{user_shown}</bdi> ({role})</span>"#,
         mission = esc(frame.mission),
-        q = current("queue"),
-        u = current("uncertain"),
+        q = current("queue", Some("newest")),
+        qp = current("queue", Some("probability")),
+        qd = current("queue", Some("due")),
+        w = current("waiting", None),
+        u = current("uncertain", None),
+        whose = whose.as_str(),
         user = esc(frame.user),
+        user_shown = esc(frame.user),
+        role = frame.role,
+        team = esc(&frame.team.join(" ")),
+        now = frame.clock.now.timestamp_millis(),
     );
     if frame.logout {
         let _ = write!(
@@ -544,20 +752,154 @@ pub fn page(frame: &Frame, view: View, items: &[Entry], today_html: &str) -> Str
             esc(frame.csrf)
         );
     }
+    h.push_str(r#"</header><div id="alerts" role="alert">"#);
+    for a in frame.alerts {
+        h.push_str(&alert_line(a));
+    }
+    let filter = |w: Whose, label: &str| {
+        let view = match view {
+            View::Waiting => "waiting",
+            _ => "queue",
+        };
+        format!(
+            r#"<a href="/?view={view}&amp;order={order_name}&amp;whose={}"{}>{label}</a>"#,
+            w.as_str(),
+            if w == whose {
+                r#" aria-current="page""#
+            } else {
+                ""
+            }
+        )
+    };
+    let keys = if frame.role >= Role::Agent {
+        let give = if frame.role >= Role::Lead {
+            " · <kbd>a</kbd> give it to a teammate"
+        } else {
+            ""
+        };
+        format!(
+            "<kbd>j</kbd>/<kbd>k</kbd> move · <kbd>r</kbd> needs reply · <kbd>n</kbd> no reply needed · <kbd>d</kbd> done · <kbd>u</kbd> undo (a group: the whole group) · <kbd>x</kbd> a group's posts · <kbd>c</kbd> copy the answer · <kbd>s</kbd> reply with it · <kbd>t</kbd> take it (again: release){give} · "
+        )
+    } else {
+        "<kbd>j</kbd>/<kbd>k</kbd> move · <kbd>x</kbd> a group's posts · you read (viewer): decisions, replies and assignments are the team's · ".to_owned()
+    };
     let _ = write!(
         h,
-        r#"</header><main><section id="today" aria-live="polite">{today_html}</section>
+        r#"</div><main><section id="today" aria-live="polite">{today_html}</section>
 <section class="list"><h2>{heading}</h2>
-<p class="keys"><kbd>j</kbd>/<kbd>k</kbd> move · <kbd>r</kbd> needs reply · <kbd>n</kbd> no reply needed · <kbd>d</kbd> done · <kbd>u</kbd> undo (a group: the whole group) · <kbd>x</kbd> a group's posts · <kbd>c</kbd> copy the answer · <kbd>s</kbd> reply with it · <span id="live">connecting…</span></p>
-<div id="posts">"#
+<p class="whose">{all} · {mine} · {unassigned}</p>
+<p class="keys">{keys}<span id="live">connecting…</span></p>
+<div id="posts">"#,
+        all = filter(Whose::All, "all"),
+        mine = filter(Whose::Mine, "mine"),
+        unassigned = filter(Whose::Unassigned, "unassigned"),
     );
+    let cx = Cx {
+        csrf: frame.csrf,
+        clock: frame.clock,
+    };
     for e in items {
-        h.push_str(&entry(e, frame.csrf));
+        h.push_str(&entry(e, &cx));
     }
     if items.is_empty() {
         h.push_str(r#"<p class="empty">Nothing waiting. New flagged posts appear here as they arrive.</p>"#);
     }
     h.push_str("</div></section></main></body></html>\n");
+    h
+}
+
+/// The daily summary page: the day's figures, who answered, the platforms, the biggest
+/// question groups with their answers, the alerts (a Markdown copy at `/summary.md`).
+pub fn summary_page(frame: &Frame, s: &crate::summary::Summary) -> String {
+    let opt = |v: Option<f64>| v.map(human).unwrap_or_else(|| "–".into());
+    let f = &s.responses.all;
+    let mut h = head(
+        &format!("flagship desk — {} — {}", frame.mission, s.day),
+        Some(frame.csrf),
+    );
+    let prev = s.day.pred_opt().unwrap_or(s.day);
+    let next = s.day.succ_opt().unwrap_or(s.day);
+    let _ = write!(
+        h,
+        r#"<body data-view="summary" class="summary"><header class="top"><h1>flagship desk · <bdi>{mission}</bdi></h1><nav><a href="/">Queue</a> <a href="/summary" aria-current="page">Daily summary</a> <a href="/summary?day={prev}">← {prev}</a> <a href="/summary?day={next}">{next} →</a> <a href="/summary.md?day={day}">Markdown</a></nav><span class="who">signed in as <bdi>{user}</bdi></span></header><main class="summary"><h2>{day} <small>({tz})</small></h2><dl class="figures">
+<dt>posts seen</dt><dd id="s-seen">{seen}</dd>
+<dt>flagged</dt><dd id="s-flagged">{flagged}</dd>
+<dt>needed a reply</dt><dd id="s-needing">{needing}</dd>
+<dt>answered</dt><dd id="s-answered">{answered}</dd>
+<dt>first response p50 / p90</dt><dd id="s-response">{p50} / {p90}</dd>
+<dt>overdue (no answer past {target})</dt><dd id="s-overdue">{overdue}</dd>
+<dt>answered late</dt><dd id="s-late">{late}</dd>
+</dl><h3>Who answered</h3><table><thead><tr><th>person</th><th>answered</th><th>p50</th><th>p90</th><th>late</th></tr></thead><tbody>"#,
+        mission = esc(frame.mission),
+        user = esc(frame.user),
+        day = s.day,
+        tz = esc(s.timezone.name()),
+        seen = s.seen,
+        flagged = s.flagged,
+        needing = f.needing,
+        answered = f.answered,
+        p50 = opt(f.p50_s),
+        p90 = opt(f.p90_s),
+        target = human(s.target.num_seconds() as f64),
+        overdue = f.overdue,
+        late = f.late,
+    );
+    for (who, p) in &s.responses.by_person {
+        let _ = write!(
+            h,
+            "<tr><td><bdi>{}</bdi></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(who),
+            p.answered,
+            opt(p.p50_s),
+            opt(p.p90_s),
+            p.late
+        );
+    }
+    h.push_str("</tbody></table><h3>By platform</h3><table><thead><tr><th>platform</th><th>needed</th><th>answered</th><th>p50</th><th>p90</th><th>overdue</th></tr></thead><tbody>");
+    for (platform, p) in &s.responses.by_platform {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(platform),
+            p.needing,
+            p.answered,
+            opt(p.p50_s),
+            opt(p.p90_s),
+            p.overdue
+        );
+    }
+    h.push_str("</tbody></table><h3>The biggest question groups</h3><ol class=\"groups\">");
+    if s.groups.is_empty() {
+        h.push_str("<li>No question group of two or more posts.</li>");
+    }
+    for g in &s.groups {
+        let platform = g.platform.parse().unwrap_or_default();
+        let _ = write!(
+            h,
+            r#"<li><b>{posts} posts from {authors} people</b>: <bdi dir="auto">{text}</bdi><br>answer: {answer}</li>"#,
+            posts = g.posts,
+            authors = g.authors,
+            text = esc(&flagship_platforms::display_text(platform, &g.text)),
+            answer = g
+                .answer
+                .as_deref()
+                .map(|a| format!(r#"<bdi dir="auto">{}</bdi>"#, esc(a)))
+                .unwrap_or_else(|| "(none sent from the desk)".into()),
+        );
+    }
+    h.push_str("</ol><h3>Alerts</h3><ul class=\"alerts\">");
+    if s.alerts.is_empty() {
+        h.push_str("<li>None.</li>");
+    }
+    for a in &s.alerts {
+        let _ = write!(
+            h,
+            "<li>{} <bdi>{}</bdi></li>",
+            time(Some(a.at)),
+            esc(&a.text)
+        );
+    }
+    h.push_str("</ul></main></body></html>\n");
     h
 }
 
@@ -621,6 +963,17 @@ mod tests {
             group: None,
             refs: Default::default(),
             replied: None,
+            held: Some("<b>bo</b>".into()),
+        }
+    }
+
+    fn cx() -> Cx<'static> {
+        Cx {
+            csrf: "tok",
+            clock: Clock {
+                now: Utc::now(),
+                target: chrono::Duration::hours(1),
+            },
         }
     }
 
@@ -631,7 +984,7 @@ mod tests {
                 "<script>alert(1)</script> \u{202e}gnp.exe",
                 "javascript:alert(1)",
             ),
-            "tok",
+            &cx(),
             None,
         );
         assert!(!h.contains("<script>"), "{h}");
@@ -641,11 +994,15 @@ mod tests {
         assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(h.contains("no link"));
         assert!(h.contains("why: <bdi>&lt;i&gt;late&lt;/i&gt;</bdi>"), "{h}");
+        assert!(
+            h.contains(r#"held by <bdi>&lt;b&gt;bo&lt;/b&gt;</bdi>"#),
+            "{h}"
+        );
         // The RTL override stays inside its own isolate.
         assert!(h.contains("<bdi>&lt;script&gt;alert(1)&lt;/script&gt; \u{202e}gnp.exe</bdi>"));
         let ok = post(
             &item("fine", "https://bsky.app/profile/a/post/b"),
-            "tok",
+            &cx(),
             None,
         );
         assert!(ok.contains(r#"href="https://bsky.app/profile/a/post/b""#));
@@ -659,10 +1016,15 @@ mod tests {
             user: "ana",
             csrf: "t",
             logout: true,
+            role: Role::Agent,
+            team: &[],
+            clock: cx().clock,
+            alerts: &[],
         };
         let h = page(
             &f,
             View::Uncertain,
+            Whose::All,
             &[Entry::Post(item("x", "https://a.b/c"), None)],
             "",
         );
@@ -672,5 +1034,29 @@ mod tests {
         assert!(h.contains(r#"<script src="/assets/desk.js" defer></script>"#));
         assert!(h.contains("&lt;jwst&gt;"));
         assert!(!login("m", "t", Some("<x>")).contains("<x>"));
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_says_time_left_then_overdue() {
+        let now = Utc::now();
+        let clock = Clock {
+            now,
+            target: chrono::Duration::hours(1),
+        };
+        let (t, late) = clock_text(now - chrono::Duration::minutes(12), clock);
+        assert_eq!(
+            (t.as_str(), late),
+            ("waiting 12 min · due in 48 min", false)
+        );
+        let (t, late) = clock_text(now - chrono::Duration::minutes(75), clock);
+        assert_eq!(
+            (t.as_str(), late),
+            ("waiting 1 h 15 min · overdue 15 min", true)
+        );
     }
 }

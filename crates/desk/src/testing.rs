@@ -80,6 +80,27 @@ pub fn csrf_of(html: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Logs `user` in through the login form: the session cookie (`name=value`) and the CSRF
+/// token of the desk page it opens.
+pub async fn login(addr: SocketAddr, user: &str, password: &str) -> (String, String) {
+    let (_, h, page) = http(addr, "GET", "/login", &[], "").await;
+    let login_cookie = cookie_of(&h).expect("the login form's cookie");
+    let csrf = csrf_of(&page).expect("the login form's token");
+    let (status, h, body) = http(
+        addr,
+        "POST",
+        "/login",
+        &[("Cookie", &login_cookie)],
+        &form(&[("user", user), ("password", password), ("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(status, 303, "{user} logs in: {body}");
+    let session = cookie_of(&h).expect("a session cookie");
+    let (_, _, page) = http(addr, "GET", "/", &[("Cookie", &session)], "").await;
+    let csrf = csrf_of(&page).expect("the page's CSRF token");
+    (session, csrf)
+}
+
 /// The `name=value` part of the first `Set-Cookie` header.
 pub fn cookie_of(headers: &HashMap<String, Vec<String>>) -> Option<String> {
     headers

@@ -10,6 +10,10 @@
 //! - hostile posts (`<script>`, a `javascript:` link, an RTL override, 10 kB) render as text;
 //! - the report pages are served from the reports folder, never outside it.
 //!
+//! - a team of three (a lead, an agent, a viewer) at once: "mine", holders shown live, the
+//!   viewer refused by the server, the first-response clock's overdue mark on a held clock,
+//!   an alert's banner, the daily summary.
+//!
 //! `FLAGSHIP_SCREENSHOTS=DIR` saves screenshots of the queue and the today panel there.
 
 use std::collections::HashMap;
@@ -21,7 +25,7 @@ use chrono::Utc;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use flagship_core::{Platform, Post};
-use flagship_desk::auth::{Methods, hash_password};
+use flagship_desk::auth::{Methods, Role, hash_password};
 use flagship_desk::server::{Desk, LiveSink, Settings};
 use flagship_desk::testing::{BURST, cookie_of, csrf_of, form, http, x_message};
 use flagship_desk::{Decision, DeskStore};
@@ -1349,6 +1353,387 @@ async fn replies_from_the_desk_in_a_real_browser() {
     }
     c.close().await.unwrap();
     drop(driver);
+    let _ = stop_server.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// Logs `name` in through the login form in browser `c`.
+async fn log_in(c: &Client, base: &str, name: &str) {
+    c.goto(&format!("{base}/")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    c.find(Locator::Css("input[name=user]"))
+        .await
+        .unwrap()
+        .send_keys(name)
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the desk page", || async {
+        c.current_url().await.unwrap().path() == "/"
+    })
+    .await;
+}
+
+/// Selects post `id` on `c`'s page (a click on its text).
+async fn select(c: &Client, id: &str) {
+    c.find(Locator::Css(&format!(
+        r#"article.post[data-id="{id}"] p.text"#
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until("the post selected", || async { selected_id(c).await == id }).await;
+}
+
+/// What post `id`'s holder line says on `c`'s page.
+async fn holder(c: &Client, id: &str) -> String {
+    match c
+        .find(Locator::Css(&format!(
+            r#"article.post[data-id="{id}"] .holder"#
+        )))
+        .await
+    {
+        Ok(e) => e.text().await.unwrap(),
+        Err(_) => "(not on the page)".into(),
+    }
+}
+
+/// The ids of the posts on `c`'s page, in order.
+async fn ids(c: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in c.find_all(Locator::Css("article.post")).await.unwrap() {
+        out.push(e.attr("data-id").await.unwrap().unwrap());
+    }
+    out
+}
+
+/// The status a POST from `c`'s page (its session and CSRF token) gets.
+async fn post_status(c: &Client, path: &str, fields: serde_json::Value) -> u64 {
+    c.execute(
+        "const token = document.querySelector('meta[name=csrf]').content;
+         return fetch(arguments[0], {method: 'POST', headers: {'X-CSRF-Token': token},
+           body: new URLSearchParams(arguments[1]), credentials: 'same-origin'})
+           .then(r => r.status);",
+        vec![serde_json::json!(path), fields],
+    )
+    .await
+    .unwrap()
+    .as_u64()
+    .unwrap()
+}
+
+/// Three people at once — a lead, an agent and a viewer, each in their own Chromium: each
+/// sees their own "mine", a taken post shows its holder to the others live, the viewer's
+/// decisions, replies and assignments are refused by the server, the first-response clock's
+/// overdue mark appears at the target on the desk's held clock, an alert's banner reaches
+/// every open page, and the daily summary counts the team's answers.
+/// `FLAGSHIP_SCREENSHOTS=DIR` saves mine, overdue, the banner and the daily summary there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_of_three_in_real_browsers() {
+    let Some((driver_bin, chromium)) = browsers() else {
+        eprintln!("skipped: chromedriver / chromium not installed (CI installs them)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = flagship_core::Config::load(&fixture("demo/flagship.toml")).unwrap();
+    let db = dir.path().join("desk.sqlite");
+    let t0 = Utc::now() - chrono::Duration::minutes(10);
+    let mut store = DeskStore::open(&db).unwrap();
+    let questions = [
+        ("t1", "is the webb livestream delayed? nothing loads"),
+        ("t2", "the mirror alignment page says error 500"),
+        ("t3", "when is the next image release?"),
+        ("t4", "the press kit link is broken"),
+    ];
+    let mut posts = Vec::new();
+    for (i, (id, text)) in questions.iter().enumerate() {
+        let mut p = post_of(Platform::Bluesky, id, text, 0.9);
+        p.post.author_username = Some(format!("asker{i}.bsky.social"));
+        p.scored_at = t0 + chrono::Duration::seconds(i as i64);
+        posts.push(p);
+    }
+    store.add(&posts).unwrap();
+    let mut settings = Settings::from_config(&config);
+    settings.first_response = chrono::Duration::hours(1);
+    let users = HashMap::from([
+        (
+            "ana".to_owned(),
+            (hash_password(PASSWORD).unwrap(), Role::Lead),
+        ),
+        (
+            "bo".to_owned(),
+            (hash_password(PASSWORD).unwrap(), Role::Agent),
+        ),
+        (
+            "cy".to_owned(),
+            (hash_password(PASSWORD).unwrap(), Role::Viewer),
+        ),
+    ]);
+    let desk = Desk::new(
+        store,
+        Methods::with_roles(users, None),
+        settings,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    desk.hold_clock(Some(t0 + chrono::Duration::minutes(5)));
+    desk.tick(); // the burst rule's history starts here
+    let (addr, stop_server, server) = served(&desk).await;
+    let base = format!("http://{addr}");
+    let driver = start_driver(&driver_bin).await;
+    let (ana, bo, cy) = (
+        browser(&driver, &chromium).await,
+        browser(&driver, &chromium).await,
+        browser(&driver, &chromium).await,
+    );
+    log_in(&ana, &base, "ana").await;
+    log_in(&bo, &base, "bo").await;
+    log_in(&cy, &base, "cy").await;
+    for c in [&ana, &bo, &cy] {
+        until("the event stream", || async {
+            c.find(Locator::Css("#live.on")).await.is_ok()
+        })
+        .await;
+    }
+
+    // Bo takes t1 (`t`); Ana and Cy see who holds it, live.
+    select(&bo, "t1").await;
+    press(&bo, 't').await;
+    for c in [&ana, &cy] {
+        until("t1 held by bo on another page", || async {
+            holder(c, "t1").await == "held by bo"
+        })
+        .await;
+    }
+    // Ana (a lead) gives t2 to Bo (`a`, the teammate's name) and takes t3 (`t`).
+    select(&ana, "t2").await;
+    press(&ana, 'a').await;
+    ana.send_alert_text("bo").await.unwrap();
+    ana.accept_alert().await.unwrap();
+    until("t2 given to bo", || async {
+        holder(&bo, "t2").await == "held by bo"
+    })
+    .await;
+    select(&ana, "t3").await;
+    press(&ana, 't').await;
+    until("t3 held by ana", || async {
+        holder(&cy, "t3").await == "held by ana"
+    })
+    .await;
+    // Bo cannot take Ana's post: the page says who holds it.
+    select(&bo, "t3").await;
+    press(&bo, 't').await;
+    until("bo refused", || async {
+        bo.find(Locator::Css(r#"article.post[data-id="t3"] .state"#))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("ana holds this post")
+    })
+    .await;
+
+    // Each one's "mine", and the unassigned.
+    bo.goto(&format!("{base}/?view=queue&order=due&whose=mine"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&bo).await,
+        vec!["t1", "t2"],
+        "bo's, the least time left first"
+    );
+    ana.goto(&format!("{base}/?whose=mine")).await.unwrap();
+    assert_eq!(ids(&ana).await, vec!["t3"]);
+    cy.goto(&format!("{base}/?whose=unassigned")).await.unwrap();
+    assert_eq!(ids(&cy).await, vec!["t4"]);
+    let shots = std::env::var_os("FLAGSHIP_SCREENSHOTS").map(PathBuf::from);
+    if let Some(shots) = &shots {
+        std::fs::create_dir_all(shots).unwrap();
+        std::fs::write(shots.join("desk-mine.png"), bo.screenshot().await.unwrap()).unwrap();
+    }
+
+    // The viewer: no decision buttons shown, and the server refuses what the page hides.
+    cy.goto(&format!("{base}/")).await.unwrap();
+    assert!(
+        count(&cy, "form.decide button").await > 0,
+        "the forms are there, hidden"
+    );
+    assert!(
+        !cy.find(Locator::Css("form.decide"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "a viewer's page shows no decision buttons"
+    );
+    for (path, fields) in [
+        (
+            "/api/decide",
+            serde_json::json!({"id": "t4", "decision": "done"}),
+        ),
+        (
+            "/api/decide-group",
+            serde_json::json!({"group": "1", "decision": "done"}),
+        ),
+        ("/api/assign", serde_json::json!({"id": "t4", "to": "me"})),
+        (
+            "/api/reply/preview",
+            serde_json::json!({"id": "t4", "text": "hi"}),
+        ),
+        (
+            "/api/reply/send",
+            serde_json::json!({"id": "t4", "text": "hi"}),
+        ),
+    ] {
+        assert_eq!(post_status(&cy, path, fields).await, 403, "{path}");
+    }
+    press(&cy, 'd').await;
+    until("the viewer's key refused", || async {
+        cy.find(Locator::Css("article.post.failed")).await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        desk_current(&db, "t1"),
+        None,
+        "nothing decided by the viewer"
+    );
+
+    // The clock: no post is overdue 5 minutes in; at the target (the desk's clock moved,
+    // one tick), every waiting post is — on every open page, without a reload.
+    ana.goto(&format!("{base}/?view=queue&order=due"))
+        .await
+        .unwrap();
+    until("ana's stream", || async {
+        ana.find(Locator::Css("#live.on")).await.is_ok()
+    })
+    .await;
+    assert_eq!(count(&ana, "article.post.overdue").await, 0);
+    let clock = ana
+        .find(Locator::Css(r#"article.post[data-id="t1"] .clock"#))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(clock, "waiting 5 min · due in 55 min");
+    desk.hold_clock(Some(t0 + chrono::Duration::minutes(62)));
+    desk.tick();
+    until("the overdue marks", || async {
+        count(&ana, "article.post.overdue").await == 4
+    })
+    .await;
+    let clock = ana
+        .find(Locator::Css(r#"article.post[data-id="t1"] .clock"#))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(clock, "waiting 1 h 02 min · overdue 2 min");
+    if let Some(shots) = &shots {
+        std::fs::write(
+            shots.join("desk-overdue.png"),
+            ana.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
+
+    // Bo answers his two (`d`: done); the clock stops for them.
+    bo.goto(&format!("{base}/?whose=mine")).await.unwrap();
+    for id in ["t1", "t2"] {
+        select(&bo, id).await;
+        press(&bo, 'd').await;
+        until("decided", || async {
+            desk_current(&db, id) == Some(Decision::Done)
+        })
+        .await;
+    }
+
+    // A burst (a minute's twelve posts against the hour before's four): the banner reaches
+    // every open page.
+    let burst: Vec<Scored> = (0..12)
+        .map(|i| {
+            let mut p = post_of(
+                Platform::Bluesky,
+                &format!("burst{i}"),
+                "the webb feed is down for everyone",
+                0.9,
+            );
+            p.scored_at = t0 + chrono::Duration::minutes(79);
+            p
+        })
+        .collect();
+    // The rule needs an hour of history (its counts began at the first tick).
+    desk.hold_clock(Some(t0 + chrono::Duration::minutes(80)));
+    // The today panel's first-response figures are worked out at most every 2 s: let the
+    // burst's panel show bo's answers.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    desk.add(&burst).unwrap();
+    for c in [&ana, &bo, &cy] {
+        until("the banner", || async {
+            c.find(Locator::Css("#alerts .alert-burst")).await.is_ok()
+        })
+        .await;
+    }
+    let banner = ana
+        .find(Locator::Css("#alerts .alert-burst"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        banner.contains("Burst: 12 flagged posts in 10 minutes"),
+        "{banner}"
+    );
+    if let Some(shots) = &shots {
+        std::fs::write(
+            shots.join("desk-banner.png"),
+            ana.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
+
+    // The daily summary: 16 flagged, bo answered two, two overdue.
+    ana.goto(&format!("{base}/summary")).await.unwrap();
+    let text = |id: &'static str| {
+        let ana = &ana;
+        async move {
+            ana.find(Locator::Id(id))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(text("s-flagged").await, "16");
+    assert_eq!(text("s-answered").await, "2");
+    if let Some(shots) = &shots {
+        std::fs::write(
+            shots.join("desk-summary.png"),
+            ana.screenshot().await.unwrap(),
+        )
+        .unwrap();
+    }
+    for c in [ana, bo, cy] {
+        c.close().await.unwrap();
+    }
     let _ = stop_server.send(());
     server.await.unwrap().unwrap();
 }

@@ -329,7 +329,7 @@ async fn sessions_outlive_a_restart_hashed_capped_and_revoked() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("desk.sqlite");
     let users_file = dir.path().join("users.txt");
-    add_user(&users_file, "ana", PASSWORD).unwrap();
+    add_user(&users_file, "ana", PASSWORD, None).unwrap();
     let methods = || Methods::load(Some(&users_file), None).unwrap();
     let mut st = settings();
     st.sessions.per_user = 2;
@@ -380,7 +380,7 @@ async fn sessions_outlive_a_restart_hashed_capped_and_revoked() {
     // A new password (what `flagship desk user add` does): the old one no longer logs in
     // (the running desk reads the file again) and her sessions end.
     std::thread::sleep(Duration::from_millis(20));
-    add_user(&users_file, "ana", "a brand new password").unwrap();
+    add_user(&users_file, "ana", "a brand new password", None).unwrap();
     DeskStore::open(&db).unwrap().revoke_user("ana").unwrap();
     let (status, _, _) = http(s.addr, "GET", "/api/today", &[("Cookie", &second)], "").await;
     assert_eq!(status, 401, "revoked");

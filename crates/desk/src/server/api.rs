@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::pages::ViewQuery;
 use super::session::{AnyCaller, CsrfField, Writer};
-use super::state::{Desk, day_start};
+use super::state::Desk;
+use crate::auth::Role;
 use crate::export::Format;
 use crate::{Decision, Item, Today};
 
@@ -53,6 +54,7 @@ pub(super) async fn record(
     d: &Arc<Desk>,
     w: &Writer<DecideForm>,
 ) -> Result<Option<Decision>, ApiError> {
+    w.caller.may(Role::Agent)?;
     let f = &w.form;
     let decision = parse_decision(&f.decision)?;
     let (id, user) = (f.id.clone(), w.caller.user().to_owned());
@@ -91,6 +93,7 @@ pub(super) async fn record_group(
     d: &Arc<Desk>,
     w: &Writer<GroupForm>,
 ) -> Result<crate::GroupDecided, ApiError> {
+    w.caller.may(Role::Agent)?;
     let decision = parse_decision(&w.form.decision)?;
     let (g, user) = (w.form.group, w.caller.user().to_owned());
     Ok(d.blocking("group decision", move |d| {
@@ -145,17 +148,19 @@ struct ListQuery {
 async fn queue(
     State(d): State<Arc<Desk>>,
     Query(q): Query<ListQuery>,
-    _: AnyCaller,
+    AnyCaller(user): AnyCaller,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(d.settings.page_size).min(10_000);
-    let view = q.view.view();
-    let list = d.blocking("queue", move |d| d.items(view, limit)).await??;
+    let (view, whose) = (q.view.view(), q.view.whose());
+    let list = d
+        .blocking("queue", move |d| d.items(view, whose, &user, limit))
+        .await??;
     Ok(Json(list.iter().map(ItemView::from).collect::<Vec<_>>()).into_response())
 }
 
 async fn today(State(d): State<Arc<Desk>>, _: AnyCaller) -> Result<Json<TodayView>, ApiError> {
     let t = d
-        .blocking("today", |d| d.store().today(day_start()))
+        .blocking("today", |d| d.store().today(d.day_start()))
         .await??;
     Ok(Json(TodayView::from(&t)))
 }
@@ -226,6 +231,7 @@ struct ItemView<'a> {
     need_support: bool,
     platform: &'a str,
     probability: f64,
+    held: Option<&'a str>,
     text: &'a str,
     threshold: f64,
     url: Option<&'a str>,
@@ -251,6 +257,7 @@ impl<'a> From<&'a Item> for ItemView<'a> {
             need_support: i.need_support,
             platform: &i.platform,
             probability: i.probability,
+            held: i.held.as_deref(),
             text: &i.text,
             threshold: i.threshold,
             url: i.url.as_deref(),

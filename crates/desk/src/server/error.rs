@@ -24,6 +24,10 @@ pub(super) enum ApiError {
     Home,
     /// A malformed request: 400.
     Bad(String),
+    /// The caller's role does not allow it: 403, saying which role it takes.
+    Denied(String),
+    /// Someone else holds the post (or it changed meanwhile): 409, with what to do.
+    Conflict(String),
     /// An export format the desk does not write: 400, the message as plain text.
     Format(String),
     /// A reports file that is not there (or not one the desk serves): 404, no body.
@@ -76,6 +80,8 @@ impl IntoResponse for ApiError {
             ApiError::Login => Redirect::to("/login").into_response(),
             ApiError::Home => Redirect::to("/").into_response(),
             ApiError::Bad(why) => json(StatusCode::BAD_REQUEST, &why),
+            ApiError::Denied(why) => json(StatusCode::FORBIDDEN, &why),
+            ApiError::Conflict(why) => json(StatusCode::CONFLICT, &why),
             ApiError::Format(why) => (StatusCode::BAD_REQUEST, why).into_response(),
             ApiError::NotFound => StatusCode::NOT_FOUND.into_response(),
             ApiError::TooMany(wait) => {

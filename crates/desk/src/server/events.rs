@@ -2,8 +2,10 @@
 //! ([`Event`]) and one session's stream of them — `post` (new flagged posts' HTML, with the
 //! session's CSRF token in their forms), `today` (the panel's HTML), `why` (`{id, words}`),
 //! `decided` (`{decision, id, title}`), `group` (`{group, members, html}`: a question group's
-//! card, or a post alone with its suggested answer, replacing those members on the page), and
-//! `reload` for a reader too slow to keep up. The
+//! card, or a post alone with its suggested answer, replacing those members on the page),
+//! `assigned` (`[{held, id}]`: who holds each post now), `clock` (the desk's time in Unix
+//! milliseconds: pages run their first-response clocks by it), `alert` (the banner's line of a
+//! new alert), and `reload` for a reader too slow to keep up. The
 //! stream ends when its session does (logout at once; expiry or revocation within
 //! 5 s) or the desk closes. Streams are capped in all and per session (429 past either).
 
@@ -47,6 +49,19 @@ pub(super) enum Event {
     },
     /// A question group changed (a post joined it, it was decided): its entry now.
     Group(Arc<crate::page::Entry>),
+    /// Posts changed hands: each with who holds it now.
+    Assigned(Arc<Vec<(String, Option<String>)>>),
+    /// The desk's time (pages keep their first-response clocks by it, not their own).
+    Clock(chrono::DateTime<chrono::Utc>),
+    /// An alert was raised: the banner's line.
+    Alert(Arc<crate::Alert>),
+}
+
+/// The `assigned` event's data: a post and who holds it now.
+#[derive(Serialize)]
+struct HeldView<'a> {
+    held: Option<&'a str>,
+    id: &'a str,
 }
 
 /// The `group` event's data.
@@ -76,11 +91,12 @@ async fn events(
     let rx = d.events.subscribe();
     let mut closing = d.closing.subscribe();
     let ended = session_ended(d.clone(), id);
+    let desk = d.clone();
     let stream = BroadcastStream::new(rx)
         .map(move |e| {
             // The stream holds its slot: given back when it is dropped (the page went away).
             let _held = &slot;
-            Ok::<_, Infallible>(sse(e, &session))
+            Ok::<_, Infallible>(sse(e, &session, &desk))
         })
         .take_until(async move {
             tokio::select! {
@@ -156,12 +172,16 @@ impl Drop for StreamSlot {
 }
 
 /// An event as `session`'s page receives it.
-fn sse(e: Result<Event, BroadcastStreamRecvError>, session: &auth::Session) -> SseEvent {
+fn sse(e: Result<Event, BroadcastStreamRecvError>, session: &auth::Session, d: &Desk) -> SseEvent {
+    let cx = crate::page::Cx {
+        csrf: &session.csrf,
+        clock: d.clock(),
+    };
     match e {
         Ok(Event::Posts(items)) => {
             let html: String = items
                 .iter()
-                .map(|i| crate::page::post(i, &session.csrf, None))
+                .map(|i| crate::page::post(i, &cx, None))
                 .collect();
             SseEvent::default().event("post").data(html)
         }
@@ -186,11 +206,27 @@ fn sse(e: Result<Event, BroadcastStreamRecvError>, session: &auth::Session) -> S
                 "group",
                 GroupView {
                     group,
-                    html: crate::page::entry(&entry, &session.csrf),
+                    html: crate::page::entry(&entry, &cx),
                     members,
                 },
             )
         }
+        Ok(Event::Assigned(posts)) => json(
+            "assigned",
+            posts
+                .iter()
+                .map(|(id, held)| HeldView {
+                    held: held.as_deref(),
+                    id,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Ok(Event::Clock(now)) => SseEvent::default()
+            .event("clock")
+            .data(now.timestamp_millis().to_string()),
+        Ok(Event::Alert(a)) => SseEvent::default()
+            .event("alert")
+            .data(crate::page::alert_line(&a)),
         // Too slow a reader missed events: its page reloads.
         Err(_) => reload(),
     }

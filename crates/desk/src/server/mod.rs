@@ -11,6 +11,7 @@
 //! | `GET /metrics` | Prometheus' text format: the queue, decisions, posts, and the live loop's figures when it runs here (`metrics`) | session or bearer; anyone the guard lets through when no login method is configured |
 //! | `GET /report`, `GET /monitor`, `GET /reports/…` | the evaluation report and monitor pages from `storage.reports` | session |
 //! | `GET /fragment` (`?view=…&order=…`) | the list's posts as HTML (the page merges it after its event stream (re)connects) | session |
+//! | `POST /api/assign`, `GET /summary`, `GET /summary.md` | take / give / release; the lead's daily summary (`team`) | agents and leads; sessions |
 //! | `GET /login`, `POST /login`, `POST /logout` | sessions (login CSRF by a cookie-bound token; 5 failed logins a minute per client and name, 5 wrong tokens per client, then 429; the right token is never held back) | anyone |
 //! | `GET /assets/…`, `GET /healthz` | the script, the stylesheet; liveness | anyone |
 //!
@@ -54,6 +55,7 @@ mod replies;
 mod reports;
 mod session;
 mod state;
+mod team;
 
 pub use state::{Desk, Limits, LiveSink, Settings};
 
@@ -71,6 +73,10 @@ pub enum ServerError {
         "desk: desk.secure_cookie = true says a TLS proxy is in front, and this desk has no login method: anyone reaching the proxy would use it. Configure desk.users or desk.token_env"
     )]
     OpenBehindTls,
+    #[error(
+        "desk.alerts.webhook_format = \"json\" signs each alert: set the secret in the environment variable {0} (desk.alerts.webhook_secret_env)"
+    )]
+    NoWebhookSecret(String),
     #[error("desk.trusted_proxies: {0:?} is not an IP address or CIDR")]
     Proxy(String),
     #[error("desk: cannot listen on {addr}: {source}")]
@@ -90,6 +96,7 @@ pub fn router(d: Arc<Desk>) -> Router {
         .merge(pages::routes())
         .merge(api::routes())
         .merge(replies::routes())
+        .merge(team::routes())
         .merge(events::routes())
         .merge(reports::routes())
         .merge(login::routes())
@@ -120,5 +127,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    conn::serve(router(d.clone()), d, listener, shutdown).await
+    let tasks = team::start(&d);
+    let served = conn::serve(router(d.clone()), d, listener, shutdown).await;
+    for t in tasks {
+        t.abort();
+    }
+    served
 }

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use super::api::{DecideForm, GroupForm, record, record_group};
 use super::error::ApiError;
 use super::session::{OpenPage, Session, Writer, with_cookie};
-use super::state::{Desk, day_start};
+use super::state::Desk;
 use crate::Order;
-use crate::page::{self, View};
+use crate::page::{self, View, Whose};
 
 pub(super) fn routes() -> Router<Arc<Desk>> {
     Router::new()
@@ -27,11 +27,13 @@ pub(super) fn routes() -> Router<Arc<Desk>> {
         .route("/answers", get(answers).post(save_answer))
 }
 
-/// Which list: `?view=queue|uncertain`, `&order=newest|probability`.
+/// Which list: `?view=queue|waiting|uncertain`, `&order=newest|probability|due`,
+/// `&whose=all|mine|unassigned`.
 #[derive(Deserialize, Default)]
 pub(super) struct ViewQuery {
     view: Option<String>,
     order: Option<String>,
+    whose: Option<String>,
 }
 
 impl ViewQuery {
@@ -39,9 +41,38 @@ impl ViewQuery {
     pub(super) fn view(&self) -> View {
         match (self.view.as_deref(), self.order.as_deref()) {
             (Some("uncertain"), _) => View::Uncertain,
+            (Some("waiting"), _) => View::Waiting,
             (_, Some("probability")) => View::Queue(Order::Probability),
+            (_, Some("due")) => View::Queue(Order::Due),
             _ => View::Queue(Order::Newest),
         }
+    }
+
+    /// Whose posts: everyone's unless said otherwise.
+    pub(super) fn whose(&self) -> Whose {
+        self.whose
+            .as_deref()
+            .and_then(Whose::parse)
+            .unwrap_or_default()
+    }
+}
+
+/// A page's frame for `session` (blocking: the alerts banner reads SQLite).
+pub(super) fn frame<'a>(
+    d: &'a Desk,
+    session: &'a crate::auth::Session,
+    team: &'a [String],
+    alerts: &'a [crate::Alert],
+) -> page::Frame<'a> {
+    page::Frame {
+        mission: &d.settings.mission,
+        user: &session.user,
+        csrf: &session.csrf,
+        logout: d.methods.any(),
+        role: session.role,
+        team,
+        clock: d.clock(),
+        alerts,
     }
 }
 
@@ -50,18 +81,21 @@ async fn index(
     Query(q): Query<ViewQuery>,
     OpenPage { session, cookie }: OpenPage,
 ) -> Result<Response, ApiError> {
-    let view = q.view();
+    let (view, whose) = (q.view(), q.whose());
     let html = d
         .blocking("page", move |d| -> Result<String, ApiError> {
-            let list = d.entries(view, d.settings.page_size)?;
-            let today = d.store().today(day_start())?;
-            let frame = page::Frame {
-                mission: &d.settings.mission,
-                user: &session.user,
-                csrf: &session.csrf,
-                logout: d.methods.any(),
-            };
-            Ok(page::page(&frame, view, &list, &d.today_html(&today)))
+            let list = d.entries(view, whose, &session.user, d.settings.page_size)?;
+            let today = d.store().today(d.day_start())?;
+            let team = d.team();
+            let alerts = d.recent_alerts()?;
+            let frame = frame(d, &session, &team, &alerts);
+            Ok(page::page(
+                &frame,
+                view,
+                whose,
+                &list,
+                &d.today_html(&today),
+            ))
         })
         .await??;
     Ok(with_cookie(Html(html).into_response(), cookie))
@@ -74,13 +108,19 @@ async fn fragment(
     Query(q): Query<ViewQuery>,
     Session { session, .. }: Session,
 ) -> Result<Html<String>, ApiError> {
-    let view = q.view();
-    let list = d
-        .blocking("fragment", move |d| d.entries(view, d.settings.page_size))
+    let (view, whose) = (q.view(), q.whose());
+    let user = session.user.clone();
+    let (list, clock) = d
+        .blocking("fragment", move |d| {
+            d.entries(view, whose, &user, d.settings.page_size)
+                .map(|l| (l, d.clock()))
+        })
         .await??;
-    Ok(Html(
-        list.iter().map(|e| page::entry(e, &session.csrf)).collect(),
-    ))
+    let cx = page::Cx {
+        csrf: &session.csrf,
+        clock,
+    };
+    Ok(Html(list.iter().map(|e| page::entry(e, &cx)).collect()))
 }
 
 async fn decide(State(d): State<Arc<Desk>>, w: Writer<DecideForm>) -> Result<Redirect, ApiError> {
@@ -110,12 +150,8 @@ async fn answers_page(
                 .iter()
                 .map(|a| (a.clone(), fits(&a.body, d.settings.mastodon_max_characters)))
                 .collect();
-            let frame = page::Frame {
-                mission: &d.settings.mission,
-                user: &session.user,
-                csrf: &session.csrf,
-                logout: d.methods.any(),
-            };
+            let team = d.team();
+            let frame = frame(d, &session, &team, &[]);
             Ok(page::answers_page(
                 &frame,
                 &checked,
@@ -190,6 +226,7 @@ async fn save_answer(
     State(d): State<Arc<Desk>>,
     w: Writer<AnswerForm>,
 ) -> Result<Response, ApiError> {
+    w.caller.may(crate::auth::Role::Lead)?;
     let who = w.caller.user().to_owned();
     let f = w.form;
     let title = f.title.trim().to_owned();

@@ -152,6 +152,7 @@ async fn preview(
     State(d): State<Arc<Desk>>,
     w: Writer<ReplyForm>,
 ) -> Result<Json<Vec<Preview>>, ApiError> {
+    w.caller.may(crate::auth::Role::Agent)?;
     let form = Arc::new(w.form);
     let f = form.clone();
     let (items, template, before) = d
@@ -211,6 +212,7 @@ struct SendAnswer {
 }
 
 async fn send(State(d): State<Arc<Desk>>, w: Writer<ReplyForm>) -> Result<Response, ApiError> {
+    w.caller.may(crate::auth::Role::Agent)?;
     let who = w.caller.user().to_owned();
     let form = Arc::new(w.form);
     let f = form.clone();
@@ -233,11 +235,29 @@ async fn send(State(d): State<Arc<Desk>>, w: Writer<ReplyForm>) -> Result<Respon
         .filter(|(_, r)| r.iter().any(|r| r.state == "sent"))
         .map(|(i, _)| i.id.as_str())
         .collect();
-    if !answered.is_empty() && form.confirm != Some(1) {
-        let ask = format!(
-            "{} of these posts already has a reply from the desk: send another?",
-            answered.len()
-        );
+    // Someone else holds some of them: two people never answer the same post unawares.
+    let held: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i.held.as_deref())
+        .filter(|h| *h != who)
+        .collect();
+    if (!answered.is_empty() || !held.is_empty()) && form.confirm != Some(1) {
+        let ask = if held.is_empty() {
+            format!(
+                "{} of these posts already has a reply from the desk: send another?",
+                answered.len()
+            )
+        } else {
+            let mut names: Vec<&str> = held.clone();
+            names.sort_unstable();
+            names.dedup();
+            format!(
+                "{} of these posts {} held by {}: reply anyway?",
+                held.len(),
+                if held.len() == 1 { "is" } else { "are" },
+                names.join(", ")
+            )
+        };
         return Ok((
             axum::http::StatusCode::CONFLICT,
             Json(SendAnswer {

@@ -50,6 +50,31 @@ impl Caller {
             Caller::Bearer => "token",
         }
     }
+
+    /// What the caller may do: the session's role; the token's holder leads.
+    pub(super) fn role(&self) -> auth::Role {
+        match self {
+            Caller::Session { session, .. } => session.role,
+            Caller::Bearer => auth::Role::Lead,
+        }
+    }
+
+    /// Refuses (403, naming the role it takes) a caller whose role is below `need`: every
+    /// action checks here, on the server, whatever the page shows.
+    pub(super) fn may(&self, need: auth::Role) -> Result<(), ApiError> {
+        may(self.role(), need)
+    }
+}
+
+/// Refuses (403) `have` where `need` is required.
+pub(super) fn may(have: auth::Role, need: auth::Role) -> Result<(), ApiError> {
+    if have >= need {
+        Ok(())
+    } else {
+        Err(ApiError::Denied(format!(
+            "this takes the {need} role; you are a {have}: ask a lead"
+        )))
+    }
 }
 
 /// The request came with the configured bearer token (set by [`guard`]).
@@ -82,8 +107,8 @@ async fn caller(d: &Arc<Desk>, parts: &Parts) -> Result<Option<Caller>, ApiError
     Ok(found.map(|session| Caller::Session { id, session }))
 }
 
-/// A session or the bearer token; else 401.
-pub(super) struct AnyCaller;
+/// A session or the bearer token (with the name it acts under); else 401.
+pub(super) struct AnyCaller(pub(super) String);
 
 impl FromRequestParts<Arc<Desk>> for AnyCaller {
     type Rejection = ApiError;
@@ -91,7 +116,7 @@ impl FromRequestParts<Arc<Desk>> for AnyCaller {
     async fn from_request_parts(parts: &mut Parts, d: &Arc<Desk>) -> Result<Self, ApiError> {
         caller(d, parts)
             .await?
-            .map(|_| AnyCaller)
+            .map(|c| AnyCaller(c.user().to_owned()))
             .ok_or(ApiError::Unauthorized)
     }
 }

@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::events::Event;
 use super::proxy::Trusted;
 use crate::auth::{self, Failures, Methods, SessionPolicy};
-use crate::page::{self, Entry, Suggestion, View};
+use crate::page::{self, Entry, Suggestion, View, Whose};
 use crate::{Answer, Decision, DeskError, DeskStore, Item, Today};
 
 /// What the desk shows beside the database, and how it serves.
@@ -42,6 +42,13 @@ pub struct Settings {
     pub limits: Limits,
     /// The Mastodon instance's post limit (saved answers are checked against it).
     pub mastodon_max_characters: usize,
+    /// The first-response target and the time zone the desk's days are counted in.
+    pub first_response: chrono::Duration,
+    pub timezone: chrono_tz::Tz,
+    /// Burst and group-growth alerts, and their webhook.
+    pub alerts: flagship_core::config::Alerts,
+    /// The webhook's HMAC secret (read from `desk.alerts.webhook_secret_env`).
+    pub webhook_secret: Option<crate::webhook::Secret>,
 }
 
 /// The server's timeouts and caps (`desk.header_timeout_s`, …).
@@ -93,6 +100,14 @@ impl Settings {
             },
             limits: Limits::from_config(&c.desk),
             mastodon_max_characters: c.desk.mastodon_max_characters,
+            first_response: chrono::Duration::from_std(c.desk.first_response())
+                .unwrap_or(chrono::Duration::hours(1)),
+            timezone: c.desk.timezone(),
+            alerts: c.desk.alerts.clone(),
+            webhook_secret: std::env::var(&c.desk.alerts.webhook_secret_env)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .map(crate::webhook::Secret::new),
         }
     }
 }
@@ -130,22 +145,22 @@ pub struct Desk {
     replier: std::sync::OnceLock<Arc<flagship_reply::Replier>>,
     /// Per platform, when its rate limit (a 429's reset) lets the desk send again.
     pub(super) rate_limited: Mutex<HashMap<flagship_core::Platform, Instant>>,
+    /// The desk's time when tests hold it still (`testing` only); else the system's.
+    paused: Mutex<Option<DateTime<Utc>>>,
+    /// The burst rule's counts and the group-growth alerts raised (see `team`).
+    pub(super) watch: Mutex<super::team::Watch>,
+    /// Wakes the webhook's deliveries when an alert is raised.
+    pub(super) deliver: tokio::sync::Notify,
+    /// Today's first-response figures, and when they were worked out.
+    responses: Mutex<Option<(Instant, crate::clock::Figures)>>,
 }
 
 /// A saved answer is suggested only this close to a post (cosine).
 pub(super) const SUGGEST_MIN: f32 = 0.3;
 
 const TODAY_EVERY: Duration = Duration::from_millis(500);
+const RESPONSES_EVERY: Duration = Duration::from_secs(2);
 const DRIFT_EVERY: Duration = Duration::from_secs(10);
-
-/// The start of the current UTC day (the today panel's window).
-pub(super) fn day_start() -> DateTime<Utc> {
-    Utc::now()
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-}
 
 impl Desk {
     /// A desk over `store`. Fails when `bind` is not loopback and no login method is set, or
@@ -167,7 +182,16 @@ impl Desk {
         if settings.secure_cookie && !methods.any() {
             return Err(ServerError::OpenBehindTls);
         }
+        if !settings.alerts.webhook.is_empty()
+            && settings.alerts.webhook_format == "json"
+            && settings.webhook_secret.is_none()
+        {
+            return Err(ServerError::NoWebhookSecret(
+                settings.alerts.webhook_secret_env.clone(),
+            ));
+        }
         let trusted = Trusted::parse(&settings.trusted_proxies)?;
+        let watch = super::team::Watch::new(&settings.alerts);
         Ok(Arc::new(Desk {
             store: Mutex::new(store),
             events: broadcast::channel(1024).0,
@@ -187,7 +211,37 @@ impl Desk {
             model_card: Mutex::new(None),
             replier: std::sync::OnceLock::new(),
             rate_limited: Mutex::new(HashMap::new()),
+            paused: Mutex::new(None),
+            watch: Mutex::new(watch),
+            deliver: tokio::sync::Notify::new(),
+            responses: Mutex::new(None),
         }))
+    }
+
+    /// The desk's time: the system's, or where a test holds it.
+    pub fn now(&self) -> DateTime<Utc> {
+        lock(&self.paused).unwrap_or_else(Utc::now)
+    }
+
+    /// Holds the desk's clock at `at` (`None`: the system's again) — tests only: the clock
+    /// the page's overdue marks, the today panel and the alert rules read.
+    #[cfg(feature = "testing")]
+    pub fn hold_clock(&self, at: Option<DateTime<Utc>>) {
+        *lock(&self.paused) = at;
+    }
+
+    /// The page's clock: the desk's time and the first-response target.
+    pub(super) fn clock(&self) -> page::Clock {
+        page::Clock {
+            now: self.now(),
+            target: self.settings.first_response,
+        }
+    }
+
+    /// The start of the desk's day now (in `desk.timezone`).
+    pub(super) fn day_start(&self) -> DateTime<Utc> {
+        let tz = self.settings.timezone;
+        crate::clock::day_span(crate::clock::day_of(self.now(), tz), tz).0
     }
 
     /// The store (blocking: SQLite). Handlers reach it through [`Desk::blocking`].
@@ -196,16 +250,39 @@ impl Desk {
         lock(&self.store)
     }
 
-    /// The open session whose id is `id` (blocking: SQLite).
+    /// The open session whose id is `id`, with its holder's role now (blocking: SQLite and
+    /// the users file). The sessions of people removed from the users file, or whose role or
+    /// password changed there, end first; a session whose person the desk no longer knows
+    /// is none.
     pub(super) fn session(&self, id: &str) -> Result<Option<auth::Session>, DeskError> {
-        self.store()
-            .session(id, &self.settings.sessions, unix_now())
+        self.methods.refresh();
+        let changed = self.methods.take_changed();
+        let mut store = self.store();
+        if !changed.is_empty() {
+            for user in &changed {
+                let n = store.revoke_user(user)?;
+                tracing::info!(
+                    user = auth::loggable(user),
+                    sessions = n,
+                    "desk: a changed user's sessions ended"
+                );
+            }
+            self.ended.send_modify(|n| *n += 1);
+        }
+        let found = store.session(id, &self.settings.sessions, unix_now())?;
+        Ok(found.and_then(|mut s| {
+            s.role = self.methods.role(&s.user)?;
+            Some(s)
+        }))
     }
 
     /// Opens a session for `user` (blocking: SQLite): its id, the cookie's value.
     pub(super) fn open_session(&self, user: &str) -> Result<(String, auth::Session), DeskError> {
-        self.store()
-            .open_session(user, &self.settings.sessions, unix_now())
+        let (id, mut s) = self
+            .store()
+            .open_session(user, &self.settings.sessions, unix_now())?;
+        s.role = self.methods.role(user).unwrap_or(auth::Role::Viewer);
+        Ok((id, s))
     }
 
     /// Ends the session whose id is `id` (blocking: SQLite); its open streams end too.
@@ -257,6 +334,7 @@ impl Desk {
         let mut groups: Vec<i64> = done.grouped.iter().map(|(_, g)| *g).collect();
         groups.sort_unstable();
         groups.dedup();
+        self.check_growth(&groups);
         for g in groups {
             match self.entry_of_group(g) {
                 Ok(Some(e)) => {
@@ -384,7 +462,7 @@ impl Desk {
         let (done, today) = {
             let mut store = self.store();
             let done = store.decide_group(g, decision, who)?;
-            (done, store.today(day_start()))
+            (done, store.today(self.day_start()))
         };
         tracing::info!(
             group = g,
@@ -422,8 +500,12 @@ impl Desk {
                 .filter(|s| s.need_support)
                 .map(crate::store::item_of)
                 .collect();
-            (fresh, self.today_due().then(|| store.today(day_start())))
+            (
+                fresh,
+                self.today_due().then(|| store.today(self.day_start())),
+            )
         };
+        self.observe_flagged(&fresh.iter().map(|i| i.arrived_at).collect::<Vec<_>>());
         if !fresh.is_empty() {
             let _ = self.events.send(Event::Posts(Arc::new(fresh)));
         }
@@ -464,7 +546,7 @@ impl Desk {
         let (now, today) = {
             let mut store = self.store();
             let now = store.decide(id, decision, who)?;
-            (now, store.today(day_start()))
+            (now, store.today(self.day_start()))
         };
         tracing::info!(
             post = id,
@@ -480,11 +562,19 @@ impl Desk {
         Ok(now)
     }
 
-    /// The posts of a view, at most `limit` (blocking: SQLite).
-    pub(super) fn items(&self, view: View, limit: usize) -> Result<Vec<Item>, DeskError> {
+    /// The posts of a view, of those `whose` names for `user`, at most `limit` (blocking:
+    /// SQLite).
+    pub(super) fn items(
+        &self,
+        view: View,
+        whose: Whose,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<Item>, DeskError> {
         let store = self.store();
         match view {
-            View::Queue(order) => store.queue(order, limit),
+            View::Queue(order) => store.queue_for(order, whose.of(user), limit),
+            View::Waiting => store.waiting(whose.of(user), limit),
             View::Uncertain => store.uncertain(self.settings.uncertain_band, limit),
         }
     }
@@ -492,8 +582,14 @@ impl Desk {
     /// A view's entries: in the queue, the posts of a question group with two or more
     /// members are one card (where its first listed post would be); each with its suggested
     /// answer (blocking: SQLite).
-    pub(super) fn entries(&self, view: View, limit: usize) -> Result<Vec<Entry>, DeskError> {
-        let items = self.items(view, limit)?;
+    pub(super) fn entries(
+        &self,
+        view: View,
+        whose: Whose,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, DeskError> {
+        let items = self.items(view, whose, user, limit)?;
         let mut out = Vec::with_capacity(items.len());
         let mut shown = HashSet::new();
         for item in items {
@@ -539,11 +635,44 @@ impl Desk {
         line
     }
 
-    /// The today panel's HTML for `t`, with the model and the drift line (blocking: a file).
+    /// Sends the today panel again with fresh first-response figures (the clock ticked).
+    pub(super) fn refresh_today(&self) {
+        *lock(&self.responses) = None;
+        let today = self.store().today(self.day_start());
+        self.send_today(today);
+    }
+
+    /// Today's first-response figures, worked out at most every [`RESPONSES_EVERY`] (the
+    /// panel is sent with every decision; the figures read every post of the day).
+    fn responses_today(&self) -> crate::clock::Figures {
+        let mut cached = lock(&self.responses);
+        if let Some((at, f)) = &*cached
+            && at.elapsed() < RESPONSES_EVERY
+        {
+            return f.clone();
+        }
+        let now = self.now();
+        let f = match self
+            .store()
+            .responses(self.day_start(), now + chrono::Duration::days(1))
+        {
+            Ok(rs) => crate::clock::Figures::of(&rs, self.settings.first_response, now),
+            Err(e) => {
+                tracing::error!("desk: the today panel's first responses: {e}");
+                return Default::default();
+            }
+        };
+        *cached = Some((Instant::now(), f.clone()));
+        f
+    }
+
+    /// The today panel's HTML for `t`, with today's first responses, the model and the
+    /// drift line (blocking: SQLite and a file).
     pub(super) fn today_html(&self, t: &Today) -> String {
         let (model, threshold) = lock(&self.model).clone();
         let card = lock(&self.model_card).clone();
         let drift = self.drift();
+        let response = self.responses_today();
         page::today(
             t,
             &page::Context {
@@ -555,6 +684,9 @@ impl Desk {
                 threshold,
                 drift: &drift,
                 business: &self.settings.business,
+                response: &response,
+                target: self.settings.first_response,
+                timezone: self.settings.timezone.name(),
             },
         )
     }

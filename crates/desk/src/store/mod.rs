@@ -15,6 +15,11 @@
 //! replies to and its thread's root), every reply sent or tried (`replies`: the text, who,
 //! when, its idempotency key, and how it ended — sent with its link, failed with the
 //! platform's error, or unknown), and the parents the thread view fetched (`parents`).
+//! Schema 7 adds the team's work: who holds each post (`assignments`, every change in
+//! `assignment_history`), the burst and group alerts raised (`alerts`) and each alert's
+//! delivery to the webhook (`deliveries`: pending, delivered or failed, with its attempts
+//! and when it is tried next, so retries outlive a restart; every attempt in
+//! `delivery_attempts`).
 //!
 //! The SQL is plain (no SQLite-only functions beyond `INSERT OR IGNORE` / `OR REPLACE`), so a
 //! server database can follow behind the same API.
@@ -26,8 +31,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::auth::{Session, SessionPolicy, session_key};
 
+mod team;
+pub use team::{Alert, AttemptRow, Delivery, DeliveryRow, TopGroup};
+
 /// The schema version in `PRAGMA user_version`.
-pub const SCHEMA: i64 = 6;
+pub const SCHEMA: i64 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
@@ -182,6 +190,31 @@ pub struct Item {
     pub refs: Refs,
     /// The latest reply sent from the desk, if one went out.
     pub replied: Option<Replied>,
+    /// Who holds it (took it, or was given it), if anyone.
+    pub held: Option<String>,
+}
+
+impl Item {
+    /// Whether the first-response clock runs for it: it needs a reply (flagged, or decided
+    /// as needing one) and has none yet — no reply sent, not marked done or "no reply needed".
+    pub fn clock_runs(&self) -> bool {
+        let needs = match self.decision {
+            None => self.need_support,
+            Some(Decision::NeedsReply) => true,
+            Some(_) => false,
+        };
+        needs && self.replied.is_none()
+    }
+}
+
+/// Whose posts a view lists.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Who<'a> {
+    All,
+    /// The posts this person holds.
+    Mine(&'a str),
+    /// The posts nobody holds.
+    Unassigned,
 }
 
 /// A post's references, as the platform gave them (stored with the post).
@@ -318,6 +351,8 @@ pub struct Explaining {
 pub enum Order {
     Newest,
     Probability,
+    /// The least time left on the first-response clock first (the oldest arrival).
+    Due,
 }
 
 /// Counts for the today panel: posts first seen since a time.
@@ -409,14 +444,60 @@ const SESSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS sessions (
      CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, created);";
 
 /// Columns [`ITEM_COLUMNS`] selects; a query's own columns come after them.
-const ITEM_WIDTH: usize = 21;
+const ITEM_WIDTH: usize = 22;
 
 const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.text, p.client,
      p.words, p.terms, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id,
      c.decision, p.why, p.group_id, p.refs,
      (SELECT r.reply_url FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1),
      (SELECT r.who FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1),
-     (SELECT r.finished_at FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1)";
+     (SELECT r.finished_at FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1),
+     (SELECT a.who FROM assignments a WHERE a.post_id = p.id)";
+
+/// Schema 6 → 7: the team's work — who holds what, alerts and their delivery.
+const TEAM: &str = "
+     CREATE TABLE IF NOT EXISTS assignments (
+         post_id TEXT PRIMARY KEY REFERENCES posts(id),
+         who TEXT NOT NULL,               -- who holds it
+         by_whom TEXT NOT NULL,           -- who took or gave it
+         at TEXT NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS assignments_who ON assignments (who);
+     CREATE TABLE IF NOT EXISTS assignment_history (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         post_id TEXT NOT NULL REFERENCES posts(id),
+         group_id INTEGER,                -- taken or given with its question group
+         who TEXT,                        -- the holder after it (NULL: released)
+         by_whom TEXT NOT NULL,
+         at TEXT NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS assignment_history_post ON assignment_history (post_id, seq);
+     CREATE TABLE IF NOT EXISTS alerts (
+         id TEXT PRIMARY KEY,             -- what the webhook's payload names it by
+         kind TEXT NOT NULL CHECK (kind IN ('burst', 'group')),
+         at TEXT NOT NULL,
+         text TEXT NOT NULL,
+         detail TEXT NOT NULL DEFAULT '{}' -- JSON: the figures behind it
+     );
+     CREATE INDEX IF NOT EXISTS alerts_at ON alerts (at);
+     CREATE TABLE IF NOT EXISTS deliveries (
+         alert_id TEXT NOT NULL REFERENCES alerts(id),
+         target TEXT NOT NULL,            -- the webhook's URL
+         state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_at TEXT NOT NULL,
+         delivered_at TEXT,
+         PRIMARY KEY (alert_id, target)
+     );
+     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
+     CREATE TABLE IF NOT EXISTS delivery_attempts (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         alert_id TEXT NOT NULL,
+         target TEXT NOT NULL,
+         at TEXT NOT NULL,
+         status INTEGER,                  -- the receiver's HTTP status, if it answered
+         error TEXT                       -- what went wrong, if anything
+     );";
 
 /// Schema 5 → 6: replies from the desk.
 const REPLIES: &str = "
@@ -517,6 +598,7 @@ pub(crate) fn item_of(s: &flagship_core::live::Scored) -> Item {
         group: None,
         refs: Refs::of(t),
         replied: None,
+        held: None,
     }
 }
 
@@ -600,6 +682,7 @@ fn item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
             }),
             None => None,
         },
+        held: r.get(21)?,
     })
 }
 
@@ -651,7 +734,7 @@ impl DeskStore {
             SCHEMA => Ok(store),
             // Earlier schemas are upgraded in place (as `open` does), so exports, monitor and
             // split read them after an upgrade of flagship.
-            2..=5 => {
+            2..=6 => {
                 drop(store);
                 tracing::info!(path = %path.display(), "upgrading the desk database to schema {SCHEMA}");
                 drop(DeskStore::open(path)?);
@@ -746,21 +829,23 @@ impl DeskStore {
                      {SESSIONS_TABLE}
                      {GROUPS_AND_ANSWERS}
                      {REPLIES}
+                     {TEAM}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;"
                 ))
                 .map_err(|e| self.err(e)),
             // Schema 2 → 3: each post keeps why its latest score flagged it. 3 → 4: the
             // sessions move from memory into the database. 4 → 5: question groups and saved
-            // answers. 5 → 6: replies. One transaction for all the steps.
-            found @ 2..=5 => self
+            // answers. 5 → 6: replies. 6 → 7: the team's work. One transaction for all.
+            found @ 2..=6 => self
                 .db
                 .execute_batch(&format!(
                     "BEGIN IMMEDIATE;
                      {}
                      {}
                      {}
-                     {REPLIES}
+                     {}
+                     {TEAM}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;",
                     if found == 2 {
@@ -769,7 +854,8 @@ impl DeskStore {
                         ""
                     },
                     if found <= 3 { SESSIONS_TABLE } else { "" },
-                    if found <= 4 { GROUPS_AND_ANSWERS } else { "" }
+                    if found <= 4 { GROUPS_AND_ANSWERS } else { "" },
+                    if found <= 5 { REPLIES } else { "" }
                 ))
                 .or_else(|e| {
                     // Another process upgraded it first: nothing to do.
@@ -1025,8 +1111,19 @@ impl DeskStore {
         decision: Decision,
         who: &str,
     ) -> Result<Option<Decision>, DeskError> {
+        self.decide_at(post, decision, who, Utc::now())
+    }
+
+    /// [`DeskStore::decide`] recorded at `at` (a replay of a team's day at its own pace).
+    pub fn decide_at(
+        &mut self,
+        post: &str,
+        decision: Decision,
+        who: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Decision>, DeskError> {
         let (tx, wrap) = begin(&mut self.db, &self.path)?;
-        let now = decide_in(&tx, post, decision, who, None)
+        let now = decide_in(&tx, post, decision, who, None, at)
             .map_err(wrap)?
             .ok_or_else(|| DeskError::NoPost(post.to_owned()))??;
         tx.commit().map_err(wrap)?;
@@ -1073,8 +1170,8 @@ impl DeskStore {
                 rows.collect::<Result<_, _>>().map_err(wrap)?
             };
             for id in ids {
-                if let Some(now) =
-                    decide_in(&tx, &id, Decision::Undo, who, Some(bulk)).map_err(wrap)?
+                if let Some(now) = decide_in(&tx, &id, Decision::Undo, who, Some(bulk), Utc::now())
+                    .map_err(wrap)?
                 {
                     posts.push((id, now?));
                 }
@@ -1103,7 +1200,9 @@ impl DeskStore {
                 rows.collect::<Result<_, _>>().map_err(wrap)?
             };
             for id in ids {
-                if let Some(now) = decide_in(&tx, &id, decision, who, Some(bulk)).map_err(wrap)? {
+                if let Some(now) =
+                    decide_in(&tx, &id, decision, who, Some(bulk), Utc::now()).map_err(wrap)?
+                {
                     posts.push((id, now?));
                 }
             }
@@ -1227,13 +1326,30 @@ impl DeskStore {
 
     /// Flagged posts with no current decision, newest first or most probable first.
     pub fn queue(&self, order: Order, limit: usize) -> Result<Vec<Item>, DeskError> {
-        let order = match order {
-            Order::Newest => "p.arrived_at DESC, p.id",
-            Order::Probability => "p.probability DESC, p.id",
-        };
+        self.queue_for(order, Who::All, limit)
+    }
+
+    /// [`DeskStore::queue`], of the posts `who` names.
+    pub fn queue_for(&self, order: Order, who: Who, limit: usize) -> Result<Vec<Item>, DeskError> {
+        let order = order_sql(order);
+        let (held, name) = who_sql(who);
         self.items(
-            &format!("WHERE {IN_QUEUE} ORDER BY {order} LIMIT {limit}"),
-            &[],
+            &format!("WHERE {IN_QUEUE} {held} ORDER BY {order} LIMIT {limit}"),
+            &[&name],
+        )
+    }
+
+    /// Posts decided as needing a reply that has not gone out yet (of those `who` names),
+    /// the least time left on the first-response clock first.
+    pub fn waiting(&self, who: Who, limit: usize) -> Result<Vec<Item>, DeskError> {
+        let (held, name) = who_sql(who);
+        self.items(
+            &format!(
+                "WHERE c.decision = 'needs_reply' {held}
+                   AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.post_id = p.id AND r.state = 'sent')
+                 ORDER BY p.arrived_at, p.id LIMIT {limit}"
+            ),
+            &[&name],
         )
     }
 
@@ -1660,6 +1776,8 @@ impl DeskStore {
         let session = Session {
             user: user.to_owned(),
             csrf: crate::auth::random_token(),
+            // The desk sets the role from its users; the database never holds one.
+            role: crate::auth::Role::Viewer,
         };
         let (tx, wrap) = begin(&mut self.db, &self.path)?;
         tx.execute(
@@ -1726,7 +1844,11 @@ impl DeskStore {
                 )
                 .map_err(|e| self.err(e))?;
         }
-        Ok(Some(Session { user, csrf }))
+        Ok(Some(Session {
+            user,
+            csrf,
+            role: crate::auth::Role::Viewer,
+        }))
     }
 
     /// Ends the session whose id is `id` (logout).
@@ -1764,6 +1886,30 @@ impl DeskStore {
             .map_err(|e| self.err(e))?;
         let rows = q.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// A queue order as SQL.
+fn order_sql(order: Order) -> &'static str {
+    match order {
+        Order::Newest => "p.arrived_at DESC, p.id",
+        Order::Probability => "p.probability DESC, p.id",
+        Order::Due => "p.arrived_at, p.id",
+    }
+}
+
+/// The condition `who` adds to a view (on `?1`, the name it binds; empty when none).
+fn who_sql(who: Who) -> (&'static str, String) {
+    match who {
+        Who::All => ("AND ?1 = ''", String::new()),
+        Who::Mine(name) => (
+            "AND EXISTS (SELECT 1 FROM assignments a WHERE a.post_id = p.id AND a.who = ?1)",
+            name.to_owned(),
+        ),
+        Who::Unassigned => (
+            "AND ?1 = '' AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.post_id = p.id)",
+            String::new(),
+        ),
     }
 }
 
@@ -1839,6 +1985,7 @@ fn decide_in(
     decision: Decision,
     who: &str,
     bulk: Option<i64>,
+    at: DateTime<Utc>,
 ) -> rusqlite::Result<Option<Result<Option<Decision>, DeskError>>> {
     let exists = tx
         .query_row("SELECT 1 FROM posts WHERE id = ?1", [post], |_| Ok(()))
@@ -1860,7 +2007,7 @@ fn decide_in(
     }
     tx.execute(
         "INSERT INTO decisions (post_id, decision, who, at, bulk) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![post, decision.as_str(), who, Utc::now().to_rfc3339(), bulk],
+        params![post, decision.as_str(), who, at.to_rfc3339(), bulk],
     )?;
     let now = replay(&history_of(tx, post)?);
     match &now {
