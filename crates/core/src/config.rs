@@ -525,8 +525,9 @@ fn default_timezone() -> String {
 }
 
 /// `[desk.alerts]`: when the flagged volume jumps or a question group grows fast, a banner on
-/// open pages and a webhook (docs/desk.md#alerts).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// open pages and a webhook (docs/desk.md#alerts). Its `Debug` never shows the webhook's path
+/// (a Slack URL is a credential).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Alerts {
     /// Flagged posts are counted over this window…
@@ -543,8 +544,11 @@ pub struct Alerts {
     pub group_min_authors: u32,
     /// …within this window.
     pub group_window_s: u64,
-    /// The webhook (`https://…`; plain `http://` to loopback only). Empty: banners only.
+    /// The webhook (`https://…`; plain `http://` to loopback only). Empty: banners only. A
+    /// URL that is itself a credential (Slack's) belongs in the environment variable
+    /// `webhook_url_env` instead, which wins when it is set.
     pub webhook: String,
+    pub webhook_url_env: String,
     /// `slack` (`{"text": …}`, Slack-compatible) or `json` (the alert's fields, signed with
     /// HMAC-SHA256 in `X-Flagship-Signature`).
     pub webhook_format: String,
@@ -570,6 +574,7 @@ impl Default for Alerts {
             group_min_authors: 10,
             group_window_s: 900,
             webhook: String::new(),
+            webhook_url_env: "FLAGSHIP_DESK_WEBHOOK_URL".into(),
             webhook_format: "slack".into(),
             webhook_secret_env: "FLAGSHIP_DESK_WEBHOOK_SECRET".into(),
             webhook_timeout_s: 10,
@@ -615,17 +620,8 @@ impl Alerts {
                 format!("must lie in (0, 0.5), got {}", self.burst_p_value),
             ));
         }
-        if !(self.webhook.is_empty()
-            || self.webhook.starts_with("https://")
-            || loopback_http(&self.webhook))
-        {
-            return Err((
-                "desk.alerts.webhook",
-                format!(
-                    "{:?}: write https://… (plain http:// only to a loopback address)",
-                    self.webhook
-                ),
-            ));
+        if let Err(e) = webhook_ok(&self.webhook) {
+            return Err(("desk.alerts.webhook", e));
         }
         if !matches!(self.webhook_format.as_str(), "slack" | "json") {
             return Err((
@@ -634,6 +630,52 @@ impl Alerts {
             ));
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts")
+            .field("burst_window_s", &self.burst_window_s)
+            .field("burst_baseline_s", &self.burst_baseline_s)
+            .field("burst_p_value", &self.burst_p_value)
+            .field("burst_min_count", &self.burst_min_count)
+            .field("burst_cooldown_s", &self.burst_cooldown_s)
+            .field("group_min_authors", &self.group_min_authors)
+            .field("group_window_s", &self.group_window_s)
+            .field("webhook", &redacted_url(&self.webhook))
+            .field("webhook_url_env", &self.webhook_url_env)
+            .field("webhook_format", &self.webhook_format)
+            .field("webhook_secret_env", &self.webhook_secret_env)
+            .field("webhook_timeout_s", &self.webhook_timeout_s)
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("webhook_retry_s", &self.webhook_retry_s)
+            .finish()
+    }
+}
+
+/// A URL as logs and errors may show it: its scheme and host, never its path or query (a
+/// webhook's path can be its credential).
+pub fn redacted_url(url: &str) -> String {
+    if url.is_empty() {
+        return String::new();
+    }
+    match url::Url::parse(url) {
+        Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("(no host)")),
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// A webhook URL the desk may send to: empty (none), `https://…`, or `http://` to a loopback
+/// address (anything else would carry the alerts, and a signature, in clear).
+pub fn webhook_ok(url: &str) -> Result<(), String> {
+    if url.is_empty() || url.starts_with("https://") || loopback_http(url) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: write https://… (plain http:// only to a loopback address)",
+            redacted_url(url)
+        ))
     }
 }
 

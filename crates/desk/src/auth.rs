@@ -222,6 +222,14 @@ impl Methods {
         std::mem::take(&mut *self.changed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Puts people back among the changed (their sessions could not be ended yet).
+    pub fn requeue(&self, users: Vec<String>) {
+        self.changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(users);
+    }
+
     fn reread(&self) -> Vec<String> {
         let Some((path, seen)) = &self.file else {
             return Vec::new();
@@ -250,6 +258,14 @@ impl Methods {
                 Vec::new()
             }
         }
+    }
+
+    /// The configured token's fingerprint (the first 16 hex digits of its SHA-256; the token
+    /// itself is never stored): a changed token ends the sessions opened with the old one.
+    pub fn token_fingerprint(&self) -> Option<String> {
+        self.token
+            .as_deref()
+            .map(|t| session_key(t)[..16].to_owned())
     }
 
     /// Whether `token` is the configured token (constant time).
@@ -319,8 +335,11 @@ pub fn loggable(name: &str) -> &str {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A user name: letters, digits, `.`, `_`, `-`, `@`, at most 64 bytes — and not `token`,
+/// the name the bearer token's actions are recorded under.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && !name.eq_ignore_ascii_case("token")
         && name.len() <= 64
         && name
             .chars()
@@ -423,9 +442,18 @@ pub fn set_role(path: &Path, name: &str, role: Role) -> Result<bool, AuthError> 
     Ok(true)
 }
 
-/// `name`'s role in the users file at `path`, if the file reads and has them.
+/// `name`'s role from their own line of the users file at `path` (other lines are not
+/// read: a bad one elsewhere never changes this person's role); `None` when they have no
+/// line, or it names no role it can read.
 fn role_in(path: &Path, name: &str) -> Option<Role> {
-    read_users(path).ok()?.get(name).map(|u| u.role)
+    let text = std::fs::read_to_string(path).ok()?;
+    let rest = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))?;
+    if rest.starts_with('$') {
+        return Some(Role::Agent);
+    }
+    Role::parse(rest.split_once(':')?.0)
 }
 
 /// Removes `name` from the users file at `path`; whether it was there (a file without it is

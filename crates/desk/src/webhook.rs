@@ -54,8 +54,8 @@ impl Format {
     }
 }
 
-/// Where alerts go and how.
-#[derive(Debug, Clone)]
+/// Where alerts go and how (its `Debug` shows the URL's scheme and host only).
+#[derive(Clone)]
 pub struct Webhook {
     pub url: String,
     pub format: Format,
@@ -66,6 +66,19 @@ pub struct Webhook {
     pub max_attempts: u32,
     /// The first retry's wait; each next one doubles, up to an hour.
     pub retry: Duration,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &flagship_core::config::redacted_url(&self.url))
+            .field("format", &self.format)
+            .field("secret", &self.secret)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl Webhook {

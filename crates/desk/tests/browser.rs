@@ -1543,7 +1543,7 @@ async fn a_team_of_three_in_real_browsers() {
             .text()
             .await
             .unwrap()
-            .contains("ana holds this post")
+            .contains("ana holds post t3")
     })
     .await;
 

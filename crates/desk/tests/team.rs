@@ -168,6 +168,16 @@ async fn roles_are_the_servers_and_a_changed_role_ends_the_sessions() {
     assert_eq!(status, 200, "{body}");
     let (status, body) = post(s.addr, &ana, "/api/assign", &[("id", "p2"), ("to", "cy")]).await;
     assert_eq!(status, 400, "a viewer holds nothing: {body}");
+    for made_up in ["ana (token)", "nobody", "token"] {
+        let (status, body) = post(
+            s.addr,
+            &ana,
+            "/api/assign",
+            &[("id", "p2"), ("to", made_up)],
+        )
+        .await;
+        assert_eq!(status, 400, "{made_up}: {body}");
+    }
     let (status, _, mine) = http(
         s.addr,
         "GET",
@@ -192,7 +202,7 @@ async fn roles_are_the_servers_and_a_changed_role_ends_the_sessions() {
     assert_eq!(status, 200, "a lead takes over: {body}");
     let (status, body) = post(s.addr, &bo, "/api/assign", &[("id", "p1"), ("to", "me")]).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body.contains("ana holds this post"), "{body}");
+    assert!(body.contains("ana holds post p1"), "{body}");
     let (status, body) = post(s.addr, &bo, "/api/assign", &[("id", "p1"), ("to", "")]).await;
     assert_eq!(status, 409, "nor released by another agent: {body}");
     // The page says who holds what.
@@ -230,6 +240,62 @@ async fn roles_are_the_servers_and_a_changed_role_ends_the_sessions() {
     assert_eq!(status, 401, "cy was removed");
     let (status, _, _) = http(s.addr, "GET", "/api/today", &[("Cookie", &ana.0)], "").await;
     assert_eq!(status, 200, "ana's session is untouched");
+    // A new password: the old sessions end, the first login with the new one does not.
+    std::thread::sleep(Duration::from_millis(20));
+    add_user(&users, "ana", "a brand new password", None).unwrap();
+    let fresh = login(s.addr, "ana", "a brand new password").await;
+    let (status, _, _) = http(s.addr, "GET", "/api/today", &[("Cookie", &ana.0)], "").await;
+    assert_eq!(status, 401, "the old session ended");
+    let (status, _, _) = http(s.addr, "GET", "/api/today", &[("Cookie", &fresh.0)], "").await;
+    assert_eq!(status, 200, "the new login holds");
+    let (status, body) = post(s.addr, &fresh, "/api/assign", &[("id", "p2"), ("to", "me")]).await;
+    assert_eq!(
+        status, 200,
+        "still a lead (the new password kept the role): {body}"
+    );
+    s.stop().await;
+
+    // In the store: a post someone else holds is refused in the change's own transaction.
+    let mut store = DeskStore::open(&db).unwrap();
+    let e = store
+        .assign(
+            &["p1".to_owned()],
+            Some("bo"),
+            "bo",
+            None,
+            Utc::now(),
+            Some("bo"),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("ana holds post p1"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_shared_token_ends_the_old_tokens_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("desk.sqlite");
+    let start = |token: &str| {
+        Desk::new(
+            DeskStore::open(&db).unwrap(),
+            Methods::new(HashMap::new(), Some(token.to_owned())),
+            settings(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap()
+    };
+    let old = "an-old-shared-token-0123456789abcdef";
+    let s = Served::start(start(old)).await;
+    let carla = login(s.addr, "carla", old).await;
+    s.stop().await;
+    // The same token after a restart: the session holds.
+    let s = Served::start(start(old)).await;
+    let (status, _, _) = http(s.addr, "GET", "/api/today", &[("Cookie", &carla.0)], "").await;
+    assert_eq!(status, 200);
+    s.stop().await;
+    // A rotated token: its old holders are logged out.
+    let s = Served::start(start("a-new-shared-token-0123456789abcdef")).await;
+    let (status, _, _) = http(s.addr, "GET", "/api/today", &[("Cookie", &carla.0)], "").await;
+    assert_eq!(status, 401);
     s.stop().await;
 }
 
@@ -609,4 +675,56 @@ async fn the_first_response_figures_of_a_scripted_team() {
         "{md}"
     );
     assert!(md.contains("| ana | 2 | 10 min | 1 h 30 min | 1 |"), "{md}");
+}
+
+#[test]
+fn deliveries_to_an_earlier_webhook_are_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = DeskStore::open(&dir.path().join("desk.sqlite")).unwrap();
+    let at = Utc::now();
+    for (id, target) in [
+        ("a1", "https://old.example/hook"),
+        ("a2", "https://new.example/hook"),
+    ] {
+        let alert = flagship_desk::Alert {
+            id: id.into(),
+            kind: "burst".into(),
+            at,
+            text: "Burst".into(),
+            detail: serde_json::json!({}),
+        };
+        assert!(store.add_alert(&alert, &[target]).unwrap());
+        assert!(!store.add_alert(&alert, &[target]).unwrap(), "an id once");
+    }
+    let due = |s: &DeskStore, t: &str| s.due_deliveries(t, at, 16).unwrap().len();
+    assert_eq!(
+        (
+            due(&store, "https://old.example/hook"),
+            due(&store, "https://new.example/hook")
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        store
+            .abandon_other_targets("https://new.example/hook", at)
+            .unwrap(),
+        1
+    );
+    let states: Vec<(String, String)> = store
+        .deliveries()
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.alert_id, d.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("a1".into(), "failed".into()),
+            ("a2".into(), "pending".into())
+        ]
+    );
+    assert_eq!(
+        store.delivery_log().unwrap()[0].error.as_deref(),
+        Some("given up: the webhook changed")
+    );
 }

@@ -26,8 +26,6 @@ pub(super) enum ApiError {
     Bad(String),
     /// The caller's role does not allow it: 403, saying which role it takes.
     Denied(String),
-    /// Someone else holds the post (or it changed meanwhile): 409, with what to do.
-    Conflict(String),
     /// An export format the desk does not write: 400, the message as plain text.
     Format(String),
     /// A reports file that is not there (or not one the desk serves): 404, no body.
@@ -81,7 +79,6 @@ impl IntoResponse for ApiError {
             ApiError::Home => Redirect::to("/").into_response(),
             ApiError::Bad(why) => json(StatusCode::BAD_REQUEST, &why),
             ApiError::Denied(why) => json(StatusCode::FORBIDDEN, &why),
-            ApiError::Conflict(why) => json(StatusCode::CONFLICT, &why),
             ApiError::Format(why) => (StatusCode::BAD_REQUEST, why).into_response(),
             ApiError::NotFound => StatusCode::NOT_FOUND.into_response(),
             ApiError::TooMany(wait) => {
@@ -112,9 +109,9 @@ fn desk_error(e: DeskError) -> Response {
         DeskError::NoPost(_) | DeskError::NoGroup(_) | DeskError::NoAnswer(_) => {
             (StatusCode::NOT_FOUND, e.to_string())
         }
-        DeskError::NothingToUndo(_) | DeskError::NothingToUndoInGroup(_) => {
-            (StatusCode::CONFLICT, e.to_string())
-        }
+        DeskError::NothingToUndo(_)
+        | DeskError::NothingToUndoInGroup(_)
+        | DeskError::Held { .. } => (StatusCode::CONFLICT, e.to_string()),
         DeskError::Locked { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the desk database is locked by another process: try again shortly".to_owned(),

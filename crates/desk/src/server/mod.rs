@@ -77,6 +77,8 @@ pub enum ServerError {
         "desk.alerts.webhook_format = \"json\" signs each alert: set the secret in the environment variable {0} (desk.alerts.webhook_secret_env)"
     )]
     NoWebhookSecret(String),
+    #[error("desk.alerts.webhook (or its environment variable): {0}")]
+    Webhook(String),
     #[error("desk.trusted_proxies: {0:?} is not an IP address or CIDR")]
     Proxy(String),
     #[error("desk: cannot listen on {addr}: {source}")]

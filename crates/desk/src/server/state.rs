@@ -103,7 +103,17 @@ impl Settings {
             first_response: chrono::Duration::from_std(c.desk.first_response())
                 .unwrap_or(chrono::Duration::hours(1)),
             timezone: c.desk.timezone(),
-            alerts: c.desk.alerts.clone(),
+            alerts: {
+                // The webhook's URL from the environment wins (a Slack URL is a credential).
+                let mut a = c.desk.alerts.clone();
+                if let Some(url) = std::env::var(&a.webhook_url_env)
+                    .ok()
+                    .filter(|u| !u.trim().is_empty())
+                {
+                    a.webhook = url.trim().to_owned();
+                }
+                a
+            },
             webhook_secret: std::env::var(&c.desk.alerts.webhook_secret_env)
                 .ok()
                 .filter(|s| !s.trim().is_empty())
@@ -151,8 +161,10 @@ pub struct Desk {
     pub(super) watch: Mutex<super::team::Watch>,
     /// Wakes the webhook's deliveries when an alert is raised.
     pub(super) deliver: tokio::sync::Notify,
-    /// Today's first-response figures, and when they were worked out.
+    /// Today's first-response figures, and when they were worked out; whether a decision
+    /// came since.
     responses: Mutex<Option<(Instant, crate::clock::Figures)>>,
+    responses_stale: std::sync::atomic::AtomicBool,
 }
 
 /// A saved answer is suggested only this close to a post (cosine).
@@ -160,6 +172,7 @@ pub(super) const SUGGEST_MIN: f32 = 0.3;
 
 const TODAY_EVERY: Duration = Duration::from_millis(500);
 const RESPONSES_EVERY: Duration = Duration::from_secs(2);
+const RESPONSES_SOON: Duration = Duration::from_millis(250);
 const DRIFT_EVERY: Duration = Duration::from_secs(10);
 
 impl Desk {
@@ -182,6 +195,8 @@ impl Desk {
         if settings.secure_cookie && !methods.any() {
             return Err(ServerError::OpenBehindTls);
         }
+        flagship_core::config::webhook_ok(&settings.alerts.webhook)
+            .map_err(ServerError::Webhook)?;
         if !settings.alerts.webhook.is_empty()
             && settings.alerts.webhook_format == "json"
             && settings.webhook_secret.is_none()
@@ -192,6 +207,12 @@ impl Desk {
         }
         let trusted = Trusted::parse(&settings.trusted_proxies)?;
         let watch = super::team::Watch::new(&settings.alerts);
+        let mut store = store;
+        match store.token_in_use(methods.token_fingerprint().as_deref()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("desk: the shared token changed; {n} token session(s) ended"),
+            Err(e) => tracing::error!("desk: checking the shared token's sessions: {e}"),
+        }
         Ok(Arc::new(Desk {
             store: Mutex::new(store),
             events: broadcast::channel(1024).0,
@@ -215,6 +236,7 @@ impl Desk {
             watch: Mutex::new(watch),
             deliver: tokio::sync::Notify::new(),
             responses: Mutex::new(None),
+            responses_stale: Default::default(),
         }))
     }
 
@@ -256,19 +278,8 @@ impl Desk {
     /// is none.
     pub(super) fn session(&self, id: &str) -> Result<Option<auth::Session>, DeskError> {
         self.methods.refresh();
-        let changed = self.methods.take_changed();
         let mut store = self.store();
-        if !changed.is_empty() {
-            for user in &changed {
-                let n = store.revoke_user(user)?;
-                tracing::info!(
-                    user = auth::loggable(user),
-                    sessions = n,
-                    "desk: a changed user's sessions ended"
-                );
-            }
-            self.ended.send_modify(|n| *n += 1);
-        }
+        self.end_changed(&mut store)?;
         let found = store.session(id, &self.settings.sessions, unix_now())?;
         Ok(found.and_then(|mut s| {
             s.role = self.methods.role(&s.user)?;
@@ -276,11 +287,39 @@ impl Desk {
         }))
     }
 
-    /// Opens a session for `user` (blocking: SQLite): its id, the cookie's value.
+    /// Ends the sessions of the people the users file changed for (removed, a new role or
+    /// password); a name whose sessions could not be ended yet stays queued.
+    fn end_changed(&self, store: &mut DeskStore) -> Result<(), DeskError> {
+        let mut changed = self.methods.take_changed();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        while let Some(user) = changed.pop() {
+            match store.revoke_user(&user) {
+                Ok(n) => tracing::info!(
+                    user = auth::loggable(&user),
+                    sessions = n,
+                    "desk: a changed user's sessions ended"
+                ),
+                Err(e) => {
+                    changed.push(user);
+                    self.methods.requeue(changed);
+                    return Err(e);
+                }
+            }
+        }
+        self.ended.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Opens a session for `user` (blocking: SQLite): its id, the cookie's value. The
+    /// sessions of changed users end first — a new password's first login is not the one
+    /// ended.
     pub(super) fn open_session(&self, user: &str) -> Result<(String, auth::Session), DeskError> {
-        let (id, mut s) = self
-            .store()
-            .open_session(user, &self.settings.sessions, unix_now())?;
+        let mut store = self.store();
+        self.end_changed(&mut store)?;
+        let (id, mut s) = store.open_session(user, &self.settings.sessions, unix_now())?;
+        drop(store);
         s.role = self.methods.role(user).unwrap_or(auth::Role::Viewer);
         Ok((id, s))
     }
@@ -459,6 +498,8 @@ impl Desk {
         decision: Decision,
         who: &str,
     ) -> Result<crate::GroupDecided, DeskError> {
+        self.responses_stale
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let (done, today) = {
             let mut store = self.store();
             let done = store.decide_group(g, decision, who)?;
@@ -543,6 +584,8 @@ impl Desk {
         decision: Decision,
         who: &str,
     ) -> Result<Option<Decision>, DeskError> {
+        self.responses_stale
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let (now, today) = {
             let mut store = self.store();
             let now = store.decide(id, decision, who)?;
@@ -646,11 +689,18 @@ impl Desk {
     /// panel is sent with every decision; the figures read every post of the day).
     fn responses_today(&self) -> crate::clock::Figures {
         let mut cached = lock(&self.responses);
+        // A decision made since: worked out again, at most every RESPONSES_SOON.
+        let stale = self
+            .responses_stale
+            .load(std::sync::atomic::Ordering::Relaxed);
         if let Some((at, f)) = &*cached
             && at.elapsed() < RESPONSES_EVERY
+            && !(stale && at.elapsed() >= RESPONSES_SOON)
         {
             return f.clone();
         }
+        self.responses_stale
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let now = self.now();
         let f = match self
             .store()

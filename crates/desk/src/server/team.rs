@@ -250,9 +250,24 @@ async fn deliveries(d: Arc<Desk>, hook: Webhook) {
         }
     };
     let mut closing = d.closing.subscribe();
+    // Deliveries to a webhook no longer configured are given up (they would wait forever).
+    let url = hook.url.clone();
+    match d
+        .blocking("deliveries", move |d| {
+            d.store().abandon_other_targets(&url, d.now())
+        })
+        .await
+    {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::warn!("desk: {n} alert(s) pending for an earlier webhook given up"),
+        _ => tracing::error!("desk: reading the earlier webhooks' deliveries failed"),
+    }
     loop {
+        let url = hook.url.clone();
         let due = match d
-            .blocking("deliveries", |d| d.store().due_deliveries(d.now(), 16))
+            .blocking("deliveries", move |d| {
+                d.store().due_deliveries(&url, d.now(), 16)
+            })
             .await
         {
             Ok(Ok(due)) => due,
@@ -262,7 +277,7 @@ async fn deliveries(d: Arc<Desk>, hook: Webhook) {
             }
             Err(_) => Vec::new(),
         };
-        for delivery in due.into_iter().filter(|x| x.target == hook.url) {
+        for delivery in due {
             let now = d.now();
             let outcome = tokio::select! {
                 o = webhook::attempt(&client, &hook, &delivery.alert, now.timestamp()) => o,
@@ -290,16 +305,31 @@ async fn deliveries(d: Arc<Desk>, hook: Webhook) {
                     "desk: alert not delivered after {failed} attempts; given up"
                 ),
             }
-            let id = delivery.alert.id.clone();
-            let target = delivery.target.clone();
-            let recorded = d
-                .blocking("delivery", move |d| {
-                    d.store()
-                        .delivery_attempt(&id, &target, now, status, error.as_deref(), retry)
-                })
-                .await;
-            if !matches!(recorded, Ok(Ok(()))) {
-                tracing::error!("desk: recording an alert's delivery failed");
+            // Recorded, or tried again: an unrecorded 2xx would send the alert twice (the
+            // receiver can still drop a repeat by its `X-Flagship-Alert` id).
+            for attempt in 1..=5 {
+                let (id, target, error) = (
+                    delivery.alert.id.clone(),
+                    delivery.target.clone(),
+                    error.clone(),
+                );
+                let recorded = d
+                    .blocking("delivery", move |d| {
+                        d.store().delivery_attempt(
+                            &id,
+                            &target,
+                            now,
+                            status,
+                            error.as_deref(),
+                            retry,
+                        )
+                    })
+                    .await;
+                if matches!(recorded, Ok(Ok(()))) {
+                    break;
+                }
+                tracing::error!(attempt, "desk: recording an alert's delivery failed");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
         }
         tokio::select! {
@@ -359,12 +389,15 @@ async fn assign(State(d): State<Arc<Desk>>, w: Writer<AssignForm>) -> Result<Res
         && *t != me
     {
         super::session::may(role, Role::Lead)?;
-        if d.methods.role(t).is_none_or(|r| r < Role::Agent) {
+        // A teammate of the users file, by their exact name: never a made-up one.
+        if !d.team().iter().any(|m| m == t) {
             return Err(ApiError::Bad(format!(
-                "{t:?} is not a teammate who can hold posts (an agent or a lead of the users file)"
+                "{:?} is not a teammate who can hold posts (an agent or a lead of the users file)",
+                crate::auth::loggable(t)
             )));
         }
     }
+    let group = f.group;
     let changed = d
         .blocking("assign", move |d| -> Result<_, ApiError> {
             let posts = match (&f.id, f.group) {
@@ -372,21 +405,12 @@ async fn assign(State(d): State<Arc<Desk>>, w: Writer<AssignForm>) -> Result<Res
                 (None, Some(g)) => d.store().open_members(g)?,
                 _ => return Err(ApiError::Bad("send either id or group".into())),
             };
-            if role < Role::Lead {
-                let store = d.store();
-                for p in &posts {
-                    if let Some(h) = store.holder(p)?
-                        && h != me
-                    {
-                        return Err(ApiError::Conflict(format!(
-                            "{h} holds this post: ask them, or a lead, to hand it over"
-                        )));
-                    }
-                }
-            }
-            let changed = d
-                .store()
-                .assign(&posts, to.as_deref(), &me, f.group, d.now())?;
+            // An agent never takes or releases what another person holds: checked in the
+            // same transaction as the change.
+            let respect = (role < Role::Lead).then_some(me.as_str());
+            let changed =
+                d.store()
+                    .assign(&posts, to.as_deref(), &me, f.group, d.now(), respect)?;
             tracing::info!(
                 who = me,
                 posts = changed.len(),
@@ -398,6 +422,13 @@ async fn assign(State(d): State<Arc<Desk>>, w: Writer<AssignForm>) -> Result<Res
         .await??;
     if !changed.is_empty() {
         let _ = d.events.send(Event::Assigned(Arc::new(changed.clone())));
+        // A group's card shows its holder: open pages get the card again.
+        if let Some(g) = group {
+            let entry = d.blocking("group", move |d| d.entry_of_group(g)).await??;
+            if let Some(e) = entry {
+                let _ = d.events.send(Event::Group(Arc::new(e)));
+            }
+        }
     }
     Ok(Json(Assigned {
         posts: changed

@@ -83,6 +83,8 @@ pub enum DeskError {
     NoAnswer(i64),
     #[error("no reply {0}")]
     NoReply(i64),
+    #[error("{holder} holds post {post}: ask them, or a lead, to hand it over")]
+    Held { post: String, holder: String },
 }
 
 /// What a person decided about a post.

@@ -66,8 +66,11 @@ pub struct TopGroup {
 impl DeskStore {
     /// Gives `posts` to `to` (`None`: releases them), by `by` at `at`, in one transaction;
     /// `group`: they were taken or given with their question group (the history says so).
-    /// Returns the posts whose holder changed, with their holder now. A post already held by
-    /// `to` (or already free) is left as it is.
+    /// `respect`: a post someone other than this person holds is not touched — the whole
+    /// change is refused ([`DeskError::Held`]), checked in the same transaction, so two
+    /// people taking one post at once never both get it. Returns the posts whose holder
+    /// changed, with their holder now. A post already held by `to` (or already free) is left
+    /// as it is.
     pub fn assign(
         &mut self,
         posts: &[String],
@@ -75,6 +78,7 @@ impl DeskStore {
         by: &str,
         group: Option<i64>,
         at: DateTime<Utc>,
+        respect: Option<&str>,
     ) -> Result<Vec<(String, Option<String>)>, DeskError> {
         let (tx, wrap) = begin(&mut self.db, &self.path)?;
         let mut changed = Vec::new();
@@ -106,6 +110,14 @@ impl DeskStore {
                 else {
                     return Err(DeskError::NoPost(id.clone()));
                 };
+                if let (Some(me), Some(holder)) = (respect, &now)
+                    && holder != me
+                {
+                    return Err(DeskError::Held {
+                        post: id.clone(),
+                        holder: holder.clone(),
+                    });
+                }
                 if now.as_deref() == to {
                     continue;
                 }
@@ -381,10 +393,11 @@ impl DeskStore {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// The deliveries due at `now` (pending, their next try at or before it), oldest first,
-    /// at most `limit`.
+    /// The deliveries to `target` due at `now` (pending, their next try at or before it),
+    /// oldest first, at most `limit`.
     pub fn due_deliveries(
         &self,
+        target: &str,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Delivery>, DeskError> {
@@ -393,12 +406,12 @@ impl DeskStore {
             .prepare_cached(
                 "SELECT a.id, a.kind, a.at, a.text, a.detail, d.target, d.attempts
                  FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-                 WHERE d.state = 'pending' AND d.next_at <= ?1
+                 WHERE d.state = 'pending' AND d.target = ?3 AND d.next_at <= ?1
                  ORDER BY d.next_at, a.id LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
         let rows = q
-            .query_map(params![now.to_rfc3339(), limit as i64], |r| {
+            .query_map(params![now.to_rfc3339(), limit as i64, target], |r| {
                 Ok(Delivery {
                     alert: alert_of(r)?,
                     target: r.get(5)?,
@@ -443,6 +456,67 @@ impl DeskStore {
         .map_err(wrap)?;
         tx.commit().map_err(wrap)?;
         Ok(())
+    }
+
+    /// Gives up the pending deliveries to any webhook but `target` (the configured one
+    /// changed): each marked failed, with why in its attempts; how many.
+    pub fn abandon_other_targets(
+        &mut self,
+        target: &str,
+        at: DateTime<Utc>,
+    ) -> Result<usize, DeskError> {
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        tx.execute(
+            "INSERT INTO delivery_attempts (alert_id, target, at, status, error)
+             SELECT alert_id, target, ?2, NULL, 'given up: the webhook changed'
+             FROM deliveries WHERE state = 'pending' AND target <> ?1",
+            params![target, at.to_rfc3339()],
+        )
+        .map_err(wrap)?;
+        let n = tx
+            .execute(
+                "UPDATE deliveries SET state = 'failed' WHERE state = 'pending' AND target <> ?1",
+                [target],
+            )
+            .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok(n)
+    }
+
+    /// Records the shared token's fingerprint (`None`: no token); when it differs from the
+    /// one recorded before, every session opened with a token (`NAME (token)`) ends — a
+    /// rotated token logs its old holders out. How many sessions ended.
+    pub fn token_in_use(&mut self, fingerprint: Option<&str>) -> Result<usize, DeskError> {
+        let (tx, wrap) = begin(&mut self.db, &self.path)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS desk_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )
+        .map_err(wrap)?;
+        let before: Option<String> = tx
+            .query_row("SELECT value FROM desk_meta WHERE key = 'token'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(wrap)?;
+        let mut ended = 0;
+        if before.as_deref() != fingerprint {
+            ended = tx
+                .execute(
+                    "DELETE FROM sessions WHERE user LIKE ?1",
+                    [format!("%{}", crate::auth::TOKEN_SUFFIX)],
+                )
+                .map_err(wrap)?;
+            match fingerprint {
+                Some(f) => tx.execute(
+                    "INSERT OR REPLACE INTO desk_meta (key, value) VALUES ('token', ?1)",
+                    [f],
+                ),
+                None => tx.execute("DELETE FROM desk_meta WHERE key = 'token'", []),
+            }
+            .map_err(wrap)?;
+        }
+        tx.commit().map_err(wrap)?;
+        Ok(ended)
     }
 
     /// Every alert's delivery as it stands, oldest alert first.
