@@ -87,6 +87,10 @@ enum Command {
     /// Score a JSONL/CSV/Parquet file's `text` column with a model folder.
     #[cfg(feature = "model")]
     Predict(model_cmd::PredictArgs),
+    /// Why a model would flag each text (its words), and the deletion test of how faithful
+    /// those words are.
+    #[cfg(feature = "model")]
+    Explain(model_cmd::ExplainArgs),
     /// Metrics of a labelled predictions file: report.json and report.md (F2, minutes wasted
     /// and missed against the naive baseline, the verdict).
     Evaluate(evaluate_cmd::Args),
@@ -129,6 +133,8 @@ fn main() -> Result<()> {
         Command::Train(args) => model_cmd::train(&config, args).map(drop),
         #[cfg(feature = "model")]
         Command::Predict(args) => model_cmd::predict(args),
+        #[cfg(feature = "model")]
+        Command::Explain(args) => model_cmd::explain(args),
         Command::Evaluate(args) => evaluate_cmd::run(&config, args).map(drop),
         Command::Monitor(args) => monitor_cmd::run(&config, args).map(drop),
         #[cfg(feature = "model")]

@@ -81,6 +81,11 @@ pub struct TrainArgs {
     /// The column holding the texts (`text_model` for textproc's cleaned text).
     #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
+    /// Train on the texts as the files write them: no un-escaping of written-out `\uXXXX`
+    /// and HTML entities (TweetEval's files hold them; live posts never do). The ablation's
+    /// "before".
+    #[arg(long)]
+    pub keep_escapes: bool,
 }
 
 impl TrainArgs {
@@ -110,6 +115,7 @@ impl TrainArgs {
             operating_point: None,
             precision: None,
             text_column: TEXT_COLUMN.into(),
+            keep_escapes: false,
         }
     }
 }
@@ -155,6 +161,7 @@ fn examples(
     text: &str,
     limit: Option<usize>,
     seed: u64,
+    unescape: bool,
 ) -> Result<(Vec<Example>, DataRef)> {
     let t = Table::read(path)?.with_text_column(text);
     if !t.bad_lines.is_empty() {
@@ -168,6 +175,24 @@ fn examples(
         );
     }
     let (mut ex, bad) = t.examples()?;
+    if unescape {
+        // What a person typed: collected files escape it (TweetEval: `\u2019`, `&amp;`).
+        let mut changed = 0usize;
+        for e in &mut ex {
+            if let std::borrow::Cow::Owned(clean) =
+                flagship_platforms::html::unescape_collected(&e.text)
+            {
+                changed += usize::from(clean != e.text);
+                e.text = clean;
+            }
+        }
+        if changed > 0 {
+            eprintln!(
+                "{}: {changed} text(s) un-escaped (written-out \\uXXXX, HTML entities)",
+                path.display()
+            );
+        }
+    }
     if let Some((line, label)) = bad.first() {
         eprintln!(
             "{}: {} row(s) without a 0/1/2 label skipped, first at line {line} (label `{label}`)",
@@ -192,8 +217,16 @@ fn examples(
 pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> {
     let m = &config.model;
     let seed = args.seed.unwrap_or(m.seed);
-    let (train_set, train_ref) = examples(&args.train, &args.text_column, args.limit, seed)?;
-    let (val_set, val_ref) = examples(&args.val, &args.text_column, args.val_limit, seed ^ 1)?;
+    let unescape = !args.keep_escapes;
+    let (train_set, train_ref) =
+        examples(&args.train, &args.text_column, args.limit, seed, unescape)?;
+    let (val_set, val_ref) = examples(
+        &args.val,
+        &args.text_column,
+        args.val_limit,
+        seed ^ 1,
+        unescape,
+    )?;
     let share =
         |s: &[Example]| s.iter().filter(|e| e.need_support).count() as f64 / s.len().max(1) as f64;
     println!(
@@ -439,5 +472,130 @@ fn score_labelled(t: &Table, probs: &[f32], threshold: f64) -> Result<()> {
         always.f_beta,
         random
     );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// Model folder written by `flagship train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// JSONL, CSV or Parquet with a `text` column.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Each text's words (JSONL: `text`, `probability`, `why`); written to a temporary name,
+    /// then renamed.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Words (units) per text.
+    #[arg(long, default_value_t = 3)]
+    pub words: usize,
+    /// `occlusion` (what the desk shows), `gradient` or `gradient-words` (before).
+    #[arg(long, default_value = "occlusion")]
+    pub attribution: flagship_model::explain::Attribution,
+    /// Only the texts the model flags (what the desk explains).
+    #[arg(long)]
+    pub flagged: bool,
+    /// At most this many texts (a seeded sample).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The deletion test of every attribution: each text's top words removed against as many
+    /// random words (3 draws); prints one JSON line per attribution and a table.
+    #[arg(long)]
+    pub deletion_test: bool,
+    /// The column holding the texts.
+    #[arg(long, default_value = TEXT_COLUMN)]
+    pub text_column: String,
+}
+
+/// `flagship explain`: why a model would flag each text, and how faithful that is.
+pub fn explain(args: ExplainArgs) -> Result<()> {
+    use flagship_model::explain::Attribution;
+    let t = Table::read(&args.input)?.with_text_column(&args.text_column);
+    let mut texts = t.texts()?;
+    let model = Classifier::load(&args.model)?;
+    if let Some(n) = args.limit.filter(|&n| n < texts.len()) {
+        Rng::new(7).shuffle(&mut texts);
+        texts.truncate(n);
+    }
+    let mut refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let p0 = model.predict(&refs)?;
+    if args.flagged {
+        refs = refs
+            .iter()
+            .zip(&p0)
+            .filter(|(_, p)| p.need_support)
+            .map(|(t, _)| *t)
+            .collect();
+    }
+    eprintln!(
+        "explain: {} texts from {}{}",
+        refs.len(),
+        args.input.display(),
+        if args.flagged {
+            " (the flagged ones)"
+        } else {
+            ""
+        }
+    );
+    if let Some(out) = &args.output {
+        let why = model.explain_with(&refs, args.words, args.attribution)?;
+        let p = model.predict(&refs)?;
+        let mut lines = String::new();
+        for ((text, w), p) in refs.iter().zip(&why).zip(&p) {
+            lines.push_str(&serde_json::to_string(&serde_json::json!({
+                "text": text,
+                "probability": p.probability,
+                "why": w,
+            }))?);
+            lines.push('\n');
+        }
+        let tmp = flagship_store::fs::temp_beside(out)?;
+        std::fs::write(tmp.path(), lines)?;
+        flagship_store::fs::persist(tmp, out)?;
+        println!("explain: {} texts' words → {}", refs.len(), out.display());
+    }
+    if args.deletion_test {
+        println!(
+            "| attribution | texts | words removed | P drop, top words | P drop, as many random words | top > random | function words shown | ms / text |\n|---|---|---|---|---|---|---|---|"
+        );
+        for how in Attribution::ALL {
+            let started = std::time::Instant::now();
+            let why = model.explain_with(&refs, args.words, how)?;
+            let ms = started.elapsed().as_secs_f64() * 1e3 / refs.len().max(1) as f64;
+            let shown: Vec<&str> = why.iter().flatten().map(|w| w.word.as_str()).collect();
+            let function = shown
+                .iter()
+                .filter(|w| flagship_core::words::is_function_word(w))
+                .count() as f64
+                / shown.len().max(1) as f64;
+            let d = model.deletion_test(&refs, args.words, how, 3, 11)?;
+            eprintln!(
+                "{}",
+                serde_json::json!({
+                    "attribution": how.as_str(),
+                    "texts": d.texts,
+                    "unexplained": d.unexplained,
+                    "words_removed": d.words_removed,
+                    "top_drop": d.top_drop,
+                    "random_drop": d.random_drop,
+                    "top_beats_random": d.top_beats_random,
+                    "function_words_shown": function,
+                    "ms_per_text": ms,
+                })
+            );
+            println!(
+                "| {} | {} | {:.2} | {:.3} | {:.3} | {:.0} % | {:.0} % | {:.1} |",
+                how.as_str(),
+                d.texts,
+                d.words_removed,
+                d.top_drop,
+                d.random_drop,
+                d.top_beats_random * 100.0,
+                function * 100.0,
+                ms
+            );
+        }
+    }
     Ok(())
 }

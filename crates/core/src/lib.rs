@@ -38,6 +38,7 @@ pub mod scoring;
 pub mod stop;
 pub mod telemetry;
 pub mod track;
+pub mod words;
 
 pub use config::Config;
 pub use location::Location;

@@ -436,6 +436,8 @@ pub struct Classifier {
     inner: Inner,
     /// Texts per forward pass.
     pub batch_size: usize,
+    /// How [`Classifier::explain`] finds a post's words.
+    pub attribution: explain::Attribution,
 }
 
 impl Classifier {
@@ -479,6 +481,7 @@ impl Classifier {
             card,
             inner,
             batch_size: 64,
+            attribution: explain::Attribution::default(),
         })
     }
 
@@ -549,18 +552,32 @@ impl Classifier {
 }
 
 impl Classifier {
-    /// Why each text would be flagged: its `k` words that raised P(needs support) most (see
-    /// [`crate::explain`]). Texts are batched by 32.
+    /// Why each text would be flagged: its `k` units (content words, a negation with its
+    /// word) that raised P(needs support) most, by [`Classifier::attribution`] (see
+    /// [`crate::explain`]).
     pub fn explain(&self, texts: &[&str], k: usize) -> Result<Vec<Vec<Why>>, ModelError> {
-        let linear = |m: &LinearModel| -> Vec<Vec<f32>> {
-            texts.iter().map(|t| explain::linear_scores(m, t)).collect()
-        };
-        let scores = match &self.inner {
-            Inner::Linear(m) => linear(m),
-            Inner::Transformer(t) => {
-                let mut scores = Vec::with_capacity(texts.len());
+        self.explain_with(texts, k, self.attribution)
+    }
+
+    /// [`Classifier::explain`] by attribution `how`.
+    pub fn explain_with(
+        &self,
+        texts: &[&str],
+        k: usize,
+        how: explain::Attribution,
+    ) -> Result<Vec<Vec<Why>>, ModelError> {
+        use explain::Attribution;
+        let units: Vec<Vec<explain::Unit>> = texts
+            .iter()
+            .map(|t| explain::units_of(t, how == Attribution::GradientWords))
+            .collect();
+        let scores: Vec<Vec<f32>> = match (&self.inner, how) {
+            // Occlusion scores what is served: the ensemble's blended probability included.
+            (_, Attribution::Occlusion) | (Inner::Linear(_), _) => self.occlusion(texts, &units)?,
+            (Inner::Transformer(t), _) => {
+                let mut words = Vec::with_capacity(texts.len());
                 for chunk in texts.chunks(32) {
-                    scores.extend(
+                    words.extend(
                         explain::transformer_scores(
                             &t.model,
                             &t.encoder,
@@ -571,15 +588,79 @@ impl Classifier {
                         .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
                     );
                 }
+                let mut scores: Vec<Vec<f32>> = words
+                    .iter()
+                    .zip(&units)
+                    .map(|(w, u)| explain::unit_scores(w, u))
+                    .collect();
                 if let Some((lin, w)) = &t.linear {
-                    for (s, l) in scores.iter_mut().zip(linear(lin)) {
-                        train::blend(s, &l, *w);
+                    for ((s, text), u) in scores.iter_mut().zip(texts).zip(&units) {
+                        train::blend(s, &explain::linear_scores(lin, text, u), *w);
                     }
                 }
                 scores
             }
         };
-        Ok(explain::explain_scores(texts, &scores, k))
+        Ok(units
+            .iter()
+            .zip(&scores)
+            .map(|(u, s)| explain::top_units(u, s, k))
+            .collect())
+    }
+
+    /// Occlusion scores of every text's units: all the variants (each text without one unit)
+    /// scored together, in the classifier's batches.
+    fn occlusion(
+        &self,
+        texts: &[&str],
+        units: &[Vec<explain::Unit>],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut variants: Vec<String> = Vec::new();
+        let mut spans = Vec::with_capacity(texts.len());
+        for (text, us) in texts.iter().zip(units) {
+            let start = variants.len();
+            variants.push((*text).to_owned());
+            variants.extend(us.iter().map(|u| explain::without(text, &u.words)));
+            spans.push(start..variants.len());
+        }
+        let refs: Vec<&str> = variants.iter().map(String::as_str).collect();
+        let p: Vec<f32> = self
+            .predict(&refs)?
+            .into_iter()
+            .map(|p| p.probability)
+            .collect();
+        Ok(spans
+            .into_iter()
+            .map(|r| {
+                p[r.start + 1..r.end]
+                    .iter()
+                    .map(|q| p[r.start] - q)
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The deletion test of this classifier's explanations by `how` on `texts` (their top
+    /// `k` units removed, against as many random words, `draws` times): see
+    /// [`explain::deletion_test`].
+    pub fn deletion_test(
+        &self,
+        texts: &[&str],
+        k: usize,
+        how: explain::Attribution,
+        draws: usize,
+        seed: u64,
+    ) -> Result<explain::Deletion, ModelError> {
+        let p0: Vec<f32> = self
+            .predict(texts)?
+            .into_iter()
+            .map(|p| p.probability)
+            .collect();
+        let why = self.explain_with(texts, k, how)?;
+        explain::deletion_test(texts, &p0, &why, draws, seed, |v| {
+            self.predict(v)
+                .map(|ps| ps.into_iter().map(|p| p.probability).collect())
+        })
     }
 }
 

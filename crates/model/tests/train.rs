@@ -179,7 +179,8 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
         card.validation.roc_auc
     );
 
-    // Why: each text's strongest words, its own, positive, strongest first.
+    // Why: each text's strongest words (content words, a negation with its word), its own,
+    // positive, strongest first; never a function word alone.
     let why = model.explain(&texts[..6], 3).unwrap();
     assert_eq!(why.len(), 6);
     assert!(why.iter().any(|w| !w.is_empty()));
@@ -187,11 +188,24 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
         let t = t.to_lowercase();
         assert!(w.len() <= 3);
         assert!(
-            w.iter().all(|x| t.contains(&x.word) && x.weight > 0.0),
+            w.iter()
+                .all(|x| x.word.split(' ').all(|p| t.contains(p)) && x.weight > 0.0),
             "{w:?} in {t}"
+        );
+        assert!(
+            w.iter()
+                .all(|x| !flagship_core::words::is_function_word(&x.word)),
+            "{w:?}"
         );
         assert!(w.windows(2).all(|p| p[0].weight >= p[1].weight));
     }
+    // The deletion test: removing the words shown lowers the probability more than removing
+    // as many random words.
+    use flagship_model::explain::Attribution;
+    let d = model
+        .deletion_test(&texts, 3, Attribution::Occlusion, 3, 5)
+        .unwrap();
+    assert!(d.texts > 0 && d.top_drop > d.random_drop, "{d:?}");
 
     // Without labels, three-class training is refused with a clear error.
     let mut unlabelled = train_set.clone();

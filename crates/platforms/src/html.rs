@@ -147,6 +147,68 @@ fn numeric_entity(code: &str) -> Option<char> {
     char::from_u32(n).filter(|&c| c != '\0')
 }
 
+/// A text as collected by tools that escaped it (TweetEval's files): each written-out
+/// `\uXXXX` escape — six characters, a surrogate pair as one character — turned back into
+/// its character (nothing else after a backslash changes), then HTML character references
+/// decoded until none is left (`&amp;amp;` → `&amp;` → `&`). What a person typed, as the live
+/// platforms give it. The same rules as `scripts/make_demo.py`'s `unescape`; the named
+/// references are [`decode_entities`]'s (the ones tweets hold).
+pub fn unescape_collected(text: &str) -> Cow<'_, str> {
+    if !text.contains('&') && !text.contains("\\u") {
+        return Cow::Borrowed(text);
+    }
+    let mut out = unescape_u(text);
+    loop {
+        let next = decode_entities(&out).into_owned();
+        if next == out {
+            return Cow::Owned(out);
+        }
+        out = next;
+    }
+}
+
+/// Written-out `\uXXXX` escapes back into characters (a high and a low surrogate written
+/// one after the other: the one character they encode; a lone surrogate stays as written).
+fn unescape_u(text: &str) -> String {
+    let hex = |s: &str| -> Option<u32> {
+        let h = s.get(2..6)?;
+        (s.starts_with("\\u") && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(h, 16).ok())
+            .flatten()
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\\u") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(first) = hex(rest) else {
+            out.push_str("\\u");
+            rest = &rest[2..];
+            continue;
+        };
+        if (0xD800..0xDC00).contains(&first)
+            && let Some(second) = hex(&rest[6..]).filter(|s| (0xDC00..0xE000).contains(s))
+            && let Some(c) = char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))
+        {
+            out.push(c);
+            rest = &rest[12..];
+            continue;
+        }
+        match char::from_u32(first).filter(|&c| c != '\0') {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[6..];
+            }
+            None => {
+                out.push_str("\\u");
+                rest = &rest[2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The `href`s of the content's links that are not mentions or hashtags (Mastodon marks
 /// those with the classes `mention`, `hashtag`, `u-url`, or `rel="tag"`).
 pub fn links(html: &str) -> Vec<String> {
@@ -285,4 +347,26 @@ fn attribute_value(s: &str) -> (&str, &str) {
     }
     let end = s.find(char::is_whitespace).unwrap_or(s.len());
     (&s[..end], &s[end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collected_texts_are_unescaped_as_typed() {
+        // TweetEval's own rows: a written-out apostrophe, an entity escaped twice.
+        assert_eq!(
+            unescape_collected(r"Don\u2019t miss it &amp;amp; more"),
+            "Don’t miss it & more"
+        );
+        assert_eq!(unescape_collected(r"a \ud83d\ude80 rocket"), "a 🚀 rocket");
+        assert_eq!(unescape_collected("&lt;3 &#039;em &Blue;"), "<3 'em &Blue;");
+        // Nothing else after a backslash changes; a lone surrogate or short escape stays.
+        assert_eq!(
+            unescape_collected(r"C:\users \u12 \ud83d x"),
+            r"C:\users \u12 \ud83d x"
+        );
+        assert!(matches!(unescape_collected("plain text"), Cow::Borrowed(_)));
+    }
 }
