@@ -16,6 +16,10 @@ pub enum CheckpointError {
     MissingFile { path: PathBuf },
     #[error("{path}: {message}")]
     BadFile { path: PathBuf, message: String },
+    #[error(
+        "{path}: pickled PyTorch weights, which are never loaded (unpickling can run code); the folder needs model.safetensors (convert it, e.g. `save_pretrained(folder, safe_serialization=True)` in transformers)"
+    )]
+    Pickled { path: PathBuf },
     #[error("{path}: tensor `{tensor}` is missing{}", more_note(*.more))]
     MissingTensor {
         path: PathBuf,
@@ -45,6 +49,15 @@ fn more_note(more: usize) -> String {
         format!(" (and {more} more)")
     }
 }
+
+/// Weight files in PyTorch's pickle format, named so a folder holding only one is refused with
+/// a reason rather than "model.safetensors missing".
+const PICKLED: [&str; 4] = [
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "model.pt",
+    "model.pth",
+];
 
 /// An opened checkpoint folder: config parsed, weights read on the CPU.
 pub struct Checkpoint {
@@ -85,8 +98,18 @@ impl Checkpoint {
 
     /// Opens `dir`: the three files must exist, `config.json` must parse, weights are read.
     /// Names and shapes are checked when the weights are copied into a model ([`Checkpoint::copy_into`]).
+    /// Weights are read from `model.safetensors` only: a folder with pickled weights alone
+    /// (`pytorch_model.bin`…) is refused with [`CheckpointError::Pickled`], never unpickled.
     pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
         let config_path = Self::file(dir, "config.json")?;
+        if !dir.join("model.safetensors").is_file()
+            && let Some(pickle) = PICKLED
+                .iter()
+                .map(|name| dir.join(name))
+                .find(|p| p.is_file())
+        {
+            return Err(CheckpointError::Pickled { path: pickle });
+        }
         let weights = Self::file(dir, "model.safetensors")?;
         Self::file(dir, "tokenizer.json")?;
         let config = Config::from_file(&config_path)?;
@@ -98,7 +121,7 @@ impl Checkpoint {
             .into_iter()
             .collect();
         let family = config.family.prefix();
-        let prefix = ["", "bert.", "roberta.", "distilbert."]
+        let prefix = ["", "bert.", "roberta.", "distilbert.", "mpnet."]
             .into_iter()
             .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
             .unwrap_or(if tensors.keys().any(|k| k.starts_with(family)) {
@@ -219,4 +242,35 @@ pub fn resolve_pooling(base: &Path, pooling: crate::sequence::Pooling) -> crate:
         .and_then(|v| v.get("pooling_mode_mean_tokens").and_then(|b| b.as_bool()))
         .unwrap_or(false);
     if mean { Pooling::Mean } else { Pooling::Cls }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pickled_weights_are_refused_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = r#"{"model_type": "bert", "vocab_size": 10, "hidden_size": 8,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16}"#;
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+        // Not even a valid pickle: it must be refused by name, never opened.
+        std::fs::write(
+            dir.path().join("pytorch_model.bin"),
+            b"\x80\x02not a pickle",
+        )
+        .unwrap();
+        let e = Checkpoint::open(dir.path()).err().unwrap();
+        assert!(matches!(e, CheckpointError::Pickled { .. }), "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("pytorch_model.bin") && m.contains("model.safetensors"),
+            "{m}"
+        );
+        // Without any weights it is the ordinary missing file.
+        std::fs::remove_file(dir.path().join("pytorch_model.bin")).unwrap();
+        let e = Checkpoint::open(dir.path()).err().unwrap();
+        assert!(matches!(e, CheckpointError::MissingFile { .. }), "{e}");
+    }
 }

@@ -678,13 +678,8 @@ fn check_fits(dir: &Path, config: &crate::Config, encoder: &TextEncoder) -> Resu
             config.vocab_size
         )));
     }
-    // RoBERTa numbers positions from pad_token_id + 1.
-    let offset = if config.model_type == "roberta" {
-        config.pad_token_id + 1
-    } else {
-        0
-    };
-    let positions = config.max_position_embeddings - offset;
+    // RoBERTa and MPNet number positions from their padding id + 1.
+    let positions = config.max_position_embeddings - config.first_position();
     if encoder.max_length() as i64 > positions {
         return Err(bad(format!(
             "max_length {} is more than the model's {positions} positions",

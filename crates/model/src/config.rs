@@ -1,6 +1,6 @@
 //! `config.json` of a checkpoint, read as the checkpoint writes it.
 //!
-//! BERT (MiniLM included) and RoBERTa name their sizes `hidden_size`, `num_hidden_layers`…;
+//! BERT (MiniLM included), RoBERTa and MPNet name their sizes `hidden_size`, `num_hidden_layers`…;
 //! DistilBERT names the same things `dim`, `n_layers`…. Both spellings are read into one
 //! [`Config`]; nothing is renamed in the weights.
 
@@ -20,7 +20,22 @@ pub enum Family {
     Roberta,
     /// DistilBERT: no token types, `q_lin`/`sa_layer_norm`/`ffn` names, `pre_classifier` head.
     Distilbert,
+    /// MPNet: BERT's post-LayerNorm layers under `attention.attn.{q,k,v,o}` names, no token
+    /// types, positions counted from 2 like RoBERTa's, one relative position bias
+    /// (`encoder.relative_attention_bias`) shared by every layer, RoBERTa's head on `<s>`.
+    Mpnet,
 }
+
+/// The largest relative distance MPNet's buckets tell apart (`max_distance` in `transformers`'
+/// `relative_position_bucket`, fixed there too).
+pub const RELATIVE_MAX_DISTANCE: i64 = 128;
+/// The buckets MPNet's relative positions fall into: `transformers` always calls
+/// `relative_position_bucket` with 32, whatever `relative_attention_num_buckets` says (which
+/// only sizes the embedding).
+pub const RELATIVE_BUCKETS: i64 = 32;
+/// MPNet's padding index for positions: `transformers` hard-codes 1 (`MPNetEmbeddings.padding_idx`),
+/// whatever `pad_token_id` says.
+pub const MPNET_POSITION_PAD: i64 = 1;
 
 impl Family {
     /// The name Hugging Face gives the encoder inside a `*ForSequenceClassification` model,
@@ -30,6 +45,7 @@ impl Family {
             Family::Bert => "bert",
             Family::Roberta => "roberta",
             Family::Distilbert => "distilbert",
+            Family::Mpnet => "mpnet",
         }
     }
 
@@ -39,6 +55,7 @@ impl Family {
             Family::Bert => "BertForSequenceClassification",
             Family::Roberta => "RobertaForSequenceClassification",
             Family::Distilbert => "DistilBertForSequenceClassification",
+            Family::Mpnet => "MPNetForSequenceClassification",
         }
     }
 }
@@ -64,7 +81,7 @@ pub struct Config {
     pub num_attention_heads: i64,
     pub intermediate_size: i64,
     pub max_position_embeddings: i64,
-    /// 0 for DistilBERT (no token-type embeddings).
+    /// 0 for DistilBERT and MPNet (no token-type embeddings).
     pub type_vocab_size: i64,
     pub layer_norm_eps: f64,
     pub hidden_dropout_prob: f64,
@@ -73,6 +90,9 @@ pub struct Config {
     pub classifier_dropout: f64,
     pub pad_token_id: i64,
     pub activation: Activation,
+    /// Rows of MPNet's relative position bias (`relative_attention_num_buckets`, at least
+    /// [`RELATIVE_BUCKETS`]); 0 for the families without one.
+    pub relative_attention_num_buckets: i64,
     /// The whole file, kept so an export writes it back with only the classifier keys changed.
     pub raw: Value,
 }
@@ -100,9 +120,10 @@ impl Config {
             "bert" => Family::Bert,
             "roberta" => Family::Roberta,
             "distilbert" => Family::Distilbert,
+            "mpnet" => Family::Mpnet,
             other => {
                 return Err(format!(
-                    "model_type `{other}` is not supported (bert, roberta, distilbert)"
+                    "model_type `{other}` is not supported (bert, roberta, distilbert, mpnet)"
                 ));
             }
         };
@@ -156,7 +177,7 @@ impl Config {
             intermediate_size: int(&["intermediate_size", "hidden_dim"], None)?,
             max_position_embeddings: int(&["max_position_embeddings"], Some(512))?,
             type_vocab_size: match family {
-                Family::Distilbert => 0,
+                Family::Distilbert | Family::Mpnet => 0,
                 _ => int(&["type_vocab_size"], Some(2))?,
             },
             layer_norm_eps: match family {
@@ -171,13 +192,23 @@ impl Config {
             )?,
             classifier_dropout: match family {
                 Family::Distilbert => float(&["seq_classif_dropout"], 0.2)?,
+                // MPNetClassificationHead drops out with hidden_dropout_prob.
+                Family::Mpnet => hidden_dropout_prob,
                 _ => float(&["classifier_dropout"], hidden_dropout_prob)?,
             },
             pad_token_id: int(
                 &["pad_token_id"],
-                Some(if family == Family::Roberta { 1 } else { 0 }),
+                Some(if matches!(family, Family::Roberta | Family::Mpnet) {
+                    1
+                } else {
+                    0
+                }),
             )?,
             activation,
+            relative_attention_num_buckets: match family {
+                Family::Mpnet => int(&["relative_attention_num_buckets"], Some(32))?,
+                _ => 0,
+            },
             model_type,
             raw,
         };
@@ -187,7 +218,29 @@ impl Config {
                 config.hidden_size, config.num_attention_heads
             ));
         }
+        if family == Family::Mpnet && config.relative_attention_num_buckets < RELATIVE_BUCKETS {
+            return Err(format!(
+                "relative_attention_num_buckets {} is less than the {RELATIVE_BUCKETS} buckets MPNet's relative positions fall into",
+                config.relative_attention_num_buckets
+            ));
+        }
         Ok(config)
+    }
+
+    /// The token id whose positions stay at the padding row when positions are counted from
+    /// it + 1 (RoBERTa: `pad_token_id`; MPNet: 1), or `None` where positions are 0, 1, 2….
+    pub fn position_pad(&self) -> Option<i64> {
+        match self.family {
+            Family::Roberta => Some(self.pad_token_id),
+            Family::Mpnet => Some(MPNET_POSITION_PAD),
+            Family::Bert | Family::Distilbert => None,
+        }
+    }
+
+    /// The position embedding of a sequence's first token (the rows below it are never used
+    /// by a real token).
+    pub fn first_position(&self) -> i64 {
+        self.position_pad().map_or(0, |pad| pad + 1)
     }
 
     pub fn head_dim(&self) -> i64 {
@@ -256,6 +309,35 @@ mod tests {
         }))
         .unwrap_err();
         assert!(e.contains("multiple"), "{e}");
+    }
+
+    #[test]
+    fn mpnet_is_read() {
+        let c = Config::from_value(json!({
+            "model_type": "mpnet", "vocab_size": 30527, "hidden_size": 768,
+            "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+            "max_position_embeddings": 514, "layer_norm_eps": 1e-5,
+            "relative_attention_num_buckets": 32, "hidden_act": "gelu", "pad_token_id": 1
+        }))
+        .unwrap();
+        assert_eq!(c.family, Family::Mpnet);
+        assert_eq!(c.family.prefix(), "mpnet");
+        assert_eq!(
+            (c.type_vocab_size, c.relative_attention_num_buckets),
+            (0, 32)
+        );
+        assert_eq!((c.position_pad(), c.first_position()), (Some(1), 2));
+        assert_eq!(c.layer_norm_eps, 1e-5);
+        assert_eq!(
+            c.classifier_json(2)["architectures"][0],
+            "MPNetForSequenceClassification"
+        );
+        let small = json!({
+            "model_type": "mpnet", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 16, "relative_attention_num_buckets": 16
+        });
+        let e = Config::from_value(small).unwrap_err();
+        assert!(e.contains("relative_attention_num_buckets"), "{e}");
     }
 
     #[test]

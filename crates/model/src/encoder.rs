@@ -1,14 +1,15 @@
-//! The transformer encoder of BERT (MiniLM), RoBERTa and DistilBERT.
+//! The transformer encoder of BERT (MiniLM), RoBERTa, DistilBERT and MPNet.
 //!
 //! Each part is a small struct with `new(path, &config)` and `forward`; the variable paths
 //! are the checkpoint's tensor names (`embeddings.word_embeddings.weight`,
-//! `encoder.layer.3.attention.self.query.bias`, DistilBERT's `transformer.layer.3.attention.q_lin.bias`),
+//! `encoder.layer.3.attention.self.query.bias`, DistilBERT's `transformer.layer.3.attention.q_lin.bias`,
+//! MPNet's `encoder.layer.3.attention.attn.q.bias` and `encoder.relative_attention_bias.weight`),
 //! so loading weights is a name match.
 
 use tch::nn::Path;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use crate::config::{Activation, Config, Family};
+use crate::config::{Activation, Config, Family, RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE};
 use crate::layers::{Embedding, LayerNorm, Linear, Precision};
 
 /// Whether dropout is active, and the precision of the matrix products.
@@ -32,8 +33,9 @@ pub struct Embeddings {
     token_type: Option<Embedding>,
     layer_norm: LayerNorm,
     dropout: f64,
-    family: Family,
-    pad: i64,
+    /// RoBERTa and MPNet: positions count real tokens from this id + 1 (see
+    /// [`Config::position_pad`]); `None`: 0, 1, 2….
+    position_pad: Option<i64>,
 }
 
 impl Embeddings {
@@ -46,8 +48,7 @@ impl Embeddings {
                 .then(|| Embedding::new(&(p / "token_type_embeddings"), c.type_vocab_size, h)),
             layer_norm: LayerNorm::new(&(p / "LayerNorm"), h, c.layer_norm_eps),
             dropout: c.hidden_dropout_prob,
-            family: c.family,
-            pad: c.pad_token_id,
+            position_pad: c.position_pad(),
         }
     }
 
@@ -65,13 +66,13 @@ impl Embeddings {
     /// explain a prediction).
     pub fn forward_words(&self, words: &Tensor, ids: &Tensor, mode: Mode) -> Tensor {
         let seq = ids.size()[1];
-        let positions = match self.family {
-            // RoBERTa counts positions of real tokens from pad + 1; padding keeps `pad`.
-            Family::Roberta => {
-                let real = ids.ne(self.pad).to_kind(Kind::Int64);
-                real.cumsum(1, Kind::Int64) * &real + self.pad
+        let positions = match self.position_pad {
+            // RoBERTa and MPNet count positions of real tokens from pad + 1; padding keeps `pad`.
+            Some(pad) => {
+                let real = ids.ne(pad).to_kind(Kind::Int64);
+                real.cumsum(1, Kind::Int64) * &real + pad
             }
-            _ => Tensor::arange(seq, (Kind::Int64, ids.device())).unsqueeze(0),
+            None => Tensor::arange(seq, (Kind::Int64, ids.device())).unsqueeze(0),
         };
         let mut xs = words + self.position.forward(&positions);
         if let Some(tt) = &self.token_type {
@@ -117,6 +118,17 @@ const DISTILBERT_NAMES: LayerNames = LayerNames {
     output_norm: "output_layer_norm",
 };
 
+const MPNET_NAMES: LayerNames = LayerNames {
+    query: "attention.attn.q",
+    key: "attention.attn.k",
+    value: "attention.attn.v",
+    attention_out: "attention.attn.o",
+    attention_norm: "attention.LayerNorm",
+    ffn_in: "intermediate.dense",
+    ffn_out: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
 /// One post-LayerNorm transformer layer (self-attention, then feed-forward).
 #[derive(Debug)]
 pub struct Layer {
@@ -138,7 +150,8 @@ impl Layer {
     pub fn new(p: &Path, c: &Config) -> Layer {
         let n = match c.family {
             Family::Distilbert => &DISTILBERT_NAMES,
-            _ => &BERT_NAMES,
+            Family::Mpnet => &MPNET_NAMES,
+            Family::Bert | Family::Roberta => &BERT_NAMES,
         };
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let at = |name: &str| name.split('.').fold(p.clone(), |p: Path, part| p.sub(part));
@@ -158,9 +171,12 @@ impl Layer {
         }
     }
 
-    /// `xs`: `[batch, seq, hidden]` f32; `keep`: `[batch, 1, 1, seq]` bool, true on real tokens
-    /// (`None`: no padding in the batch, which lets libtorch take its fastest attention kernel).
-    pub fn forward(&self, xs: &Tensor, keep: Option<&Tensor>, mode: Mode) -> Tensor {
+    /// `xs`: `[batch, seq, hidden]` f32; `mask`: `[batch, 1, 1, seq]` bool, true on real tokens
+    /// (`None`: no padding in the batch, which lets libtorch take its fastest attention kernel),
+    /// or an additive float mask broadcastable to `[batch, heads, seq, seq]` in the matrix
+    /// products' precision (MPNet's relative position bias, padding at [`MASKED`]), added to
+    /// the scaled scores before the softmax.
+    pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
         let (b, s, h) = xs.size3().expect("[batch, seq, hidden]");
         let split = |t: Tensor| t.view([b, s, self.heads, h / self.heads]).transpose(1, 2);
         let q = split(self.query.forward(xs, mode.precision));
@@ -170,7 +186,7 @@ impl Layer {
             &q,
             &k,
             &v,
-            keep,
+            mask,
             if mode.train {
                 self.attention_dropout
             } else {
@@ -204,11 +220,78 @@ impl Layer {
     }
 }
 
+/// What padded keys get in an additive attention mask: far below any score, finite in f32 and
+/// bf16 (so a row never turns to NaN), so their softmax weight is exactly 0 — as with
+/// `transformers`' `finfo.min`.
+pub const MASKED: f64 = -1e30;
+
+/// MPNet's relative position bias (`encoder.relative_attention_bias`): one learnt value per
+/// head and relative-position bucket, computed once per forward and added to the attention
+/// scores of every layer.
+#[derive(Debug)]
+pub struct RelativeBias {
+    embedding: Embedding,
+    /// Buckets of `key − query` for every pair of positions `[max_positions, max_positions]`
+    /// (int64), computed once on the CPU; a sequence of length `s` uses its top-left `s × s`.
+    buckets: Tensor,
+}
+
+impl RelativeBias {
+    pub fn new(p: &Path, c: &Config) -> RelativeBias {
+        let n = c.max_position_embeddings;
+        let positions = Tensor::arange(n, (Kind::Int64, Device::Cpu));
+        // [query, key] = key − query, as MPNetEncoder.compute_position_bias.
+        let relative = positions.unsqueeze(0) - positions.unsqueeze(1);
+        RelativeBias {
+            embedding: Embedding::new(p, c.relative_attention_num_buckets, c.num_attention_heads),
+            buckets: relative_position_bucket(&relative, RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE)
+                .to_device(p.device()),
+        }
+    }
+
+    /// The bias `[1, heads, seq, seq]` (f32) for a sequence of `seq` tokens on `device`.
+    pub fn forward(&self, seq: i64, device: Device) -> Tensor {
+        let buckets = self
+            .buckets
+            .narrow(0, 0, seq)
+            .narrow(1, 0, seq)
+            .to_device(device);
+        self.embedding
+            .forward(&buckets)
+            .permute([2, 0, 1])
+            .unsqueeze(0)
+    }
+}
+
+/// T5's bidirectional relative-position buckets, exactly as `transformers`'
+/// `MPNetEncoder.relative_position_bucket` computes them (same tensor operations, f32
+/// logarithm included, so the buckets agree to the last one): half the buckets for keys
+/// before the query, half for keys after; within each half, distances below a quarter of the
+/// buckets get one bucket each and longer ones logarithmically wider buckets, everything at
+/// or beyond `max_distance` the last.
+pub fn relative_position_bucket(relative: &Tensor, num_buckets: i64, max_distance: i64) -> Tensor {
+    let n = -relative;
+    let half = num_buckets / 2;
+    let ret = n.lt(0).to_kind(Kind::Int64) * half;
+    let n = n.abs();
+    let max_exact = half / 2;
+    let is_small = n.lt(max_exact);
+    let large = ((n.to_kind(Kind::Float) / max_exact as f64).log()
+        / (max_distance as f64 / max_exact as f64).ln()
+        * (half - max_exact) as f64)
+        .to_kind(Kind::Int64)
+        + max_exact;
+    let large = large.clamp_max(half - 1);
+    ret + n.where_self(&is_small, &large)
+}
+
 /// Embeddings and the layer stack; `forward` gives the last hidden state.
 #[derive(Debug)]
 pub struct Encoder {
     pub embeddings: Embeddings,
     pub layers: Vec<Layer>,
+    /// MPNet's relative position bias, shared by every layer; `None` for the other families.
+    pub relative: Option<RelativeBias>,
 }
 
 impl Encoder {
@@ -224,6 +307,8 @@ impl Encoder {
             layers: (0..c.num_hidden_layers)
                 .map(|l| Layer::new(&(&stack / l), c))
                 .collect(),
+            relative: (c.family == Family::Mpnet)
+                .then(|| RelativeBias::new(&(p / "encoder" / "relative_attention_bias"), c)),
         }
     }
 
@@ -242,9 +327,25 @@ impl Encoder {
         mode: Mode,
     ) -> Tensor {
         let keep = mask.map(|m| m.gt(0).unsqueeze(1).unsqueeze(1));
+        // MPNet: the relative position bias, once for all layers, with the padded keys at
+        // MASKED (an additive mask, so the attention takes a kernel that accepts one).
+        let additive = self.relative.as_ref().map(|r| {
+            let bias = r.forward(ids.size()[1], ids.device());
+            let bias = match &keep {
+                Some(k) => {
+                    bias + k
+                        .zeros_like()
+                        .to_kind(Kind::Float)
+                        .masked_fill(&k.logical_not(), MASKED)
+                }
+                None => bias,
+            };
+            bias.to_kind(mode.precision.kind())
+        });
+        let mask = additive.as_ref().or(keep.as_ref());
         let mut xs = self.embeddings.forward_words(words, ids, mode);
         for layer in &self.layers {
-            xs = layer.forward(&xs, keep.as_ref(), mode);
+            xs = layer.forward(&xs, mask, mode);
         }
         xs
     }

@@ -36,7 +36,8 @@ fn depth(p: &Path) -> usize {
     {
         return (n + 1).min(HEAD_DEPTH - 1);
     }
-    if parts.contains(&"embeddings") {
+    // MPNet's relative position bias, shared by every layer, learns with the embeddings.
+    if parts.contains(&"embeddings") || parts.contains(&"relative_attention_bias") {
         0
     } else {
         HEAD_DEPTH
@@ -84,7 +85,7 @@ impl Precision {
         }
     }
 
-    fn kind(self) -> Kind {
+    pub(crate) fn kind(self) -> Kind {
         match self {
             Precision::F32 => Kind::Float,
             Precision::Bf16 => Kind::BFloat16,

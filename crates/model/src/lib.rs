@@ -2,7 +2,7 @@
 //! and an instant TF-IDF + logistic-regression baseline.
 //!
 //! Reads Hugging Face checkpoint folders (`config.json`, `model.safetensors`, `tokenizer.json`;
-//! BERT/MiniLM, RoBERTa, DistilBERT) whose tensor names are the model's variable paths, so
+//! BERT/MiniLM, RoBERTa, DistilBERT, MPNet) whose tensor names are the model's variable paths, so
 //! loading is a name match, never a conversion. Fine-tunes a two-label head on labelled texts
 //! ([`train::train`]), tunes the decision threshold for the expected `need_support` rate, and
 //! writes model folders ([`Classifier`] serves them). It takes texts and booleans, not files or

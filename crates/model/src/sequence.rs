@@ -1,6 +1,7 @@
 //! Encoder + two-label classification head, laid out like Hugging Face's
 //! `*ForSequenceClassification` (`bert.…` + `bert.pooler.dense` + `classifier`; `roberta.…` +
-//! `classifier.dense`/`classifier.out_proj`; `distilbert.…` + `pre_classifier` + `classifier`),
+//! `classifier.dense`/`classifier.out_proj`, and so `mpnet.…`; `distilbert.…` + `pre_classifier` +
+//! `classifier`),
 //! so a base checkpoint loads by name and an exported model opens in `transformers` as well.
 
 use std::path::Path;
@@ -49,7 +50,7 @@ impl HeadSpec {
 enum Head {
     /// BERT: tanh(pooler(h[CLS])) → dropout → classifier.
     Pooler { pooler: Linear, classifier: Linear },
-    /// RoBERTa: dropout → tanh(dense(h[<s>])) → dropout → out_proj.
+    /// RoBERTa and MPNet: dropout → tanh(dense(h[<s>])) → dropout → out_proj.
     Roberta { dense: Linear, out_proj: Linear },
     /// DistilBERT: relu(pre_classifier(h[CLS])) → dropout → classifier.
     Distil {
@@ -83,7 +84,7 @@ impl SequenceClassifier {
                 pooler: Linear::new(&(&enc / "pooler" / "dense"), h, h),
                 classifier: Linear::new(&(&root / "classifier"), h, k),
             },
-            (_, Family::Roberta) => Head::Roberta {
+            (_, Family::Roberta | Family::Mpnet) => Head::Roberta {
                 dense: Linear::new(&(&root / "classifier" / "dense"), h, h),
                 out_proj: Linear::new(&(&root / "classifier" / "out_proj"), h, k),
             },

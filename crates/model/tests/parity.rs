@@ -1,13 +1,15 @@
 //! The encoder computes what Hugging Face `transformers` computes, for the same checkpoint and
-//! inputs: the real MiniLM (tokens and last hidden state) and tiny random BERT, RoBERTa and
-//! DistilBERT classifiers (hidden state and logits). References come from
+//! inputs: the real MiniLM (tokens and last hidden state) and tiny random BERT, RoBERTa,
+//! DistilBERT and MPNet classifiers (hidden state and logits). References come from
 //! `scripts/model_reference.py` and live in `fixtures/model/`; no Python runs here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use flagship_model::encoder::relative_position_bucket;
 use flagship_model::{Checkpoint, HeadSpec, Mode, Precision, SequenceClassifier, TextEncoder};
 use flagship_testkit::fixture;
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-4;
@@ -108,7 +110,9 @@ fn minilm_hidden_state_matches_transformers() {
     assert!(mean < 0.05, "{mean}");
 }
 
-fn tiny_family(name: &str) {
+/// Loads `fixtures/model/tiny-{name}`, checks its hidden state and logits against
+/// `transformers`', and returns the model and the reference for further checks.
+fn tiny_family(name: &str) -> (VarStore, SequenceClassifier, HashMap<String, Tensor>) {
     let src = fixture(&format!("model/tiny-{name}"));
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "model.safetensors"] {
@@ -122,7 +126,7 @@ fn tiny_family(name: &str) {
     .unwrap();
     let r = reference(&src.join("reference.safetensors"));
     // strict: every variable, head included, must come from the file.
-    let (_vs, model, report) =
+    let (vs, model, report) =
         SequenceClassifier::load(dir.path(), HeadSpec::CLS2, Device::Cpu, true).unwrap();
     assert!(report.initialised.is_empty());
     let (ids, mask) = (&r["input_ids"], &r["attention_mask"]);
@@ -136,6 +140,7 @@ fn tiny_family(name: &str) {
     let dl = (&logits - &r["logits"]).abs().max().double_value(&[]);
     println!("tiny {name}: hidden max abs diff {dh:.2e}, logits {dl:.2e}");
     assert!(dh <= TOLERANCE && dl <= TOLERANCE, "{dh} {dl}");
+    (vs, model, r)
 }
 
 #[test]
@@ -151,4 +156,59 @@ fn tiny_roberta_matches_transformers() {
 #[test]
 fn tiny_distilbert_matches_transformers() {
     tiny_family("distilbert");
+}
+
+/// MPNet: its layer names, positions from 2, the relative position bias shared by the layers
+/// (rows of 150, 60, 12 and 3 tokens, so every bucket a relative position can fall in is used,
+/// the last one, for distances of 91 and more, past max_distance 128 included) and RoBERTa's
+/// head.
+#[test]
+fn tiny_mpnet_matches_transformers() {
+    let (vs, model, r) = tiny_family("mpnet");
+    let (ids, mask) = (&r["input_ids"], &r["attention_mask"]);
+
+    // Buckets agree with transformers' relative_position_bucket for every relative position
+    // in -300..300, exactly.
+    let buckets = relative_position_bucket(&r["relative_position"], 32, 128);
+    assert_eq!(buckets, r["relative_bucket"]);
+
+    // The unpadded first row (150 tokens) runs with the bias alone as its mask.
+    let n = mask.get(0).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(n, ids.size()[1]);
+    let alone = tch::no_grad(|| {
+        model
+            .encoder
+            .forward(&ids.narrow(0, 0, 1), None, Mode::EVAL)
+    });
+    let want = r["last_hidden_state"].narrow(0, 0, 1);
+    let d = (&alone - &want).abs().max().double_value(&[]);
+    println!("tiny mpnet, unpadded row: max abs diff {d:.2e}");
+    assert!(d <= TOLERANCE, "unmasked: {d}");
+
+    // bf16 matrix products take the bias in bf16 and stay finite and close.
+    let bf16 = tch::no_grad(|| {
+        model.encoder.forward(
+            ids,
+            Some(mask),
+            Mode {
+                train: false,
+                precision: Precision::Bf16,
+            },
+        )
+    });
+    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
+    let mean = ((&bf16 - &r["last_hidden_state"]).abs() * &keep)
+        .sum(Kind::Float)
+        .double_value(&[])
+        / keep.sum(Kind::Float).double_value(&[])
+        / 16.0;
+    println!("tiny mpnet bf16 vs transformers f32: mean abs diff {mean:.3e}");
+    assert!(mean < 0.05, "{mean}");
+
+    // The shared bias learns: a gradient reaches it through the attention's additive mask.
+    let logits = model.forward(ids, Some(mask), Mode::EVAL);
+    logits.select(1, 1).sum(Kind::Float).backward();
+    let grad = vs.variables()["mpnet.encoder.relative_attention_bias.weight"].grad();
+    let g = grad.abs().sum(Kind::Float).double_value(&[]);
+    assert!(g.is_finite() && g > 0.0, "{g}");
 }
