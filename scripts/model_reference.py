@@ -98,6 +98,30 @@ def tiny_mpnet():
          extra={"relative_position": relative, "relative_bucket": buckets.contiguous()})
 
 
+def checkpoint(folder, out):
+    """Any checkpoint folder's reference on TEXTS (the full-size check of a base model, e.g.
+    `cargo xtask check-teacher`): token ids and the last hidden state, f32, eager attention."""
+    folder, out = pathlib.Path(folder), pathlib.Path(out)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    batch = tok(TEXTS, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).last_hidden_state
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({
+        "input_ids": batch["input_ids"].contiguous(),
+        "attention_mask": batch["attention_mask"].contiguous(),
+        "last_hidden_state": hidden.contiguous(),
+    }, out)
+    out.with_suffix(".json").write_text(json.dumps({
+        "texts": TEXTS, "max_length": MAX_LENGTH, "checkpoint": str(folder),
+        "ids": [[int(i) for i, m in zip(ids, mask) if m] for ids, mask in
+                zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist())],
+    }, ensure_ascii=False, indent=1) + "\n")
+    print(f"{out}: {model.config.model_type}, last hidden state {tuple(hidden.shape)}")
+
+
 PARTS = ["minilm", "bert", "roberta", "distilbert", "mpnet"]
 
 
@@ -105,7 +129,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=PARTS, action="append",
                         help="write only this part (repeatable); default: all")
-    parts = set(parser.parse_args().only or PARTS)
+    parser.add_argument("--checkpoint", help="instead: the reference of this checkpoint folder")
+    parser.add_argument("--out", help="with --checkpoint: the reference's safetensors file")
+    args = parser.parse_args()
+    if args.checkpoint:
+        checkpoint(args.checkpoint, args.out)
+        return
+    parts = set(args.only or PARTS)
     OUT.mkdir(parents=True, exist_ok=True)
     if "minilm" in parts:
         minilm()

