@@ -162,6 +162,17 @@ impl Setup {
     }
 }
 
+/// `check-teacher` (no flags).
+#[derive(Debug, Default)]
+pub struct CheckTeacher;
+
+impl CheckTeacher {
+    pub fn parse(args: &[String]) -> Result<CheckTeacher, String> {
+        parse(command("check-teacher"), args)?;
+        Ok(CheckTeacher)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Test {
     pub no_lint: bool,
@@ -245,6 +256,7 @@ mod tests {
     fn typed(name: &str, a: &[String]) -> Result<String, String> {
         match name {
             "setup" => Setup::parse(a).map(|f| format!("{f:?}")),
+            "check-teacher" => CheckTeacher::parse(a).map(|f| format!("{f:?}")),
             "test" => Test::parse(a).map(|f| format!("{f:?}")),
             "bench" => Bench::parse(a).map(|f| format!("{f:?}")),
             other => panic!("native command `{other}` has no typed parse in this test"),

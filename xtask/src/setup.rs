@@ -89,7 +89,7 @@ pub fn cmd(args: &[String]) -> Result<(), String> {
 /// `transformers`' reference (`scripts/model_reference.py --checkpoint`) against flagship's
 /// encoder (`flagship check-model --reference`, a debug build).
 pub fn check_teacher(args: &[String]) -> Result<(), String> {
-    flags::parse(crate::command("check-teacher"), args)?;
+    flags::CheckTeacher::parse(args)?;
     let env = run(&flags::Setup::default())?;
     let dir = teacher(&env)?;
     let reference = env.root.join("data/teacher/reference.safetensors");

@@ -80,6 +80,41 @@ pub fn csrf_of(html: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A desk served on a free loopback port until [`Served::stop`].
+pub struct Served {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), crate::server::ServerError>>,
+}
+
+impl Served {
+    /// Serves `desk` on `127.0.0.1:0`.
+    pub async fn start(desk: std::sync::Arc<crate::server::Desk>) -> Served {
+        let (listener, addr) = crate::server::bind("127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("a free loopback port");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::server::serve(desk, listener, async move {
+            let _ = stopped.await;
+        }));
+        Served {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops the server and waits for it (a graceful shutdown, within 15 s).
+    pub async fn stop(mut self) {
+        drop(self.stop.take());
+        tokio::time::timeout(std::time::Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("a graceful shutdown within 15 s")
+            .expect("the server task")
+            .expect("the server");
+    }
+}
+
 /// Logs `user` in through the login form: the session cookie (`name=value`) and the CSRF
 /// token of the desk page it opens.
 pub async fn login(addr: SocketAddr, user: &str, password: &str) -> (String, String) {

@@ -372,30 +372,7 @@ async fn the_desk_in_a_real_browser() {
     let driver = start_driver(&driver_bin).await;
     let c = browser(&driver, &chromium).await;
     let base = format!("http://{addr}");
-    c.goto(&format!("{base}/")).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
-    c.find(Locator::Css("input[name=user]"))
-        .await
-        .unwrap()
-        .send_keys("ana")
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until("the desk page", || async {
-        c.current_url().await.unwrap().path() == "/"
-    })
-    .await;
+    log_in(&c, &base, "ana").await;
     assert_eq!(c.title().await.unwrap(), "flagship desk — demo");
 
     // Hostile posts render as text: no script ran, none was added, no javascript: link.

@@ -7,13 +7,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flagship_desk::DeskStore;
 use flagship_desk::auth::{Methods, add_user, hash_password, session_key};
 use flagship_desk::server::{Desk, ServerError, Settings};
-use flagship_desk::testing::{cookie_of, csrf_of, form, http};
+use flagship_desk::testing::{Served, cookie_of, csrf_of, form, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -26,49 +25,16 @@ fn settings() -> Settings {
     s
 }
 
-/// A desk serving `db` on a free loopback port until the returned sender is dropped.
-struct Served {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServerError>>,
-}
-
-impl Served {
-    async fn start(db: &Path, methods: Methods, settings: Settings) -> Served {
-        let desk = Desk::new(
-            DeskStore::open(db).unwrap(),
-            methods,
-            settings,
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .unwrap();
-        Served::desk(desk).await
-    }
-
-    async fn desk(desk: Arc<Desk>) -> Served {
-        let (listener, addr) = flagship_desk::server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(flagship_desk::server::serve(desk, listener, async move {
-            let _ = stopped.await;
-        }));
-        Served {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// Stops the server and waits for it (graceful shutdown ends).
-    async fn stop(mut self) {
-        drop(self.stop.take());
-        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
-            .await
-            .expect("a graceful shutdown within 15 s")
-            .unwrap()
-            .unwrap();
-    }
+/// A desk over `db` with `methods` and `settings`, served on a free loopback port.
+async fn serve_db(db: &Path, methods: Methods, settings: Settings) -> Served {
+    let desk = Desk::new(
+        DeskStore::open(db).unwrap(),
+        methods,
+        settings,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    Served::start(desk).await
 }
 
 /// Logs `user` in with `password` from `client` (through the test's trusted proxy: an
@@ -115,7 +81,7 @@ async fn a_desk_without_logins_refuses_tls_and_proxied_requests() {
     assert!(matches!(e, ServerError::OpenBehindTls), "{e}");
     assert!(e.to_string().contains("no login method"), "{e}");
 
-    let s = Served::start(&db, Methods::default(), settings()).await;
+    let s = serve_db(&db, Methods::default(), settings()).await;
     let (status, _, _) = http(s.addr, "GET", "/", &[], "").await;
     assert_eq!(status, 200, "the local user's page");
     for header in [
@@ -143,7 +109,7 @@ async fn behind_a_proxy_failures_count_per_client_and_name_and_never_block_the_t
     ]);
     let mut st = settings();
     st.trusted_proxies = vec!["127.0.0.1".into()];
-    let s = Served::start(
+    let s = serve_db(
         &dir.path().join("desk.sqlite"),
         Methods::new(users, Some(TOKEN.into())),
         st,
@@ -221,7 +187,7 @@ async fn half_sent_requests_are_cut_and_healthz_keeps_answering() {
     st.limits.header_timeout = Duration::from_secs(1);
     st.limits.max_connections = 24;
     st.limits.max_streams = 8;
-    let s = Served::start(&dir.path().join("desk.sqlite"), Methods::default(), st).await;
+    let s = serve_db(&dir.path().join("desk.sqlite"), Methods::default(), st).await;
 
     // 48 slow requests (twice the connection cap), for at most 8 s.
     let until = Instant::now() + Duration::from_secs(8);
@@ -298,7 +264,7 @@ async fn event_streams_are_capped_per_session_and_in_all() {
     let mut st = settings();
     st.limits.max_streams_per_session = 2;
     st.limits.max_streams = 3;
-    let s = Served::start(
+    let s = serve_db(
         &dir.path().join("desk.sqlite"),
         Methods::new(users, None),
         st,
@@ -336,7 +302,7 @@ async fn sessions_outlive_a_restart_hashed_capped_and_revoked() {
     st.secure_cookie = true;
 
     // Behind TLS the cookie is `__Host-` (Secure, Path=/, no Domain).
-    let s = Served::start(&db, methods(), st.clone()).await;
+    let s = serve_db(&db, methods(), st.clone()).await;
     let (status, h, _) = {
         let (_, h, page) = http(s.addr, "GET", "/login", &[], "").await;
         let login_cookie = cookie_of(&h).unwrap();
@@ -363,7 +329,7 @@ async fn sessions_outlive_a_restart_hashed_capped_and_revoked() {
     s.stop().await;
 
     // A restart keeps the session; the database holds its hash, never the id.
-    let s = Served::start(&db, methods(), st.clone()).await;
+    let s = serve_db(&db, methods(), st.clone()).await;
     let (status, _, body) = http(s.addr, "GET", "/api/today", &[("Cookie", &first)], "").await;
     assert_eq!(status, 200, "the session outlived the restart: {body}");
     let id = first.split_once('=').unwrap().1;
@@ -398,7 +364,7 @@ async fn a_page_looping_get_slash_never_piles_up_sessions() {
     let db = dir.path().join("desk.sqlite");
     let mut st = settings();
     st.sessions.per_user = 3;
-    let s = Served::start(&db, Methods::default(), st).await;
+    let s = serve_db(&db, Methods::default(), st).await;
     for _ in 0..25 {
         let (status, h, _) = http(s.addr, "GET", "/", &[], "").await;
         assert_eq!(status, 200);

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use flagship_core::live::{Explained, Scored};
 use flagship_core::{Platform, Post};
 use flagship_desk::auth::{Methods, Role, add_user, set_role};
-use flagship_desk::server::{Desk, ServerError, Settings};
-use flagship_desk::testing::{form, http, login};
+use flagship_desk::server::{Desk, Settings};
+use flagship_desk::testing::{Served, form, http, login};
 use flagship_desk::webhook::Secret;
 use flagship_desk::{Decision, DeskStore};
 
@@ -51,34 +51,6 @@ fn flagged(id: &str, author: &str, text: &str, at: DateTime<Utc>) -> Scored {
         scored_at: at,
         latency_ms: 0.0,
         why: Vec::new(),
-    }
-}
-
-struct Served {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServerError>>,
-}
-
-impl Served {
-    async fn start(desk: Arc<Desk>) -> Served {
-        let (listener, addr) = flagship_desk::server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(flagship_desk::server::serve(desk, listener, async move {
-            let _ = stopped.await;
-        }));
-        Served {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        drop(self.stop.take());
-        self.task.await.unwrap().unwrap();
     }
 }
 
