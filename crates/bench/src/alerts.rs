@@ -26,14 +26,21 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use flagship_desk::alerts::{Burst, BurstRule, replay};
 use serde_json::{Value, json};
 
+/// The demo's files the flagged posts are read from (`bench alerts`, `bench team`).
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct DemoFiles {
     /// The demo's stream.
     #[arg(long, default_value = "fixtures/demo/stream.jsonl.gz")]
-    demo: PathBuf,
+    pub(crate) demo: PathBuf,
     /// The demo's labels (`id,label`; 0 or 1 needs support).
     #[arg(long, default_value = "fixtures/demo/labels.csv")]
-    labels: PathBuf,
+    pub(crate) labels: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    files: DemoFiles,
     /// The rule's window, minutes (default: the rule's).
     #[arg(long)]
     window_min: Option<i64>,
@@ -63,9 +70,9 @@ const INJECTIONS: i64 = 24;
 
 pub fn run(a: Args) -> Result<()> {
     let rule = rule(&a);
-    let (posts, flagged) = flagged(&a.demo, &a.labels)?;
+    let (posts, flagged) = flagged(&a.files.demo, &a.files.labels)?;
     let (Some(&first), Some(&last)) = (flagged.first(), flagged.last()) else {
-        anyhow::bail!("no flagged posts in {}", a.demo.display());
+        anyhow::bail!("no flagged posts in {}", a.files.demo.display());
     };
     let days = (last - first).num_seconds() as f64 / 86_400.0;
     let series: Vec<(DateTime<Utc>, u32)> = flagged.iter().map(|t| (*t, 1)).collect();

@@ -13,8 +13,6 @@
 //!
 //! It prints one JSON line (and a summary on standard error).
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use flagship_core::live::Scored;
@@ -24,12 +22,8 @@ use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The demo's stream.
-    #[arg(long, default_value = "fixtures/demo/stream.jsonl.gz")]
-    demo: PathBuf,
-    /// The demo's labels.
-    #[arg(long, default_value = "fixtures/demo/labels.csv")]
-    labels: PathBuf,
+    #[command(flatten)]
+    files: crate::alerts::DemoFiles,
     /// The day replayed (UTC).
     #[arg(long, default_value = "2022-07-13")]
     day: NaiveDate,
@@ -47,7 +41,7 @@ const BURST_POSTS: i64 = 60;
 const BURST_AT_HOUR: u32 = 14;
 
 pub fn run(a: Args) -> Result<()> {
-    let (_, flagged) = crate::alerts::flagged_posts(&a.demo, &a.labels)?;
+    let (_, flagged) = crate::alerts::flagged_posts(&a.files.demo, &a.files.labels)?;
     let start = a.day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     let end = start + Duration::days(1);
     let day: Vec<&flagship_core::Post> = flagged

@@ -811,7 +811,7 @@ pub fn page(frame: &Frame, view: View, whose: Whose, items: &[Entry], today_html
 /// The daily summary page: the day's figures, who answered, the platforms, the biggest
 /// question groups with their answers, the alerts (a Markdown copy at `/summary.md`).
 pub fn summary_page(frame: &Frame, s: &crate::summary::Summary) -> String {
-    let opt = |v: Option<f64>| v.map(human).unwrap_or_else(|| "–".into());
+    let opt = crate::summary::opt;
     let f = &s.responses.all;
     let mut h = head(
         &format!("flagship desk — {} — {}", frame.mission, s.day),
@@ -844,29 +844,24 @@ pub fn summary_page(frame: &Frame, s: &crate::summary::Summary) -> String {
         overdue = f.overdue,
         late = f.late,
     );
-    for (who, p) in &s.responses.by_person {
+    // The cells are numbers and durations (no text to escape).
+    let row = |h: &mut String, name: String, cells: &[String]| {
         let _ = write!(
             h,
-            "<tr><td><bdi>{}</bdi></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(who),
-            p.answered,
-            opt(p.p50_s),
-            opt(p.p90_s),
-            p.late
+            "<tr><td>{name}</td><td>{}</td></tr>",
+            cells.join("</td><td>")
+        );
+    };
+    for (who, p) in &s.responses.by_person {
+        row(
+            &mut h,
+            format!("<bdi>{}</bdi>", esc(who)),
+            &crate::summary::person_cells(p),
         );
     }
     h.push_str("</tbody></table><h3>By platform</h3><table><thead><tr><th>platform</th><th>needed</th><th>answered</th><th>p50</th><th>p90</th><th>overdue</th></tr></thead><tbody>");
     for (platform, p) in &s.responses.by_platform {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(platform),
-            p.needing,
-            p.answered,
-            opt(p.p50_s),
-            opt(p.p90_s),
-            p.overdue
-        );
+        row(&mut h, esc(platform), &crate::summary::platform_cells(p));
     }
     h.push_str("</tbody></table><h3>The biggest question groups</h3><ol class=\"groups\">");
     if s.groups.is_empty() {

@@ -99,27 +99,15 @@ impl Summary {
         let _ = writeln!(m, "| answered late | {} |", f.late);
         m.push_str("\n## Who answered\n\n| person | answered | p50 | p90 | late |\n|---|---:|---:|---:|---:|\n");
         for (who, p) in &self.responses.by_person {
-            let _ = writeln!(
-                m,
-                "| {} | {} | {} | {} | {} |",
-                cell(who),
-                p.answered,
-                opt(p.p50_s),
-                opt(p.p90_s),
-                p.late
-            );
+            let _ = writeln!(m, "| {} | {} |", cell(who), person_cells(p).join(" | "));
         }
         m.push_str("\n## By platform\n\n| platform | needed | answered | p50 | p90 | overdue |\n|---|---:|---:|---:|---:|---:|\n");
         for (platform, p) in &self.responses.by_platform {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} |",
                 cell(platform),
-                p.needing,
-                p.answered,
-                opt(p.p50_s),
-                opt(p.p90_s),
-                p.overdue
+                platform_cells(p).join(" | ")
             );
         }
         m.push_str("\n## The biggest question groups\n\n");
@@ -182,13 +170,10 @@ pub fn report_markdown(days: &[Day], tz: Tz, target: Duration) -> String {
         for (who, p) in &d.by_person {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} |",
                 d.day,
                 cell(who),
-                p.answered,
-                opt(p.p50_s),
-                opt(p.p90_s),
-                p.late
+                person_cells(p).join(" | ")
             );
         }
     }
@@ -197,21 +182,40 @@ pub fn report_markdown(days: &[Day], tz: Tz, target: Duration) -> String {
         for (platform, p) in &d.by_platform {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} |",
                 d.day,
                 cell(platform),
-                p.needing,
-                p.answered,
-                opt(p.p50_s),
-                opt(p.p90_s),
-                p.overdue
+                platform_cells(p).join(" | ")
             );
         }
     }
     m
 }
 
-fn opt(s: Option<f64>) -> String {
+/// A person's columns, after their name (the Markdown's and the page's): answered, p50,
+/// p90, late.
+pub(crate) fn person_cells(p: &Figures) -> [String; 4] {
+    [
+        p.answered.to_string(),
+        opt(p.p50_s),
+        opt(p.p90_s),
+        p.late.to_string(),
+    ]
+}
+
+/// A platform's columns, after its name: needed, answered, p50, p90, overdue.
+pub(crate) fn platform_cells(p: &Figures) -> [String; 5] {
+    [
+        p.needing.to_string(),
+        p.answered.to_string(),
+        opt(p.p50_s),
+        opt(p.p90_s),
+        p.overdue.to_string(),
+    ]
+}
+
+/// A duration in seconds for people, or a dash for none.
+pub(crate) fn opt(s: Option<f64>) -> String {
     s.map(human).unwrap_or_else(|| "–".into())
 }
 

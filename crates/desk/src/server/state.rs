@@ -180,7 +180,7 @@ impl Desk {
     /// not loopback without `secure_cookie`; when `secure_cookie` (TLS in front) comes
     /// without a login method; and on a `trusted_proxies` entry that is no address.
     pub fn new(
-        store: DeskStore,
+        mut store: DeskStore,
         methods: Methods,
         settings: Settings,
         bind: SocketAddr,
@@ -207,7 +207,6 @@ impl Desk {
         }
         let trusted = Trusted::parse(&settings.trusted_proxies)?;
         let watch = super::team::Watch::new(&settings.alerts);
-        let mut store = store;
         match store.token_in_use(methods.token_fingerprint().as_deref()) {
             Ok(0) => {}
             Ok(n) => tracing::info!("desk: the shared token changed; {n} token session(s) ended"),

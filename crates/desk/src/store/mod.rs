@@ -388,6 +388,11 @@ pub struct Added {
 /// decision, left-joined).
 const IN_QUEUE: &str = "p.need_support = 1 AND c.decision IS NULL";
 
+/// Decided as needing a reply, and none sent from the desk yet (the waiting list; with
+/// [`IN_QUEUE`], a group's open posts).
+const AWAITING_REPLY: &str = "c.decision = 'needs_reply'
+     AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.post_id = p.id AND r.state = 'sent')";
+
 /// The desk's figures for `/metrics` ([`DeskStore::figures`]).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Figures {
@@ -1346,11 +1351,7 @@ impl DeskStore {
     pub fn waiting(&self, who: Who, limit: usize) -> Result<Vec<Item>, DeskError> {
         let (held, name) = who_sql(who);
         self.items(
-            &format!(
-                "WHERE c.decision = 'needs_reply' {held}
-                   AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.post_id = p.id AND r.state = 'sent')
-                 ORDER BY p.arrived_at, p.id LIMIT {limit}"
-            ),
+            &format!("WHERE {AWAITING_REPLY} {held} ORDER BY p.arrived_at, p.id LIMIT {limit}"),
             &[&name],
         )
     }

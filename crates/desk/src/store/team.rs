@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{DeskError, DeskStore, IN_QUEUE, begin, time_at};
+use super::{AWAITING_REPLY, DeskError, DeskStore, IN_QUEUE, begin, time_at};
 use crate::clock::{Answered, Response};
 
 /// An alert raised: a burst of flagged posts or a question group growing fast.
@@ -143,8 +143,7 @@ impl DeskStore {
             .db
             .prepare_cached(&format!(
                 "SELECT p.id FROM posts p LEFT JOIN current c ON c.post_id = p.id
-                 WHERE p.group_id = ?1 AND ({IN_QUEUE} OR (c.decision = 'needs_reply'
-                   AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.post_id = p.id AND r.state = 'sent')))
+                 WHERE p.group_id = ?1 AND ({IN_QUEUE} OR ({AWAITING_REPLY}))
                  ORDER BY p.arrived_at, p.id"
             ))
             .map_err(|e| self.err(e))?;
