@@ -1646,4 +1646,65 @@ mod tests {
             assert!(e.contains(key), "{text}: {e}");
         }
     }
+
+    #[test]
+    fn the_team_clock_and_alerts_are_checked() {
+        let c = parse(
+            "[desk]\nfirst_response = \"30m\"\ntimezone = \"America/New_York\"\n[desk.alerts]\nwebhook = \"http://127.0.0.1:9000/hook\"",
+        )
+        .unwrap();
+        assert_eq!(c.desk.first_response().as_secs(), 1800);
+        assert_eq!(c.desk.timezone().name(), "America/New_York");
+        for (text, key, says) in [
+            (
+                "[desk]\nfirst_response = \"soon\"",
+                "desk.first_response",
+                "not a duration",
+            ),
+            (
+                "[desk]\nfirst_response = \"0s\"",
+                "desk.first_response",
+                "at least 1s",
+            ),
+            (
+                "[desk]\ntimezone = \"Mars/Olympus\"",
+                "desk.timezone",
+                "not a time zone",
+            ),
+            (
+                "[desk.alerts]\nwebhook = \"http://hooks.example.org/T0/B0/xoxb-T0K3N\"",
+                "desk.alerts.webhook",
+                "http://hooks.example.org/…",
+            ),
+            (
+                "[desk.alerts]\nwebhook_format = \"xml\"",
+                "desk.alerts.webhook_format",
+                "slack or json",
+            ),
+            (
+                "[desk.alerts]\nburst_p_value = 0.7",
+                "desk.alerts.burst_p_value",
+                "(0, 0.5)",
+            ),
+            (
+                "[desk.alerts]\nburst_baseline_s = 600",
+                "desk.alerts.burst_baseline_s",
+                "6 ×",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(says), "{text}: {e}");
+            // A webhook's path (a Slack URL's credential) never reaches the error.
+            assert!(!e.contains("T0K3N"), "{e}");
+        }
+        let a = Alerts {
+            webhook: "https://hooks.slack.com/services/T0/B0/xoxb-T0K3N".into(),
+            ..Alerts::default()
+        };
+        let shown = format!("{a:?}");
+        assert!(
+            shown.contains("https://hooks.slack.com/…") && !shown.contains("T0K3N"),
+            "{shown}"
+        );
+    }
 }
