@@ -31,6 +31,28 @@ fn max_diff_on_tokens(a: &Tensor, b: &Tensor, mask: &Tensor) -> f64 {
     ((a - b).abs() * keep).max().double_value(&[])
 }
 
+/// Mean |bf16 − `want`| over real tokens and hidden units: the encoder run with bf16 matrix
+/// products on `ids`.
+fn bf16_mean_diff(model: &SequenceClassifier, ids: &Tensor, mask: &Tensor, want: &Tensor) -> f64 {
+    let bf16 = tch::no_grad(|| {
+        model.encoder.forward(
+            ids,
+            Some(mask),
+            Mode {
+                train: false,
+                precision: Precision::Bf16,
+            },
+        )
+    });
+    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
+    let width = want.size().last().copied().unwrap_or(1) as f64;
+    ((&bf16 - want).abs() * &keep)
+        .sum(Kind::Float)
+        .double_value(&[])
+        / keep.sum(Kind::Float).double_value(&[])
+        / width
+}
+
 #[test]
 fn minilm_tokens_match_transformers() {
     let r: serde_json::Value = serde_json::from_str(
@@ -90,22 +112,7 @@ fn minilm_hidden_state_matches_transformers() {
     assert!(d <= TOLERANCE, "unmasked: {d}");
 
     // bf16 matrix products (the CUDA path) stay close to f32.
-    let bf16 = tch::no_grad(|| {
-        model.encoder.forward(
-            ids,
-            Some(mask),
-            Mode {
-                train: false,
-                precision: Precision::Bf16,
-            },
-        )
-    });
-    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
-    let mean = ((&bf16 - &hidden).abs() * &keep)
-        .sum(Kind::Float)
-        .double_value(&[])
-        / keep.sum(Kind::Float).double_value(&[])
-        / 384.0;
+    let mean = bf16_mean_diff(&model, ids, mask, &hidden);
     println!("bf16 vs f32: mean abs diff {mean:.3e}");
     assert!(mean < 0.05, "{mean}");
 }
@@ -186,22 +193,7 @@ fn tiny_mpnet_matches_transformers() {
     assert!(d <= TOLERANCE, "unmasked: {d}");
 
     // bf16 matrix products take the bias in bf16 and stay finite and close.
-    let bf16 = tch::no_grad(|| {
-        model.encoder.forward(
-            ids,
-            Some(mask),
-            Mode {
-                train: false,
-                precision: Precision::Bf16,
-            },
-        )
-    });
-    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
-    let mean = ((&bf16 - &r["last_hidden_state"]).abs() * &keep)
-        .sum(Kind::Float)
-        .double_value(&[])
-        / keep.sum(Kind::Float).double_value(&[])
-        / 16.0;
+    let mean = bf16_mean_diff(&model, ids, mask, &r["last_hidden_state"]);
     println!("tiny mpnet bf16 vs transformers f32: mean abs diff {mean:.3e}");
     assert!(mean < 0.05, "{mean}");
 
