@@ -224,6 +224,7 @@ pub fn run(flags: &flags::Setup) -> Result<Env, String> {
         "setup: pip install {} (first time: several minutes, ~5 GB with CUDA libraries)",
         PACKAGES.join(" ")
     );
+    enough_disk(&env.venv, PIP_NEEDS_GIB)?;
     run_cmd(
         Command::new(env.python())
             .args([
@@ -231,6 +232,8 @@ pub fn run(flags: &flags::Setup) -> Result<Env, String> {
                 "pip",
                 "install",
                 "--disable-pip-version-check",
+                // No wheel cache: it would hold a second copy of the ~4 GB of wheels.
+                "--no-cache-dir",
                 "--progress-bar",
                 "off",
                 "-q",
@@ -305,6 +308,35 @@ fn per_package(name: &str) -> bool {
     .any(|p| name.starts_with(p))
 }
 
+/// What the first `pip install` of [`PACKAGES`] takes on disk, with room to unpack (GiB).
+const PIP_NEEDS_GIB: u64 = 7;
+
+/// Free space (GiB) of the file system holding `dir` (or its nearest existing parent), as
+/// POSIX `df -Pk` reports it; `None` where `df` cannot tell.
+fn free_gib(dir: &Path) -> Option<u64> {
+    let at = dir.ancestors().find(|p| p.exists())?;
+    let out = capture(Command::new("df").arg("-Pk").arg(at)).ok()?;
+    parse_df_free_kib(&out).map(|kib| kib / (1024 * 1024))
+}
+
+/// The "Available" column (KiB) of `df -Pk`'s one data line.
+fn parse_df_free_kib(out: &str) -> Option<u64> {
+    out.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Refuses to start an install that cannot fit, naming the folder and both sizes — rather than
+/// pip's "No space left on device" half-way through, with a broken `.venv` left behind.
+fn enough_disk(dir: &Path, needs_gib: u64) -> Result<(), String> {
+    match free_gib(dir) {
+        Some(free) if free < needs_gib => Err(format!(
+            "setup: {} has {free} GiB free; the install needs about {needs_gib} GiB \
+             (torch with its CUDA libraries): free some space and run it again",
+            dir.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn run_cmd(cmd: &mut Command) -> Result<(), String> {
     let status = cmd
         .status()
@@ -332,6 +364,16 @@ fn capture(cmd: &mut Command) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn df_s_available_column_is_read() {
+        let out = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
+                   /dev/vda        263174212 12582912 83886080      13% /\n";
+        assert_eq!(parse_df_free_kib(out), Some(83_886_080));
+        assert_eq!(parse_df_free_kib("Filesystem\n"), None);
+        assert!(enough_disk(Path::new("/"), u64::MAX).is_err_and(|e| e.contains("GiB free")));
+        assert!(enough_disk(Path::new("/"), 0).is_ok());
+    }
 
     #[test]
     fn cargo_run_s_package_variables_are_not_passed_on() {
