@@ -13,6 +13,8 @@
 
 mod config_cmd;
 mod desk_cmd;
+#[cfg(feature = "model")]
+mod distill_cmd;
 mod engine;
 mod evaluate_cmd;
 mod ingest_cmd;
@@ -91,6 +93,10 @@ enum Command {
     /// those words are.
     #[cfg(feature = "model")]
     Explain(model_cmd::ExplainArgs),
+    /// A teacher model's soft labels (its logits) for labelled and unlabelled posts, with
+    /// their manifest: what `train --teacher-labels` distils into a student.
+    #[cfg(feature = "model")]
+    TeacherLabels(distill_cmd::Args),
     /// Metrics of a labelled predictions file: report.json and report.md (F2, minutes wasted
     /// and missed against the naive baseline, the verdict).
     Evaluate(evaluate_cmd::Args),
@@ -139,6 +145,8 @@ fn main() -> Result<()> {
         Command::Predict(args) => model_cmd::predict(args),
         #[cfg(feature = "model")]
         Command::Explain(args) => model_cmd::explain(args),
+        #[cfg(feature = "model")]
+        Command::TeacherLabels(args) => distill_cmd::run(args),
         Command::Evaluate(args) => evaluate_cmd::run(&config, args).map(drop),
         Command::Monitor(args) => monitor_cmd::run(&config, args).map(drop),
         #[cfg(feature = "model")]

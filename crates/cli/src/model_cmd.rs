@@ -86,6 +86,20 @@ pub struct TrainArgs {
     /// "before".
     #[arg(long)]
     pub keep_escapes: bool,
+    /// A teacher's soft labels (`flagship teacher-labels`): distil them into this model
+    /// (default: `model.teacher_labels`).
+    #[arg(long)]
+    pub teacher_labels: Option<PathBuf>,
+    /// Softmax temperature of a distilled run (default: `model.distill_temperature`).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Weight of the soft labels' loss (default: `model.distill_alpha`).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// An evaluation set (same formats) whose texts no unlabelled soft label may bring into
+    /// training: the leak guard (the validation set is always held out). Repeatable.
+    #[arg(long)]
+    pub holdout: Vec<PathBuf>,
 }
 
 impl TrainArgs {
@@ -116,7 +130,22 @@ impl TrainArgs {
             precision: None,
             text_column: TEXT_COLUMN.into(),
             keep_escapes: false,
+            teacher_labels: None,
+            temperature: None,
+            alpha: None,
+            holdout: Vec::new(),
         }
+    }
+
+    /// The soft-label file of this run: the flag, else the config's (relative to it).
+    fn teacher_labels(&self, config: &Config) -> Option<PathBuf> {
+        self.teacher_labels.clone().or_else(|| {
+            config
+                .model
+                .teacher_labels
+                .as_ref()
+                .map(|p| config.base_dir.join(p))
+        })
     }
 }
 
@@ -176,15 +205,9 @@ fn examples(
     }
     let (mut ex, bad) = t.examples()?;
     if unescape {
-        // What a person typed: collected files escape it (TweetEval: `\u2019`, `&amp;`).
         let mut changed = 0usize;
         for e in &mut ex {
-            if let std::borrow::Cow::Owned(clean) =
-                flagship_platforms::html::unescape_collected(&e.text)
-            {
-                changed += usize::from(clean != e.text);
-                e.text = clean;
-            }
+            changed += usize::from(unescape_in_place(&mut e.text));
         }
         if changed > 0 {
             eprintln!(
@@ -210,6 +233,19 @@ fn examples(
         rows: ex.len(),
     };
     Ok((ex, data))
+}
+
+/// What a person typed: collected files escape it (TweetEval: `\u2019`, `&amp;`). Whether
+/// `text` changed. The one rule for training texts, validation texts and the texts a teacher
+/// labels (their keys must match).
+pub fn unescape_in_place(text: &mut String) -> bool {
+    match flagship_platforms::html::unescape_collected(text) {
+        std::borrow::Cow::Owned(clean) if clean != *text => {
+            *text = clean;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Trains and writes the model folder `args.out` with its monitoring reference; returns its
@@ -247,7 +283,13 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
     if let Some(rule) = args.operating_point {
         operating.rule = rule;
     }
+    let teacher_labels = args.teacher_labels(config);
     let card = match args.model_kind.unwrap_or(m.kind) {
+        ModelKind::Linear if args.teacher_labels.is_some() => {
+            bail!(
+                "distillation (--teacher-labels) needs a transformer student, not the linear model"
+            )
+        }
         ModelKind::Linear => classifier::train_linear(
             &train_set,
             &val_set,
@@ -265,7 +307,24 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
         )?,
         ModelKind::Transformer => {
             let (base, opts) = transformer_options(config, &args, seed, rate, operating)?;
-            let trained = flagship_model::train::train(&base, &train_set, &val_set, &opts)?;
+            // (The linear model leaves a config's `model.teacher_labels` to the transformer.)
+            let teaching = match &teacher_labels {
+                Some(path) => Some(crate::distill_cmd::teaching(
+                    path,
+                    &train_set,
+                    &val_set,
+                    &args,
+                    opts.classes,
+                )?),
+                None => None,
+            };
+            let trained = flagship_model::train::train_taught(
+                &base,
+                &train_set,
+                &val_set,
+                teaching.as_ref(),
+                &opts,
+            )?;
             trained.export(&args.out, data)?
         }
     };
@@ -308,6 +367,10 @@ fn transformer_options(
         linear_weight: args.linear_weight.unwrap_or(m.linear_weight),
         operating,
         business: config.business.clone(),
+        distill: flagship_model::distill::Distill {
+            temperature: args.temperature.unwrap_or(m.distill_temperature),
+            alpha: args.alpha.unwrap_or(m.distill_alpha),
+        },
         precision: Some(flagship_model::Precision::of(
             args.precision.unwrap_or(m.precision),
             from_config.device,

@@ -357,3 +357,160 @@ fn transformer_train_and_predict_through_the_binary() {
         assert!((0.0..=1.0).contains(&p), "{l}");
     }
 }
+
+fn jsonl(path: &Path, rows: &[serde_json::Value]) {
+    let mut s = String::new();
+    for r in rows {
+        s.push_str(&r.to_string());
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// A teacher labels labelled and unlabelled posts once (its manifest names it and the file's
+/// SHA-256; held-out texts are never scored); a student trains on the soft labels, its card
+/// names the teacher and the temperature; a soft-label file changed afterwards is refused.
+#[test]
+fn teacher_labels_are_distilled_into_a_student_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let labelled = rows("tweeteval-sentiment/val.jsonl", 64);
+    jsonl(&d.join("train.jsonl"), &labelled);
+    jsonl(
+        &d.join("val.jsonl"),
+        &rows("tweeteval-sentiment/test_pool.jsonl", 64),
+    );
+    // The evaluation set: one of the "unlabelled" posts is its text, written with an entity
+    // the training text's un-escaping removes (the keys must still match).
+    jsonl(
+        &d.join("eval.jsonl"),
+        &[serde_json::json!({"text": "the livestream froze & nobody says why", "label": 0})],
+    );
+    jsonl(
+        &d.join("posts.jsonl"),
+        &[
+            serde_json::json!({"text": "the livestream froze &amp; nobody says why", "source": "bluesky"}),
+            serde_json::json!({"text": "when is the next deep field release?", "source": "mastodon"}),
+            serde_json::json!({"text": "when is the next deep field release?", "source": "mastodon"}),
+            serde_json::json!({"text": "what a picture of the Carina nebula", "source": "mastodon"}),
+        ],
+    );
+    let small = [
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "32",
+        "--max-length",
+        "32",
+    ];
+    let mut args = vec![
+        "train",
+        "--train",
+        "train.jsonl",
+        "--val",
+        "val.jsonl",
+        "--out",
+        "teacher",
+    ];
+    args.extend(small);
+    flagship(&args, d);
+    let o = flagship(
+        &[
+            "teacher-labels",
+            "--model",
+            "teacher",
+            "--input",
+            "train.jsonl",
+            "--input",
+            "posts.jsonl",
+            "--holdout",
+            "eval.jsonl",
+            "--out",
+            "soft/labels.jsonl.gz",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(t.contains("train.jsonl: 64 labelled text(s) scored"), "{t}");
+    assert!(
+        t.contains("posts.jsonl: 2 unlabelled text(s) scored"),
+        "{t}"
+    );
+    assert!(
+        t.contains("66 soft label(s)") && t.contains("1 held out"),
+        "{t}"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("soft/labels.jsonl.gz.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        manifest["teacher"]
+            .as_str()
+            .unwrap()
+            .starts_with("teacher ("),
+        "{manifest}"
+    );
+    assert_eq!(manifest["held_out"]["eval.jsonl"], 1);
+    assert_eq!(manifest["unlabelled"]["posts.jsonl"], 2);
+    assert_eq!(manifest["soft_labels"]["rows"], 66);
+
+    let mut args = vec![
+        "train",
+        "--train",
+        "train.jsonl",
+        "--val",
+        "val.jsonl",
+        "--out",
+        "student",
+        "--teacher-labels",
+        "soft/labels.jsonl.gz",
+        "--temperature",
+        "3",
+    ];
+    args.extend(small);
+    let t = text(&flagship(&args, d));
+    assert!(
+        t.contains("distillation: 64 of 64 training examples have a soft label; 2 unlabelled post(s) added (mastodon 2)"),
+        "{t}"
+    );
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("student/flagship.json")).unwrap())
+            .unwrap();
+    let dist = &card["distillation"];
+    assert_eq!(dist["temperature"], 3.0);
+    assert_eq!(dist["alpha"], 0.5);
+    assert_eq!(dist["teacher"], manifest["teacher"]);
+    assert_eq!(
+        dist["soft_labels"]["sha256"],
+        manifest["soft_labels"]["sha256"]
+    );
+
+    // A soft-label file that is not what its manifest recorded is refused, by name.
+    let soft = d.join("soft/labels.jsonl.gz");
+    let mut bytes = std::fs::read(&soft).unwrap();
+    let other = flate2::read::GzDecoder::new(&bytes[..]);
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut { other }, &mut plain).unwrap();
+    // One more (well-formed) line: the file reads, its SHA-256 is not the manifest's.
+    let first = plain.lines().next().unwrap().to_owned();
+    plain.push_str(&first);
+    plain.push('\n');
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, plain.as_bytes()).unwrap();
+    bytes = gz.finish().unwrap();
+    std::fs::write(&soft, bytes).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_flagship"))
+        .current_dir(d)
+        .env("FLAGSHIP_VENV", workspace_root().join(".venv"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        t.contains("labels.jsonl.gz: SHA-256")
+            && t.contains("the file changed after the teacher wrote it"),
+        "{t}"
+    );
+}

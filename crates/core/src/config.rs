@@ -313,6 +313,13 @@ pub struct Model {
     pub expected_posts_per_hour: Option<f64>,
     /// `recall`: the highest threshold that still catches this share of posts needing support.
     pub recall_floor: f64,
+    /// A teacher's soft-label file (`flagship teacher-labels`): the student learns from it too.
+    #[serde(default)]
+    pub teacher_labels: Option<String>,
+    /// The softmax temperature of a distilled run.
+    pub distill_temperature: f64,
+    /// The weight of the soft labels' loss in a distilled run (the hard labels get the rest).
+    pub distill_alpha: f64,
 }
 
 impl Model {
@@ -1179,6 +1186,8 @@ impl Model {
             ));
         }
         fraction("model.linear_weight", self.linear_weight, false)?;
+        positive("model.distill_temperature", self.distill_temperature)?;
+        fraction("model.distill_alpha", self.distill_alpha, false)?;
         positive("model.miss_cost", self.miss_cost)?;
         fraction("model.capacity_share", self.capacity_share, true)?;
         fraction("model.recall_floor", self.recall_floor, true)?;

@@ -97,6 +97,9 @@ pub struct ModelCard {
     /// Every operating rule's threshold on validation; `threshold` is the chosen one's.
     #[serde(default)]
     pub operating: Option<Points>,
+    /// A distilled student's teacher, temperature and soft labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distillation: Option<crate::distill::DistillRecord>,
 }
 
 fn cls() -> Pooling {
@@ -134,6 +137,7 @@ impl ModelCard {
             classes: 2,
             linear_weight: 0.0,
             operating: None,
+            distillation: None,
         }
     }
 
@@ -278,6 +282,7 @@ impl Trained {
             rows: 0,
         });
         card.data = data;
+        card.distillation = self.distilled.clone();
         let o = &self.options;
         card.training = Some(TrainingRecord {
             seed: o.seed,
@@ -552,6 +557,39 @@ impl Classifier {
 }
 
 impl Classifier {
+    /// Each text's logits over the head's classes, in order — what a teacher's soft labels
+    /// are ([`crate::distill`]). A transformer's only: the linear model has no logits.
+    pub fn class_logits(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let Inner::Transformer(t) = &self.inner else {
+            return Err(ModelError::Data(
+                "the linear model has no class logits to teach with".into(),
+            ));
+        };
+        if t.linear.is_some() {
+            return Err(ModelError::Data(
+                "an ensemble's probabilities are not one model's logits: teach with a \
+                 transformer alone (linear_weight 0)"
+                    .into(),
+            ));
+        }
+        let enc = t
+            .encoder
+            .encode(texts)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let (_, logits) = train::probabilities(
+            &t.model,
+            &t.encoder,
+            &enc,
+            self.batch_size,
+            t.device,
+            t.precision,
+        );
+        let classes = t.model.spec.classes;
+        let flat: Vec<f32> = Vec::try_from(logits.to_kind(tch::Kind::Float).reshape([-1]))
+            .map_err(ModelError::Torch)?;
+        Ok(flat.chunks(classes as usize).map(<[f32]>::to_vec).collect())
+    }
+
     /// Why each text would be flagged: its `k` units (content words, a negation with its
     /// word) that raised P(needs support) most, by [`Classifier::attribution`] (see
     /// [`crate::explain`]).

@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod distill;
 pub mod embed;
 pub mod encoder;
 pub mod explain;

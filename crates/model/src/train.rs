@@ -28,6 +28,7 @@ use flagship_core::operating::{Points, Settings};
 pub use flagship_core::rng::Rng;
 use flagship_core::scoring::Choice;
 
+use crate::distill::{Distill, DistillRecord, Teaching};
 use crate::linear::{LinearModel, LinearOptions};
 use crate::sequence::{HeadSpec, Pooling};
 
@@ -65,6 +66,8 @@ pub struct TrainOptions {
     pub operating: Settings,
     /// Reading and typing speeds (the `minutes` operating point).
     pub business: Business,
+    /// Temperature and weight of the teacher's soft labels (used by [`train_taught`] only).
+    pub distill: Distill,
 }
 
 /// Gradient-norm clipping bound (Hugging Face Trainer's default; not a config key).
@@ -102,6 +105,10 @@ impl TrainOptions {
             linear_weight: m.linear_weight,
             operating: m.operating(),
             business: flagship_core::Config::default().business,
+            distill: Distill {
+                temperature: m.distill_temperature,
+                alpha: m.distill_alpha,
+            },
         }
     }
 
@@ -156,6 +163,8 @@ pub struct Trained {
     pub linear: Option<LinearModel>,
     /// Every operating rule's threshold on validation, and the chosen one.
     pub operating: Points,
+    /// A distilled run's teacher, temperature and weight, and how its soft labels were used.
+    pub distilled: Option<DistillRecord>,
 }
 
 /// Batches of similar length: shuffle, sort within windows of 50 batches, cut, shuffle batches.
@@ -378,7 +387,30 @@ pub fn train(
     val: &[Example],
     opts: &TrainOptions,
 ) -> Result<Trained, ModelError> {
+    train_taught(base, train, val, None, opts)
+}
+
+/// [`train`], and with `teaching` a distilled run: each example with a soft label learns from
+/// it too (weight `opts.distill.alpha`, temperature `opts.distill.temperature`), and the
+/// unlabelled posts join the training set with their soft label only (see [`crate::distill`]).
+pub fn train_taught(
+    base: &Path,
+    train: &[Example],
+    val: &[Example],
+    teaching: Option<&Teaching>,
+    opts: &TrainOptions,
+) -> Result<Trained, ModelError> {
     check_sets(train, val, opts)?;
+    if let Some(t) = teaching {
+        opts.distill.check()?;
+        if t.soft.len() != train.len() {
+            return Err(ModelError::Data(format!(
+                "{} soft labels lined up with {} training examples",
+                t.soft.len(),
+                train.len()
+            )));
+        }
+    }
     let started = Instant::now();
     tch::manual_seed(opts.seed as i64);
     let ck = Checkpoint::open(base)?;
@@ -386,7 +418,7 @@ pub fn train(
         pooling: crate::checkpoint::resolve_pooling(base, opts.pooling),
         classes: if opts.classes == 3 { 3 } else { 2 },
     };
-    let train_classes = targets(train, opts.classes)?;
+    let mut train_classes = targets(train, opts.classes)?;
     let val_classes = targets(val, opts.classes)?;
     let (vs, model) = load_base(&ck, base, spec, opts)?;
     drop(ck);
@@ -396,13 +428,23 @@ pub fn train(
         model.config.pad_token_id,
     )?;
     let tok_err = |e: tokenizers::Error| ModelError::Tokenizer(e.to_string());
-    let train_enc = encoder.encode(&texts(train)).map_err(tok_err)?;
+    let mut train_enc = encoder.encode(&texts(train)).map_err(tok_err)?;
+    let truncated = train_enc.iter().filter(|e| e.truncated).count();
+    let soft = match teaching {
+        Some(t) => {
+            let extra: Vec<&str> = t.unlabelled.iter().map(|(s, _)| s.as_str()).collect();
+            train_enc.extend(encoder.encode(&extra).map_err(tok_err)?);
+            // An unlabelled post has no hard target: the cross-entropy ignores it.
+            train_classes.extend(std::iter::repeat_n(-100, extra.len()));
+            Some(SoftTargets::new(t, spec.classes as usize, opts.device))
+        }
+        None => None,
+    };
     let held = Held {
         encoded: encoder.encode(&texts(val)).map_err(tok_err)?,
         labels: val.iter().map(|e| e.need_support).collect(),
         classes: val_classes,
     };
-    let truncated = train_enc.iter().filter(|e| e.truncated).count();
 
     let mut fit = Fit::new(
         &vs,
@@ -413,6 +455,7 @@ pub fn train(
         spec,
         opts,
     )?;
+    fit.soft = soft;
     let (history, best_epoch) = fit.epochs(&vs, &held);
     let val_texts = texts(val);
     let Served {
@@ -444,7 +487,40 @@ pub fn train(
         options: opts.clone(),
         linear,
         operating,
+        distilled: teaching.map(|t| DistillRecord::new(t, opts.distill)),
     })
+}
+
+/// The teacher's logits for every training row (labelled examples, then unlabelled posts),
+/// zeros where a row has none, and which rows have one — on the device for the whole run.
+struct SoftTargets {
+    logits: Tensor,
+    mask: Tensor,
+}
+
+impl SoftTargets {
+    fn new(t: &Teaching, classes: usize, device: Device) -> SoftTargets {
+        let rows = t.soft.len() + t.unlabelled.len();
+        let mut logits = vec![0f32; rows * classes];
+        let mut mask = vec![0f32; rows];
+        let all = t
+            .soft
+            .iter()
+            .map(Option::as_ref)
+            .chain(t.unlabelled.iter().map(|(_, l)| Some(l)));
+        for (i, l) in all.enumerate() {
+            if let Some(l) = l {
+                logits[i * classes..(i + 1) * classes].copy_from_slice(l);
+                mask[i] = 1.0;
+            }
+        }
+        SoftTargets {
+            logits: Tensor::from_slice(&logits)
+                .view([rows as i64, classes as i64])
+                .to_device(device),
+            mask: Tensor::from_slice(&mask).to_device(device),
+        }
+    }
 }
 
 /// Both sets hold examples of both classes, and the ensemble weight and layer decay are in
@@ -535,13 +611,13 @@ fn class_weights(classes: &[i64], spec: HeadSpec, opts: &TrainOptions) -> Option
     opts.class_weights.then(|| {
         let k = spec.classes as usize;
         let mut count = vec![0f32; k];
-        for &c in classes {
+        // An unlabelled post's target (−100) has no class.
+        let labelled = classes.iter().filter(|&&c| c >= 0);
+        for &c in labelled.clone() {
             count[c as usize] += 1.0;
         }
-        let w: Vec<f32> = count
-            .iter()
-            .map(|c| 1.0 - c / classes.len() as f32)
-            .collect();
+        let n = labelled.count().max(1) as f32;
+        let w: Vec<f32> = count.iter().map(|c| 1.0 - c / n).collect();
         Tensor::from_slice(&w).to_device(opts.device)
     })
 }
@@ -655,6 +731,8 @@ struct Fit<'a> {
     /// Each training example's class target, on the device.
     labels: Tensor,
     weights: Option<Tensor>,
+    /// A distilled run's soft targets (set after [`Fit::new`]).
+    soft: Option<SoftTargets>,
     group_scale: Vec<f64>,
     schedule: Schedule,
     lengths: Vec<usize>,
@@ -688,6 +766,7 @@ impl<'a> Fit<'a> {
             trainable: vs.trainable_variables(),
             labels: Tensor::from_slice(classes).to_device(opts.device),
             weights,
+            soft: None,
             group_scale,
             schedule,
             lengths: train.iter().map(|e| e.ids.len()).collect(),
@@ -773,7 +852,8 @@ impl<'a> Fit<'a> {
         loss
     }
 
-    /// One optimizer step on the examples `batch`: forward, weighted cross-entropy, clipped
+    /// One optimizer step on the examples `batch`: forward, weighted cross-entropy (mixed
+    /// with the soft loss in a distilled run), clipped
     /// gradients, the step's learning rate. Returns the loss, detached, on the device.
     fn train_step(&mut self, batch: &[usize]) -> Tensor {
         let device = self.opts.device;
@@ -783,7 +863,19 @@ impl<'a> Fit<'a> {
             .to_device(device);
         let y = self.labels.index_select(0, &idx);
         let logits = self.model.forward(&ids, mask.as_ref(), self.mode);
-        let loss = logits.cross_entropy_loss(&y, self.weights.as_ref(), Reduction::Mean, -100, 0.0);
+        let loss = match &self.soft {
+            None => {
+                logits.cross_entropy_loss(&y, self.weights.as_ref(), Reduction::Mean, -100, 0.0)
+            }
+            Some(soft) => {
+                let d = self.opts.distill;
+                let teacher = soft.logits.index_select(0, &idx);
+                let has = soft.mask.index_select(0, &idx);
+                let hard = crate::distill::hard_loss(&logits, &y, self.weights.as_ref());
+                let taught = crate::distill::soft_loss(&logits, &teacher, &has, d.temperature);
+                hard * (1.0 - d.alpha) + taught * d.alpha
+            }
+        };
         self.opt.zero_grad();
         loss.backward();
         clip_grad_norm(&self.trainable, self.opts.max_grad_norm);

@@ -262,3 +262,86 @@ with torch.no_grad():
         assert!((a - b).abs() < 1e-4, "{probs:?} vs {theirs:?}");
     }
 }
+
+/// Mean P(needs support) a trained model gives `texts`.
+fn mean_need(t: &train::Trained, texts: &[&str]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    t.export(&out, Default::default()).unwrap();
+    let model = Classifier::load_on(&out, Device::Cpu).unwrap();
+    let p = model.predict(texts).unwrap();
+    p.iter().map(|p| p.probability as f64).sum::<f64>() / p.len() as f64
+}
+
+#[test]
+fn a_distilled_student_learns_what_its_teacher_says() {
+    use flagship_model::distill::{self, Distill, SoftLabel, SoftLabels};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
+    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 128);
+    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
+    let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
+    let opts = TrainOptions {
+        pooling: Pooling::Mean,
+        classes: 3,
+        max_steps: Some(8),
+        learning_rate: 2e-4,
+        distill: Distill {
+            temperature: 1.0,
+            alpha: 1.0,
+        },
+        ..options()
+    };
+    // A teacher that calls every post positive (no support needed), for the labelled examples
+    // and for unlabelled posts — one of which is a validation text the guard keeps out.
+    let positive = vec![-4.0f32, -4.0, 4.0];
+    let mut rows: Vec<SoftLabel> = train_set
+        .iter()
+        .map(|e| SoftLabel {
+            key: distill::key(&e.text),
+            text: None,
+            source: "val.jsonl".into(),
+            logits: positive.clone(),
+        })
+        .collect();
+    for text in ["what a launch", "the stream keeps freezing", texts[0]] {
+        rows.push(SoftLabel {
+            key: distill::key(text),
+            text: Some(text.into()),
+            source: "posts".into(),
+            logits: positive.clone(),
+        });
+    }
+    let teaching = distill::teaching(&SoftLabels { rows }, &train_set, &texts, 3).unwrap();
+    assert_eq!(
+        (
+            teaching.guard.matched,
+            teaching.guard.unlabelled,
+            teaching.guard.held_out
+        ),
+        (128, 2, 1)
+    );
+
+    let plain = train::train(&base, &train_set, &val, &opts).unwrap();
+    let taught = train::train_taught(&base, &train_set, &val, Some(&teaching), &opts).unwrap();
+    let (p, q) = (mean_need(&plain, &texts), mean_need(&taught, &texts));
+    // The hard labels say 61 % need support; the teacher says none does.
+    assert!(q < p - 0.15, "distilled {q:.3} vs plain {p:.3}");
+    let record = taught.distilled.as_ref().expect("a distilled run's record");
+    assert_eq!((record.temperature, record.alpha), (1.0, 1.0));
+    assert_eq!(record.unlabelled.get("posts"), Some(&2));
+    assert!(plain.distilled.is_none());
+
+    // The soft labels must have the student's classes; a bad temperature is refused.
+    let two = TrainOptions {
+        distill: Distill {
+            temperature: 0.0,
+            alpha: 0.5,
+        },
+        ..opts.clone()
+    };
+    let e = train::train_taught(&base, &train_set, &val, Some(&teaching), &two)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("temperature must be > 0"), "{e}");
+}

@@ -47,8 +47,13 @@ impl Run<'_> {
             }
             Stage::Train => {
                 f.add(json(&c.model)).add(json(&c.pipeline.max_steps));
-                for name in ["train.parquet", "val.parquet"] {
+                // test.parquet: the leak guard keeps its texts out of a distilled run.
+                for name in ["train.parquet", "val.parquet", "test.parquet"] {
                     self.add(&self.splits, st, &mut f, name).await?;
+                }
+                // A teacher's soft labels are an input by content, not by their path.
+                if let Some(p) = &c.model.teacher_labels {
+                    f.add(st.files.sha256(&c.base_dir.join(p))?);
                 }
                 let base = self.base_model()?;
                 for name in ["config.json", "model.safetensors", "tokenizer.json"] {

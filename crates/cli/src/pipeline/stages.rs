@@ -219,7 +219,7 @@ impl Run<'_> {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
-        for name in ["train.parquet", "val.parquet"] {
+        for name in ["train.parquet", "val.parquet", "test.parquet"] {
             self.rt.block_on(self.splits.pull(name))?;
         }
         let (train, val) = (
@@ -228,6 +228,9 @@ impl Run<'_> {
         );
         let mut args = TrainArgs::new(train, val, tmp.clone());
         args.text_column = TEXT_COLUMN.into();
+        // A teacher (model.teacher_labels) may have seen the test days' posts: none of them
+        // enters training as an unlabelled post (the validation days never do).
+        args.holdout = vec![self.splits.dir.join("test.parquet")];
         args.max_steps = self.config.pipeline.max_steps;
         crate::model_cmd::train(self.config, args)?;
         // The new model replaces the old one whole, or not at all.
