@@ -11,10 +11,9 @@ use flagship_core::labels::Example;
 use flagship_model::Classifier;
 use flagship_model::classifier::{DataRef, sha256_file};
 use flagship_model::distill::{self, Manifest, SoftLabel, SoftLabels, Teaching};
-use flagship_store::table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::model_cmd::{PREDICT_BATCH, TEXT_COLUMN, TrainArgs, unescape_in_place};
+use crate::model_cmd::{PREDICT_BATCH, TEXT_COLUMN, TrainArgs, read_texts, unescape_in_place};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,24 +45,6 @@ pub struct Args {
     pub keep_escapes: bool,
 }
 
-/// A table to take texts from, its malformed lines reported.
-fn texts_of(path: &Path, column: &str) -> Result<Table> {
-    let t = Table::read(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .with_text_column(column);
-    if !t.bad_lines.is_empty() {
-        let b = &t.bad_lines[0];
-        eprintln!(
-            "{}: {} malformed line(s) skipped, first at line {}: {}",
-            path.display(),
-            t.bad_lines.len(),
-            b.line,
-            b.error
-        );
-    }
-    Ok(t)
-}
-
 /// Texts as a run trains on them (un-escaped unless `keep_escapes`).
 fn clean(mut texts: Vec<String>, keep_escapes: bool) -> Vec<String> {
     if !keep_escapes {
@@ -83,7 +64,7 @@ fn held_out_keys(
     files
         .iter()
         .map(|f| {
-            let t = texts_of(f, column)?;
+            let t = read_texts(f, column)?;
             let keys = clean(t.texts()?, keep_escapes)
                 .iter()
                 .map(|s| distill::key(s))
@@ -104,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     let (mut labelled, mut unlabelled, mut held_out) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for input in &args.inputs {
-        let t = texts_of(input, &args.text_column)?;
+        let t = read_texts(input, &args.text_column)?;
         let texts = clean(t.texts()?, args.keep_escapes);
         let has_label = t.has_column("label");
         let name = input
@@ -252,7 +233,7 @@ pub fn teaching(
     };
     let mut held: Vec<String> = val.iter().map(|e| e.text.clone()).collect();
     for f in &args.holdout {
-        let t = texts_of(f, &args.text_column)?;
+        let t = read_texts(f, &args.text_column)?;
         held.extend(clean(t.texts()?, args.keep_escapes));
     }
     let held: Vec<&str> = held.iter().map(String::as_str).collect();

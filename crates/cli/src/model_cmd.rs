@@ -184,17 +184,10 @@ impl PredictArgs {
     }
 }
 
-/// Examples from a labelled file; rows with a bad label are reported and left out.
-fn examples(
-    path: &Path,
-    text: &str,
-    limit: Option<usize>,
-    seed: u64,
-    unescape: bool,
-) -> Result<(Vec<Example>, DataRef)> {
+/// A table whose texts are in column `text`; its malformed lines (left out) are reported.
+pub fn read_texts(path: &Path, text: &str) -> Result<Table> {
     let t = Table::read(path)?.with_text_column(text);
-    if !t.bad_lines.is_empty() {
-        let b = &t.bad_lines[0];
+    if let Some(b) = t.bad_lines.first() {
         eprintln!(
             "{}: {} malformed line(s) skipped, first at line {}: {}",
             path.display(),
@@ -203,6 +196,18 @@ fn examples(
             b.error
         );
     }
+    Ok(t)
+}
+
+/// Examples from a labelled file; rows with a bad label are reported and left out.
+fn examples(
+    path: &Path,
+    text: &str,
+    limit: Option<usize>,
+    seed: u64,
+    unescape: bool,
+) -> Result<(Vec<Example>, DataRef)> {
+    let t = read_texts(path, text)?;
     let (mut ex, bad) = t.examples()?;
     if unescape {
         let mut changed = 0usize;

@@ -420,6 +420,30 @@ struct Transformer {
     linear: Option<(LinearModel, f64)>,
 }
 
+impl Transformer {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<crate::tokenize::Encoded>, ModelError> {
+        self.encoder
+            .encode(texts)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// P(needs support) of the transformer alone, and its logits, in input order.
+    fn score(
+        &self,
+        enc: &[crate::tokenize::Encoded],
+        batch_size: usize,
+    ) -> (Vec<f32>, tch::Tensor) {
+        train::probabilities(
+            &self.model,
+            &self.encoder,
+            enc,
+            batch_size,
+            self.device,
+            self.precision,
+        )
+    }
+}
+
 enum Inner {
     Transformer(Box<Transformer>),
     Linear(LinearModel),
@@ -524,19 +548,9 @@ impl Classifier {
             Inner::Linear(m) => (m.probabilities(texts), vec![false; texts.len()]),
             Inner::Transformer(t) => {
                 let started = std::time::Instant::now();
-                let enc = t
-                    .encoder
-                    .encode(texts)
-                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                let enc = t.encode(texts)?;
                 tokenise = started.elapsed();
-                let (mut p, _) = train::probabilities(
-                    &t.model,
-                    &t.encoder,
-                    &enc,
-                    self.batch_size,
-                    t.device,
-                    t.precision,
-                );
+                let (mut p, _) = t.score(&enc, self.batch_size);
                 if let Some((lin, w)) = &t.linear {
                     train::blend(&mut p, &lin.probabilities(texts), *w);
                 }
@@ -572,18 +586,7 @@ impl Classifier {
                     .into(),
             ));
         }
-        let enc = t
-            .encoder
-            .encode(texts)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let (_, logits) = train::probabilities(
-            &t.model,
-            &t.encoder,
-            &enc,
-            self.batch_size,
-            t.device,
-            t.precision,
-        );
+        let (_, logits) = t.score(&t.encode(texts)?, self.batch_size);
         let classes = t.model.spec.classes;
         let flat: Vec<f32> = Vec::try_from(logits.to_kind(tch::Kind::Float).reshape([-1]))
             .map_err(ModelError::Torch)?;
