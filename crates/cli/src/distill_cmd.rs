@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use flagship_core::labels::Example;
-use flagship_model::Classifier;
 use flagship_model::classifier::{DataRef, sha256_file};
 use flagship_model::distill::{self, Manifest, SoftLabel, SoftLabels, Teaching};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::model_cmd::{PREDICT_BATCH, TEXT_COLUMN, TrainArgs, read_texts, unescape_in_place};
+use crate::model_cmd::{Scoring, TrainArgs, read_texts, unescape_in_place};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,14 +31,8 @@ pub struct Args {
     /// The soft-label file to write (`.jsonl.gz` or `.jsonl`); its manifest is `OUT.json`.
     #[arg(long)]
     pub out: PathBuf,
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = PREDICT_BATCH)]
-    pub batch_size: usize,
-    /// Matrix arithmetic, `auto`, `f32` or `bf16`.
-    #[arg(long, default_value = "auto")]
-    pub precision: flagship_core::config::Arithmetic,
-    #[arg(long, default_value = TEXT_COLUMN)]
-    pub text_column: String,
+    #[command(flatten)]
+    pub scoring: Scoring,
     /// Key the texts as the files write them (as `train --keep-escapes` trains on them).
     #[arg(long)]
     pub keep_escapes: bool,
@@ -76,16 +69,15 @@ fn held_out_keys(
 
 pub fn run(args: Args) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut teacher = Classifier::load(&args.model)?;
-    teacher.batch_size = args.batch_size.max(1);
-    teacher.set_precision(args.precision);
-    let held = held_out_keys(&args.holdout, &args.text_column, args.keep_escapes)?;
+    let teacher = args.scoring.load(&args.model)?;
+    let column = &args.scoring.text_column;
+    let held = held_out_keys(&args.holdout, column, args.keep_escapes)?;
     let mut rows: Vec<SoftLabel> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let (mut labelled, mut unlabelled, mut held_out) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for input in &args.inputs {
-        let t = read_texts(input, &args.text_column)?;
+        let t = read_texts(input, column)?;
         let texts = clean(t.texts()?, args.keep_escapes);
         let has_label = t.has_column("label");
         let name = input

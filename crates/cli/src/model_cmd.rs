@@ -160,6 +160,13 @@ pub struct PredictArgs {
     /// Output file: the input's columns plus `need_support_probability` and `need_support`.
     #[arg(long)]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub scoring: Scoring,
+}
+
+/// How a model scores a file's texts: the flags `predict` and `teacher-labels` share.
+#[derive(clap::Args)]
+pub struct Scoring {
     /// Texts per forward pass.
     #[arg(long, default_value_t = PREDICT_BATCH)]
     pub batch_size: usize,
@@ -171,15 +178,33 @@ pub struct PredictArgs {
     pub text_column: String,
 }
 
+impl Default for Scoring {
+    fn default() -> Scoring {
+        Scoring {
+            batch_size: PREDICT_BATCH,
+            precision: flagship_core::config::Arithmetic::Auto,
+            text_column: TEXT_COLUMN.into(),
+        }
+    }
+}
+
+impl Scoring {
+    /// The model folder `dir`, loaded to score with these settings.
+    pub fn load(&self, dir: &Path) -> Result<Classifier> {
+        let mut model = Classifier::load(dir)?;
+        model.batch_size = self.batch_size.max(1);
+        model.set_precision(self.precision);
+        Ok(model)
+    }
+}
+
 impl PredictArgs {
     pub fn new(model: PathBuf, input: PathBuf, output: PathBuf) -> PredictArgs {
         PredictArgs {
             model,
             input,
             output,
-            batch_size: PREDICT_BATCH,
-            precision: flagship_core::config::Arithmetic::Auto,
-            text_column: TEXT_COLUMN.into(),
+            scoring: Scoring::default(),
         }
     }
 }
@@ -446,11 +471,9 @@ fn print_card(card: &classifier::ModelCard, out: &Path, rate: f64) {
 
 pub fn predict(args: PredictArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let t = Table::read(&args.input)?.with_text_column(&args.text_column);
+    let t = Table::read(&args.input)?.with_text_column(&args.scoring.text_column);
     let texts = t.texts()?;
-    let mut model = Classifier::load(&args.model)?;
-    model.batch_size = args.batch_size.max(1);
-    model.set_precision(args.precision);
+    let model = args.scoring.load(&args.model)?;
     let bar = ProgressBar::new(texts.len() as u64).with_style(
         ProgressStyle::with_template(
             "{msg:>10} [{bar:30}] {pos}/{len} texts · {per_sec} · eta {eta}",

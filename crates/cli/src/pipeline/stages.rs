@@ -253,7 +253,7 @@ impl Run<'_> {
 
     fn predict(&self, input: &Path, output: &Path) -> Result<()> {
         let mut args = PredictArgs::new(self.model.clone(), input.into(), output.into());
-        args.text_column = TEXT_COLUMN.into();
+        args.scoring.text_column = TEXT_COLUMN.into();
         crate::model_cmd::predict(args)
     }
 }
