@@ -179,7 +179,7 @@ pub static COMMANDS: &[Command] = &[
     ),
     Command {
         name: "bench",
-        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench live` (watch's latency on the demo replay, at 35 posts/s and 10×), `bench parsers` (each platform's parser beside X's), `bench desk` (the desk store's views at N posts); `bench all` runs them all and writes docs/benchmarks.md; `bench desk-load` (not in `all`: the desk under load for --minutes, writes docs/desk-load.md); `bench groups` (not in `all`: question groups — pair precision / recall, the embedding's cost, posts vs cards); `bench alerts` (not in `all`: the desk's burst alarm on the demo replay — false alarms a day, detection and delay of injected bursts); `bench team` (not in `all`: a scripted team of three on shifts answering a demo day with a burst — first-response p50 / p90, overdue, when the alert fired)",
+        help: "flagship vs its peer: `bench train` / `bench predict` (transformers), `bench textproc` (PySpark), `bench ingest`, `bench live` (watch's latency on the demo replay at 35 posts/s, a launch burst at 10× for --minutes, and 35 posts/s on a host kept busy by `stress-ng`; the micro-batch plans built once vs per batch), `bench parsers` (each platform's parser beside X's), `bench desk` (the desk store's views at N posts); `bench all` runs them all and writes docs/benchmarks.md; `bench desk-load` (not in `all`: the desk under load for --minutes, writes docs/desk-load.md); `bench groups` (not in `all`: question groups — pair precision / recall, the embedding's cost, posts vs cards); `bench alerts` (not in `all`: the desk's burst alarm on the demo replay — false alarms a day, detection and delay of injected bursts); `bench team` (not in `all`: a scripted team of three on shifts answering a demo day with a burst — first-response p50 / p90, overdue, when the alert fired)",
         args: "train|predict|textproc|ingest|live|parsers|desk|desk-load|groups|alerts|team|all",
         flags: &[
             number("--steps", "30", "train: optimizer steps timed"),
@@ -199,7 +199,7 @@ pub static COMMANDS: &[Command] = &[
             number(
                 "--minutes",
                 "10",
-                "desk-load: how long the replay, the pages and the decisions run",
+                "desk-load: how long the replay, the pages and the decisions run; live: how long the launch burst lasts",
             ),
             number("--rate", "35", "desk-load: posts a second into the desk"),
             number(

@@ -7,6 +7,7 @@ mod desk;
 mod desk_load;
 mod groups;
 mod ingest;
+mod live;
 mod model;
 mod team;
 mod textproc;
@@ -48,6 +49,10 @@ enum Command {
     /// The server side of `desk-load` (run by it).
     #[command(hide = true)]
     DeskServe(desk_load::ServeArgs),
+    /// `bench live`'s parts: the micro-batch plans planned per batch vs built once; the
+    /// launch burst's looped replay.
+    #[command(subcommand)]
+    Live(live::Cmd),
     /// `bench textproc`: the textproc plan on a generated corpus.
     #[command(subcommand)]
     Textproc(textproc::Cmd),
@@ -63,6 +68,7 @@ fn main() -> Result<()> {
         Command::Groups(a) => groups::run(a),
         Command::Team(a) => team::run(a),
         Command::Alerts(a) => alerts::run(a),
+        Command::Live(cmd) => live::run(cmd),
         Command::Textproc(cmd) => textproc::run(cmd),
     }
 }

@@ -90,7 +90,11 @@ pub fn run(args: Args) -> Result<()> {
         What::Predict => {
             let n = args.rows.min(examples.len());
             let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
-            let (_vs, model, _) = SequenceClassifier::load(&base, HeadSpec::CLS2, device, false)?;
+            let (mut vs, model, _) =
+                SequenceClassifier::load(&base, HeadSpec::CLS2, device, false)?;
+            // As `flagship predict` serves a model: frozen, so the bf16 weights are cast
+            // once and query, key and value are one product.
+            vs.freeze();
             let enc = TextEncoder::from_file(
                 &base.join("tokenizer.json"),
                 args.max_length,
@@ -102,7 +106,11 @@ pub fn run(args: Args) -> Result<()> {
                 let e = enc.encode(&texts[..8.min(n)]).expect("tokenize");
                 let items: Vec<_> = e.iter().collect();
                 let (ids, mask) = enc.collate(&items, device);
-                model.forward(&ids, mask.as_ref(), Mode::EVAL)
+                let mode = Mode {
+                    train: false,
+                    precision,
+                };
+                model.forward(&ids, mask.as_ref(), mode)
             });
             let started = Instant::now();
             let encoded = enc

@@ -23,7 +23,7 @@ pub use flagship_core::config::parse_duration;
 #[derive(clap::Args)]
 pub struct ScoringArgs {
     /// Classify at most this many posts at once…
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = flagship_core::live::MAX_BATCH)]
     pub max_batch: usize,
     /// …and wait this long after the first waiting post for more (`0ms`: score what has
     /// arrived as soon as the model is free; a burst still goes in together).

@@ -280,11 +280,30 @@ pub async fn combine_rows(
     hour: DateTime<Utc>,
     tweets: &[(Post, String)],
 ) -> Result<RecordBatch, CombineError> {
-    let label = hour.format("%Y-%m-%d %H:00").to_string();
     let schema = Stage::Combined.schema();
     if tweets.is_empty() {
         return Ok(RecordBatch::new_empty(schema));
     }
+    let label = hour.format("%Y-%m-%d %H:00").to_string();
+    let frame = |source| CombineError::Frame {
+        hour: label.clone(),
+        source,
+    };
+    let df = ctx
+        .read_batch(input_rows(hour, tweets)?)
+        .and_then(rows_frame)
+        .map_err(|e| frame(e.into()))?;
+    frames::collect(df, &schema).await.map_err(frame)
+}
+
+/// What [`rows_frame`] reads: `(post, source object)` rows received in `hour`, as records
+/// with `source_object`, `hour` and their order (`_seq`). Its schema does not depend on the
+/// rows (an empty slice gives it).
+pub fn input_rows(
+    hour: DateTime<Utc>,
+    tweets: &[(Post, String)],
+) -> Result<RecordBatch, CombineError> {
+    let label = hour.format("%Y-%m-%d %H:00").to_string();
     let plain: Vec<Post> = tweets.iter().map(|(t, _)| t.clone()).collect();
     let raw = records::to_batch(&plain).map_err(|source| CombineError::Records {
         hour: label.clone(),
@@ -302,7 +321,8 @@ pub async fn combine_rows(
     columns.push(Arc::new(StringArray::from_iter_values(
         tweets.iter().map(|(_, k)| k.as_str()),
     )));
-    let hour_type = schema
+    let hour_type = Stage::Combined
+        .schema()
         .field_with_name("hour")
         .expect("hour column")
         .data_type()
@@ -313,39 +333,40 @@ pub async fn combine_rows(
     ));
     fields.push(Field::new("_seq", DataType::UInt64, false));
     columns.push(Arc::new(UInt64Array::from_iter_values(0..n as u64)));
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| {
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| {
         CombineError::Records {
-            hour: label.clone(),
+            hour: label,
             source: RecordError::Arrow(e),
         }
-    })?;
-    let frame = |source| CombineError::Frame {
-        hour: label.clone(),
-        source,
-    };
-    let keep: Vec<_> = schema.fields().iter().map(|f| col(f.name())).collect();
-    let df = ctx
-        .read_batch(batch)
-        .and_then(|df| {
-            df.distinct_on(
-                vec![col("platform"), col("id")],
-                keep,
-                Some(vec![
-                    col("platform").sort(true, false),
-                    col("id").sort(true, false),
-                    col("received_at").sort(true, false),
-                    col("_seq").sort(true, false),
-                ]),
-            )
-        })
-        .and_then(|df| {
-            df.sort(vec![
-                col("created_at").sort(true, false),
-                col("id").sort(true, false),
-            ])
-        })
-        .map_err(|e| frame(e.into()))?;
-    frames::collect(df, &schema).await.map_err(frame)
+    })
+}
+
+/// Combine's rule over [`input_rows`], as a plan: one row per platform and id (the earliest
+/// arrival, then the first in key and line order), the combined columns, ordered by creation
+/// time and id.
+pub fn rows_frame(
+    df: datafusion::prelude::DataFrame,
+) -> Result<datafusion::prelude::DataFrame, datafusion::error::DataFusionError> {
+    let keep: Vec<_> = Stage::Combined
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| col(f.name()))
+        .collect();
+    df.distinct_on(
+        vec![col("platform"), col("id")],
+        keep,
+        Some(vec![
+            col("platform").sort(true, false),
+            col("id").sort(true, false),
+            col("received_at").sort(true, false),
+            col("_seq").sort(true, false),
+        ]),
+    )?
+    .sort(vec![
+        col("created_at").sort(true, false),
+        col("id").sort(true, false),
+    ])
 }
 
 /// Combines every hour under `prefix` of `raw` into `out`; bad lines go to `quarantine`.

@@ -440,7 +440,7 @@ impl Telemetry {
         )
         .per_platform(
             "flagship_posts_unexplained_total",
-            "Flagged posts left without words: dropped from a full backlog, still waiting when a stop ended the explaining, or the explanation failed.",
+            "Flagged posts left without words: still waiting 30 s after their write, dropped from a full backlog, still waiting when a stop ended the explaining, or the explanation failed.",
             &[],
             &self.unexplained,
         )

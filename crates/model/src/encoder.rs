@@ -140,6 +140,9 @@ pub struct Layer {
     ffn_in: Linear,
     ffn_out: Linear,
     output_norm: LayerNorm,
+    /// Query, key and value as one product ([`Linear::stacked`]), made the first time a
+    /// frozen (served) layer runs; a layer in training keeps the three.
+    qkv: std::sync::OnceLock<Linear>,
     heads: i64,
     activation: Activation,
     dropout: f64,
@@ -164,6 +167,7 @@ impl Layer {
             ffn_in: Linear::new(&at(n.ffn_in), h, i),
             ffn_out: Linear::new(&at(n.ffn_out), i, h),
             output_norm: LayerNorm::new(&at(n.output_norm), h, c.layer_norm_eps),
+            qkv: std::sync::OnceLock::new(),
             heads: c.num_attention_heads,
             activation: c.activation,
             dropout: c.hidden_dropout_prob,
@@ -178,10 +182,21 @@ impl Layer {
     /// the scaled scores before the softmax.
     pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
         let (b, s, h) = xs.size3().expect("[batch, seq, hidden]");
-        let split = |t: Tensor| t.view([b, s, self.heads, h / self.heads]).transpose(1, 2);
-        let q = split(self.query.forward(xs, mode.precision));
-        let k = split(self.key.forward(xs, mode.precision));
-        let v = split(self.value.forward(xs, mode.precision));
+        let split = |t: &Tensor| t.view([b, s, self.heads, h / self.heads]).transpose(1, 2);
+        let (q, k, v) = if self.query.weight.requires_grad() {
+            (
+                split(&self.query.forward(xs, mode.precision)),
+                split(&self.key.forward(xs, mode.precision)),
+                split(&self.value.forward(xs, mode.precision)),
+            )
+        } else {
+            let qkv = self
+                .qkv
+                .get_or_init(|| Linear::stacked(&[&self.query, &self.key, &self.value]))
+                .forward(xs, mode.precision);
+            let parts = qkv.split(h, -1);
+            (split(&parts[0]), split(&parts[1]), split(&parts[2]))
+        };
         let context = Tensor::scaled_dot_product_attention(
             &q,
             &k,

@@ -122,6 +122,21 @@ impl Linear {
         }
     }
 
+    /// One frozen layer doing the work of `parts` (same input): their weights stacked, so
+    /// a served model makes one matrix product where it made several (attention's query,
+    /// key and value). The output is the parts' outputs side by side, in order.
+    pub fn stacked(parts: &[&Linear]) -> Linear {
+        tch::no_grad(|| {
+            let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+            let biases: Vec<&Tensor> = parts.iter().map(|l| &l.bias).collect();
+            Linear {
+                weight: Tensor::cat(&weights, 0).set_requires_grad(false),
+                bias: Tensor::cat(&biases, 0).set_requires_grad(false),
+                cast: std::sync::OnceLock::new(),
+            }
+        })
+    }
+
     pub fn forward(&self, xs: &Tensor, precision: Precision) -> Tensor {
         match precision {
             Precision::F32 => xs.linear(&self.weight, Some(&self.bias)),

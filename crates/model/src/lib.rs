@@ -11,6 +11,7 @@
 //! generator, F-beta / ROC-AUC / threshold tuning, the model kinds and the default settings —
 //! come from `flagship-core` (light: no DataFusion, object_store or AWS here).
 
+pub mod adamw;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod explain;
 pub mod layers;
 pub mod linear;
 pub mod sequence;
+pub mod threads;
 pub mod tokenize;
 pub mod train;
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tch::nn::{OptimizerConfig, VarStore};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::ModelError;
@@ -294,29 +294,6 @@ pub fn blend(transformer: &mut [f32], linear: &[f32], w: f64) {
     }
 }
 
-/// Clips the gradients' global L2 norm to `max` without reading anything back to the host.
-fn clip_grad_norm(vars: &[Tensor], max: f64) {
-    tch::no_grad(|| {
-        let grads: Vec<Tensor> = vars
-            .iter()
-            .map(Tensor::grad)
-            .filter(Tensor::defined)
-            .collect();
-        if grads.is_empty() {
-            return;
-        }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-        let total = Tensor::stack(&norms, 0).norm();
-        let coef = (total + 1e-6)
-            .reciprocal()
-            .multiply_scalar(max)
-            .clamp_max(1.0);
-        for mut g in grads {
-            let _ = g.g_mul_(&coef);
-        }
-    });
-}
-
 /// A line above the progress bar, or on stderr when the bar is hidden (not a terminal).
 fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
@@ -576,23 +553,6 @@ fn load_base(
     Ok((vs, model))
 }
 
-/// AdamW with decoupled weight decay, none on the groups that do not decay (biases and
-/// LayerNorm).
-fn optimizer(vs: &VarStore, opts: &TrainOptions) -> Result<tch::nn::Optimizer, ModelError> {
-    let mut opt = tch::nn::AdamW {
-        beta1: 0.9,
-        beta2: 0.999,
-        wd: opts.weight_decay,
-        eps: 1e-8,
-        amsgrad: false,
-    }
-    .build(vs, opts.learning_rate)?;
-    for g in 0..GROUPS {
-        opt.set_weight_decay_group(g, if decays(g) { opts.weight_decay } else { 0.0 });
-    }
-    Ok(opt)
-}
-
 /// Layer-wise decay of each group's learning rate: the head learns at the full rate, layer
 /// n at decay^(layers − n), the embeddings one step below the lowest layer.
 fn layer_scales(model: &SequenceClassifier, opts: &TrainOptions) -> Vec<f64> {
@@ -726,8 +686,9 @@ struct Fit<'a> {
     model: &'a SequenceClassifier,
     encoder: &'a TextEncoder,
     train: &'a [Encoded],
-    opt: tch::nn::Optimizer,
-    trainable: Vec<Tensor>,
+    /// AdamW with decoupled weight decay (none on biases and LayerNorm), the clipping
+    /// folded in ([`crate::adamw`]).
+    opt: crate::adamw::AdamW,
     /// Each training example's class target, on the device.
     labels: Tensor,
     weights: Option<Tensor>,
@@ -753,7 +714,7 @@ impl<'a> Fit<'a> {
         spec: HeadSpec,
         opts: &'a TrainOptions,
     ) -> Result<Fit<'a>, ModelError> {
-        let opt = optimizer(vs, opts)?;
+        let opt = crate::adamw::AdamW::new(vs, crate::adamw::Hyper::default());
         let group_scale = layer_scales(model, opts);
         let weights = class_weights(classes, spec, opts);
         let schedule = Schedule::new(train.len(), opts);
@@ -763,7 +724,6 @@ impl<'a> Fit<'a> {
             encoder,
             train,
             opt,
-            trainable: vs.trainable_variables(),
             labels: Tensor::from_slice(classes).to_device(opts.device),
             weights,
             soft: None,
@@ -878,16 +838,15 @@ impl<'a> Fit<'a> {
         };
         self.opt.zero_grad();
         loss.backward();
-        clip_grad_norm(&self.trainable, self.opts.max_grad_norm);
         let lr = self.schedule.rate_at(self.step);
-        if self.opts.layer_decay < 1.0 {
-            for (g, scale) in self.group_scale.iter().enumerate() {
-                self.opt.set_lr_group(g, lr * scale);
-            }
-        } else {
-            self.opt.set_lr(lr);
-        }
-        self.opt.step();
+        let scale = &self.group_scale;
+        let layered = self.opts.layer_decay < 1.0;
+        let wd = self.opts.weight_decay;
+        self.opt.step(
+            self.opts.max_grad_norm,
+            &|g| if layered { lr * scale[g] } else { lr },
+            &|g| if decays(g) { wd } else { 0.0 },
+        );
         loss.detach()
     }
 
