@@ -88,7 +88,7 @@ pub struct Row {
     pub peer: String,
     pub ratio: String,
     pub target: String,
-    /// The same benchmark in issue #18's run (before this work), where there was one.
+    /// The same benchmark in issue #18's run, or in the run it names, where there was one.
     pub before: String,
 }
 
@@ -207,7 +207,7 @@ fn cell(s: &str) -> String {
 /// The rows as a markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| benchmark | flagship | peer | ratio | target | before (issue #18's run) |\n|---|---|---|---|---|---|\n",
+        "| benchmark | flagship | peer | ratio | target | before (issue #18's run, or the one named) |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
         t.push_str(&format!(
@@ -332,8 +332,10 @@ const NOTES: &str = "
   for prediction, on input order and length-sorted), the same MiniLM checkpoint, texts,
   batch size, max length and steps, first-token head with two labels on both sides. flagship
   runs twice: `--precision f32` (what it did before) and `auto` (bf16 matrix products on a
-  CPU with AVX-512 BF16 or on CUDA; f32 elsewhere). The peer runs in f32 as it does by
-  default on a CPU, and once more under bf16 autocast for comparison.
+  CPU with AVX-512 BF16 or on CUDA; f32 elsewhere), its prediction on a frozen model as
+  `flagship predict` serves one. The peer runs in f32 as it does by default on a CPU, and
+  once more under bf16 autocast (the Trainer: `bf16=True`; its AdamW is the fused kernel,
+  its default on torch ≥ 2.8) for comparison.
 - **held-out quality** (with predict): `flagship predict` of the demo's model on TweetEval's
   held-out 40 % in f32 and in bf16: an option is kept only if F2 moves by < 0.002.
 - **textproc**: `flagship-bench textproc` (DataFusion; hour files processed concurrently) and
@@ -342,8 +344,15 @@ const NOTES: &str = "
 - **live**: `flagship watch` on the demo replay (`fixtures/demo/stream.jsonl.gz`, paced by
   the tweets' times: `--speed 4320` is about 35 posts/s, `43200` ten times that) with the
   demo's model and `--explain 3`; latency is a post's arrival → its flagged line written.
-  Explanations run after the write, while no post waits. The achieved rate can fall short of
-  the offered one on a small machine, where the replay reader shares the cores with the model.
+  The launch burst is the demo looped with fresh ids and later times
+  (`flagship-bench live burst-stream`) for `--minutes`; the busy host runs `stress-ng --cpu 1`
+  beside `watch`. Explanations run after the write, one post at a time while no post waits;
+  \"words … after the write\" is when they reached the file. The achieved rate can fall short
+  of the offered one on a small machine, where the replay reader shares the cores with the
+  model; then the reader's queue (4,096 lines) fills and a line's arrival is when the reader
+  took it. The micro-batch plans: `flagship-bench live prepare`, the same batches of 32 demo
+  posts through the plans planned on every batch and built once, alternately, their results
+  compared row by row.
 - **ingest / parsers / desk**: flagship alone (no peer): replayed stream messages into the
   local Firehose layout; each platform's parser beside X's; the desk's pages and store views
   at N/10 posts.
@@ -578,7 +587,7 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             speed: 4320,
             posts: 1000,
             busy: false,
-            before: "p50 33 ms, p99 84 ms (issue #18's run: p50 256, p99 503)",
+            before: "2026-12-01: p50 33 ms, p99 84 ms (issue #18's run: p50 256, p99 503)",
         },
         WatchRun {
             label: format!(
@@ -589,7 +598,7 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             speed: 43200,
             posts: burst_posts,
             busy: false,
-            before: "3,000 posts: p99 387 ms; 569 of 1,593 flagged left without words",
+            before: "2026-12-01, 3,000 posts: p99 387 ms; 569 of 1,593 flagged left without words",
         },
         WatchRun {
             label: "demo replay at ~35 posts/s, host busy (`stress-ng --cpu 1` on the other core)"
@@ -598,7 +607,7 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             speed: 4320,
             posts: 1000,
             busy: true,
-            before: "the desk's loop 15 s behind at p50, none of 877 flagged explained",
+            before: "issue #32's report: the desk's loop 15 s behind at p50, none of 877 flagged explained",
         },
     ];
     let mut m = Measured::default();
