@@ -52,7 +52,9 @@ def predict(a):
     tok = AutoTokenizer.from_pretrained(a.base)
     texts = [t for t, _ in rows(a.data, a.rows)]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForSequenceClassification.from_pretrained(a.base, num_labels=2).eval().to(device)
+    # --layers N: the base's first N layers only (transformers drops the rest when loading).
+    extra = {"num_hidden_layers": a.layers} if a.layers else {}
+    model = AutoModelForSequenceClassification.from_pretrained(a.base, num_labels=2, **extra).eval().to(device)
     out = {}
     for name, order in [("input_order", texts), ("length_sorted", sorted(texts, key=len))]:
         t0 = time.perf_counter()
@@ -78,6 +80,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--layers", type=int, help="predict: keep the base's first N layers only")
     a = p.parse_args()
     r = train(a) if a.what == "train" else predict(a)
     r.update(peer="transformers", torch_threads=torch.get_num_threads(), bf16=a.bf16 or torch.cuda.is_available(),

@@ -37,6 +37,11 @@ ARMS = {
                 ONE_EPOCH + TAUGHT),
     "student-ref": ("MiniLM, the 20k reference arm + soft labels (T 2, alpha 0.5)", REF + TAUGHT),
     "student-soft": ("MiniLM, all, soft labels only (alpha 1.0)", ONE_EPOCH + TAUGHT + ["--alpha", "1.0"]),
+    # Issue 32: a shallower student serves faster; the teacher's labels should matter more.
+    "minilm-l3": ("MiniLM's first 3 of 6 layers, all, 1 epoch, length 64", ONE_EPOCH + ["--layers", "3"]),
+    "student-l3": ("… + the teacher's soft labels (T 2, alpha 0.5) and 560 unlabelled posts",
+                   ONE_EPOCH + TAUGHT + ["--layers", "3"]),
+    "student-l4": ("MiniLM's first 4 of 6 layers + the soft labels", ONE_EPOCH + TAUGHT + ["--layers", "4"]),
 }
 
 

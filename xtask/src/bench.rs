@@ -358,6 +358,9 @@ const NOTES: &str = "
   at N/10 posts.
 ";
 
+/// The layers `bench predict` also serves, as a shallower student would (`--layers`).
+const SHALLOW_LAYERS: usize = 3;
+
 /// `flagship-bench model train|predict` in f32 and at `auto`, and the transformers peer.
 fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
     let (bench, _) = release_bench(env)?;
@@ -377,14 +380,15 @@ fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
         "--max-length".into(),
         f.max_length.to_string(),
     ];
-    let ours = |precision: &str| {
+    let ours = |precision: &str, extra: &[&str]| {
         last_line(
             Command::new(&bench)
                 .current_dir(&env.root)
                 .args(["model", what])
                 .args(&common)
-                .args(["--precision", precision]),
-            &format!("flagship {what} ({precision})"),
+                .args(["--precision", precision])
+                .args(extra),
+            &format!("flagship {what} ({precision}) {}", extra.join(" ")),
         )
     };
     let theirs = |extra: &[&str]| {
@@ -398,8 +402,8 @@ fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
             &format!("transformers {what} {}", extra.join(" ")),
         )
     };
-    let f32_run = ours("f32")?;
-    let auto_run = ours("auto")?;
+    let f32_run = ours("f32", &[])?;
+    let auto_run = ours("auto", &[])?;
     let peer = theirs(&[])?;
     let peer_bf16 = theirs(&["--bf16"])?;
     for (who, line) in [
@@ -451,6 +455,31 @@ fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
                 aa / sorted_bf16
             ),
             "≥ 2× the length-sorted peer",
+        ));
+        // A shallower student's shape (`flagship train --layers`): the base's first layers.
+        let layers = SHALLOW_LAYERS.to_string();
+        let shallow = ours("auto", &["--layers", &layers])?;
+        let shallow_peer = theirs(&["--bf16", "--layers", &layers])?;
+        println!("flagship auto, {layers} layers: {shallow}");
+        println!("transformers bf16, {layers} layers: {shallow_peer}");
+        let (sa, sp) = (
+            rate(&shallow, "examples_per_second")?,
+            rate(&shallow_peer, "length_sorted_per_second")?,
+        );
+        m.rows.push(row(
+            format!(
+                "`bench predict` ({size}), `auto`, the first {layers} layers (`train --layers {layers}`: held-out F2 in docs/model.md)"
+            ),
+            format!("{sa:.1} ex/s"),
+            &format!(
+                "transformers {sorted_bf16:.1} ex/s under bf16 autocast with all layers; {sp:.1} with {layers}"
+            ),
+            format!(
+                "**{:.2}×** the bf16 peer ({:.2}× with {layers} layers too)",
+                sa / sorted_bf16,
+                sa / sp
+            ),
+            "≥ 2× the bf16 peer",
         ));
         m.rows.extend(quality(env)?);
     } else {
@@ -562,9 +591,15 @@ struct WatchRun<'a> {
 /// whose other core is kept busy (`stress-ng --cpu 1`). Then the micro-batch plans, planned
 /// on every batch against built once.
 fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
+    // The busy host's load, before the 10-minute burst rather than after it.
+    setup::stress_ng()?;
     let flagship = release_flagship(env)?;
     let (bench, _) = release_bench(env)?;
-    let model = demo_model(env)?;
+    let model = match &f.model {
+        Some(dir) if dir.join("flagship.json").is_file() => env.root.join(dir),
+        Some(dir) => return Err(format!("--model {}: no flagship.json there", dir.display())),
+        None => demo_model(env)?,
+    };
     let out = std::env::temp_dir().join(format!("flagship-bench-live-{}", std::process::id()));
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let demo = env.root.join("fixtures/demo/stream.jsonl.gz");
@@ -618,9 +653,7 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
                     .args(["--cpu", "1", "--quiet"])
                     .stdout(std::process::Stdio::null())
                     .spawn()
-                    .map_err(|e| {
-                        format!("cannot start stress-ng (Debian: apt-get install stress-ng): {e}")
-                    })?,
+                    .map_err(|e| format!("cannot start stress-ng: {e}"))?,
             )
         } else {
             None
@@ -702,13 +735,12 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             .map(|k| step(k))
             .collect::<Result<_, _>>()?;
         m.details.push(format!(
-            "`watch`, {}: budget p50 / p99 ms — {} (wait: per post, queued behind the batch being scored or one post's explanation; prepare: combine + filter + textproc, plans built once; the rest per micro-batch, {} batches); off the path, {} per post: {} flagged posts explained ({} by gradient × input, 2 s behind), {} left without words (older than 30 s or beyond the backlog), words {:.0} / {:.0} / {:.0} ms after the write (p50 / p99 / max)",
+            "`watch`, {}: budget p50 / p99 ms — {} (wait: per post, queued behind the batch being scored or one post's explanation; prepare: combine + filter + textproc, plans built once; the rest per micro-batch, {} batches); off the path, {} per post: {} flagged posts explained (occlusion), {} left without words (older than 30 s or beyond the backlog), words {:.0} / {:.0} / {:.0} ms after the write (p50 / p99 / max)",
             r.label,
             steps.join(", "),
             get("batches")?,
             step("explain")?,
             explained,
-            get("explained_cheaper")?,
             get("unexplained")?,
             get("explain_delay_p50_ms")?,
             get("explain_delay_p99_ms")?,

@@ -206,6 +206,8 @@ pub struct Bench {
     pub pages: usize,
     pub users: usize,
     pub decisions_per_second: usize,
+    /// live: the model folder `watch` serves (`None`: the demo's).
+    pub model: Option<std::path::PathBuf>,
 }
 
 impl Bench {
@@ -240,6 +242,7 @@ impl Bench {
             pages: p.positive("--pages")?,
             users: p.positive("--users")?,
             decisions_per_second: p.positive("--decisions-per-second")?,
+            model: p.value("--model").map(std::path::PathBuf::from),
         })
     }
 }
@@ -299,7 +302,9 @@ mod tests {
     fn bench_flags() {
         let b = Bench::parse(&args(&["predict", "--rows", "500"])).unwrap();
         assert_eq!((b.what.as_str(), b.rows, b.steps), ("predict", 500, 30));
-        assert_eq!((b.tweets, b.scale), (1_000_000, 4));
+        assert_eq!((b.tweets, b.scale, b.model), (1_000_000, 4, None));
+        let b = Bench::parse(&args(&["live", "--model", "data/distill/student-l3"])).unwrap();
+        assert_eq!(b.model, Some("data/distill/student-l3".into()));
         let b = Bench::parse(&args(&["desk-load", "--minutes", "1"])).unwrap();
         assert_eq!(
             (b.minutes, b.rate, b.pages, b.users, b.decisions_per_second),

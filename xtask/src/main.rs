@@ -217,6 +217,12 @@ pub static COMMANDS: &[Command] = &[
                 "20",
                 "desk-load: decisions sent, spread over the users",
             ),
+            Flag {
+                name: "--model",
+                value: Some("DIR"),
+                default: None,
+                help: "live: the model `watch` serves (default: the demo's, data/demo/models/need-support)",
+            },
         ],
         kind: Kind::Native(bench::cmd),
     },

@@ -172,23 +172,7 @@ pub fn browser() -> Result<(), String> {
     if on_path("chromedriver") && (on_path("chromium") || on_path("google-chrome")) {
         return Ok(());
     }
-    let root = capture(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0");
-    if root && on_path("apt-get") {
-        eprintln!("setup: apt-get install chromium chromium-driver (the page tests' browser)");
-        let install = || {
-            run_cmd(Command::new("apt-get").args([
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "chromium",
-                "chromium-driver",
-            ]))
-        };
-        if install().is_err() {
-            run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-            install()?;
-        }
+    if apt_install(&["chromium", "chromium-driver"], "the page tests' browser")? {
         return Ok(());
     }
     let msg = "setup: chromium / chromedriver not found: install Debian's `chromium chromium-driver` for the page tests";
@@ -197,6 +181,37 @@ pub fn browser() -> Result<(), String> {
     }
     eprintln!("{msg} (they skip without them)");
     Ok(())
+}
+
+/// `stress-ng` (Debian), which `bench live` keeps a core busy with: installed when missing
+/// (as root, with apt-get), else a clear error before any benchmark has run.
+pub fn stress_ng() -> Result<(), String> {
+    if on_path("stress-ng") || apt_install(&["stress-ng"], "the busy host of `bench live`")? {
+        return Ok(());
+    }
+    Err("stress-ng not found: install Debian's `stress-ng` (bench live's busy host)".into())
+}
+
+/// Installs Debian `packages` with apt-get when running as root on a machine that has it
+/// (an `apt-get update` first if the install fails); `false` when it cannot try.
+fn apt_install(packages: &[&str], why: &str) -> Result<bool, String> {
+    let root = capture(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0");
+    if !(root && on_path("apt-get")) {
+        return Ok(false);
+    }
+    eprintln!("setup: apt-get install {} ({why})", packages.join(" "));
+    let install = || {
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(packages),
+        )
+    };
+    if install().is_err() {
+        run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+        install()?;
+    }
+    Ok(true)
 }
 
 pub fn run(flags: &flags::Setup) -> Result<Env, String> {

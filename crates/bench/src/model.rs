@@ -36,6 +36,10 @@ pub struct Args {
     /// Arithmetic of the matrix products: `auto` (bf16 where the hardware has it), `f32`, `bf16`.
     #[arg(long, value_enum, default_value_t = Arith::Auto)]
     pub precision: Arith,
+    /// predict: keep the base's first N layers only (a shallower student's shape, as
+    /// `flagship train --layers N` makes one).
+    #[arg(long)]
+    pub layers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,8 +94,18 @@ pub fn run(args: Args) -> Result<()> {
         What::Predict => {
             let n = args.rows.min(examples.len());
             let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
+            let mut ck = flagship_model::Checkpoint::open(&base)?;
+            if let Some(n) = args.layers {
+                anyhow::ensure!(
+                    n >= 1 && n as i64 <= ck.config.num_hidden_layers,
+                    "--layers {n}: the base has {} layers",
+                    ck.config.num_hidden_layers
+                );
+                ck.config.keep_layers(n as i64);
+            }
             let (mut vs, model, _) =
-                SequenceClassifier::load(&base, HeadSpec::CLS2, device, false)?;
+                SequenceClassifier::from_checkpoint(&ck, HeadSpec::CLS2, device, false)?;
+            drop(ck);
             // As `flagship predict` serves a model: frozen, so the bf16 weights are cast
             // once and query, key and value are one product.
             vs.freeze();

@@ -69,6 +69,10 @@ pub struct TrainArgs {
     /// Layer-wise learning-rate decay, (0, 1] (default: `model.layer_decay`).
     #[arg(long)]
     pub layer_decay: Option<f64>,
+    /// Keep only the base's first N layers: a shallower, faster model (default:
+    /// `model.layers`, else all).
+    #[arg(long)]
+    pub layers: Option<usize>,
     /// Weight of the linear baseline in the probability average (default: `model.linear_weight`).
     #[arg(long)]
     pub linear_weight: Option<f64>,
@@ -125,6 +129,7 @@ impl TrainArgs {
             pooling: None,
             classes: None,
             layer_decay: None,
+            layers: None,
             linear_weight: None,
             operating_point: None,
             precision: None,
@@ -394,6 +399,7 @@ fn transformer_options(
         pooling: args.pooling.unwrap_or(m.pooling),
         classes: args.classes.unwrap_or(m.classes),
         layer_decay: args.layer_decay.unwrap_or(m.layer_decay),
+        layers: args.layers.or(m.layers),
         linear_weight: args.linear_weight.unwrap_or(m.linear_weight),
         operating,
         business: config.business.clone(),

@@ -296,6 +296,10 @@ pub struct Model {
     /// Layer-wise learning-rate decay: each layer below the head learns this much slower
     /// than the one above it (1.0: one rate for all).
     pub layer_decay: f64,
+    /// Keep only the base's first this many layers (absent: all): a shallower, faster model,
+    /// the layers above dropped before fine-tuning.
+    #[serde(default)]
+    pub layers: Option<usize>,
     /// Weight of the linear baseline in a probability average with the transformer (0: off).
     pub linear_weight: f64,
     /// The arithmetic of the matrix products, in training and scoring.
@@ -1184,6 +1188,9 @@ impl Model {
                 "model.layer_decay",
                 format!("must lie in (0, 1], got {}", self.layer_decay),
             ));
+        }
+        if self.layers == Some(0) {
+            return Err(("model.layers", "must be at least 1, got 0".to_owned()));
         }
         fraction("model.linear_weight", self.linear_weight, false)?;
         positive("model.distill_temperature", self.distill_temperature)?;

@@ -111,11 +111,6 @@ pub const EXPLAIN_BACKLOG: usize = 1024;
 /// sink within this bound or not at all ([`Totals::explain_delay_max_ms`]).
 pub const EXPLAIN_WITHIN: Duration = Duration::from_secs(30);
 
-/// A flagged post still waiting this long after its write is explained by gradient × input
-/// (one forward and one backward pass) instead of the model's own attribution (occlusion:
-/// a forward pass over each of its ~10 variants), counted in [`Totals::explained_cheaper`].
-pub const CHEAPER_AFTER: Duration = Duration::from_secs(2);
-
 /// Flagged posts explained at a time while the loop is idle: one, so a post that arrives
 /// meanwhile waits for one post's explanation at most (four waited up to 255 ms at ten
 /// times the demo's rate; one post's occlusion is a forward pass over its ~10 variants).
@@ -203,9 +198,6 @@ pub struct Totals {
     pub batches: u64,
     /// Flagged posts whose words went to the sink.
     pub explained: u64,
-    /// Of those, the ones explained by the cheaper attribution: still waiting
-    /// [`CHEAPER_AFTER`] after their write.
-    pub explained_cheaper: u64,
     /// Flagged posts left without words: dropped from a full backlog, still waiting
     /// [`EXPLAIN_WITHIN`] after their write or when the run's final few seconds of explaining
     /// ended, or the explanation failed.
@@ -575,24 +567,15 @@ impl Triage<'_> {
         let mut worded = false;
         if self.explain > 0 {
             let started = Instant::now();
-            // Behind: the cheaper attribution, so a busy host or a burst does not starve it
-            // (a transformer's; the linear model's occlusion is cheap already).
-            let behind = self.model.card.kind == flagship_model::ModelKind::Transformer
-                && posts
-                    .first()
-                    .is_some_and(|p| p.written.elapsed() > CHEAPER_AFTER);
-            let how = if behind {
-                flagship_model::explain::Attribution::Gradient
-            } else {
-                self.model.attribution
-            };
+            // Always the model's own attribution, however far behind: gradient × input was
+            // cheaper but its words did no better than random ones in the deletion test
+            // (docs/model.md), and words that explain nothing are worse than none — a post
+            // past EXPLAIN_WITHIN is left without words and counted instead.
+            let how = self.model.attribution;
             match self.model.explain_with(&texts, self.explain, how) {
                 Ok(w) => {
                     words = w;
                     worded = true;
-                    if how != self.model.attribution {
-                        t.explained_cheaper += posts.len() as u64;
-                    }
                     self.clock.explain.push(ms(started.elapsed()));
                 }
                 Err(e) => {

@@ -62,6 +62,9 @@ pub struct TrainingRecord {
     /// The matrix products' arithmetic (`F32`, `Bf16`; absent in older cards).
     #[serde(default)]
     pub precision: Option<String>,
+    /// The base's first layers kept, and how many it has (absent: all; older cards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<[i64; 2]>,
 }
 
 /// `flagship.json`.
@@ -299,6 +302,9 @@ impl Trained {
             truncated: self.truncated,
             history: self.history.clone(),
             precision: Some(format!("{:?}", o.precision())),
+            layers: o
+                .layers
+                .map(|_| [self.model.config.num_hidden_layers, self.base_layers]),
         });
         write_dir_atomically(dir, |tmp| {
             write_json(
@@ -378,6 +384,7 @@ pub fn train_linear(
         truncated: 0,
         history: Vec::new(),
         precision: None,
+        layers: None,
     });
     write_dir_atomically(dir, |tmp| {
         model.save(tmp)?;

@@ -249,6 +249,20 @@ impl Config {
 
     /// The config an exported two-label classifier is written with: the base's keys, plus
     /// `architectures`, `id2label`, `label2id`, so `transformers` opens it too.
+    /// Keeps the first `n` layers only: the size and the `config.json` an export writes say
+    /// `n` (under the key the checkpoint spelt it with).
+    pub fn keep_layers(&mut self, n: i64) {
+        self.num_hidden_layers = n;
+        if let Some(m) = self.raw.as_object_mut() {
+            let key = if m.contains_key("n_layers") && !m.contains_key("num_hidden_layers") {
+                "n_layers"
+            } else {
+                "num_hidden_layers"
+            };
+            m.insert(key.into(), n.into());
+        }
+    }
+
     pub fn classifier_json(&self, classes: i64) -> Value {
         let mut v = self.raw.clone();
         let (id2label, label2id) = if classes == 3 {
@@ -289,6 +303,16 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.family, Family::Distilbert);
+        let mut kept = c.clone();
+        kept.keep_layers(1);
+        assert_eq!(kept.num_hidden_layers, 1);
+        assert_eq!(kept.classifier_json(2)["n_layers"], 1);
+        assert_eq!(
+            Config::from_value(kept.classifier_json(2))
+                .unwrap()
+                .num_hidden_layers,
+            1
+        );
         assert_eq!(
             (c.hidden_size, c.intermediate_size, c.head_dim()),
             (32, 64, 8)

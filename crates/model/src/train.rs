@@ -60,6 +60,8 @@ pub struct TrainOptions {
     pub classes: u8,
     /// Layer-wise learning-rate decay (1.0: off).
     pub layer_decay: f64,
+    /// Keep only the base's first this many layers (`None`: all of them).
+    pub layers: Option<usize>,
     /// Weight of the linear baseline in the probability average (0: no ensemble).
     pub linear_weight: f64,
     /// The operating point the exported threshold is chosen by.
@@ -102,6 +104,7 @@ impl TrainOptions {
             pooling: m.pooling,
             classes: m.classes,
             layer_decay: m.layer_decay,
+            layers: m.layers,
             linear_weight: m.linear_weight,
             operating: m.operating(),
             business: flagship_core::Config::default().business,
@@ -152,6 +155,8 @@ pub struct Trained {
     pub model: SequenceClassifier,
     pub encoder: TextEncoder,
     pub base: PathBuf,
+    /// How many layers the base has (the model may keep fewer: `TrainOptions::layers`).
+    pub base_layers: i64,
     pub validation: Validation,
     pub history: Vec<EpochRecord>,
     pub best_epoch: usize,
@@ -390,7 +395,19 @@ pub fn train_taught(
     }
     let started = Instant::now();
     tch::manual_seed(opts.seed as i64);
-    let ck = Checkpoint::open(base)?;
+    let mut ck = Checkpoint::open(base)?;
+    let base_layers = ck.config.num_hidden_layers;
+    if let Some(n) = opts.layers {
+        if n == 0 || n as i64 > base_layers {
+            return Err(ModelError::Data(format!(
+                "layers = {n}: the base {} has {base_layers} layers; keep 1 to {base_layers}",
+                base.display()
+            )));
+        }
+        // The layers above are dropped: their weights stay unused and the exported
+        // config.json says how many remain.
+        ck.config.keep_layers(n as i64);
+    }
     let spec = HeadSpec {
         pooling: crate::checkpoint::resolve_pooling(base, opts.pooling),
         classes: if opts.classes == 3 { 3 } else { 2 },
@@ -455,6 +472,7 @@ pub fn train_taught(
         model,
         encoder,
         base: base.to_owned(),
+        base_layers,
         validation,
         history,
         best_epoch,

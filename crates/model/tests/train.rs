@@ -345,3 +345,53 @@ fn a_distilled_student_learns_what_its_teacher_says() {
         .unwrap();
     assert!(e.to_string().contains("temperature must be > 0"), "{e}");
 }
+
+#[test]
+fn a_model_keeping_the_first_layers_exports_and_reloads_with_them() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
+    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 96);
+    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 64);
+    let base_layers = Checkpoint::open(&base).unwrap().config.num_hidden_layers;
+    let too_many = TrainOptions {
+        layers: Some(base_layers as usize + 1),
+        ..options()
+    };
+    let err = train::train(&base, &train_set, &val, &too_many)
+        .err()
+        .expect("more layers than the base has");
+    assert!(err.to_string().contains("layers"), "{err}");
+
+    let opts = TrainOptions {
+        layers: Some(2),
+        max_steps: Some(3),
+        ..options()
+    };
+    let t = train::train(&base, &train_set, &val, &opts).unwrap();
+    assert_eq!(t.model.encoder.layers.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let card = t.export(&out, Default::default()).unwrap();
+    assert_eq!(
+        card.training.as_ref().unwrap().layers,
+        Some([2, base_layers])
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], 2);
+    // The file holds the kept layers only, and the reloaded model scores as validation did.
+    let ck = Checkpoint::open(&out).unwrap();
+    assert_eq!(ck.config.num_hidden_layers, 2);
+    assert!(ck.num_parameters() < Checkpoint::open(&base).unwrap().num_parameters());
+    let model = Classifier::load_on(&out, Device::Cpu).unwrap();
+    let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
+    let labels: Vec<bool> = val.iter().map(|e| e.need_support).collect();
+    let probs: Vec<f32> = model
+        .predict(&texts)
+        .unwrap()
+        .iter()
+        .map(|p| p.probability)
+        .collect();
+    let auc = flagship_core::scoring::roc_auc(&probs, &labels);
+    assert!((auc - card.validation.roc_auc).abs() < 1e-6);
+}
