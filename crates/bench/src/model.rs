@@ -96,12 +96,7 @@ pub fn run(args: Args) -> Result<()> {
             let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
             let mut ck = flagship_model::Checkpoint::open(&base)?;
             if let Some(n) = args.layers {
-                anyhow::ensure!(
-                    n >= 1 && n as i64 <= ck.config.num_hidden_layers,
-                    "--layers {n}: the base has {} layers",
-                    ck.config.num_hidden_layers
-                );
-                ck.config.keep_layers(n as i64);
+                ck.config.keep_layers(n).map_err(anyhow::Error::msg)?;
             }
             let (mut vs, model, _) =
                 SequenceClassifier::from_checkpoint(&ck, HeadSpec::CLS2, device, false)?;

@@ -250,8 +250,15 @@ impl Config {
     /// The config an exported two-label classifier is written with: the base's keys, plus
     /// `architectures`, `id2label`, `label2id`, so `transformers` opens it too.
     /// Keeps the first `n` layers only: the size and the `config.json` an export writes say
-    /// `n` (under the key the checkpoint spelt it with).
-    pub fn keep_layers(&mut self, n: i64) {
+    /// `n` (under the key the checkpoint spelt it with). `n` must lie in 1..=the layers there are.
+    pub fn keep_layers(&mut self, n: usize) -> Result<(), String> {
+        let have = self.num_hidden_layers;
+        if n == 0 || n as i64 > have {
+            return Err(format!(
+                "layers = {n}: the base has {have} layers; keep 1 to {have}"
+            ));
+        }
+        let n = n as i64;
         self.num_hidden_layers = n;
         if let Some(m) = self.raw.as_object_mut() {
             let key = if m.contains_key("n_layers") && !m.contains_key("num_hidden_layers") {
@@ -261,6 +268,7 @@ impl Config {
             };
             m.insert(key.into(), n.into());
         }
+        Ok(())
     }
 
     pub fn classifier_json(&self, classes: i64) -> Value {
@@ -304,7 +312,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.family, Family::Distilbert);
         let mut kept = c.clone();
-        kept.keep_layers(1);
+        assert!(kept.keep_layers(3).is_err());
+        kept.keep_layers(1).unwrap();
         assert_eq!(kept.num_hidden_layers, 1);
         assert_eq!(kept.classifier_json(2)["n_layers"], 1);
         assert_eq!(

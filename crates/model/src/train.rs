@@ -398,15 +398,11 @@ pub fn train_taught(
     let mut ck = Checkpoint::open(base)?;
     let base_layers = ck.config.num_hidden_layers;
     if let Some(n) = opts.layers {
-        if n == 0 || n as i64 > base_layers {
-            return Err(ModelError::Data(format!(
-                "layers = {n}: the base {} has {base_layers} layers; keep 1 to {base_layers}",
-                base.display()
-            )));
-        }
         // The layers above are dropped: their weights stay unused and the exported
         // config.json says how many remain.
-        ck.config.keep_layers(n as i64);
+        ck.config
+            .keep_layers(n)
+            .map_err(|e| ModelError::Data(format!("{}: {e}", base.display())))?;
     }
     let spec = HeadSpec {
         pooling: crate::checkpoint::resolve_pooling(base, opts.pooling),
