@@ -40,6 +40,13 @@ pub struct Args {
     /// `flagship train --layers N` makes one).
     #[arg(long)]
     pub layers: Option<usize>,
+    /// predict: a trained model folder, served as `flagship predict` serves it (early exit
+    /// included) instead of the base with a fresh head.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// predict with `--model`: every post reads every layer (no early exit).
+    #[arg(long)]
+    pub full_depth: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +67,7 @@ impl Arith {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let base = match args.base {
+    let base = match args.base.clone() {
         Some(b) => b,
         None => flagship_model::Checkpoint::default_base()?,
     };
@@ -90,6 +97,11 @@ pub fn run(args: Args) -> Result<()> {
                 "seconds": n as f64 / rec.examples_per_second,
                 "examples_per_second": rec.examples_per_second,
             })
+        }
+        What::Predict if args.model.is_some() => {
+            let n = args.rows.min(examples.len());
+            let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
+            served(args.model.as_deref().unwrap_or(&base), &args, &texts)?
         }
         What::Predict => {
             let n = args.rows.min(examples.len());
@@ -143,4 +155,32 @@ pub fn run(args: Args) -> Result<()> {
     result["precision"] = format!("{:?}", args.precision.resolve(device)).into();
     println!("{result}");
     Ok(())
+}
+
+/// `texts` scored by the model folder `dir` as `flagship predict` serves it (length-sorted
+/// passes of `--batch-size`, early exit unless `--full-depth`), after a warm-up pass.
+fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_json::Value> {
+    let mut model = flagship_model::Classifier::load(dir)?;
+    model.batch_size = args.batch_size;
+    model.set_precision(match args.precision {
+        Arith::Auto => flagship_core::config::Arithmetic::Auto,
+        Arith::F32 => flagship_core::config::Arithmetic::F32,
+        Arith::Bf16 => flagship_core::config::Arithmetic::Bf16,
+    });
+    model.set_early_exit(!args.full_depth);
+    model.predict(&texts[..8.min(texts.len())])?;
+    let before = model.reading().unwrap_or_default();
+    let started = Instant::now();
+    let (p, tokenise) = model.predict_timed(texts)?;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(p.len(), texts.len());
+    let after = model.reading().unwrap_or_default();
+    let (posts, read) = (after.0 - before.0, after.1 - before.1);
+    Ok(serde_json::json!({
+        "examples": texts.len(),
+        "seconds": secs,
+        "examples_per_second": texts.len() as f64 / secs,
+        "layers_read": read as f64 / (posts.max(1) as f64 * after.2.max(1) as f64),
+        "tokenise_seconds": tokenise.as_secs_f64(),
+    }))
 }

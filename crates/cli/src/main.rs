@@ -89,6 +89,10 @@ enum Command {
     /// Score a JSONL/CSV/Parquet file's `text` column with a model folder.
     #[cfg(feature = "model")]
     Predict(model_cmd::PredictArgs),
+    /// Fit a trained model's early exits anew: the layer a post may stop reading at once the
+    /// full model's decision is sure (`train` fits them for every new model).
+    #[cfg(feature = "model")]
+    Exits(model_cmd::ExitsArgs),
     /// Why a model would flag each text (its words), and the deletion test of how faithful
     /// those words are.
     #[cfg(feature = "model")]
@@ -143,6 +147,8 @@ fn main() -> Result<()> {
         Command::Train(args) => model_cmd::train(&config, args).map(drop),
         #[cfg(feature = "model")]
         Command::Predict(args) => model_cmd::predict(args),
+        #[cfg(feature = "model")]
+        Command::Exits(args) => model_cmd::exits(&config, args),
         #[cfg(feature = "model")]
         Command::Explain(args) => model_cmd::explain(args),
         #[cfg(feature = "model")]

@@ -181,6 +181,9 @@ pub struct Scoring {
     /// The column holding the texts (`text_model` for textproc's cleaned text).
     #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
+    /// Every post reads every layer (no early exit: the card's validation figures' way).
+    #[arg(long)]
+    pub full_depth: bool,
 }
 
 impl Default for Scoring {
@@ -189,6 +192,7 @@ impl Default for Scoring {
             batch_size: PREDICT_BATCH,
             precision: flagship_core::config::Arithmetic::Auto,
             text_column: TEXT_COLUMN.into(),
+            full_depth: false,
         }
     }
 }
@@ -199,6 +203,7 @@ impl Scoring {
         let mut model = Classifier::load(dir)?;
         model.batch_size = self.batch_size.max(1);
         model.set_precision(self.precision);
+        model.set_early_exit(!self.full_depth);
         Ok(model)
     }
 }
@@ -516,6 +521,19 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         t.null_texts(),
         started.elapsed().as_secs_f64()
     );
+    if let Some((posts, read, top)) = model.reading()
+        && posts > 0
+    {
+        println!(
+            "read: {:.1}% of the layers' work ({read} layer passes for {posts} posts of {top} layers){}",
+            100.0 * read as f64 / (posts as f64 * top as f64),
+            if read < posts * top as u64 {
+                " — early exit (`--full-depth` reads them all)"
+            } else {
+                ""
+            }
+        );
+    }
     if !t.bad_lines.is_empty() {
         let q = args.output.with_extension("bad.jsonl");
         table::write_bad_lines(&q, &args.input, &t.bad_lines)?;
@@ -603,6 +621,9 @@ pub struct ExplainArgs {
     /// The column holding the texts.
     #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
+    /// Every variant reads every layer (no early exit), as the words were found before.
+    #[arg(long)]
+    pub full_depth: bool,
 }
 
 /// `flagship explain`: why a model would flag each text, and how faithful that is.
@@ -610,7 +631,8 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     use flagship_model::explain::Attribution;
     let t = Table::read(&args.input)?.with_text_column(&args.text_column);
     let mut texts = t.texts()?;
-    let model = Classifier::load(&args.model)?;
+    let mut model = Classifier::load(&args.model)?;
+    model.set_early_exit(!args.full_depth);
     if let Some(n) = args.limit.filter(|&n| n < texts.len()) {
         Rng::new(7).shuffle(&mut texts);
         texts.truncate(n);
@@ -763,6 +785,87 @@ pub fn parity(ck: &flagship_model::Checkpoint, reference: &Path) -> Result<()> {
     );
     if diff > TOLERANCE {
         bail!("the last hidden state differs from transformers' by {diff:.2e} (> {TOLERANCE:.0e})");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ExitsArgs {
+    /// Model folder written by `flagship train` (its exits are replaced).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Texts the exit heads are fitted on (default: the training file the card names).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Texts the margins are set on (default: the validation file the card names).
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    /// The share of validation decisions the exits may change (default: `model.early_exit`).
+    #[arg(long)]
+    pub budget: Option<f64>,
+    /// The column holding the texts.
+    #[arg(long, default_value = TEXT_COLUMN)]
+    pub text_column: String,
+}
+
+/// `flagship exits`: fits a trained model's early exits anew (a model trained before exits
+/// existed, another budget, other texts) — `train` does it for every new model.
+pub fn exits(config: &Config, args: ExitsArgs) -> Result<()> {
+    let mut model = Classifier::load(&args.model)?;
+    let budget = args.budget.unwrap_or(config.model.early_exit);
+    flagship_core::config::check_early_exit(budget)
+        .map_err(|e| anyhow::anyhow!("--budget: {e}"))?;
+    let file = |given: &Option<PathBuf>, key: &str| -> Result<PathBuf> {
+        match given {
+            Some(p) => Ok(p.clone()),
+            None => model
+                .card
+                .data
+                .get(key)
+                .map(|d| PathBuf::from(&d.path))
+                .with_context(|| {
+                    format!(
+                        "{}: the card names no `{key}` file: pass --{key} FILE",
+                        args.model.display()
+                    )
+                }),
+        }
+    };
+    let (train_path, val_path) = (file(&args.train, "train")?, file(&args.val, "val")?);
+    let read = |p: &Path| -> Result<Vec<String>> {
+        Ok(Table::read(p)?
+            .with_text_column(&args.text_column)
+            .texts()?)
+    };
+    let (train, val) = (read(&train_path)?, read(&val_path)?);
+    let train: Vec<&str> = train.iter().map(String::as_str).collect();
+    let val: Vec<&str> = val.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    match model.fit_exits(&train, &val, budget)? {
+        Some(r) => {
+            let at: Vec<String> = r
+                .exits
+                .iter()
+                .map(|e| {
+                    format!(
+                        "after layer {}: {:.1}% (margin {:.2})",
+                        e.layer,
+                        100.0 * e.exited,
+                        e.margin
+                    )
+                })
+                .collect();
+            println!(
+                "exits: {} — on validation ({} posts) {:.2}% of decisions as the full model's, {:.1}% of the layers' work; fitted on {} texts in {:.1} s",
+                at.join(", "),
+                r.validation,
+                100.0 * r.agreement,
+                100.0 * r.reading,
+                r.fitted_on,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        None => println!("exits: none within a budget of {budget} — every post reads every layer"),
     }
     Ok(())
 }

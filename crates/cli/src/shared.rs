@@ -339,6 +339,7 @@ pub fn load_model(
         )
     })?;
     model.set_precision(config.model.precision);
+    model.set_early_exit(config.model.early_exit > 0.0);
     Ok((model, model_dir))
 }
 

@@ -324,6 +324,29 @@ pub struct Model {
     pub distill_temperature: f64,
     /// The weight of the soft labels' loss in a distilled run (the hard labels get the rest).
     pub distill_alpha: f64,
+    /// Early exit: the share of validation decisions a served post's leaving before the top
+    /// layer may change (0: every post reads every layer).
+    #[serde(default = "default_early_exit")]
+    pub early_exit: f64,
+}
+
+/// `model.early_exit`'s default: one validation decision in 500 may differ from the full
+/// model's (docs/model.md#early-exit).
+pub const EARLY_EXIT: f64 = 0.002;
+
+fn default_early_exit() -> f64 {
+    EARLY_EXIT
+}
+
+/// An early-exit budget (`model.early_exit`, `flagship exits --budget`) lies in [0, 0.05].
+pub fn check_early_exit(budget: f64) -> Result<(), String> {
+    if (0.0..=0.05).contains(&budget) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must lie in [0, 0.05] (a share of validation decisions), got {budget}"
+        ))
+    }
 }
 
 impl Model {
@@ -1195,6 +1218,7 @@ impl Model {
         fraction("model.linear_weight", self.linear_weight, false)?;
         positive("model.distill_temperature", self.distill_temperature)?;
         fraction("model.distill_alpha", self.distill_alpha, false)?;
+        check_early_exit(self.early_exit).map_err(|e| ("model.early_exit", e))?;
         positive("model.miss_cost", self.miss_cost)?;
         fraction("model.capacity_share", self.capacity_share, true)?;
         fraction("model.recall_floor", self.recall_floor, true)?;

@@ -27,6 +27,7 @@ use flagship_core::config::Business;
 use flagship_core::operating::{Points, Settings};
 use flagship_core::scoring::Choice;
 
+use crate::exit::{Exits, Reading};
 use crate::explain::{self, Why};
 use crate::sequence::{HeadSpec, Pooling};
 
@@ -103,6 +104,9 @@ pub struct ModelCard {
     /// A distilled student's teacher, temperature and soft labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distillation: Option<crate::distill::DistillRecord>,
+    /// The exits a served post may leave by before the top layer (`exit.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_exit: Option<crate::exit::ExitRecord>,
 }
 
 fn cls() -> Pooling {
@@ -141,6 +145,7 @@ impl ModelCard {
             linear_weight: 0.0,
             operating: None,
             distillation: None,
+            early_exit: None,
         }
     }
 
@@ -286,6 +291,7 @@ impl Trained {
         });
         card.data = data;
         card.distillation = self.distilled.clone();
+        card.early_exit = self.exits.as_ref().map(|f| f.record.clone());
         let o = &self.options;
         card.training = Some(TrainingRecord {
             seed: o.seed,
@@ -313,6 +319,9 @@ impl Trained {
             )?;
             if let Some(lin) = &self.linear {
                 lin.save(tmp)?;
+            }
+            if let Some(f) = &self.exits {
+                f.exits.save(tmp)?;
             }
             self.vs.save(tmp.join("model.safetensors"))?;
             let tok = self.base.join("tokenizer.json");
@@ -425,6 +434,9 @@ struct Transformer {
     precision: Precision,
     /// The linear half of an ensemble and its weight.
     linear: Option<(LinearModel, f64)>,
+    /// The exits a post may leave by before the top layer, and whether they are used.
+    exits: Option<Exits>,
+    early_exit: bool,
 }
 
 impl Transformer {
@@ -474,6 +486,8 @@ pub struct Classifier {
     pub batch_size: usize,
     /// How [`Classifier::explain`] finds a post's words.
     pub attribution: explain::Attribution,
+    /// What the served posts read (see [`Classifier::reading`]).
+    reading: Reading,
 }
 
 impl Classifier {
@@ -498,6 +512,26 @@ impl Classifier {
                     model.config.pad_token_id,
                 )?;
                 check_fits(dir, &model.config, &encoder)?;
+                let exits = match &card.early_exit {
+                    Some(r) if (r.threshold - card.threshold).abs() > 1e-9 => {
+                        tracing::warn!(
+                            model = %dir.display(),
+                            exits_at = r.threshold,
+                            threshold = card.threshold,
+                            "the card's threshold moved since the exits were fitted: every post reads every layer"
+                        );
+                        None
+                    }
+                    Some(r) => Some(Exits::load(
+                        dir,
+                        r,
+                        card.threshold,
+                        model.encoder.layers.len(),
+                        model.config.hidden_size,
+                        device,
+                    )?),
+                    None => None,
+                };
                 Inner::Transformer(Box::new(Transformer {
                     _vs: vs,
                     model,
@@ -509,6 +543,8 @@ impl Classifier {
                     } else {
                         None
                     },
+                    exits,
+                    early_exit: true,
                 }))
             }
         };
@@ -518,7 +554,89 @@ impl Classifier {
             inner,
             batch_size: 64,
             attribution: explain::Attribution::default(),
+            reading: Reading::default(),
         })
+    }
+
+    /// Whether posts may leave by the exits the card names (on by default where it names
+    /// some; off: every post reads every layer, as the card's validation figures were made).
+    pub fn set_early_exit(&mut self, on: bool) {
+        if let Inner::Transformer(t) = &mut self.inner {
+            t.early_exit = on;
+        }
+    }
+
+    /// Fits early exits for this model on `train` texts, their margins on `val` texts within
+    /// `budget` (see [`crate::exit`]), serves with them, and writes them into its folder:
+    /// `exit.safetensors`, then the card's `early_exit`, each to a temporary name renamed into
+    /// place. `None` (and neither file names an exit) when no layer can exit within the
+    /// budget. A transformer alone only: an ensemble's or the linear model's decisions are
+    /// not the transformer's.
+    pub fn fit_exits(
+        &mut self,
+        train: &[&str],
+        val: &[&str],
+        budget: f64,
+    ) -> Result<Option<crate::exit::ExitRecord>, ModelError> {
+        let Inner::Transformer(t) = &mut self.inner else {
+            return Err(ModelError::Data(
+                "the linear model has no layers to exit".into(),
+            ));
+        };
+        if t.linear.is_some() {
+            return Err(ModelError::Data(
+                "an ensemble's decisions are not the transformer's: exits need linear_weight 0"
+                    .into(),
+            ));
+        }
+        let fitted = crate::exit::fit(
+            &t.model,
+            &t.encoder,
+            &t.encode(train)?,
+            &t.encode(val)?,
+            self.card.threshold,
+            budget,
+            self.batch_size,
+            t.device,
+            t.precision,
+        )?;
+        let file = self.dir.join(crate::exit::FILE);
+        let tmp = self
+            .dir
+            .join(format!(".{}.tmp-{}", crate::exit::FILE, std::process::id()));
+        let mut card = self.card.clone();
+        card.early_exit = fitted.as_ref().map(|f| f.record.clone());
+        if let Some(f) = &fitted {
+            std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+            f.exits.save(&tmp)?;
+            std::fs::rename(tmp.join(crate::exit::FILE), &file)
+                .map_err(|e| ModelError::io(&file, e))?;
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        let json = self.dir.join("flagship.json");
+        let json_tmp = self
+            .dir
+            .join(format!(".flagship.json.tmp-{}", std::process::id()));
+        write_json(&json_tmp, &card)?;
+        std::fs::rename(&json_tmp, &json).map_err(|e| ModelError::io(&json, e))?;
+        if fitted.is_none() {
+            let _ = std::fs::remove_file(&file);
+        }
+        self.card = card;
+        t.exits = fitted.map(|f| f.exits);
+        Ok(self.card.early_exit.clone())
+    }
+
+    /// Posts scored since loading, the layers they read in all, and the layers each would
+    /// read without exits (`None` for the linear model).
+    pub fn reading(&self) -> Option<(u64, u64, usize)> {
+        match &self.inner {
+            Inner::Transformer(t) => {
+                let (posts, layers) = self.reading.totals();
+                Some((posts, layers, t.model.encoder.layers.len()))
+            }
+            Inner::Linear(_) => None,
+        }
     }
 
     pub fn threshold(&self) -> f64 {
@@ -557,7 +675,21 @@ impl Classifier {
                 let started = std::time::Instant::now();
                 let enc = t.encode(texts)?;
                 tokenise = started.elapsed();
-                let (mut p, _) = t.score(&enc, self.batch_size);
+                let (mut p, read) = match &t.exits {
+                    Some(x) if t.early_exit => x.probabilities(
+                        &t.model,
+                        &t.encoder,
+                        &enc,
+                        self.batch_size,
+                        t.device,
+                        t.precision,
+                    ),
+                    _ => (
+                        t.score(&enc, self.batch_size).0,
+                        (enc.len() * t.model.encoder.layers.len()) as u64,
+                    ),
+                };
+                self.reading.add(enc.len() as u64, read);
                 if let Some((lin, w)) = &t.linear {
                     train::blend(&mut p, &lin.probabilities(texts), *w);
                 }

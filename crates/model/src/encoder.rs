@@ -341,6 +341,24 @@ impl Encoder {
         mask: Option<&Tensor>,
         mode: Mode,
     ) -> Tensor {
+        let mask = self.attention_mask(ids, mask, mode);
+        let mut xs = self.embeddings.forward_words(words, ids, mode);
+        for layer in &self.layers {
+            xs = layer.forward(&xs, mask.as_ref(), mode);
+        }
+        xs
+    }
+
+    /// The mask every layer takes for `ids`/`mask` `[batch, seq]` (see [`Layer::forward`]):
+    /// `[batch, 1, 1, seq]` bool, or MPNet's additive relative position bias with the padded
+    /// keys at [`MASKED`] (`[batch or 1, heads, seq, seq]`); `None` when nothing is padded
+    /// (and no bias).
+    pub fn attention_mask(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Option<Tensor> {
         let keep = mask.map(|m| m.gt(0).unsqueeze(1).unsqueeze(1));
         // MPNet: the relative position bias, once for all layers, with the padded keys at
         // MASKED (an additive mask, so the attention takes a kernel that accepts one).
@@ -357,11 +375,6 @@ impl Encoder {
             };
             bias.to_kind(mode.precision.kind())
         });
-        let mask = additive.as_ref().or(keep.as_ref());
-        let mut xs = self.embeddings.forward_words(words, ids, mode);
-        for layer in &self.layers {
-            xs = layer.forward(&xs, mask, mode);
-        }
-        xs
+        additive.or(keep)
     }
 }

@@ -144,7 +144,7 @@ impl Linear {
                 let (w, b) = self.cast.get_or_init(|| {
                     tch::no_grad(|| (self.weight.to_kind(p.kind()), self.bias.to_kind(p.kind())))
                 });
-                xs.to_kind(p.kind()).linear(w, Some(b))
+                padded_rows(&xs.to_kind(p.kind()), |x| x.linear(w, Some(b)))
             }
             p => xs.to_kind(p.kind()).linear(
                 &self.weight.to_kind(p.kind()),
@@ -152,6 +152,33 @@ impl Linear {
             ),
         }
     }
+}
+
+/// A served product's rows are padded to a multiple of this. libtorch's bf16 products run on
+/// oneDNN, which compiles a kernel for each new row count (1.3–1.8 ms for a layer's product
+/// here) and caches it: posts batched by length, and early exit's shrinking batches, make a
+/// new count almost every pass. Padded, a handful of counts recur (docs/model.md#early-exit).
+pub const ROW_QUANTUM: i64 = 128;
+
+/// `f` on `x` `[…, in]` with its rows (all dimensions but the last, flattened) padded with
+/// zeros to a multiple of [`ROW_QUANTUM`], and the padding's rows dropped from the result.
+fn padded_rows(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
+    let shape = x.size();
+    let inner = *shape
+        .last()
+        .expect("a product's input has a last dimension");
+    let rows = x.numel() as i64 / inner.max(1);
+    let padded = (rows + ROW_QUANTUM - 1) / ROW_QUANTUM * ROW_QUANTUM;
+    if padded == rows {
+        return f(x);
+    }
+    let flat = x
+        .reshape([rows, inner])
+        .constant_pad_nd([0, 0, 0, padded - rows]);
+    let out = f(&flat).narrow(0, 0, rows);
+    let mut out_shape = shape;
+    *out_shape.last_mut().expect("non-empty shape") = *out.size().last().expect("2-d");
+    out.reshape(out_shape)
 }
 
 #[derive(Debug)]

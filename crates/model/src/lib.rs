@@ -18,6 +18,7 @@ pub mod config;
 pub mod distill;
 pub mod embed;
 pub mod encoder;
+pub mod exit;
 pub mod explain;
 pub mod layers;
 pub mod linear;

@@ -157,17 +157,22 @@ impl SequenceClassifier {
                 classifier.forward(&x, p)
             }
             Head::Mean { classifier } => {
-                let pooled = match mask {
-                    Some(m) => {
-                        let m = m.to_kind(Kind::Float).unsqueeze(-1);
-                        (hidden * &m).sum_dim_intlist(1, false, Kind::Float)
-                            / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-9)
-                    }
-                    None => hidden.mean_dim(1, false, Kind::Float),
-                };
-                classifier.forward(&pooled.dropout(drop, mode.train), p)
+                classifier.forward(&mean_pool(hidden, mask).dropout(drop, mode.train), p)
             }
         };
         logits.to_kind(Kind::Float)
+    }
+}
+
+/// The mean of the real tokens' vectors: `hidden` `[batch, seq, hidden]`, `mask` `[batch, seq]`
+/// (1 on real tokens; `None`: nothing padded) → `[batch, hidden]` f32.
+pub fn mean_pool(hidden: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    match mask {
+        Some(m) => {
+            let m = m.to_kind(Kind::Float).unsqueeze(-1);
+            (hidden * &m).sum_dim_intlist(1, false, Kind::Float)
+                / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-9)
+        }
+        None => hidden.mean_dim(1, false, Kind::Float),
     }
 }

@@ -70,6 +70,9 @@ pub struct TrainOptions {
     pub business: Business,
     /// Temperature and weight of the teacher's soft labels (used by [`train_taught`] only).
     pub distill: Distill,
+    /// The share of validation decisions the served model's exits may change (0: no exits;
+    /// see [`crate::exit`]).
+    pub early_exit: f64,
 }
 
 /// Gradient-norm clipping bound (Hugging Face Trainer's default; not a config key).
@@ -112,6 +115,7 @@ impl TrainOptions {
                 temperature: m.distill_temperature,
                 alpha: m.distill_alpha,
             },
+            early_exit: m.early_exit,
         }
     }
 
@@ -170,6 +174,8 @@ pub struct Trained {
     pub operating: Points,
     /// A distilled run's teacher, temperature and weight, and how its soft labels were used.
     pub distilled: Option<DistillRecord>,
+    /// The exits a served post may leave by (none for an ensemble, or `early_exit` 0).
+    pub exits: Option<crate::exit::Fitted>,
 }
 
 /// Batches of similar length: shuffle, sort within windows of 50 batches, cut, shuffle batches.
@@ -463,6 +469,25 @@ pub fn train_taught(
     );
     let steps = fit.step;
     drop(fit);
+    let exits = if linear.is_none() {
+        tracing::info!(
+            texts = train_enc.len().min(crate::exit::MAX_FIT_TEXTS),
+            "fitting the early exits"
+        );
+        crate::exit::fit(
+            &model,
+            &encoder,
+            &train_enc,
+            &held.encoded,
+            operating.chosen.threshold,
+            opts.early_exit,
+            opts.batch_size * 2,
+            opts.device,
+            opts.precision(),
+        )?
+    } else {
+        None
+    };
     Ok(Trained {
         vs,
         model,
@@ -479,6 +504,7 @@ pub fn train_taught(
         linear,
         operating,
         distilled: teaching.map(|t| DistillRecord::new(t, opts.distill)),
+        exits,
     })
 }
 

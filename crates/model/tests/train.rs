@@ -94,8 +94,10 @@ fn seeded_training_is_reproducible_and_exports_a_working_model() {
     assert_eq!(card.expected_need_support_rate, 0.40);
     assert_eq!(card.base_model.as_ref().unwrap().sha256.len(), 64);
 
-    // Reloaded from disk, the model scores validation exactly as in memory.
-    let model = Classifier::load_on(&out, Device::Cpu).unwrap();
+    // Reloaded from disk, the model scores validation exactly as in memory (every post
+    // reading every layer, as the card's figures were made).
+    let mut model = Classifier::load_on(&out, Device::Cpu).unwrap();
+    model.set_early_exit(false);
     let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
     let preds = model.predict(&texts).unwrap();
     let labels: Vec<bool> = val.iter().map(|e| e.need_support).collect();
@@ -120,6 +122,73 @@ fn seeded_training_is_reproducible_and_exports_a_working_model() {
 
     // Hugging Face transformers opens the export as a classifier and agrees on the logits.
     hf_agrees(&out, &texts[..8], &probs[..8]);
+
+    early_exits_keep_the_full_models_decisions(&out, &card, &texts, &preds);
+}
+
+/// The exits `train` fitted: served with them (the default), a model reads fewer layers and
+/// decides as the full model did but for the budget's share of posts; a card whose threshold
+/// moved since turns them off; `fit_exits` with no budget leaves none.
+fn early_exits_keep_the_full_models_decisions(
+    out: &Path,
+    card: &ModelCard,
+    texts: &[&str],
+    full: &[flagship_model::Prediction],
+) {
+    let r = card
+        .early_exit
+        .as_ref()
+        .expect("train fits exits by default");
+    assert!(out.join("exit.safetensors").is_file());
+    assert_eq!(r.threshold, card.threshold);
+    assert!(r.agreement >= 1.0 - r.budget - 1e-9, "{r:?}");
+    assert!(r.reading < 1.0 && !r.exits.is_empty(), "{r:?}");
+    let fast = Classifier::load_on(out, Device::Cpu).unwrap();
+    let quick = fast.predict(texts).unwrap();
+    let (posts, read, top) = fast.reading().unwrap();
+    assert_eq!(posts, texts.len() as u64);
+    assert!(
+        read < posts * top as u64,
+        "{read} layer passes for {posts} posts"
+    );
+    // The validation posts are the ones the margins were set on: at most the budget's share
+    // (and one post of bf16 rounding between differently shaped batches) decide otherwise.
+    let differ = quick
+        .iter()
+        .zip(full)
+        .filter(|(a, b)| a.need_support != b.need_support)
+        .count();
+    assert!(
+        differ as f64 <= r.budget * texts.len() as f64 + 1.0,
+        "{differ} of {} decisions changed",
+        texts.len()
+    );
+    assert!(quick.iter().all(|p| (0.0..=1.0).contains(&p.probability)));
+
+    // A card whose threshold was moved by hand: every post reads every layer again.
+    let moved = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(out).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, moved.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let mut edited = card.clone();
+    edited.threshold += 0.01;
+    std::fs::write(
+        moved.path().join("flagship.json"),
+        serde_json::to_string(&edited).unwrap(),
+    )
+    .unwrap();
+    let m = Classifier::load_on(moved.path(), Device::Cpu).unwrap();
+    m.predict(texts).unwrap();
+    let (posts, read, top) = m.reading().unwrap();
+    assert_eq!(read, posts * top as u64);
+
+    // Refitted with no budget: no exits, and the card and the folder say so.
+    let train: Vec<&str> = texts.iter().rev().copied().collect();
+    let mut m = Classifier::load_on(moved.path(), Device::Cpu).unwrap();
+    assert_eq!(m.fit_exits(&train, texts, 0.0).unwrap(), None);
+    assert!(!moved.path().join("exit.safetensors").exists());
+    assert_eq!(ModelCard::read(moved.path()).unwrap().early_exit, None);
 }
 
 #[test]
@@ -381,7 +450,8 @@ fn a_model_keeping_the_first_layers_exports_and_reloads_with_them() {
 
 /// The exported model in `dir`, reloaded, and its ROC-AUC on `val`.
 fn reloaded_auc(dir: &Path, val: &[Example]) -> (Classifier, f64) {
-    let model = Classifier::load_on(dir, Device::Cpu).unwrap();
+    let mut model = Classifier::load_on(dir, Device::Cpu).unwrap();
+    model.set_early_exit(false);
     let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
     let labels: Vec<bool> = val.iter().map(|e| e.need_support).collect();
     let probs: Vec<f32> = model

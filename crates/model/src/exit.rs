@@ -1,0 +1,563 @@
+//! Early exit: a served model stops reading a post at the first layer that is already sure of
+//! what the whole model would decide.
+//!
+//! After fine-tuning, [`fit`] reads the training texts once and records, for every layer below
+//! the top, the mean of the real tokens' vectors, and the full model's P(needs support). An
+//! exit head per layer — a ridge regression, one weight per hidden unit and a bias — predicts
+//! the full model's log-odds from that layer's vector. On validation each head gets a margin:
+//! a post exits at the first layer whose predicted log-odds lie at least that far from the
+//! threshold's, the margins chosen lowest layer first so that at most `model.early_exit` of
+//! validation decisions differ from the full model's. A post that exits is scored with its
+//! head's probability; the others read on ([`Exits::probabilities`]), and what was read is
+//! counted ([`Reading`]). Neither labels nor the weights of the model are touched: the full
+//! model is the target, and its validation figures stay the card's.
+//!
+//! Reads the model in memory and encoded texts; writes `exit.safetensors` beside the model
+//! ([`Exits::save`]) and an [`ExitRecord`] for `flagship.json`; never exits on a model whose
+//! threshold has moved since the margins were set ([`Exits::load`] refuses it).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::ModelError;
+use crate::encoder::Mode;
+use crate::layers::Precision;
+use crate::sequence::{SequenceClassifier, mean_pool};
+use crate::tokenize::{Encoded, TextEncoder};
+use crate::train::length_chunks;
+
+/// The exit heads' file in a model folder.
+pub const FILE: &str = "exit.safetensors";
+/// At most this many training texts fit the heads (each has hidden + 1 unknowns).
+pub const MAX_FIT_TEXTS: usize = 20_000;
+/// The ridge penalty of the exit heads' regression.
+const RIDGE: f64 = 1.0;
+/// The full model's log-odds are clamped here before the regression: a probability of 1e-6
+/// would otherwise pull the fit towards ±14 for nothing (both are far from any threshold).
+const LOGIT_CLAMP: f64 = 8.0;
+/// Each margin is this many times the one that meets the budget on validation: a margin set
+/// at validation's first wrong exit changed 1.2 % of held-out decisions for a 0.2 % budget
+/// (TweetEval's test posts are later and more negative than its validation); 1.5 times it,
+/// 0.24 % (docs/model.md#early-exit).
+pub const SAFETY: f64 = 1.5;
+
+/// What `flagship.json` says of the exits (`early_exit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The share of validation decisions allowed to differ from the full model's.
+    pub budget: f64,
+    /// The threshold the margins lie around (the card's at training).
+    pub threshold: f64,
+    /// The layers with an exit, lowest first.
+    pub exits: Vec<ExitPoint>,
+    /// Training texts the heads were fitted on.
+    pub fitted_on: usize,
+    /// Validation posts the margins were set on.
+    pub validation: usize,
+    /// On validation: the share of decisions equal to the full model's…
+    pub agreement: f64,
+    /// …and the share of the layers' work done (1.0: every post read every layer).
+    pub reading: f64,
+}
+
+/// One exit: after `layer` layers, posts whose predicted log-odds lie `margin` or more from
+/// the threshold's leave; `exited` is the share of validation posts that did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitPoint {
+    pub layer: usize,
+    pub margin: f64,
+    pub exited: f64,
+}
+
+/// The exit heads of a served model.
+#[derive(Debug)]
+pub struct Exits {
+    heads: Vec<Head>,
+    threshold_logit: f64,
+}
+
+#[derive(Debug)]
+struct Head {
+    /// Layers read before this exit.
+    layer: usize,
+    /// `[hidden]` f32, on the model's device.
+    weight: Tensor,
+    bias: f64,
+    margin: f64,
+}
+
+/// Posts scored and layers read since a counter was made.
+#[derive(Debug, Default)]
+pub struct Reading {
+    posts: AtomicU64,
+    layers: AtomicU64,
+}
+
+impl Reading {
+    pub fn add(&self, posts: u64, layers: u64) {
+        self.posts.fetch_add(posts, Ordering::Relaxed);
+        self.layers.fetch_add(layers, Ordering::Relaxed);
+    }
+
+    /// Posts scored, and the layers they read in all.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.posts.load(Ordering::Relaxed),
+            self.layers.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    (p / (1.0 - p)).ln()
+}
+
+impl Exits {
+    /// Writes the heads into `dir` as [`FILE`].
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        let mut named = Vec::new();
+        for h in &self.heads {
+            named.push((
+                format!("exit.{}.weight", h.layer),
+                h.weight.to_device(Device::Cpu),
+            ));
+            named.push((
+                format!("exit.{}.bias", h.layer),
+                Tensor::from_slice(&[h.bias as f32]),
+            ));
+        }
+        Tensor::write_safetensors(&named, dir.join(FILE))?;
+        Ok(())
+    }
+
+    /// The heads `record` names, from `dir`'s [`FILE`], for a model with `layers` layers of
+    /// `hidden` units whose card's threshold is `threshold`.
+    pub fn load(
+        dir: &Path,
+        record: &ExitRecord,
+        threshold: f64,
+        layers: usize,
+        hidden: i64,
+        device: Device,
+    ) -> Result<Exits, ModelError> {
+        let path = dir.join(FILE);
+        let bad = |message: String| ModelError::BadFile {
+            path: path.clone(),
+            message,
+        };
+        if (record.threshold - threshold).abs() > 1e-9 {
+            return Err(bad(format!(
+                "the exits' margins lie around threshold {} but the card's is {threshold}: \
+                 refit them (train again) or serve full depth (`model.early_exit = 0`)",
+                record.threshold
+            )));
+        }
+        let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .collect();
+        let mut heads = Vec::new();
+        for p in &record.exits {
+            if p.layer == 0 || p.layer >= layers {
+                return Err(bad(format!(
+                    "an exit after layer {} of a {layers}-layer model",
+                    p.layer
+                )));
+            }
+            let get = |name: String| {
+                tensors
+                    .get(&name)
+                    .ok_or_else(|| bad(format!("tensor `{name}` is missing")))
+            };
+            let weight = get(format!("exit.{}.weight", p.layer))?;
+            if weight.size() != [hidden] {
+                return Err(bad(format!(
+                    "exit.{}.weight has shape {:?}, want [{hidden}]",
+                    p.layer,
+                    weight.size()
+                )));
+            }
+            heads.push(Head {
+                layer: p.layer,
+                weight: weight.to_kind(Kind::Float).to_device(device),
+                bias: get(format!("exit.{}.bias", p.layer))?.double_value(&[0]),
+                margin: p.margin,
+            });
+        }
+        heads.sort_by_key(|h| h.layer);
+        Ok(Exits {
+            heads,
+            threshold_logit: logit(threshold),
+        })
+    }
+
+    /// P(needs support) of `encoded`, in input order, each post read until its first sure
+    /// exit (or to the top); and how many layers were read in all.
+    pub fn probabilities(
+        &self,
+        model: &SequenceClassifier,
+        encoder: &TextEncoder,
+        encoded: &[Encoded],
+        batch_size: usize,
+        device: Device,
+        precision: Precision,
+    ) -> (Vec<f32>, u64) {
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| encoded[i].ids.len());
+        let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
+        let mode = Mode {
+            train: false,
+            precision,
+        };
+        let mut out = vec![0f32; encoded.len()];
+        let mut read = 0u64;
+        tch::no_grad(|| {
+            for range in length_chunks(&lengths, batch_size) {
+                let chunk = &order[range];
+                let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+                let (ids, mask) = encoder.collate(&items, device);
+                read += self.chunk(model, &ids, mask, mode, |row, p| out[chunk[row]] = p);
+            }
+        });
+        (out, read)
+    }
+
+    /// One padded batch; `put(row, p)` receives each row's probability. Returns the layers
+    /// read by all rows together.
+    fn chunk(
+        &self,
+        model: &SequenceClassifier,
+        ids: &Tensor,
+        mask: Option<Tensor>,
+        mode: Mode,
+        mut put: impl FnMut(usize, f32),
+    ) -> u64 {
+        let enc = &model.encoder;
+        let mut attention = enc.attention_mask(ids, mask.as_ref(), mode);
+        let mut mask = mask;
+        let mut xs = enc.embeddings.forward(ids, mode);
+        // Which of the batch's rows are still reading, by their index in it.
+        let mut rows: Vec<i64> = (0..ids.size()[0]).collect();
+        let mut read = 0u64;
+        let mut heads = self.heads.iter().peekable();
+        for (l, layer) in enc.layers.iter().enumerate() {
+            xs = layer.forward(&xs, attention.as_ref(), mode);
+            read += rows.len() as u64;
+            let Some(head) = heads.next_if(|h| h.layer == l + 1) else {
+                continue;
+            };
+            let z = mean_pool(&xs, mask.as_ref()).mv(&head.weight) + head.bias;
+            let z: Vec<f32> = Vec::try_from(z.to_device(Device::Cpu)).expect("f32 log-odds");
+            let mut stay = Vec::with_capacity(rows.len());
+            for (i, &zi) in z.iter().enumerate() {
+                if (zi as f64 - self.threshold_logit).abs() >= head.margin {
+                    put(rows[i] as usize, 1.0 / (1.0 + (-zi).exp()));
+                } else {
+                    stay.push(i as i64);
+                }
+            }
+            if stay.is_empty() {
+                return read;
+            }
+            if stay.len() < rows.len() {
+                let keep = Tensor::from_slice(&stay).to_device(xs.device());
+                xs = xs.index_select(0, &keep);
+                mask = mask.map(|m| m.index_select(0, &keep));
+                // MPNet's bias without padding is one `[1, heads, seq, seq]` for every row.
+                attention = attention.map(|a| {
+                    if a.size()[0] == 1 {
+                        a
+                    } else {
+                        a.index_select(0, &keep)
+                    }
+                });
+                rows = stay.iter().map(|&i| rows[i as usize]).collect();
+            }
+        }
+        let logits = model.head_forward(&xs, mask.as_ref(), mode);
+        let p: Vec<f32> =
+            Vec::try_from(model.spec.need_probability(&logits).to_device(Device::Cpu))
+                .expect("f32 probabilities");
+        for (&row, p) in rows.iter().zip(p) {
+            put(row as usize, p);
+        }
+        read
+    }
+}
+
+/// Exit heads fitted on a trained model, and what the card says of them.
+#[derive(Debug)]
+pub struct Fitted {
+    pub exits: Exits,
+    pub record: ExitRecord,
+}
+
+/// Fits exit heads for `model` at `threshold` (see the module's doc): `train` fits the heads,
+/// `val` sets the margins within `budget`. `None` when the model has one layer, the budget is
+/// 0, or no layer can exit within it.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    model: &SequenceClassifier,
+    encoder: &TextEncoder,
+    train: &[Encoded],
+    val: &[Encoded],
+    threshold: f64,
+    budget: f64,
+    batch_size: usize,
+    device: Device,
+    precision: Precision,
+) -> Result<Option<Fitted>, ModelError> {
+    let top = model.encoder.layers.len();
+    if top < 2 || budget <= 0.0 || train.is_empty() || val.is_empty() {
+        return Ok(None);
+    }
+    let stride = train.len().div_ceil(MAX_FIT_TEXTS);
+    let sample: Vec<Encoded> = train.iter().step_by(stride).cloned().collect();
+    let (features, probs) = pooled_states(model, encoder, &sample, batch_size, device, precision);
+    let targets: Vec<f64> = probs
+        .iter()
+        .map(|&p| logit(p).clamp(-LOGIT_CLAMP, LOGIT_CLAMP))
+        .collect();
+    let fits: Vec<(Tensor, f64)> = features
+        .iter()
+        .map(|x| ridge(x, &targets))
+        .collect::<Result<_, _>>()?;
+
+    let (val_features, val_probs) =
+        pooled_states(model, encoder, val, batch_size, device, precision);
+    let full: Vec<bool> = val_probs.iter().map(|&p| p >= threshold).collect();
+    let z: Vec<Vec<f64>> = fits
+        .iter()
+        .zip(&val_features)
+        .map(|((w, b), x)| {
+            let z = x.mv(w) + *b;
+            Vec::<f64>::try_from(z.to_kind(Kind::Double)).map_err(ModelError::Torch)
+        })
+        .collect::<Result<_, _>>()?;
+    let t = logit(threshold);
+    let chosen = choose_margins(&z, &full, t, budget, SAFETY);
+
+    // What the margins do on validation: who exits where, which decisions change, the work.
+    let n = val.len();
+    let mut alive = vec![true; n];
+    let (mut wrong, mut work) = (0usize, 0usize);
+    let mut exits = Vec::new();
+    let mut heads = Vec::new();
+    for (k, ((margin, zk), (w, b))) in chosen.iter().zip(&z).zip(fits).enumerate() {
+        let layer = k + 1;
+        // Each alive post reads the layers up to this one.
+        work += alive.iter().filter(|&&a| a).count();
+        let Some(margin) = *margin else { continue };
+        let mut out = 0;
+        for i in 0..n {
+            if alive[i] && (zk[i] - t).abs() >= margin {
+                alive[i] = false;
+                out += 1;
+                wrong += usize::from((zk[i] >= t) != full[i]);
+            }
+        }
+        exits.push(ExitPoint {
+            layer,
+            margin,
+            exited: out as f64 / n as f64,
+        });
+        heads.push(Head {
+            layer,
+            weight: w.to_device(device),
+            bias: b,
+            margin,
+        });
+    }
+    if heads.is_empty() {
+        return Ok(None);
+    }
+    work += alive.iter().filter(|&&a| a).count();
+    let record = ExitRecord {
+        budget,
+        threshold,
+        exits,
+        fitted_on: sample.len(),
+        validation: n,
+        agreement: 1.0 - wrong as f64 / n as f64,
+        reading: work as f64 / (n * top) as f64,
+    };
+    Ok(Some(Fitted {
+        exits: Exits {
+            heads,
+            threshold_logit: t,
+        },
+        record,
+    }))
+}
+
+/// The margin of each layer's exit (`None`: no exit there), lowest layer first. `z[k][i]` is
+/// the head after layer k + 1's log-odds for validation post i, `full[i]` the full model's
+/// decision, `t` the threshold's log-odds. A layer's margin is `safety` times the smallest
+/// that lets no more of the posts still reading exit on a wrong decision than its share of
+/// `budget` allows (the budget split evenly across the layers, what one layer leaves unused
+/// passing to the next).
+pub fn choose_margins(
+    z: &[Vec<f64>],
+    full: &[bool],
+    t: f64,
+    budget: f64,
+    safety: f64,
+) -> Vec<Option<f64>> {
+    let n = full.len();
+    let mut alive = vec![true; n];
+    let mut wrong = 0usize;
+    let mut out = Vec::with_capacity(z.len());
+    for (k, zk) in z.iter().enumerate() {
+        let allowed = (budget * n as f64 * (k + 1) as f64 / z.len() as f64 + 1e-9).floor() as usize;
+        // The posts still reading, surest first.
+        let mut cand: Vec<(f64, bool)> = (0..n)
+            .filter(|&i| alive[i])
+            .map(|i| ((zk[i] - t).abs(), (zk[i] >= t) != full[i]))
+            .collect();
+        cand.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // The longest run from the top that stays within the budget and ends where the
+        // distance changes (posts at the same distance exit together).
+        let (mut taken, mut bad, mut best) = (0usize, 0usize, None);
+        while taken < cand.len() {
+            let d = cand[taken].0;
+            let mut j = taken;
+            let mut extra = 0;
+            while j < cand.len() && cand[j].0 == d {
+                extra += usize::from(cand[j].1);
+                j += 1;
+            }
+            if wrong + bad + extra > allowed {
+                break;
+            }
+            bad += extra;
+            taken = j;
+            best = Some(d);
+        }
+        let best = best.map(|m| m * safety);
+        if let Some(m) = best {
+            for i in 0..n {
+                if alive[i] && (zk[i] - t).abs() >= m {
+                    alive[i] = false;
+                    wrong += usize::from((zk[i] >= t) != full[i]);
+                }
+            }
+        }
+        out.push(best);
+    }
+    out
+}
+
+/// Ridge regression of `z` on the rows of `x` `[n, hidden]` (f32) with an intercept (not
+/// penalised): the weights `[hidden]` (f32) and the intercept.
+fn ridge(x: &Tensor, z: &[f64]) -> Result<(Tensor, f64), ModelError> {
+    let (n, h) = x.size2().map_err(ModelError::Torch)?;
+    let x = Tensor::cat(
+        &[
+            x.to_kind(Kind::Double),
+            Tensor::ones([n, 1], (Kind::Double, x.device())),
+        ],
+        1,
+    );
+    let y = Tensor::from_slice(z).to_device(x.device()).view([n, 1]);
+    let mut penalty = vec![RIDGE; (h + 1) as usize];
+    penalty[h as usize] = 0.0;
+    let a = x.tr().mm(&x) + Tensor::from_slice(&penalty).to_device(x.device()).diag(0);
+    let w = Tensor::f_linalg_solve(&a, &x.tr().mm(&y), true)?.squeeze_dim(1);
+    Ok((w.narrow(0, 0, h).to_kind(Kind::Float), w.double_value(&[h])))
+}
+
+/// Each layer below the top's mean-pooled vectors `[n, hidden]` (f32, on the CPU) and the
+/// full model's P(needs support), for `encoded` in length order (the same order in both).
+fn pooled_states(
+    model: &SequenceClassifier,
+    encoder: &TextEncoder,
+    encoded: &[Encoded],
+    batch_size: usize,
+    device: Device,
+    precision: Precision,
+) -> (Vec<Tensor>, Vec<f64>) {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| encoded[i].ids.len());
+    let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
+    let mode = Mode {
+        train: false,
+        precision,
+    };
+    let top = model.encoder.layers.len();
+    let mut pooled: Vec<Vec<Tensor>> = (1..top).map(|_| Vec::new()).collect();
+    let mut probs = Vec::with_capacity(encoded.len());
+    tch::no_grad(|| {
+        for range in length_chunks(&lengths, batch_size) {
+            let items: Vec<&Encoded> = order[range].iter().map(|&i| &encoded[i]).collect();
+            let (ids, mask) = encoder.collate(&items, device);
+            let attention = model.encoder.attention_mask(&ids, mask.as_ref(), mode);
+            let mut xs = model.encoder.embeddings.forward(&ids, mode);
+            for (l, layer) in model.encoder.layers.iter().enumerate() {
+                xs = layer.forward(&xs, attention.as_ref(), mode);
+                if l + 1 < top {
+                    pooled[l].push(mean_pool(&xs, mask.as_ref()).to_device(Device::Cpu));
+                }
+            }
+            let logits = model.head_forward(&xs, mask.as_ref(), mode);
+            let p: Vec<f32> =
+                Vec::try_from(model.spec.need_probability(&logits).to_device(Device::Cpu))
+                    .expect("f32 probabilities");
+            probs.extend(p.into_iter().map(f64::from));
+        }
+    });
+    (pooled.iter().map(|v| Tensor::cat(v, 0)).collect(), probs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margins_keep_wrong_exits_within_the_budget_lowest_layer_first() {
+        // Ten posts, threshold log-odds 0; the full model flags the first five.
+        let full: Vec<bool> = (0..10).map(|i| i < 5).collect();
+        // Layer 1: sure and right on posts 0 and 9, sure and wrong on post 4 (|z| 2.5).
+        let mut z1 = vec![0.1; 10];
+        z1[0] = 3.0;
+        z1[9] = -3.0;
+        z1[4] = -2.5;
+        // Layer 2: right everywhere, surer on some.
+        let z2: Vec<f64> = (0..10)
+            .map(|i| if i < 5 { 1.0 + i as f64 } else { -1.0 })
+            .collect();
+        // No wrong decision allowed: layer 1 stops above post 4's distance.
+        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.0, 1.0);
+        assert_eq!(m, vec![Some(3.0), Some(1.0)]);
+        // With a safety factor nobody is sure enough at layer 1 (3.0 < 4.5); layer 2's margin
+        // is then set on all ten posts, all right there.
+        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.0, 1.5);
+        assert_eq!(m, vec![Some(4.5), Some(1.5)]);
+        // One wrong decision in ten allowed (split over two layers: none at layer 1, one by
+        // layer 2): still none at layer 1, and layer 2 takes everyone left.
+        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.1, 1.0);
+        assert_eq!(m, vec![Some(3.0), Some(1.0)]);
+        // Two allowed (one a layer): layer 1 lets post 4 out wrongly, down to distance 2.5.
+        let m = choose_margins(&[z1, z2], &full, 0.0, 0.2, 1.0);
+        assert_eq!(m, vec![Some(2.5), Some(1.0)]);
+        // A layer where the surest post is wrong gets no exit.
+        let z = vec![vec![-5.0, 0.0], vec![1.0, -1.0]];
+        let m = choose_margins(&z, &[true, false], 0.0, 0.0, 1.0);
+        assert_eq!(m, vec![None, Some(1.0)]);
+    }
+
+    #[test]
+    fn ridge_recovers_a_linear_target() {
+        tch::manual_seed(3);
+        let x = Tensor::randn([400, 8], (Kind::Float, Device::Cpu));
+        let w = Tensor::from_slice(&[1.0f32, -2.0, 0.5, 0.0, 3.0, 0.0, -1.0, 0.25]);
+        let z: Vec<f64> = Vec::try_from((x.mv(&w) + 1.5).to_kind(Kind::Double)).unwrap();
+        let (fw, fb) = ridge(&x, &z).unwrap();
+        let diff = (fw - &w).abs().max().double_value(&[]);
+        assert!(diff < 0.02, "weights off by {diff}");
+        assert!((fb - 1.5).abs() < 0.02, "intercept {fb}");
+    }
+}
