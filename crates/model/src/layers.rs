@@ -154,21 +154,32 @@ impl Linear {
     }
 }
 
-/// A served product's rows are padded to a multiple of this. libtorch's bf16 products run on
-/// oneDNN, which compiles a kernel for each new row count (1.3–1.8 ms for a layer's product
-/// here) and caches it: posts batched by length, and early exit's shrinking batches, make a
-/// new count almost every pass. Padded, a handful of counts recur (docs/model.md#early-exit).
+/// A served product's rows are padded to a multiple of this (fewer: to a power of two, 16 at
+/// least). libtorch's bf16 products run on oneDNN, which compiles a kernel for each new row
+/// count (1.3–1.8 ms for a layer's product here) and caches it: posts batched by length, and
+/// early exit's shrinking batches, make a new count almost every pass. Padded, a handful of
+/// counts recur, and a post or two at the demo's rate is not padded to 128 rows
+/// (docs/model.md#early-exit).
 pub const ROW_QUANTUM: i64 = 128;
 
+/// The row count a served product pads `rows` to (see [`ROW_QUANTUM`]).
+pub fn padded_row_count(rows: i64) -> i64 {
+    if rows <= ROW_QUANTUM {
+        (rows.max(1) as u64).next_power_of_two().max(16) as i64
+    } else {
+        (rows + ROW_QUANTUM - 1) / ROW_QUANTUM * ROW_QUANTUM
+    }
+}
+
 /// `f` on `x` `[…, in]` with its rows (all dimensions but the last, flattened) padded with
-/// zeros to a multiple of [`ROW_QUANTUM`], and the padding's rows dropped from the result.
+/// zeros to [`padded_row_count`], and the padding's rows dropped from the result.
 fn padded_rows(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
     let shape = x.size();
     let inner = *shape
         .last()
         .expect("a product's input has a last dimension");
     let rows = x.numel() as i64 / inner.max(1);
-    let padded = (rows + ROW_QUANTUM - 1) / ROW_QUANTUM * ROW_QUANTUM;
+    let padded = padded_row_count(rows);
     if padded == rows {
         return f(x);
     }
@@ -179,6 +190,25 @@ fn padded_rows(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
     let mut out_shape = shape;
     *out_shape.last_mut().expect("non-empty shape") = *out.size().last().expect("2-d");
     out.reshape(out_shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_products_pad_rows_to_a_few_counts_and_give_the_same_values() {
+        assert_eq!(
+            [1, 16, 17, 33, 100, 128, 129, 256, 257].map(padded_row_count),
+            [16, 16, 32, 64, 128, 128, 256, 256, 384]
+        );
+        let x = Tensor::randn([3, 7, 8], (Kind::Float, tch::Device::Cpu));
+        let w = Tensor::randn([5, 8], (Kind::Float, tch::Device::Cpu));
+        let direct = x.linear::<Tensor>(&w, None);
+        let padded = padded_rows(&x, |x| x.linear::<Tensor>(&w, None));
+        assert_eq!(padded.size(), [3, 7, 5]);
+        assert!((padded - direct).abs().max().double_value(&[]) < 1e-5);
+    }
 }
 
 #[derive(Debug)]
