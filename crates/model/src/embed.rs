@@ -112,10 +112,7 @@ impl SentenceEncoder {
             .loaded
             .lock()
             .map_err(|_| ModelError::Data("the sentence encoder's lock was poisoned".into()))?;
-        let mode = Mode {
-            train: false,
-            precision: self.precision,
-        };
+        let mode = Mode::serve(self.precision);
         let mut out = Vec::with_capacity(texts.len());
         for chunk in enc.chunks(BATCH) {
             let items: Vec<_> = chunk.iter().collect();

@@ -24,6 +24,14 @@ impl Mode {
         train: false,
         precision: Precision::F32,
     };
+
+    /// Scoring (no dropout) with products in `precision`.
+    pub fn serve(precision: Precision) -> Mode {
+        Mode {
+            train: false,
+            precision,
+        }
+    }
 }
 
 #[derive(Debug)]

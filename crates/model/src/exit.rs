@@ -27,7 +27,7 @@ use crate::encoder::Mode;
 use crate::layers::Precision;
 use crate::sequence::{SequenceClassifier, mean_pool};
 use crate::tokenize::{Encoded, TextEncoder};
-use crate::train::length_chunks;
+use crate::train::length_passes;
 
 /// The exit heads' file in a model folder.
 pub const FILE: &str = "exit.safetensors";
@@ -206,18 +206,11 @@ impl Exits {
         device: Device,
         precision: Precision,
     ) -> (Vec<f32>, u64) {
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| encoded[i].ids.len());
-        let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
-        let mode = Mode {
-            train: false,
-            precision,
-        };
+        let mode = Mode::serve(precision);
         let mut out = vec![0f32; encoded.len()];
         let mut read = 0u64;
         tch::no_grad(|| {
-            for range in length_chunks(&lengths, batch_size) {
-                let chunk = &order[range];
+            for chunk in length_passes(encoded, batch_size) {
                 let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
                 let (ids, mask) = encoder.collate(&items, device);
                 read += self.chunk(model, &ids, mask, mode, |row, p| out[chunk[row]] = p);
@@ -480,19 +473,13 @@ fn pooled_states(
     device: Device,
     precision: Precision,
 ) -> (Vec<Tensor>, Vec<f64>) {
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| encoded[i].ids.len());
-    let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
-    let mode = Mode {
-        train: false,
-        precision,
-    };
+    let mode = Mode::serve(precision);
     let top = model.encoder.layers.len();
     let mut pooled: Vec<Vec<Tensor>> = (1..top).map(|_| Vec::new()).collect();
     let mut probs = Vec::with_capacity(encoded.len());
     tch::no_grad(|| {
-        for range in length_chunks(&lengths, batch_size) {
-            let items: Vec<&Encoded> = order[range].iter().map(|&i| &encoded[i]).collect();
+        for chunk in length_passes(encoded, batch_size) {
+            let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let (ids, mask) = encoder.collate(&items, device);
             let attention = model.encoder.attention_mask(&ids, mask.as_ref(), mode);
             let mut xs = model.encoder.embeddings.forward(&ids, mode);

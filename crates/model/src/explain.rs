@@ -204,10 +204,7 @@ pub fn transformer_scores(
     device: Device,
     precision: crate::Precision,
 ) -> Result<Vec<Vec<f32>>, tokenizers::Error> {
-    let mode = Mode {
-        train: false,
-        precision,
-    };
+    let mode = Mode::serve(precision);
     let encoded = encoder.encode_with_offsets(texts)?;
     let items: Vec<&crate::tokenize::Encoded> = encoded.iter().map(|(e, _)| e).collect();
     let (ids, mask) = encoder.collate(&items, device);

@@ -211,6 +211,18 @@ pub fn length_chunks(sorted_lengths: &[usize], batch_size: usize) -> Vec<std::op
     out
 }
 
+/// The forward passes that score `encoded`: indices into it, texts of similar length
+/// together ([`length_chunks`]), shortest first.
+pub fn length_passes(encoded: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| encoded[i].ids.len());
+    let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
+    length_chunks(&lengths, batch_size)
+        .into_iter()
+        .map(|r| order[r].to_vec())
+        .collect()
+}
+
 /// Probabilities of "needs support" for encoded texts, batched by length, in input order.
 pub fn probabilities(
     model: &SequenceClassifier,
@@ -220,18 +232,12 @@ pub fn probabilities(
     device: Device,
     precision: Precision,
 ) -> (Vec<f32>, Tensor) {
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| encoded[i].ids.len());
     let mut out = vec![0f32; encoded.len()];
     let mut logits_all = Vec::new();
-    let mode = Mode {
-        train: false,
-        precision,
-    };
-    let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
+    let mode = Mode::serve(precision);
     tch::no_grad(|| {
-        for range in length_chunks(&lengths, batch_size) {
-            let chunk = &order[range];
+        for chunk in length_passes(encoded, batch_size) {
+            let chunk = &chunk[..];
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let (ids, mask) = encoder.collate(&items, device);
             let logits = model
