@@ -358,17 +358,11 @@ const NOTES: &str = "
   at N/10 posts.
 ";
 
-/// The layers `bench predict` also serves, as a shallower student would (`--layers`).
-const SHALLOW_LAYERS: usize = 3;
-
-/// `flagship-bench model train|predict` in f32 and at `auto`, and the transformers peer.
-fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
-    let (bench, _) = release_bench(env)?;
-    let base = env.venv.join("base-model");
-    let data = env.root.join("fixtures/tweeteval-sentiment/train.jsonl.gz");
-    let common = [
-        "--base".to_string(),
-        base.display().to_string(),
+/// The texts and sizes both sides of `bench train|predict` run with: `data`'s first
+/// `--rows`, `--steps`, `--batch-size`, `--max-length` (flagship-bench's and
+/// scripts/bench_model.py's flags alike).
+fn sizes(f: &Bench, data: &std::path::Path) -> Vec<String> {
+    vec![
         "--data".into(),
         data.display().to_string(),
         "--steps".into(),
@@ -379,7 +373,24 @@ fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
         f.batch_size.to_string(),
         "--max-length".into(),
         f.max_length.to_string(),
-    ];
+    ]
+}
+
+/// `key`'s number in the JSON line `json`, or an error naming both.
+fn rate(json: &str, key: &str) -> Result<f64, String> {
+    field(json, key).ok_or_else(|| format!("no `{key}` in {json}"))
+}
+
+/// The layers `bench predict` also serves, as a shallower student would (`--layers`).
+const SHALLOW_LAYERS: usize = 3;
+
+/// `flagship-bench model train|predict` in f32 and at `auto`, and the transformers peer.
+fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
+    let (bench, _) = release_bench(env)?;
+    let base = env.venv.join("base-model");
+    let data = env.root.join("fixtures/tweeteval-sentiment/train.jsonl.gz");
+    let mut common = vec!["--base".to_string(), base.display().to_string()];
+    common.extend(sizes(f, &data));
     let ours = |precision: &str, extra: &[&str]| {
         last_line(
             Command::new(&bench)
@@ -414,7 +425,6 @@ fn model(f: &Bench, what: &str, env: &setup::Env) -> Result<Measured, String> {
     ] {
         println!("{who}: {line}");
     }
-    let rate = |j: &str, k: &str| field(j, k).ok_or_else(|| format!("no `{k}` in {j}"));
     let (a32, aa) = (
         rate(&f32_run, "examples_per_second")?,
         rate(&auto_run, "examples_per_second")?,
@@ -544,16 +554,7 @@ fn served(
     let heldout = env
         .root
         .join("fixtures/tweeteval-sentiment/heldout-40.jsonl");
-    let sizes = [
-        "--rows".to_string(),
-        f.rows.to_string(),
-        "--batch-size".into(),
-        f.batch_size.to_string(),
-        "--max-length".into(),
-        f.max_length.to_string(),
-        "--data".into(),
-        heldout.display().to_string(),
-    ];
+    let sizes = sizes(f, &heldout);
     let ours = |full: bool| {
         let mut cmd = Command::new(bench);
         cmd.current_dir(&env.root)
@@ -581,7 +582,6 @@ fn served(
     println!(
         "flagship, early exit: {exits}\nflagship, full depth: {full}\ntransformers bf16: {peer}"
     );
-    let rate = |j: &str, k: &str| field(j, k).ok_or_else(|| format!("no `{k}` in {j}"));
     let (e, d, p) = (
         rate(&exits, "examples_per_second")?,
         rate(&full, "examples_per_second")?,

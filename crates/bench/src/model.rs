@@ -8,6 +8,7 @@ use anyhow::Result;
 use flagship_model::train::{self, TrainOptions};
 use flagship_model::{HeadSpec, Mode, Precision, SequenceClassifier, TextEncoder};
 
+use flagship_core::config::Arithmetic;
 use flagship_store::table::Table;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,12 +58,16 @@ pub enum Arith {
 }
 
 impl Arith {
-    fn resolve(self, device: tch::Device) -> Precision {
+    fn arithmetic(self) -> Arithmetic {
         match self {
-            Arith::Auto => Precision::auto(device),
-            Arith::F32 => Precision::F32,
-            Arith::Bf16 => Precision::Bf16,
+            Arith::Auto => Arithmetic::Auto,
+            Arith::F32 => Arithmetic::F32,
+            Arith::Bf16 => Arithmetic::Bf16,
         }
+    }
+
+    fn resolve(self, device: tch::Device) -> Precision {
+        Precision::of(self.arithmetic(), device)
     }
 }
 
@@ -98,54 +103,13 @@ pub fn run(args: Args) -> Result<()> {
                 "examples_per_second": rec.examples_per_second,
             })
         }
-        What::Predict if args.model.is_some() => {
-            let n = args.rows.min(examples.len());
-            let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
-            served(args.model.as_deref().unwrap_or(&base), &args, &texts)?
-        }
         What::Predict => {
             let n = args.rows.min(examples.len());
             let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
-            let mut ck = flagship_model::Checkpoint::open(&base)?;
-            if let Some(n) = args.layers {
-                ck.config.keep_layers(n).map_err(anyhow::Error::msg)?;
+            match &args.model {
+                Some(dir) => served(dir, &args, &texts)?,
+                None => fresh_head(&base, &args, &texts, device)?,
             }
-            let (mut vs, model, _) =
-                SequenceClassifier::from_checkpoint(&ck, HeadSpec::CLS2, device, false)?;
-            drop(ck);
-            // As `flagship predict` serves a model: frozen, so the bf16 weights are cast
-            // once and query, key and value are one product.
-            vs.freeze();
-            let enc = TextEncoder::from_file(
-                &base.join("tokenizer.json"),
-                args.max_length,
-                model.config.pad_token_id,
-            )?;
-            let precision = args.precision.resolve(device);
-            // Warm-up pass (allocator, kernels), as the peer's first batch would be.
-            let _ = tch::no_grad(|| {
-                let e = enc.encode(&texts[..8.min(n)]).expect("tokenize");
-                let items: Vec<_> = e.iter().collect();
-                let (ids, mask) = enc.collate(&items, device);
-                let mode = Mode {
-                    train: false,
-                    precision,
-                };
-                model.forward(&ids, mask.as_ref(), mode)
-            });
-            let started = Instant::now();
-            let encoded = enc
-                .encode(&texts)
-                .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-            let (p, _) =
-                train::probabilities(&model, &enc, &encoded, args.batch_size, device, precision);
-            let secs = started.elapsed().as_secs_f64();
-            assert_eq!(p.len(), n);
-            serde_json::json!({
-                "examples": n,
-                "seconds": secs,
-                "examples_per_second": n as f64 / secs,
-            })
         }
     };
     let mut result = result;
@@ -162,11 +126,7 @@ pub fn run(args: Args) -> Result<()> {
 fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_json::Value> {
     let mut model = flagship_model::Classifier::load(dir)?;
     model.batch_size = args.batch_size;
-    model.set_precision(match args.precision {
-        Arith::Auto => flagship_core::config::Arithmetic::Auto,
-        Arith::F32 => flagship_core::config::Arithmetic::F32,
-        Arith::Bf16 => flagship_core::config::Arithmetic::Bf16,
-    });
+    model.set_precision(args.precision.arithmetic());
     model.set_early_exit(!args.full_depth);
     model.predict(&texts[..8.min(texts.len())])?;
     let before = model.reading().unwrap_or_default();
@@ -182,5 +142,50 @@ fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_js
         "examples_per_second": texts.len() as f64 / secs,
         "layers_read": read as f64 / (posts.max(1) as f64 * after.2.max(1) as f64),
         "tokenise_seconds": tokenise.as_secs_f64(),
+    }))
+}
+
+/// `texts` scored by the base `base` with a fresh two-label head (`--layers`: its first
+/// layers only), frozen as `flagship predict` serves a model, after a warm-up pass.
+fn fresh_head(
+    base: &std::path::Path,
+    args: &Args,
+    texts: &[&str],
+    device: tch::Device,
+) -> Result<serde_json::Value> {
+    let mut ck = flagship_model::Checkpoint::open(base)?;
+    if let Some(n) = args.layers {
+        ck.config.keep_layers(n).map_err(anyhow::Error::msg)?;
+    }
+    let (mut vs, model, _) =
+        SequenceClassifier::from_checkpoint(&ck, HeadSpec::CLS2, device, false)?;
+    drop(ck);
+    // As `flagship predict` serves a model: frozen, so the bf16 weights are cast
+    // once and query, key and value are one product.
+    vs.freeze();
+    let enc = TextEncoder::from_file(
+        &base.join("tokenizer.json"),
+        args.max_length,
+        model.config.pad_token_id,
+    )?;
+    let precision = args.precision.resolve(device);
+    // Warm-up pass (allocator, kernels), as the peer's first batch would be.
+    let _ = tch::no_grad(|| {
+        let e = enc.encode(&texts[..8.min(texts.len())]).expect("tokenize");
+        let items: Vec<_> = e.iter().collect();
+        let (ids, mask) = enc.collate(&items, device);
+        model.forward(&ids, mask.as_ref(), Mode::serve(precision))
+    });
+    let started = Instant::now();
+    let encoded = enc
+        .encode(texts)
+        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    let (p, _) = train::probabilities(&model, &enc, &encoded, args.batch_size, device, precision);
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(p.len(), texts.len());
+    Ok(serde_json::json!({
+        "examples": texts.len(),
+        "seconds": secs,
+        "examples_per_second": texts.len() as f64 / secs,
     }))
 }

@@ -251,6 +251,23 @@ pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// Writes `path` through `fill` on a temporary name beside it, then renames it into place.
+fn replace_file(
+    path: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+}
+
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ModelError> {
     let text = serde_json::to_string_pretty(value).expect("serialisable");
     std::fs::write(path, text + "\n").map_err(|e| ModelError::io(path, e))
@@ -321,7 +338,7 @@ impl Trained {
                 lin.save(tmp)?;
             }
             if let Some(f) = &self.exits {
-                f.exits.save(tmp)?;
+                f.exits.write(&tmp.join(crate::exit::FILE))?;
             }
             self.vs.save(tmp.join("model.safetensors"))?;
             let tok = self.base.join("tokenizer.json");
@@ -525,7 +542,6 @@ impl Classifier {
                     Some(r) => Some(Exits::load(
                         dir,
                         r,
-                        card.threshold,
                         model.encoder.layers.len(),
                         model.config.hidden_size,
                         device,
@@ -601,24 +617,14 @@ impl Classifier {
             t.precision,
         )?;
         let file = self.dir.join(crate::exit::FILE);
-        let tmp = self
-            .dir
-            .join(format!(".{}.tmp-{}", crate::exit::FILE, std::process::id()));
         let mut card = self.card.clone();
         card.early_exit = fitted.as_ref().map(|f| f.record.clone());
         if let Some(f) = &fitted {
-            std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-            f.exits.save(&tmp)?;
-            std::fs::rename(tmp.join(crate::exit::FILE), &file)
-                .map_err(|e| ModelError::io(&file, e))?;
-            let _ = std::fs::remove_dir_all(&tmp);
+            replace_file(&file, |tmp| f.exits.write(tmp))?;
         }
-        let json = self.dir.join("flagship.json");
-        let json_tmp = self
-            .dir
-            .join(format!(".flagship.json.tmp-{}", std::process::id()));
-        write_json(&json_tmp, &card)?;
-        std::fs::rename(&json_tmp, &json).map_err(|e| ModelError::io(&json, e))?;
+        replace_file(&self.dir.join("flagship.json"), |tmp| {
+            write_json(tmp, &card)
+        })?;
         if fitted.is_none() {
             let _ = std::fs::remove_file(&file);
         }

@@ -247,8 +247,6 @@ impl Config {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// The config an exported two-label classifier is written with: the base's keys, plus
-    /// `architectures`, `id2label`, `label2id`, so `transformers` opens it too.
     /// Keeps the first `n` layers only: the size and the `config.json` an export writes say
     /// `n` (under the key the checkpoint spelt it with). `n` must lie in 1..=the layers there are.
     pub fn keep_layers(&mut self, n: usize) -> Result<(), String> {
@@ -271,6 +269,8 @@ impl Config {
         Ok(())
     }
 
+    /// The config an exported two-label classifier is written with: the base's keys, plus
+    /// `architectures`, `id2label`, `label2id`, so `transformers` opens it too.
     pub fn classifier_json(&self, classes: i64) -> Value {
         let mut v = self.raw.clone();
         let (id2label, label2id) = if classes == 3 {

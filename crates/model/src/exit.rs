@@ -13,8 +13,8 @@
 //! model is the target, and its validation figures stay the card's.
 //!
 //! Reads the model in memory and encoded texts; writes `exit.safetensors` beside the model
-//! ([`Exits::save`]) and an [`ExitRecord`] for `flagship.json`; never exits on a model whose
-//! threshold has moved since the margins were set ([`Exits::load`] refuses it).
+//! ([`Exits::write`]) and an [`ExitRecord`] for `flagship.json`. A card whose threshold has
+//! moved since the margins were set is served without exits (the classifier's load decides).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,7 @@ use tch::{Device, Kind, Tensor};
 use crate::ModelError;
 use crate::encoder::Mode;
 use crate::layers::Precision;
+use crate::linear::sigmoid;
 use crate::sequence::{SequenceClassifier, mean_pool};
 use crate::tokenize::{Encoded, TextEncoder};
 use crate::train::length_passes;
@@ -117,8 +118,8 @@ fn logit(p: f64) -> f64 {
 }
 
 impl Exits {
-    /// Writes the heads into `dir` as [`FILE`].
-    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+    /// Writes the heads to `path` (a model folder's [`FILE`], or a temporary name beside it).
+    pub fn write(&self, path: &Path) -> Result<(), ModelError> {
         let mut named = Vec::new();
         for h in &self.heads {
             named.push((
@@ -130,16 +131,15 @@ impl Exits {
                 Tensor::from_slice(&[h.bias as f32]),
             ));
         }
-        Tensor::write_safetensors(&named, dir.join(FILE))?;
+        Tensor::write_safetensors(&named, path)?;
         Ok(())
     }
 
     /// The heads `record` names, from `dir`'s [`FILE`], for a model with `layers` layers of
-    /// `hidden` units whose card's threshold is `threshold`.
+    /// `hidden` units; their margins lie around `record.threshold`.
     pub fn load(
         dir: &Path,
         record: &ExitRecord,
-        threshold: f64,
         layers: usize,
         hidden: i64,
         device: Device,
@@ -149,13 +149,6 @@ impl Exits {
             path: path.clone(),
             message,
         };
-        if (record.threshold - threshold).abs() > 1e-9 {
-            return Err(bad(format!(
-                "the exits' margins lie around threshold {} but the card's is {threshold}: \
-                 refit them (train again) or serve full depth (`model.early_exit = 0`)",
-                record.threshold
-            )));
-        }
         let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
             .map_err(|e| bad(e.to_string()))?
             .into_iter()
@@ -191,7 +184,7 @@ impl Exits {
         heads.sort_by_key(|h| h.layer);
         Ok(Exits {
             heads,
-            threshold_logit: logit(threshold),
+            threshold_logit: logit(record.threshold),
         })
     }
 
@@ -248,7 +241,7 @@ impl Exits {
             let mut stay = Vec::with_capacity(rows.len());
             for (i, &zi) in z.iter().enumerate() {
                 if (zi as f64 - self.threshold_logit).abs() >= head.margin {
-                    put(rows[i] as usize, 1.0 / (1.0 + (-zi).exp()));
+                    put(rows[i] as usize, sigmoid(zi));
                 } else {
                     stay.push(i as i64);
                 }
@@ -310,6 +303,7 @@ pub fn fit(
     }
     let stride = train.len().div_ceil(MAX_FIT_TEXTS);
     let sample: Vec<Encoded> = train.iter().step_by(stride).cloned().collect();
+    tracing::info!(texts = sample.len(), "fitting the early exits");
     let (features, probs) = pooled_states(model, encoder, &sample, batch_size, device, precision);
     let targets: Vec<f64> = probs
         .iter()
@@ -334,29 +328,22 @@ pub fn fit(
     let t = logit(threshold);
     let chosen = choose_margins(&z, &full, t, budget, SAFETY);
 
-    // What the margins do on validation: who exits where, which decisions change, the work.
     let n = val.len();
-    let mut alive = vec![true; n];
-    let (mut wrong, mut work) = (0usize, 0usize);
     let mut exits = Vec::new();
     let mut heads = Vec::new();
-    for (k, ((margin, zk), (w, b))) in chosen.iter().zip(&z).zip(fits).enumerate() {
+    for (k, ((margin, out), (w, b))) in chosen
+        .margins
+        .iter()
+        .zip(&chosen.exited)
+        .zip(fits)
+        .enumerate()
+    {
         let layer = k + 1;
-        // Each alive post reads the layers up to this one.
-        work += alive.iter().filter(|&&a| a).count();
         let Some(margin) = *margin else { continue };
-        let mut out = 0;
-        for i in 0..n {
-            if alive[i] && (zk[i] - t).abs() >= margin {
-                alive[i] = false;
-                out += 1;
-                wrong += usize::from((zk[i] >= t) != full[i]);
-            }
-        }
         exits.push(ExitPoint {
             layer,
             margin,
-            exited: out as f64 / n as f64,
+            exited: *out as f64 / n as f64,
         });
         heads.push(Head {
             layer,
@@ -368,15 +355,14 @@ pub fn fit(
     if heads.is_empty() {
         return Ok(None);
     }
-    work += alive.iter().filter(|&&a| a).count();
     let record = ExitRecord {
         budget,
         threshold,
         exits,
         fitted_on: sample.len(),
         validation: n,
-        agreement: 1.0 - wrong as f64 / n as f64,
-        reading: work as f64 / (n * top) as f64,
+        agreement: 1.0 - chosen.wrong as f64 / n as f64,
+        reading: chosen.work as f64 / (n * top) as f64,
     };
     Ok(Some(Fitted {
         exits: Exits {
@@ -393,18 +379,19 @@ pub fn fit(
 /// that lets no more of the posts still reading exit on a wrong decision than its share of
 /// `budget` allows (the budget split evenly across the layers, what one layer leaves unused
 /// passing to the next).
-pub fn choose_margins(
-    z: &[Vec<f64>],
-    full: &[bool],
-    t: f64,
-    budget: f64,
-    safety: f64,
-) -> Vec<Option<f64>> {
+pub fn choose_margins(z: &[Vec<f64>], full: &[bool], t: f64, budget: f64, safety: f64) -> Margins {
     let n = full.len();
     let mut alive = vec![true; n];
-    let mut wrong = 0usize;
-    let mut out = Vec::with_capacity(z.len());
+    let mut out = Margins {
+        margins: Vec::with_capacity(z.len()),
+        exited: Vec::with_capacity(z.len()),
+        wrong: 0,
+        work: 0,
+    };
     for (k, zk) in z.iter().enumerate() {
+        // Each post still reading reads this layer.
+        out.work += alive.iter().filter(|&&a| a).count();
+        let wrong = out.wrong;
         let allowed = (budget * n as f64 * (k + 1) as f64 / z.len() as f64 + 1e-9).floor() as usize;
         // The posts still reading, surest first.
         let mut cand: Vec<(f64, bool)> = (0..n)
@@ -431,17 +418,36 @@ pub fn choose_margins(
             best = Some(d);
         }
         let best = best.map(|m| m * safety);
+        let mut exited = 0;
         if let Some(m) = best {
             for i in 0..n {
                 if alive[i] && (zk[i] - t).abs() >= m {
                     alive[i] = false;
-                    wrong += usize::from((zk[i] >= t) != full[i]);
+                    exited += 1;
+                    out.wrong += usize::from((zk[i] >= t) != full[i]);
                 }
             }
         }
-        out.push(best);
+        out.margins.push(best);
+        out.exited.push(exited);
     }
+    // The top layer, read by every post still reading.
+    out.work += alive.iter().filter(|&&a| a).count();
     out
+}
+
+/// What [`choose_margins`] chose, and what those margins do on the posts they were set on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Margins {
+    /// Each layer's margin, lowest layer first (`None`: no exit there).
+    pub margins: Vec<Option<f64>>,
+    /// The posts that exit at each layer.
+    pub exited: Vec<usize>,
+    /// The posts whose decision differs from the full model's.
+    pub wrong: usize,
+    /// The layers read by all posts together (every post reads the first and, unless it
+    /// exits, the ones above, the top included).
+    pub work: usize,
 }
 
 /// Ridge regression of `z` on the rows of `x` `[n, hidden]` (f32) with an intercept (not
@@ -517,22 +523,25 @@ mod tests {
             .map(|i| if i < 5 { 1.0 + i as f64 } else { -1.0 })
             .collect();
         // No wrong decision allowed: layer 1 stops above post 4's distance.
-        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.0, 1.0);
+        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.0, 1.0).margins;
         assert_eq!(m, vec![Some(3.0), Some(1.0)]);
         // With a safety factor nobody is sure enough at layer 1 (3.0 < 4.5); layer 2's margin
         // is then set on all ten posts, all right there.
-        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.0, 1.5);
+        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.0, 1.5).margins;
         assert_eq!(m, vec![Some(4.5), Some(1.5)]);
         // One wrong decision in ten allowed (split over two layers: none at layer 1, one by
         // layer 2): still none at layer 1, and layer 2 takes everyone left.
-        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.1, 1.0);
+        let m = choose_margins(&[z1.clone(), z2.clone()], &full, 0.0, 0.1, 1.0).margins;
         assert_eq!(m, vec![Some(3.0), Some(1.0)]);
         // Two allowed (one a layer): layer 1 lets post 4 out wrongly, down to distance 2.5.
         let m = choose_margins(&[z1, z2], &full, 0.0, 0.2, 1.0);
-        assert_eq!(m, vec![Some(2.5), Some(1.0)]);
+        assert_eq!(m.margins, vec![Some(2.5), Some(1.0)]);
+        // What they do: posts 0, 9 and (wrongly) 4 leave after layer 1, the other seven after
+        // layer 2; ten posts read layer 1, seven layer 2, none the top.
+        assert_eq!((m.exited, m.wrong, m.work), (vec![3, 7], 1, 17));
         // A layer where the surest post is wrong gets no exit.
         let z = vec![vec![-5.0, 0.0], vec![1.0, -1.0]];
-        let m = choose_margins(&z, &[true, false], 0.0, 0.0, 1.0);
+        let m = choose_margins(&z, &[true, false], 0.0, 0.0, 1.0).margins;
         assert_eq!(m, vec![None, Some(1.0)]);
     }
 

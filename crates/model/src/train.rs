@@ -237,7 +237,6 @@ pub fn probabilities(
     let mode = Mode::serve(precision);
     tch::no_grad(|| {
         for chunk in length_passes(encoded, batch_size) {
-            let chunk = &chunk[..];
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let (ids, mask) = encoder.collate(&items, device);
             let logits = model
@@ -476,10 +475,6 @@ pub fn train_taught(
     let steps = fit.step;
     drop(fit);
     let exits = if linear.is_none() {
-        tracing::info!(
-            texts = train_enc.len().min(crate::exit::MAX_FIT_TEXTS),
-            "fitting the early exits"
-        );
         crate::exit::fit(
             &model,
             &encoder,
