@@ -179,13 +179,37 @@ async fn press(c: &Client, key: char) {
 }
 
 async fn selected_id(c: &Client) -> String {
-    c.find(Locator::Css("article.post.selected"))
+    attr(c, "article.post.selected", "data-id")
         .await
-        .unwrap()
-        .attr("data-id")
+        .expect("a selected post")
+}
+
+/// What `script` returns for the first element `css` matches on `c`'s page (`null` when none
+/// does), found and read in one call: the page re-renders live, and an element found in one
+/// WebDriver call can be stale by the next.
+async fn read(c: &Client, css: &str, script: &str) -> Option<String> {
+    let js = format!("const e = document.querySelector(arguments[0]); return e ? {script} : null");
+    let v = c.execute(&js, vec![css.into()]).await.unwrap();
+    v.as_str().map(str::to_owned)
+}
+
+/// The text of the first element `css` matches (as WebDriver's, trimmed).
+async fn text_if(c: &Client, css: &str) -> Option<String> {
+    read(c, css, "e.innerText")
         .await
-        .unwrap()
-        .unwrap()
+        .map(|t| t.trim().to_owned())
+}
+
+/// The text of the first element `css` matches; there must be one.
+async fn text(c: &Client, css: &str) -> String {
+    text_if(c, css)
+        .await
+        .unwrap_or_else(|| panic!("nothing on the page matches {css}"))
+}
+
+/// Attribute `name` of the first element `css` matches.
+async fn attr(c: &Client, css: &str, name: &str) -> Option<String> {
+    read(c, css, &format!("e.getAttribute({name:?})")).await
 }
 
 /// Polls `what` until it holds (10 s).
@@ -402,15 +426,7 @@ async fn the_desk_in_a_real_browser() {
         "no link for javascript:"
     );
     assert_eq!(count(&c, "img").await, 0, "the author's <img> is text");
-    let rtl = c
-        .find(Locator::Css(
-            r#"article[data-id="9100000000000000002"] .text"#,
-        ))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let rtl = text(&c, r#"article[data-id="9100000000000000002"] .text"#).await;
     assert_eq!(rtl, "\u{202e}gnp.exe right-to-left override");
     let tall: f64 = c
         .execute(
@@ -434,15 +450,7 @@ async fn the_desk_in_a_real_browser() {
         count(&c, "article.post").await == 4
     })
     .await;
-    let live_text = c
-        .find(Locator::Css(
-            r#"article[data-id="9100000000000000004"] .text"#,
-        ))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let live_text = text(&c, r#"article[data-id="9100000000000000004"] .text"#).await;
     assert_eq!(live_text, "<svg onload=alert(3)> arrived live");
     assert_eq!(count(&c, "svg, img").await, 0);
     assert!(c.get_alert_text().await.is_err(), "no alert opened");
@@ -482,15 +490,7 @@ async fn the_desk_in_a_real_browser() {
             count(&c, "article.post").await > 10
         })
         .await;
-        let seen: u64 = c
-            .find(Locator::Css("#t-seen"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seen: u64 = text(&c, "#t-seen").await.parse().unwrap();
         assert!(seen > 0, "the today panel updates live");
     };
     let (totals, ()) = tokio::join!(live, watch_page);
@@ -585,12 +585,12 @@ async fn the_desk_in_a_real_browser() {
     })
     .await;
     until("the page showing the undo", || async {
-        let el = c.find(Locator::Css("article.post.selected")).await.unwrap();
-        el.attr("data-id").await.unwrap().as_deref() == Some(third.as_str())
-            && el
-                .attr("class")
+        attr(&c, "article.post.selected", "data-id")
+            .await
+            .as_deref()
+            == Some(third.as_str())
+            && attr(&c, "article.post.selected", "class")
                 .await
-                .unwrap()
                 .unwrap_or_default()
                 .contains("state-open")
     })
@@ -750,33 +750,15 @@ async fn question_groups_and_saved_answers_in_a_real_browser() {
     })
     .await;
     assert_eq!(count(&c, "article.saved-answer h3 b").await, 0);
-    let title = c
-        .find(Locator::Css("article.saved-answer h3"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let title = text(&c, "article.saved-answer h3").await;
     assert_eq!(title, "<b>First images</b>");
-    let fits = c
-        .find(Locator::Css("article.saved-answer .fits"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fits = text(&c, "article.saved-answer .fits").await;
     assert!(fits.contains("x ") && fits.contains("/280"), "{fits}");
     assert!(fits.contains("bluesky ") && fits.contains("/300"), "{fits}");
     // A placeholder the desk cannot fill is refused, with the reason.
     fill("Broken", "Hi {name}").await;
     until("the refusal", || async { count(&c, "p.error").await == 1 }).await;
-    let refusal = c
-        .find(Locator::Css("p.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let refusal = text(&c, "p.error").await;
     assert!(refusal.contains("{name}"), "{refusal}");
     assert_eq!(desk_answers(&db), 1);
     let embedded: Option<String> = rusqlite::Connection::open(&db)
@@ -1217,13 +1199,7 @@ async fn replies_from_the_desk_in_a_real_browser() {
     c.goto(&format!("http://{addr}/")).await.unwrap();
     let m = format!(r#"article.post[data-id="{}"]"#, mastodon_post.post.id);
     open_preview(&c, &m).await;
-    let shown = c
-        .find(Locator::Css(&format!("{m} .preview")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown = text(&c, &format!("{m} .preview")).await;
     assert!(
         shown.contains("Hi @ana@mastodon.social, the first Webb images"),
         "{shown}"
@@ -1309,13 +1285,7 @@ async fn replies_from_the_desk_in_a_real_browser() {
         count(&c, &format!("{child} .thread .parent")).await == 1
     })
     .await;
-    let parent = c
-        .find(Locator::Css(&format!("{child} .thread")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let parent = text(&c, &format!("{child} .thread")).await;
     assert!(parent.contains("in reply to"), "{parent}");
     assert!(
         parent.contains("is the webb launch delayed again?"),
@@ -1377,24 +1347,21 @@ async fn select(c: &Client, id: &str) {
 
 /// What post `id`'s holder line says on `c`'s page.
 async fn holder(c: &Client, id: &str) -> String {
-    match c
-        .find(Locator::Css(&format!(
-            r#"article.post[data-id="{id}"] .holder"#
-        )))
+    text_if(c, &format!(r#"article.post[data-id="{id}"] .holder"#))
         .await
-    {
-        Ok(e) => e.text().await.unwrap(),
-        Err(_) => "(not on the page)".into(),
-    }
+        .unwrap_or_else(|| "(not on the page)".into())
 }
 
 /// The ids of the posts on `c`'s page, in order.
 async fn ids(c: &Client) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in c.find_all(Locator::Css("article.post")).await.unwrap() {
-        out.push(e.attr("data-id").await.unwrap().unwrap());
-    }
-    out
+    let v = c
+        .execute(
+            "return Array.from(document.querySelectorAll('article.post'), e => e.dataset.id)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
 }
 
 /// The status a POST from `c`'s page (its session and CSRF token) gets.
@@ -1514,12 +1481,8 @@ async fn a_team_of_three_in_real_browsers() {
     select(&bo, "t3").await;
     press(&bo, 't').await;
     until("bo refused", || async {
-        bo.find(Locator::Css(r#"article.post[data-id="t3"] .state"#))
+        text(&bo, r#"article.post[data-id="t3"] .state"#)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
             .contains("ana holds post t3")
     })
     .await;
@@ -1600,13 +1563,7 @@ async fn a_team_of_three_in_real_browsers() {
     })
     .await;
     assert_eq!(count(&ana, "article.post.overdue").await, 0);
-    let clock = ana
-        .find(Locator::Css(r#"article.post[data-id="t1"] .clock"#))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let clock = text(&ana, r#"article.post[data-id="t1"] .clock"#).await;
     assert_eq!(clock, "waiting 5 min · due in 55 min");
     desk.hold_clock(Some(t0 + chrono::Duration::minutes(62)));
     desk.tick();
@@ -1614,13 +1571,7 @@ async fn a_team_of_three_in_real_browsers() {
         count(&ana, "article.post.overdue").await == 4
     })
     .await;
-    let clock = ana
-        .find(Locator::Css(r#"article.post[data-id="t1"] .clock"#))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let clock = text(&ana, r#"article.post[data-id="t1"] .clock"#).await;
     assert_eq!(clock, "waiting 1 h 02 min · overdue 2 min");
     if let Some(shots) = &shots {
         std::fs::write(
@@ -1667,13 +1618,7 @@ async fn a_team_of_three_in_real_browsers() {
         })
         .await;
     }
-    let banner = ana
-        .find(Locator::Css("#alerts .alert-burst"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let banner = text(&ana, "#alerts .alert-burst").await;
     assert!(
         banner.contains("Burst: 12 flagged posts in 10 minutes"),
         "{banner}"
