@@ -17,13 +17,17 @@
 //! Elsewhere (CUDA, or a tensor that is not contiguous f32 in host memory) the same
 //! arithmetic runs as tensor operations, without reading the norm back to the host.
 //! A parameter without a gradient is skipped and keeps its step count, as in torch.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! [`AdamW::gradients`] makes a step's gradients without accumulating them into `.grad()`
+//! (`zero_grad(set_to_none=True)`'s effect: nothing to zero before the backward pass, nothing to
+//! add into after it), and takes a word embedding's as the rows a batch read ([`RowLeaf`]): a
+//! batch reads a few hundred of the MiniLM's 30,522 rows, and a dense gradient of that matrix
+//! (47 MB) was allocated, zeroed, filled and read twice every step. Rows no batch read get a
+//! zero gradient, exactly as the dense one gave them: the moments decay and the weight decays.
 
 use tch::{Device, Kind, Tensor};
 
-/// Elements per unit of work shared between the threads.
-const CHUNK: usize = 1 << 16;
+use crate::threads::for_chunks;
 
 /// AdamW's constants (PyTorch's defaults but the weight decay).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,6 +89,40 @@ impl AdamW {
         }
     }
 
+    /// The gradients of `loss` for every parameter, in the optimizer's order (`None`: not
+    /// reached), made without accumulating into `.grad()`. `rows`' parameter gets its
+    /// gradient as the rows its leaf holds.
+    pub fn gradients(&self, loss: &Tensor, rows: Option<&RowLeaf>) -> Vec<Option<Grad>> {
+        let sparse = rows.and_then(|r| {
+            self.params
+                .iter()
+                .position(|p| same_tensor(&p.var, &r.param))
+                .map(|i| (i, r))
+        });
+        let inputs: Vec<&Tensor> = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match sparse {
+                Some((at, r)) if at == i => &r.leaf,
+                _ => &p.var,
+            })
+            .collect();
+        Tensor::run_backward(&[loss], &inputs, false, false)
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| {
+                g.defined().then(|| match sparse {
+                    Some((at, r)) if at == i => Grad::Rows {
+                        index: r.index.shallow_clone(),
+                        values: g,
+                    },
+                    _ => Grad::Dense(g),
+                })
+            })
+            .collect()
+    }
+
     /// Gradients to zero, in place.
     pub fn zero_grad(&mut self) {
         for p in &self.params {
@@ -95,21 +133,44 @@ impl AdamW {
         }
     }
 
-    /// Clips the gradients' global L2 norm to `max_norm`, then one step: `lr(group)` and
-    /// `weight_decay(group)` for each parameter's group.
+    /// [`AdamW::step_with`] the gradients accumulated in `.grad()` by `backward()`.
     pub fn step(
         &mut self,
         max_norm: f64,
         lr: &dyn Fn(usize) -> f64,
         weight_decay: &dyn Fn(usize) -> f64,
     ) {
-        let h = self.hyper;
-        let live: Vec<(usize, Tensor)> = self
+        let grads = self
             .params
             .iter()
+            .map(|p| {
+                let g = p.var.grad();
+                g.defined().then_some(Grad::Dense(g))
+            })
+            .collect();
+        self.step_with(grads, max_norm, lr, weight_decay);
+    }
+
+    /// Clips the gradients' global L2 norm to `max_norm`, then one step: `lr(group)` and
+    /// `weight_decay(group)` for each parameter's group. `grads` are in the optimizer's order
+    /// (as [`AdamW::gradients`] gives them).
+    pub fn step_with(
+        &mut self,
+        grads: Vec<Option<Grad>>,
+        max_norm: f64,
+        lr: &dyn Fn(usize) -> f64,
+        weight_decay: &dyn Fn(usize) -> f64,
+    ) {
+        assert_eq!(
+            grads.len(),
+            self.params.len(),
+            "one gradient slot a parameter"
+        );
+        let h = self.hyper;
+        let live: Vec<(usize, Grad)> = grads
+            .into_iter()
             .enumerate()
-            .map(|(i, p)| (i, p.var.grad()))
-            .filter(|(_, g)| g.defined())
+            .filter_map(|(i, g)| g.map(|g| (i, g)))
             .collect();
         if live.is_empty() {
             return;
@@ -117,15 +178,39 @@ impl AdamW {
         let host = self.fused
             && live.iter().all(|(i, g)| {
                 let p = &self.params[*i];
-                [&p.var, g, &p.m, &p.v].iter().all(|t| on_host_f32(t))
+                [&p.var, &p.m, &p.v].iter().all(|t| on_host_f32(t))
+                    && match g {
+                        Grad::Dense(g) => on_host_f32(g),
+                        Grad::Rows { index, values } => {
+                            on_host_f32(values) && index.device() == Device::Cpu && p.var.dim() == 2
+                        }
+                    }
             });
         tch::no_grad(|| {
             if host {
+                // Each row-sparse gradient's map: parameter row → its row in `values`, or -1.
+                let maps: Vec<Option<Vec<i32>>> = live
+                    .iter()
+                    .map(|(i, g)| match g {
+                        Grad::Dense(_) => None,
+                        Grad::Rows { index, .. } => {
+                            Some(row_map(index, self.params[*i].var.size()[0]))
+                        }
+                    })
+                    .collect();
                 let views: Vec<Views> = live
                     .iter()
-                    .map(|(i, g)| {
+                    .zip(&maps)
+                    .map(|((i, g), map)| {
                         let p = &self.params[*i];
-                        Views::of(&p.var, g, &p.m, &p.v)
+                        match (g, map) {
+                            (Grad::Rows { values, .. }, Some(map)) => {
+                                Views::rows(&p.var, values, map, &p.m, &p.v)
+                            }
+                            (Grad::Dense(g), _) | (Grad::Rows { values: g, .. }, None) => {
+                                Views::of(&p.var, g, &p.m, &p.v)
+                            }
+                        }
                     })
                     .collect();
                 let norm = global_norm(&views, self.threads);
@@ -140,9 +225,13 @@ impl AdamW {
                     .collect();
                 update(&views, &coefs, self.threads);
             } else {
-                let grads: Vec<&Tensor> = live.iter().map(|(_, g)| g).collect();
-                let clip = clip_coefficient(&grads, max_norm);
-                for (i, g) in &live {
+                let dense: Vec<Tensor> = live
+                    .iter()
+                    .map(|(i, g)| g.dense(&self.params[*i].var))
+                    .collect();
+                let refs: Vec<&Tensor> = dense.iter().collect();
+                let clip = clip_coefficient(&refs, max_norm);
+                for ((i, _), g) in live.iter().zip(&dense) {
                     let p = &mut self.params[*i];
                     p.steps += 1;
                     tensor_step(p, &(g * &clip), h, lr(p.group), weight_decay(p.group));
@@ -150,6 +239,70 @@ impl AdamW {
             }
         });
     }
+}
+
+/// One parameter's gradient for a step.
+pub enum Grad {
+    /// As large as the parameter.
+    Dense(Tensor),
+    /// `values` `[n, dim]` for the distinct rows `index` (int64 `[n]`) of a `[rows, dim]`
+    /// parameter; every other row's gradient is zero.
+    Rows { index: Tensor, values: Tensor },
+}
+
+impl Grad {
+    /// The gradient as large as `param`.
+    fn dense(&self, param: &Tensor) -> Tensor {
+        match self {
+            Grad::Dense(g) => g.shallow_clone(),
+            Grad::Rows { index, values } => param.zeros_like().index_add(0, index, values),
+        }
+    }
+}
+
+/// A matrix parameter read through a leaf holding only the rows a batch reads: the forward
+/// pass reads `leaf` (`param`'s rows `index`, detached), so the backward pass makes a gradient
+/// of those rows alone ([`AdamW::gradients`]).
+pub struct RowLeaf {
+    pub param: Tensor,
+    pub index: Tensor,
+    pub leaf: Tensor,
+}
+
+impl RowLeaf {
+    /// The rows of `param` that `ids` (any shape, int64) read, as a leaf, and `ids` renumbered
+    /// onto the leaf's rows (same shape): `embedding(leaf, renumbered)` is
+    /// `embedding(param, ids)`.
+    pub fn gather(param: &Tensor, ids: &Tensor) -> (RowLeaf, Tensor) {
+        let (index, renumbered) = ids.internal_unique(true, true);
+        let leaf = param
+            .index_select(0, &index)
+            .detach()
+            .set_requires_grad(true);
+        (
+            RowLeaf {
+                param: param.shallow_clone(),
+                index,
+                leaf,
+            },
+            renumbered.view_as(ids),
+        )
+    }
+}
+
+/// The same tensor (storage, offset and shape), not merely equal values.
+fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
+    a.data_ptr() == b.data_ptr() && a.size() == b.size()
+}
+
+/// For each of `rows` rows: its position in `index` (distinct int64 row numbers), or -1.
+fn row_map(index: &Tensor, rows: i64) -> Vec<i32> {
+    let index = Vec::<i64>::try_from(index).expect("an int64 row index");
+    let mut map = vec![-1i32; rows as usize];
+    for (at, &r) in index.iter().enumerate() {
+        map[r as usize] = at as i32;
+    }
+    map
 }
 
 fn on_host_f32(t: &Tensor) -> bool {
@@ -213,15 +366,21 @@ impl Coef {
     }
 }
 
-/// Raw views of one parameter's memory: its value, gradient and moments (`len` f32 each).
-/// Valid while the tensors live and nothing else touches them (the step holds them).
+/// Raw views of one parameter's memory: its value and moments (`len` f32 each) and its
+/// gradient (`g_len` f32: `len`, or a row-sparse gradient's rows, `rows` mapping each of the
+/// parameter's rows of `dim` to one of them or -1). Valid while the tensors (and the map) live
+/// and nothing else touches them (the step holds them).
 #[derive(Clone, Copy)]
 struct Views {
     p: *mut f32,
-    g: *mut f32,
+    g: *const f32,
     m: *mut f32,
     v: *mut f32,
     len: usize,
+    g_len: usize,
+    /// Null for a dense gradient.
+    rows: *const i32,
+    dim: usize,
 }
 
 // The views are split into disjoint chunks, one thread each.
@@ -234,94 +393,135 @@ impl Views {
         assert!([g, m, v].iter().all(|t| t.numel() == len), "shapes agree");
         Views {
             p: p.data_ptr() as *mut f32,
-            g: g.data_ptr() as *mut f32,
+            g: g.data_ptr() as *const f32,
             m: m.data_ptr() as *mut f32,
             v: v.data_ptr() as *mut f32,
             len,
+            g_len: len,
+            rows: std::ptr::null(),
+            dim: 0,
         }
     }
-}
 
-/// Every `(parameter, start, end)` chunk of `views`.
-fn chunks(views: &[Views]) -> Vec<(usize, usize, usize)> {
-    let mut out = Vec::new();
-    for (i, v) in views.iter().enumerate() {
-        let mut s = 0;
-        while s < v.len {
-            let e = (s + CHUNK).min(v.len);
-            out.push((i, s, e));
-            s = e;
+    /// A `[rows, dim]` parameter whose gradient is `values` `[n, dim]` on the rows `map` says.
+    fn rows(p: &Tensor, values: &Tensor, map: &[i32], m: &Tensor, v: &Tensor) -> Views {
+        let (len, dim) = (p.numel(), p.size()[1] as usize);
+        assert!(
+            [m, v].iter().all(|t| t.numel() == len) && map.len() * dim == len,
+            "shapes agree"
+        );
+        assert_eq!(values.size().last().copied(), Some(dim as i64), "row width");
+        Views {
+            p: p.data_ptr() as *mut f32,
+            g: values.data_ptr() as *const f32,
+            m: m.data_ptr() as *mut f32,
+            v: v.data_ptr() as *mut f32,
+            len,
+            g_len: values.numel(),
+            rows: map.as_ptr(),
+            dim,
         }
     }
-    out
-}
-
-/// Runs `work(parameter, its views, start, end)` on every chunk of `views`, over `threads`
-/// threads; returns the sum of what each returned.
-fn for_chunks(
-    views: &[Views],
-    threads: usize,
-    work: &(dyn Fn(usize, &Views, usize, usize) -> f64 + Sync),
-) -> f64 {
-    let jobs = chunks(views);
-    let next = AtomicUsize::new(0);
-    let run = || {
-        let mut acc = 0.0;
-        loop {
-            let j = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(i, s, e)) = jobs.get(j) else {
-                return acc;
-            };
-            acc += work(i, &views[i], s, e);
-        }
-    };
-    let threads = threads.min(jobs.len()).max(1);
-    std::thread::scope(|scope| {
-        let others: Vec<_> = (1..threads).map(|_| scope.spawn(run)).collect();
-        let mine = run();
-        mine + others
-            .into_iter()
-            .map(|h| h.join().expect("an optimizer thread panicked"))
-            .sum::<f64>()
-    })
 }
 
 /// The L2 norm of all the gradients.
 fn global_norm(views: &[Views], threads: usize) -> f64 {
-    for_chunks(views, threads, &|_, v, s, e| {
-        // SAFETY: `s..e` lies within the gradient's `len` elements; only read here.
-        let g = unsafe { std::slice::from_raw_parts(v.g.add(s), e - s) };
-        g.iter().map(|&x| f64::from(x) * f64::from(x)).sum()
+    let lens: Vec<usize> = views.iter().map(|v| v.g_len).collect();
+    for_chunks(&lens, threads, &|i, s, e| {
+        // SAFETY: `s..e` lies within the gradient's `g_len` elements; only read here.
+        let g = unsafe { std::slice::from_raw_parts(views[i].g.add(s), e - s) };
+        sum_of_squares(g)
     })
     .sqrt()
 }
 
+/// `Σ x²` in f64, in eight independent lanes: one running sum is a chain of dependent
+/// additions the compiler may not reorder (nor vectorise); eight are two AVX-512 registers.
+fn sum_of_squares(g: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let mut blocks = g.chunks_exact(8);
+    for b in &mut blocks {
+        for (acc, &x) in lanes.iter_mut().zip(b) {
+            *acc += f64::from(x) * f64::from(x);
+        }
+    }
+    let rest: f64 = blocks
+        .remainder()
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum();
+    lanes.iter().sum::<f64>() + rest
+}
+
 /// The clipped AdamW update of every parameter, one pass over its memory.
 fn update(views: &[Views], coefs: &[Coef], threads: usize) {
-    for_chunks(views, threads, &|i, v, s, e| {
-        let c = coefs[i];
-        // SAFETY: chunks are disjoint ranges within each tensor's `len` elements, each
-        // handed to one thread; the four tensors are distinct allocations.
-        let (p, g, m, vv) = unsafe {
+    let lens: Vec<usize> = views.iter().map(|v| v.len).collect();
+    for_chunks(&lens, threads, &|i, s, e| {
+        let (v, c) = (&views[i], &coefs[i]);
+        // SAFETY: chunks are disjoint ranges within each parameter's `len` elements, each
+        // handed to one thread; the tensors are distinct allocations.
+        let (p, m, vv) = unsafe {
             (
                 std::slice::from_raw_parts_mut(v.p.add(s), e - s),
-                std::slice::from_raw_parts(v.g.add(s), e - s),
                 std::slice::from_raw_parts_mut(v.m.add(s), e - s),
                 std::slice::from_raw_parts_mut(v.v.add(s), e - s),
             )
         };
-        // In torch's order of operations, so the results agree to rounding.
-        for k in 0..p.len() {
-            let g = g[k] * c.clip;
-            let m1 = m[k] * c.b1 + c.one_minus_b1 * g;
-            let v1 = vv[k] * c.b2 + c.one_minus_b2 * (g * g);
-            m[k] = m1;
-            vv[k] = v1;
-            let denom = v1.sqrt() / c.bc2_sqrt + c.eps;
-            p[k] = p[k] * c.decay + -c.step_size * (m1 / denom);
+        if v.rows.is_null() {
+            // SAFETY: a dense gradient has the parameter's `len` elements.
+            let g = unsafe { std::slice::from_raw_parts(v.g.add(s), e - s) };
+            span(p, m, vv, Some(g), c);
+            return 0.0;
+        }
+        // Row by row: a row the batch read takes its gradient's row, any other a zero one.
+        let mut k = s;
+        while k < e {
+            let row = k / v.dim;
+            let end = ((row + 1) * v.dim).min(e);
+            let (a, b) = (k - s, end - s);
+            // SAFETY: `row` < the parameter's rows (`k` < `len`); the map has one entry each.
+            let at = unsafe { *v.rows.add(row) };
+            let g = (at >= 0).then(|| {
+                // SAFETY: row `at` of the gradient's rows, from this row's offset `k`.
+                unsafe {
+                    std::slice::from_raw_parts(
+                        v.g.add(at as usize * v.dim + (k - row * v.dim)),
+                        end - k,
+                    )
+                }
+            });
+            span(&mut p[a..b], &mut m[a..b], &mut vv[a..b], g, c);
+            k = end;
         }
         0.0
     });
+}
+
+/// AdamW on a span of a parameter: gradient `g` (`None`: zero, as a dense gradient would
+/// hold it), in torch's order of operations, so the results agree to rounding.
+fn span(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: Option<&[f32]>, c: &Coef) {
+    #[inline(always)]
+    fn one(p: &mut f32, m: &mut f32, v: &mut f32, g: f32, c: &Coef) {
+        let g = g * c.clip;
+        let m1 = *m * c.b1 + c.one_minus_b1 * g;
+        let v1 = *v * c.b2 + c.one_minus_b2 * (g * g);
+        *m = m1;
+        *v = v1;
+        let denom = v1.sqrt() / c.bc2_sqrt + c.eps;
+        *p = *p * c.decay + -c.step_size * (m1 / denom);
+    }
+    match g {
+        Some(g) => {
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                one(p, m, v, g, c);
+            }
+        }
+        None => {
+            for ((p, m), v) in p.iter_mut().zip(m).zip(v) {
+                one(p, m, v, 0.0, c);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -438,25 +638,102 @@ mod tests {
         }
     }
 
-    #[test]
-    fn work_is_split_into_disjoint_chunks_covering_every_element() {
-        let big = Tensor::zeros([CHUNK as i64 * 2 + 3], (Kind::Float, Device::Cpu));
-        let small = Tensor::zeros([5], (Kind::Float, Device::Cpu));
-        let views = [
-            Views::of(&big, &big, &big, &big),
-            Views::of(&small, &small, &small, &small),
-        ];
-        let c = chunks(&views);
-        assert_eq!(
-            c,
-            vec![
-                (0, 0, CHUNK),
-                (0, CHUNK, 2 * CHUNK),
-                (0, 2 * CHUNK, 2 * CHUNK + 3),
-                (1, 0, 5)
-            ]
+    /// An embedding table and a dense weight, trained `steps` steps on batches that read
+    /// different rows (some rows in no batch, some in a few), through `.grad()` (`"grad"`) or
+    /// through [`AdamW::gradients`] with the table by rows (`"rows"`), fused or as tensors.
+    fn run_table(how: &str, fused: bool, steps: usize) -> Vec<Tensor> {
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let table = root.set_group(0).var(
+            "table",
+            &[50, 8],
+            Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
         );
-        let counted = for_chunks(&views, 3, &|_, _, s, e| (e - s) as f64);
-        assert_eq!(counted as usize, 2 * CHUNK + 3 + 5);
+        let w = root.set_group(1).var(
+            "w",
+            &[8, 3],
+            Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        );
+        let mut opt = AdamW::new(&vs, Hyper::default());
+        opt.fused = fused;
+        let (lr, wd) = (|_: usize| 5e-2, |g: usize| if g == 0 { 0.1 } else { 0.0 });
+        for step in 0..steps {
+            // Rows 0..40 only, a different window each step, repeats within a batch.
+            let ids = Tensor::from_slice(&[0i64, 1, 1, 2, 7, 7, 7, 9])
+                .view([2, 4])
+                .g_add_scalar((step as i64 * 5) % 32);
+            let loss = |words: &Tensor| {
+                words
+                    .matmul(&w)
+                    .tanh()
+                    .pow_tensor_scalar(2)
+                    .sum(Kind::Float)
+            };
+            match how {
+                "grad" => {
+                    opt.zero_grad();
+                    loss(&Tensor::embedding(&table, &ids, -1, false, false)).backward();
+                    opt.step(0.8, &lr, &wd);
+                }
+                _ => {
+                    let (rows, renumbered) = RowLeaf::gather(&table, &ids);
+                    let words = Tensor::embedding(&rows.leaf, &renumbered, -1, false, false);
+                    let grads = opt.gradients(&loss(&words), Some(&rows));
+                    assert!(matches!(grads[0], Some(Grad::Rows { .. })));
+                    assert!(matches!(grads[1], Some(Grad::Dense(_))));
+                    opt.step_with(grads, 0.8, &lr, &wd);
+                }
+            }
+        }
+        vec![table.detach().copy(), w.detach().copy()]
+    }
+
+    #[test]
+    fn a_gradient_by_rows_steps_as_the_dense_one() {
+        let start = run_table("grad", true, 0);
+        let dense = run_table("grad", true, 12);
+        let rows = run_table("rows", true, 12);
+        let rows_tensors = run_table("rows", false, 12);
+        let dense_tensors = run_table("grad", false, 12);
+        assert!(
+            max_diff(&dense, &start) > 0.1,
+            "the steps moved the weights"
+        );
+        // Rows 40..50 were never read: the weight decay alone moved them, in both.
+        let unread = |t: &[Tensor]| t[0].narrow(0, 40, 10).copy();
+        assert!(
+            (unread(&dense) - unread(&start))
+                .abs()
+                .max()
+                .double_value(&[])
+                > 0.0
+        );
+        for (name, other) in [
+            ("rows", &rows),
+            ("rows as tensors", &rows_tensors),
+            ("dense as tensors", &dense_tensors),
+        ] {
+            let d = max_diff(&dense, other);
+            assert!(d < 1e-5, "{name}: {d:.3e}");
+        }
+    }
+
+    #[test]
+    fn sum_of_squares_in_lanes_is_the_plain_sum() {
+        for n in [0usize, 1, 7, 8, 9, 1000, 1003] {
+            let g: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+            let plain: f64 = g.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            assert!(
+                (sum_of_squares(&g) - plain).abs() <= 1e-9 * plain.max(1.0),
+                "{n}"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ use tch::nn::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Activation, Config, Family, RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE};
+use crate::dropout::dropout;
 use crate::layers::{Embedding, LayerNorm, Linear, Precision};
 
 /// Whether dropout is active, and the precision of the matrix products.
@@ -66,6 +67,11 @@ impl Embeddings {
     }
 
     /// The word embeddings of `ids` alone (`[batch, seq, hidden]`).
+    /// The word embedding matrix `[vocab, hidden]`.
+    pub fn word_weight(&self) -> &Tensor {
+        &self.word.weight
+    }
+
     pub fn lookup(&self, ids: &Tensor) -> Tensor {
         self.word.forward(ids)
     }
@@ -86,9 +92,7 @@ impl Embeddings {
         if let Some(tt) = &self.token_type {
             xs += tt.weight.get(0);
         }
-        self.layer_norm
-            .forward(&xs)
-            .dropout(self.dropout, mode.train)
+        dropout(&self.layer_norm.forward(&xs), self.dropout, mode.train)
     }
 }
 
@@ -205,27 +209,19 @@ impl Layer {
             let parts = qkv.split(h, -1);
             (split(&parts[0]), split(&parts[1]), split(&parts[2]))
         };
-        let context = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            if mode.train {
-                self.attention_dropout
-            } else {
-                0.0
-            },
-            false,
-            None,
-            false,
-        )
+        let context = if mode.train && self.attention_dropout > 0.0 {
+            crate::dropout::attention(&q, &k, &v, mask, self.attention_dropout)
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, None, false)
+        }
         .transpose(1, 2)
         .contiguous()
         .view([b, s, h]);
-        let attended = self
-            .attention_out
-            .forward(&context, mode.precision)
-            .dropout(self.dropout, mode.train);
+        let attended = dropout(
+            &self.attention_out.forward(&context, mode.precision),
+            self.dropout,
+            mode.train,
+        );
         let xs = self
             .attention_norm
             .forward(&(attended.to_kind(Kind::Float) + xs));
@@ -235,10 +231,11 @@ impl Layer {
             Activation::GeluTanh => inner.gelu("tanh"),
             Activation::Relu => inner.relu(),
         };
-        let out = self
-            .ffn_out
-            .forward(&inner, mode.precision)
-            .dropout(self.dropout, mode.train);
+        let out = dropout(
+            &self.ffn_out.forward(&inner, mode.precision),
+            self.dropout,
+            mode.train,
+        );
         self.output_norm.forward(&(out.to_kind(Kind::Float) + xs))
     }
 }

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod distill;
+pub mod dropout;
 pub mod embed;
 pub mod encoder;
 pub mod exit;

@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, LoadReport};
 use crate::config::{Config, Family};
+use crate::dropout::dropout;
 use crate::encoder::{Encoder, Mode};
 use crate::layers::Linear;
 pub use flagship_core::config::Pooling;
@@ -131,6 +132,19 @@ impl SequenceClassifier {
         self.head_forward(&hidden, mask, mode)
     }
 
+    /// [`SequenceClassifier::forward`] from given word embeddings `[batch, seq, hidden]` (see
+    /// [`Encoder::forward_words`]).
+    pub fn forward_words(
+        &self,
+        words: &Tensor,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Tensor {
+        let hidden = self.encoder.forward_words(words, ids, mask, mode);
+        self.head_forward(&hidden, mask, mode)
+    }
+
     /// The head on the encoder's last hidden state `[batch, seq, hidden]`.
     pub fn head_forward(&self, hidden: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
         let first = hidden.select(1, 0);
@@ -138,26 +152,23 @@ impl SequenceClassifier {
         let drop = self.config.classifier_dropout;
         let logits = match &self.head {
             Head::Pooler { pooler, classifier } => {
-                let pooled = pooler.forward(&first, p).tanh().dropout(drop, mode.train);
+                let pooled = dropout(&pooler.forward(&first, p).tanh(), drop, mode.train);
                 classifier.forward(&pooled, p)
             }
             Head::Roberta { dense, out_proj } => {
-                let x = first.dropout(drop, mode.train);
-                let x = dense.forward(&x, p).tanh().dropout(drop, mode.train);
+                let x = dropout(&first, drop, mode.train);
+                let x = dropout(&dense.forward(&x, p).tanh(), drop, mode.train);
                 out_proj.forward(&x, p)
             }
             Head::Distil {
                 pre_classifier,
                 classifier,
             } => {
-                let x = pre_classifier
-                    .forward(&first, p)
-                    .relu()
-                    .dropout(drop, mode.train);
+                let x = dropout(&pre_classifier.forward(&first, p).relu(), drop, mode.train);
                 classifier.forward(&x, p)
             }
             Head::Mean { classifier } => {
-                classifier.forward(&mean_pool(hidden, mask).dropout(drop, mode.train), p)
+                classifier.forward(&dropout(&mean_pool(hidden, mask), drop, mode.train), p)
             }
         };
         logits.to_kind(Kind::Float)

@@ -9,6 +9,7 @@
 //! [`Governor::every`], and sets libtorch's threads to the cores left free — never more than
 //! libtorch started with, never fewer than one. Elsewhere (no `/proc`) it changes nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// CPU time counters at one moment, in clock ticks.
@@ -159,6 +160,53 @@ impl Governor {
     }
 }
 
+/// Elements per unit of work shared between the threads of [`for_chunks`].
+pub(crate) const CHUNK: usize = 1 << 16;
+
+/// Every `(item, start, end)` chunk of items `lens` long.
+pub(crate) fn chunks(lens: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    for (i, &len) in lens.iter().enumerate() {
+        let mut s = 0;
+        while s < len {
+            let e = (s + CHUNK).min(len);
+            out.push((i, s, e));
+            s = e;
+        }
+    }
+    out
+}
+
+/// Runs `work(item, start, end)` on every chunk of items `lens` long, over `threads` threads;
+/// returns the sum of what each returned.
+pub(crate) fn for_chunks(
+    lens: &[usize],
+    threads: usize,
+    work: &(dyn Fn(usize, usize, usize) -> f64 + Sync),
+) -> f64 {
+    let jobs = chunks(lens);
+    let next = AtomicUsize::new(0);
+    let run = || {
+        let mut acc = 0.0;
+        loop {
+            let j = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(i, s, e)) = jobs.get(j) else {
+                return acc;
+            };
+            acc += work(i, s, e);
+        }
+    };
+    let threads = threads.min(jobs.len()).max(1);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(run)).collect();
+        let mine = run();
+        mine + others
+            .into_iter()
+            .map(|h| h.join().expect("an optimizer thread panicked"))
+            .sum::<f64>()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +275,22 @@ mod tests {
         busy.wait().ok();
         let others = b.others_since(&a);
         assert!(others > 0.7, "a busy loop beside us: {others:.2} cores");
+    }
+
+    #[test]
+    fn work_is_split_into_disjoint_chunks_covering_every_element() {
+        let lens = [CHUNK * 2 + 3, 5];
+        let c = chunks(&lens);
+        assert_eq!(
+            c,
+            vec![
+                (0, 0, CHUNK),
+                (0, CHUNK, 2 * CHUNK),
+                (0, 2 * CHUNK, 2 * CHUNK + 3),
+                (1, 0, 5)
+            ]
+        );
+        let counted = for_chunks(&lens, 3, &|_, s, e| (e - s) as f64);
+        assert_eq!(counted as usize, 2 * CHUNK + 3 + 5);
     }
 }

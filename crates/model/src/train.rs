@@ -863,7 +863,19 @@ impl<'a> Fit<'a> {
         let idx = Tensor::from_slice(&batch.iter().map(|&i| i as i64).collect::<Vec<_>>())
             .to_device(device);
         let y = self.labels.index_select(0, &idx);
-        let logits = self.model.forward(&ids, mask.as_ref(), self.mode);
+        // The word embeddings through a leaf of the rows this batch reads, so the backward
+        // pass makes their gradient alone ([`crate::adamw::RowLeaf`]).
+        let word = self.model.encoder.embeddings.word_weight();
+        let (rows, logits) = if word.requires_grad() {
+            let (rows, renumbered) = crate::adamw::RowLeaf::gather(word, &ids);
+            let words = Tensor::embedding(&rows.leaf, &renumbered, -1, false, false);
+            let logits = self
+                .model
+                .forward_words(&words, &ids, mask.as_ref(), self.mode);
+            (Some(rows), logits)
+        } else {
+            (None, self.model.forward(&ids, mask.as_ref(), self.mode))
+        };
         let loss = match &self.soft {
             None => {
                 logits.cross_entropy_loss(&y, self.weights.as_ref(), Reduction::Mean, -100, 0.0)
@@ -877,13 +889,13 @@ impl<'a> Fit<'a> {
                 hard * (1.0 - d.alpha) + taught * d.alpha
             }
         };
-        self.opt.zero_grad();
-        loss.backward();
+        let grads = self.opt.gradients(&loss, rows.as_ref());
         let lr = self.schedule.rate_at(self.step);
         let scale = &self.group_scale;
         let layered = self.opts.layer_decay < 1.0;
         let wd = self.opts.weight_decay;
-        self.opt.step(
+        self.opt.step_with(
+            grads,
             self.opts.max_grad_norm,
             &|g| if layered { lr * scale[g] } else { lr },
             &|g| if decays(g) { wd } else { 0.0 },
