@@ -529,20 +529,22 @@ mod tests {
     use super::*;
     use tch::nn::{Init, VarStore};
 
+    /// A standard-normal variable `name` in optimizer group `group`.
+    fn randn(root: &tch::nn::Path, group: usize, name: &str, shape: &[i64]) -> Tensor {
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        };
+        root.set_group(group).var(name, shape, init)
+    }
+
     /// A var store with a decayed weight and an undecayed bias, and a third variable that
     /// never gets a gradient.
     fn store(seed: i64) -> (VarStore, Vec<Tensor>) {
         tch::manual_seed(seed);
         let vs = VarStore::new(Device::Cpu);
         let root = vs.root();
-        let w = root.set_group(0).var(
-            "w",
-            &[300, 700],
-            Init::Randn {
-                mean: 0.0,
-                stdev: 1.0,
-            },
-        );
+        let w = randn(&root, 0, "w", &[300, 700]);
         let b = root.set_group(1).var("b", &[700], Init::Const(0.5));
         let _unused = root.set_group(0).var("u", &[5], Init::Const(1.0));
         (vs, vec![w, b])
@@ -645,22 +647,8 @@ mod tests {
         tch::manual_seed(3);
         let vs = VarStore::new(Device::Cpu);
         let root = vs.root();
-        let table = root.set_group(0).var(
-            "table",
-            &[50, 8],
-            Init::Randn {
-                mean: 0.0,
-                stdev: 1.0,
-            },
-        );
-        let w = root.set_group(1).var(
-            "w",
-            &[8, 3],
-            Init::Randn {
-                mean: 0.0,
-                stdev: 1.0,
-            },
-        );
+        let table = randn(&root, 0, "table", &[50, 8]);
+        let w = randn(&root, 1, "w", &[8, 3]);
         let mut opt = AdamW::new(&vs, Hyper::default());
         opt.fused = fused;
         let (lr, wd) = (|_: usize| 5e-2, |g: usize| if g == 0 { 0.1 } else { 0.0 });
