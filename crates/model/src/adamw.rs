@@ -90,37 +90,47 @@ impl AdamW {
     }
 
     /// The gradients of `loss` for every parameter, in the optimizer's order (`None`: not
-    /// reached), made without accumulating into `.grad()`. `rows`' parameter gets its
-    /// gradient as the rows its leaf holds.
+    /// reached, or frozen), made without accumulating into `.grad()`. `rows`' parameter gets
+    /// its gradient as the rows its leaf holds; `rows` must be one of this optimizer's
+    /// parameters (else that parameter would silently never step).
     pub fn gradients(&self, loss: &Tensor, rows: Option<&RowLeaf>) -> Vec<Option<Grad>> {
-        let sparse = rows.and_then(|r| {
-            self.params
+        let sparse = rows.map(|r| {
+            let at = self
+                .params
                 .iter()
                 .position(|p| same_tensor(&p.var, &r.param))
-                .map(|i| (i, r))
+                .expect("the row leaf's parameter is one of the optimizer's");
+            (at, r)
         });
-        let inputs: Vec<&Tensor> = self
+        // What the backward pass differentiates: every trainable parameter (the row leaf in
+        // its parameter's place); a frozen one has no gradient to make.
+        let wanted: Vec<(usize, &Tensor)> = self
             .params
             .iter()
             .enumerate()
             .map(|(i, p)| match sparse {
-                Some((at, r)) if at == i => &r.leaf,
-                _ => &p.var,
+                Some((at, r)) if at == i => (i, &r.leaf),
+                _ => (i, &p.var),
             })
+            .filter(|(_, t)| t.requires_grad())
             .collect();
-        Tensor::run_backward(&[loss], &inputs, false, false)
-            .into_iter()
-            .enumerate()
-            .map(|(i, g)| {
-                g.defined().then(|| match sparse {
-                    Some((at, r)) if at == i => Grad::Rows {
+        let inputs: Vec<&Tensor> = wanted.iter().map(|(_, t)| *t).collect();
+        let mut out: Vec<Option<Grad>> = self.params.iter().map(|_| None).collect();
+        for ((i, _), g) in wanted
+            .iter()
+            .zip(Tensor::run_backward(&[loss], &inputs, false, false))
+        {
+            if g.defined() {
+                out[*i] = Some(match sparse {
+                    Some((at, r)) if at == *i => Grad::Rows {
                         index: r.index.shallow_clone(),
                         values: g,
                     },
                     _ => Grad::Dense(g),
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        out
     }
 
     /// Gradients to zero, in place.
@@ -297,9 +307,12 @@ fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
 
 /// For each of `rows` rows: its position in `index` (distinct int64 row numbers), or -1.
 fn row_map(index: &Tensor, rows: i64) -> Vec<i32> {
+    assert_eq!(index.dim(), 1, "a row index is 1-d");
     let index = Vec::<i64>::try_from(index).expect("an int64 row index");
     let mut map = vec![-1i32; rows as usize];
     for (at, &r) in index.iter().enumerate() {
+        assert!((0..rows).contains(&r), "row {r} of {rows}");
+        assert_eq!(map[r as usize], -1, "row {r} twice in a row index");
         map[r as usize] = at as i32;
     }
     map
@@ -410,7 +423,13 @@ impl Views {
             [m, v].iter().all(|t| t.numel() == len) && map.len() * dim == len,
             "shapes agree"
         );
-        assert_eq!(values.size().last().copied(), Some(dim as i64), "row width");
+        let shape = values.size();
+        assert!(
+            shape.len() == 2
+                && shape[1] == dim as i64
+                && map.iter().all(|&at| i64::from(at) < shape[0]),
+            "a row gradient {shape:?} for rows of {dim}: every mapped row within it"
+        );
         Views {
             p: p.data_ptr() as *mut f32,
             g: values.data_ptr() as *const f32,
@@ -615,6 +634,7 @@ mod tests {
 
     #[test]
     fn one_pass_adamw_is_torchs_adamw_with_clipping() {
+        let _rng = crate::torch_rng();
         for max_norm in [f64::INFINITY, 0.5] {
             let reference = run("tch", 20, max_norm);
             let fused = run("fused", 20, max_norm);
@@ -643,12 +663,12 @@ mod tests {
     /// An embedding table and a dense weight, trained `steps` steps on batches that read
     /// different rows (some rows in no batch, some in a few), through `.grad()` (`"grad"`) or
     /// through [`AdamW::gradients`] with the table by rows (`"rows"`), fused or as tensors.
-    fn run_table(how: &str, fused: bool, steps: usize) -> Vec<Tensor> {
+    fn run_table(how: &str, fused: bool, steps: usize, shape: [i64; 2], first: i64) -> Vec<Tensor> {
         tch::manual_seed(3);
         let vs = VarStore::new(Device::Cpu);
         let root = vs.root();
-        let table = randn(&root, 0, "table", &[50, 8]);
-        let w = randn(&root, 1, "w", &[8, 3]);
+        let table = randn(&root, 0, "table", &shape);
+        let w = randn(&root, 1, "w", &[shape[1], 3]);
         let mut opt = AdamW::new(&vs, Hyper::default());
         opt.fused = fused;
         let (lr, wd) = (|_: usize| 5e-2, |g: usize| if g == 0 { 0.1 } else { 0.0 });
@@ -656,7 +676,7 @@ mod tests {
             // Rows 0..40 only, a different window each step, repeats within a batch.
             let ids = Tensor::from_slice(&[0i64, 1, 1, 2, 7, 7, 7, 9])
                 .view([2, 4])
-                .g_add_scalar((step as i64 * 5) % 32);
+                .g_add_scalar(first + (step as i64 * 5) % 32);
             let loss = |words: &Tensor| {
                 words
                     .matmul(&w)
@@ -685,32 +705,59 @@ mod tests {
 
     #[test]
     fn a_gradient_by_rows_steps_as_the_dense_one() {
-        let start = run_table("grad", true, 0);
-        let dense = run_table("grad", true, 12);
-        let rows = run_table("rows", true, 12);
-        let rows_tensors = run_table("rows", false, 12);
-        let dense_tensors = run_table("grad", false, 12);
-        assert!(
-            max_diff(&dense, &start) > 0.1,
-            "the steps moved the weights"
-        );
-        // Rows 40..50 were never read: the weight decay alone moved them, in both.
-        let unread = |t: &[Tensor]| t[0].narrow(0, 40, 10).copy();
-        assert!(
-            (unread(&dense) - unread(&start))
-                .abs()
-                .max()
-                .double_value(&[])
-                > 0.0
-        );
-        for (name, other) in [
-            ("rows", &rows),
-            ("rows as tensors", &rows_tensors),
-            ("dense as tensors", &dense_tensors),
-        ] {
-            let d = max_diff(&dense, other);
-            assert!(d < 1e-5, "{name}: {d:.3e}");
+        let _rng = crate::torch_rng();
+        // A narrow table within one chunk, and the MiniLM's width with the rows read around
+        // a chunk boundary (65,536 elements: inside row 170 of 384 wide).
+        for (shape, first) in [([50, 8], 0), ([400, 384], 150)] {
+            let run = |how, fused, steps| run_table(how, fused, steps, shape, first);
+            let start = run("grad", true, 0);
+            let dense = run("grad", true, 12);
+            let rows = run("rows", true, 12);
+            let rows_tensors = run("rows", false, 12);
+            let dense_tensors = run("grad", false, 12);
+            assert!(
+                max_diff(&dense, &start) > 0.1,
+                "the steps moved the weights"
+            );
+            // The rows after the last read were never read: the weight decay alone moved
+            // them, in both.
+            let unread = |t: &[Tensor]| t[0].narrow(0, first + 41, 5).copy();
+            assert!(
+                (unread(&dense) - unread(&start))
+                    .abs()
+                    .max()
+                    .double_value(&[])
+                    > 0.0
+            );
+            for (name, other) in [
+                ("rows", &rows),
+                ("rows as tensors", &rows_tensors),
+                ("dense as tensors", &dense_tensors),
+            ] {
+                let d = max_diff(&dense, other);
+                assert!(d < 1e-5, "{shape:?} {name}: {d:.3e}");
+            }
         }
+    }
+
+    #[test]
+    fn a_frozen_parameter_gets_no_gradient_and_a_stray_row_leaf_is_refused() {
+        let _rng = crate::torch_rng();
+        let vs = VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let w = randn(&root, 0, "w", &[4, 3]);
+        let mut frozen = randn(&root, 0, "frozen", &[3]);
+        let _ = frozen.requires_grad_(false);
+        let opt = AdamW::new(&vs, Hyper::default());
+        let loss = (w.sum_dim_intlist(0, false, Kind::Float) * &frozen).sum(Kind::Float);
+        let grads = opt.gradients(&loss, None);
+        assert_eq!(grads.iter().filter(|g| g.is_some()).count(), 1);
+        let other = Tensor::zeros([9, 3], (Kind::Float, Device::Cpu));
+        let (stray, _) = RowLeaf::gather(&other, &Tensor::from_slice(&[1i64, 2]));
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            opt.gradients(&stray.leaf.sum(Kind::Float), Some(&stray))
+        }));
+        assert!(refused.is_err());
     }
 
     #[test]

@@ -40,6 +40,10 @@ fn seeded(x: &Tensor, p: f64, seed: u64) -> Tensor {
 /// as [`crate::encoder::Layer::forward`] takes it (bool, true on the keys kept, or additive),
 /// dropout `p` on the attention weights. Returns `q`'s kind.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, p: f64) -> Tensor {
+    if q.device() != Device::Cpu {
+        // CUDA keeps its fused kernels, dropout included.
+        return Tensor::scaled_dot_product_attention(q, k, v, mask, p, false, None, false);
+    }
     let kind = q.kind();
     let dim = *q.size().last().expect("[…, dim]") as f64;
     let (qf, kf, vf) = (
@@ -182,6 +186,7 @@ mod tests {
 
     #[test]
     fn attention_without_dropout_is_libtorchs() {
+        let _rng = crate::torch_rng();
         tch::manual_seed(1);
         let opts = (Kind::Float, Device::Cpu);
         let (q, k, v) = (
@@ -192,10 +197,27 @@ mod tests {
         let keep =
             Tensor::from_slice(&[true, true, true, false, false, true, true, true, true, true])
                 .view([2, 1, 1, 5]);
-        let ours = attention(&q, &k, &v, Some(&keep), 0.0);
-        let theirs =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&keep), 0.0, false, None, false);
-        let d = (ours - theirs).abs().max().double_value(&[]);
-        assert!(d < 1e-5, "{d}");
+        // A bool mask (true on the keys kept), and an additive one as MPNet's (a bias, the
+        // padded keys at MASKED).
+        let bias = Tensor::randn([1, 3, 5, 5], opts)
+            + keep
+                .zeros_like()
+                .to_kind(Kind::Float)
+                .masked_fill(&keep.logical_not(), MASKED);
+        for mask in [&keep, &bias] {
+            let ours = attention(&q, &k, &v, Some(mask), 0.0);
+            let theirs = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(mask),
+                0.0,
+                false,
+                None,
+                false,
+            );
+            let d = (ours - theirs).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "{:?}: {d}", mask.kind());
+        }
     }
 }

@@ -66,12 +66,12 @@ impl Embeddings {
         self.forward_words(&self.lookup(ids), ids, mode)
     }
 
-    /// The word embeddings of `ids` alone (`[batch, seq, hidden]`).
     /// The word embedding matrix `[vocab, hidden]`.
     pub fn word_weight(&self) -> &Tensor {
         &self.word.weight
     }
 
+    /// The word embeddings of `ids` alone (`[batch, seq, hidden]`).
     pub fn lookup(&self, ids: &Tensor) -> Tensor {
         self.word.forward(ids)
     }

@@ -547,6 +547,7 @@ mod tests {
 
     #[test]
     fn ridge_recovers_a_linear_target() {
+        let _rng = crate::torch_rng();
         tch::manual_seed(3);
         let x = Tensor::randn([400, 8], (Kind::Float, Device::Cpu));
         let w = Tensor::from_slice(&[1.0f32, -2.0, 0.5, 0.0, 3.0, 0.0, -1.0, 0.25]);

@@ -198,6 +198,7 @@ mod tests {
 
     #[test]
     fn served_products_pad_rows_to_a_few_counts_and_give_the_same_values() {
+        let _rng = crate::torch_rng();
         assert_eq!(
             [1, 16, 17, 33, 100, 128, 129, 256, 257].map(padded_row_count),
             [16, 16, 32, 64, 128, 128, 256, 256, 384]

@@ -70,3 +70,12 @@ impl ModelError {
 pub fn device() -> tch::Device {
     tch::Device::cuda_if_available()
 }
+
+/// Held by every unit test that seeds or draws from libtorch's one global generator: tests run
+/// on several threads, and one test's draws between another's `manual_seed` and its `randn`
+/// change what that test computes.
+#[cfg(test)]
+pub(crate) fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

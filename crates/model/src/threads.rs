@@ -202,7 +202,7 @@ pub(crate) fn for_chunks(
         let mine = run();
         mine + others
             .into_iter()
-            .map(|h| h.join().expect("an optimizer thread panicked"))
+            .map(|h| h.join().expect("a worker thread panicked"))
             .sum::<f64>()
     })
 }
