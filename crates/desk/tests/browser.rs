@@ -407,22 +407,14 @@ async fn the_desk_in_a_real_browser() {
         .unwrap();
     assert_eq!(n_scripts, 1);
     assert!(c.get_alert_text().await.is_err(), "no alert opened");
-    let first = c
-        .find(Locator::Css(r#"article[data-id="9100000000000000001"]"#))
-        .await
-        .unwrap();
+    let first = r#"article[data-id="9100000000000000001"]"#;
     assert_eq!(
-        first
-            .find(Locator::Css(".text"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        text(&c, &format!("{first} .text")).await,
         "<script>alert(1)</script> the telescope is broken"
     );
-    assert!(
-        first.find(Locator::Css("a")).await.is_err(),
+    assert_eq!(
+        count(&c, &format!("{first} a")).await,
+        0,
         "no link for javascript:"
     );
     assert_eq!(count(&c, "img").await, 0, "the author's <img> is text");
@@ -820,12 +812,8 @@ async fn question_groups_and_saved_answers_in_a_real_browser() {
             .map(|g| group_members(&db, g).len())
             .collect::<Vec<_>>()
     );
-    let card = c
-        .find(Locator::Css(&format!(
-            r#"article.post.group[data-group="{group}"]"#
-        )))
-        .await
-        .unwrap();
+    let card = format!(r#"article.post.group[data-group="{group}"]"#);
+    assert_eq!(count(&c, &card).await, 1);
     assert!(members.len() >= 3, "{members:?}");
     // Its members left the list: one card for them, not one article each.
     for m in &members {
@@ -834,25 +822,13 @@ async fn question_groups_and_saved_answers_in_a_real_browser() {
             0
         );
     }
-    let header = card
-        .find(Locator::Css("header"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let header = text(&c, &format!("{card} header")).await;
     assert!(
         header.contains(&format!("{} posts", members.len())),
         "{header}"
     );
     // The nearest saved answer, filled for the first post's author, as text.
-    let answer = card
-        .find(Locator::Css(".answer"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let answer = text(&c, &format!("{card} .answer")).await;
     assert!(answer.contains("<script>alert(1)</script>"), "{answer}");
     assert_eq!(
         count(&c, "article script, article img, .answer-title b").await,
@@ -860,7 +836,12 @@ async fn question_groups_and_saved_answers_in_a_real_browser() {
     );
 
     // Select the card, show its posts, copy the answer, decide the group with one key.
-    card.click().await.unwrap();
+    c.find(Locator::Css(&card))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(selected_id(&c).await, format!("group:{group}"));
     press(&c, 'x').await;
     until("the group's posts shown", || async {
