@@ -198,14 +198,13 @@ impl AdamW {
             });
         tch::no_grad(|| {
             if host {
-                // Each row-sparse gradient's map: parameter row → its row in `values`, or -1.
-                let maps: Vec<Option<Vec<i32>>> = live
+                // Each row-sparse gradient's map: parameter row → its row in `values`, or -1
+                // (empty for a dense gradient). The views point into them.
+                let maps: Vec<Vec<i32>> = live
                     .iter()
                     .map(|(i, g)| match g {
-                        Grad::Dense(_) => None,
-                        Grad::Rows { index, .. } => {
-                            Some(row_map(index, self.params[*i].var.size()[0]))
-                        }
+                        Grad::Dense(_) => Vec::new(),
+                        Grad::Rows { index, .. } => row_map(index, self.params[*i].var.size()[0]),
                     })
                     .collect();
                 let views: Vec<Views> = live
@@ -213,12 +212,10 @@ impl AdamW {
                     .zip(&maps)
                     .map(|((i, g), map)| {
                         let p = &self.params[*i];
-                        match (g, map) {
-                            (Grad::Rows { values, .. }, Some(map)) => {
+                        match g {
+                            Grad::Dense(g) => Views::of(&p.var, g, &p.m, &p.v),
+                            Grad::Rows { values, .. } => {
                                 Views::rows(&p.var, values, map, &p.m, &p.v)
-                            }
-                            (Grad::Dense(g), _) | (Grad::Rows { values: g, .. }, None) => {
-                                Views::of(&p.var, g, &p.m, &p.v)
                             }
                         }
                     })
@@ -673,7 +670,8 @@ mod tests {
         opt.fused = fused;
         let (lr, wd) = (|_: usize| 5e-2, |g: usize| if g == 0 { 0.1 } else { 0.0 });
         for step in 0..steps {
-            // Rows 0..40 only, a different window each step, repeats within a batch.
+            // Rows `first`..`first` + 41 only, a different window each step, repeats within
+            // a batch.
             let ids = Tensor::from_slice(&[0i64, 1, 1, 2, 7, 7, 7, 9])
                 .view([2, 4])
                 .g_add_scalar(first + (step as i64 * 5) % 32);

@@ -208,21 +208,27 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The folder `path` is in (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// A hidden sibling of `path` for this process: `.{name}.{tag}-{pid}`.
+fn beside(path: &Path, tag: &str) -> std::path::PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    parent_of(path).join(format!(".{name}.{tag}-{}", std::process::id()))
+}
+
 /// Writes a folder atomically: `fill` populates a temporary sibling, which then replaces `dir`.
 fn write_dir_atomically(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<(), ModelError>,
 ) -> Result<(), ModelError> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_of(dir);
     std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = beside(dir, "tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
     if let Err(e) = fill(&tmp) {
@@ -236,12 +242,7 @@ fn write_dir_atomically(
 /// place a model folder is swapped in.
 pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), ModelError> {
     if dir.exists() {
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = dir.file_name().unwrap_or_default().to_string_lossy();
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        let old = beside(dir, "old");
         std::fs::rename(dir, &old).map_err(|e| ModelError::io(dir, e))?;
         std::fs::rename(tmp, dir).map_err(|e| ModelError::io(dir, e))?;
         let _ = std::fs::remove_dir_all(&old);
@@ -256,11 +257,7 @@ fn replace_file(
     path: &Path,
     fill: impl FnOnce(&Path) -> Result<(), ModelError>,
 ) -> Result<(), ModelError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = beside(path, "tmp");
     if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

@@ -128,8 +128,7 @@ impl SequenceClassifier {
     /// Logits `[batch, classes]` (f32) for `ids`/`mask` `[batch, seq]` (`mask` `None`: no
     /// padding).
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
-        let hidden = self.encoder.forward(ids, mask, mode);
-        self.head_forward(&hidden, mask, mode)
+        self.forward_words(&self.encoder.embeddings.lookup(ids), ids, mask, mode)
     }
 
     /// [`SequenceClassifier::forward`] from given word embeddings `[batch, seq, hidden]` (see

@@ -865,17 +865,18 @@ impl<'a> Fit<'a> {
         let y = self.labels.index_select(0, &idx);
         // The word embeddings through a leaf of the rows this batch reads, so the backward
         // pass makes their gradient alone ([`crate::adamw::RowLeaf`]).
-        let word = self.model.encoder.embeddings.word_weight();
-        let (rows, logits) = if word.requires_grad() {
+        let embeddings = &self.model.encoder.embeddings;
+        let word = embeddings.word_weight();
+        let (rows, words) = if word.requires_grad() {
             let (rows, renumbered) = crate::adamw::RowLeaf::gather(word, &ids);
             let words = Tensor::embedding(&rows.leaf, &renumbered, -1, false, false);
-            let logits = self
-                .model
-                .forward_words(&words, &ids, mask.as_ref(), self.mode);
-            (Some(rows), logits)
+            (Some(rows), words)
         } else {
-            (None, self.model.forward(&ids, mask.as_ref(), self.mode))
+            (None, embeddings.lookup(&ids))
         };
+        let logits = self
+            .model
+            .forward_words(&words, &ids, mask.as_ref(), self.mode);
         let loss = match &self.soft {
             None => {
                 logits.cross_entropy_loss(&y, self.weights.as_ref(), Reduction::Mean, -100, 0.0)

@@ -131,7 +131,6 @@ fn seeded_training_is_reproducible_and_exports_a_working_model() {
         .map(|p| p.probability)
         .collect();
     hf_agrees(&out, &texts[..8], &f32_probs);
-    model.set_precision(flagship_core::config::Arithmetic::Auto);
 
     early_exits_keep_the_full_models_decisions(&out, &card, &texts, &preds);
 }
