@@ -346,7 +346,7 @@ const NOTES: &str = "
   demo's model and `--explain 3`; latency is a post's arrival → its flagged line written.
   The launch burst is the demo looped with fresh ids and later times
   (`flagship-bench live burst-stream`) for `--minutes`; the busy host runs `stress-ng --cpu 1`
-  beside `watch`. Explanations run after the write, one post at a time while no post waits;
+  beside `watch`. Explanations run after the write, a slice of 16 texts at a time while no post waits;
   \"words … after the write\" is when they reached the file. The achieved rate can fall short
   of the offered one on a small machine, where the replay reader shares the cores with the
   model; then the reader's queue (4,096 lines) fills and a line's arrival is when the reader

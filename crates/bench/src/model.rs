@@ -15,6 +15,9 @@ use flagship_store::table::Table;
 pub enum What {
     Train,
     Predict,
+    /// The served model's why-words (occlusion) as the live loop works them out: `--job`
+    /// posts at a time, `--slice` texts through the model per call (0: a job at once).
+    Explain,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +51,12 @@ pub struct Args {
     /// predict with `--model`: every post reads every layer (no early exit).
     #[arg(long)]
     pub full_depth: bool,
+    /// explain: texts through the model per call (0: each job in one call).
+    #[arg(long, default_value_t = 0)]
+    pub slice: usize,
+    /// explain: posts explained together.
+    #[arg(long, default_value_t = 1)]
+    pub job: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,6 +120,15 @@ pub fn run(args: Args) -> Result<()> {
                 None => fresh_head(&base, &args, &texts, device)?,
             }
         }
+        What::Explain => {
+            let dir = args
+                .model
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("explain: --model DIR"))?;
+            let n = args.rows.min(examples.len());
+            let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
+            explain(dir, &args, &texts)?
+        }
     };
     let mut result = result;
     result["peer"] = "flagship".into();
@@ -142,6 +160,44 @@ fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_js
         "examples_per_second": texts.len() as f64 / secs,
         "layers_read": read as f64 / (posts.max(1) as f64 * after.2.max(1) as f64),
         "tokenise_seconds": tokenise.as_secs_f64(),
+    }))
+}
+
+/// `texts`' why-words by the model folder `dir`, as the live loop works them out, after a
+/// warm-up job.
+fn explain(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_json::Value> {
+    let mut model = flagship_model::Classifier::load(dir)?;
+    model.set_precision(args.precision.arithmetic());
+    let slice = if args.slice == 0 {
+        usize::MAX
+    } else {
+        args.slice
+    };
+    let job = args.job.max(1);
+    let words = |ts: &[&str]| -> Result<usize> {
+        let mut calls = 0;
+        for posts in ts.chunks(job) {
+            let mut e = model.explanation(posts, 3);
+            loop {
+                calls += 1;
+                if model.advance(&mut e, slice)? {
+                    break;
+                }
+            }
+        }
+        Ok(calls)
+    };
+    words(&texts[..job.min(texts.len())])?;
+    let started = Instant::now();
+    let calls = words(texts)?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "examples": texts.len(),
+        "seconds": secs,
+        "ms_per_post": secs * 1e3 / texts.len().max(1) as f64,
+        "calls": calls,
+        "slice": args.slice,
+        "job": job,
     }))
 }
 

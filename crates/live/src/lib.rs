@@ -11,9 +11,10 @@
 //! the desk); latency is arrival → the sink's write returned. Why a flagged post was flagged
 //! (by default occlusion: the post scored again without each of its words) is worked out
 //! off that path: after the
-//! write, while no line waits, and handed to the sink's [`Sink::explained`] — with the post's
-//! sentence embedding from a second, frozen encoder ([`Run::embedder`]) that the desk groups
-//! questions by, one post at a time; a post still waiting [`EXPLAIN_WITHIN`] after its write,
+//! write, while no line waits, a slice at a time (a post that arrives waits for one slice of
+//! [`EXPLAIN_SLICE`] texts, not a whole explanation), and handed to the sink's
+//! [`Sink::explained`] — with the post's sentence embedding from a second, frozen encoder
+//! ([`Run::embedder`]) that the desk groups questions by, one post at a time; a post still waiting [`EXPLAIN_WITHIN`] after its write,
 //! or beyond a backlog of [`EXPLAIN_BACKLOG`], leaves it unexplained, counted (a post left
 //! without its embedding stays a single card on the desk). At a clean stop the lines already queued are
 //! scored too, the backlog is explained for a few seconds more (the rest counted), and a
@@ -111,10 +112,13 @@ pub const EXPLAIN_BACKLOG: usize = 1024;
 /// sink within this bound or not at all ([`Totals::explain_delay_max_ms`]).
 pub const EXPLAIN_WITHIN: Duration = Duration::from_secs(30);
 
-/// Flagged posts explained at a time while the loop is idle: one, so a post that arrives
-/// meanwhile waits for one post's explanation at most (four waited up to 255 ms at ten
-/// times the demo's rate; one post's occlusion is a forward pass over its ~10 variants).
-const EXPLAIN_CHUNK: usize = 1;
+/// Texts put through the model at a time for a flagged post's words while the loop is idle
+/// (occlusion's variants: the post without one of its words each): a post that arrives
+/// meanwhile waits for one slice, not a whole explanation of a long post. Sixteen: one
+/// call for almost every post (a tweet has ~10 units), since each call has a fixed cost —
+/// slices of eight made 1.6 calls a post and cost 1.9× the time per post
+/// (`flagship-bench model explain --slice 8`).
+pub const EXPLAIN_SLICE: usize = 16;
 
 /// Flagged posts explained at a time after a stop, when no post waits.
 const FINAL_CHUNK: usize = 8;
@@ -239,6 +243,15 @@ struct Unexplained {
     text: String,
     /// When it was written.
     written: Instant,
+}
+
+/// Flagged posts taken from the backlog, their words worked out a slice at a time.
+struct Explaining {
+    posts: Vec<Unexplained>,
+    /// `None`: no words asked for, or finding them failed (counted).
+    words: Option<flagship_model::Explanation>,
+    /// The model's time on them so far.
+    spent: Duration,
 }
 
 /// Lines in, posts waiting for their micro-batch out: classified, matched against the track
@@ -515,6 +528,8 @@ struct Triage<'a> {
     embedder: Option<Arc<dyn Embed>>,
     /// Flagged posts written, oldest first, waiting for their words.
     backlog: std::collections::VecDeque<Unexplained>,
+    /// The posts taken from the backlog whose words are in the making.
+    current: Option<Explaining>,
     clock: Clock,
     telemetry: Arc<Telemetry>,
 }
@@ -537,53 +552,79 @@ impl Triage<'_> {
         self.run(batch, sink, t).await
     }
 
-    /// Explains and embeds up to `n` backlog posts (oldest first) and hands the words and
-    /// vectors to the sink.
-    fn explain_some(
+    /// Flagged posts wait for their words or vectors, or one is being explained.
+    fn explaining(&self) -> bool {
+        self.current.is_some() || !self.backlog.is_empty()
+    }
+
+    /// One slice of the explanation work: takes up to `posts` backlog posts (oldest first)
+    /// when none is in the making, puts `slice` more texts through the model for their words
+    /// (occlusion's variants), and once they are done, embeds the posts and hands the words
+    /// and vectors to the sink.
+    fn explain_step(
         &mut self,
-        n: usize,
+        posts: usize,
+        slice: usize,
         sink: &mut dyn Sink,
         t: &mut Totals,
     ) -> Result<(), LiveError> {
-        // Words later than the bound are not worth the time a waiting post would pay.
-        let stale = self
-            .backlog
-            .iter()
-            .take_while(|p| p.written.elapsed() > EXPLAIN_WITHIN)
-            .count();
-        if stale > 0 {
-            let old: Vec<Unexplained> = self.backlog.drain(..stale).collect();
-            self.count_left(&old, t);
-        }
-        let take = n.min(self.backlog.len());
-        if take == 0 {
-            return Ok(());
-        }
-        let posts: Vec<Unexplained> = self.backlog.drain(..take).collect();
-        let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
-        // Words and vectors are a courtesy: a failure to find them costs these posts their
-        // words or their group, never the run (the posts themselves are written).
-        let mut words = vec![Vec::new(); posts.len()];
-        let mut worded = false;
-        if self.explain > 0 {
-            let started = Instant::now();
+        if self.current.is_none() {
+            // Words later than the bound are not worth the time a waiting post would pay.
+            let stale = self
+                .backlog
+                .iter()
+                .take_while(|p| p.written.elapsed() > EXPLAIN_WITHIN)
+                .count();
+            if stale > 0 {
+                let old: Vec<Unexplained> = self.backlog.drain(..stale).collect();
+                self.count_left(&old, t);
+            }
+            let take = posts.min(self.backlog.len());
+            if take == 0 {
+                return Ok(());
+            }
+            let posts: Vec<Unexplained> = self.backlog.drain(..take).collect();
+            let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
             // Always the model's own attribution, however far behind: gradient × input was
             // cheaper but its words did no better than random ones in the deletion test
             // (docs/model.md), and words that explain nothing are worse than none — a post
             // past EXPLAIN_WITHIN is left without words and counted instead.
-            let how = self.model.attribution;
-            match self.model.explain_with(&texts, self.explain, how) {
-                Ok(w) => {
-                    words = w;
-                    worded = true;
-                    self.clock.explain.push(ms(started.elapsed()));
+            let words = (self.explain > 0).then(|| self.model.explanation(&texts, self.explain));
+            self.current = Some(Explaining {
+                posts,
+                words,
+                spent: Duration::ZERO,
+            });
+        }
+        let Some(mut e) = self.current.take() else {
+            return Ok(());
+        };
+        // Words are a courtesy: a failure to find them costs these posts their words, never
+        // the run (the posts themselves are written).
+        if let Some(job) = e.words.as_mut() {
+            self.threads.tick();
+            let started = Instant::now();
+            let done = self.model.advance(job, slice);
+            e.spent += started.elapsed();
+            match done {
+                Ok(false) => {
+                    self.current = Some(e);
+                    return Ok(());
                 }
-                Err(e) => {
-                    tracing::warn!("{} flagged posts left without words: {e}", posts.len());
-                    self.count_unexplained(&posts, t);
+                Ok(true) => self.clock.explain.push(ms(e.spent)),
+                Err(err) => {
+                    tracing::warn!("{} flagged posts left without words: {err}", e.posts.len());
+                    e.words = None;
+                    self.count_unexplained(&e.posts, t);
                 }
             }
         }
+        let Explaining { posts, words, .. } = e;
+        let words = words.and_then(|w| w.words());
+        let worded = words.is_some();
+        let words = words.unwrap_or_else(|| vec![Vec::new(); posts.len()]);
+        let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
+        // Vectors are a courtesy too: without one a post stays a single card.
         let mut vectors = vec![Vec::new(); posts.len()];
         if let Some(embedder) = &self.embedder {
             let started = Instant::now();
@@ -806,6 +847,7 @@ pub async fn run(
             explain: options.explain,
             embedder,
             backlog: std::collections::VecDeque::new(),
+            current: None,
             clock: Clock::default(),
             telemetry: telemetry.clone(),
         },
@@ -822,6 +864,10 @@ pub async fn run(
         options,
         deadline: options.duration.map(|d| tokio::time::Instant::now() + d),
     };
+    // The host's load sets libtorch's threads before the first post, not a period into the
+    // run (flagship_model::threads).
+    tokio::time::sleep(flagship_model::threads::FIRST_LOOK).await;
+    scoring.triage.threads.decide();
     let mut reader = Reader::spawn(source, telemetry);
     tokio::pin!(stop);
     let stopped_by = scoring
@@ -954,8 +1000,7 @@ impl Scoring<'_> {
         let opts = self.options;
         loop {
             // Idle (nothing waits to be scored, no line queued): explain a few flagged posts.
-            if self.intake.pending.is_empty() && lines.is_empty() && !self.triage.backlog.is_empty()
-            {
+            if self.intake.pending.is_empty() && lines.is_empty() && self.triage.explaining() {
                 let asked = tokio::select! {
                     biased;
                     _ = &mut stop => true,
@@ -968,7 +1013,8 @@ impl Scoring<'_> {
                     .deadline
                     .is_none_or(|d| tokio::time::Instant::now() < d)
                 {
-                    self.triage.explain_some(EXPLAIN_CHUNK, sink, &mut self.t)?;
+                    self.triage
+                        .explain_step(1, EXPLAIN_SLICE, sink, &mut self.t)?;
                     continue;
                 }
             }
@@ -1074,10 +1120,11 @@ impl Scoring<'_> {
         t.posts_per_second = t.seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
         let triage = &mut self.triage;
         let until = Instant::now() + FINAL_EXPLAIN;
-        while !triage.backlog.is_empty() && Instant::now() < until {
-            triage.explain_some(FINAL_CHUNK, sink, &mut t)?;
+        while triage.explaining() && Instant::now() < until {
+            triage.explain_step(FINAL_CHUNK, usize::MAX, sink, &mut t)?;
         }
-        let left: Vec<Unexplained> = triage.backlog.drain(..).collect();
+        let mut left: Vec<Unexplained> = triage.current.take().map(|e| e.posts).unwrap_or_default();
+        left.extend(triage.backlog.drain(..));
         triage.count_left(&left, &mut t);
         let c = std::mem::take(&mut triage.clock);
         t.budget = Budget {

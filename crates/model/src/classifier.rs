@@ -491,6 +491,49 @@ pub struct Prediction {
     pub truncated: bool,
 }
 
+/// An explanation in the making ([`Classifier::explanation`], [`Classifier::advance`]): the
+/// texts, their units and, for occlusion, every variant and its probability so far.
+#[derive(Debug)]
+pub struct Explanation {
+    texts: Vec<String>,
+    k: usize,
+    /// Worked out by occlusion (in slices); otherwise in one go.
+    occlusion: bool,
+    units: Vec<Vec<explain::Unit>>,
+    /// Occlusion: each text, then the text without each of its units.
+    variants: Vec<String>,
+    /// Each text's range in `variants`.
+    spans: Vec<std::ops::Range<usize>>,
+    /// The probabilities of `variants[..len]`, scored so far.
+    probabilities: Vec<f32>,
+    /// Each unit's score, once done.
+    scores: Option<Vec<Vec<f32>>>,
+}
+
+impl Explanation {
+    /// Each text's `k` strongest units, once [`Classifier::advance`] said it is done.
+    pub fn words(&self) -> Option<Vec<Vec<Why>>> {
+        let scores = self.scores.as_ref()?;
+        Some(
+            self.units
+                .iter()
+                .zip(scores)
+                .map(|(u, s)| explain::top_units(u, s, self.k))
+                .collect(),
+        )
+    }
+
+    /// Texts through the model still to go (occlusion's variants; another attribution: the
+    /// texts until done).
+    pub fn remaining(&self) -> usize {
+        match (&self.scores, self.occlusion) {
+            (Some(_), _) => 0,
+            (None, true) => self.variants.len() - self.probabilities.len(),
+            (None, false) => self.texts.len(),
+        }
+    }
+}
+
 /// A loaded model folder, ready to score texts.
 pub struct Classifier {
     pub dir: PathBuf,
@@ -749,78 +792,106 @@ impl Classifier {
         k: usize,
         how: explain::Attribution,
     ) -> Result<Vec<Vec<Why>>, ModelError> {
+        let mut e = self.explanation_with(texts, k, how);
+        while !self.advance(&mut e, usize::MAX)? {}
+        Ok(e.words().unwrap_or_default())
+    }
+
+    /// [`Classifier::explain`], to be worked out a slice at a time by
+    /// [`Classifier::advance`]: the live loop stops between slices for a post that arrives.
+    pub fn explanation(&self, texts: &[&str], k: usize) -> Explanation {
+        self.explanation_with(texts, k, self.attribution)
+    }
+
+    /// [`Classifier::explanation`] by attribution `how`.
+    pub fn explanation_with(
+        &self,
+        texts: &[&str],
+        k: usize,
+        how: explain::Attribution,
+    ) -> Explanation {
         use explain::Attribution;
         let units: Vec<Vec<explain::Unit>> = texts
             .iter()
             .map(|t| explain::units_of(t, how == Attribution::GradientWords))
             .collect();
-        let scores: Vec<Vec<f32>> = match (&self.inner, how) {
-            // Occlusion scores what is served: the ensemble's blended probability included.
-            (_, Attribution::Occlusion) | (Inner::Linear(_), _) => self.occlusion(texts, &units)?,
-            (Inner::Transformer(t), _) => {
-                let mut words = Vec::with_capacity(texts.len());
-                for chunk in texts.chunks(32) {
-                    words.extend(
-                        explain::transformer_scores(
-                            &t.model,
-                            &t.encoder,
-                            chunk,
-                            t.device,
-                            t.precision,
-                        )
-                        .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
-                    );
-                }
-                let mut scores: Vec<Vec<f32>> = words
-                    .iter()
-                    .zip(&units)
-                    .map(|(w, u)| explain::unit_scores(w, u))
-                    .collect();
-                if let Some((lin, w)) = &t.linear {
-                    for ((s, text), u) in scores.iter_mut().zip(texts).zip(&units) {
-                        train::blend(s, &explain::linear_scores(lin, text, u), *w);
-                    }
-                }
-                scores
+        // Occlusion scores what is served: the ensemble's blended probability included.
+        let occlusion = how == Attribution::Occlusion || matches!(self.inner, Inner::Linear(_));
+        let mut variants: Vec<String> = Vec::new();
+        let mut spans = Vec::new();
+        if occlusion {
+            for (text, us) in texts.iter().zip(&units) {
+                let start = variants.len();
+                variants.push((*text).to_owned());
+                variants.extend(us.iter().map(|u| explain::without(text, &u.words)));
+                spans.push(start..variants.len());
             }
-        };
-        Ok(units
-            .iter()
-            .zip(&scores)
-            .map(|(u, s)| explain::top_units(u, s, k))
-            .collect())
+        }
+        Explanation {
+            texts: texts.iter().map(|t| (*t).to_owned()).collect(),
+            k,
+            occlusion,
+            units,
+            probabilities: Vec::with_capacity(variants.len()),
+            variants,
+            spans,
+            scores: None,
+        }
     }
 
-    /// Occlusion scores of every text's units: all the variants (each text without one unit)
-    /// scored together, in the classifier's batches.
-    fn occlusion(
-        &self,
-        texts: &[&str],
-        units: &[Vec<explain::Unit>],
-    ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let mut variants: Vec<String> = Vec::new();
-        let mut spans = Vec::with_capacity(texts.len());
-        for (text, us) in texts.iter().zip(units) {
-            let start = variants.len();
-            variants.push((*text).to_owned());
-            variants.extend(us.iter().map(|u| explain::without(text, &u.words)));
-            spans.push(start..variants.len());
+    /// Works `e` out by `n` more texts through the model at most (occlusion: `n` of its
+    /// variants, each text without one unit; another attribution: all at once) and says
+    /// whether it is done ([`Explanation::words`]).
+    pub fn advance(&self, e: &mut Explanation, n: usize) -> Result<bool, ModelError> {
+        if e.scores.is_some() {
+            return Ok(true);
         }
-        let refs: Vec<&str> = variants.iter().map(String::as_str).collect();
-        let p: Vec<f32> = self
-            .predict(&refs)?
-            .into_iter()
-            .map(|p| p.probability)
-            .collect();
-        Ok(spans
-            .into_iter()
-            .map(|r| {
-                p[r.start + 1..r.end]
+        if e.occlusion {
+            let from = e.probabilities.len();
+            let to = from.saturating_add(n.max(1)).min(e.variants.len());
+            let refs: Vec<&str> = e.variants[from..to].iter().map(String::as_str).collect();
+            e.probabilities
+                .extend(self.predict(&refs)?.into_iter().map(|p| p.probability));
+            if e.probabilities.len() < e.variants.len() {
+                return Ok(false);
+            }
+            let p = &e.probabilities;
+            e.scores = Some(
+                e.spans
                     .iter()
-                    .map(|q| p[r.start] - q)
-                    .collect()
-            })
-            .collect())
+                    .map(|r| {
+                        p[r.start + 1..r.end]
+                            .iter()
+                            .map(|q| p[r.start] - q)
+                            .collect()
+                    })
+                    .collect(),
+            );
+            return Ok(true);
+        }
+        let Inner::Transformer(t) = &self.inner else {
+            unreachable!("a linear model is explained by occlusion")
+        };
+        let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
+        let mut words = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(32) {
+            words.extend(
+                explain::transformer_scores(&t.model, &t.encoder, chunk, t.device, t.precision)
+                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
+            );
+        }
+        let mut scores: Vec<Vec<f32>> = words
+            .iter()
+            .zip(&e.units)
+            .map(|(w, u)| explain::unit_scores(w, u))
+            .collect();
+        if let Some((lin, w)) = &t.linear {
+            for ((s, text), u) in scores.iter_mut().zip(&texts).zip(&e.units) {
+                train::blend(s, &explain::linear_scores(lin, text, u), *w);
+            }
+        }
+        e.scores = Some(scores);
+        Ok(true)
     }
 
     /// The deletion test of this classifier's explanations by `how` on `texts` (their top

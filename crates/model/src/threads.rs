@@ -6,8 +6,12 @@
 //! `flagship watch`, the model's p99 per micro-batch was 280 ms with two threads and 47 ms
 //! with one. [`Governor::tick`], called before each micro-batch, samples the host's CPU time
 //! (Linux `/proc/stat`) less this process's own (`/proc/self/stat`) at most once a
-//! [`Governor::every`], and sets libtorch's threads to the cores left free — never more than
-//! libtorch started with, never fewer than one. Elsewhere (no `/proc`) it changes nothing.
+//! [`Governor::every`] (half a second), and sets libtorch's threads to the cores left free —
+//! never more than libtorch started with, never fewer than one, rounded towards fewer
+//! ([`DOWN`], [`UP`]). [`Governor::decide`] decides once before the
+//! first post: with a two-second period, the first seconds of a run on a busy host were
+//! scored on two threads and their posts waited up to 2.5 s. Elsewhere (no `/proc`) it
+//! changes nothing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -81,11 +85,37 @@ impl Sample {
     }
 }
 
-/// The threads to use: the cores other processes leave free (to the nearest core), within
-/// `1..=max`.
-pub fn threads_for(cores: usize, others: f64, max: usize) -> usize {
-    let free = (cores as f64 - others).round();
-    (free.max(1.0) as usize).clamp(1, max.max(1))
+/// How long a run looks at the host before its first post ([`Governor::decide`]): ten of
+/// `/proc/stat`'s ticks on each core.
+pub const FIRST_LOOK: Duration = Duration::from_millis(100);
+
+/// Free cores are rounded towards fewer threads: a share this far below a whole core still
+/// counts as taken ([`threads_for`]). Two threads squeeze a busy neighbour on two cores to
+/// about two thirds of a core, and a short sample wobbles by a tenth; rounding to the
+/// nearest core kept two threads on such a host in some runs, and two threads that share a
+/// core with another process wait for it at every operator (seconds per micro-batch), while
+/// one thread too few on a free host costs a third of the speed.
+pub const DOWN: f64 = 0.3;
+
+/// More threads only once the cores are this nearly free: between [`DOWN`] and this, the
+/// threads in use stay, so a light load does not flip them at every sample.
+pub const UP: f64 = 0.1;
+
+/// The threads to use when `current` run, within `1..=max`: fewer as soon as other processes
+/// take more than [`DOWN`] of a core beyond them, more once they leave a core all but
+/// [`UP`] free.
+pub fn threads_for(cores: usize, others: f64, max: usize, current: usize) -> usize {
+    let free = cores as f64 - others;
+    let down = (free + DOWN).floor();
+    let up = (free + UP).floor();
+    let want = if down < current as f64 {
+        down
+    } else if up > current as f64 {
+        up
+    } else {
+        current as f64
+    };
+    (want.max(1.0) as usize).clamp(1, max.max(1))
 }
 
 /// Samples the host now and then and sets libtorch's intra-op threads.
@@ -112,7 +142,7 @@ impl Governor {
         let max = tch::get_num_threads().max(1) as usize;
         let cores = std::thread::available_parallelism().map_or(max, |n| n.get());
         Governor {
-            every: Duration::from_secs(2),
+            every: Duration::from_millis(500),
             max,
             cores,
             last: Sample::now().map(|s| (Instant::now(), s)),
@@ -132,20 +162,39 @@ impl Governor {
     }
 
     /// Samples the host if [`Governor::every`] has passed and sets the threads it leaves
-    /// free; returns them.
+    /// free; returns them. Call it on the thread that runs the model next: libtorch keeps
+    /// the setting per OS thread (OpenMP's), so a loop that a multi-threaded runtime moves
+    /// between threads has it set again wherever it runs.
     pub fn tick(&mut self) -> usize {
-        let Some((at, earlier)) = self.last else {
+        if matches!(self.last, Some((at, _)) if at.elapsed() >= self.every) {
+            self.decide();
+        }
+        if tch::get_num_threads() != self.current as i32 {
+            tch::set_num_threads(self.current as i32);
+        }
+        self.current
+    }
+
+    /// Samples the host now, whatever the time since the last sample, and sets the threads
+    /// it left free since then; returns them. [`Governor::new`] takes the first sample: a
+    /// run calls this [`FIRST_LOOK`] after it, before any work, so the first
+    /// [`Governor::every`] on a busy host is not scored on a core it shares.
+    pub fn decide(&mut self) -> usize {
+        let Some((_, earlier)) = self.last else {
             return self.current;
         };
-        if at.elapsed() < self.every {
-            return self.current;
-        }
         let Some(now) = Sample::now() else {
             return self.current;
         };
         self.others = now.others_since(&earlier);
         self.last = Some((Instant::now(), now));
-        let want = threads_for(self.cores, self.others, self.max);
+        let want = threads_for(self.cores, self.others, self.max, self.current);
+        tracing::debug!(
+            "host: {:.2} of {} cores busy with other processes; libtorch threads {}",
+            self.others,
+            self.cores,
+            want
+        );
         if want != self.current {
             tracing::info!(
                 "libtorch threads {} → {want}: {:.1} of {} cores busy with other processes",
@@ -252,11 +301,29 @@ mod tests {
 
     #[test]
     fn threads_follow_the_free_cores() {
-        assert_eq!(threads_for(2, 0.1, 2), 2);
-        assert_eq!(threads_for(2, 1.0, 2), 1);
-        assert_eq!(threads_for(2, 1.9, 2), 1);
-        assert_eq!(threads_for(16, 3.2, 8), 8);
-        assert_eq!(threads_for(16, 12.4, 8), 4);
+        assert_eq!(threads_for(2, 0.05, 2, 2), 2);
+        assert_eq!(threads_for(2, 1.0, 2, 2), 1);
+        assert_eq!(threads_for(2, 1.9, 2, 2), 1);
+        assert_eq!(threads_for(16, 3.2, 8, 8), 8);
+        assert_eq!(threads_for(16, 12.4, 8, 8), 3);
+        // Two threads squeeze a busy neighbour to two thirds of a core, and a short sample
+        // wobbles: one thread all the same.
+        for squeezed in [0.45, 0.55, 0.67, 0.75] {
+            assert_eq!(threads_for(2, squeezed, 2, 2), 1, "{squeezed}");
+        }
+        // The neighbour stops: back to two.
+        assert_eq!(threads_for(2, 0.05, 2, 1), 2);
+        assert_eq!(threads_for(16, 12.4, 8, 1), 3);
+    }
+
+    #[test]
+    fn a_light_load_keeps_the_threads_in_use() {
+        // A fifth of a core taken: whichever runs stays, rather than flipping at every sample.
+        assert_eq!(threads_for(2, 0.2, 2, 1), 1);
+        assert_eq!(threads_for(2, 0.2, 2, 2), 2);
+        // Never outside 1..=max, whatever `current` says.
+        assert_eq!(threads_for(2, 0.0, 2, 4), 2);
+        assert_eq!(threads_for(2, 2.0, 2, 0), 1);
     }
 
     /// A real busy process beside this one is seen as about a core of other work.
@@ -275,6 +342,34 @@ mod tests {
         busy.wait().ok();
         let others = b.others_since(&a);
         assert!(others > 0.7, "a busy loop beside us: {others:.2} cores");
+    }
+
+    /// A run's first look sees a busy process beside it within [`FIRST_LOOK`] and gives up
+    /// the core it takes, before any work (the two-second period alone left the first
+    /// seconds of a run on a shared core).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_first_look_gives_up_a_busy_core() {
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh");
+        std::thread::sleep(Duration::from_millis(100));
+        let before = tch::get_num_threads();
+        let mut g = Governor::new();
+        std::thread::sleep(FIRST_LOOK);
+        let threads = g.decide();
+        busy.kill().ok();
+        busy.wait().ok();
+        let now = tch::get_num_threads();
+        tch::set_num_threads(before);
+        let ceiling = (g.cores.saturating_sub(1)).clamp(1, g.max);
+        assert!(
+            threads <= ceiling && now as usize == threads,
+            "{:.2} cores busy beside us: {threads} threads (libtorch {now}) of {} cores",
+            g.others(),
+            g.cores
+        );
     }
 
     #[test]

@@ -269,6 +269,25 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
         );
         assert!(w.windows(2).all(|p| p[0].weight >= p[1].weight));
     }
+    // Worked out three texts through the model at a time, as the live loop does between
+    // posts: the same words (to the rounding of other batch shapes), done in as many slices.
+    let mut job = model.explanation(&texts[..6], 3);
+    let total = job.remaining();
+    let mut slices = 1;
+    while !model.advance(&mut job, 3).unwrap() {
+        assert!(job.words().is_none(), "no words before the last slice");
+        slices += 1;
+    }
+    assert_eq!((job.remaining(), slices), (0, total.div_ceil(3)));
+    assert!(model.advance(&mut job, 3).unwrap(), "done stays done");
+    let sliced = job.words().unwrap();
+    assert_eq!(sliced.len(), why.len());
+    for (a, b) in sliced.iter().zip(&why) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x.weight - y.weight).abs() < 2e-3, "{a:?} vs {b:?}");
+        }
+    }
     // The deletion test: removing the words shown lowers the probability more than removing
     // as many random words.
     use flagship_model::explain::Attribution;
