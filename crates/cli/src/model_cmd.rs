@@ -605,7 +605,8 @@ pub struct ExplainArgs {
     /// Words (units) per text.
     #[arg(long, default_value_t = 3)]
     pub words: usize,
-    /// `occlusion` (what the desk shows), `gradient` or `gradient-words` (before).
+    /// `occlusion` (what the desk shows), `pooled` (the unit left out of the last layer's
+    /// mean pool: one pass a post), `gradient` or `gradient-words` (before).
     #[arg(long, default_value = "occlusion")]
     pub attribution: flagship_model::explain::Attribution,
     /// Only the texts the model flags (what the desk explains).
@@ -680,7 +681,15 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         );
         for how in Attribution::ALL {
             let started = std::time::Instant::now();
-            let why = model.explain_with(&refs, args.words, how)?;
+            let why = match model.explain_with(&refs, args.words, how) {
+                Ok(w) => w,
+                // Not every model has what an attribution needs (pooled: a mean pool).
+                Err(e) if how == Attribution::Pooled => {
+                    println!("| {} | — ({e}) | | | | | | |", how.as_str());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let ms = started.elapsed().as_secs_f64() * 1e3 / refs.len().max(1) as f64;
             let shown: Vec<&str> = why.iter().flatten().map(|w| w.word.as_str()).collect();
             let function = shown

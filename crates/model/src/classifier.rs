@@ -497,6 +497,7 @@ pub struct Prediction {
 pub struct Explanation {
     texts: Vec<String>,
     k: usize,
+    how: explain::Attribution,
     /// Worked out by occlusion (in slices); otherwise in one go.
     occlusion: bool,
     units: Vec<Vec<explain::Unit>>,
@@ -797,6 +798,12 @@ impl Classifier {
         Ok(e.words().unwrap_or_default())
     }
 
+    /// Whether [`explain::Attribution::Pooled`] works for this model (a transformer with mean
+    /// pooling).
+    pub fn explains_pooled(&self) -> bool {
+        matches!(&self.inner, Inner::Transformer(t) if t.model.mean_pooled())
+    }
+
     /// [`Classifier::explain`], to be worked out a slice at a time by
     /// [`Classifier::advance`]: the live loop stops between slices for a post that arrives.
     pub fn explanation(&self, texts: &[&str], k: usize) -> Explanation {
@@ -830,6 +837,7 @@ impl Classifier {
         Explanation {
             texts: texts.iter().map(|t| (*t).to_owned()).collect(),
             k,
+            how,
             occlusion,
             units,
             probabilities: Vec::with_capacity(variants.len()),
@@ -873,18 +881,40 @@ impl Classifier {
             unreachable!("a linear model is explained by occlusion")
         };
         let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
-        let mut words = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(32) {
-            words.extend(
-                explain::transformer_scores(&t.model, &t.encoder, chunk, t.device, t.precision)
-                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?,
-            );
+        let tokenizer = |e: tokenizers::Error| ModelError::Tokenizer(e.to_string());
+        let mut scores: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
+        if e.how == explain::Attribution::Pooled {
+            if !t.model.mean_pooled() {
+                return Err(ModelError::Data(
+                    "the pooled attribution needs a mean-pooled model: use occlusion".into(),
+                ));
+            }
+            for (chunk, units) in texts.chunks(32).zip(e.units.chunks(32)) {
+                scores.extend(
+                    explain::pooled_scores(
+                        &t.model,
+                        &t.encoder,
+                        chunk,
+                        units,
+                        t.device,
+                        t.precision,
+                    )
+                    .map_err(tokenizer)?,
+                );
+            }
+        } else {
+            for (chunk, units) in texts.chunks(32).zip(e.units.chunks(32)) {
+                let words =
+                    explain::transformer_scores(&t.model, &t.encoder, chunk, t.device, t.precision)
+                        .map_err(tokenizer)?;
+                scores.extend(
+                    words
+                        .iter()
+                        .zip(units)
+                        .map(|(w, u)| explain::unit_scores(w, u)),
+                );
+            }
         }
-        let mut scores: Vec<Vec<f32>> = words
-            .iter()
-            .zip(&e.units)
-            .map(|(w, u)| explain::unit_scores(w, u))
-            .collect();
         if let Some((lin, w)) = &t.linear {
             for ((s, text), u) in scores.iter_mut().zip(&texts).zip(&e.units) {
                 train::blend(s, &explain::linear_scores(lin, text, u), *w);

@@ -13,13 +13,16 @@
 //!   summed over each unit's tokens; cheaper, less faithful.
 //! - [`Attribution::GradientWords`]: the same per whitespace word, function words included —
 //!   what the desk showed before (kept for the comparison).
+//! - [`Attribution::Pooled`]: the drop in P(needs support) when the unit's tokens are left
+//!   out of the last layer's mean pool ([`pooled_scores`]) — one forward pass a post, where
+//!   occlusion takes one per unit; mean-pooled models only.
 //! - Linear model: occlusion, always (each is a sparse dot product, so this is cheap).
 //! - Ensemble: the two, weighted like the probabilities.
 //!
 //! Repeated units are summed. Only units that pushed the probability up are returned, the
 //! strongest first, with their contribution (probability units).
 
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::encoder::Mode;
 use crate::linear::LinearModel;
@@ -49,13 +52,17 @@ pub enum Attribution {
     Occlusion,
     Gradient,
     GradientWords,
+    /// Each unit's tokens left out of the mean pool of the last layer: one forward pass a
+    /// post, for models with mean pooling ([`pooled_scores`]).
+    Pooled,
 }
 
 impl Attribution {
-    pub const ALL: [Attribution; 3] = [
+    pub const ALL: [Attribution; 4] = [
         Attribution::Occlusion,
         Attribution::Gradient,
         Attribution::GradientWords,
+        Attribution::Pooled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +70,7 @@ impl Attribution {
             Attribution::Occlusion => "occlusion",
             Attribution::Gradient => "gradient",
             Attribution::GradientWords => "gradient-words",
+            Attribution::Pooled => "pooled",
         }
     }
 }
@@ -73,7 +81,7 @@ impl std::str::FromStr for Attribution {
         Attribution::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("{s:?}: use occlusion, gradient or gradient-words"))
+            .ok_or_else(|| format!("{s:?}: use occlusion, gradient, gradient-words or pooled"))
     }
 }
 
@@ -235,6 +243,90 @@ pub fn transformer_scores(
         out.push(scores);
     }
     Ok(out)
+}
+
+/// Each unit's score by leaving its tokens out of the mean pool of the last layer: P(text) −
+/// P(the same vectors pooled without the unit's tokens), through the same head — one forward
+/// pass per text where occlusion takes one per unit. It keeps what the other tokens took
+/// from the unit through attention, so it can only understate a unit's part; the deletion
+/// test says whether its ranking holds up. Needs a mean-pooled model
+/// ([`SequenceClassifier::mean_pooled`]); `units` are each text's ([`units_of`]).
+pub fn pooled_scores(
+    model: &SequenceClassifier,
+    encoder: &TextEncoder,
+    texts: &[&str],
+    units: &[Vec<Unit>],
+    device: Device,
+    precision: crate::Precision,
+) -> Result<Vec<Vec<f32>>, tokenizers::Error> {
+    let _no_grad = tch::no_grad_guard();
+    let mode = Mode::serve(precision);
+    let encoded = encoder.encode_with_offsets(texts)?;
+    let items: Vec<&crate::tokenize::Encoded> = encoded.iter().map(|(e, _)| e).collect();
+    let (ids, _) = encoder.collate(&items, device);
+    let seq = ids.size()[1] as usize;
+    let mut mask = vec![0i64; texts.len() * seq];
+    for (row, e) in items.iter().enumerate() {
+        mask[row * seq..row * seq + e.ids.len()].fill(1);
+    }
+    let hidden = model.encoder.forward(
+        &ids,
+        Some(
+            &Tensor::from_slice(&mask)
+                .view([texts.len() as i64, seq as i64])
+                .to(device),
+        ),
+        mode,
+    );
+    // Each text, then the text once per unit with that unit's tokens masked out of the pool.
+    let (mut owner, mut rows, mut spans) = (Vec::new(), Vec::new(), Vec::new());
+    for (row, ((text, (_, offsets)), us)) in texts.iter().zip(&encoded).zip(units).enumerate() {
+        let ws = words(text);
+        let word_of: Vec<Option<usize>> = offsets
+            .iter()
+            .map(|&(s, e)| {
+                (e > s)
+                    .then(|| ws.iter().position(|&(a, b, _)| s >= a && s < b))
+                    .flatten()
+            })
+            .collect();
+        let base = &mask[row * seq..(row + 1) * seq];
+        let start = owner.len();
+        owner.push(row as i64);
+        rows.extend_from_slice(base);
+        for u in us {
+            owner.push(row as i64);
+            rows.extend(base.iter().enumerate().map(|(t, &m)| {
+                let dropped = word_of
+                    .get(t)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|w| u.words.contains(&w));
+                if dropped { 0 } else { m }
+            }));
+        }
+        spans.push(start..owner.len());
+    }
+    let n = owner.len() as i64;
+    let h = hidden.index_select(0, &Tensor::from_slice(&owner).to(device));
+    let m = Tensor::from_slice(&rows).view([n, seq as i64]).to(device);
+    let p: Vec<f32> = Vec::try_from(
+        model
+            .spec
+            .need_probability(&model.head_forward(&h, Some(&m), mode))
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu),
+    )
+    .expect("f32 probabilities");
+    Ok(spans
+        .into_iter()
+        .map(|r| {
+            p[r.start + 1..r.end]
+                .iter()
+                .map(|q| p[r.start] - q)
+                .collect()
+        })
+        .collect())
 }
 
 /// What the deletion test found ([`deletion_test`]): over `texts` with an explanation, the

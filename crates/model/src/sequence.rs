@@ -144,6 +144,12 @@ impl SequenceClassifier {
         self.head_forward(&hidden, mask, mode)
     }
 
+    /// The head reads the mean of the token vectors (what [`crate::explain::pooled_scores`]
+    /// needs).
+    pub fn mean_pooled(&self) -> bool {
+        matches!(self.head, Head::Mean { .. })
+    }
+
     /// The head on the encoder's last hidden state `[batch, seq, hidden]`.
     pub fn head_forward(&self, hidden: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
         let first = hidden.select(1, 0);

@@ -289,12 +289,26 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
         }
     }
     // The deletion test: removing the words shown lowers the probability more than removing
-    // as many random words.
+    // as many random words — by occlusion, and by leaving the words out of the mean pool.
     use flagship_model::explain::Attribution;
-    let d = model
-        .deletion_test(&texts, 3, Attribution::Occlusion, 3, 5)
+    for how in [Attribution::Occlusion, Attribution::Pooled] {
+        let d = model.deletion_test(&texts, 3, how, 3, 5).unwrap();
+        assert!(d.texts > 0 && d.top_drop > d.random_drop, "{how:?}: {d:?}");
+    }
+    // The pooled words are the text's own content units, strongest first.
+    let pooled = model
+        .explain_with(&texts[..6], 3, Attribution::Pooled)
         .unwrap();
-    assert!(d.texts > 0 && d.top_drop > d.random_drop, "{d:?}");
+    assert!(pooled.iter().any(|w| !w.is_empty()));
+    for (w, t) in pooled.iter().zip(&texts) {
+        let t = t.to_lowercase();
+        assert!(
+            w.iter()
+                .all(|x| x.word.split(' ').all(|p| t.contains(p)) && x.weight > 0.0),
+            "{w:?} in {t}"
+        );
+        assert!(w.windows(2).all(|p| p[0].weight >= p[1].weight));
+    }
 
     // Without labels, three-class training is refused with a clear error.
     let mut unlabelled = train_set.clone();
