@@ -32,6 +32,11 @@ pub struct ScoringArgs {
     /// Words kept to say why a flagged post was flagged (0: none).
     #[arg(long, default_value_t = 3)]
     pub explain: usize,
+    /// A flagged post still waiting this long after its write gets its words from the
+    /// pooled attribution (one pass a post) rather than occlusion (a pass per word); `0ms`:
+    /// always, `1h`: never.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub explain_behind: Duration,
 }
 
 impl ScoringArgs {
@@ -48,6 +53,7 @@ impl ScoringArgs {
             max_posts,
             duration,
             explain: self.explain,
+            explain_behind: self.explain_behind,
         }
     }
 }

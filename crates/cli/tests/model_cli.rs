@@ -356,6 +356,47 @@ fn transformer_train_and_predict_through_the_binary() {
         let p = v["need_support_probability"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&p), "{l}");
     }
+
+    // Live: a post that waited `--explain-behind` gets the pooled words (one pass a post);
+    // `0ms`: every flagged post, `1h`: none. Every flagged post is explained either way.
+    for (behind, all_pooled) in [("0ms", true), ("1h", false)] {
+        let file = format!("watch-{behind}.jsonl");
+        let o = flagship(
+            &[
+                "--config",
+                fixture("demo/flagship.toml").to_str().unwrap(),
+                "watch",
+                "--replay",
+                fixture("demo/stream.jsonl.gz").to_str().unwrap(),
+                "--model",
+                "m",
+                "--max-posts",
+                "40",
+                "--explain-behind",
+                behind,
+                "--out",
+                &file,
+            ],
+            d,
+        );
+        let t = text(&o);
+        let totals: serde_json::Value = serde_json::from_str(
+            t.lines()
+                .rev()
+                .find(|l| l.starts_with('{'))
+                .expect("totals"),
+        )
+        .unwrap();
+        let n = |k: &str| totals[k].as_u64().unwrap();
+        // The final seconds of explaining may leave a few without words (counted).
+        assert!(n("explained") > 0, "{t}");
+        assert_eq!(n("explained") + n("unexplained"), n("flagged"), "{t}");
+        let pooled = if all_pooled { n("explained") } else { 0 };
+        assert_eq!(n("explained_pooled"), pooled, "{behind}: {t}");
+        let lines = std::fs::read_to_string(d.join(&file)).unwrap();
+        let whys = lines.lines().filter(|l| l.contains("\"explains\"")).count();
+        assert_eq!(whys as u64, n("explained"), "{lines}");
+    }
 }
 
 fn jsonl(path: &Path, rows: &[serde_json::Value]) {

@@ -465,6 +465,7 @@ async fn the_desk_in_a_real_browser() {
                     max_posts: Some(400),
                     duration: Some(Duration::from_secs(30)),
                     explain: 3,
+                    ..flagship_live::Options::default()
                 },
                 progress: &|_| {},
                 telemetry: None,

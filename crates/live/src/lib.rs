@@ -90,6 +90,9 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Words kept to say why a flagged post was flagged (0: none).
     pub explain: usize,
+    /// A flagged post still waiting this long after its write gets the pooled words
+    /// ([`EXPLAIN_BEHIND`] by default; 0: always; longer than [`EXPLAIN_WITHIN`]: never).
+    pub explain_behind: Duration,
 }
 
 impl Default for Options {
@@ -100,6 +103,7 @@ impl Default for Options {
             max_posts: None,
             duration: None,
             explain: 3,
+            explain_behind: EXPLAIN_BEHIND,
         }
     }
 }
@@ -544,6 +548,8 @@ struct Triage<'a> {
     latencies: Vec<f64>,
     /// Words kept per flagged post ([`Options::explain`]).
     explain: usize,
+    /// [`Options::explain_behind`].
+    behind: Duration,
     /// The frozen sentence encoder, when the sink groups questions.
     embedder: Option<Arc<dyn Embed>>,
     /// Flagged posts written, oldest first, waiting for their words.
@@ -608,12 +614,12 @@ impl Triage<'_> {
                 && self
                     .backlog
                     .front()
-                    .is_some_and(|p| p.written.elapsed() >= EXPLAIN_BEHIND);
+                    .is_some_and(|p| p.written.elapsed() >= self.behind);
             let take = if behind {
                 self.backlog
                     .iter()
                     .take(POOLED_CHUNK.max(posts))
-                    .take_while(|p| p.written.elapsed() >= EXPLAIN_BEHIND)
+                    .take_while(|p| p.written.elapsed() >= self.behind)
                     .count()
             } else {
                 posts.min(self.backlog.len())
@@ -892,6 +898,7 @@ pub async fn run(
             threads: flagship_model::threads::Governor::new(),
             latencies: Vec::new(),
             explain: options.explain,
+            behind: options.explain_behind,
             embedder,
             backlog: std::collections::VecDeque::new(),
             current: None,
