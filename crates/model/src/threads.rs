@@ -326,20 +326,40 @@ mod tests {
         assert_eq!(threads_for(2, 2.0, 2, 0), 1);
     }
 
+    /// A shell's busy loop beside this process, running a tenth of a second before it is
+    /// handed over; stopped when dropped.
+    #[cfg(target_os = "linux")]
+    struct Busy(std::process::Child);
+
+    #[cfg(target_os = "linux")]
+    impl Busy {
+        fn start() -> Busy {
+            let child = std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("sh");
+            std::thread::sleep(Duration::from_millis(100));
+            Busy(child)
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+
     /// A real busy process beside this one is seen as about a core of other work.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_busy_process_beside_us_is_seen() {
-        let mut busy = std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .spawn()
-            .expect("sh");
-        std::thread::sleep(Duration::from_millis(100));
+        let busy = Busy::start();
         let a = Sample::now().expect("/proc on Linux");
         std::thread::sleep(Duration::from_millis(600));
         let b = Sample::now().unwrap();
-        busy.kill().ok();
-        busy.wait().ok();
+        drop(busy);
         let others = b.others_since(&a);
         assert!(others > 0.7, "a busy loop beside us: {others:.2} cores");
     }
@@ -350,17 +370,12 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_first_look_gives_up_a_busy_core() {
-        let mut busy = std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .spawn()
-            .expect("sh");
-        std::thread::sleep(Duration::from_millis(100));
+        let busy = Busy::start();
         let before = tch::get_num_threads();
         let mut g = Governor::new();
         std::thread::sleep(FIRST_LOOK);
         let threads = g.decide();
-        busy.kill().ok();
-        busy.wait().ok();
+        drop(busy);
         let now = tch::get_num_threads();
         tch::set_num_threads(before);
         let ceiling = (g.cores.saturating_sub(1)).clamp(1, g.max);
