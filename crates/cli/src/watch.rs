@@ -216,7 +216,7 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
         step(&b.explain),
         t.explained,
         t.explained_pooled,
-        flagship_live::EXPLAIN_BEHIND.as_secs(),
+        opts.explain_behind.as_secs_f64(),
         t.unexplained,
         t.explain_delay_p50_ms,
         t.explain_delay_p99_ms,

@@ -583,6 +583,59 @@ impl Triage<'_> {
         self.current.is_some() || !self.backlog.is_empty()
     }
 
+    /// The next posts to explain, oldest first, and how: up to `posts` by the model's own
+    /// attribution, or the ones that waited [`Options::explain_behind`] by the pooled one
+    /// (posts past [`EXPLAIN_WITHIN`] leave the backlog, counted). `None`: none waits.
+    fn next_job(&mut self, posts: usize, t: &mut Totals) -> Option<Explaining> {
+        // Words later than the bound are not worth the time a waiting post would pay.
+        let stale = self
+            .backlog
+            .iter()
+            .take_while(|p| p.written.elapsed() > EXPLAIN_WITHIN)
+            .count();
+        if stale > 0 {
+            let old: Vec<Unexplained> = self.backlog.drain(..stale).collect();
+            self.count_left(&old, t);
+        }
+        // Behind: the posts that waited `explain_behind`, several at a time, by the pooled
+        // attribution (it passes the deletion test; gradient × input, cheaper still, did
+        // no better than random words and is never used). Otherwise the model's own.
+        let behind = self.explain > 0
+            && self.model.attribution == Attribution::Occlusion
+            && self.model.explains_pooled()
+            && self
+                .backlog
+                .front()
+                .is_some_and(|p| p.written.elapsed() >= self.behind);
+        let take = if behind {
+            self.backlog
+                .iter()
+                .take(POOLED_CHUNK.max(posts))
+                .take_while(|p| p.written.elapsed() >= self.behind)
+                .count()
+        } else {
+            posts.min(self.backlog.len())
+        };
+        if take == 0 {
+            return None;
+        }
+        let posts: Vec<Unexplained> = self.backlog.drain(..take).collect();
+        let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
+        let how = if behind {
+            Attribution::Pooled
+        } else {
+            self.model.attribution
+        };
+        let words =
+            (self.explain > 0).then(|| self.model.explanation_with(&texts, self.explain, how));
+        Some(Explaining {
+            posts,
+            words,
+            pooled: behind,
+            spent: Duration::ZERO,
+        })
+    }
+
     /// One slice of the explanation work: takes up to `posts` backlog posts (oldest first)
     /// when none is in the making, puts `slice` more texts through the model for their words
     /// (occlusion's variants), and once they are done, embeds the posts and hands the words
@@ -595,53 +648,7 @@ impl Triage<'_> {
         t: &mut Totals,
     ) -> Result<(), LiveError> {
         if self.current.is_none() {
-            // Words later than the bound are not worth the time a waiting post would pay.
-            let stale = self
-                .backlog
-                .iter()
-                .take_while(|p| p.written.elapsed() > EXPLAIN_WITHIN)
-                .count();
-            if stale > 0 {
-                let old: Vec<Unexplained> = self.backlog.drain(..stale).collect();
-                self.count_left(&old, t);
-            }
-            // Behind: the posts that waited EXPLAIN_BEHIND, several at a time, by the pooled
-            // attribution (it passes the deletion test; gradient × input, cheaper still, did
-            // no better than random words and is never used). Otherwise the model's own.
-            let behind = self.explain > 0
-                && self.model.attribution == Attribution::Occlusion
-                && self.model.explains_pooled()
-                && self
-                    .backlog
-                    .front()
-                    .is_some_and(|p| p.written.elapsed() >= self.behind);
-            let take = if behind {
-                self.backlog
-                    .iter()
-                    .take(POOLED_CHUNK.max(posts))
-                    .take_while(|p| p.written.elapsed() >= self.behind)
-                    .count()
-            } else {
-                posts.min(self.backlog.len())
-            };
-            if take == 0 {
-                return Ok(());
-            }
-            let posts: Vec<Unexplained> = self.backlog.drain(..take).collect();
-            let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
-            let how = if behind {
-                Attribution::Pooled
-            } else {
-                self.model.attribution
-            };
-            let words =
-                (self.explain > 0).then(|| self.model.explanation_with(&texts, self.explain, how));
-            self.current = Some(Explaining {
-                posts,
-                words,
-                pooled: behind,
-                spent: Duration::ZERO,
-            });
+            self.current = self.next_job(posts, t);
         }
         let Some(mut e) = self.current.take() else {
             return Ok(());

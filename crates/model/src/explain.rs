@@ -229,20 +229,32 @@ pub fn transformer_scores(
         .to_device(Device::Cpu);
     let mut out = Vec::with_capacity(texts.len());
     for (row, (text, (_, offsets))) in texts.iter().zip(&encoded).enumerate() {
-        let ws = words(text);
-        let mut scores = vec![0f32; ws.len()];
+        let (n, word_of) = token_words(text, offsets);
+        let mut scores = vec![0f32; n];
         let a: Vec<f32> = Vec::try_from(attr.get(row as i64)).expect("f32 attributions");
-        for (t, &(s, e)) in offsets.iter().enumerate() {
-            if e <= s {
-                continue; // special tokens
-            }
-            if let Some(w) = ws.iter().position(|&(ws, we, _)| s >= ws && s < we) {
+        for (t, w) in word_of.into_iter().enumerate() {
+            if let Some(w) = w {
                 scores[w] += a.get(t).copied().unwrap_or(0.0);
             }
         }
         out.push(scores);
     }
     Ok(out)
+}
+
+/// `text`'s [`words`] (how many) and, for each token of its `offsets`, the word it falls in
+/// (`None`: a special token, or a token between words).
+fn token_words(text: &str, offsets: &[(usize, usize)]) -> (usize, Vec<Option<usize>>) {
+    let ws = words(text);
+    let of = offsets
+        .iter()
+        .map(|&(s, e)| {
+            (e > s)
+                .then(|| ws.iter().position(|&(a, b, _)| s >= a && s < b))
+                .flatten()
+        })
+        .collect();
+    (ws.len(), of)
 }
 
 /// Each unit's score by leaving its tokens out of the mean pool of the last layer: P(text) −
@@ -263,33 +275,18 @@ pub fn pooled_scores(
     let mode = Mode::serve(precision);
     let encoded = encoder.encode_with_offsets(texts)?;
     let items: Vec<&crate::tokenize::Encoded> = encoded.iter().map(|(e, _)| e).collect();
-    let (ids, _) = encoder.collate(&items, device);
+    let (ids, padded) = encoder.collate(&items, device);
+    let hidden = model.encoder.forward(&ids, padded.as_ref(), mode);
     let seq = ids.size()[1] as usize;
-    let mut mask = vec![0i64; texts.len() * seq];
-    for (row, e) in items.iter().enumerate() {
-        mask[row * seq..row * seq + e.ids.len()].fill(1);
-    }
-    let hidden = model.encoder.forward(
-        &ids,
-        Some(
-            &Tensor::from_slice(&mask)
-                .view([texts.len() as i64, seq as i64])
-                .to(device),
-        ),
-        mode,
-    );
+    let mask: Vec<i64> = match &padded {
+        Some(m) => Vec::try_from(m.reshape([-1]).to_kind(Kind::Int64).to_device(Device::Cpu))
+            .expect("an int64 mask"),
+        None => vec![1; texts.len() * seq],
+    };
     // Each text, then the text once per unit with that unit's tokens masked out of the pool.
     let (mut owner, mut rows, mut spans) = (Vec::new(), Vec::new(), Vec::new());
     for (row, ((text, (_, offsets)), us)) in texts.iter().zip(&encoded).zip(units).enumerate() {
-        let ws = words(text);
-        let word_of: Vec<Option<usize>> = offsets
-            .iter()
-            .map(|&(s, e)| {
-                (e > s)
-                    .then(|| ws.iter().position(|&(a, b, _)| s >= a && s < b))
-                    .flatten()
-            })
-            .collect();
+        let (_, word_of) = token_words(text, offsets);
         let base = &mask[row * seq..(row + 1) * seq];
         let start = owner.len();
         owner.push(row as i64);
