@@ -26,6 +26,7 @@ use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use flagship_core::{Platform, Post};
 use flagship_desk::auth::{Methods, Role, hash_password};
+use flagship_desk::clock::day_of;
 use flagship_desk::server::{Desk, LiveSink, Settings};
 use flagship_desk::testing::{BURST, cookie_of, csrf_of, form, http, x_message};
 use flagship_desk::{Decision, DeskStore};
@@ -1376,7 +1377,19 @@ async fn a_team_of_three_in_real_browsers() {
     let dir = tempfile::tempdir().unwrap();
     let config = flagship_core::Config::load(&fixture("demo/flagship.toml")).unwrap();
     let db = dir.path().join("desk.sqlite");
-    let t0 = Utc::now() - chrono::Duration::minutes(10);
+    let mut settings = Settings::from_config(&config);
+    settings.first_response = chrono::Duration::hours(1);
+    // The story runs from t0 to t0 + 80 min on the held clock, and the summary at its end
+    // counts the day of t0 + 80 min: every post must fall in that one day of the desk's time
+    // zone (a run at 22:55 UTC once counted only the burst). Near midnight the story moves back.
+    let one_day = |t: chrono::DateTime<Utc>| {
+        day_of(t, settings.timezone) == day_of(t + chrono::Duration::minutes(90), settings.timezone)
+    };
+    let mut t0 = Utc::now() - chrono::Duration::minutes(10);
+    if !one_day(t0) {
+        t0 -= chrono::Duration::hours(2);
+    }
+    assert!(one_day(t0), "{t0}");
     let mut store = DeskStore::open(&db).unwrap();
     let questions = [
         ("t1", "is the webb livestream delayed? nothing loads"),
@@ -1392,8 +1405,6 @@ async fn a_team_of_three_in_real_browsers() {
         posts.push(p);
     }
     store.add(&posts).unwrap();
-    let mut settings = Settings::from_config(&config);
-    settings.first_response = chrono::Duration::hours(1);
     let users = HashMap::from([
         (
             "ana".to_owned(),
