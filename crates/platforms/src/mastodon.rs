@@ -589,6 +589,19 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_with_a_non_ascii_name_is_named_by_its_ascii_form() {
+        // url's IDNA back end (idna_adapter, pinned in the workspace) maps it as UTS 46 says.
+        assert_eq!(
+            instance_host("https://Bücher.social/"),
+            "xn--bcher-kva.social"
+        );
+        assert_eq!(
+            url_host("https://ÉCOLE.example/users/a").as_deref(),
+            Some("xn--cole-9oa.example")
+        );
+    }
+
+    #[test]
     fn sensitive_reply_and_content_warning() {
         let t = tweet("/users/ARETINO/statuses/114870361658420280");
         assert_eq!(t.possibly_sensitive, Some(true));
