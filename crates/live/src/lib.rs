@@ -4,7 +4,8 @@
 //! each as ingest does ([`flagship_ingest::record::classify`]: posts no server filtered must
 //! match the mission's track terms; ids dedup in a window and against ids already handled),
 //! gathers posts into micro-batches and runs the *same* plans as the batch stages on each:
-//! combine's rows, filter's kept frame, textproc's features, then the model. Batching adapts
+//! combine's rows, filter's kept frame, textproc's features (planned once, their regular
+//! expressions compiled once: `once`), then the model. Batching adapts
 //! to load: a post that arrives alone is scored at once; what arrived while a batch was being
 //! scored forms the next batch (up to `max_batch`; `max_wait` > 0 lingers for more). Every
 //! post the profile kept, scored, goes to a [`Sink`] (a JSONL file for `watch`, a database for
@@ -27,6 +28,8 @@
 //!
 //! It reads no files and writes none itself (the sink does), never trains, never opens a
 //! source (the caller does).
+
+mod once;
 
 use std::collections::HashSet;
 
@@ -412,6 +415,12 @@ impl Prepared {
         })
     }
 
+    /// How many of the plans' regex calls hold their pattern compiled (DataFusion's compile
+    /// it on every batch).
+    pub fn compiled_once(&self) -> usize {
+        self.combine.compiled + self.process.compiled
+    }
+
     /// What [`prepare`] gives for `rows`.
     pub async fn run(&self, rows: &[(Post, String)]) -> Result<RecordBatch, LiveError> {
         if rows.is_empty() {
@@ -429,6 +438,8 @@ struct Planned {
     slot: Arc<Slot>,
     plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     out: arrow::datatypes::SchemaRef,
+    /// Its regular expressions compiled once ([`once`]).
+    compiled: usize,
 }
 
 impl Planned {
@@ -448,10 +459,17 @@ impl Planned {
             input,
             vec![slot.clone() as Arc<dyn datafusion::physical_plan::streaming::PartitionStream>],
         )?;
-        let plan = frame(ctx.read_table(Arc::new(table))?)?
+        let (state, plan) = frame(ctx.read_table(Arc::new(table))?)?.into_parts();
+        let (plan, compiled) = once::compile_once(plan)?;
+        let plan = datafusion::prelude::DataFrame::new(state, plan)
             .create_physical_plan()
             .await?;
-        Ok(Planned { slot, plan, out })
+        Ok(Planned {
+            slot,
+            plan,
+            out,
+            compiled,
+        })
     }
 
     async fn run(

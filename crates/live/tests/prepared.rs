@@ -54,6 +54,12 @@ async fn plans_built_once_give_what_planning_each_batch_gives() {
     for (name, config) in [("seed", Config::default()), ("everyday", everyday)] {
         let ctx = flagship_store::frames::micro_batch_session();
         let prepared = flagship_live::Prepared::new(&ctx, &config).await.unwrap();
+        // Textproc's five replacements and its word count hold their patterns compiled.
+        assert!(
+            prepared.compiled_once() >= 6,
+            "{name}: {} compiled once",
+            prepared.compiled_once()
+        );
         let (mut kept, mut dropped) = (0, 0);
         for (i, chunk) in posts.chunks(32).enumerate() {
             let mut rows: Vec<(Post, String)> =
