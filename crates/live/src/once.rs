@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, GenericStringArray, Int64Array, OffsetSizeTrait, StringViewArray,
+    Array, ArrayRef, AsArray, Int64Array, LargeStringArray, StringArray, StringViewArray,
 };
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -118,14 +118,6 @@ impl ReplaceOnce {
             signature: Signature::string(1, Volatility::Immutable),
         })
     }
-
-    fn strings<O: OffsetSizeTrait>(&self, a: &GenericStringArray<O>) -> ArrayRef {
-        Arc::new(
-            a.iter()
-                .map(|v| v.map(|s| self.re.replacen(s, self.limit, self.replacement.as_str())))
-                .collect::<GenericStringArray<O>>(),
-        )
-    }
 }
 
 impl PartialEq for ReplaceOnce {
@@ -156,28 +148,15 @@ impl ScalarUDFImpl for ReplaceOnce {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let a = args.args[0].to_array(args.number_rows)?;
+        let (a, scalar) = input(&args)?;
+        let out = each(&a, |v| {
+            v.map(|s| self.re.replacen(s, self.limit, self.replacement.as_str()))
+        })?;
+        // The input's string type (`each` took only these three).
         let out: ArrayRef = match a.data_type() {
-            DataType::Utf8 => self.strings(
-                a.as_any()
-                    .downcast_ref::<GenericStringArray<i32>>()
-                    .expect("utf8"),
-            ),
-            DataType::LargeUtf8 => self.strings(
-                a.as_any()
-                    .downcast_ref::<GenericStringArray<i64>>()
-                    .expect("large utf8"),
-            ),
-            DataType::Utf8View => Arc::new(
-                a.as_any()
-                    .downcast_ref::<StringViewArray>()
-                    .expect("utf8 view")
-                    .iter()
-                    .map(|v| v.map(|s| self.re.replacen(s, self.limit, self.replacement.as_str())))
-                    .collect::<StringViewArray>(),
-            ),
-            t => return exec_err!("regexp_replace of {t}"),
+            DataType::Utf8 => Arc::new(StringArray::from_iter(out)),
+            DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter(out)),
+            _ => Arc::new(StringViewArray::from_iter(out)),
         };
         scalar_or_array(out, scalar)
     }
@@ -233,34 +212,26 @@ impl ScalarUDFImpl for CountOnce {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let a = args.args[0].to_array(args.number_rows)?;
-        let out: Int64Array = match a.data_type() {
-            DataType::Utf8 => a
-                .as_any()
-                .downcast_ref::<GenericStringArray<i32>>()
-                .expect("utf8")
-                .iter()
-                .map(|v| self.count(v))
-                .collect(),
-            DataType::LargeUtf8 => a
-                .as_any()
-                .downcast_ref::<GenericStringArray<i64>>()
-                .expect("large utf8")
-                .iter()
-                .map(|v| self.count(v))
-                .collect(),
-            DataType::Utf8View => a
-                .as_any()
-                .downcast_ref::<StringViewArray>()
-                .expect("utf8 view")
-                .iter()
-                .map(|v| self.count(v))
-                .collect(),
-            t => return exec_err!("regexp_count of {t}"),
-        };
+        let (a, scalar) = input(&args)?;
+        let out = Int64Array::from(each(&a, |v| self.count(v))?);
         scalar_or_array(Arc::new(out), scalar)
     }
+}
+
+/// The one argument as an array, and whether it came as a scalar.
+fn input(args: &ScalarFunctionArgs) -> Result<(ArrayRef, bool)> {
+    let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+    Ok((args.args[0].to_array(args.number_rows)?, scalar))
+}
+
+/// Each string of `a` (Utf8, LargeUtf8 or Utf8View) through `f`, in order.
+fn each<'a, T>(a: &'a ArrayRef, f: impl FnMut(Option<&'a str>) -> T) -> Result<Vec<T>> {
+    Ok(match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().iter().map(f).collect(),
+        DataType::LargeUtf8 => a.as_string::<i64>().iter().map(f).collect(),
+        DataType::Utf8View => a.as_string_view().iter().map(f).collect(),
+        t => return exec_err!("a regex function of {t}"),
+    })
 }
 
 fn scalar_or_array(out: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
