@@ -346,9 +346,10 @@ const NOTES: &str = "
   demo's model and `--explain 3`; latency is a post's arrival → its flagged line written.
   The launch burst is the demo looped with fresh ids and later times
   (`flagship-bench live burst-stream`) for `--minutes`; the busy host runs `stress-ng --cpu 1`
-  beside `watch`. Explanations run after the write, a slice at a time while no post waits (by
-  occlusion; by the pooled attribution for posts that waited 2 s);
-  \"words … after the write\" is when they reached the file. The achieved rate can fall short
+  beside `watch`. A flagged post's first words come with its line, from the scoring pass
+  (its words left out of the deciding layer's mean pool); occlusion refines them after the
+  write, a slice at a time while no post waits;
+  \"words … after the write\" is when the first words reached the file (0 with the line). The achieved rate can fall short
   of the offered one on a small machine, where the replay reader shares the cores with the
   model; then the reader's queue (4,096 lines) fills and a line's arrival is when the reader
   took it. The micro-batch plans: `flagship-bench live prepare`, the same batches of 32 demo
@@ -825,12 +826,14 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             .map(|k| step(k))
             .collect::<Result<_, _>>()?;
         m.details.push(format!(
-            "`watch`, {}: budget p50 / p99 ms — {} (wait: per post, queued behind the batch being scored or one slice of an explanation; prepare: combine + filter + textproc, plans built once; the rest per micro-batch, {} batches); off the path, {} per post: {} flagged posts explained ({} of them pooled, having waited 2 s; the rest by occlusion), {} left without words (older than 30 s or beyond the backlog), words {:.0} / {:.0} / {:.0} ms after the write (p50 / p99 / max)",
+            "`watch`, {}: budget p50 / p99 ms — {} (wait: per post, queued behind the batch being scored or one slice of an explanation; prepare: combine + filter + textproc, plans built once; the rest per micro-batch, {} batches); off the path, {} per post: {} flagged posts explained ({} with the write, from the scoring pass, {} of them refined by occlusion while idle; {} pooled, having waited 2 s without words), {} left without words (older than 30 s or beyond the backlog), words {:.0} / {:.0} / {:.0} ms after the write (p50 / p99 / max)",
             r.label,
             steps.join(", "),
             get("batches")?,
             step("explain")?,
             explained,
+            get("explained_scored")?,
+            get("refined")?,
             get("explained_pooled")?,
             get("unexplained")?,
             get("explain_delay_p50_ms")?,

@@ -605,8 +605,10 @@ pub struct ExplainArgs {
     /// Words (units) per text.
     #[arg(long, default_value_t = 3)]
     pub words: usize,
-    /// `occlusion` (what the desk shows), `pooled` (the unit left out of the last layer's
-    /// mean pool: one pass a post), `gradient` or `gradient-words` (before).
+    /// `occlusion` (what the desk refines its words with), `scored` (the unit left out of the
+    /// mean pool of the layer that decided the post, off the scoring pass: the words a
+    /// flagged post comes with), `pooled` (the same at the last layer, one pass a post),
+    /// `gradient` or `gradient-words` (before).
     #[arg(long, default_value = "occlusion")]
     pub attribution: flagship_model::explain::Attribution,
     /// Only the texts the model flags (what the desk explains).
@@ -683,8 +685,8 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
             let started = std::time::Instant::now();
             let why = match model.explain_with(&refs, args.words, how) {
                 Ok(w) => w,
-                // Not every model has what an attribution needs (pooled: a mean pool).
-                Err(e) if how == Attribution::Pooled => {
+                // Not every model has what an attribution needs (a mean pool).
+                Err(e) if matches!(how, Attribution::Pooled | Attribution::Scored) => {
                     println!("| {} | — ({e}) | | | | | | |", how.as_str());
                     continue;
                 }

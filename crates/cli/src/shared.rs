@@ -37,6 +37,11 @@ pub struct ScoringArgs {
     /// always, `1h`: never.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub explain_behind: Duration,
+    /// A flagged post's words come with it, from the scoring pass itself (its words left
+    /// out of the deciding layer's mean pool), and occlusion refines them while the loop is
+    /// idle; `false`: words only after the write (a mean-pooled model's only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub scored_words: bool,
 }
 
 impl ScoringArgs {
@@ -54,6 +59,7 @@ impl ScoringArgs {
             duration,
             explain: self.explain,
             explain_behind: self.explain_behind,
+            scored_words: self.scored_words,
         }
     }
 }

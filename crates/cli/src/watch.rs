@@ -206,7 +206,7 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
     let b = &t.budget;
     let step = |s: &flagship_live::Step| format!("{:.1} / {:.1}", s.p50_ms, s.p99_ms);
     println!(
-        "watch: budget p50 / p99 ms — queued {} (per post); per batch: parse {}, filter + textproc {}, tokenise {}, model {}, write {}; off the path: explain {} per post ({} explained, {} of them pooled as they had waited {} s, {} left without words), words {:.0} / {:.0} / {:.0} ms after the write (p50 / p99 / max)",
+        "watch: budget p50 / p99 ms — queued {} (per post); per batch: parse {}, filter + textproc {}, tokenise {}, model {}, write {}; off the path: explain {} per post ({} explained: {} with the write from the scoring pass, {} of them refined by occlusion, {} pooled as they had waited {} s without words; {} left without words), words {:.0} / {:.0} / {:.0} ms after the write (p50 / p99 / max)",
         step(&b.wait),
         step(&b.parse),
         step(&b.prepare),
@@ -215,6 +215,8 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
         step(&b.write),
         step(&b.explain),
         t.explained,
+        t.explained_scored,
+        t.refined,
         t.explained_pooled,
         opts.explain_behind.as_secs_f64(),
         t.unexplained,

@@ -357,10 +357,13 @@ fn transformer_train_and_predict_through_the_binary() {
         assert!((0.0..=1.0).contains(&p), "{l}");
     }
 
-    // Live: a post that waited `--explain-behind` gets the pooled words (one pass a post);
-    // `0ms`: every flagged post, `1h`: none. Every flagged post is explained either way.
-    for (behind, all_pooled) in [("0ms", true), ("1h", false)] {
-        let file = format!("watch-{behind}.jsonl");
+    // Live: by default a flagged post's words come with its line, from the scoring pass,
+    // and occlusion refines them afterwards (a line of its own). Without them
+    // (`--scored-words false`), a post that waited `--explain-behind` gets the pooled words
+    // (one pass a post): `0ms`, every flagged post; `1h`, none. Every flagged post is
+    // explained either way.
+    for (behind, scored) in [("1h", true), ("0ms", false), ("1h", false)] {
+        let file = format!("watch-{behind}-{scored}.jsonl");
         let o = flagship(
             &[
                 "--config",
@@ -374,6 +377,8 @@ fn transformer_train_and_predict_through_the_binary() {
                 "40",
                 "--explain-behind",
                 behind,
+                "--scored-words",
+                &scored.to_string(),
                 "--out",
                 &file,
             ],
@@ -391,11 +396,27 @@ fn transformer_train_and_predict_through_the_binary() {
         // The final seconds of explaining may leave a few without words (counted).
         assert!(n("explained") > 0, "{t}");
         assert_eq!(n("explained") + n("unexplained"), n("flagged"), "{t}");
-        let pooled = if all_pooled { n("explained") } else { 0 };
+        let pooled = if behind == "0ms" { n("explained") } else { 0 };
         assert_eq!(n("explained_pooled"), pooled, "{behind}: {t}");
         let lines = std::fs::read_to_string(d.join(&file)).unwrap();
-        let whys = lines.lines().filter(|l| l.contains("\"explains\"")).count();
-        assert_eq!(whys as u64, n("explained"), "{lines}");
+        let whys = lines.lines().filter(|l| l.contains("\"explains\"")).count() as u64;
+        let with_line = lines
+            .lines()
+            .filter(|l| l.contains("\"need_support_probability\"") && l.contains("\"why\""))
+            .count() as u64;
+        assert_eq!(with_line, n("explained_scored"), "{lines}");
+        if scored {
+            // Every flagged post with a word that raised its probability has it on its line.
+            assert!(n("explained_scored") > 0, "{t}");
+        } else {
+            assert_eq!((n("explained_scored"), n("refined")), (0, 0), "{t}");
+        }
+        // A line of words after a post: its first words, or occlusion's refinement.
+        assert_eq!(
+            whys,
+            n("explained") - n("explained_scored") + n("refined"),
+            "{lines}"
+        );
     }
 }
 

@@ -10,15 +10,17 @@
 //! scored forms the next batch (up to `max_batch`; `max_wait` > 0 lingers for more). Every
 //! post the profile kept, scored, goes to a [`Sink`] (a JSONL file for `watch`, a database for
 //! the desk); latency is arrival → the sink's write returned. Why a flagged post was flagged
-//! (by default occlusion: the post scored again without each of its words; for a post that
-//! waited [`EXPLAIN_BEHIND`], the pooled attribution, one pass a post) is worked out
-//! off that path: after the
+//! comes twice. With the write: a mean-pooled model's scoring pass gives each flagged post
+//! its words ([`Options::scored_words`]: its words left out of the mean pool of the layer that
+//! decided it — no pass of its own). Then, off that path, better ones (by default occlusion:
+//! the post scored again without each of its words; for a post without words that waited
+//! [`EXPLAIN_BEHIND`], the pooled attribution, one pass a post): after the
 //! write, while no line waits, a slice at a time (a post that arrives waits for one slice of
 //! [`EXPLAIN_SLICE`] texts, not a whole explanation), and handed to the sink's
 //! [`Sink::explained`] — with the post's sentence embedding from a second, frozen encoder
 //! ([`Run::embedder`]) that the desk groups questions by, one post at a time; a post still waiting [`EXPLAIN_WITHIN`] after its write,
-//! or beyond a backlog of [`EXPLAIN_BACKLOG`], leaves it unexplained, counted (a post left
-//! without its embedding stays a single card on the desk). At a clean stop the lines already queued are
+//! or beyond a backlog of [`EXPLAIN_BACKLOG`], leaves it with the words it came with, or
+//! unexplained, counted (a post left without its embedding stays a single card on the desk). At a clean stop the lines already queued are
 //! scored too, the backlog is explained for a few seconds more (the rest counted), and a
 //! resumable source saves its point.
 //!
@@ -96,6 +98,10 @@ pub struct Options {
     /// A flagged post still waiting this long after its write gets the pooled words
     /// ([`EXPLAIN_BEHIND`] by default; 0: always; longer than [`EXPLAIN_WITHIN`]: never).
     pub explain_behind: Duration,
+    /// A flagged post's words come with its write, from the scoring pass itself
+    /// ([`Attribution::Scored`]), where the model allows (mean pooling); occlusion refines
+    /// them while the loop is idle. `false`: words only after the write, as above.
+    pub scored_words: bool,
 }
 
 impl Default for Options {
@@ -107,6 +113,7 @@ impl Default for Options {
             duration: None,
             explain: 3,
             explain_behind: EXPLAIN_BEHIND,
+            scored_words: true,
         }
     }
 }
@@ -130,8 +137,9 @@ pub const EXPLAIN_WITHIN: Duration = Duration::from_secs(30);
 /// (`flagship-bench model explain --slice 8`).
 pub const EXPLAIN_SLICE: usize = 16;
 
-/// A flagged post still waiting this long after its write gets its words from the pooled
-/// attribution (its words left out of the last layer's mean pool: one pass a post, several
+/// A flagged post still waiting this long after its write without words (none came with
+/// it: [`Options::scored_words`] off, or no word raised its probability) gets them from the
+/// pooled attribution (its words left out of the last layer's mean pool: one pass a post, several
 /// posts a pass) rather than occlusion (a pass per word), so a loop that falls behind — a
 /// busy host, a burst — still explains what it flags within [`EXPLAIN_WITHIN`]. In the
 /// deletion test on the demo's model its words moved the probability 0.099 against
@@ -224,19 +232,26 @@ pub struct Totals {
     pub batches: u64,
     /// Flagged posts whose words went to the sink.
     pub explained: u64,
-    /// Of those, the words of posts that had waited [`EXPLAIN_BEHIND`]: by the pooled
-    /// attribution, one pass a post, where occlusion takes one per word.
+    /// Of those, the words that came with the post's write, from the scoring pass itself
+    /// ([`Options::scored_words`]).
+    pub explained_scored: u64,
+    /// Of those, the words replaced afterwards by occlusion's, while the loop was idle.
+    pub refined: u64,
+    /// Of those, the words of posts that had waited [`EXPLAIN_BEHIND`] without any: by the
+    /// pooled attribution, one pass a post, where occlusion takes one per word.
     pub explained_pooled: u64,
     /// Flagged posts left without words: dropped from a full backlog, still waiting
     /// [`EXPLAIN_WITHIN`] after their write or when the run's final few seconds of explaining
-    /// ended, or the explanation failed.
+    /// ended, or the explanation failed (a post whose words came with its write is never
+    /// counted here: only its refinement is lost).
     pub unexplained: u64,
     /// Flagged posts whose sentence embedding went to the sink ([`Run::embedder`]).
     pub embedded: u64,
     /// Flagged posts left without an embedding (the same causes as `unexplained`).
     pub unembedded: u64,
-    /// A flagged post's write → its words (and vector) handed to the sink, over the posts
-    /// explained; never above [`EXPLAIN_WITHIN`] (ms).
+    /// A flagged post's write → its first words (and vector) handed to the sink, over the
+    /// posts explained (0 for words that came with the write); never above
+    /// [`EXPLAIN_WITHIN`] (ms).
     pub explain_delay_p50_ms: f64,
     pub explain_delay_p99_ms: f64,
     pub explain_delay_max_ms: f64,
@@ -268,6 +283,15 @@ struct Unexplained {
     text: String,
     /// When it was written.
     written: Instant,
+    /// The words that came with its write ([`Options::scored_words`]; empty: none yet).
+    /// A post with words waits only for occlusion's (a refinement) and its vector.
+    why: Vec<Why>,
+}
+
+impl Unexplained {
+    fn worded(&self) -> bool {
+        !self.why.is_empty()
+    }
 }
 
 /// Flagged posts taken from the backlog, their words worked out a slice at a time.
@@ -568,6 +592,8 @@ struct Triage<'a> {
     explain: usize,
     /// [`Options::explain_behind`].
     behind: Duration,
+    /// Words come with the write ([`Options::scored_words`], and the model allows it).
+    scored_words: bool,
     /// The frozen sentence encoder, when the sink groups questions.
     embedder: Option<Arc<dyn Embed>>,
     /// Flagged posts written, oldest first, waiting for their words.
@@ -618,18 +644,19 @@ impl Triage<'_> {
         // Behind: the posts that waited `explain_behind`, several at a time, by the pooled
         // attribution (it passes the deletion test; gradient × input, cheaper still, did
         // no better than random words and is never used). Otherwise the model's own.
+        // (Posts whose words came with their write wait only for a refinement.)
         let behind = self.explain > 0
             && self.model.attribution == Attribution::Occlusion
             && self.model.explains_pooled()
             && self
                 .backlog
                 .front()
-                .is_some_and(|p| p.written.elapsed() >= self.behind);
+                .is_some_and(|p| !p.worded() && p.written.elapsed() >= self.behind);
         let take = if behind {
             self.backlog
                 .iter()
                 .take(POOLED_CHUNK.max(posts))
-                .take_while(|p| p.written.elapsed() >= self.behind)
+                .take_while(|p| !p.worded() && p.written.elapsed() >= self.behind)
                 .count()
         } else {
             posts.min(self.backlog.len())
@@ -644,14 +671,21 @@ impl Triage<'_> {
         } else {
             self.model.attribution
         };
-        let words =
-            (self.explain > 0).then(|| self.model.explanation_with(&texts, self.explain, how));
+        let words = posts
+            .iter()
+            .any(|p| self.wants_words(p))
+            .then(|| self.model.explanation_with(&texts, self.explain, how));
         Some(Explaining {
             posts,
             words,
             pooled: behind,
             spent: Duration::ZERO,
         })
+    }
+
+    /// Whether `p` waits for words: none came with its write, or occlusion may refine them.
+    fn wants_words(&self, p: &Unexplained) -> bool {
+        self.explain > 0 && (!p.worded() || self.model.attribution == Attribution::Occlusion)
     }
 
     /// One slice of the explanation work: takes up to `posts` backlog posts (oldest first)
@@ -724,7 +758,9 @@ impl Triage<'_> {
                 }
             }
         }
-        let written: Vec<Instant> = posts.iter().map(|p| p.written).collect();
+        // First words, or a refinement of the words that came with the write.
+        let (written, refines): (Vec<Instant>, Vec<bool>) =
+            posts.iter().map(|p| (p.written, p.worded())).unzip();
         let out: Vec<Explained> = posts
             .into_iter()
             .zip(words)
@@ -732,18 +768,21 @@ impl Triage<'_> {
             .map(|((p, why), embedding)| Explained {
                 platform: p.platform,
                 id: p.id,
-                why,
+                // Occlusion may find no word that raised the probability: keep the first.
+                why: if why.is_empty() { p.why } else { why },
                 embedding,
             })
             .collect();
         sink.explained(&out)?;
         if worded || vectors_given(&out) {
-            for p in &written {
+            for (p, _) in written.iter().zip(&refines).filter(|(_, r)| !**r) {
                 self.clock.explain_delay.push(ms(p.elapsed()));
             }
         }
-        for e in &out {
-            if worded {
+        for (e, refined) in out.iter().zip(refines) {
+            if worded && refined {
+                t.refined += 1;
+            } else if worded {
                 t.explained += 1;
                 t.explained_pooled += u64::from(pooled);
                 self.telemetry.explained.inc(e.platform);
@@ -756,9 +795,11 @@ impl Triage<'_> {
         Ok(())
     }
 
+    /// The posts of `posts` left without any words (those whose words came with their
+    /// write lose only a refinement).
     fn count_unexplained(&self, posts: &[Unexplained], t: &mut Totals) {
-        t.unexplained += posts.len() as u64;
-        for p in posts {
+        for p in posts.iter().filter(|p| !p.worded()) {
+            t.unexplained += 1;
             self.telemetry.unexplained.inc(p.platform);
         }
     }
@@ -810,7 +851,13 @@ impl Triage<'_> {
             let refs: Vec<&str> = (0..texts.len()).map(|i| texts.value(i)).collect();
             self.threads.tick();
             let scoring = Instant::now();
-            let (preds, tokenise) = self.model.predict_timed(&refs)?;
+            let (preds, mut words, tokenise) = if self.scored_words {
+                let w = self.model.predict_worded(&refs, self.explain)?;
+                (w.predictions, w.words, w.tokenise)
+            } else {
+                let (p, t) = self.model.predict_timed(&refs)?;
+                (p, Vec::new(), t)
+            };
             self.clock.tokenise.push(ms(tokenise));
             self.clock
                 .model
@@ -833,11 +880,20 @@ impl Triage<'_> {
                     model_id: self.model_id.to_owned(),
                     scored_at: Utc::now(),
                     latency_ms: a.at.elapsed().as_secs_f64() * 1e3,
-                    why: Vec::new(),
+                    why: words.get_mut(i).map(std::mem::take).unwrap_or_default(),
                 });
             }
         }
         t.flagged += scored.iter().filter(|s| s.need_support).count() as u64;
+        for s in scored
+            .iter()
+            .filter(|s| s.need_support && !s.why.is_empty())
+        {
+            t.explained += 1;
+            t.explained_scored += 1;
+            self.telemetry.explained.inc(s.post.platform);
+            self.clock.explain_delay.push(0.0);
+        }
         if !scored.is_empty() {
             let writing = Instant::now();
             sink.write(&scored)?;
@@ -855,21 +911,24 @@ impl Triage<'_> {
             self.latencies.push(latency.as_secs_f64() * 1e3);
             tel.latency.observe(latency.as_secs_f64());
         }
-        // Their words and vectors come later, off the path a post waits on.
-        if self.explain > 0 || self.embedder.is_some() {
-            for s in scored.into_iter().filter(|s| s.need_support) {
-                if self.backlog.len() == EXPLAIN_BACKLOG
-                    && let Some(old) = self.backlog.pop_front()
-                {
-                    self.count_left(std::slice::from_ref(&old), t);
-                }
-                self.backlog.push_back(Unexplained {
-                    platform: s.post.platform,
-                    id: s.post.id,
-                    text: s.text_model,
-                    written: Instant::now(),
-                });
+        // Their words (or better ones) and vectors come later, off the path a post waits on.
+        for s in scored.into_iter().filter(|s| s.need_support) {
+            let p = Unexplained {
+                platform: s.post.platform,
+                id: s.post.id,
+                text: s.text_model,
+                written: Instant::now(),
+                why: s.why,
+            };
+            if !self.wants_words(&p) && self.embedder.is_none() {
+                continue;
             }
+            if self.backlog.len() == EXPLAIN_BACKLOG
+                && let Some(old) = self.backlog.pop_front()
+            {
+                self.count_left(std::slice::from_ref(&old), t);
+            }
+            self.backlog.push_back(p);
         }
         Ok(())
     }
@@ -924,6 +983,7 @@ pub async fn run(
             latencies: Vec::new(),
             explain: options.explain,
             behind: options.explain_behind,
+            scored_words: options.scored_words && options.explain > 0 && model.explains_pooled(),
             embedder,
             backlog: std::collections::VecDeque::new(),
             current: None,

@@ -1,18 +1,19 @@
 //! The micro-batch plans' regular expressions, compiled once.
 //!
-//! DataFusion's `regexp_replace` and `regexp_count` compile their pattern on every call: in
-//! the live loop, on every micro-batch (42 % of the 3.1 ms a one-post batch took in the
-//! plans). [`compile_once`] rewrites a plan's calls whose pattern, replacement and flags are
-//! literals into functions that hold the compiled pattern, with DataFusion's meaning: the
-//! same `regex` crate, flags folded into the pattern as `regexp_replace` folds them (`g`:
-//! every match, else the first), `\1` in a replacement read as group 1. The rules themselves
+//! DataFusion's `regexp_replace`, `regexp_count` and `regexp_like` compile their pattern on
+//! every call: in the live loop, on every micro-batch (42 % of the 3.1 ms a one-post batch
+//! took in the plans). [`compile_once`] rewrites a plan's calls whose pattern, replacement and
+//! flags are literals into functions that hold the compiled pattern, with DataFusion's
+//! meaning: the same `regex` crate, flags folded into the pattern as DataFusion folds them
+//! (`g`: every match, else the first), `\1` in a replacement read as group 1. The rules themselves
 //! stay where they are written (textproc, filter); `tests/prepared.rs` checks that the
 //! rewritten plans give the rows the plans as written give.
 
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, LargeStringArray, StringArray, StringViewArray,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, LargeStringArray, StringArray,
+    StringViewArray,
 };
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -24,7 +25,8 @@ use datafusion::logical_expr::{
 };
 use regex::Regex;
 
-/// `plan` with every `regexp_replace` / `regexp_count` over literal patterns replaced by its
+/// `plan` with every `regexp_replace` / `regexp_count` / `regexp_like` over literal patterns
+/// (before the optimiser turns a `regexp_like` into a `~` operator) replaced by its
 /// compiled-once twin, and how many calls were. Calls with a non-literal pattern (or a start
 /// position) are left as they are.
 pub fn compile_once(plan: LogicalPlan) -> Result<(LogicalPlan, usize)> {
@@ -55,26 +57,27 @@ fn rewrite(e: Expr) -> Result<Transformed<Expr>> {
         return Ok(Transformed::no(e));
     };
     let args = &f.args;
-    let once: Option<Arc<dyn ScalarUDFImpl>> = match (f.func.name(), args.len()) {
-        ("regexp_replace", 3 | 4) => match (
-            literal(&args[1]),
-            literal(&args[2]),
-            args.get(3).map(literal),
-        ) {
-            (Some(p), Some(r), None) => Some(Arc::new(ReplaceOnce::new(p, r, None)?)),
-            (Some(p), Some(r), Some(Some(flags))) => {
-                Some(Arc::new(ReplaceOnce::new(p, r, Some(flags))?))
+    let flags = args.get(3).map(literal);
+    let once = match (f.func.name(), args.len()) {
+        ("regexp_replace", 3 | 4) => match (literal(&args[1]), literal(&args[2]), flags) {
+            (Some(p), Some(r), None) => Some(Once::replace(p, r, None)?),
+            (Some(p), Some(r), Some(Some(flags))) => Some(Once::replace(p, r, Some(flags))?),
+            _ => None,
+        },
+        ("regexp_count", 2) => literal(&args[1]).map(Once::count).transpose()?,
+        ("regexp_like", 2 | 3) => match (literal(&args[1]), args.get(2).map(literal)) {
+            (Some(p), None) => Some(Once::like(p, None)?),
+            // `g` is an error in DataFusion's: left to it to say so.
+            (Some(p), Some(Some(flags))) if !flags.contains('g') => {
+                Some(Once::like(p, Some(flags))?)
             }
             _ => None,
         },
-        ("regexp_count", 2) => literal(&args[1])
-            .map(|p| CountOnce::new(p).map(|c| Arc::new(c) as Arc<dyn ScalarUDFImpl>))
-            .transpose()?,
         _ => None,
     };
     Ok(match once {
         Some(udf) => Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
-            Arc::new(ScalarUDF::new_from_shared_impl(udf)),
+            Arc::new(ScalarUDF::new_from_shared_impl(Arc::new(udf))),
             vec![args[0].clone()],
         ))),
         None => Transformed::no(e),
@@ -85,22 +88,41 @@ fn compiled(pattern: &str) -> Result<Regex> {
     Regex::new(pattern).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
 }
 
-/// `regexp_replace(text, pattern, replacement[, flags])` with its pattern compiled once.
+/// Which DataFusion function a [`Once`] stands for, and what it keeps besides the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Call {
+    /// `regexp_replace`: the replacement with `\N` groups as `${N}`; `limit` 0: every match
+    /// (`g`), 1: the first.
+    Replace { replacement: String, limit: usize },
+    /// `regexp_count`: how many matches.
+    Count,
+    /// `regexp_like`: whether any.
+    Like,
+}
+
+/// A regex function of one string argument with its pattern compiled once.
 #[derive(Debug)]
-struct ReplaceOnce {
+struct Once {
+    call: Call,
     /// The pattern with the flags folded in, as DataFusion compiles it.
     pattern: String,
     re: Regex,
-    /// With `\N` groups as `${N}`.
-    replacement: String,
-    /// 0: every match (`g`); 1: the first.
-    limit: usize,
     signature: Signature,
 }
 
-impl ReplaceOnce {
-    fn new(pattern: &str, replacement: &str, flags: Option<&str>) -> Result<ReplaceOnce> {
-        // DataFusion's `regexp_replace` (regexpreplace.rs), for literal arguments.
+impl Once {
+    fn new(call: Call, pattern: String) -> Result<Once> {
+        Ok(Once {
+            call,
+            re: compiled(&pattern)?,
+            pattern,
+            signature: Signature::string(1, Volatility::Immutable),
+        })
+    }
+
+    /// `regexp_replace(text, pattern, replacement[, flags])`, as DataFusion's
+    /// (regexpreplace.rs) reads literal arguments.
+    fn replace(pattern: &str, replacement: &str, flags: Option<&str>) -> Result<Once> {
         let (pattern, limit) = match flags {
             Some("g") => (pattern.to_owned(), 0),
             Some(flags) => (
@@ -110,33 +132,47 @@ impl ReplaceOnce {
             None => (pattern.to_owned(), 1),
         };
         let groups = compiled(r"\\{1,2}(\d+)")?;
-        Ok(ReplaceOnce {
-            re: compiled(&pattern)?,
-            pattern,
-            replacement: groups.replace_all(replacement, "$${$1}").into_owned(),
-            limit,
-            signature: Signature::string(1, Volatility::Immutable),
-        })
+        let replacement = groups.replace_all(replacement, "$${$1}").into_owned();
+        Once::new(Call::Replace { replacement, limit }, pattern)
+    }
+
+    /// `regexp_count(text, pattern)`.
+    fn count(pattern: &str) -> Result<Once> {
+        Once::new(Call::Count, pattern.to_owned())
+    }
+
+    /// `regexp_like(text, pattern[, flags])`, flags folded in as arrow's
+    /// `regexp_is_match_scalar` folds them.
+    fn like(pattern: &str, flags: Option<&str>) -> Result<Once> {
+        let pattern = match flags {
+            Some(f) if !f.is_empty() => format!("(?{f}){pattern}"),
+            _ => pattern.to_owned(),
+        };
+        Once::new(Call::Like, pattern)
     }
 }
 
-impl PartialEq for ReplaceOnce {
+impl PartialEq for Once {
     fn eq(&self, o: &Self) -> bool {
-        (&self.pattern, &self.replacement, self.limit) == (&o.pattern, &o.replacement, o.limit)
+        (&self.call, &self.pattern) == (&o.call, &o.pattern)
     }
 }
 
-impl Eq for ReplaceOnce {}
+impl Eq for Once {}
 
-impl std::hash::Hash for ReplaceOnce {
+impl std::hash::Hash for Once {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        (&self.pattern, &self.replacement, self.limit).hash(h);
+        (&self.call, &self.pattern).hash(h);
     }
 }
 
-impl ScalarUDFImpl for ReplaceOnce {
+impl ScalarUDFImpl for Once {
     fn name(&self) -> &str {
-        "regexp_replace"
+        match self.call {
+            Call::Replace { .. } => "regexp_replace",
+            Call::Count => "regexp_count",
+            Call::Like => "regexp_like",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -144,77 +180,34 @@ impl ScalarUDFImpl for ReplaceOnce {
     }
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        Ok(args[0].clone())
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (a, scalar) = input(&args)?;
-        let out = each(&a, |v| {
-            v.map(|s| self.re.replacen(s, self.limit, self.replacement.as_str()))
-        })?;
-        // The input's string type (`each` took only these three).
-        let out: ArrayRef = match a.data_type() {
-            DataType::Utf8 => Arc::new(StringArray::from_iter(out)),
-            DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter(out)),
-            _ => Arc::new(StringViewArray::from_iter(out)),
-        };
-        scalar_or_array(out, scalar)
-    }
-}
-
-/// `regexp_count(text, pattern)` with its pattern compiled once.
-#[derive(Debug)]
-struct CountOnce {
-    pattern: String,
-    re: Regex,
-    signature: Signature,
-}
-
-impl CountOnce {
-    fn new(pattern: &str) -> Result<CountOnce> {
-        Ok(CountOnce {
-            re: compiled(pattern)?,
-            pattern: pattern.to_owned(),
-            signature: Signature::string(1, Volatility::Immutable),
+        Ok(match self.call {
+            Call::Replace { .. } => args[0].clone(),
+            Call::Count => DataType::Int64,
+            Call::Like => DataType::Boolean,
         })
     }
 
-    fn count(&self, s: Option<&str>) -> Option<i64> {
-        s.map(|s| self.re.find_iter(s).count() as i64)
-    }
-}
-
-impl PartialEq for CountOnce {
-    fn eq(&self, o: &Self) -> bool {
-        self.pattern == o.pattern
-    }
-}
-
-impl Eq for CountOnce {}
-
-impl std::hash::Hash for CountOnce {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.pattern.hash(h);
-    }
-}
-
-impl ScalarUDFImpl for CountOnce {
-    fn name(&self) -> &str {
-        "regexp_count"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int64)
-    }
-
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let (a, scalar) = input(&args)?;
-        let out = Int64Array::from(each(&a, |v| self.count(v))?);
-        scalar_or_array(Arc::new(out), scalar)
+        let re = &self.re;
+        let out: ArrayRef = match &self.call {
+            Call::Replace { replacement, limit } => {
+                let out = each(&a, |v| {
+                    v.map(|s| re.replacen(s, *limit, replacement.as_str()))
+                })?;
+                // The input's string type (`each` took only these three).
+                match a.data_type() {
+                    DataType::Utf8 => Arc::new(StringArray::from_iter(out)),
+                    DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter(out)),
+                    _ => Arc::new(StringViewArray::from_iter(out)),
+                }
+            }
+            Call::Count => Arc::new(Int64Array::from(each(&a, |v| {
+                v.map(|s| re.find_iter(s).count() as i64)
+            })?)),
+            Call::Like => Arc::new(BooleanArray::from(each(&a, |v| v.map(|s| re.is_match(s)))?)),
+        };
+        scalar_or_array(out, scalar)
     }
 }
 
@@ -245,7 +238,7 @@ fn scalar_or_array(out: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::functions::expr_fn::{regexp_count, regexp_replace};
+    use datafusion::functions::expr_fn::{regexp_count, regexp_like, regexp_replace};
     use datafusion::logical_expr::lit;
     use datafusion::prelude::{SessionContext, col};
 
@@ -278,6 +271,9 @@ mod tests {
             regexp_replace(col("text"), lit(r"W"), lit("w"), Some(lit("i"))),
             regexp_replace(col("text"), lit(r"[^a-z]+"), lit(" "), Some(lit("gi"))),
             regexp_count(col("text"), lit(r"\S+"), None, None),
+            regexp_like(col("text"), lit(r"(?i)\b(?:jwst|webb)\b"), None),
+            regexp_like(col("text"), lit(r"first light"), Some(lit("i"))),
+            regexp_like(col("text"), lit(r"^$"), None),
         ];
         for case in cases {
             let df = ctx

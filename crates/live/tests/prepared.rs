@@ -51,6 +51,7 @@ async fn plans_built_once_give_what_planning_each_batch_gives() {
     // Interleave the two so every batch mixes them; repeat ids inside a batch.
     posts.sort_by_key(|p| p.id.bytes().rev().collect::<Vec<u8>>());
     let everyday = flagship_live::testing::everyday_config();
+    let mut compiled = Vec::new();
     for (name, config) in [("seed", Config::default()), ("everyday", everyday)] {
         let ctx = flagship_store::frames::micro_batch_session();
         let prepared = flagship_live::Prepared::new(&ctx, &config).await.unwrap();
@@ -60,6 +61,7 @@ async fn plans_built_once_give_what_planning_each_batch_gives() {
             "{name}: {} compiled once",
             prepared.compiled_once()
         );
+        compiled.push(prepared.compiled_once());
         let (mut kept, mut dropped) = (0, 0);
         for (i, chunk) in posts.chunks(32).enumerate() {
             let mut rows: Vec<(Post, String)> =
@@ -89,4 +91,10 @@ async fn plans_built_once_give_what_planning_each_batch_gives() {
             flagship_core::schema::Stage::Processed.schema()
         );
     }
+    // The seed's mission terms (a pattern each, through `regexp_like`) are held compiled
+    // too: far more of them than the everyday profile's.
+    assert!(
+        compiled[0] > compiled[1] + 50,
+        "compiled once: {compiled:?}"
+    );
 }

@@ -491,6 +491,19 @@ pub struct Prediction {
     pub truncated: bool,
 }
 
+/// What [`Classifier::predict_worded`] gives.
+#[derive(Debug, Clone)]
+pub struct Worded {
+    pub predictions: Vec<Prediction>,
+    /// Each flagged post's words from the scoring pass (empty for the others).
+    pub words: Vec<Vec<Why>>,
+    /// How long tokenising took.
+    pub tokenise: std::time::Duration,
+}
+
+/// A post's units and their scores, where the scoring pass kept its tokens.
+type UnitScores = Option<(Vec<explain::Unit>, Vec<f32>)>;
+
 /// An explanation in the making ([`Classifier::explanation`], [`Classifier::advance`]): the
 /// texts, their units and, for occlusion, every variant and its probability so far.
 #[derive(Debug)]
@@ -715,30 +728,97 @@ impl Classifier {
         &self,
         texts: &[&str],
     ) -> Result<(Vec<Prediction>, std::time::Duration), ModelError> {
+        self.scored(texts, None, false).map(|(p, _, t)| (p, t))
+    }
+
+    /// [`Classifier::predict_timed`], and the `k` words of each post it flags from the
+    /// scoring pass itself ([`explain::Attribution::Scored`]: the deciding layer's mean pool
+    /// without each unit, through its head — no pass of its own). Posts not flagged get
+    /// none, and so does every post of a model that cannot ([`Classifier::explains_pooled`]).
+    pub fn predict_worded(&self, texts: &[&str], k: usize) -> Result<Worded, ModelError> {
+        let (predictions, scores, tokenise) = self.scored(texts, Some(()), false)?;
+        let words = scores
+            .into_iter()
+            .zip(&predictions)
+            .map(|(s, p)| match s {
+                Some((units, s)) if p.need_support => explain::top_units(&units, &s, k),
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(Worded {
+            predictions,
+            words,
+            tokenise,
+        })
+    }
+
+    /// Scores `texts`; with `words`, each flagged post's (`all`: each post's) units and
+    /// their scores by [`explain::Attribution::Scored`] (`None` where the model cannot).
+    fn scored(
+        &self,
+        texts: &[&str],
+        words: Option<()>,
+        all: bool,
+    ) -> Result<(Vec<Prediction>, Vec<UnitScores>, std::time::Duration), ModelError> {
         let mut tokenise = std::time::Duration::ZERO;
+        let mut why = vec![None; texts.len()];
         let (probs, truncated) = match &self.inner {
             Inner::Linear(m) => (m.probabilities(texts), vec![false; texts.len()]),
             Inner::Transformer(t) => {
+                let words = words.filter(|_| t.model.mean_pooled());
                 let started = std::time::Instant::now();
-                let enc = t.encode(texts)?;
+                let (enc, offsets) = match words {
+                    Some(_) => t
+                        .encoder
+                        .encode_with_offsets(texts)
+                        .map_err(|e| ModelError::Tokenizer(e.to_string()))?
+                        .into_iter()
+                        .unzip(),
+                    None => (t.encode(texts)?, Vec::new()),
+                };
                 tokenise = started.elapsed();
-                let (mut p, read) = match &t.exits {
-                    Some(x) if t.early_exit => x.probabilities(
+                let exits = match &t.exits {
+                    Some(x) if t.early_exit => Some(x),
+                    _ => None,
+                };
+                let (mut p, read, decided) = match (exits, words) {
+                    (Some(x), _) => x.probabilities_with(
                         &t.model,
                         &t.encoder,
                         &enc,
                         self.batch_size,
                         t.device,
                         t.precision,
+                        words.map(|()| self.keep(all, t.linear.is_some())),
                     ),
-                    _ => (
+                    (None, Some(())) => Exits::none().probabilities_with(
+                        &t.model,
+                        &t.encoder,
+                        &enc,
+                        self.batch_size,
+                        t.device,
+                        t.precision,
+                        Some(self.keep(all, t.linear.is_some())),
+                    ),
+                    (None, None) => (
                         t.score(&enc, self.batch_size).0,
                         (enc.len() * t.model.encoder.layers.len()) as u64,
+                        Vec::new(),
                     ),
                 };
                 self.reading.add(enc.len() as u64, read);
                 if let Some((lin, w)) = &t.linear {
                     train::blend(&mut p, &lin.probabilities(texts), *w);
+                }
+                for (i, d) in decided.iter().enumerate() {
+                    let Some(d) = d else { continue };
+                    let units = explain::units(texts[i]);
+                    let mut scores = explain::scored_scores(texts[i], &offsets[i], &units, d);
+                    if let Some((lin, w)) = &t.linear {
+                        let linear = explain::linear_scores(lin, texts[i], &units);
+                        train::blend(&mut scores, &linear, *w);
+                    }
+                    why[i] = Some((units, scores));
                 }
                 (p, enc.iter().map(|e| e.truncated).collect())
             }
@@ -752,7 +832,18 @@ impl Classifier {
                 truncated,
             })
             .collect();
-        Ok((preds, tokenise))
+        Ok((preds, why, tokenise))
+    }
+
+    /// The transformer's own probability from which a post's tokens are kept for its words:
+    /// every post (`all`, or an ensemble, whose blend decides later), else those at the
+    /// threshold (a hair below: the card compares in f64).
+    fn keep(&self, all: bool, blended: bool) -> f32 {
+        if all || blended {
+            0.0
+        } else {
+            self.card.threshold as f32 - 1e-6
+        }
     }
 }
 
@@ -882,6 +973,22 @@ impl Classifier {
         };
         let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
         let tokenizer = |e: tokenizers::Error| ModelError::Tokenizer(e.to_string());
+        if e.how == explain::Attribution::Scored {
+            if !t.model.mean_pooled() {
+                return Err(ModelError::Data(
+                    "the scored attribution needs a mean-pooled model: use occlusion".into(),
+                ));
+            }
+            let (_, scored, _) = self.scored(&texts, Some(()), true)?;
+            e.scores = Some(
+                scored
+                    .into_iter()
+                    .zip(&e.units)
+                    .map(|(s, u)| s.map_or_else(|| vec![0.0; u.len()], |(_, s)| s))
+                    .collect(),
+            );
+            return Ok(true);
+        }
         let mut scores: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
         if e.how == explain::Attribution::Pooled {
             if !t.model.mean_pooled() {

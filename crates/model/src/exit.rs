@@ -24,6 +24,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::ModelError;
 use crate::encoder::Mode;
+use crate::explain::{Decided, Need};
 use crate::layers::Precision;
 use crate::linear::sigmoid;
 use crate::sequence::{SequenceClassifier, mean_pool};
@@ -188,6 +189,14 @@ impl Exits {
         })
     }
 
+    /// No exit: every post reads every layer ([`Exits::probabilities_with`] at full depth).
+    pub fn none() -> Exits {
+        Exits {
+            heads: Vec::new(),
+            threshold_logit: 0.0,
+        }
+    }
+
     /// P(needs support) of `encoded`, in input order, each post read until its first sure
     /// exit (or to the top); and how many layers were read in all.
     pub fn probabilities(
@@ -199,28 +208,58 @@ impl Exits {
         device: Device,
         precision: Precision,
     ) -> (Vec<f32>, u64) {
+        let (p, read, _) =
+            self.probabilities_with(model, encoder, encoded, batch_size, device, precision, None);
+        (p, read)
+    }
+
+    /// [`Exits::probabilities`], and for each post whose probability is `keep` or more, how
+    /// the head that decided it read its tokens ([`Decided`]: what its words are found from,
+    /// [`crate::explain::scored_scores`]). `keep` `None`, or a head that reads the first
+    /// token only: none kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn probabilities_with(
+        &self,
+        model: &SequenceClassifier,
+        encoder: &TextEncoder,
+        encoded: &[Encoded],
+        batch_size: usize,
+        device: Device,
+        precision: Precision,
+        keep: Option<f32>,
+    ) -> (Vec<f32>, u64, Vec<Option<Decided>>) {
         let mode = Mode::serve(precision);
+        let keep = keep.filter(|_| model.mean_pooled());
         let mut out = vec![0f32; encoded.len()];
+        let mut decided: Vec<Option<Decided>> = vec![None; encoded.len()];
         let mut read = 0u64;
         tch::no_grad(|| {
             for chunk in length_passes(encoded, batch_size) {
                 let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+                let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
                 let (ids, mask) = encoder.collate(&items, device);
-                read += self.chunk(model, &ids, mask, mode, |row, p| out[chunk[row]] = p);
+                read += self.chunk(model, &ids, mask, mode, keep, &lens, |row, p, d| {
+                    out[chunk[row]] = p;
+                    decided[chunk[row]] = d;
+                });
             }
         });
-        (out, read)
+        (out, read, decided)
     }
 
-    /// One padded batch; `put(row, p)` receives each row's probability. Returns the layers
-    /// read by all rows together.
+    /// One padded batch; `put(row, p, tokens)` receives each row's probability (and, where
+    /// it is `keep` or more, its tokens as the deciding head read them; `lens`: each row's
+    /// real tokens). Returns the layers read by all rows together.
+    #[allow(clippy::too_many_arguments)]
     fn chunk(
         &self,
         model: &SequenceClassifier,
         ids: &Tensor,
         mask: Option<Tensor>,
         mode: Mode,
-        mut put: impl FnMut(usize, f32),
+        keep: Option<f32>,
+        lens: &[usize],
+        mut put: impl FnMut(usize, f32, Option<Decided>),
     ) -> u64 {
         let enc = &model.encoder;
         let mut attention = enc.attention_mask(ids, mask.as_ref(), mode);
@@ -239,12 +278,25 @@ impl Exits {
             let z = mean_pool(&xs, mask.as_ref()).mv(&head.weight) + head.bias;
             let z: Vec<f32> = Vec::try_from(z.to_device(Device::Cpu)).expect("f32 log-odds");
             let mut stay = Vec::with_capacity(rows.len());
+            let mut left = Vec::new();
             for (i, &zi) in z.iter().enumerate() {
                 if (zi as f64 - self.threshold_logit).abs() >= head.margin {
-                    put(rows[i] as usize, sigmoid(zi));
+                    left.push((i, sigmoid(zi), lens[rows[i] as usize]));
                 } else {
                     stay.push(i as i64);
                 }
+            }
+            // The exit head is linear in the mean pool: each token's log-odds through it.
+            let tokens = |xs: &Tensor, at: &[i64]| {
+                (xs.index_select(0, &Tensor::from_slice(at).to_device(xs.device()))
+                    .to_kind(Kind::Float)
+                    .matmul(&head.weight)
+                    + head.bias)
+                    .unsqueeze(-1)
+            };
+            let words = kept(&xs, &left, keep, tokens, Need::LogOdds);
+            for ((i, p, _), d) in left.into_iter().zip(words) {
+                put(rows[i] as usize, p, d);
             }
             if stay.is_empty() {
                 return read;
@@ -268,11 +320,61 @@ impl Exits {
         let p: Vec<f32> =
             Vec::try_from(model.spec.need_probability(&logits).to_device(Device::Cpu))
                 .expect("f32 probabilities");
-        for (&row, p) in rows.iter().zip(p) {
-            put(row as usize, p);
+        let done: Vec<(usize, f32, usize)> = p
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (i, p, lens[rows[i] as usize]))
+            .collect();
+        let tokens = |xs: &Tensor, at: &[i64]| {
+            let at = Tensor::from_slice(at).to_device(xs.device());
+            model
+                .token_logits(&xs.index_select(0, &at), mode)
+                .expect("a mean-pooled head")
+        };
+        let words = kept(&xs, &done, keep, tokens, Need::Head(model.spec));
+        for ((i, p, _), d) in done.into_iter().zip(words) {
+            put(rows[i] as usize, p, d);
         }
         read
     }
+}
+
+/// For each row of `done` (index in `xs`, probability, real tokens): when its probability is
+/// `keep` or more, its tokens' logits through the deciding head (`tokens`: `[rows, seq,
+/// classes]` f32 of the rows at the given indices); `None` for the others.
+fn kept(
+    xs: &Tensor,
+    done: &[(usize, f32, usize)],
+    keep: Option<f32>,
+    tokens: impl Fn(&Tensor, &[i64]) -> Tensor,
+    need: Need,
+) -> Vec<Option<Decided>> {
+    let wanted = |p: f32| keep.is_some_and(|k| p >= k);
+    let at: Vec<i64> = done
+        .iter()
+        .filter(|d| wanted(d.1))
+        .map(|d| d.0 as i64)
+        .collect();
+    if at.is_empty() {
+        return vec![None; done.len()];
+    }
+    let t = tokens(xs, &at).to_device(Device::Cpu);
+    let (seq, classes) = (t.size()[1] as usize, t.size()[2] as usize);
+    let flat = Vec::<f32>::try_from(t.reshape([-1])).expect("f32 token logits");
+    let mut rows = flat.chunks(seq * classes);
+    done.iter()
+        .map(|&(_, p, len)| {
+            if !wanted(p) {
+                return None;
+            }
+            let row = rows.next()?;
+            Some(Decided {
+                classes,
+                logits: row[..len.min(seq) * classes].to_vec(),
+                need,
+            })
+        })
+        .collect()
 }
 
 /// Exit heads fitted on a trained model, and what the card says of them.

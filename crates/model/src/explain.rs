@@ -55,14 +55,20 @@ pub enum Attribution {
     /// Each unit's tokens left out of the mean pool of the last layer: one forward pass a
     /// post, for models with mean pooling ([`pooled_scores`]).
     Pooled,
+    /// [`Attribution::Pooled`] read off the scoring pass itself: each unit's tokens left out
+    /// of the mean pool of the layer that decided the post (an exit's or the top), through
+    /// that layer's head ([`scored_scores`]). No pass of its own: the words come with the
+    /// probability.
+    Scored,
 }
 
 impl Attribution {
-    pub const ALL: [Attribution; 4] = [
+    pub const ALL: [Attribution; 5] = [
         Attribution::Occlusion,
         Attribution::Gradient,
         Attribution::GradientWords,
         Attribution::Pooled,
+        Attribution::Scored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +77,7 @@ impl Attribution {
             Attribution::Gradient => "gradient",
             Attribution::GradientWords => "gradient-words",
             Attribution::Pooled => "pooled",
+            Attribution::Scored => "scored",
         }
     }
 }
@@ -81,7 +88,9 @@ impl std::str::FromStr for Attribution {
         Attribution::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("{s:?}: use occlusion, gradient, gradient-words or pooled"))
+            .ok_or_else(|| {
+                format!("{s:?}: use occlusion, gradient, gradient-words, pooled or scored")
+            })
     }
 }
 
@@ -324,6 +333,74 @@ pub fn pooled_scores(
                 .collect()
         })
         .collect())
+}
+
+/// One post as the head that decided it read it ([`crate::exit::Exits::probabilities_with`]):
+/// each real token's logits through that head, `classes` a token, in order. A mean-pooled
+/// head is linear, so the post's logits are the mean of its tokens' — and its logits without
+/// some tokens, the mean of the others'.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub classes: usize,
+    pub logits: Vec<f32>,
+    pub need: Need,
+}
+
+/// How a head's logits make P(needs support).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Need {
+    /// An exit head's one log-odds.
+    LogOdds,
+    /// The model's own head.
+    Head(crate::sequence::HeadSpec),
+}
+
+impl Need {
+    pub fn of(self, logits: &[f32]) -> f32 {
+        match self {
+            Need::LogOdds => crate::linear::sigmoid(logits[0]),
+            Need::Head(spec) => spec.need_of(logits),
+        }
+    }
+}
+
+/// Each unit's score from the scoring pass ([`Attribution::Scored`]): P(the post's tokens
+/// pooled) − P(pooled without the unit's tokens), both through the head that decided the
+/// post — what [`pooled_scores`] computes with a pass of its own, here from the tokens'
+/// logits the scoring kept ([`Decided`]). `offsets` are the post's tokens' byte spans.
+pub fn scored_scores(
+    text: &str,
+    offsets: &[(usize, usize)],
+    units: &[Unit],
+    d: &Decided,
+) -> Vec<f32> {
+    let c = d.classes.max(1);
+    let n = d.logits.len() / c;
+    let (_, word_of) = token_words(text, &offsets[..n.min(offsets.len())]);
+    let mut total = vec![0f32; c];
+    for t in d.logits.chunks(c) {
+        total.iter_mut().zip(t).for_each(|(a, b)| *a += b);
+    }
+    let mean = |sum: &[f32], m: usize| sum.iter().map(|x| x / m as f32).collect::<Vec<f32>>();
+    let full = d.need.of(&mean(&total, n.max(1)));
+    units
+        .iter()
+        .map(|u| {
+            let mut rest = total.clone();
+            let mut left = n;
+            for (t, w) in word_of.iter().enumerate() {
+                if w.is_some_and(|w| u.words.contains(&w)) {
+                    let own = &d.logits[t * c..(t + 1) * c];
+                    rest.iter_mut().zip(own).for_each(|(a, b)| *a -= b);
+                    left -= 1;
+                }
+            }
+            if left == n || left == 0 {
+                return 0.0;
+            }
+            full - d.need.of(&mean(&rest, left))
+        })
+        .collect()
 }
 
 /// What the deletion test found ([`deletion_test`]): over `texts` with an explanation, the

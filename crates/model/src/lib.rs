@@ -31,7 +31,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 pub use checkpoint::{Checkpoint, CheckpointError, LoadReport};
-pub use classifier::{Classifier, DataRef, Explanation, ModelCard, ModelKind, Prediction};
+pub use classifier::{Classifier, DataRef, Explanation, ModelCard, ModelKind, Prediction, Worded};
 pub use config::{Config, Family};
 pub use embed::SentenceEncoder;
 pub use encoder::Mode;

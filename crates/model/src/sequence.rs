@@ -45,6 +45,18 @@ impl HeadSpec {
             p.select(1, 1)
         }
     }
+
+    /// [`HeadSpec::need_probability`] of one row's logits, on the CPU.
+    pub fn need_of(&self, logits: &[f32]) -> f32 {
+        let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = logits.iter().map(|l| (l - top).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        if self.classes == 3 {
+            1.0 - e[2] / sum
+        } else {
+            e[1] / sum
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -148,6 +160,20 @@ impl SequenceClassifier {
     /// needs).
     pub fn mean_pooled(&self) -> bool {
         matches!(self.head, Head::Mean { .. })
+    }
+
+    /// Each token's logits through a mean-pooled head, `[batch, seq, classes]` f32: the head
+    /// is linear, so a text's logits are the mean of its real tokens' (what
+    /// [`crate::explain::scored_scores`] reads). `None`: the head reads the first token.
+    pub fn token_logits(&self, hidden: &Tensor, mode: Mode) -> Option<Tensor> {
+        match &self.head {
+            Head::Mean { classifier } => Some(
+                classifier
+                    .forward(hidden, mode.precision)
+                    .to_kind(Kind::Float),
+            ),
+            _ => None,
+        }
     }
 
     /// The head on the encoder's last hidden state `[batch, seq, hidden]`.

@@ -310,11 +310,96 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
         assert!(w.windows(2).all(|p| p[0].weight >= p[1].weight));
     }
 
+    // The scoring pass's own words (each unit's tokens left out of the mean pool of the
+    // layer that decided the post, through its head): read at full depth, in f32, they are
+    // the pooled attribution's words — with no pass of their own.
+    let mut full = Classifier::load_on(&out, Device::Cpu).unwrap();
+    full.set_early_exit(false);
+    full.set_precision(flagship_core::config::Arithmetic::F32);
+    let scored = full
+        .explain_with(&texts[..12], 3, Attribution::Scored)
+        .unwrap();
+    let pooled = full
+        .explain_with(&texts[..12], 3, Attribution::Pooled)
+        .unwrap();
+    assert!(scored.iter().any(|w| !w.is_empty()));
+    for (a, b) in scored.iter().zip(&pooled) {
+        let words =
+            |w: &[flagship_model::Why]| w.iter().map(|x| x.word.clone()).collect::<Vec<_>>();
+        assert_eq!(words(a), words(b), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x.weight - y.weight).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+    }
+    let d = model
+        .deletion_test(&texts, 3, Attribution::Scored, 3, 5)
+        .unwrap();
+    assert!(d.texts > 0 && d.top_drop > d.random_drop, "scored: {d:?}");
+
     // Without labels, three-class training is refused with a clear error.
     let mut unlabelled = train_set.clone();
     unlabelled[3].label = None;
     let e = train::train(&base, &unlabelled, &val, &opts).err().unwrap();
     assert!(e.to_string().contains("example 4"), "{e}");
+}
+
+/// A mean-pooled model served with its exits (the demo's shape): the words of each post it
+/// flags come from the scoring pass itself, from the layer that decided the post.
+#[test]
+fn a_mean_pooled_model_words_what_it_flags_from_the_scoring_pass() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
+    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 192);
+    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
+    let opts = TrainOptions {
+        pooling: Pooling::Auto,
+        early_exit: 0.05,
+        ..options()
+    };
+    let t = train::train(&base, &train_set, &val, &opts).unwrap();
+    assert_eq!(t.model.spec.pooling, Pooling::Mean);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    t.export(&out, Default::default()).unwrap();
+    let model = Classifier::load_on(&out, Device::Cpu).unwrap();
+    let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
+    use flagship_model::explain::Attribution;
+    // As served (its exits on, bf16): the same probabilities as `predict`, and a flagged
+    // post's words are the ones the attribution gives it; a post not flagged gets none.
+    assert!(model.card.early_exit.is_some());
+    let flagship_model::Worded {
+        predictions: preds,
+        words,
+        ..
+    } = model.predict_worded(&texts, 3).unwrap();
+    assert_eq!(preds, model.predict(&texts).unwrap());
+    let each = model.explain_with(&texts, 3, Attribution::Scored).unwrap();
+    let flagged = preds.iter().filter(|p| p.need_support).count();
+    assert!(flagged > 0 && flagged < texts.len(), "{flagged} flagged");
+    for ((p, w), e) in preds.iter().zip(&words).zip(&each) {
+        if p.need_support {
+            // The same words; the weights to the rounding of differently sized products.
+            assert_eq!(w.len(), e.len(), "{w:?} vs {e:?}");
+            for (x, y) in w.iter().zip(e) {
+                assert!(
+                    x.word == y.word && (x.weight - y.weight).abs() < 1e-5,
+                    "{w:?} vs {e:?}"
+                );
+            }
+        } else {
+            assert!(w.is_empty(), "{w:?}");
+        }
+    }
+    assert!(words.iter().filter(|w| !w.is_empty()).count() * 2 > flagged);
+    let (posts, read, top) = model.reading().unwrap();
+    assert!(
+        read < posts * top as u64,
+        "some posts left early: {read} of {posts} × {top}"
+    );
+    let d = model
+        .deletion_test(&texts, 3, Attribution::Scored, 3, 5)
+        .unwrap();
+    assert!(d.texts > 0 && d.top_drop > d.random_drop, "scored: {d:?}");
 }
 
 fn hf_agrees(dir: &Path, texts: &[&str], probs: &[f32]) {
