@@ -30,8 +30,10 @@ ONE_EPOCH = ["--epochs", "1", "--batch-size", "32", "--max-length", "64", "--lea
 REF = ["--limit", "20000"] + ONE_EPOCH
 TAUGHT = ["--teacher-labels", str(SOFT)]
 ARMS = {
+    # Checkpointed: an interrupted teacher run (about 50 minutes here) goes on where it stopped
+    # when the script is run again (its dropout then reseeded each step: docs/model.md).
     "teacher": ("MPNet-base (110 M), all 45.6k, 1 epoch, length 64",
-                ONE_EPOCH + ["--base", str(TEACHER_BASE)]),
+                ONE_EPOCH + ["--base", str(TEACHER_BASE), "--checkpoint-every", "10m"]),
     "minilm": ("MiniLM-L6 (22 M), all 45.6k, 1 epoch, length 64", ONE_EPOCH),
     "student": ("… + the teacher's soft labels (T 2, alpha 0.5) and 560 unlabelled posts",
                 ONE_EPOCH + TAUGHT),

@@ -104,6 +104,15 @@ pub struct TrainArgs {
     /// training: the leak guard (the validation set is always held out). Repeatable.
     #[arg(long)]
     pub holdout: Vec<PathBuf>,
+    /// Write a checkpoint this often (`10m`; absent: none) to `OUT.checkpoint` beside the
+    /// model: the same command, run again after a stop, goes on from it; removed once the
+    /// model is written.
+    #[arg(long, value_parser = crate::shared::parse_duration)]
+    pub checkpoint_every: Option<std::time::Duration>,
+    /// Stop after this many steps in all, the checkpoint written: to train in parts (needs
+    /// `--checkpoint-every`).
+    #[arg(long, requires = "checkpoint_every")]
+    pub pause_at: Option<usize>,
 }
 
 impl TrainArgs {
@@ -139,6 +148,8 @@ impl TrainArgs {
             temperature: None,
             alpha: None,
             holdout: Vec::new(),
+            checkpoint_every: None,
+            pause_at: None,
         }
     }
 
@@ -365,7 +376,11 @@ pub fn train(config: &Config, args: TrainArgs) -> Result<classifier::ModelCard> 
                 teaching.as_ref(),
                 &opts,
             )?;
-            trained.export(&args.out, data)?
+            let card = trained.export(&args.out, data)?;
+            if let Some(c) = &opts.checkpoint {
+                flagship_model::resume::clear(&c.dir)?;
+            }
+            card
         }
     };
     save_monitor_reference(config, &args)?;
@@ -416,6 +431,13 @@ fn transformer_options(
             args.precision.unwrap_or(m.precision),
             from_config.device,
         )),
+        checkpoint: args
+            .checkpoint_every
+            .map(|every| flagship_model::resume::Checkpointing {
+                dir: flagship_model::resume::beside(&args.out),
+                every,
+                pause_at: args.pause_at,
+            }),
         ..from_config
     };
     println!(

@@ -295,29 +295,45 @@ fn transformer_train_and_predict_through_the_binary() {
         v.push('\n');
     }
     std::fs::write(&pool, v).unwrap();
-    let o = flagship(
-        &[
-            "train",
-            "--train",
-            val.to_str().unwrap(),
-            "--val",
-            pool.to_str().unwrap(),
-            "--out",
-            "m",
-            "--limit",
-            "64",
-            "--val-limit",
-            "64",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "32",
-            "--max-length",
-            "32",
-        ],
-        d,
-    );
+    let train = [
+        "train",
+        "--train",
+        val.to_str().unwrap(),
+        "--val",
+        pool.to_str().unwrap(),
+        "--out",
+        "m",
+        "--limit",
+        "64",
+        "--val-limit",
+        "64",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "32",
+        "--max-length",
+        "32",
+        "--checkpoint-every",
+        "10m",
+    ];
+    // Stopped after its first step, the run says where it goes on from…
+    let paused = Command::new(env!("CARGO_BIN_EXE_flagship"))
+        .current_dir(d)
+        .env("FLAGSHIP_VENV", workspace_root().join(".venv"))
+        .args(train)
+        .args(["--pause-at", "1"])
+        .output()
+        .unwrap();
+    let t = text(&paused);
+    assert!(!paused.status.success(), "{t}");
+    assert!(t.contains("paused after step 1"), "{t}");
+    assert!(d.join("m.checkpoint/state.json").is_file(), "{t}");
+    assert!(!d.join("m").exists());
+    // …and the same command goes on from there; the checkpoint goes once the model is written.
+    let o = flagship(&train, d);
     let t = text(&o);
+    assert!(t.contains("resuming from step 1 of 2"), "{t}");
+    assert!(!d.join("m.checkpoint").exists());
     assert!(t.contains("model written to m: validation F2"), "{t}");
     for f in [
         "config.json",

@@ -22,6 +22,11 @@ impl Rng {
         Rng(state)
     }
 
+    /// The state [`Rng::from_state`] takes back (a training checkpoint keeps it).
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(GOLDEN);
         let mut z = self.0;

@@ -89,6 +89,54 @@ impl AdamW {
         }
     }
 
+    /// Each parameter's moments, named `adamw.{i}.m` and `adamw.{i}.v` by its place in the
+    /// var store's order, and its step count: what a checkpoint keeps of the optimizer
+    /// ([`AdamW::restore`] takes them back).
+    pub fn state(&self) -> (Vec<(String, Tensor)>, Vec<i32>) {
+        let mut named = Vec::with_capacity(2 * self.params.len());
+        for (i, p) in self.params.iter().enumerate() {
+            named.push((format!("adamw.{i}.m"), p.m.shallow_clone()));
+            named.push((format!("adamw.{i}.v"), p.v.shallow_clone()));
+        }
+        (named, self.params.iter().map(|p| p.steps).collect())
+    }
+
+    /// Takes back what [`AdamW::state`] gave, from `tensors` (by name) and `steps`.
+    pub fn restore(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        steps: &[i32],
+    ) -> Result<(), String> {
+        if steps.len() != self.params.len() {
+            return Err(format!(
+                "{} step counts for {} parameters",
+                steps.len(),
+                self.params.len()
+            ));
+        }
+        let _no_grad = tch::no_grad_guard();
+        for (i, (p, &s)) in self.params.iter_mut().zip(steps).enumerate() {
+            for (name, t) in [
+                (format!("adamw.{i}.m"), &mut p.m),
+                (format!("adamw.{i}.v"), &mut p.v),
+            ] {
+                let saved = tensors
+                    .get(&name)
+                    .ok_or_else(|| format!("`{name}` is missing"))?;
+                if saved.size() != t.size() {
+                    return Err(format!(
+                        "`{name}` has shape {:?}, want {:?}",
+                        saved.size(),
+                        t.size()
+                    ));
+                }
+                t.copy_(saved);
+            }
+            p.steps = s;
+        }
+        Ok(())
+    }
+
     /// The gradients of `loss` for every parameter, in the optimizer's order (`None`: not
     /// reached, or frozen), made without accumulating into `.grad()`. `rows`' parameter gets
     /// its gradient as the rows its leaf holds; `rows` must be one of this optimizer's

@@ -216,7 +216,7 @@ fn parent_of(path: &Path) -> &Path {
 }
 
 /// A hidden sibling of `path` for this process: `.{name}.{tag}-{pid}`.
-fn beside(path: &Path, tag: &str) -> std::path::PathBuf {
+pub(crate) fn beside(path: &Path, tag: &str) -> std::path::PathBuf {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     parent_of(path).join(format!(".{name}.{tag}-{}", std::process::id()))
 }

@@ -23,6 +23,7 @@ pub mod exit;
 pub mod explain;
 pub mod layers;
 pub mod linear;
+pub mod resume;
 pub mod sequence;
 pub mod threads;
 pub mod tokenize;
@@ -55,6 +56,9 @@ pub enum ModelError {
     Data(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A checkpointed run stopped where it was asked to ([`resume::Checkpointing::pause_at`]).
+    #[error("paused after step {step}: the same run goes on from {}", dir.display())]
+    Paused { step: usize, dir: PathBuf },
 }
 
 impl ModelError {

@@ -30,6 +30,7 @@ use flagship_core::scoring::Choice;
 
 use crate::distill::{Distill, DistillRecord, Teaching};
 use crate::linear::{LinearModel, LinearOptions};
+use crate::resume::Resume;
 use crate::sequence::{HeadSpec, Pooling};
 
 /// Settings of a fine-tuning run (the `[model]` table of `flagship.toml`, plus run limits).
@@ -73,6 +74,8 @@ pub struct TrainOptions {
     /// The share of validation decisions the served model's exits may change (0: no exits;
     /// see [`crate::exit`]).
     pub early_exit: f64,
+    /// Checkpoints the run resumes from, if it is stopped ([`crate::resume`]; `None`: none).
+    pub checkpoint: Option<crate::resume::Checkpointing>,
 }
 
 /// Gradient-norm clipping bound (Hugging Face Trainer's default; not a config key).
@@ -116,6 +119,7 @@ impl TrainOptions {
                 alpha: m.distill_alpha,
             },
             early_exit: m.early_exit,
+            checkpoint: None,
         }
     }
 
@@ -457,7 +461,17 @@ pub fn train_taught(
         opts,
     )?;
     fit.soft = soft;
-    let (history, best_epoch) = fit.epochs(&vs, &held);
+    let mut resume = match &opts.checkpoint {
+        Some(c) => {
+            let (soft, unlabelled) =
+                teaching.map_or((&[][..], &[][..]), |t| (&t.soft[..], &t.unlabelled[..]));
+            let print = crate::resume::fingerprint(base, train, val, soft, unlabelled, opts);
+            Some(Resume::open(c, print)?)
+        }
+        None => None,
+    };
+    let (history, best_epoch) = fit.epochs(&vs, &held, resume.as_mut())?;
+    let before = fit.before;
     let val_texts = texts(val);
     let Served {
         validation,
@@ -499,7 +513,7 @@ pub fn train_taught(
         history,
         best_epoch,
         steps,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: before + started.elapsed().as_secs_f64(),
         truncated,
         options: opts.clone(),
         linear,
@@ -743,6 +757,26 @@ struct Fit<'a> {
     bar: ProgressBar,
     /// Optimizer steps taken so far.
     step: usize,
+    /// When this process began training, and the seconds a resumed run had trained before.
+    started: Instant,
+    before: f64,
+}
+
+/// What a run has learnt of its epochs so far (a checkpoint keeps it besides the weights):
+/// their records, the best validation F2, its epoch and weights, the epochs since.
+#[derive(Default)]
+struct Progress {
+    history: Vec<EpochRecord>,
+    best: Option<(f64, usize, HashMap<String, Tensor>)>,
+    since_best: usize,
+}
+
+/// Where a resumed run is within its epoch: batches done, and the loss so far (sum, steps,
+/// examples).
+#[derive(Default)]
+struct Within {
+    done: usize,
+    loss: (f64, usize, usize),
 }
 
 impl<'a> Fit<'a> {
@@ -778,18 +812,34 @@ impl<'a> Fit<'a> {
             },
             bar: progress_bar(opts, schedule.total_steps),
             step: 0,
+            started: Instant::now(),
+            before: 0.0,
         })
     }
 
     /// Epochs until the steps are spent or validation F2 stops improving; the best epoch's
     /// weights are restored into `vs`. Returns every epoch's record and the best epoch.
-    fn epochs(&mut self, vs: &VarStore, held: &Held) -> (Vec<EpochRecord>, usize) {
+    /// With `resume`, it goes on from the checkpoint found there and writes new ones.
+    fn epochs(
+        &mut self,
+        vs: &VarStore,
+        held: &Held,
+        mut resume: Option<&mut Resume>,
+    ) -> Result<(Vec<EpochRecord>, usize), ModelError> {
         let opts = self.opts;
-        let mut history = Vec::new();
-        let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
-        let mut since_best = 0;
-        for epoch in 1..=opts.epochs.max(1) {
-            let loss = self.epoch(epoch);
+        let mut run = Progress::default();
+        let (mut first, mut at) = (1, Within::default());
+        if let Some(l) = resume.as_deref_mut().and_then(|r| r.loaded.take()) {
+            (first, at) = self.take_up(vs, l, &mut run)?;
+        }
+        for epoch in first..=opts.epochs.max(1) {
+            let loss = self.epoch(
+                epoch,
+                std::mem::take(&mut at),
+                vs,
+                &run,
+                resume.as_deref_mut(),
+            )?;
             let secs = loss.started.elapsed().as_secs_f64();
             let (v, _) = held.evaluate(self.model, self.encoder, opts);
             let record = EpochRecord {
@@ -803,16 +853,23 @@ impl<'a> Fit<'a> {
                 examples_per_second: loss.seen as f64 / secs,
             };
             self.report(&record);
-            history.push(record);
-            if best.as_ref().is_none_or(|(f, _, _)| v.tuned.f_beta > *f) {
-                best = Some((v.tuned.f_beta, epoch, snapshot(vs)));
-                since_best = 0;
+            run.history.push(record);
+            if run
+                .best
+                .as_ref()
+                .is_none_or(|(f, _, _)| v.tuned.f_beta > *f)
+            {
+                run.best = Some((v.tuned.f_beta, epoch, snapshot(vs)));
+                run.since_best = 0;
             } else {
-                since_best += 1;
-                if since_best >= opts.early_stopping_patience.max(1) {
+                run.since_best += 1;
+                if run.since_best >= opts.early_stopping_patience.max(1) {
                     say(
                         &self.bar,
-                        format!("early stop: no better validation F2 for {since_best} epoch(s)"),
+                        format!(
+                            "early stop: no better validation F2 for {} epoch(s)",
+                            run.since_best
+                        ),
                     );
                     break;
                 }
@@ -822,26 +879,85 @@ impl<'a> Fit<'a> {
             }
         }
         self.bar.finish_and_clear();
-        let (_, best_epoch, saved) = best.expect("at least one epoch");
+        let (_, best_epoch, saved) = run.best.expect("at least one epoch");
         restore(vs, &saved);
-        (history, best_epoch)
+        Ok((run.history, best_epoch))
+    }
+
+    /// Takes up checkpoint `l`: its weights, the optimizer's state, the epochs so far; returns
+    /// the epoch to go on with and where within it.
+    fn take_up(
+        &mut self,
+        vs: &VarStore,
+        l: crate::resume::Loaded,
+        run: &mut Progress,
+    ) -> Result<(usize, Within), ModelError> {
+        let missing = |m: String| ModelError::Data(format!("the checkpoint: {m}"));
+        for (k, v) in vs.variables() {
+            let saved = l
+                .tensors
+                .get(&k)
+                .ok_or_else(|| missing(format!("`{k}` is missing")))?;
+            tch::no_grad(|| v.shallow_clone().copy_(saved));
+        }
+        self.opt
+            .restore(&l.tensors, &l.state.adam_steps)
+            .map_err(missing)?;
+        let s = l.state;
+        run.history = s.history;
+        run.since_best = s.since_best;
+        run.best = match (s.best, l.best) {
+            (Some((f, e)), Some(w)) => Some((f, e, w)),
+            _ => None,
+        };
+        self.step = s.step;
+        self.before = s.seconds;
+        self.rng = Rng::from_state(s.rng);
+        self.bar.set_position(s.step as u64);
+        say(
+            &self.bar,
+            format!(
+                "resuming from step {} of {} (epoch {}, its batch {})",
+                s.step, self.schedule.total_steps, s.epoch, s.done
+            ),
+        );
+        Ok((
+            s.epoch,
+            Within {
+                done: s.done,
+                loss: s.loss,
+            },
+        ))
     }
 
     /// One pass over the training set in length buckets, stopping early when the run's steps
-    /// are spent.
-    fn epoch(&mut self, epoch: usize) -> EpochLoss {
+    /// are spent; `at`: where a resumed run is in it. Writes `resume`'s checkpoints when due.
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        at: Within,
+        vs: &VarStore,
+        run: &Progress,
+        mut resume: Option<&mut Resume>,
+    ) -> Result<EpochLoss, ModelError> {
         self.bar.set_prefix(format!("epoch {epoch}"));
         let mut loss = EpochLoss {
-            sum: Tensor::zeros([], (Kind::Float, self.opts.device)),
-            steps: 0,
-            seen: 0,
+            sum: Tensor::from(at.loss.0 as f32).to_device(self.opts.device),
+            steps: at.loss.1,
+            seen: at.loss.2,
             started: Instant::now(),
         };
-        for batch in length_buckets(&self.lengths, self.opts.batch_size, &mut self.rng) {
+        let shuffle = self.rng.state();
+        let buckets = length_buckets(&self.lengths, self.opts.batch_size, &mut self.rng);
+        for (b, batch) in buckets.iter().enumerate().skip(at.done) {
             if self.step >= self.schedule.total_steps {
                 break;
             }
-            loss.sum += self.train_step(&batch);
+            if resume.is_some() {
+                // Each step's dropout from the seed and the step: a resumed run draws the same.
+                tch::manual_seed(crate::resume::step_seed(self.opts.seed, self.step));
+            }
+            loss.sum += self.train_step(batch);
             loss.steps += 1;
             self.step += 1;
             loss.seen += batch.len();
@@ -849,8 +965,33 @@ impl<'a> Fit<'a> {
             if self.step.is_multiple_of(10) {
                 self.show(epoch, &loss);
             }
+            let Some(r) = resume.as_deref_mut().filter(|r| r.due(self.step)) else {
+                continue;
+            };
+            let (optimizer, adam_steps) = self.opt.state();
+            let state = crate::resume::State {
+                fingerprint: String::new(),
+                step: self.step,
+                epoch,
+                done: b + 1,
+                rng: shuffle,
+                loss: (loss.sum.double_value(&[]), loss.steps, loss.seen),
+                history: run.history.clone(),
+                best: run.best.as_ref().map(|(f, e, _)| (*f, *e)),
+                since_best: run.since_best,
+                adam_steps,
+                seconds: self.before + self.started.elapsed().as_secs_f64(),
+            };
+            r.save(state, vs, optimizer, run.best.as_ref().map(|(_, _, w)| w))?;
+            if r.pause_at == Some(self.step) {
+                self.bar.finish_and_clear();
+                return Err(ModelError::Paused {
+                    step: self.step,
+                    dir: r.dir().to_owned(),
+                });
+            }
         }
-        loss
+        Ok(loss)
     }
 
     /// One optimizer step on the examples `batch`: forward, weighted cross-entropy (mixed

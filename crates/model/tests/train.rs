@@ -590,3 +590,68 @@ fn reloaded_auc(dir: &Path, val: &[Example]) -> (Classifier, f64) {
     let auc = flagship_core::scoring::roc_auc(&probs, &labels);
     (model, auc)
 }
+
+/// A run stopped part-way (`pause_at`, as a killed one would be after its last checkpoint)
+/// goes on from its checkpoint, twice, and ends with the weights and the records of the same
+/// run never stopped; a checkpoint of another run is refused, by name.
+#[test]
+fn a_stopped_run_goes_on_from_its_checkpoint_to_the_same_model() {
+    use flagship_model::ModelError;
+    use flagship_model::resume::Checkpointing;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
+    // Six batches an epoch: ten steps end in the second epoch.
+    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 192);
+    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, pause_at: Option<usize>, seed: u64| TrainOptions {
+        epochs: 2,
+        max_steps: Some(10),
+        seed,
+        early_stopping_patience: 2,
+        early_exit: 0.0,
+        checkpoint: Some(Checkpointing {
+            dir: dir.path().join(name),
+            every: std::time::Duration::from_secs(3600),
+            pause_at,
+        }),
+        ..options()
+    };
+    let whole = train::train(&base, &train_set, &val, &run("whole", None, 7)).unwrap();
+    assert!(!dir.path().join("whole").exists(), "no checkpoint came due");
+    // Stopped in the first epoch, then in the second, then run to the end.
+    for pause in [4, 8] {
+        match train::train(&base, &train_set, &val, &run("parts", Some(pause), 7)) {
+            Err(ModelError::Paused { step, dir: at }) => {
+                assert_eq!((step, at), (pause, dir.path().join("parts")));
+            }
+            other => panic!("not paused at {pause}: {:?}", other.map(|t| t.steps)),
+        }
+    }
+    let parts = train::train(&base, &train_set, &val, &run("parts", None, 7)).unwrap();
+    assert_eq!((whole.steps, parts.steps), (10, 10));
+    let untimed = |t: &train::Trained| {
+        let mut h = t.history.clone();
+        h.iter_mut().for_each(|r| r.examples_per_second = 0.0);
+        h
+    };
+    assert_eq!(untimed(&whole), untimed(&parts));
+    assert_eq!(whole.history.len(), 2);
+    assert_eq!(whole.validation, parts.validation);
+    let (a, b) = (whole.vs.variables(), parts.vs.variables());
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        let diff = (v - &b[k]).abs().max().double_value(&[]);
+        assert!(diff == 0.0, "{k} differs by {diff}");
+    }
+    // The checkpoint left by the last part is this run's; another seed's run refuses it.
+    let e = train::train(&base, &train_set, &val, &run("parts", None, 8))
+        .err()
+        .expect("refused");
+    let shown = e.to_string();
+    assert!(
+        shown.contains("another run")
+            && shown.contains(&dir.path().join("parts").display().to_string()),
+        "{e}"
+    );
+}
