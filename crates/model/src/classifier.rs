@@ -777,12 +777,15 @@ impl Classifier {
                     None => (t.encode(texts)?, Vec::new()),
                 };
                 tokenise = started.elapsed();
-                let exits = match &t.exits {
-                    Some(x) if t.early_exit => Some(x),
+                // Words need the tokens a pass kept: without exits, a pass with none.
+                let none = Exits::none();
+                let exits = match (&t.exits, words) {
+                    (Some(x), _) if t.early_exit => Some(x),
+                    (_, Some(())) => Some(&none),
                     _ => None,
                 };
-                let (mut p, read, decided) = match (exits, words) {
-                    (Some(x), _) => x.probabilities_with(
+                let (mut p, read, decided) = match exits {
+                    Some(x) => x.probabilities(
                         &t.model,
                         &t.encoder,
                         &enc,
@@ -791,16 +794,7 @@ impl Classifier {
                         t.precision,
                         words.map(|()| self.keep(all, t.linear.is_some())),
                     ),
-                    (None, Some(())) => Exits::none().probabilities_with(
-                        &t.model,
-                        &t.encoder,
-                        &enc,
-                        self.batch_size,
-                        t.device,
-                        t.precision,
-                        Some(self.keep(all, t.linear.is_some())),
-                    ),
-                    (None, None) => (
+                    None => (
                         t.score(&enc, self.batch_size).0,
                         (enc.len() * t.model.encoder.layers.len()) as u64,
                         Vec::new(),

@@ -189,7 +189,7 @@ impl Exits {
         })
     }
 
-    /// No exit: every post reads every layer ([`Exits::probabilities_with`] at full depth).
+    /// No exit: every post reads every layer ([`Exits::probabilities`] at full depth).
     pub fn none() -> Exits {
         Exits {
             heads: Vec::new(),
@@ -198,27 +198,12 @@ impl Exits {
     }
 
     /// P(needs support) of `encoded`, in input order, each post read until its first sure
-    /// exit (or to the top); and how many layers were read in all.
-    pub fn probabilities(
-        &self,
-        model: &SequenceClassifier,
-        encoder: &TextEncoder,
-        encoded: &[Encoded],
-        batch_size: usize,
-        device: Device,
-        precision: Precision,
-    ) -> (Vec<f32>, u64) {
-        let (p, read, _) =
-            self.probabilities_with(model, encoder, encoded, batch_size, device, precision, None);
-        (p, read)
-    }
-
-    /// [`Exits::probabilities`], and for each post whose probability is `keep` or more, how
-    /// the head that decided it read its tokens ([`Decided`]: what its words are found from,
-    /// [`crate::explain::scored_scores`]). `keep` `None`, or a head that reads the first
-    /// token only: none kept.
+    /// exit (or to the top); how many layers were read in all; and for each post whose
+    /// probability is `keep` or more, how the head that decided it read its tokens
+    /// ([`Decided`]: what its words are found from, [`crate::explain::scored_scores`]). `keep`
+    /// `None`, or a head that reads the first token only: none kept.
     #[allow(clippy::too_many_arguments)]
-    pub fn probabilities_with(
+    pub fn probabilities(
         &self,
         model: &SequenceClassifier,
         encoder: &TextEncoder,

@@ -335,7 +335,7 @@ pub fn pooled_scores(
         .collect())
 }
 
-/// One post as the head that decided it read it ([`crate::exit::Exits::probabilities_with`]):
+/// One post as the head that decided it read it ([`crate::exit::Exits::probabilities`]):
 /// each real token's logits through that head, `classes` a token, in order. A mean-pooled
 /// head is linear, so the post's logits are the mean of its tokens' — and its logits without
 /// some tokens, the mean of the others'.

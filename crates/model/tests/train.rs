@@ -32,6 +32,22 @@ fn read(rel: &str, skip: usize, n: usize) -> Vec<Example> {
 /// concurrent test's dropout draws would break the same-seed comparison.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The tests' common start: one at a time, the base model, 192 training and 96 validation
+/// examples.
+fn small_run() -> (
+    std::sync::MutexGuard<'static, ()>,
+    std::path::PathBuf,
+    Vec<Example>,
+    Vec<Example>,
+) {
+    (
+        ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()),
+        Checkpoint::default_base().expect("base model (cargo xtask setup)"),
+        read("tweeteval-sentiment/val.jsonl", 0, 192),
+        read("tweeteval-sentiment/test_pool.jsonl", 0, 96),
+    )
+}
+
 fn options() -> TrainOptions {
     TrainOptions {
         epochs: 1,
@@ -51,10 +67,7 @@ fn options() -> TrainOptions {
 
 #[test]
 fn seeded_training_is_reproducible_and_exports_a_working_model() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
-    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 192);
-    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
+    let (_one, base, train_set, val) = small_run();
     let a = train::train(&base, &train_set, &val, &options()).unwrap();
     let b = train::train(&base, &train_set, &val, &options()).unwrap();
     assert_eq!(a.steps, 6);
@@ -202,10 +215,7 @@ fn early_exits_keep_the_full_models_decisions(
 
 #[test]
 fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
-    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 192);
-    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
+    let (_one, base, train_set, val) = small_run();
     let opts = TrainOptions {
         pooling: Pooling::Auto,
         classes: 3,
@@ -347,10 +357,7 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
 /// flags come from the scoring pass itself, from the layer that decided the post.
 #[test]
 fn a_mean_pooled_model_words_what_it_flags_from_the_scoring_pass() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let base = Checkpoint::default_base().expect("base model (cargo xtask setup)");
-    let train_set = read("tweeteval-sentiment/val.jsonl", 0, 192);
-    let val = read("tweeteval-sentiment/test_pool.jsonl", 0, 96);
+    let (_one, base, train_set, val) = small_run();
     let opts = TrainOptions {
         pooling: Pooling::Auto,
         early_exit: 0.05,
