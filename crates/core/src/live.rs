@@ -39,7 +39,9 @@ pub struct Scored {
     pub scored_at: DateTime<Utc>,
     /// Arrival → scored (before the sink's write).
     pub latency_ms: f64,
-    /// For a flagged post, the words that raised its probability most (empty otherwise).
+    /// For a flagged post, the words that raised its probability most, as the scoring pass
+    /// found them (empty otherwise, or when none came with it: they follow through
+    /// [`Sink::explained`]).
     pub why: Vec<Why>,
 }
 
@@ -79,7 +81,8 @@ impl SinkError {
 /// Where scored posts go. A write that returns has made them durable (flushed, committed).
 pub trait Sink {
     fn write(&mut self, scored: &[Scored]) -> Result<(), SinkError>;
-    /// The words behind posts [`Sink::write`] already took as flagged (its `why` was empty).
+    /// The words behind posts [`Sink::write`] already took as flagged: their first (its `why`
+    /// was empty), or better ones that replace those it came with.
     fn explained(&mut self, why: &[Explained]) -> Result<(), SinkError>;
 }
 
@@ -139,8 +142,9 @@ pub struct FlaggedRow {
     pub model: String,
     pub flagged_at: DateTime<Utc>,
     pub latency_ms: f64,
-    /// The words that raised the probability most, strongest first (files before the words
-    /// moved to their own [`WhyRow`] line; empty now).
+    /// The words that raised the probability most, strongest first, as the scoring pass
+    /// found them (empty when none came with the post); a [`WhyRow`] line after it replaces
+    /// them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub why: Vec<Why>,
 }
