@@ -655,26 +655,30 @@ impl Triage<'_> {
         // attribution (it passes the deletion test; gradient × input, cheaper still, did
         // no better than random words and is never used). Otherwise the model's own.
         // (Posts whose words came with their write wait only for a refinement.)
+        // They go first, wherever they are: a refinement never holds them back.
+        let waited = |p: &Unexplained| !p.worded() && p.written.elapsed() >= self.behind;
         let behind = self.explain > 0
             && self.model.attribution == Attribution::Occlusion
             && self.model.explains_pooled()
-            && self
-                .backlog
-                .front()
-                .is_some_and(|p| !p.worded() && p.written.elapsed() >= self.behind);
-        let take = if behind {
-            self.backlog
-                .iter()
-                .take(POOLED_CHUNK.max(posts))
-                .take_while(|p| !p.worded() && p.written.elapsed() >= self.behind)
-                .count()
+            && self.backlog.iter().any(waited);
+        let posts: Vec<Unexplained> = if behind {
+            let (mut out, mut rest) = (Vec::new(), std::collections::VecDeque::new());
+            for p in self.backlog.drain(..) {
+                if out.len() < POOLED_CHUNK.max(posts) && waited(&p) {
+                    out.push(p);
+                } else {
+                    rest.push_back(p);
+                }
+            }
+            self.backlog = rest;
+            out
         } else {
-            posts.min(self.backlog.len())
+            let take = posts.min(self.backlog.len());
+            self.backlog.drain(..take).collect()
         };
-        if take == 0 {
+        if posts.is_empty() {
             return None;
         }
-        let posts: Vec<Unexplained> = self.backlog.drain(..take).collect();
         let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
         let how = if behind {
             Attribution::Pooled
@@ -776,9 +780,11 @@ impl Triage<'_> {
                 }
             }
         }
-        // First words, or a refinement of the words that came with the write.
+        // First words, or a refinement of the words that came with the write (one that found
+        // no word keeps those, and is no refinement).
         let (written, refines): (Vec<Instant>, Vec<bool>) =
             posts.iter().map(|p| (p.written, p.worded())).unzip();
+        let found: Vec<bool> = words.iter().map(|w| !w.is_empty()).collect();
         let out: Vec<Explained> = posts
             .into_iter()
             .zip(words)
@@ -791,15 +797,22 @@ impl Triage<'_> {
                 embedding,
             })
             .collect();
-        sink.explained(&out)?;
+        // A refinement that found nothing changes nothing: no line for it (unless a vector goes).
+        let changed: Vec<Explained> = out
+            .iter()
+            .zip(refines.iter().zip(&found))
+            .filter(|(e, (r, f))| !(worded && **r && !**f && e.embedding.is_empty()))
+            .map(|(e, _)| e.clone())
+            .collect();
+        sink.explained(&changed)?;
         if worded || vectors_given(&out) {
             for (p, _) in written.iter().zip(&refines).filter(|(_, r)| !**r) {
                 self.clock.explain_delay.push(ms(p.elapsed()));
             }
         }
-        for (e, refined) in out.iter().zip(refines) {
+        for ((e, refined), found) in out.iter().zip(refines).zip(found) {
             if worded && refined {
-                t.refined += 1;
+                t.refined += u64::from(found);
             } else if worded {
                 t.explained += 1;
                 t.explained_pooled += u64::from(pooled);

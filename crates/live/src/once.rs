@@ -68,7 +68,7 @@ fn rewrite(e: Expr) -> Result<Transformed<Expr>> {
         ("regexp_like", 2 | 3) => match (literal(&args[1]), args.get(2).map(literal)) {
             (Some(p), None) => Some(Once::like(p, None)?),
             // `g` is an error in DataFusion's: left to it to say so.
-            (Some(p), Some(Some(flags))) if !flags.contains('g') => {
+            (Some(p), Some(Some(flags))) if !flags.contains('g') && !flags.is_empty() => {
                 Some(Once::like(p, Some(flags))?)
             }
             _ => None,

@@ -805,7 +805,11 @@ impl Classifier {
                     train::blend(&mut p, &lin.probabilities(texts), *w);
                 }
                 for (i, d) in decided.iter().enumerate() {
-                    let Some(d) = d else { continue };
+                    // (An ensemble kept every post's tokens: the blend decides here.)
+                    let flagged = p[i] as f64 >= self.card.threshold;
+                    let Some(d) = d.as_ref().filter(|_| all || flagged) else {
+                        continue;
+                    };
                     let units = explain::units(texts[i]);
                     let mut scores = explain::scored_scores(texts[i], &offsets[i], &units, d);
                     if let Some((lin, w)) = &t.linear {

@@ -718,6 +718,8 @@ struct EpochLoss {
     sum: Tensor,
     steps: usize,
     seen: usize,
+    /// Of `seen`, the examples a resumed epoch had before its stop.
+    seen_before: usize,
     started: Instant,
 }
 
@@ -841,6 +843,8 @@ impl<'a> Fit<'a> {
                 resume.as_deref_mut(),
             )?;
             let secs = loss.started.elapsed().as_secs_f64();
+            // (A resumed epoch's examples before the stop took no time here.)
+            let seen_here = loss.seen - loss.seen_before;
             let (v, _) = held.evaluate(self.model, self.encoder, opts);
             let record = EpochRecord {
                 epoch,
@@ -850,7 +854,7 @@ impl<'a> Fit<'a> {
                 val_f2: v.tuned.f_beta,
                 val_threshold: v.tuned.threshold,
                 val_roc_auc: v.roc_auc,
-                examples_per_second: loss.seen as f64 / secs,
+                examples_per_second: seen_here as f64 / secs,
             };
             self.report(&record);
             run.history.push(record);
@@ -945,6 +949,7 @@ impl<'a> Fit<'a> {
             sum: Tensor::from(at.loss.0 as f32).to_device(self.opts.device),
             steps: at.loss.1,
             seen: at.loss.2,
+            seen_before: at.loss.2,
             started: Instant::now(),
         };
         let shuffle = self.rng.state();
