@@ -651,11 +651,11 @@ impl Triage<'_> {
         if !self.refining() && self.embedder.is_none() {
             self.backlog.retain(|p| !p.worded());
         }
-        // Behind: the posts that waited `explain_behind`, several at a time, by the pooled
-        // attribution (it passes the deletion test; gradient × input, cheaper still, did
-        // no better than random words and is never used). Otherwise the model's own.
-        // (Posts whose words came with their write wait only for a refinement.)
-        // They go first, wherever they are: a refinement never holds them back.
+        // Behind: the posts without words that waited `explain_behind`, several at a time,
+        // by the pooled attribution (it passes the deletion test; gradient × input, cheaper
+        // still, did no better than random words and is never used). They go first, wherever
+        // they are: a refinement of words that came with a write never holds them back.
+        // Otherwise the model's own attribution, oldest first.
         let waited = |p: &Unexplained| !p.worded() && p.written.elapsed() >= self.behind;
         let behind = self.explain > 0
             && self.model.attribution == Attribution::Occlusion

@@ -504,6 +504,16 @@ pub struct Worded {
 /// A post's units and their scores, where the scoring pass kept its tokens.
 type UnitScores = Option<(Vec<explain::Unit>, Vec<f32>)>;
 
+/// Whose words a scoring pass works out ([`Classifier::scored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Words {
+    None,
+    /// The posts it flags (what the live loop shows).
+    Flagged,
+    /// Every post (`explain`, the deletion test).
+    Every,
+}
+
 /// An explanation in the making ([`Classifier::explanation`], [`Classifier::advance`]): the
 /// texts, their units and, for occlusion, every variant and its probability so far.
 #[derive(Debug)]
@@ -728,7 +738,7 @@ impl Classifier {
         &self,
         texts: &[&str],
     ) -> Result<(Vec<Prediction>, std::time::Duration), ModelError> {
-        self.scored(texts, None, false).map(|(p, _, t)| (p, t))
+        self.scored(texts, Words::None).map(|(p, _, t)| (p, t))
     }
 
     /// [`Classifier::predict_timed`], and the `k` words of each post it flags from the
@@ -736,7 +746,7 @@ impl Classifier {
     /// without each unit, through its head — no pass of its own). Posts not flagged get
     /// none, and so does every post of a model that cannot ([`Classifier::explains_pooled`]).
     pub fn predict_worded(&self, texts: &[&str], k: usize) -> Result<Worded, ModelError> {
-        let (predictions, scores, tokenise) = self.scored(texts, Some(()), false)?;
+        let (predictions, scores, tokenise) = self.scored(texts, Words::Flagged)?;
         let words = scores
             .into_iter()
             .zip(&predictions)
@@ -752,37 +762,40 @@ impl Classifier {
         })
     }
 
-    /// Scores `texts`; with `words`, each flagged post's (`all`: each post's) units and
-    /// their scores by [`explain::Attribution::Scored`] (`None` where the model cannot).
+    /// Scores `texts`, and the units and their scores by [`explain::Attribution::Scored`] of
+    /// the posts `words` names (`None` for the others, and where the model cannot).
     fn scored(
         &self,
         texts: &[&str],
-        words: Option<()>,
-        all: bool,
+        words: Words,
     ) -> Result<(Vec<Prediction>, Vec<UnitScores>, std::time::Duration), ModelError> {
         let mut tokenise = std::time::Duration::ZERO;
         let mut why = vec![None; texts.len()];
         let (probs, truncated) = match &self.inner {
             Inner::Linear(m) => (m.probabilities(texts), vec![false; texts.len()]),
             Inner::Transformer(t) => {
-                let words = words.filter(|_| t.model.mean_pooled());
+                let words = if t.model.mean_pooled() {
+                    words
+                } else {
+                    Words::None
+                };
                 let started = std::time::Instant::now();
                 let (enc, offsets) = match words {
-                    Some(_) => t
+                    Words::Flagged | Words::Every => t
                         .encoder
                         .encode_with_offsets(texts)
                         .map_err(|e| ModelError::Tokenizer(e.to_string()))?
                         .into_iter()
                         .unzip(),
-                    None => (t.encode(texts)?, Vec::new()),
+                    Words::None => (t.encode(texts)?, Vec::new()),
                 };
                 tokenise = started.elapsed();
                 // Words need the tokens a pass kept: without exits, a pass with none.
                 let none = Exits::none();
                 let exits = match (&t.exits, words) {
                     (Some(x), _) if t.early_exit => Some(x),
-                    (_, Some(())) => Some(&none),
-                    _ => None,
+                    (_, Words::None) => None,
+                    _ => Some(&none),
                 };
                 let (mut p, read, decided) = match exits {
                     Some(x) => x.probabilities(
@@ -792,7 +805,7 @@ impl Classifier {
                         self.batch_size,
                         t.device,
                         t.precision,
-                        words.map(|()| self.keep(all, t.linear.is_some())),
+                        self.keep(words, t.linear.is_some()),
                     ),
                     None => (
                         t.score(&enc, self.batch_size).0,
@@ -807,7 +820,7 @@ impl Classifier {
                 for (i, d) in decided.iter().enumerate() {
                     // (An ensemble kept every post's tokens: the blend decides here.)
                     let flagged = p[i] as f64 >= self.card.threshold;
-                    let Some(d) = d.as_ref().filter(|_| all || flagged) else {
+                    let Some(d) = d.as_ref().filter(|_| words == Words::Every || flagged) else {
                         continue;
                     };
                     let units = explain::units(texts[i]);
@@ -833,14 +846,15 @@ impl Classifier {
         Ok((preds, why, tokenise))
     }
 
-    /// The transformer's own probability from which a post's tokens are kept for its words:
-    /// every post (`all`, or an ensemble, whose blend decides later), else those at the
-    /// threshold (a hair below: the card compares in f64).
-    fn keep(&self, all: bool, blended: bool) -> f32 {
-        if all || blended {
-            0.0
-        } else {
-            self.card.threshold as f32 - 1e-6
+    /// The transformer's own probability from which a post's tokens are kept for `words`:
+    /// none kept for none; every post's for all, or for an ensemble, whose blend decides
+    /// later; else those at the threshold (a hair below: the card compares in f64).
+    fn keep(&self, words: Words, blended: bool) -> Option<f32> {
+        match words {
+            Words::None => None,
+            Words::Every => Some(0.0),
+            Words::Flagged if blended => Some(0.0),
+            Words::Flagged => Some(self.card.threshold as f32 - 1e-6),
         }
     }
 }
@@ -977,7 +991,7 @@ impl Classifier {
                     "the scored attribution needs a mean-pooled model: use occlusion".into(),
                 ));
             }
-            let (_, scored, _) = self.scored(&texts, Some(()), true)?;
+            let (_, scored, _) = self.scored(&texts, Words::Every)?;
             e.scores = Some(
                 scored
                     .into_iter()
