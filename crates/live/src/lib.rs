@@ -300,6 +300,21 @@ impl Unexplained {
     }
 }
 
+/// At most [`REFINE_BACKLOG`] flagged posts wait: the loop keeps up, and words that came
+/// with a write may be refined by occlusion.
+fn refining(backlog: &std::collections::VecDeque<Unexplained>) -> bool {
+    backlog.len() <= REFINE_BACKLOG
+}
+
+/// Far behind ([`refining`] no more) with no vectors to make: the posts whose words came
+/// with their write wait for nothing else, and leave the backlog with those words (no
+/// refinement), so that the idle moments go to the posts without words.
+fn shed_worded(backlog: &mut std::collections::VecDeque<Unexplained>, vectors: bool) {
+    if !refining(backlog) && !vectors {
+        backlog.retain(|p| !p.worded());
+    }
+}
+
 /// Flagged posts taken from the backlog, their words worked out a slice at a time.
 struct Explaining {
     posts: Vec<Unexplained>,
@@ -647,10 +662,7 @@ impl Triage<'_> {
             let old: Vec<Unexplained> = self.backlog.drain(..stale).collect();
             self.count_left(&old, t);
         }
-        // Far behind: posts that have words and wait for nothing else keep them.
-        if !self.refining() && self.embedder.is_none() {
-            self.backlog.retain(|p| !p.worded());
-        }
+        shed_worded(&mut self.backlog, self.embedder.is_some());
         // Behind: the posts without words that waited `explain_behind`, several at a time,
         // by the pooled attribution (it passes the deletion test; gradient × input, cheaper
         // still, did no better than random words and is never used). They go first, wherever
@@ -707,7 +719,7 @@ impl Triage<'_> {
 
     /// At most [`REFINE_BACKLOG`] posts wait: words that came with a write may be refined.
     fn refining(&self) -> bool {
-        self.backlog.len() <= REFINE_BACKLOG
+        refining(&self.backlog)
     }
 
     /// One slice of the explanation work: takes up to `posts` backlog posts (oldest first)
@@ -1318,5 +1330,48 @@ impl Scoring<'_> {
         t.latency_p99_ms = quantile(&l, 0.99);
         t.latency_max_ms = l.last().copied().unwrap_or(0.0);
         Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` flagged posts waiting, every other one with the words of its write.
+    fn backlog(n: usize) -> std::collections::VecDeque<Unexplained> {
+        (0..n)
+            .map(|i| Unexplained {
+                platform: flagship_core::Platform::Mastodon,
+                id: i.to_string(),
+                text: format!("post {i}"),
+                written: Instant::now(),
+                why: if i % 2 == 0 {
+                    vec![Why {
+                        word: "late".into(),
+                        weight: 0.5,
+                    }]
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect()
+    }
+
+    /// Past [`REFINE_BACKLOG`] waiting posts the worded ones keep their words and go; up to
+    /// it, or while their vectors are still to make, every post stays.
+    #[test]
+    fn far_behind_the_posts_with_words_keep_them_and_leave_the_backlog() {
+        let mut b = backlog(REFINE_BACKLOG);
+        shed_worded(&mut b, false);
+        assert_eq!(b.len(), REFINE_BACKLOG, "keeping up: all may be refined");
+        let mut b = backlog(REFINE_BACKLOG + 1);
+        shed_worded(&mut b, true);
+        assert_eq!(b.len(), REFINE_BACKLOG + 1, "vectors still to make");
+        let mut b = backlog(3 * REFINE_BACKLOG);
+        shed_worded(&mut b, false);
+        let left: Vec<&str> = b.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(b.len(), 3 * REFINE_BACKLOG / 2, "{left:?}");
+        assert!(b.iter().all(|p| !p.worded()), "{left:?}");
+        assert_eq!((left[0], left[1]), ("1", "3"), "the order kept");
     }
 }

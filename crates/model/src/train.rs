@@ -134,11 +134,17 @@ impl TrainOptions {
 pub struct EpochRecord {
     pub epoch: usize,
     pub steps: usize,
+    #[serde(deserialize_with = "crate::resume::nan_if_null")]
     pub train_loss: f64,
+    #[serde(deserialize_with = "crate::resume::nan_if_null")]
     pub val_loss: f64,
+    #[serde(deserialize_with = "crate::resume::nan_if_null")]
     pub val_f2: f64,
+    #[serde(deserialize_with = "crate::resume::nan_if_null")]
     pub val_threshold: f64,
+    #[serde(deserialize_with = "crate::resume::nan_if_null")]
     pub val_roc_auc: f64,
+    #[serde(deserialize_with = "crate::resume::nan_if_null")]
     pub examples_per_second: f64,
 }
 

@@ -341,6 +341,33 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
             assert!((x.weight - y.weight).abs() < 1e-4, "{a:?} vs {b:?}");
         }
     }
+    // As the live loop asks for them: the blend decides which posts are flagged, and only
+    // those get words (the transformer's own probability alone would pick others), the
+    // same words as the attribution gives each.
+    let flagship_model::Worded {
+        predictions: preds,
+        words,
+        ..
+    } = full.predict_worded(&texts, 3).unwrap();
+    assert_eq!(preds, full.predict(&texts).unwrap());
+    let each = full.explain_with(&texts, 3, Attribution::Scored).unwrap();
+    let flagged = preds.iter().filter(|p| p.need_support).count();
+    assert!(flagged > 0 && flagged < texts.len(), "{flagged} flagged");
+    for ((p, w), e) in preds.iter().zip(&words).zip(&each) {
+        if p.need_support {
+            let same = w.len() == e.len()
+                && w.iter()
+                    .zip(e)
+                    .all(|(x, y)| x.word == y.word && (x.weight - y.weight).abs() < 1e-4);
+            assert!(same, "{w:?} vs {e:?}");
+        } else {
+            assert!(
+                w.is_empty(),
+                "a post the blend does not flag gets no words: {w:?}"
+            );
+        }
+    }
+    assert!(words.iter().filter(|w| !w.is_empty()).count() * 2 > flagged);
     let d = model
         .deletion_test(&texts, 3, Attribution::Scored, 3, 5)
         .unwrap();
