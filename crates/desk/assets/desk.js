@@ -346,8 +346,14 @@
   }
   // Words that came before their post, by post id.
   const earlyWhy = new Map();
+  // Words already shown (the scoring pass's, with the post) give way to later ones
+  // (occlusion's refinement), as a reload would show them.
   function showWhy(el, words) {
-    if (el.querySelector(".why")) return;
+    const shown = el.querySelector(".why bdi");
+    if (shown) {
+      shown.textContent = words.join(", ");
+      return;
+    }
     const span = document.createElement("span");
     span.className = "why";
     span.title = "the words that raised the probability most";
@@ -462,8 +468,9 @@
     // A post with its own request in flight shows that request's answer.
     if (el && !el.classList.contains("saving")) show(el, d.decision, d.title);
   });
-  // A flagged post's words arrive after the post (worked out off the latency path); words
-  // for a post not on the page yet (a catch-up still loading) wait for it.
+  // A flagged post's words arrive after the post (worked out off the latency path), or
+  // refine the ones that came with it; words for a post not on the page yet (a catch-up
+  // still loading) wait for it.
   events.addEventListener("why", function (e) {
     const d = JSON.parse(e.data);
     if (d.words.length === 0) return;

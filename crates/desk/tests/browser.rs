@@ -432,21 +432,49 @@ async fn the_desk_in_a_real_browser() {
         .unwrap();
     assert!(tall < 400.0, "a 10 kB post is boxed, not a wall: {tall}px");
 
-    // A hostile post arriving live (over the event stream) renders as text too.
-    desk.add(&[hostile(
+    // A hostile post arriving live (over the event stream) renders as text too, and so do
+    // the words that came with it (a transformer's scoring pass gives them with the write).
+    let why = |words: &[&str]| -> Vec<flagship_live::Why> {
+        words
+            .iter()
+            .map(|w| flagship_live::Why {
+                word: (*w).into(),
+                weight: 0.5,
+            })
+            .collect()
+    };
+    let mut arriving = hostile(
         "9100000000000000004",
         "<svg onload=alert(3)> arrived live",
         "javascript:alert(3)",
-    )])
-    .unwrap();
+    );
+    arriving.why = why(&["<i>arrived</i>", "live"]);
+    desk.add(&[arriving]).unwrap();
     until("a hostile post arriving live", || async {
         count(&c, "article.post").await == 4
     })
     .await;
     let live_text = text(&c, r#"article[data-id="9100000000000000004"] .text"#).await;
     assert_eq!(live_text, "<svg onload=alert(3)> arrived live");
-    assert_eq!(count(&c, "svg, img").await, 0);
+    let live_why = r#"article[data-id="9100000000000000004"] .why"#;
+    assert_eq!(text(&c, live_why).await, "why: <i>arrived</i>, live");
+    assert_eq!(count(&c, "svg, img, article .why i").await, 0);
     assert!(c.get_alert_text().await.is_err(), "no alert opened");
+    // Occlusion refines those words later: the open page shows the refined ones, as a
+    // reload would (the store keeps the latest).
+    desk.explained(&[flagship_live::Explained {
+        platform: Platform::X,
+        id: "9100000000000000004".into(),
+        why: why(&["svg onload", "<b>live</b>"]),
+        embedding: Vec::new(),
+    }])
+    .unwrap();
+    until(
+        "refined words replacing the first ones on the page",
+        || async { text_if(&c, live_why).await.as_deref() == Some("why: svg onload, <b>live</b>") },
+    )
+    .await;
+    assert_eq!(count(&c, &format!("{live_why}, article .why b")).await, 1);
 
     // The live loop on the demo replay (~35 posts/s: the demo's 800 posts a day × 3,780),
     // into the desk while the page is open.
