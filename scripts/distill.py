@@ -6,8 +6,10 @@ from each model's own validation; nothing tunes on a scored set).
     python3 scripts/distill.py [--only ARM ...] [--flagship PATH]
 
 Writes data/distill/<arm>/ (models, predictions), data/distill/results.json and, when missing,
-fixtures/teacher/soft-labels.jsonl.gz with its manifest (the teacher's labels: commit them);
-prints the table docs/model.md shows. An arm whose model folder exists is not retrained.
+each teacher's soft labels with their manifest (fixtures/teacher/soft-labels.jsonl.gz from
+`teacher`, soft-labels-2.jsonl.gz from `teacher-2`: commit them); prints the table
+docs/model.md shows. An arm whose model folder exists is not retrained; a checkpointed arm that
+was stopped goes on from its checkpoint when the script is run again.
 """
 import argparse
 import json
@@ -22,8 +24,10 @@ from ablation import OOD, ROOT, TE, predict, score  # noqa: E402
 
 OUT = ROOT / "data" / "distill"
 SOFT = ROOT / "fixtures" / "teacher" / "soft-labels.jsonl.gz"
+SOFT_2 = ROOT / "fixtures" / "teacher" / "soft-labels-2.jsonl.gz"
 UNLABELLED = ROOT / "fixtures" / "teacher" / "unlabelled.jsonl"
 TEACHER_BASE = ROOT / ".venv" / "teacher-mpnet"
+
 
 def changed(flags, **values):
     """`flags` with the values of the named flags replaced (`max_length` names `--max-length`)."""
@@ -37,6 +41,9 @@ ONE_EPOCH = ["--epochs", "1", "--batch-size", "32", "--max-length", "64", "--lea
              "--pooling", "mean", "--classes", "3", "--operating-point", "f2"]
 REF = ["--limit", "20000"] + ONE_EPOCH
 TAUGHT = ["--teacher-labels", str(SOFT)]
+TAUGHT_2 = ["--teacher-labels", str(SOFT_2)]
+# Each teacher arm and the soft labels it writes (commit them: fixtures/teacher/SOURCE.md).
+TEACHERS = {"teacher": SOFT, "teacher-2": SOFT_2}
 ARMS = {
     # Checkpointed: an interrupted teacher run (about 50 minutes here) goes on where it stopped
     # when the script is run again (its dropout then reseeded each step: docs/model.md).
@@ -49,7 +56,15 @@ ARMS = {
     "minilm": ("MiniLM-L6 (22 M), all 45.6k, 1 epoch, length 64", ONE_EPOCH),
     "student": ("… + the teacher's soft labels (T 2, alpha 0.5) and 560 unlabelled posts",
                 ONE_EPOCH + TAUGHT),
+    "student-2": ("MiniLM, all, 1 epoch, length 64 + the two-epoch teacher's soft labels (T 2, alpha 0.5)",
+                  ONE_EPOCH + TAUGHT_2),
     "student-ref": ("MiniLM, the 20k reference arm + soft labels (T 2, alpha 0.5)", REF + TAUGHT),
+    # The temperature and the weight of the teacher's term, on the 20k reference arm (about
+    # 4 minutes each in a release build), beside the same arm without the teacher.
+    "minilm-ref": ("MiniLM, the 20k reference arm, no soft labels", REF),
+    "student-ref-t1": ("… + soft labels at T 1 (alpha 0.5)", REF + TAUGHT + ["--temperature", "1"]),
+    "student-ref-t4": ("… + soft labels at T 4 (alpha 0.5)", REF + TAUGHT + ["--temperature", "4"]),
+    "student-ref-a09": ("… + soft labels, alpha 0.9 (T 2)", REF + TAUGHT + ["--alpha", "0.9"]),
     "student-soft": ("MiniLM, all, soft labels only (alpha 1.0)", ONE_EPOCH + TAUGHT + ["--alpha", "1.0"]),
     # Issue 32: a shallower student serves faster; the teacher's labels should matter more.
     "minilm-l3": ("MiniLM's first 3 of 6 layers, all, 1 epoch, length 64", ONE_EPOCH + ["--layers", "3"]),
@@ -59,16 +74,19 @@ ARMS = {
 }
 
 
-def soft_labels(flagship):
-    if SOFT.exists():
+def soft_labels(flagship, teacher, soft):
+    """Writes `soft`, the labels of the trained arm `teacher`, unless it exists."""
+    if soft.exists():
         return
+    if not (OUT / teacher / "flagship.json").exists():
+        sys.exit(f"{soft.name} comes from the arm {teacher!r}: run `--only {teacher}` first")
     t0 = time.time()
     print("== teacher-labels", file=sys.stderr, flush=True)
     rel = lambda p: str(p.relative_to(ROOT))  # the manifest records the paths as given
-    subprocess.run([flagship, "teacher-labels", "--model", rel(OUT / "teacher"),
+    subprocess.run([flagship, "teacher-labels", "--model", rel(OUT / teacher),
                     "--input", rel(TE / "train.jsonl.gz"), "--input", rel(UNLABELLED),
                     "--holdout", rel(TE / "heldout-40.jsonl"), "--holdout", rel(OOD),
-                    "--holdout", rel(TE / "val.jsonl"), "--out", rel(SOFT)], check=True, cwd=ROOT)
+                    "--holdout", rel(TE / "val.jsonl"), "--out", rel(soft)], check=True, cwd=ROOT)
     print(f"   teacher-labels: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
@@ -85,8 +103,9 @@ def main():
     for arm, (what, flags) in ARMS.items():
         if a.only and arm not in a.only:
             continue
-        if TAUGHT[1] in flags:
-            soft_labels(a.flagship)
+        for teacher, soft in TEACHERS.items():
+            if str(soft) in flags:
+                soft_labels(a.flagship, teacher, soft)
         d = OUT / arm
         if not d.exists():
             t0 = time.time()

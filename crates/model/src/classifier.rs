@@ -209,7 +209,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// The folder `path` is in (`.` for a bare name).
-fn parent_of(path: &Path) -> &Path {
+pub(crate) fn parent_of(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
@@ -243,6 +243,8 @@ fn write_dir_atomically(
 pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), ModelError> {
     if dir.exists() {
         let old = beside(dir, "old");
+        // (A process of the same id killed here before leaves one: renaming onto it fails.)
+        let _ = std::fs::remove_dir_all(&old);
         std::fs::rename(dir, &old).map_err(|e| ModelError::io(dir, e))?;
         std::fs::rename(tmp, dir).map_err(|e| ModelError::io(dir, e))?;
         let _ = std::fs::remove_dir_all(&old);

@@ -142,13 +142,16 @@ pub(crate) struct Resume {
     last: Instant,
     /// What the folder held when the run began (taken by the run when it starts).
     pub loaded: Option<Loaded>,
+    /// Held while the run lasts: no second run writes the same checkpoint meanwhile.
+    _lock: std::fs::File,
 }
 
 impl Resume {
     /// Opens `c.dir`: a checkpoint of this run (`fingerprint`) is loaded to go on from, one
     /// of another run is refused.
     pub fn open(c: &Checkpointing, fingerprint: String) -> Result<Resume, ModelError> {
-        if let Some(from) = recover(&c.dir)? {
+        let lock = lock(&c.dir)?;
+        if let Some(from) = recover(&c.dir, &fingerprint)? {
             tracing::warn!(
                 checkpoint = %c.dir.display(),
                 from = %from.display(),
@@ -200,6 +203,7 @@ impl Resume {
             fingerprint,
             last: Instant::now(),
             loaded,
+            _lock: lock,
         })
     }
 
@@ -240,68 +244,131 @@ impl Resume {
         }
         let json =
             serde_json::to_string_pretty(&state).map_err(|e| ModelError::Data(e.to_string()))?;
-        // The record last, and whole: a folder holding `state.json` is complete ([`recover`]).
+        // The record last, and whole: a folder holding `state.json` is complete ([`recover`]),
+        // on the disk too (a reboot) before the swap.
         let part = tmp.join(STATE).with_extension("part");
         std::fs::write(&part, json).map_err(|e| ModelError::io(&part, e))?;
+        for f in [TENSORS, BEST].map(|f| tmp.join(f)).iter().chain([&part]) {
+            if f.exists() {
+                sync(f)?;
+            }
+        }
         std::fs::rename(&part, tmp.join(STATE)).map_err(|e| ModelError::io(&tmp, e))?;
+        sync(&tmp)?;
         crate::classifier::replace_dir(&tmp, &self.dir)?;
+        sync(crate::classifier::parent_of(&self.dir))?;
         self.last = Instant::now();
         Ok(())
     }
 }
 
+/// Flushes `path` (a file or a folder) to the disk.
+fn sync(path: &Path) -> Result<(), ModelError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ModelError::io(path, e))
+}
+
+/// `.NAME.lock` beside the checkpoint `dir`.
+fn lock_path(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    crate::classifier::parent_of(dir).join(format!(".{name}.lock"))
+}
+
+/// Takes the checkpoint's lock (held until the run's [`Resume`] goes): a second run of the same
+/// output meanwhile is refused, never left to write over the first one's folders.
+fn lock(dir: &Path) -> Result<std::fs::File, ModelError> {
+    let path = lock_path(dir);
+    let parent = crate::classifier::parent_of(dir);
+    std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ModelError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ModelError::BadFile {
+            path: dir.to_owned(),
+            message: format!(
+                "another run is training into this checkpoint now ({} is locked): let it \
+                 finish or stop it first",
+                path.display()
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(ModelError::io(&path, e)),
+    }
+}
+
+/// Whose a checkpoint folder is and how far it went: the part of its record [`recover`] reads.
+#[derive(Deserialize)]
+struct Head {
+    fingerprint: String,
+    step: usize,
+}
+
+fn head(dir: &Path) -> Option<Head> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(STATE)).ok()?).ok()
+}
+
 /// What an earlier process left beside the checkpoint `dir`: `replace_dir` moves the folder
 /// to `.NAME.old-PID` and then the finished `.NAME.tmp-PID` onto `NAME`, so a process killed
-/// between the two leaves no `NAME`, and one killed while writing leaves a partial `tmp`.
-/// Where `dir` holds no record, the leftover folder with a record and the most steps is put
-/// back (returned); every other leftover of another process is removed (a teacher's checkpoint
-/// is over a gigabyte).
-fn recover(dir: &Path) -> Result<Option<PathBuf>, ModelError> {
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+/// between the two leaves no `NAME`, and one killed after finishing `tmp` (its record
+/// written last) leaves a newer complete folder beside an older `NAME`. The newest complete
+/// leftover of this run (`fingerprint`) newer than what `NAME` holds is put in its place and
+/// returned; with no `NAME` at all, another run's newest one (which [`Resume::open`] then
+/// refuses by name). `NAME` holding another run's checkpoint is left alone. Every other leftover
+/// is removed (a teacher's checkpoint is over a gigabyte). The caller holds the lock: no
+/// other run writes these folders now, whatever process id it had.
+fn recover(dir: &Path, fingerprint: &str) -> Result<Option<PathBuf>, ModelError> {
+    let Some(name) = dir.file_name() else {
         return Ok(None);
     };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let Ok(entries) = std::fs::read_dir(parent) else {
+    let Ok(entries) = std::fs::read_dir(crate::classifier::parent_of(dir)) else {
         return Ok(None);
     };
-    let name = name.to_string_lossy();
-    let ours = std::process::id();
-    let mut left: Vec<PathBuf> = entries
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let left: Vec<(PathBuf, Option<Head>)> = entries
         .filter_map(|e| e.ok())
-        .filter_map(|e| {
+        .filter(|e| {
             let file = e.file_name().to_string_lossy().into_owned();
-            let rest = file.strip_prefix(&format!(".{name}."))?;
-            let pid = rest
-                .strip_prefix("old-")
-                .or_else(|| rest.strip_prefix("tmp-"))?;
-            (pid.parse::<u32>().ok()? != ours).then(|| e.path())
+            file.strip_prefix(&prefix)
+                .and_then(|rest| {
+                    rest.strip_prefix("old-")
+                        .or_else(|| rest.strip_prefix("tmp-"))
+                })
+                .is_some_and(|pid| pid.parse::<u32>().is_ok())
         })
+        .map(|e| (e.path(), head(&e.path())))
         .collect();
-    let steps = |d: &Path| -> Option<usize> {
-        let text = std::fs::read_to_string(d.join(STATE)).ok()?;
-        Some(serde_json::from_str::<State>(&text).ok()?.step)
-    };
-    let mut taken = None;
-    if !dir.join(STATE).is_file() {
-        left.sort_by_key(|d| steps(d));
-        if let Some(best) = left.pop_if(|d| steps(d).is_some()) {
-            let _ = std::fs::remove_dir_all(dir);
-            std::fs::rename(&best, dir).map_err(|e| ModelError::io(dir, e))?;
-            taken = Some(best);
+    let pick = match head(dir) {
+        Some(h) if h.fingerprint != fingerprint => None,
+        in_place => {
+            let floor = in_place.map(|h| h.step);
+            left.iter()
+                .filter_map(|(d, h)| Some((d, h.as_ref()?)))
+                .filter(|(_, h)| {
+                    let ours = h.fingerprint == fingerprint;
+                    (ours || floor.is_none()) && floor.is_none_or(|f| h.step > f)
+                })
+                .max_by_key(|(_, h)| (h.fingerprint == fingerprint, h.step))
+                .map(|(d, _)| d.clone())
         }
+    };
+    if let Some(best) = &pick {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::rename(best, dir).map_err(|e| ModelError::io(dir, e))?;
     }
-    for d in left {
+    for (d, _) in left.iter().filter(|(d, _)| Some(d) != pick.as_ref()) {
         let _ = std::fs::remove_dir_all(d);
     }
-    Ok(taken)
+    Ok(pick)
 }
 
 /// Removes a run's checkpoint once its model is written (nothing there: nothing done).
 pub fn clear(dir: &Path) -> Result<(), ModelError> {
+    let _ = std::fs::remove_file(lock_path(dir));
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ModelError::io(dir, e)),
         _ => Ok(()),
@@ -364,45 +431,93 @@ mod tests {
     #[test]
     fn a_run_killed_between_the_renames_goes_on_from_the_newer_complete_checkpoint() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("model.checkpoint");
-        // Killed between the renames: the old one moved aside, the new one complete.
+        let at = |name: &str| tmp.path().join(name);
+        let dir = at("model.checkpoint");
+        let names = || {
+            let mut n: Vec<String> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        let step = || head(&dir).unwrap().step;
+        // Killed between the renames: the old one moved aside, the new one complete; the
+        // process had this one's id (a container's restart).
+        let pid = std::process::id();
         folder(
-            &tmp.path().join(".model.checkpoint.old-4000000001"),
+            &at(&format!(".model.checkpoint.old-{pid}")),
             Some(&state(10, 0.5)),
         );
         folder(
-            &tmp.path().join(".model.checkpoint.tmp-4000000001"),
+            &at(&format!(".model.checkpoint.tmp-{pid}")),
             Some(&state(20, 0.4)),
         );
-        // A write cut off earlier (no record), and another process's unrelated folder.
-        folder(&tmp.path().join(".model.checkpoint.tmp-4000000002"), None);
+        // A write cut off earlier (no record), another run's newer one, and neighbours.
+        folder(&at(".model.checkpoint.tmp-4000000002"), None);
+        let mut other = state(90, 0.3);
+        other.fingerprint = "another run".into();
+        folder(&at(".model.checkpoint.old-4000000003"), Some(&other));
         folder(
-            &tmp.path().join(".other.checkpoint.old-4000000001"),
+            &at(".other.checkpoint.old-4000000001"),
             Some(&state(5, 0.5)),
         );
-        let from = recover(&dir).unwrap().expect("a checkpoint put back");
-        assert!(from.ends_with(".model.checkpoint.tmp-4000000001"));
-        let back: State =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(STATE)).unwrap()).unwrap();
-        assert_eq!(back.step, 20);
-        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [".other.checkpoint.old-4000000001", "model.checkpoint"]
-        );
-        // With a checkpoint in place, leftovers go and nothing is replaced.
         folder(
-            &tmp.path().join(".model.checkpoint.old-4000000003"),
-            Some(&state(99, 0.1)),
+            &at(".model.checkpoint2.tmp-4000000001"),
+            Some(&state(5, 0.5)),
         );
-        assert_eq!(recover(&dir).unwrap(), None);
-        assert!(!tmp.path().join(".model.checkpoint.old-4000000003").exists());
-        let kept: State =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(STATE)).unwrap()).unwrap();
-        assert_eq!(kept.step, 20);
+        let from = recover(&dir, "f").unwrap().expect("a checkpoint put back");
+        assert!(from.ends_with(format!(".model.checkpoint.tmp-{pid}")));
+        assert_eq!(step(), 20);
+        let kept = [
+            ".model.checkpoint2.tmp-4000000001",
+            ".other.checkpoint.old-4000000001",
+            "model.checkpoint",
+        ];
+        assert_eq!(names(), kept);
+        // Killed after finishing a newer one, before the swap: the newer one goes in.
+        folder(
+            &at(".model.checkpoint.tmp-4000000004"),
+            Some(&state(30, 0.3)),
+        );
+        assert!(recover(&dir, "f").unwrap().is_some());
+        assert_eq!(step(), 30);
+        assert_eq!(names(), kept);
+        // An older one, or another run's, beside it: removed, nothing replaced.
+        folder(
+            &at(".model.checkpoint.old-4000000005"),
+            Some(&state(25, 0.1)),
+        );
+        folder(&at(".model.checkpoint.old-4000000006"), Some(&other));
+        assert_eq!(recover(&dir, "f").unwrap(), None);
+        assert_eq!(step(), 30);
+        assert_eq!(names(), kept);
+        // With nothing in place but another run's leftover, that one is put back, for
+        // `open` to refuse by name rather than start afresh over it.
+        std::fs::remove_dir_all(&dir).unwrap();
+        folder(&at(".model.checkpoint.old-4000000007"), Some(&other));
+        assert!(recover(&dir, "f").unwrap().is_some());
+        assert_eq!(head(&dir).unwrap().fingerprint, "another run");
+    }
+
+    #[test]
+    fn a_second_run_into_the_same_checkpoint_is_refused_while_the_first_goes_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = Checkpointing {
+            dir: tmp.path().join("out/model.checkpoint"),
+            every: Duration::from_secs(600),
+            pause_at: None,
+        };
+        let first = Resume::open(&c, "f".into()).unwrap();
+        let e = Resume::open(&c, "f".into()).err().expect("refused");
+        assert!(e.to_string().contains("another run is training"), "{e}");
+        drop(first);
+        let again = Resume::open(&c, "f".into()).unwrap();
+        drop(again);
+        clear(&c.dir).unwrap();
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("out")).unwrap().count(),
+            0
+        );
     }
 }
