@@ -344,30 +344,7 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
     // As the live loop asks for them: the blend decides which posts are flagged, and only
     // those get words (the transformer's own probability alone would pick others), the
     // same words as the attribution gives each.
-    let flagship_model::Worded {
-        predictions: preds,
-        words,
-        ..
-    } = full.predict_worded(&texts, 3).unwrap();
-    assert_eq!(preds, full.predict(&texts).unwrap());
-    let each = full.explain_with(&texts, 3, Attribution::Scored).unwrap();
-    let flagged = preds.iter().filter(|p| p.need_support).count();
-    assert!(flagged > 0 && flagged < texts.len(), "{flagged} flagged");
-    for ((p, w), e) in preds.iter().zip(&words).zip(&each) {
-        if p.need_support {
-            let same = w.len() == e.len()
-                && w.iter()
-                    .zip(e)
-                    .all(|(x, y)| x.word == y.word && (x.weight - y.weight).abs() < 1e-4);
-            assert!(same, "{w:?} vs {e:?}");
-        } else {
-            assert!(
-                w.is_empty(),
-                "a post the blend does not flag gets no words: {w:?}"
-            );
-        }
-    }
-    assert!(words.iter().filter(|w| !w.is_empty()).count() * 2 > flagged);
+    words_with_the_write(&full, &texts, 1e-4);
     let d = model
         .deletion_test(&texts, 3, Attribution::Scored, 3, 5)
         .unwrap();
@@ -399,32 +376,10 @@ fn a_mean_pooled_model_words_what_it_flags_from_the_scoring_pass() {
     let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
     use flagship_model::explain::Attribution;
     // As served (its exits on, bf16): the same probabilities as `predict`, and a flagged
-    // post's words are the ones the attribution gives it; a post not flagged gets none.
+    // post's words are the ones the attribution gives it (the weights to the rounding of
+    // differently sized products); a post not flagged gets none.
     assert!(model.card.early_exit.is_some());
-    let flagship_model::Worded {
-        predictions: preds,
-        words,
-        ..
-    } = model.predict_worded(&texts, 3).unwrap();
-    assert_eq!(preds, model.predict(&texts).unwrap());
-    let each = model.explain_with(&texts, 3, Attribution::Scored).unwrap();
-    let flagged = preds.iter().filter(|p| p.need_support).count();
-    assert!(flagged > 0 && flagged < texts.len(), "{flagged} flagged");
-    for ((p, w), e) in preds.iter().zip(&words).zip(&each) {
-        if p.need_support {
-            // The same words; the weights to the rounding of differently sized products.
-            assert_eq!(w.len(), e.len(), "{w:?} vs {e:?}");
-            for (x, y) in w.iter().zip(e) {
-                assert!(
-                    x.word == y.word && (x.weight - y.weight).abs() < 1e-5,
-                    "{w:?} vs {e:?}"
-                );
-            }
-        } else {
-            assert!(w.is_empty(), "{w:?}");
-        }
-    }
-    assert!(words.iter().filter(|w| !w.is_empty()).count() * 2 > flagged);
+    words_with_the_write(&model, &texts, 1e-5);
     let (posts, read, top) = model.reading().unwrap();
     assert!(
         read < posts * top as u64,
@@ -434,6 +389,33 @@ fn a_mean_pooled_model_words_what_it_flags_from_the_scoring_pass() {
         .deletion_test(&texts, 3, Attribution::Scored, 3, 5)
         .unwrap();
     assert!(d.texts > 0 && d.top_drop > d.random_drop, "scored: {d:?}");
+}
+
+/// `model.predict_worded(texts)` as the live loop asks for it: the same predictions as
+/// `predict`, some posts flagged and some not, each flagged post worded as the scoring pass's
+/// attribution words it (weights within `tolerance`), the others without words, and words for
+/// most flagged posts.
+fn words_with_the_write(model: &Classifier, texts: &[&str], tolerance: f32) {
+    use flagship_model::explain::Attribution;
+    let flagship_model::Worded {
+        predictions, words, ..
+    } = model.predict_worded(texts, 3).unwrap();
+    assert_eq!(predictions, model.predict(texts).unwrap());
+    let each = model.explain_with(texts, 3, Attribution::Scored).unwrap();
+    let flagged = predictions.iter().filter(|p| p.need_support).count();
+    assert!(flagged > 0 && flagged < texts.len(), "{flagged} flagged");
+    for ((p, w), e) in predictions.iter().zip(&words).zip(&each) {
+        if p.need_support {
+            let same = w.len() == e.len()
+                && w.iter()
+                    .zip(e)
+                    .all(|(x, y)| x.word == y.word && (x.weight - y.weight).abs() < tolerance);
+            assert!(same, "{w:?} vs {e:?}");
+        } else {
+            assert!(w.is_empty(), "a post not flagged gets no words: {w:?}");
+        }
+    }
+    assert!(words.iter().filter(|w| !w.is_empty()).count() * 2 > flagged);
 }
 
 fn hf_agrees(dir: &Path, texts: &[&str], probs: &[f32]) {
