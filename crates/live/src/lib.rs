@@ -710,16 +710,11 @@ impl Triage<'_> {
     }
 
     /// Whether `p` waits for words: none came with its write, or occlusion may refine them
-    /// (while the loop keeps up: [`Triage::refining`]).
+    /// (while the loop keeps up: [`refining`]).
     fn wants_words(&self, p: &Unexplained) -> bool {
         self.explain > 0
             && (!p.worded()
-                || (self.model.attribution == Attribution::Occlusion && self.refining()))
-    }
-
-    /// At most [`REFINE_BACKLOG`] posts wait: words that came with a write may be refined.
-    fn refining(&self) -> bool {
-        refining(&self.backlog)
+                || (self.model.attribution == Attribution::Occlusion && refining(&self.backlog)))
     }
 
     /// One slice of the explanation work: takes up to `posts` backlog posts (oldest first)
