@@ -1,7 +1,7 @@
 //! `report.html` and `monitor.html`: pages for the support team, opening with the verdict and
 //! its key figures, then the details as real HTML tables (metrics, minutes against the naive
 //! baseline, the confusion matrix, per-threshold rows, drift statistics) and the plots as inline
-//! SVG drawn with `plotters`: ROC, precision–recall, confusion matrix, probability histogram by
+//! SVG ([`crate::svg`]): ROC, precision–recall, confusion matrix, probability histogram by
 //! class, threshold against F2 and against minutes wasted and missed, drift bars.
 //!
 //! The pages fetch nothing (no fonts, no scripts) and run no script. They work under a strict
@@ -11,11 +11,9 @@
 //! for a page opened from disk; under the policy the inline copy is simply ignored.
 
 use std::path::Path;
-use std::sync::Once;
 
 use flagship_core::Config;
 use flagship_core::config::{Business, ModelKind};
-use plotters::prelude::*;
 
 use crate::business::{MeanSd, Times, verdict_word};
 use crate::classification::Confusion;
@@ -24,6 +22,7 @@ use crate::monitor::Drift;
 #[cfg(test)]
 use crate::monitor::DriftRule;
 use crate::ranking;
+use crate::svg::{Anchor, BLACK, BLUE, Canvas, Margins, Plot, RED, Rgb, WHITE};
 
 /// The pages' style sheet: served as [`REPORT_CSS_HREF`] beside the pages, and inlined for
 /// pages opened from disk. Colours are chosen for a contrast of at least 4.5:1.
@@ -150,80 +149,38 @@ impl ReportContext {
     }
 }
 
-/// Embedded so text can be measured on any machine (see assets/FONT-LICENSE.md).
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-static REGISTER: Once = Once::new();
-
-fn register_font() {
-    REGISTER.call_once(|| {
-        // The bytes are a valid TrueType font; registration cannot fail for them.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
-
 const W: u32 = 480;
 const H: u32 = 340;
 
 /// Dark grey for reference lines and bars: 5:1 against white, unlike a light grey.
-const GREY: RGBColor = RGBColor(110, 110, 110);
+const GREY: Rgb = Rgb(110, 110, 110);
 
 /// A named, coloured line.
-type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+type Series<'a> = (&'a str, Rgb, Vec<(f64, f64)>);
 
-type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
-
-/// An SVG of the default size (see [`svg_sized`]).
-fn svg(
-    draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult<()>,
-) -> String {
-    svg_sized((W, H), draw)
-}
-
-/// Draws on a white `size` canvas; a drawing error becomes a visible message in the page.
-fn svg_sized(
-    size: (u32, u32),
-    draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult<()>,
-) -> String {
-    register_font();
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
-        let drawn = root
-            .fill(&WHITE)
-            .map_err(|e| e.into())
-            .and_then(|_| draw(root.clone()))
-            .and_then(|_| root.present().map_err(|e| e.into()));
-        if let Err(e) = drawn {
-            return format!(
-                "<p class=\"error\">plot failed: {}</p>",
-                escape(&e.to_string())
-            );
-        }
-    }
-    out
-}
+/// The room a plot's tick labels and axis titles take below and beside it.
+const AXES: Margins = Margins {
+    below: 36.0,
+    beside: 48.0,
+};
 
 /// `s` safe as HTML text and as a quoted attribute value.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    crate::svg::escape(s)
 }
 
 /// `#rrggbb` as a colour (black if malformed; the palette here is well-formed).
-fn hex(s: &str) -> RGBColor {
+fn hex(s: &str) -> Rgb {
     let c = |i: usize| {
         s.get(i..i + 2)
             .and_then(|h| u8::from_str_radix(h, 16).ok())
             .unwrap_or(0)
     };
-    RGBColor(c(1), c(3), c(5))
+    Rgb(c(1), c(3), c(5))
 }
 
 /// WCAG relative luminance of an sRGB colour.
-fn luminance(c: RGBColor) -> f64 {
+fn luminance(c: Rgb) -> f64 {
     let lin = |v: u8| {
         let v = v as f64 / 255.0;
         if v <= 0.04045 {
@@ -236,14 +193,14 @@ fn luminance(c: RGBColor) -> f64 {
 }
 
 /// WCAG contrast ratio of two colours (1 to 21).
-fn contrast(a: RGBColor, b: RGBColor) -> f64 {
+fn contrast(a: Rgb, b: Rgb) -> f64 {
     let (la, lb) = (luminance(a), luminance(b));
     (la.max(lb) + 0.05) / (la.min(lb) + 0.05)
 }
 
 /// The text colour that reads best on `bg`: near-black or white, whichever contrasts more.
-fn text_on(bg: RGBColor) -> RGBColor {
-    let dark = RGBColor(0x1a, 0x1a, 0x1a);
+fn text_on(bg: Rgb) -> Rgb {
+    let dark = Rgb(0x1a, 0x1a, 0x1a);
     if contrast(bg, dark) >= contrast(bg, WHITE) {
         dark
     } else {
@@ -254,20 +211,6 @@ fn text_on(bg: RGBColor) -> RGBColor {
 /// The shade (index into [`SHADES`]) of a count against the largest count.
 fn shade(n: u64, max: u64) -> usize {
     ((4.0 * n as f64 / max.max(1) as f64).round() as usize).min(SHADES.len() - 1)
-}
-
-/// The series legend, boxed, upper right.
-fn legend<'a, X, Y>(c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>) -> DrawResult<()>
-where
-    X: plotters::coord::ranged1d::Ranged,
-    Y: plotters::coord::ranged1d::Ranged,
-{
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 12))
-        .draw()?;
-    Ok(())
 }
 
 /// The columns of a table of cut-offs (per threshold, operating points), numbers right-aligned.
@@ -282,7 +225,7 @@ const CUT_COLUMNS: [(&str, bool); 7] = [
 ];
 
 /// A vertical line at a threshold: its label and colour (the chosen point black, others grey).
-type Mark = (String, f64, RGBColor);
+type Mark = (String, f64, Rgb);
 
 fn line_chart(title: &str, x_desc: &str, y_desc: &str, y_max: f64, series: &[Series]) -> String {
     marked_chart(title, x_desc, y_desc, y_max, series, &[])
@@ -297,72 +240,58 @@ fn marked_chart(
     series: &[Series],
     marks: &[Mark],
 ) -> String {
-    svg(|root| {
-        let mut c = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..1f64, 0f64..y_max.max(1e-9))?;
-        c.configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .label_style(("sans-serif", 12))
-            .draw()?;
-        for (name, color, pts) in series {
-            let color = *color;
-            c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-        }
-        let top = y_max.max(1e-9);
-        for (label, x, color) in marks {
-            let x = x.clamp(0.0, 1.0);
-            let color = *color;
-            c.draw_series(DashedLineSeries::new(
-                [(x, 0.0), (x, top)],
-                6,
-                4,
-                color.stroke_width(2),
-            ))?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-        }
-        if series.len() + marks.len() > 1 {
-            legend(&mut c)?;
-        }
-        Ok(())
-    })
+    let top = y_max.max(1e-9);
+    let mut p = Plot::new(Canvas::new(W, H), title, (0.0, 1.0), (0.0, top), AXES);
+    p.axes(x_desc, Some(y_desc), true);
+    for (name, color, pts) in series {
+        p.series(name, pts, *color, 2.0);
+    }
+    for (label, x, color) in marks {
+        let x = x.clamp(0.0, 1.0);
+        p.dashed(label, (x, 0.0), (x, top), *color, 2.0);
+    }
+    p.finish(series.len() + marks.len() > 1)
 }
 
 /// The four counts, each cell filled with its shade and labelled in that shade's text colour.
 fn confusion_chart(c: Confusion) -> String {
-    svg(|root| {
-        let root = root.titled("Confusion matrix", ("sans-serif", 18))?;
-        let cells = root.margin(10, 10, 60, 10).split_evenly((2, 2));
-        let max = [c.tp, c.fn_, c.fp, c.tn].into_iter().max().unwrap_or(1);
-        for (area, (label, n)) in cells.iter().zip([
-            ("caught (TP)", c.tp),
-            ("missed (FN)", c.fn_),
-            ("flagged needlessly (FP)", c.fp),
-            ("rightly left (TN)", c.tn),
-        ]) {
-            let bg = hex(SHADES[shade(n, max)].0);
-            area.fill(&bg)?;
-            let (w, h) = area.dim_in_pixel();
-            let style = ("sans-serif", 16).into_font().color(&text_on(bg));
-            area.draw(&Text::new(
-                format!("{label}: {n}"),
-                (8, h as i32 / 2 - 8),
-                style,
-            ))?;
-            area.draw(&Rectangle::new(
-                [(0, 0), (w as i32 - 1, h as i32 - 1)],
-                BLACK,
-            ))?;
-        }
-        Ok(())
-    })
+    let mut canvas = Canvas::new(W, H);
+    canvas.text(
+        (f64::from(W) / 2.0, 22.0),
+        "Confusion matrix",
+        18,
+        BLACK,
+        Anchor::Middle,
+    );
+    // The cells' area: below the title, 10 px from the other edges.
+    let (x0, y0, x1, y1) = (10.0, 44.0, f64::from(W) - 10.0, f64::from(H) - 10.0);
+    let (cw, ch) = ((x1 - x0) / 2.0, (y1 - y0) / 2.0);
+    let max = [c.tp, c.fn_, c.fp, c.tn].into_iter().max().unwrap_or(1);
+    for (i, (label, n)) in [
+        ("caught (TP)", c.tp),
+        ("missed (FN)", c.fn_),
+        ("flagged needlessly (FP)", c.fp),
+        ("rightly left (TN)", c.tn),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (left, top) = (x0 + cw * (i % 2) as f64, y0 + ch * (i / 2) as f64);
+        let bg = hex(SHADES[shade(n, max)].0);
+        canvas.rect((left, top), (left + cw, top + ch), bg, 1.0);
+        // What the cell counts, and the count below it, in the colour that reads on its shade.
+        let (mid, fg) = (left + cw / 2.0, text_on(bg));
+        canvas.text((mid, top + ch / 2.0 - 12.0), label, 15, fg, Anchor::Middle);
+        canvas.text(
+            (mid, top + ch / 2.0 + 12.0),
+            &n.to_string(),
+            22,
+            fg,
+            Anchor::Middle,
+        );
+        canvas.frame((left, top), (left + cw, top + ch), BLACK);
+    }
+    canvas.finish()
 }
 
 fn histogram(truth: &[bool], probs: &[f64]) -> String {
@@ -373,31 +302,24 @@ fn histogram(truth: &[bool], probs: &[f64]) -> String {
         counts[y as usize][b] += 1;
     }
     let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1);
-    svg(|root| {
-        let mut c = ChartBuilder::on(&root)
-            .caption("Predicted probability by class", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..1f64, 0u32..top + top / 10 + 1)?;
-        c.configure_mesh()
-            .x_desc("need_support probability")
-            .y_desc("tweets")
-            .label_style(("sans-serif", 12))
-            .draw()?;
-        let width = 1.0 / BINS as f64;
-        for (class, color, name) in [(1usize, RED, "needs support"), (0, BLUE, "does not")] {
-            let offset = if class == 1 { 0.0 } else { width / 2.0 };
-            c.draw_series(counts[class].iter().enumerate().map(|(i, &n)| {
-                let x0 = i as f64 * width + offset;
-                Rectangle::new([(x0, 0), (x0 + width / 2.0, n)], color.mix(0.6).filled())
-            }))?
-            .label(name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    let mut p = Plot::new(
+        Canvas::new(W, H),
+        "Predicted probability by class",
+        (0.0, 1.0),
+        (0.0, f64::from(top + top / 10 + 1)),
+        AXES,
+    );
+    p.axes("need_support probability", Some("tweets"), true);
+    let width = 1.0 / BINS as f64;
+    for (class, color, name) in [(1usize, RED, "needs support"), (0, BLUE, "does not")] {
+        let offset = if class == 1 { 0.0 } else { width / 2.0 };
+        for (i, &n) in counts[class].iter().enumerate() {
+            let x0 = i as f64 * width + offset;
+            p.bar((x0, 0.0), (x0 + width / 2.0, f64::from(n)), color, 0.6, 0.0);
         }
-        legend(&mut c)?;
-        Ok(())
-    })
+        p.key_box(name, color);
+    }
+    p.finish(true)
 }
 
 /// One table cell (its text is escaped when the table is written).
@@ -972,55 +894,42 @@ fn drift_bars(d: &Drift) -> String {
         .min(5.0);
     let n = rows.len().max(1);
     let height = (60 + 18 * n as u32).max(H);
-    svg_sized((W + 200, height), |root| {
-        let mut c = ChartBuilder::on(&root)
-            .caption("Drift: relative change vs reference", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(220)
-            .build_cartesian_2d(-lim..lim, (0..n).into_segmented())?;
-        let labels: Vec<String> = rows
-            .iter()
-            .map(|c| format!("{} {} ({})", c.dimension, c.group, c.statistic))
-            .collect();
-        c.configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .x_desc("relative change")
-            .label_style(("sans-serif", 11))
-            .draw()?;
-        c.draw_series(rows.iter().enumerate().map(|(i, ch)| {
-            // Grey: beyond the threshold but too few rows to flag.
-            let color = if ch.flagged {
-                RED
-            } else if ch.relative.abs() > d.threshold {
-                GREY
-            } else {
-                BLUE
-            };
-            let v = ch.relative.clamp(-lim, lim);
-            let mut bar = Rectangle::new(
-                [
-                    (0.0, SegmentValue::Exact(i)),
-                    (v, SegmentValue::Exact(i + 1)),
-                ],
-                color.mix(0.7).filled(),
-            );
-            bar.set_margin(2, 2, 0, 0);
-            bar
-        }))?;
-        for t in [-d.threshold, d.threshold] {
-            c.draw_series(LineSeries::new(
-                [(t, SegmentValue::Exact(0)), (t, SegmentValue::Last)],
-                BLACK.stroke_width(1),
-            ))?;
-        }
-        Ok(())
-    })
+    let mut p = Plot::new(
+        Canvas::new(W + 200, height),
+        "Drift: relative change vs reference",
+        (-lim, lim),
+        (0.0, n as f64),
+        Margins {
+            below: 36.0,
+            beside: 220.0,
+        },
+    );
+    p.axes("relative change", None, false);
+    for (i, ch) in rows.iter().enumerate() {
+        // Row 0 at the bottom, its label beside the middle of its band.
+        p.label(
+            -lim,
+            i as f64 + 0.5,
+            -7.0,
+            &format!("{} {} ({})", ch.dimension, ch.group, ch.statistic),
+            11,
+            Anchor::End,
+        );
+        // Grey: beyond the threshold but too few rows to flag.
+        let color = if ch.flagged {
+            RED
+        } else if ch.relative.abs() > d.threshold {
+            GREY
+        } else {
+            BLUE
+        };
+        let v = ch.relative.clamp(-lim, lim);
+        p.bar((0.0, i as f64), (v, i as f64 + 1.0), color, 0.7, 2.0);
+    }
+    for t in [-d.threshold, d.threshold] {
+        p.series("", &[(t, 0.0), (t, n as f64)], BLACK, 1.0);
+    }
+    p.finish(false)
 }
 
 /// `monitor.html`: the verdict (statistics that drifted, the retraining rule), the drift bars,
@@ -1370,9 +1279,11 @@ mod tests {
             fill[..fill.find('"').unwrap()].to_string()
         };
         assert!(svg.contains("fill=\"#0B3D91\"")); // the darkest cell, 90
-        assert_eq!(text_fill("caught (TP): 90"), "#FFFFFF");
+        assert_eq!(text_fill(">caught (TP)<"), "#FFFFFF");
+        assert_eq!(text_fill(">90<"), "#FFFFFF");
         assert!(svg.contains("fill=\"#F2F6FC\"")); // the lightest, 5
-        assert_eq!(text_fill("flagged needlessly (FP): 5"), "#1A1A1A");
+        assert_eq!(text_fill(">flagged needlessly (FP)<"), "#1A1A1A");
+        assert_eq!(text_fill(">5<"), "#1A1A1A");
         assert!(!svg.contains("style="));
     }
 

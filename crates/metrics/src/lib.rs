@@ -14,6 +14,7 @@ pub mod evaluation;
 pub mod html;
 pub mod monitor;
 pub mod ranking;
+pub mod svg;
 
 pub use business::{
     MeanSd, Naive, Times, Verdict, reading_seconds, response_seconds, verdict_word,
