@@ -780,8 +780,12 @@ mod tests {
                 ("rows as tensors", &rows_tensors),
                 ("dense as tensors", &dense_tensors),
             ] {
+                // f32 sums in another order (a repeated row's gradient added by rows, not by
+                // the embedding's backward), through 12 steps of Adam's division by a small
+                // second moment: 1.2e-5 on an AMD EPYC, under 1e-5 on the Xeons. A real error
+                // (a row stepped twice or not at all) moves weights by ~5e-2, the rate.
                 let d = max_diff(&dense, other);
-                assert!(d < 1e-5, "{shape:?} {name}: {d:.3e}");
+                assert!(d < 1e-4, "{shape:?} {name}: {d:.3e}");
             }
         }
     }
