@@ -57,6 +57,10 @@ pub struct Args {
     /// explain: posts explained together.
     #[arg(long, default_value_t = 1)]
     pub job: usize,
+    /// predict: passes one after another on libtorch's threads, not spread over one worker
+    /// per thread (`flagship_model::workers`), to measure what the workers give.
+    #[arg(long)]
+    pub one_worker: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,6 +117,7 @@ pub fn run(args: Args) -> Result<()> {
             })
         }
         What::Predict => {
+            flagship_model::workers::set_spread(!args.one_worker);
             let n = args.rows.min(examples.len());
             let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
             match &args.model {
@@ -146,7 +151,8 @@ fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_js
     model.batch_size = args.batch_size;
     model.set_precision(args.precision.arithmetic());
     model.set_early_exit(!args.full_depth);
-    model.predict(&texts[..8.min(texts.len())])?;
+    // A warm-up of two passes: the workers' one-thread kernels are made as well.
+    model.predict(&texts[..(2 * args.batch_size).min(texts.len())])?;
     let before = model.reading().unwrap_or_default();
     let started = Instant::now();
     let (p, tokenise) = model.predict_timed(texts)?;

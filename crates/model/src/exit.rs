@@ -30,6 +30,7 @@ use crate::linear::sigmoid;
 use crate::sequence::{SequenceClassifier, mean_pool};
 use crate::tokenize::{Encoded, TextEncoder};
 use crate::train::length_passes;
+use crate::workers;
 
 /// The exit heads' file in a model folder.
 pub const FILE: &str = "exit.safetensors";
@@ -218,17 +219,26 @@ impl Exits {
         let mut out = vec![0f32; encoded.len()];
         let mut decided: Vec<Option<Decided>> = vec![None; encoded.len()];
         let mut read = 0u64;
-        tch::no_grad(|| {
-            for chunk in length_passes(encoded, batch_size) {
-                let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
-                let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
-                let (ids, mask) = encoder.collate(&items, device);
-                read += self.chunk(model, &ids, mask, mode, keep, &lens, |row, p, d| {
-                    out[chunk[row]] = p;
-                    decided[chunk[row]] = d;
-                });
+        let passes = length_passes(encoded, batch_size);
+        let pass = |chunk: &Vec<usize>| {
+            let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+            let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
+            let (ids, mask) = encoder.collate(&items, device);
+            let mut got = Vec::with_capacity(chunk.len());
+            let read = self.chunk(model, &ids, mask, mode, keep, &lens, |row, p, d| {
+                got.push((chunk[row], p, d));
+            });
+            (read, got)
+        };
+        // SAFETY: a pass reads the model, the exits and the encoder; it writes only its own.
+        let done = unsafe { workers::map(&passes, workers::count(device, passes.len()), pass) };
+        for (r, got) in done {
+            read += r;
+            for (i, p, d) in got {
+                out[i] = p;
+                decided[i] = d;
             }
-        });
+        }
         (out, read, decided)
     }
 

@@ -28,6 +28,7 @@ pub mod sequence;
 pub mod threads;
 pub mod tokenize;
 pub mod train;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 

@@ -243,26 +243,31 @@ pub fn probabilities(
     precision: Precision,
 ) -> (Vec<f32>, Tensor) {
     let mut out = vec![0f32; encoded.len()];
-    let mut logits_all = Vec::new();
     let mode = Mode::serve(precision);
-    tch::no_grad(|| {
-        for chunk in length_passes(encoded, batch_size) {
-            let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
-            let (ids, mask) = encoder.collate(&items, device);
-            let logits = model
-                .forward(&ids, mask.as_ref(), mode)
-                .to_device(Device::Cpu);
-            let p: Vec<f32> =
-                Vec::try_from(model.spec.need_probability(&logits)).expect("f32 probabilities");
-            for (&i, p) in chunk.iter().zip(p) {
-                out[i] = p;
-            }
-            logits_all.push((
-                Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>()),
-                logits,
-            ));
+    let passes = length_passes(encoded, batch_size);
+    let pass = |chunk: &Vec<usize>| {
+        let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+        let (ids, mask) = encoder.collate(&items, device);
+        let logits = model
+            .forward(&ids, mask.as_ref(), mode)
+            .to_device(Device::Cpu);
+        let p: Vec<f32> =
+            Vec::try_from(model.spec.need_probability(&logits)).expect("f32 probabilities");
+        (p, logits)
+    };
+    // SAFETY: a pass reads the model and the encoder; it writes only its own tensors.
+    let done =
+        unsafe { crate::workers::map(&passes, crate::workers::count(device, passes.len()), pass) };
+    let mut logits_all = Vec::with_capacity(passes.len());
+    for (chunk, (p, logits)) in passes.iter().zip(done) {
+        for (&i, p) in chunk.iter().zip(p) {
+            out[i] = p;
         }
-    });
+        logits_all.push((
+            Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>()),
+            logits,
+        ));
+    }
     // Logits back in input order (for the validation loss).
     let (idx, logits): (Vec<Tensor>, Vec<Tensor>) = logits_all.into_iter().unzip();
     let logits = if logits.is_empty() {
