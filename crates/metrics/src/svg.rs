@@ -95,29 +95,26 @@ impl Canvas {
 
     /// A filled rectangle between two corners (in any order); `opacity` 1 is solid.
     pub fn rect(&mut self, a: (f64, f64), b: (f64, f64), fill: Rgb, opacity: f64) {
-        let (x, y) = (a.0.min(b.0), a.1.min(b.1));
-        let (w, h) = ((a.0 - b.0).abs(), (a.1 - b.1).abs());
-        let _ = write!(
-            self.body,
-            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\"",
-            n(x),
-            n(y),
-            n(w),
-            n(h)
-        );
-        if opacity < 1.0 {
-            let _ = write!(self.body, " fill-opacity=\"{}\"", n(opacity));
-        }
-        self.body.push_str("/>\n");
+        let paint = if opacity < 1.0 {
+            format!("fill=\"{fill}\" fill-opacity=\"{}\"", n(opacity))
+        } else {
+            format!("fill=\"{fill}\"")
+        };
+        self.rect_with(a, b, &paint);
     }
 
     /// A rectangle's outline.
     pub fn frame(&mut self, a: (f64, f64), b: (f64, f64), stroke: Rgb) {
+        self.rect_with(a, b, &format!("fill=\"none\" stroke=\"{stroke}\""));
+    }
+
+    /// A `<rect>` between two corners (in any order), painted by the attributes `paint`.
+    fn rect_with(&mut self, a: (f64, f64), b: (f64, f64), paint: &str) {
         let (x, y) = (a.0.min(b.0), a.1.min(b.1));
         let (w, h) = ((a.0 - b.0).abs(), (a.1 - b.1).abs());
         let _ = writeln!(
             self.body,
-            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"{stroke}\"/>",
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" {paint}/>",
             n(x),
             n(y),
             n(w),
