@@ -9,11 +9,13 @@
 //! alternating): one process on two threads 386–404 ex/s, two processes on one thread each
 //! 513–516 ex/s (1.27–1.34×); flagship's own figures are in docs/model.md.
 //!
-//! [`count`] gives as many workers as the caller has libtorch threads, which
-//! [`crate::threads`] matches to the cores other processes leave free: on a busy host the
-//! governor's one thread means one worker, on the caller's thread, as before. A GPU runs one.
+//! [`count`] gives as many workers as the caller has libtorch threads (at most one a pass),
+//! which [`crate::threads`] matches to the cores other processes leave free: on a busy host the
+//! governor's one thread means one worker, on the caller's thread, as before. Fewer passes than
+//! threads share them out (16 threads, 2 passes: 8 each). A GPU runs one.
 //! [`set_spread`] turns it off, to measure the difference.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tch::Device;
@@ -36,10 +38,13 @@ pub fn count(device: Device, passes: usize) -> usize {
 }
 
 /// `f` over `items` with gradients off, in `items`' order. One worker: on the caller's thread
-/// and its libtorch threads, as they are. More: on as many scoped threads, one libtorch thread
-/// each, every worker taking the next item left, the last items first (passes are sorted by
-/// length: the longest go first, so no worker is left with a long one at the end); the
-/// caller's thread count is set back afterwards. A worker's panic is the caller's.
+/// and its libtorch threads, as they are. More: on as many scoped threads, sharing the
+/// caller's libtorch threads (one each on two cores; eight each where 16 serve two passes),
+/// every worker taking the next item left, the last items first (passes are sorted by
+/// length: the longest go first, so no worker is left with a long one at the end). The
+/// caller's thread count is set back afterwards, after a panic too, and one spread runs at a
+/// time (libtorch's count is global: two at once could leave the process on one thread). A
+/// worker's panic is the caller's.
 ///
 /// # Safety
 ///
@@ -54,15 +59,29 @@ pub(crate) unsafe fn map<T, R: Send>(items: &[T], workers: usize, f: impl Fn(&T)
     struct Shared<'a, T, F>(&'a [T], &'a F);
     // SAFETY: `map`'s contract: `f` only reads what it shares, and so do the workers.
     unsafe impl<T, F> Sync for Shared<'_, T, F> {}
+    /// Sets the caller's libtorch threads back when the spread ends, however it ends (a
+    /// worker's `set_num_threads` is also libtorch's default for threads started later).
+    struct Restore(i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            tch::set_num_threads(self.0);
+        }
+    }
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let shared = Shared(items, &f);
     let next = AtomicUsize::new(0);
     let caller = tch::get_num_threads();
+    let _restore = Restore(caller);
+    let each = (caller.max(1) as usize / workers).max(1) as i32;
     let done: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (shared, next) = (&shared, &next);
                 s.spawn(move || {
-                    tch::set_num_threads(1);
+                    tch::set_num_threads(each);
                     tch::no_grad(|| {
                         let mut got = Vec::new();
                         loop {
@@ -81,8 +100,6 @@ pub(crate) unsafe fn map<T, R: Send>(items: &[T], workers: usize, f: impl Fn(&T)
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
-    // A worker's `set_num_threads(1)` is also libtorch's default for threads started later.
-    tch::set_num_threads(caller);
     let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
     for (i, r) in done.into_iter().flatten() {
         out[i] = Some(r);
@@ -147,6 +164,9 @@ mod tests {
             })
         });
         assert!(caught.is_err());
+        // libtorch's global count, which a thread started later takes, is the caller's again.
+        let fresh = std::thread::spawn(tch::get_num_threads).join().unwrap();
+        assert_eq!(fresh, before, "set back after a panic too");
     }
 
     #[test]
