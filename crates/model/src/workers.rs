@@ -132,10 +132,13 @@ mod tests {
             Vec::try_from(x.matmul(&w).tanh().sum_dim_intlist(1, false, Kind::Float)).unwrap()
         };
         let before = tch::get_num_threads();
+        // At least as many workers as libtorch threads, so each worker gets one thread on any
+        // machine (fewer workers share the threads out: 4 threads, 2 workers, 2 each).
+        let n = (before.max(1) as usize).max(2);
         // SAFETY: `pass` only reads `w`.
         let one = unsafe { map(&items, 1, pass) };
-        let two = unsafe { map(&items, 2, pass) };
-        let three = unsafe { map(&items, 3, pass) };
+        let two = unsafe { map(&items, n, pass) };
+        let three = unsafe { map(&items, n + 1, pass) };
         assert_eq!(one.len(), 9);
         assert_eq!(one[4].len(), 15);
         // The same sums, each pass's in its own order: one libtorch thread splits a product
