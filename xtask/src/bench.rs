@@ -54,6 +54,95 @@ fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{what} printed no JSON result"))
 }
 
+/// A process's resident memory, read from `/proc/PID/status` while it ran.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Memory {
+    /// (seconds since the start, VmRSS in MiB), every [`Memory::EVERY`].
+    pub samples: Vec<(f64, f64)>,
+    /// VmHWM at the last reading: the most it held.
+    pub peak_mib: f64,
+}
+
+impl Memory {
+    /// How often the process's memory is read.
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// RSS a quarter of the way through the run, at its end, and the peak: flat memory is
+    /// the first two alike over a long run.
+    pub fn summary(&self) -> String {
+        match (
+            self.samples.get(self.samples.len() / 4),
+            self.samples.last(),
+        ) {
+            (Some(q), Some(last)) => format!(
+                "RSS {:.0} MiB at {:.0} s, {:.0} MiB at {:.0} s (the end), peak {:.0} MiB",
+                q.1, q.0, last.1, last.0, self.peak_mib
+            ),
+            _ => "RSS not read (the run ended within one reading)".into(),
+        }
+    }
+}
+
+/// The `VmRSS:` or `VmHWM:` line of `status` (a `/proc/PID/status` text), in MiB.
+fn status_mib(status: &str, key: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: f64 = line[key.len()..]
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// [`last_line`], reading the process's memory every [`Memory::EVERY`] while it runs.
+fn last_line_with_memory(cmd: &mut Command, what: &str) -> Result<(String, Memory), String> {
+    eprintln!("bench: running {what}…");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| text)
+    });
+    let status_file = format!("/proc/{}/status", child.id());
+    let start = std::time::Instant::now();
+    let mut memory = Memory::default();
+    let mut next_reading = start;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("{what}: {e}"))? {
+            break status;
+        }
+        if std::time::Instant::now() >= next_reading {
+            next_reading += Memory::EVERY;
+            if let Ok(text) = std::fs::read_to_string(&status_file) {
+                if let Some(rss) = status_mib(&text, "VmRSS:") {
+                    memory.samples.push((start.elapsed().as_secs_f64(), rss));
+                }
+                memory.peak_mib = status_mib(&text, "VmHWM:").unwrap_or(memory.peak_mib);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let text = reader
+        .join()
+        .expect("the reader thread")
+        .map_err(|e| format!("{what}'s output: {e}"))?;
+    if !status.success() {
+        return Err(format!("{what} failed ({status})"));
+    }
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{what} printed no JSON result"))?;
+    Ok((line, memory))
+}
+
 /// Builds the release binary `bin` of `package`; returns it and the target folder.
 /// (`setup::cargo`: without `cargo run`'s variables, which would force rebuilds.)
 fn release_bin(
@@ -750,7 +839,7 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             None
         };
         let file = out.join(format!("flagged-{}-{}.jsonl", r.speed, r.busy));
-        let t = last_line(
+        let t = last_line_with_memory(
             Command::new(&flagship)
                 .current_dir(&env.root)
                 .args([
@@ -778,7 +867,7 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             s.kill().ok();
             s.wait().ok();
         }
-        let t = t?;
+        let (t, memory) = t?;
         println!("watch ({}): {t}", r.label);
         let get = |k: &str| field(&t, k).ok_or_else(|| format!("no `{k}` in {t}"));
         let step = |k: &str| -> Result<String, String> {
@@ -826,8 +915,9 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             .map(|k| step(k))
             .collect::<Result<_, _>>()?;
         m.details.push(format!(
-            "`watch`, {}: budget p50 / p99 ms — {} (wait: per post, queued behind the batch being scored or one slice of an explanation; prepare: combine + filter + textproc, plans built once; the rest per micro-batch, {} batches); off the path, {} per post: {} flagged posts explained ({} with the write, from the scoring pass, {} of them refined by occlusion while idle; {} pooled, having waited 2 s without words), {} left without words (older than 30 s or beyond the backlog), words {:.0} / {:.0} / {:.0} ms after the write (p50 / p99 / max)",
+            "`watch`, {}: {}; budget p50 / p99 ms — {} (wait: per post, queued behind the batch being scored or one slice of an explanation; prepare: combine + filter + textproc, plans built once; the rest per micro-batch, {} batches); off the path, {} per post: {} flagged posts explained ({} with the write, from the scoring pass, {} of them refined by occlusion while idle; {} pooled, having waited 2 s without words), {} left without words (older than 30 s or beyond the backlog), words {:.0} / {:.0} / {:.0} ms after the write (p50 / p99 / max)",
             r.label,
+            memory.summary(),
             steps.join(", "),
             get("batches")?,
             step("explain")?,
@@ -1477,7 +1567,38 @@ fn ingest(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Row, field, table, text_field, thousands};
+    use super::{
+        Command, Memory, Row, field, last_line_with_memory, status_mib, table, text_field,
+        thousands,
+    };
+
+    #[test]
+    fn memory_is_read_from_proc_status() {
+        let status = "Name:\tflagship\nVmHWM:\t  524288 kB\nVmRSS:\t  409600 kB\n";
+        assert_eq!(status_mib(status, "VmRSS:"), Some(400.0));
+        assert_eq!(status_mib(status, "VmHWM:"), Some(512.0));
+        assert_eq!(status_mib(status, "VmSwap:"), None);
+        let m = Memory {
+            samples: (0..8).map(|i| (2.0 * i as f64, 100.0 + i as f64)).collect(),
+            peak_mib: 120.0,
+        };
+        assert_eq!(
+            m.summary(),
+            "RSS 102 MiB at 4 s, 107 MiB at 14 s (the end), peak 120 MiB"
+        );
+        assert!(Memory::default().summary().contains("not read"));
+        // A real process: this test's own.
+        let (line, memory) = last_line_with_memory(
+            Command::new("sh").args(["-c", "sleep 2.5; echo '{\"ok\":1}'"]),
+            "sh",
+        )
+        .unwrap();
+        assert_eq!(line, "{\"ok\":1}");
+        assert!(
+            !memory.samples.is_empty() && memory.peak_mib > 0.0,
+            "{memory:?}"
+        );
+    }
 
     #[test]
     fn fields_read_the_last_key() {

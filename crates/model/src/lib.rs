@@ -84,3 +84,13 @@ pub(crate) fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Held by tests that change libtorch's thread count (the caller's, a worker's, the default for
+/// threads started later), so that one test's change does not land in another's assertions.
+#[cfg(test)]
+pub(crate) fn thread_count_lock() -> std::sync::MutexGuard<'static, ()> {
+    static COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    COUNT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

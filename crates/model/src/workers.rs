@@ -9,14 +9,19 @@
 //! alternating): one process on two threads 386–404 ex/s, two processes on one thread each
 //! 513–516 ex/s (1.27–1.34×); flagship's own figures are in docs/model.md.
 //!
-//! [`count`] gives as many workers as the caller has libtorch threads (at most one a pass),
-//! which [`crate::threads`] matches to the cores other processes leave free: on a busy host the
-//! governor's one thread means one worker, on the caller's thread, as before. Fewer passes than
-//! threads share them out (16 threads, 2 passes: 8 each). A GPU runs one.
-//! [`set_spread`] turns it off, to measure the difference.
+//! [`count`] gives as many workers as the caller has libtorch threads (at most one a pass, at
+//! most one a core), which [`crate::threads`] matches to the cores other processes leave free:
+//! on a busy host the governor's one thread means one worker, on the caller's thread, as
+//! before. Fewer passes than threads share them out (16 threads, 2 passes: 8 each). A GPU runs
+//! one. [`set_spread`] turns it off, to measure the difference.
+//!
+//! The workers are the threads of one pool started on first use and kept for the life of the
+//! process (rayon's, one thread a core), so a host that scores micro-batches for days starts
+//! no thread per call: a 10-minute launch burst is about 10,000 calls. A pool thread is told
+//! its libtorch thread count only when it has another.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tch::Device;
 
@@ -28,23 +33,51 @@ pub fn set_spread(on: bool) {
     SPREAD.store(on, Ordering::Relaxed);
 }
 
+/// The cores this process may use (read once): the pool's size, so the most workers a call
+/// gets.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The workers' pool, started on first use: one thread a core, kept for the process's life.
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cores())
+            .thread_name(|i| format!("{WORKER_NAME}{i}"))
+            .build()
+            .expect("the scoring workers' threads start")
+    })
+}
+
+/// The pool's threads are named this and their number.
+const WORKER_NAME: &str = "flagship-score-";
+
 /// The workers `passes` passes get on `device`: one per libtorch thread of the caller, at most
-/// one per pass; one on a GPU, or when spreading is off.
+/// one per pass and one per core; one on a GPU, or when spreading is off.
 pub fn count(device: Device, passes: usize) -> usize {
     if device != Device::Cpu || !SPREAD.load(Ordering::Relaxed) {
         return 1;
     }
-    (tch::get_num_threads().max(1) as usize).min(passes).max(1)
+    (tch::get_num_threads().max(1) as usize)
+        .min(passes)
+        .min(cores())
+        .max(1)
 }
 
 /// `f` over `items` with gradients off, in `items`' order. One worker: on the caller's thread
-/// and its libtorch threads, as they are. More: on as many scoped threads, sharing the
+/// and its libtorch threads, as they are; so too when the caller is itself a thread of a
+/// rayon pool (a call from within `f`, or from a pool such as tokenizers'), where waiting for
+/// the workers could wait for itself. More: on as many threads of the pool, sharing the
 /// caller's libtorch threads (one each on two cores; eight each where 16 serve two passes),
 /// every worker taking the next item left, the last items first (passes are sorted by
-/// length: the longest go first, so no worker is left with a long one at the end). The
-/// caller's thread count is set back afterwards, after a panic too, and one spread runs at a
-/// time (libtorch's count is global: two at once could leave the process on one thread). A
-/// worker's panic is the caller's.
+/// length: the longest go first, so no worker is left with a long one at the end). The call
+/// returns when every worker has stopped; after a worker's panic the others take no new
+/// item, and the panic is the caller's. One spread runs at a time, and where a worker's
+/// count changed, libtorch's default for threads started later (global: a worker's
+/// `set_num_threads` writes it) is the caller's again afterwards, after a panic too.
 ///
 /// # Safety
 ///
@@ -52,60 +85,71 @@ pub fn count(device: Device, passes: usize) -> usize {
 /// tensors are `Send` but not `Sync`, and a forward pass in inference reads its weights, which
 /// libtorch allows from several threads at once; nothing may write them while `map` runs.
 pub(crate) unsafe fn map<T, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R) -> Vec<R> {
-    if workers <= 1 || items.len() <= 1 {
-        return tch::no_grad(|| items.iter().map(&f).collect());
+    let workers = workers.min(cores());
+    if workers <= 1 || items.len() <= 1 || rayon::current_thread_index().is_some() {
+        let _no_grad = tch::no_grad_guard();
+        return items.iter().map(&f).collect();
     }
     /// What the workers share: the items and `f`, read only (the caller's promise above).
     struct Shared<'a, T, F>(&'a [T], &'a F);
     // SAFETY: `map`'s contract: `f` only reads what it shares, and so do the workers.
     unsafe impl<T, F> Sync for Shared<'_, T, F> {}
-    /// Sets the caller's libtorch threads back when the spread ends, however it ends (a
-    /// worker's `set_num_threads` is also libtorch's default for threads started later).
-    struct Restore(i32);
-    impl Drop for Restore {
+    /// Sets libtorch's default count back to the caller's when the spread ends, however it
+    /// ends, if a worker changed it.
+    struct Restore<'a>(i32, &'a AtomicBool);
+    impl Drop for Restore<'_> {
         fn drop(&mut self) {
-            tch::set_num_threads(self.0);
+            if self.1.load(Ordering::Relaxed) {
+                tch::set_num_threads(self.0);
+            }
+        }
+    }
+    /// On a worker's panic, leaves the other workers no item to take.
+    struct StopOnPanic<'a>(&'a AtomicUsize, usize);
+    impl Drop for StopOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(self.1, Ordering::Relaxed);
+            }
         }
     }
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let shared = Shared(items, &f);
     let next = AtomicUsize::new(0);
+    let changed = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<R>>> = (0..items.len()).map(|_| Mutex::new(None)).collect();
     let caller = tch::get_num_threads();
-    let _restore = Restore(caller);
+    let _restore = Restore(caller, &changed);
     let each = (caller.max(1) as usize / workers).max(1) as i32;
-    let done: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let (shared, next) = (&shared, &next);
-                s.spawn(move || {
+    // rayon's scope returns once every worker has stopped, and then resumes a worker's panic.
+    pool().scope(|s| {
+        for _ in 0..workers {
+            let (shared, next, changed, results) = (&shared, &next, &changed, &results);
+            s.spawn(move |_| {
+                // Read on this thread, this also runs libtorch's first-use set-up of it,
+                // which would otherwise take the global default at its first operator.
+                if tch::get_num_threads() != each {
                     tch::set_num_threads(each);
-                    tch::no_grad(|| {
-                        let mut got = Vec::new();
-                        loop {
-                            let k = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(i) = shared.0.len().checked_sub(k + 1) else {
-                                break got;
-                            };
-                            got.push((i, (shared.1)(&shared.0[i])));
-                        }
-                    })
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+                    changed.store(true, Ordering::Relaxed);
+                }
+                let _no_grad = tch::no_grad_guard();
+                let len = shared.0.len();
+                let _stop = StopOnPanic(next, len);
+                while let Some(i) = len.checked_sub(next.fetch_add(1, Ordering::Relaxed) + 1) {
+                    let r = (shared.1)(&shared.0[i]);
+                    *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+                }
+            });
+        }
     });
-    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
-    for (i, r) in done.into_iter().flatten() {
-        out[i] = Some(r);
-    }
-    out.into_iter()
-        .map(|r| r.expect("every item taken by a worker"))
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expect("every item taken by a worker")
+        })
         .collect()
 }
 
@@ -117,6 +161,7 @@ mod tests {
     #[test]
     fn workers_give_what_one_thread_gives_in_order_and_leave_the_threads_as_they_were() {
         let _rng = crate::torch_rng();
+        let _count = crate::thread_count_lock();
         tch::manual_seed(7);
         let w = Tensor::randn([64, 64], (Kind::Float, Device::Cpu));
         // Passes of different sizes, as length-sorted ones are.
@@ -132,8 +177,9 @@ mod tests {
             Vec::try_from(x.matmul(&w).tanh().sum_dim_intlist(1, false, Kind::Float)).unwrap()
         };
         let before = tch::get_num_threads();
-        // At least as many workers as libtorch threads, so each worker gets one thread on any
-        // machine (fewer workers share the threads out: 4 threads, 2 workers, 2 each).
+        // At least as many workers as libtorch threads, and one more: both calls get the same
+        // workers, with the same threads each (one each, unless libtorch has more threads than
+        // the cores the pool is capped at; fewer workers would share the threads out).
         let n = (before.max(1) as usize).max(2);
         // SAFETY: `pass` only reads `w`.
         let one = unsafe { map(&items, 1, pass) };
@@ -159,17 +205,103 @@ mod tests {
             "one thread a worker: the same sums, whichever worker"
         );
         assert_eq!(tch::get_num_threads(), before);
-        // A worker's panic reaches the caller.
+    }
+
+    /// The pool's threads, call after call, each with its share of the caller's libtorch
+    /// threads; the default for threads started later is the caller's again afterwards.
+    #[test]
+    fn the_pool_threads_take_the_callers_threads_shared_out() {
+        let _count = crate::thread_count_lock();
+        if cores() < 2 {
+            eprintln!("one core: every call runs on the caller's thread");
+            return;
+        }
+        let before = tch::get_num_threads();
+        let items: Vec<u32> = (0..16).collect();
+        let mut seen = std::collections::HashSet::new();
+        // Two workers: one libtorch thread each, then two, then one again.
+        for caller in [2, 4, 2] {
+            tch::set_num_threads(caller);
+            // SAFETY: the closure reads nothing shared.
+            let got = unsafe {
+                map(&items, 2, |_| {
+                    let me = std::thread::current();
+                    (
+                        me.id(),
+                        me.name().map(str::to_owned),
+                        tch::get_num_threads(),
+                    )
+                })
+            };
+            assert_eq!(got.len(), 16);
+            for (id, name, threads) in got {
+                assert!(
+                    name.as_deref().is_some_and(|n| n.starts_with(WORKER_NAME)),
+                    "{name:?}"
+                );
+                assert_eq!(
+                    threads,
+                    caller / 2,
+                    "{name:?} with {caller} threads to share"
+                );
+                seen.insert(id);
+            }
+            assert_eq!(tch::get_num_threads(), caller);
+            let later = std::thread::spawn(tch::get_num_threads).join().unwrap();
+            assert_eq!(later, caller, "a thread started later: the caller's count");
+        }
+        // Fresh threads on every call would give up to six here.
+        assert!(
+            seen.len() <= cores(),
+            "{} threads, {} cores",
+            seen.len(),
+            cores()
+        );
+        tch::set_num_threads(before);
+    }
+
+    /// A worker's panic is the caller's, the other workers take no item after it, and the
+    /// default count for later threads is set back even so.
+    #[test]
+    fn a_workers_panic_stops_the_others_and_reaches_the_caller() {
+        let _count = crate::thread_count_lock();
+        if cores() < 2 {
+            eprintln!("one core: every call runs on the caller's thread");
+            return;
+        }
+        let before = tch::get_num_threads();
+        // Two threads a worker, where the last test or call left them one (or the reverse).
+        let caller = if before >= 4 { 2 } else { 4 };
+        tch::set_num_threads(caller);
+        let items: Vec<u32> = (0..64).collect();
+        let (calls, panicked) = (AtomicUsize::new(0), AtomicBool::new(false));
         let caught = std::panic::catch_unwind(|| unsafe {
-            map(&items, 2, |&r: &i64| {
-                assert!(r != 12, "pass of 12");
-                r
+            map(&items, 2, |_| {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panicked.store(true, Ordering::SeqCst);
+                    panic!("the first pass");
+                }
+                while !panicked.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
             })
         });
         assert!(caught.is_err());
-        // libtorch's global count, which a thread started later takes, is the caller's again.
-        let fresh = std::thread::spawn(tch::get_num_threads).join().unwrap();
-        assert_eq!(fresh, before, "set back after a panic too");
+        // The others stop once the panic unwinds, after its hook has printed it (a debug
+        // build's backtrace: 7 passes here): 3 s of passes would be all 64.
+        let calls = calls.load(Ordering::SeqCst);
+        assert!(calls < 64, "{calls} of 64 passes after a panic");
+        let later = std::thread::spawn(tch::get_num_threads).join().unwrap();
+        assert_eq!(later, caller, "set back after a panic too");
+        // Gradients are on again on the caller's thread.
+        assert!(
+            Tensor::ones([1], (Kind::Float, Device::Cpu))
+                .set_requires_grad(true)
+                .multiply_scalar(2.0)
+                .requires_grad()
+        );
+        tch::set_num_threads(before);
     }
 
     #[test]
