@@ -128,6 +128,11 @@ fn main() -> Result<()> {
         .with_ansi(colour(std::io::stderr().is_terminal()))
         .init();
     let cli = Cli::parse();
+    #[cfg(feature = "model")]
+    if matches!(cli.command, Command::Watch(_) | Command::Desk(_)) {
+        // SAFETY: before any thread of this process starts (no runtime, no libtorch yet).
+        unsafe { shared::serving_environment() };
+    }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         #[cfg(feature = "model")]
