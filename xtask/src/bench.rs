@@ -46,7 +46,11 @@ fn last_line(cmd: &mut Command, what: &str) -> Result<String, String> {
     if !out.status.success() {
         return Err(format!("{what} failed ({})", out.status));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    json_line(&String::from_utf8_lossy(&out.stdout), what)
+}
+
+/// The last line of `text` that is a JSON object: a command's result.
+fn json_line(text: &str, what: &str) -> Result<String, String> {
     text.lines()
         .rev()
         .find(|l| l.starts_with('{'))
@@ -134,13 +138,7 @@ fn last_line_with_memory(cmd: &mut Command, what: &str) -> Result<(String, Memor
     if !status.success() {
         return Err(format!("{what} failed ({status})"));
     }
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{what} printed no JSON result"))?;
-    Ok((line, memory))
+    Ok((json_line(&text, what)?, memory))
 }
 
 /// Builds the release binary `bin` of `package`; returns it and the target folder.

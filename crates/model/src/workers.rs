@@ -294,13 +294,16 @@ mod tests {
         assert!(calls < 64, "{calls} of 64 passes after a panic");
         let later = std::thread::spawn(tch::get_num_threads).join().unwrap();
         assert_eq!(later, caller, "set back after a panic too");
-        // Gradients are on again on the caller's thread.
-        assert!(
+        // Gradients are on again on the caller's thread, and on every pool thread, the one
+        // that panicked too (they live on: a panic must not leave one with gradients off).
+        let grad_on = || {
             Tensor::ones([1], (Kind::Float, Device::Cpu))
                 .set_requires_grad(true)
                 .multiply_scalar(2.0)
                 .requires_grad()
-        );
+        };
+        assert!(grad_on());
+        assert!(pool().broadcast(|_| grad_on()).into_iter().all(|on| on));
         tch::set_num_threads(before);
     }
 
