@@ -2,7 +2,7 @@
 //! (the Hugging Face side is `scripts/bench_model.py`, same settings). Prints one JSON line.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use flagship_model::train::{self, TrainOptions};
@@ -61,6 +61,15 @@ pub struct Args {
     /// per thread (`flagship_model::workers`), to measure what the workers give.
     #[arg(long)]
     pub one_worker: bool,
+    /// predict: passes computed on padded posts, not packed tokens
+    /// (`flagship_model::packing`), to measure what packing gives.
+    #[arg(long)]
+    pub padded: bool,
+    /// predict with `--model`: score the texts in input order, this many at a time, with the
+    /// flagged posts' words from the scoring pass — what `watch` does with each micro-batch
+    /// (0: all texts in one call, as `flagship predict`).
+    #[arg(long, default_value_t = 0)]
+    pub micro: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,6 +127,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         What::Predict => {
             flagship_model::workers::set_spread(!args.one_worker);
+            flagship_model::packing::set_packed(!args.padded);
             let n = args.rows.min(examples.len());
             let texts: Vec<&str> = examples[..n].iter().map(|e| e.text.as_str()).collect();
             match &args.model {
@@ -155,7 +165,17 @@ fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_js
     model.predict(&texts[..(2 * args.batch_size).min(texts.len())])?;
     let before = model.reading().unwrap_or_default();
     let started = Instant::now();
-    let (p, tokenise) = model.predict_timed(texts)?;
+    let (p, tokenise) = if args.micro == 0 {
+        model.predict_timed(texts)?
+    } else {
+        let (mut p, mut tokenise) = (Vec::with_capacity(texts.len()), Duration::ZERO);
+        for batch in texts.chunks(args.micro) {
+            let w = model.predict_worded(batch, 3)?;
+            p.extend(w.predictions);
+            tokenise += w.tokenise;
+        }
+        (p, tokenise)
+    };
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(p.len(), texts.len());
     let after = model.reading().unwrap_or_default();
@@ -166,6 +186,10 @@ fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_js
         "examples_per_second": texts.len() as f64 / secs,
         "layers_read": read as f64 / (posts.max(1) as f64 * after.2.max(1) as f64),
         "tokenise_seconds": tokenise.as_secs_f64(),
+        "micro": args.micro,
+        "packed": flagship_model::packing::packed(),
+        "flagged": p.iter().filter(|p| p.need_support).count(),
+        "mean_probability": p.iter().map(|p| f64::from(p.probability)).sum::<f64>() / p.len().max(1) as f64,
     }))
 }
 

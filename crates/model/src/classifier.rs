@@ -792,29 +792,21 @@ impl Classifier {
                     Words::None => (t.encode(texts)?, Vec::new()),
                 };
                 tokenise = started.elapsed();
-                // Words need the tokens a pass kept: without exits, a pass with none.
+                // Without exits (or with them off), a pass with none: every layer, packed.
                 let none = Exits::none();
-                let exits = match (&t.exits, words) {
-                    (Some(x), _) if t.early_exit => Some(x),
-                    (_, Words::None) => None,
-                    _ => Some(&none),
+                let exits = match &t.exits {
+                    Some(x) if t.early_exit => x,
+                    _ => &none,
                 };
-                let (mut p, read, decided) = match exits {
-                    Some(x) => x.probabilities(
-                        &t.model,
-                        &t.encoder,
-                        &enc,
-                        self.batch_size,
-                        t.device,
-                        t.precision,
-                        self.keep(words, t.linear.is_some()),
-                    ),
-                    None => (
-                        t.score(&enc, self.batch_size).0,
-                        (enc.len() * t.model.encoder.layers.len()) as u64,
-                        Vec::new(),
-                    ),
-                };
+                let (mut p, read, decided) = exits.probabilities(
+                    &t.model,
+                    &t.encoder,
+                    &enc,
+                    self.batch_size,
+                    t.device,
+                    t.precision,
+                    self.keep(words, t.linear.is_some()),
+                );
                 self.reading.add(enc.len() as u64, read);
                 if let Some((lin, w)) = &t.linear {
                     train::blend(&mut p, &lin.probabilities(texts), *w);

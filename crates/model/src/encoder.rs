@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{Activation, Config, Family, RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE};
 use crate::dropout::dropout;
 use crate::layers::{Embedding, LayerNorm, Linear, Precision};
+use crate::packing::Packing;
 
 /// Whether dropout is active, and the precision of the matrix products.
 #[derive(Debug, Clone, Copy)]
@@ -217,8 +218,48 @@ impl Layer {
         .transpose(1, 2)
         .contiguous()
         .view([b, s, h]);
+        self.after_attention(&context, xs, mode)
+    }
+
+    /// [`Layer::forward`] on a served pass's packed tokens ([`Packing`]): `xs` `[tokens,
+    /// hidden]` f32, each post's real tokens one after another. The products, norms and
+    /// activation run on those rows only; attention reads them padded per post, masked by
+    /// `pack.attention` (none when no post is padded), and its output is packed again. A
+    /// frozen layer's (query, key and value as one product); no dropout.
+    pub fn forward_packed(&self, xs: &Tensor, pack: &Packing, mode: Mode) -> Tensor {
+        debug_assert!(!mode.train && !self.query.weight.requires_grad());
+        let h = xs.size()[1];
+        let (b, s) = (pack.batch, pack.seq);
+        let qkv = pack.pad(
+            &self
+                .qkv
+                .get_or_init(|| Linear::stacked(&[&self.query, &self.key, &self.value]))
+                .forward(xs, mode.precision),
+        );
+        let split = |t: &Tensor| t.view([b, s, self.heads, h / self.heads]).transpose(1, 2);
+        let parts = qkv.split(h, -1);
+        let (q, k, v) = (split(&parts[0]), split(&parts[1]), split(&parts[2]));
+        let context = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            pack.attention.as_ref(),
+            0.0,
+            false,
+            None,
+            false,
+        )
+        .transpose(1, 2)
+        .contiguous()
+        .view([b, s, h]);
+        self.after_attention(&pack.pack(&context), xs, mode)
+    }
+
+    /// Attention's output projection, the residual and its norm, then the feed-forward block
+    /// (any leading shape: `[batch, seq, hidden]` or packed `[tokens, hidden]`).
+    fn after_attention(&self, context: &Tensor, xs: &Tensor, mode: Mode) -> Tensor {
         let attended = dropout(
-            &self.attention_out.forward(&context, mode.precision),
+            &self.attention_out.forward(context, mode.precision),
             self.dropout,
             mode.train,
         );
@@ -352,6 +393,12 @@ impl Encoder {
             xs = layer.forward(&xs, mask.as_ref(), mode);
         }
         xs
+    }
+
+    /// Whether a pass may run on packed tokens ([`Layer::forward_packed`]): a frozen (served)
+    /// model of a family without MPNet's relative position bias.
+    pub fn packs(&self) -> bool {
+        self.relative.is_none() && self.layers.iter().all(|l| !l.query.weight.requires_grad())
     }
 
     /// The mask every layer takes for `ids`/`mask` `[batch, seq]` (see [`Layer::forward`]):

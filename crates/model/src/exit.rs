@@ -27,9 +27,10 @@ use crate::encoder::Mode;
 use crate::explain::{Decided, Need};
 use crate::layers::Precision;
 use crate::linear::sigmoid;
+use crate::packing::{self, Packing};
 use crate::sequence::{SequenceClassifier, mean_pool};
 use crate::tokenize::{Encoded, TextEncoder};
-use crate::train::length_passes;
+use crate::train::{length_passes, sized_passes};
 use crate::workers;
 
 /// The exit heads' file in a model folder.
@@ -219,13 +220,20 @@ impl Exits {
         let mut out = vec![0f32; encoded.len()];
         let mut decided: Vec<Option<Decided>> = vec![None; encoded.len()];
         let mut read = 0u64;
-        let passes = length_passes(encoded, batch_size);
+        // Packed passes ([`packing`]) for a served model; MPNet's additive bias per layer keeps
+        // the padded layout.
+        let packed = packing::packed() && model.encoder.packs();
+        let passes = if packed {
+            sized_passes(encoded, batch_size)
+        } else {
+            length_passes(encoded, batch_size)
+        };
         let pass = |chunk: &Vec<usize>| {
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
             let (ids, mask) = encoder.collate(&items, device);
             let mut got = Vec::with_capacity(chunk.len());
-            let read = self.chunk(model, &ids, mask, mode, keep, &lens, |row, p, d| {
+            let read = self.chunk(model, &ids, mask, mode, keep, &lens, packed, |row, p, d| {
                 got.push((chunk[row], p, d));
             });
             (read, got)
@@ -244,7 +252,8 @@ impl Exits {
 
     /// One padded batch; `put(row, p, tokens)` receives each row's probability (and, where
     /// it is `keep` or more, its tokens as the deciding head read them; `lens`: each row's
-    /// real tokens). Returns the layers read by all rows together.
+    /// real tokens). `packed`: the layers compute on the real tokens only ([`Packing`]; not
+    /// for MPNet). Returns the layers read by all rows together.
     #[allow(clippy::too_many_arguments)]
     fn chunk(
         &self,
@@ -254,23 +263,41 @@ impl Exits {
         mode: Mode,
         keep: Option<f32>,
         lens: &[usize],
+        packed: bool,
         mut put: impl FnMut(usize, f32, Option<Decided>),
     ) -> u64 {
         let enc = &model.encoder;
-        let mut attention = enc.attention_mask(ids, mask.as_ref(), mode);
+        let device = ids.device();
+        let mut pack = packed.then(|| Packing::new(lens, device));
+        let mut attention = match pack {
+            Some(_) => None,
+            None => enc.attention_mask(ids, mask.as_ref(), mode),
+        };
         let mut mask = mask;
         let mut xs = enc.embeddings.forward(ids, mode);
+        if let Some(p) = &pack {
+            xs = p.pack(&xs);
+        }
+        // The rows as posts × tokens (packed: padded again) and their mask.
+        let view = |xs: &Tensor, pack: &Option<Packing>, mask: &Option<Tensor>| match pack {
+            Some(p) => (p.pad(xs), p.mask.as_ref().map(Tensor::shallow_clone)),
+            None => (xs.shallow_clone(), mask.as_ref().map(Tensor::shallow_clone)),
+        };
         // Which of the batch's rows are still reading, by their index in it.
         let mut rows: Vec<i64> = (0..ids.size()[0]).collect();
         let mut read = 0u64;
         let mut heads = self.heads.iter().peekable();
         for (l, layer) in enc.layers.iter().enumerate() {
-            xs = layer.forward(&xs, attention.as_ref(), mode);
+            xs = match &pack {
+                Some(p) => layer.forward_packed(&xs, p, mode),
+                None => layer.forward(&xs, attention.as_ref(), mode),
+            };
             read += rows.len() as u64;
             let Some(head) = heads.next_if(|h| h.layer == l + 1) else {
                 continue;
             };
-            let z = mean_pool(&xs, mask.as_ref()).mv(&head.weight) + head.bias;
+            let (seen, seen_mask) = view(&xs, &pack, &mask);
+            let z = mean_pool(&seen, seen_mask.as_ref()).mv(&head.weight) + head.bias;
             let z: Vec<f32> = Vec::try_from(z.to_device(Device::Cpu)).expect("f32 log-odds");
             let mut stay = Vec::with_capacity(rows.len());
             let mut left = Vec::new();
@@ -289,7 +316,7 @@ impl Exits {
                     + head.bias)
                     .unsqueeze(-1)
             };
-            let words = kept(&xs, &left, keep, tokens, Need::LogOdds);
+            let words = kept(&seen, &left, keep, tokens, Need::LogOdds);
             for ((i, p, _), d) in left.into_iter().zip(words) {
                 put(rows[i] as usize, p, d);
             }
@@ -297,20 +324,32 @@ impl Exits {
                 return read;
             }
             if stay.len() < rows.len() {
-                let keep = Tensor::from_slice(&stay).to_device(xs.device());
-                xs = xs.index_select(0, &keep);
-                mask = mask.map(|m| m.index_select(0, &keep));
-                // MPNet's bias without padding is one `[1, heads, seq, seq]` for every row.
-                attention = attention.map(|a| {
-                    if a.size()[0] == 1 {
-                        a
-                    } else {
-                        a.index_select(0, &keep)
+                match &mut pack {
+                    Some(p) => {
+                        let at: Vec<usize> = stay.iter().map(|&i| i as usize).collect();
+                        let (kept_pack, kept_rows) = p.keep(&at, device);
+                        xs = xs.index_select(0, &kept_rows);
+                        *p = kept_pack;
                     }
-                });
+                    None => {
+                        let keep = Tensor::from_slice(&stay).to_device(xs.device());
+                        xs = xs.index_select(0, &keep);
+                        mask = mask.map(|m| m.index_select(0, &keep));
+                        // MPNet's bias without padding is one `[1, heads, seq, seq]` for
+                        // every row.
+                        attention = attention.map(|a| {
+                            if a.size()[0] == 1 {
+                                a
+                            } else {
+                                a.index_select(0, &keep)
+                            }
+                        });
+                    }
+                }
                 rows = stay.iter().map(|&i| rows[i as usize]).collect();
             }
         }
+        let (xs, mask) = view(&xs, &pack, &mask);
         let logits = model.head_forward(&xs, mask.as_ref(), mode);
         let p: Vec<f32> =
             Vec::try_from(model.spec.need_probability(&logits).to_device(Device::Cpu))
@@ -605,6 +644,141 @@ fn pooled_states(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each row's probability and its deciding head's token logits, and the layers read.
+    type Scored = Vec<(f32, Option<Vec<f32>>)>;
+
+    /// One pass scored packed, then padded.
+    fn both_ways(
+        exits: &Exits,
+        model: &SequenceClassifier,
+        enc: &TextEncoder,
+        texts: &[&str],
+        precision: Precision,
+    ) -> [(Scored, u64); 2] {
+        let encoded = enc.encode(texts).unwrap();
+        let items: Vec<&Encoded> = encoded.iter().collect();
+        let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
+        [true, false].map(|packed| {
+            let (ids, mask) = enc.collate(&items, Device::Cpu);
+            let mut out: Scored = vec![(f32::NAN, None); texts.len()];
+            let read = tch::no_grad(|| {
+                exits.chunk(
+                    model,
+                    &ids,
+                    mask,
+                    Mode::serve(precision),
+                    Some(0.0),
+                    &lens,
+                    packed,
+                    |row, p, d| out[row] = (p, d.map(|d| d.logits)),
+                )
+            });
+            (out, read)
+        })
+    }
+
+    #[test]
+    fn a_packed_pass_scores_as_the_padded_one_with_and_without_exits() {
+        let _rng = crate::torch_rng();
+        tch::manual_seed(7);
+        let base = crate::Checkpoint::default_base().expect("base model (cargo xtask setup)");
+        let ck = crate::Checkpoint::open(&base).unwrap();
+        let spec = crate::HeadSpec {
+            pooling: crate::Pooling::Mean,
+            classes: 3,
+        };
+        let (mut vs, model, _) =
+            SequenceClassifier::from_checkpoint(&ck, spec, Device::Cpu, false).unwrap();
+        vs.freeze();
+        let enc = TextEncoder::from_file(&base.join("tokenizer.json"), 64, 0).unwrap();
+        // Lengths from 3 to 40-odd tokens, two of the same length, one cut at 64.
+        let long = "the telescope's mirror is cold and the images are late again ".repeat(12);
+        let texts = [
+            "ok",
+            "webb is broken?",
+            "why are the first images not out yet, it was promised for today",
+            "webb is great!",
+            "my order never arrived and nobody at support answers my emails or calls",
+            long.as_str(),
+            "launch day",
+        ];
+        // No exits: every row to the top, through the model's own head.
+        for precision in [Precision::F32, Precision::Bf16] {
+            let [(packed, read_p), (padded, read_d)] =
+                both_ways(&Exits::none(), &model, &enc, &texts, precision);
+            assert_eq!(read_p, read_d);
+            assert_eq!(read_p, (texts.len() * model.encoder.layers.len()) as u64);
+            let tol = if precision == Precision::F32 {
+                1e-5
+            } else {
+                2e-2
+            };
+            for (i, ((p, w), (q, v))) in packed.iter().zip(&padded).enumerate() {
+                assert!((p - q).abs() < tol, "row {i}: {p} packed, {q} padded");
+                let (w, v) = (w.as_ref().unwrap(), v.as_ref().unwrap());
+                assert_eq!(w.len(), v.len(), "row {i}: its real tokens' logits");
+                let d = w
+                    .iter()
+                    .zip(v)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < tol * 50.0, "row {i}: token logits differ by {d}");
+            }
+        }
+        // An exit after layer 2 that lets about half the rows out: the layer-2 log-odds of a
+        // random direction, its margin their median distance from the threshold.
+        let weight = Tensor::randn([model.config.hidden_size], (Kind::Float, Device::Cpu)) * 0.05;
+        let encoded = enc.encode(&texts).unwrap();
+        let items: Vec<&Encoded> = encoded.iter().collect();
+        let (ids, mask) = enc.collate(&items, Device::Cpu);
+        let z: Vec<f64> = tch::no_grad(|| {
+            let attention = model
+                .encoder
+                .attention_mask(&ids, mask.as_ref(), Mode::EVAL);
+            let mut xs = model.encoder.embeddings.forward(&ids, Mode::EVAL);
+            for layer in &model.encoder.layers[..2] {
+                xs = layer.forward(&xs, attention.as_ref(), Mode::EVAL);
+            }
+            let z = mean_pool(&xs, mask.as_ref()).mv(&weight);
+            Vec::<f32>::try_from(z)
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        });
+        let mut distance: Vec<f64> = z.iter().map(|z| z.abs()).collect();
+        distance.sort_by(f64::total_cmp);
+        let exits = Exits {
+            heads: vec![Head {
+                layer: 2,
+                weight,
+                bias: 0.0,
+                margin: (distance[2] + distance[3]) / 2.0,
+            }],
+            threshold_logit: 0.0,
+        };
+        let [(packed, read_p), (padded, read_d)] =
+            both_ways(&exits, &model, &enc, &texts, Precision::F32);
+        let layers = model.encoder.layers.len() as u64;
+        let n = texts.len() as u64;
+        assert_eq!(read_p, read_d);
+        assert!(
+            read_p > 2 * n && read_p < layers * n,
+            "some rows left: {read_p}"
+        );
+        for (i, ((p, w), (q, v))) in packed.iter().zip(&padded).enumerate() {
+            assert!((p - q).abs() < 1e-5, "row {i}: {p} packed, {q} padded");
+            let (w, v) = (w.as_ref().unwrap(), v.as_ref().unwrap());
+            assert_eq!(w.len(), v.len(), "row {i}: its real tokens' logits");
+            let d = w
+                .iter()
+                .zip(v)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-4, "row {i}: token logits differ by {d}");
+        }
+    }
 
     #[test]
     fn margins_keep_wrong_exits_within_the_budget_lowest_layer_first() {

@@ -23,6 +23,7 @@ pub mod exit;
 pub mod explain;
 pub mod layers;
 pub mod linear;
+pub mod packing;
 pub mod resume;
 pub mod sequence;
 pub mod threads;

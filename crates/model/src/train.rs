@@ -233,6 +233,19 @@ pub fn length_passes(encoded: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> 
         .collect()
 }
 
+/// The forward passes of packed scoring ([`crate::packing`]), shortest texts first: at most
+/// `batch_size` texts each, sorted by length (attention still reads a pass padded to its
+/// longest text). Cut into more, equal passes for one-thread workers instead, the live loop's
+/// micro-batches of 13 and 40 posts scored 2–8 % slower (docs/model.md#packed-passes).
+pub fn sized_passes(encoded: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| encoded[i].ids.len());
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
 /// Probabilities of "needs support" for encoded texts, batched by length, in input order.
 pub fn probabilities(
     model: &SequenceClassifier,

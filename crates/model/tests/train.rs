@@ -254,7 +254,7 @@ fn mean_pooled_three_class_ensemble_with_layer_decay_exports_and_reloads() {
     let (model, auc) = reloaded_auc(&out, &val);
     let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
     assert!(
-        (auc - card.validation.roc_auc).abs() < 1e-6,
+        (auc - card.validation.roc_auc).abs() < RELOADED_AUC,
         "{auc} vs {}",
         card.validation.roc_auc
     );
@@ -588,8 +588,19 @@ fn a_model_keeping_the_first_layers_exports_and_reloads_with_them() {
     assert_eq!(ck.config.num_hidden_layers, 2);
     assert!(ck.num_parameters() < Checkpoint::open(&base).unwrap().num_parameters());
     let (_, auc) = reloaded_auc(&out, &val);
-    assert!((auc - card.validation.roc_auc).abs() < 1e-6);
+    assert!(
+        (auc - card.validation.roc_auc).abs() < RELOADED_AUC,
+        "{auc} vs {}",
+        card.validation.roc_auc
+    );
 }
+
+/// How far a reloaded model's validation ROC-AUC may lie from the card's. A served model
+/// scores packed passes (`flagship_model::packing`), validation in training padded ones: the
+/// same arithmetic on other row counts, so the last digits differ, and the few steps these
+/// tests train leave posts close enough for a few pairs of the 64 to swap (about 0.001 each;
+/// seen: 0.0034 in bf16, 0.0009 in f32). What the file holds is checked exactly above.
+const RELOADED_AUC: f64 = 0.01;
 
 /// The exported model in `dir`, reloaded, and its ROC-AUC on `val`.
 fn reloaded_auc(dir: &Path, val: &[Example]) -> (Classifier, f64) {
