@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, StringArray};
 use chrono::Utc;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use flagship_core::schema::Stage;
 use flagship_core::telemetry::Telemetry;
 use flagship_core::{Config, Post, Stop};
@@ -466,6 +467,16 @@ impl Prepared {
         self.combine.compiled + self.process.compiled
     }
 
+    /// The metrics the plans' operators hold: as many after a million micro-batches as after
+    /// the first ([`Planned::run`]).
+    pub fn metrics_held(&self) -> usize {
+        fn count(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> usize {
+            plan.metrics().map_or(0, |m| m.iter().count())
+                + plan.children().into_iter().map(count).sum::<usize>()
+        }
+        count(&self.combine.plan) + count(&self.process.plan)
+    }
+
     /// What [`prepare`] gives for `rows`.
     pub async fn run(&self, rows: &[(Post, String)]) -> Result<RecordBatch, LiveError> {
         if rows.is_empty() {
@@ -523,7 +534,12 @@ impl Planned {
         task: &Arc<datafusion::execution::TaskContext>,
     ) -> Result<RecordBatch, LiveError> {
         *self.slot.batch.lock().expect("slot lock") = Some(batch);
-        let result = datafusion::physical_plan::collect(self.plan.clone(), task.clone()).await;
+        // A copy of the operators for this run: each run adds its metrics to the operators it
+        // runs (about 150 kB a micro-batch here), which a plan kept for the life of the loop
+        // would hold forever. The copy keeps the plan's properties and expressions: no
+        // planning.
+        let plan = reset_plan_states(self.plan.clone())?;
+        let result = datafusion::physical_plan::collect(plan, task.clone()).await;
         // A plan that did not read its input would answer for no rows: refused, not trusted.
         if self.slot.batch.lock().expect("slot lock").take().is_some() {
             return Err(LiveError::Engine(
