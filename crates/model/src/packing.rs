@@ -1,13 +1,14 @@
 //! Packed passes: a served pass keeps its posts' real tokens only, one row each, so the matrix
 //! products, LayerNorms, activations and residual adds never compute on padding.
 //!
-//! A padded pass of posts of 12 and 40 tokens computes 80 token rows for 52 real ones; a live
-//! micro-batch of mixed lengths is split into passes of similar length to limit that, and
-//! each small pass then pays its own fixed costs. Packed, the residual stream is `[tokens,
+//! A padded pass of posts of 12 and 40 tokens computes 80 token rows for 52 real ones; padded
+//! passes split a live micro-batch of mixed lengths into passes of similar length to limit
+//! that, and each small pass then pays its own fixed costs. Packed, the residual stream is `[tokens,
 //! hidden]`, every token of every post one row, posts one after another; only attention,
 //! which must keep each post's tokens to themselves, sees the posts padded (`[posts, longest,
 //! …]`, a bool mask on the padding), and its output goes back to the packed rows. The same
-//! arithmetic on the same real tokens: only the padding's rows are gone.
+//! arithmetic on the same real tokens: only the padding's rows are gone, and a pass takes up
+//! to its batch size of posts of any lengths ([`crate::train::sized_passes`]).
 //!
 //! Reads nothing and writes nothing: index bookkeeping for [`crate::encoder::Layer`] and the
 //! serving passes ([`crate::exit`]). Never used in training (dropout and gradients keep the
@@ -112,7 +113,7 @@ impl Packing {
                 let _ = out.index_copy_(0, at, x);
                 out.view([self.batch, self.seq, c])
             }
-            None => x.view([self.batch, self.seq, c]),
+            None => x.reshape([self.batch, self.seq, c]),
         }
     }
 

@@ -107,8 +107,10 @@ fn seeded_training_is_reproducible_and_exports_a_working_model() {
     assert_eq!(card.expected_need_support_rate, 0.40);
     assert_eq!(card.base_model.as_ref().unwrap().sha256.len(), 64);
 
-    // Reloaded from disk, the model scores validation exactly as in memory (every post
-    // reading every layer, as the card's figures were made).
+    // Reloaded from disk, the model scores validation as in memory (every post reading every
+    // layer, as the card's figures were made), but for rounding: served passes are packed,
+    // training's validation padded ([`RELOADED_AUC`]), so a near-tie may cross the tuned
+    // threshold (one post of 64 moves F2 by about 0.01).
     let mut model = Classifier::load_on(&out, Device::Cpu).unwrap();
     model.set_early_exit(false);
     let texts: Vec<&str> = val.iter().map(|e| e.text.as_str()).collect();
@@ -116,7 +118,12 @@ fn seeded_training_is_reproducible_and_exports_a_working_model() {
     let labels: Vec<bool> = val.iter().map(|e| e.need_support).collect();
     let probs: Vec<f32> = preds.iter().map(|p| p.probability).collect();
     let again = flagship_core::scoring::tune(&probs, &labels, Some(0.40), 2.0);
-    assert!((again.f_beta - card.validation.tuned.f_beta).abs() < 1e-6);
+    assert!(
+        (again.f_beta - card.validation.tuned.f_beta).abs() < 0.03,
+        "{} vs {}",
+        again.f_beta,
+        card.validation.tuned.f_beta
+    );
     assert!(
         preds
             .iter()
@@ -599,7 +606,9 @@ fn a_model_keeping_the_first_layers_exports_and_reloads_with_them() {
 /// scores packed passes (`flagship_model::packing`), validation in training padded ones: the
 /// same arithmetic on other row counts, so the last digits differ, and the few steps these
 /// tests train leave posts close enough for a few pairs of the 64 to swap (about 0.001 each;
-/// seen: 0.0034 in bf16, 0.0009 in f32). What the file holds is checked exactly above.
+/// seen: 0.0034 in bf16, 0.0009 in f32). That the served (packed) probabilities are the
+/// exported weights' own is checked in f32 against `transformers` ([`hf_agrees`], the first
+/// test) and against the padded pass (`flagship_model::exit`'s unit test).
 const RELOADED_AUC: f64 = 0.01;
 
 /// The exported model in `dir`, reloaded, and its ROC-AUC on `val`.
