@@ -525,8 +525,8 @@ struct Load {
     server_hwm_kib: u64,
 }
 
-/// A line of `/proc/PID/status` in KiB.
-fn proc_kib(pid: u32, key: &str) -> Option<u64> {
+/// A line of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`), where Linux reports it.
+pub fn proc_kib(pid: u32, key: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()

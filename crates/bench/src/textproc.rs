@@ -44,15 +44,8 @@ pub enum Cmd {
 
 /// This process's peak resident set size in MiB (`VmHWM`), where Linux reports it.
 pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+    let kib = crate::desk_load::proc_kib(std::process::id(), "VmHWM:")?;
+    Some(kib as f64 / 1024.0)
 }
 
 pub fn run(cmd: Cmd) -> Result<()> {

@@ -221,24 +221,30 @@ impl Layer {
         self.after_attention(&context, xs, mode)
     }
 
-    /// [`Layer::forward`] on a served pass's packed tokens ([`Packing`]): `xs` `[tokens,
+    /// [`Layer::forward`] on a scoring pass's packed tokens ([`Packing`]): `xs` `[tokens,
     /// hidden]` f32, each post's real tokens one after another. The products, norms and
     /// activation run on those rows only; attention reads them padded per post, masked by
-    /// `pack.attention` (none when no post is padded), and its output is packed again. A
-    /// frozen layer's (query, key and value as one product); no dropout.
+    /// `pack.attention` (none when no post is padded), and its output is packed again. No
+    /// dropout: a served layer's pass (query, key and value as one product), or a layer in
+    /// training scoring its validation (the three products, as [`Layer::forward`] makes them).
     pub fn forward_packed(&self, xs: &Tensor, pack: &Packing, mode: Mode) -> Tensor {
-        debug_assert!(!mode.train && !self.query.weight.requires_grad());
+        debug_assert!(!mode.train);
         let h = xs.size()[1];
         let (b, s) = (pack.batch, pack.seq);
-        let qkv = pack.pad(
-            &self
-                .qkv
-                .get_or_init(|| Linear::stacked(&[&self.query, &self.key, &self.value]))
-                .forward(xs, mode.precision),
-        );
         let split = |t: &Tensor| t.view([b, s, self.heads, h / self.heads]).transpose(1, 2);
-        let parts = qkv.split(h, -1);
-        let (q, k, v) = (split(&parts[0]), split(&parts[1]), split(&parts[2]));
+        let (q, k, v) = if self.query.weight.requires_grad() {
+            let part = |l: &Linear| split(&pack.pad(&l.forward(xs, mode.precision)));
+            (part(&self.query), part(&self.key), part(&self.value))
+        } else {
+            let qkv = pack.pad(
+                &self
+                    .qkv
+                    .get_or_init(|| Linear::stacked(&[&self.query, &self.key, &self.value]))
+                    .forward(xs, mode.precision),
+            );
+            let parts = qkv.split(h, -1);
+            (split(&parts[0]), split(&parts[1]), split(&parts[2]))
+        };
         let context = Tensor::scaled_dot_product_attention(
             &q,
             &k,
@@ -278,6 +284,109 @@ impl Layer {
             mode.train,
         );
         self.output_norm.forward(&(out.to_kind(Kind::Float) + xs))
+    }
+}
+
+/// A scoring pass through the encoder, a layer at a time (no dropout): on the posts' real
+/// tokens only where it is packed ([`Packing`]), else on the padded posts with the encoder's
+/// attention mask. Serving ([`crate::exit`]), validation ([`crate::train::probabilities`]) and
+/// the exits' fitting all run their layers through one, so their figures are one model's.
+#[derive(Debug)]
+pub struct Pass {
+    /// `[tokens, hidden]` packed, or `[rows, seq, hidden]` padded (f32).
+    xs: Tensor,
+    pack: Option<Packing>,
+    /// The padded layout's per-layer mask ([`Encoder::attention_mask`]).
+    attention: Option<Tensor>,
+    /// The padded layout's `[rows, seq]` mask (1 on real tokens).
+    mask: Option<Tensor>,
+}
+
+impl Pass {
+    /// The embeddings of `ids`/`mask` `[rows, seq]` as collated; `lens`: each row's real
+    /// tokens; `packed`: the layers run on packed tokens ([`Encoder::packs`] must allow it).
+    pub fn new(
+        enc: &Encoder,
+        ids: &Tensor,
+        mask: Option<Tensor>,
+        lens: &[usize],
+        packed: bool,
+        mode: Mode,
+    ) -> Pass {
+        debug_assert!(!mode.train && (!packed || enc.packs()));
+        let xs = enc.embeddings.forward(ids, mode);
+        if packed {
+            let pack = Packing::new(lens, ids.device());
+            Pass {
+                xs: pack.pack(&xs),
+                pack: Some(pack),
+                attention: None,
+                mask: None,
+            }
+        } else {
+            Pass {
+                attention: enc.attention_mask(ids, mask.as_ref(), mode),
+                xs,
+                pack: None,
+                mask,
+            }
+        }
+    }
+
+    /// The rows through `layer`.
+    pub fn through(&mut self, layer: &Layer, mode: Mode) {
+        self.xs = match &self.pack {
+            Some(p) => layer.forward_packed(&self.xs, p, mode),
+            None => layer.forward(&self.xs, self.attention.as_ref(), mode),
+        };
+    }
+
+    /// The rows through every layer of `enc`.
+    pub fn through_all(mut self, enc: &Encoder, mode: Mode) -> Pass {
+        for layer in &enc.layers {
+            self.through(layer, mode);
+        }
+        self
+    }
+
+    /// The rows as posts × tokens, `[rows, seq, hidden]` f32 (packed: padded again, zeros on
+    /// the padding), and their `[rows, seq]` mask (`None`: nothing padded): what the heads
+    /// and [`crate::sequence::mean_pool`] read.
+    pub fn view(&self) -> (Tensor, Option<Tensor>) {
+        match &self.pack {
+            Some(p) => (p.pad(&self.xs), p.mask.as_ref().map(Tensor::shallow_clone)),
+            None => (
+                self.xs.shallow_clone(),
+                self.mask.as_ref().map(Tensor::shallow_clone),
+            ),
+        }
+    }
+
+    /// Keeps the rows `stay` (indices into the rows still in the pass, in order) and drops
+    /// the others (the posts that left by an exit).
+    pub fn keep(&mut self, stay: &[i64]) {
+        let device = self.xs.device();
+        match &mut self.pack {
+            Some(p) => {
+                let at: Vec<usize> = stay.iter().map(|&i| i as usize).collect();
+                let (kept, rows) = p.keep(&at, device);
+                self.xs = self.xs.index_select(0, &rows);
+                *p = kept;
+            }
+            None => {
+                let keep = Tensor::from_slice(stay).to_device(device);
+                self.xs = self.xs.index_select(0, &keep);
+                self.mask = self.mask.as_ref().map(|m| m.index_select(0, &keep));
+                // MPNet's bias without padding is one `[1, heads, seq, seq]` for every row.
+                self.attention = self.attention.as_ref().map(|a| {
+                    if a.size()[0] == 1 {
+                        a.shallow_clone()
+                    } else {
+                        a.index_select(0, &keep)
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -395,10 +504,11 @@ impl Encoder {
         xs
     }
 
-    /// Whether a pass may run on packed tokens ([`Layer::forward_packed`]): a frozen (served)
-    /// model of a family without MPNet's relative position bias.
+    /// Whether a scoring pass may run on packed tokens ([`Layer::forward_packed`]): a family
+    /// without MPNet's relative position bias (an additive `[seq, seq]` mask per layer).
+    /// Training's own passes (dropout, gradients) keep the padded layout.
     pub fn packs(&self) -> bool {
-        self.relative.is_none() && self.layers.iter().all(|l| !l.query.weight.requires_grad())
+        self.relative.is_none()
     }
 
     /// The mask every layer takes for `ids`/`mask` `[batch, seq]` (see [`Layer::forward`]):

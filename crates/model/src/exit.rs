@@ -23,14 +23,13 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::ModelError;
-use crate::encoder::Mode;
+use crate::encoder::{Mode, Pass};
 use crate::explain::{Decided, Need};
 use crate::layers::Precision;
 use crate::linear::sigmoid;
-use crate::packing::{self, Packing};
 use crate::sequence::{SequenceClassifier, mean_pool};
 use crate::tokenize::{Encoded, TextEncoder};
-use crate::train::{length_passes, sized_passes};
+use crate::train::scoring_passes;
 use crate::workers;
 
 /// The exit heads' file in a model folder.
@@ -220,14 +219,7 @@ impl Exits {
         let mut out = vec![0f32; encoded.len()];
         let mut decided: Vec<Option<Decided>> = vec![None; encoded.len()];
         let mut read = 0u64;
-        // Packed passes ([`packing`]) for a served model; MPNet's additive bias per layer keeps
-        // the padded layout.
-        let packed = packing::packed() && model.encoder.packs();
-        let passes = if packed {
-            sized_passes(encoded, batch_size)
-        } else {
-            length_passes(encoded, batch_size)
-        };
+        let (packed, passes) = scoring_passes(model, encoded, batch_size);
         let pass = |chunk: &Vec<usize>| {
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
@@ -250,10 +242,10 @@ impl Exits {
         (out, read, decided)
     }
 
-    /// One pass (a padded batch of posts); `put(row, p, tokens)` receives each row's probability (and, where
-    /// it is `keep` or more, its tokens as the deciding head read them; `lens`: each row's
-    /// real tokens). `packed`: the layers compute on the real tokens only ([`Packing`]; not
-    /// for MPNet). Returns the layers read by all rows together.
+    /// One pass (a batch of posts as collated); `put(row, p, tokens)` receives each row's
+    /// probability (and, where it is `keep` or more, its tokens as the deciding head read
+    /// them; `lens`: each row's real tokens). `packed`: the layers compute on the real tokens
+    /// only ([`Pass`]; not for MPNet). Returns the layers read by all rows together.
     #[allow(clippy::too_many_arguments)]
     fn chunk(
         &self,
@@ -267,36 +259,18 @@ impl Exits {
         mut put: impl FnMut(usize, f32, Option<Decided>),
     ) -> u64 {
         let enc = &model.encoder;
-        let device = ids.device();
-        let mut pack = packed.then(|| Packing::new(lens, device));
-        let mut attention = match pack {
-            Some(_) => None,
-            None => enc.attention_mask(ids, mask.as_ref(), mode),
-        };
-        let mut mask = mask;
-        let mut xs = enc.embeddings.forward(ids, mode);
-        if let Some(p) = &pack {
-            xs = p.pack(&xs);
-        }
-        // The rows as posts × tokens (packed: padded again) and their mask.
-        let view = |xs: &Tensor, pack: &Option<Packing>, mask: &Option<Tensor>| match pack {
-            Some(p) => (p.pad(xs), p.mask.as_ref().map(Tensor::shallow_clone)),
-            None => (xs.shallow_clone(), mask.as_ref().map(Tensor::shallow_clone)),
-        };
+        let mut pass = Pass::new(enc, ids, mask, lens, packed, mode);
         // Which of the batch's rows are still reading, by their index in it.
         let mut rows: Vec<i64> = (0..ids.size()[0]).collect();
         let mut read = 0u64;
         let mut heads = self.heads.iter().peekable();
         for (l, layer) in enc.layers.iter().enumerate() {
-            xs = match &pack {
-                Some(p) => layer.forward_packed(&xs, p, mode),
-                None => layer.forward(&xs, attention.as_ref(), mode),
-            };
+            pass.through(layer, mode);
             read += rows.len() as u64;
             let Some(head) = heads.next_if(|h| h.layer == l + 1) else {
                 continue;
             };
-            let (seen, seen_mask) = view(&xs, &pack, &mask);
+            let (seen, seen_mask) = pass.view();
             let z = mean_pool(&seen, seen_mask.as_ref()).mv(&head.weight) + head.bias;
             let z: Vec<f32> = Vec::try_from(z.to_device(Device::Cpu)).expect("f32 log-odds");
             let mut stay = Vec::with_capacity(rows.len());
@@ -324,32 +298,11 @@ impl Exits {
                 return read;
             }
             if stay.len() < rows.len() {
-                match &mut pack {
-                    Some(p) => {
-                        let at: Vec<usize> = stay.iter().map(|&i| i as usize).collect();
-                        let (kept_pack, kept_rows) = p.keep(&at, device);
-                        xs = xs.index_select(0, &kept_rows);
-                        *p = kept_pack;
-                    }
-                    None => {
-                        let keep = Tensor::from_slice(&stay).to_device(xs.device());
-                        xs = xs.index_select(0, &keep);
-                        mask = mask.map(|m| m.index_select(0, &keep));
-                        // MPNet's bias without padding is one `[1, heads, seq, seq]` for
-                        // every row.
-                        attention = attention.map(|a| {
-                            if a.size()[0] == 1 {
-                                a
-                            } else {
-                                a.index_select(0, &keep)
-                            }
-                        });
-                    }
-                }
+                pass.keep(&stay);
                 rows = stay.iter().map(|&i| rows[i as usize]).collect();
             }
         }
-        let (xs, mask) = view(&xs, &pack, &mask);
+        let (xs, mask) = pass.view();
         let logits = model.head_forward(&xs, mask.as_ref(), mode);
         let p: Vec<f32> =
             Vec::try_from(model.spec.need_probability(&logits).to_device(Device::Cpu))
@@ -619,18 +572,21 @@ fn pooled_states(
     let top = model.encoder.layers.len();
     let mut pooled: Vec<Vec<Tensor>> = (1..top).map(|_| Vec::new()).collect();
     let mut probs = Vec::with_capacity(encoded.len());
+    let (packed, passes) = scoring_passes(model, encoded, batch_size);
     tch::no_grad(|| {
-        for chunk in length_passes(encoded, batch_size) {
+        for chunk in passes {
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let (ids, mask) = encoder.collate(&items, device);
-            let attention = model.encoder.attention_mask(&ids, mask.as_ref(), mode);
-            let mut xs = model.encoder.embeddings.forward(&ids, mode);
+            let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
+            let mut pass = Pass::new(&model.encoder, &ids, mask, &lens, packed, mode);
             for (l, layer) in model.encoder.layers.iter().enumerate() {
-                xs = layer.forward(&xs, attention.as_ref(), mode);
+                pass.through(layer, mode);
                 if l + 1 < top {
+                    let (xs, mask) = pass.view();
                     pooled[l].push(mean_pool(&xs, mask.as_ref()).to_device(Device::Cpu));
                 }
             }
+            let (xs, mask) = pass.view();
             let logits = model.head_forward(&xs, mask.as_ref(), mode);
             let p: Vec<f32> =
                 Vec::try_from(model.spec.need_probability(&logits).to_device(Device::Cpu))
@@ -769,6 +725,49 @@ mod tests {
         assert_eq!(read_p, read_d);
         assert_eq!(read_p, 2 * n + 3 * (layers - 2), "three rows read on");
         agree(&packed, &padded, 1e-5, 1e-4);
+    }
+
+    #[test]
+    fn validation_in_training_scores_as_the_served_model() {
+        let _rng = crate::torch_rng();
+        tch::manual_seed(7);
+        let base = crate::Checkpoint::default_base().expect("base model (cargo xtask setup)");
+        let ck = crate::Checkpoint::open(&base).unwrap();
+        let spec = crate::HeadSpec {
+            pooling: crate::Pooling::Mean,
+            classes: 2,
+        };
+        let (mut vs, model, _) =
+            SequenceClassifier::from_checkpoint(&ck, spec, Device::Cpu, false).unwrap();
+        let enc = TextEncoder::from_file(&base.join("tokenizer.json"), 64, 0).unwrap();
+        let long = "the mirror is cold and the images are late again ".repeat(9);
+        let texts = [
+            "ok",
+            "webb is broken?",
+            "why are the first images not out yet, it was promised for today",
+            long.as_str(),
+            "launch day",
+        ];
+        let encoded = enc.encode(&texts).unwrap();
+        let precisions = [Precision::F32, Precision::Bf16];
+        // In training (weights that take gradients: query, key and value as three products,
+        // casts per call), then frozen as served (one stacked product, rows padded).
+        assert!(!vs.trainable_variables().is_empty());
+        let validation = precisions
+            .map(|p| crate::train::probabilities(&model, &enc, &encoded, 64, Device::Cpu, p).0);
+        vs.freeze();
+        for (p, validation) in precisions.into_iter().zip(validation) {
+            let (served, read, _) =
+                Exits::none().probabilities(&model, &enc, &encoded, 64, Device::Cpu, p, None);
+            assert_eq!(read, (texts.len() * model.encoder.layers.len()) as u64);
+            let tol = if p == Precision::F32 { 1e-6 } else { 1e-3 };
+            for (i, (v, s)) in validation.iter().zip(&served).enumerate() {
+                assert!(
+                    (v - s).abs() < tol,
+                    "{p:?} row {i}: {v} in training, {s} served"
+                );
+            }
+        }
     }
 
     /// Each row's probability within `tol`, and its real tokens' logits (as many) within

@@ -1,4 +1,4 @@
-//! Packed passes: a served pass keeps its posts' real tokens only, one row each, so the matrix
+//! Packed passes: a scoring pass keeps its posts' real tokens only, one row each, so the matrix
 //! products, LayerNorms, activations and residual adds never compute on padding.
 //!
 //! A padded pass of posts of 12 and 40 tokens computes 80 token rows for 52 real ones; padded
@@ -10,10 +10,10 @@
 //! arithmetic on the same real tokens: only the padding's rows are gone, and a pass takes up
 //! to its batch size of posts of any lengths ([`crate::train::sized_passes`]).
 //!
-//! Reads nothing and writes nothing: index bookkeeping for [`crate::encoder::Layer`] and the
-//! serving passes ([`crate::exit`]). Never used in training (dropout and gradients keep the
-//! padded layout) nor for MPNet, whose relative position bias is an additive `[seq, seq]`
-//! mask per layer.
+//! Reads nothing and writes nothing: index bookkeeping for [`crate::encoder::Pass`], the
+//! scoring passes of serving ([`crate::exit`]), of validation in training and of the exits'
+//! fitting. Training's own steps (dropout, gradients) keep the padded layout, and so does
+//! MPNet, whose relative position bias is an additive `[seq, seq]` mask per layer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

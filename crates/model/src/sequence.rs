@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::{Checkpoint, CheckpointError, LoadReport};
 use crate::config::{Config, Family};
 use crate::dropout::dropout;
-use crate::encoder::{Encoder, Mode};
+use crate::encoder::{Encoder, Mode, Pass};
 use crate::layers::Linear;
 pub use flagship_core::config::Pooling;
 
@@ -141,6 +141,23 @@ impl SequenceClassifier {
     /// padding).
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Tensor {
         self.forward_words(&self.encoder.embeddings.lookup(ids), ids, mask, mode)
+    }
+
+    /// Logits `[rows, classes]` (f32) of a scoring pass ([`Pass`]: packed or padded, every
+    /// layer read, no dropout): `ids`/`mask` `[rows, seq]` as collated, `lens` each row's
+    /// real tokens.
+    pub fn scored(
+        &self,
+        ids: &Tensor,
+        mask: Option<Tensor>,
+        lens: &[usize],
+        packed: bool,
+        mode: Mode,
+    ) -> Tensor {
+        let pass = Pass::new(&self.encoder, ids, mask, lens, packed, mode)
+            .through_all(&self.encoder, mode);
+        let (xs, mask) = pass.view();
+        self.head_forward(&xs, mask.as_ref(), mode)
     }
 
     /// [`SequenceClassifier::forward`] from given word embeddings `[batch, seq, hidden]` (see

@@ -246,7 +246,26 @@ pub fn sized_passes(encoded: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Probabilities of "needs support" for encoded texts, batched by length, in input order.
+/// The passes that score `encoded` on `model` and whether they are packed: packed passes of up
+/// to `batch_size` texts ([`sized_passes`]) where packing is on ([`crate::packing::packed`])
+/// and the family packs ([`crate::encoder::Encoder::packs`]), else padded passes of similar
+/// length ([`length_passes`]). Serving, validation and the exits' fitting all score so.
+pub fn scoring_passes(
+    model: &SequenceClassifier,
+    encoded: &[Encoded],
+    batch_size: usize,
+) -> (bool, Vec<Vec<usize>>) {
+    if crate::packing::packed() && model.encoder.packs() {
+        (true, sized_passes(encoded, batch_size))
+    } else {
+        (false, length_passes(encoded, batch_size))
+    }
+}
+
+/// Probabilities of "needs support" for encoded texts, in input order, and their logits:
+/// every layer read, in the passes a served model scores ([`scoring_passes`]; as
+/// [`crate::exit::Exits::probabilities`] at full depth), so validation's figures are the
+/// served model's own.
 pub fn probabilities(
     model: &SequenceClassifier,
     encoder: &TextEncoder,
@@ -257,12 +276,13 @@ pub fn probabilities(
 ) -> (Vec<f32>, Tensor) {
     let mut out = vec![0f32; encoded.len()];
     let mode = Mode::serve(precision);
-    let passes = length_passes(encoded, batch_size);
+    let (packed, passes) = scoring_passes(model, encoded, batch_size);
     let pass = |chunk: &Vec<usize>| {
         let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
         let (ids, mask) = encoder.collate(&items, device);
+        let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
         let logits = model
-            .forward(&ids, mask.as_ref(), mode)
+            .scored(&ids, mask, &lens, packed, mode)
             .to_device(Device::Cpu);
         let p: Vec<f32> =
             Vec::try_from(model.spec.need_probability(&logits)).expect("f32 probabilities");
