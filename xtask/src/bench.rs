@@ -418,8 +418,9 @@ const NOTES: &str = "
   (Hugging Face `transformers`: the Trainer with `group_by_length` for training; a plain loop
   for prediction, on input order and length-sorted), the same MiniLM checkpoint, texts,
   batch size, max length and steps, first-token head with two labels on both sides. flagship
-  runs twice: `--precision f32` (what it did before) and `auto` (bf16 matrix products on a
-  CPU with AVX-512 BF16 or on CUDA; f32 elsewhere), its prediction on a frozen model as
+  runs twice: `--precision f32` (what it did before) and `auto` (bf16 matrix products on
+  CUDA, and on a CPU with AVX-512 BF16 where a bf16 product measures faster than f32; f32
+  elsewhere), its prediction on a frozen model as
   `flagship predict` serves one. The peer runs in f32 as it does by default on a CPU, and
   once more under bf16 autocast (the Trainer: `bf16=True`; its AdamW is the fused kernel,
   its default on torch ≥ 2.8) for comparison.
@@ -694,7 +695,7 @@ fn served(
 }
 
 /// Held-out F2 and ROC-AUC of the demo's model: f32 with every post reading every layer, bf16
-/// likewise, and as served (bf16 where the CPU has it, early exit).
+/// likewise, and as served (`auto`, early exit).
 fn quality(env: &setup::Env) -> Result<Vec<Row>, String> {
     let flagship = release_flagship(env)?;
     let model = demo_model(env)?;

@@ -37,7 +37,8 @@ pub struct Args {
     pub batch_size: usize,
     #[arg(long, default_value_t = 64)]
     pub max_length: usize,
-    /// Arithmetic of the matrix products: `auto` (bf16 where the hardware has it), `f32`, `bf16`.
+    /// Arithmetic of the matrix products: `auto` (bf16 where the hardware has it and it is
+    /// faster), `f32`, `bf16`.
     #[arg(long, value_enum, default_value_t = Arith::Auto)]
     pub precision: Arith,
     /// predict: keep the base's first N layers only (a shallower student's shape, as

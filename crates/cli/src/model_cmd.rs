@@ -186,7 +186,8 @@ pub struct Scoring {
     /// Texts per forward pass.
     #[arg(long, default_value_t = PREDICT_BATCH)]
     pub batch_size: usize,
-    /// Matrix arithmetic, `auto` (bf16 where the hardware has it), `f32` or `bf16`.
+    /// Matrix arithmetic, `auto` (bf16 where the hardware has it and it is faster), `f32` or
+    /// `bf16`.
     #[arg(long, default_value = "auto")]
     pub precision: flagship_core::config::Arithmetic,
     /// The column holding the texts (`text_model` for textproc's cleaned text).

@@ -56,6 +56,71 @@ pub fn cpu_has_bf16() -> bool {
     }
 }
 
+/// How many times as fast as f32 a bf16 product must run here, measured ([`bf16_speedup`]),
+/// for `auto` to choose bf16 on a CPU: a clear gain, so that noise near a tie cannot flip a
+/// machine's arithmetic from one run to the next.
+pub const BF16_MARGIN: f64 = 1.15;
+
+/// Whether bf16 products pay on this CPU: it multiplies bf16 natively ([`cpu_has_bf16`]), and
+/// a served layer's product runs at least [`BF16_MARGIN`] times as fast in bf16 as in f32
+/// ([`bf16_speedup`], measured once per process). The flag alone is not enough: an Intel
+/// Xeon of 2 cores (a VM of a 5th-generation Xeon with AMX hidden) reports AVX-512 BF16 and
+/// ran bf16 products slower than f32 — predict 180 against 314 texts a second, and
+/// `transformers` under bf16 autocast 115 against 192 in f32 (docs/model.md#precision).
+pub fn cpu_bf16_pays() -> bool {
+    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAYS.get_or_init(|| {
+        if !cpu_has_bf16() {
+            return false;
+        }
+        let speedup = bf16_speedup();
+        let pays = speedup >= BF16_MARGIN;
+        if pays {
+            tracing::debug!("bf16 products run {speedup:.2}× as fast as f32: `auto` is bf16");
+        } else {
+            tracing::info!(
+                "this CPU has AVX-512 BF16, but bf16 products ran {speedup:.2}× as fast as f32 \
+                 here (at least {BF16_MARGIN}× wanted): `auto` is f32"
+            );
+        }
+        pays
+    })
+}
+
+/// f32 time ÷ bf16 time of one served product on the CPU: the feed-forward's first (256 token
+/// rows, 384 → 1,536, the MiniLM's largest), the bf16 weights cast once and the rows on every
+/// call as [`Linear::forward`] serves it; the best of five runs each, alternating, after a
+/// warm-up (oneDNN builds a kernel on first use), on the caller's libtorch threads. About
+/// 30–60 ms. Deterministic inputs: it draws nothing from libtorch's generator, so a seeded
+/// run is the same whether or not it measured first.
+pub fn bf16_speedup() -> f64 {
+    tch::no_grad(|| {
+        let (rows, inner, outer) = (256, 384, 1536);
+        let f32s = (Kind::Float, tch::Device::Cpu);
+        let fill = |n: i64, shape: &[i64]| {
+            (Tensor::arange(n, f32s).remainder(97.0) * 0.01 - 0.48).view(shape)
+        };
+        let x = fill(rows * inner, &[rows, inner]);
+        let w = fill(outer * inner, &[outer, inner]);
+        let b = Tensor::zeros([outer], f32s);
+        let (w16, b16) = (w.to_kind(Kind::BFloat16), b.to_kind(Kind::BFloat16));
+        let f32 = || x.linear(&w, Some(&b));
+        let bf16 = || x.to_kind(Kind::BFloat16).linear(&w16, Some(&b16));
+        let time = |f: &dyn Fn() -> Tensor| {
+            let t = std::time::Instant::now();
+            let _ = f();
+            t.elapsed().as_secs_f64()
+        };
+        let (_, _) = (f32(), bf16());
+        let (mut best32, mut best16) = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            best32 = best32.min(time(&f32));
+            best16 = best16.min(time(&bf16));
+        }
+        best32 / best16.max(1e-9)
+    })
+}
+
 /// Arithmetic of the matrix products. Master weights, LayerNorm and softmax stay f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -65,10 +130,10 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// What a device does best: bf16 on CUDA and on a CPU that multiplies it natively
-    /// ([`cpu_has_bf16`]), else f32.
+    /// What a device does best: bf16 on CUDA and on a CPU where it pays ([`cpu_bf16_pays`]:
+    /// AVX-512 BF16, and measured faster), else f32.
     pub fn auto(device: tch::Device) -> Precision {
-        if device.is_cuda() || cpu_has_bf16() {
+        if device.is_cuda() || cpu_bf16_pays() {
             Precision::Bf16
         } else {
             Precision::F32
@@ -195,6 +260,29 @@ fn padded_rows(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_measures_bf16_and_draws_nothing_from_the_generator() {
+        let _rng = crate::torch_rng();
+        let draw = || Vec::<f32>::try_from(Tensor::randn([4], (Kind::Float, tch::Device::Cpu)));
+        tch::manual_seed(3);
+        let first = draw().unwrap();
+        tch::manual_seed(3);
+        let speedup = bf16_speedup();
+        assert_eq!(
+            draw().unwrap(),
+            first,
+            "the measurement drew from the generator"
+        );
+        assert!(speedup.is_finite() && speedup > 0.0, "{speedup}");
+        println!("bf16 products ran {speedup:.2}× as fast as f32 here");
+        // bf16 only where the CPU has it and it measured faster.
+        assert!(!cpu_bf16_pays() || cpu_has_bf16());
+        assert_eq!(
+            Precision::auto(tch::Device::Cpu) == Precision::Bf16,
+            cpu_bf16_pays()
+        );
+    }
 
     #[test]
     fn served_products_pad_rows_to_a_few_counts_and_give_the_same_values() {
