@@ -745,7 +745,7 @@ fn quality(env: &setup::Env) -> Result<Vec<Row>, String> {
             "|ΔF2| < 0.002",
         ),
         row(
-            "held-out quality of the demo's model as served (bf16, early exit) vs f32 with every layer".into(),
+            "held-out quality of the demo's model as served (`auto` arithmetic, early exit) vs f32 with every layer".into(),
             format!("F2 {ex_f2:.4}, ROC-AUC {ex_auc:.4}"),
             &format!("f32: F2 {f32_f2:.4}, ROC-AUC {f32_auc:.4}"),
             format!("ΔF2 {:+.4}, ΔAUC {:+.4}", ex_f2 - f32_f2, ex_auc - f32_auc),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use flagship_model::train::{self, TrainOptions};
-use flagship_model::{HeadSpec, Mode, Precision, SequenceClassifier, TextEncoder};
+use flagship_model::{HeadSpec, Precision, SequenceClassifier, TextEncoder};
 
 use flagship_core::config::Arithmetic;
 use flagship_store::table::Table;
@@ -256,13 +256,12 @@ fn fresh_head(
         model.config.pad_token_id,
     )?;
     let precision = args.precision.resolve(device);
-    // Warm-up pass (allocator, kernels), as the peer's first batch would be.
-    let _ = tch::no_grad(|| {
-        let e = enc.encode(&texts[..8.min(texts.len())]).expect("tokenize");
-        let items: Vec<_> = e.iter().collect();
-        let (ids, mask) = enc.collate(&items, device);
-        model.forward(&ids, mask.as_ref(), Mode::serve(precision))
-    });
+    // Warm-up pass (allocator, kernels), as the peer's first batch would be: the timed passes'
+    // own path (packed, as served).
+    let e = enc
+        .encode(&texts[..8.min(texts.len())])
+        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    let _ = train::probabilities(&model, &enc, &e, args.batch_size, device, precision);
     let started = Instant::now();
     let encoded = enc
         .encode(texts)

@@ -15,8 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// The column `train` and `predict` read texts from unless told otherwise.
 pub const TEXT_COLUMN: &str = "text";
-/// Texts per forward pass in `predict`.
-pub const PREDICT_BATCH: usize = 64;
+/// Texts per forward pass in `predict`: the passes a model's card was validated in.
+pub const PREDICT_BATCH: usize = flagship_model::train::SCORING_BATCH;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {

@@ -447,7 +447,9 @@ struct Transformer {
     model: SequenceClassifier,
     encoder: TextEncoder,
     device: Device,
-    precision: Precision,
+    /// `model.precision`, resolved where a pass runs ([`Transformer::precision`]): loading
+    /// never measures bf16 for a model told its arithmetic.
+    arithmetic: flagship_core::config::Arithmetic,
     /// The linear half of an ensemble and its weight.
     linear: Option<(LinearModel, f64)>,
     /// The exits a post may leave by before the top layer, and whether they are used.
@@ -456,6 +458,11 @@ struct Transformer {
 }
 
 impl Transformer {
+    /// The arithmetic its passes run in (`auto` resolved once a process, [`Precision::auto`]).
+    fn precision(&self) -> Precision {
+        Precision::of(self.arithmetic, self.device)
+    }
+
     fn encode(&self, texts: &[&str]) -> Result<Vec<crate::tokenize::Encoded>, ModelError> {
         self.encoder
             .encode(texts)
@@ -474,7 +481,7 @@ impl Transformer {
             enc,
             batch_size,
             self.device,
-            self.precision,
+            self.precision(),
         )
     }
 }
@@ -619,7 +626,7 @@ impl Classifier {
                     model,
                     encoder,
                     device,
-                    precision: Precision::auto(device),
+                    arithmetic: flagship_core::config::Arithmetic::Auto,
                     linear: if card.linear_weight > 0.0 {
                         Some((LinearModel::load(dir)?, card.linear_weight))
                     } else {
@@ -634,7 +641,7 @@ impl Classifier {
             dir: dir.to_owned(),
             card,
             inner,
-            batch_size: 64,
+            batch_size: train::SCORING_BATCH,
             attribution: explain::Attribution::default(),
             reading: Reading::default(),
         })
@@ -680,7 +687,7 @@ impl Classifier {
             budget,
             self.batch_size,
             t.device,
-            t.precision,
+            t.precision(),
         )?;
         let file = self.dir.join(crate::exit::FILE);
         let mut card = self.card.clone();
@@ -715,17 +722,20 @@ impl Classifier {
         self.card.threshold
     }
 
-    /// Scores with this arithmetic from now on (`model.precision`; loading chose `auto`).
+    /// Scores with this arithmetic from now on (`model.precision`; `auto` until told). Resolved
+    /// here, so that `auto`'s one measurement of bf16 ([`crate::layers::cpu_bf16_pays`]) comes
+    /// at set-up rather than in a first pass.
     pub fn set_precision(&mut self, a: flagship_core::config::Arithmetic) {
         if let Inner::Transformer(t) = &mut self.inner {
-            t.precision = Precision::of(a, t.device);
+            t.arithmetic = a;
+            let _ = t.precision();
         }
     }
 
     /// The arithmetic a transformer scores with (`None` for the linear model).
     pub fn precision(&self) -> Option<Precision> {
         match &self.inner {
-            Inner::Transformer(t) => Some(t.precision),
+            Inner::Transformer(t) => Some(t.precision()),
             Inner::Linear(_) => None,
         }
     }
@@ -804,7 +814,7 @@ impl Classifier {
                     &enc,
                     self.batch_size,
                     t.device,
-                    t.precision,
+                    t.precision(),
                     self.keep(words, t.linear.is_some()),
                 );
                 self.reading.add(enc.len() as u64, read);
@@ -1010,16 +1020,21 @@ impl Classifier {
                         chunk,
                         units,
                         t.device,
-                        t.precision,
+                        t.precision(),
                     )
                     .map_err(tokenizer)?,
                 );
             }
         } else {
             for (chunk, units) in texts.chunks(32).zip(e.units.chunks(32)) {
-                let words =
-                    explain::transformer_scores(&t.model, &t.encoder, chunk, t.device, t.precision)
-                        .map_err(tokenizer)?;
+                let words = explain::transformer_scores(
+                    &t.model,
+                    &t.encoder,
+                    chunk,
+                    t.device,
+                    t.precision(),
+                )
+                .map_err(tokenizer)?;
                 scores.extend(
                     words
                         .iter()

@@ -304,7 +304,8 @@ pub struct Pass {
 
 impl Pass {
     /// The embeddings of `ids`/`mask` `[rows, seq]` as collated; `lens`: each row's real
-    /// tokens; `packed`: the layers run on packed tokens ([`Encoder::packs`] must allow it).
+    /// tokens; `packed`: the layers run on packed tokens, where the family packs
+    /// ([`Encoder::packs`]; MPNet stays padded).
     pub fn new(
         enc: &Encoder,
         ids: &Tensor,
@@ -313,9 +314,9 @@ impl Pass {
         packed: bool,
         mode: Mode,
     ) -> Pass {
-        debug_assert!(!mode.train && (!packed || enc.packs()));
+        debug_assert!(!mode.train);
         let xs = enc.embeddings.forward(ids, mode);
-        if packed {
+        if packed && enc.packs() {
             let pack = Packing::new(lens, ids.device());
             Pass {
                 xs: pack.pack(&xs),

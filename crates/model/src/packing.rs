@@ -21,13 +21,14 @@ use tch::{Device, Tensor};
 
 static PACKED: AtomicBool = AtomicBool::new(true);
 
-/// Whether served passes pack their tokens (the default), or compute on padded posts as
-/// before (`flagship-bench model predict --padded`, to measure the difference).
+/// Whether scoring passes pack their tokens (the default), or compute on padded posts as
+/// before (`flagship-bench model predict --padded`, to measure the difference): serving,
+/// validation in training, the exits' fitting and a teacher's soft labels alike.
 pub fn set_packed(on: bool) {
     PACKED.store(on, Ordering::Relaxed);
 }
 
-/// Whether served passes pack their tokens ([`set_packed`]).
+/// Whether scoring passes pack their tokens ([`set_packed`]).
 pub fn packed() -> bool {
     PACKED.load(Ordering::Relaxed)
 }

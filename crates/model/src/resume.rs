@@ -52,8 +52,11 @@ pub fn beside(out: &Path) -> PathBuf {
 }
 
 /// What names a run, so that a checkpoint is only ever taken up by the run that wrote it:
-/// SHA-256 of the options (but where the checkpoint goes and the progress bar), the base's
-/// path, every training and validation example and the teacher's labels.
+/// SHA-256 of the options (but where the checkpoint goes, the progress bar and the arithmetic),
+/// the base's path, every training and validation example and the teacher's labels. The
+/// arithmetic is not the run's identity: `auto` is measured in each process
+/// ([`crate::layers::cpu_bf16_pays`]), and a machine near the margin must not find its own
+/// checkpoint refused as another run's; a run resumed in the other arithmetic goes on in it.
 pub fn fingerprint(
     base: &Path,
     train: &[Example],
@@ -66,6 +69,7 @@ pub fn fingerprint(
     let options = TrainOptions {
         checkpoint: None,
         progress: false,
+        precision: None,
         ..opts.clone()
     };
     h.update(format!("{options:?}\0{}\0", base.display()));

@@ -52,7 +52,7 @@ pub struct TrainOptions {
     /// Stop after this many optimizer steps in all (a short run for tests and benchmarks).
     pub max_steps: Option<usize>,
     pub device: Device,
-    /// `None`: bf16 on CUDA, f32 on the CPU.
+    /// `None`: `auto` ([`Precision::auto`]).
     pub precision: Option<Precision>,
     pub progress: bool,
     /// `Auto` is resolved against the base (see [`crate::checkpoint::resolve_pooling`]).
@@ -246,6 +246,11 @@ pub fn sized_passes(encoded: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Posts per scoring pass: a served model's ([`crate::Classifier`], `flagship predict`'s
+/// default) and validation's in training (and the exits' fitting), so that the passes that
+/// made a card's figures are the ones its model is served in.
+pub const SCORING_BATCH: usize = 64;
+
 /// The passes that score `encoded` on `model` and whether they are packed: packed passes of up
 /// to `batch_size` texts ([`sized_passes`]) where packing is on ([`crate::packing::packed`])
 /// and the family packs ([`crate::encoder::Encoder::packs`]), else padded passes of similar
@@ -396,7 +401,7 @@ fn evaluate(
         model,
         encoder,
         encoded,
-        opts.batch_size * 2,
+        SCORING_BATCH,
         opts.device,
         opts.precision(),
     );
@@ -540,7 +545,7 @@ pub fn train_taught(
             &held.encoded,
             operating.chosen.threshold,
             opts.early_exit,
-            opts.batch_size * 2,
+            SCORING_BATCH,
             opts.device,
             opts.precision(),
         )?
