@@ -15,7 +15,7 @@ use tch::{Device, Kind};
 
 use crate::ModelError;
 use crate::checkpoint::Checkpoint;
-use crate::encoder::{Encoder, Mode};
+use crate::encoder::{Encoder, Mode, Pass};
 use crate::layers::Precision;
 use crate::tokenize::TextEncoder;
 
@@ -113,12 +113,19 @@ impl SentenceEncoder {
             .lock()
             .map_err(|_| ModelError::Data("the sentence encoder's lock was poisoned".into()))?;
         let mode = Mode::serve(self.precision);
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in enc.chunks(BATCH) {
-            let items: Vec<_> = chunk.iter().collect();
+        let encoder = &loaded.encoder;
+        // Passes of up to BATCH texts sorted by length, packed as a served classifier's are
+        // (the layers on the real tokens only; [`crate::packing`]).
+        let packed = crate::packing::packed();
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in crate::train::sized_passes(&enc, BATCH) {
+            let items: Vec<_> = chunk.iter().map(|&i| &enc[i]).collect();
+            let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
             let (ids, mask) = self.tokens.collate(&items, self.device);
             let pooled = tch::no_grad(|| {
-                let hidden = loaded.encoder.forward(&ids, mask.as_ref(), mode);
+                let (hidden, mask) = Pass::new(encoder, &ids, mask, &lens, packed, mode)
+                    .through_all(encoder, mode)
+                    .view();
                 let summed = match &mask {
                     Some(m) => {
                         let m = m.to_kind(Kind::Float).unsqueeze(-1);
@@ -133,7 +140,9 @@ impl SentenceEncoder {
                 (summed / norm).to_device(Device::Cpu).contiguous()
             });
             let flat = Vec::<f32>::try_from(pooled.view([-1]))?;
-            out.extend(flat.chunks(self.dim).map(<[f32]>::to_vec));
+            for (&i, v) in chunk.iter().zip(flat.chunks(self.dim)) {
+                out[i] = v.to_vec();
+            }
         }
         Ok(out)
     }
