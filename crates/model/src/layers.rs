@@ -66,7 +66,7 @@ pub const BF16_MARGIN: f64 = 1.15;
 /// a served layer's product runs at least [`BF16_MARGIN`] times as fast in bf16 as in f32
 /// ([`bf16_speedup`], measured once per process). The flag alone is not enough: an Intel
 /// Xeon of 2 cores (a VM of a 5th-generation Xeon with AMX hidden) reports AVX-512 BF16 and
-/// ran bf16 products at 0.61–0.68× f32 — predict 180 against 314 texts a second, and
+/// ran bf16 products at 0.60–0.68× f32 — predict 180 against 314 texts a second, and
 /// `transformers` under bf16 autocast 115 against 192 in f32 (docs/model.md#precision).
 pub fn cpu_bf16_pays() -> bool {
     static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
