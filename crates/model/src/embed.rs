@@ -114,11 +114,11 @@ impl SentenceEncoder {
             .map_err(|_| ModelError::Data("the sentence encoder's lock was poisoned".into()))?;
         let mode = Mode::serve(self.precision);
         let encoder = &loaded.encoder;
-        // Passes of up to BATCH texts sorted by length, packed as a served classifier's are
-        // (the layers on the real tokens only; [`crate::packing`]).
-        let packed = crate::packing::packed();
+        // The passes a served classifier scores in ([`crate::train::scoring_passes`]: packed,
+        // sorted by length).
+        let (packed, passes) = crate::train::scoring_passes(encoder, &enc, BATCH);
         let mut out = vec![Vec::new(); texts.len()];
-        for chunk in crate::train::sized_passes(&enc, BATCH) {
+        for chunk in passes {
             let items: Vec<_> = chunk.iter().map(|&i| &enc[i]).collect();
             let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
             let (ids, mask) = self.tokens.collate(&items, self.device);

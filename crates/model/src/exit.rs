@@ -219,7 +219,7 @@ impl Exits {
         let mut out = vec![0f32; encoded.len()];
         let mut decided: Vec<Option<Decided>> = vec![None; encoded.len()];
         let mut read = 0u64;
-        let (packed, passes) = scoring_passes(model, encoded, batch_size);
+        let (packed, passes) = scoring_passes(&model.encoder, encoded, batch_size);
         let pass = |chunk: &Vec<usize>| {
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
@@ -572,7 +572,7 @@ fn pooled_states(
     let top = model.encoder.layers.len();
     let mut pooled: Vec<Vec<Tensor>> = (1..top).map(|_| Vec::new()).collect();
     let mut probs = Vec::with_capacity(encoded.len());
-    let (packed, passes) = scoring_passes(model, encoded, batch_size);
+    let (packed, passes) = scoring_passes(&model.encoder, encoded, batch_size);
     tch::no_grad(|| {
         for chunk in passes {
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
@@ -692,14 +692,13 @@ mod tests {
         let encoded = enc.encode(&texts).unwrap();
         let items: Vec<&Encoded> = encoded.iter().collect();
         let (ids, mask) = enc.collate(&items, Device::Cpu);
+        let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
         let z: Vec<f64> = tch::no_grad(|| {
-            let attention = model
-                .encoder
-                .attention_mask(&ids, mask.as_ref(), Mode::EVAL);
-            let mut xs = model.encoder.embeddings.forward(&ids, Mode::EVAL);
+            let mut pass = Pass::new(&model.encoder, &ids, mask, &lens, false, Mode::EVAL);
             for layer in &model.encoder.layers[..2] {
-                xs = layer.forward(&xs, attention.as_ref(), Mode::EVAL);
+                pass.through(layer, Mode::EVAL);
             }
+            let (xs, mask) = pass.view();
             let z = mean_pool(&xs, mask.as_ref()).mv(&weight);
             Vec::<f32>::try_from(z)
                 .unwrap()

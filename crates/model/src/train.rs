@@ -251,16 +251,17 @@ pub fn sized_passes(encoded: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
 /// made a card's figures are the ones its model is served in.
 pub const SCORING_BATCH: usize = 64;
 
-/// The passes that score `encoded` on `model` and whether they are packed: packed passes of up
-/// to `batch_size` texts ([`sized_passes`]) where packing is on ([`crate::packing::packed`])
-/// and the family packs ([`crate::encoder::Encoder::packs`]), else padded passes of similar
-/// length ([`length_passes`]). Serving, validation and the exits' fitting all score so.
+/// The passes that score `encoded` through `encoder` and whether they are packed: packed
+/// passes of up to `batch_size` texts ([`sized_passes`]) where packing is on
+/// ([`crate::packing::packed`]) and the family packs ([`crate::encoder::Encoder::packs`]), else
+/// padded passes of similar length ([`length_passes`]). Serving, validation, the exits'
+/// fitting and the sentence encoder all score so.
 pub fn scoring_passes(
-    model: &SequenceClassifier,
+    encoder: &crate::encoder::Encoder,
     encoded: &[Encoded],
     batch_size: usize,
 ) -> (bool, Vec<Vec<usize>>) {
-    if crate::packing::packed() && model.encoder.packs() {
+    if crate::packing::packed() && encoder.packs() {
         (true, sized_passes(encoded, batch_size))
     } else {
         (false, length_passes(encoded, batch_size))
@@ -281,7 +282,7 @@ pub fn probabilities(
 ) -> (Vec<f32>, Tensor) {
     let mut out = vec![0f32; encoded.len()];
     let mode = Mode::serve(precision);
-    let (packed, passes) = scoring_passes(model, encoded, batch_size);
+    let (packed, passes) = scoring_passes(&model.encoder, encoded, batch_size);
     let pass = |chunk: &Vec<usize>| {
         let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
         let (ids, mask) = encoder.collate(&items, device);
