@@ -65,6 +65,7 @@ pub fn run(a: Args) -> Result<()> {
                     model_id: "bench".into(),
                     scored_at: Utc::now(),
                     latency_ms: 0.0,
+                    hurried: false,
                     why: Vec::new(),
                 }
             })

@@ -145,6 +145,7 @@ fn scored(post: &Post, i: usize) -> Scored {
         model_id: "desk-load".into(),
         scored_at: now,
         latency_ms: 0.0,
+        hurried: false,
         why: Vec::new(),
     }
 }

@@ -297,6 +297,7 @@ async fn cards(
                 model_id: "bench".into(),
                 scored_at: Utc::now(),
                 latency_ms: 0.0,
+                hurried: false,
                 why: vec![],
             });
         }

@@ -52,6 +52,10 @@ pub struct Args {
     /// predict with `--model`: every post reads every layer (no early exit).
     #[arg(long)]
     pub full_depth: bool,
+    /// predict with `--model`: in a hurry, as a live loop that has fallen behind scores (the
+    /// exits' looser margins, `model.early_exit_hurried`).
+    #[arg(long)]
+    pub hurried: bool,
     /// explain: texts through the model per call (0: each job in one call).
     #[arg(long, default_value_t = 0)]
     pub slice: usize,
@@ -164,14 +168,24 @@ fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_js
     model.set_early_exit(!args.full_depth);
     // A warm-up of two passes: the workers' one-thread kernels are made as well.
     model.predict(&texts[..(2 * args.batch_size).min(texts.len())])?;
+    let pace = if args.hurried {
+        anyhow::ensure!(
+            model.hurries(),
+            "--hurried: {} has no hurried exits (flagship exits --hurried-budget)",
+            dir.display()
+        );
+        flagship_model::Pace::Hurried
+    } else {
+        flagship_model::Pace::Careful
+    };
     let before = model.reading().unwrap_or_default();
     let started = Instant::now();
     let (p, tokenise) = if args.micro == 0 {
-        model.predict_timed(texts)?
+        model.predict_timed(texts, pace)?
     } else {
         let (mut p, mut tokenise) = (Vec::with_capacity(texts.len()), Duration::ZERO);
         for batch in texts.chunks(args.micro) {
-            let w = model.predict_worded(batch, 3)?;
+            let w = model.predict_worded(batch, 3, pace)?;
             p.extend(w.predictions);
             tokenise += w.tokenise;
         }

@@ -153,6 +153,7 @@ fn simulate(
             model_id: "labels".into(),
             scored_at: p.created_at.expect("a time"),
             latency_ms: 0.0,
+            hurried: false,
             why: vec![],
         })
         .collect();

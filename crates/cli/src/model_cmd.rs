@@ -176,6 +176,10 @@ pub struct PredictArgs {
     /// Output file: the input's columns plus `need_support_probability` and `need_support`.
     #[arg(long)]
     pub output: PathBuf,
+    /// Score in a hurry, as a live loop that has fallen behind does (the exits' looser
+    /// margins, `model.early_exit_hurried`): what its decisions would be.
+    #[arg(long, conflicts_with = "full_depth")]
+    pub hurried: bool,
     #[command(flatten)]
     pub scoring: Scoring,
 }
@@ -226,6 +230,7 @@ impl PredictArgs {
             model,
             input,
             output,
+            hurried: false,
             scoring: Scoring::default(),
         }
     }
@@ -508,6 +513,16 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let t = Table::read(&args.input)?.with_text_column(&args.scoring.text_column);
     let texts = t.texts()?;
     let model = args.scoring.load(&args.model)?;
+    let pace = if args.hurried {
+        anyhow::ensure!(
+            model.hurries(),
+            "--hurried: {} has no hurried exits (refit them: flagship exits --model {0} --hurried-budget 0.02)",
+            args.model.display()
+        );
+        flagship_model::Pace::Hurried
+    } else {
+        flagship_model::Pace::Careful
+    };
     let bar = ProgressBar::new(texts.len() as u64).with_style(
         ProgressStyle::with_template(
             "{msg:>10} [{bar:30}] {pos}/{len} texts · {per_sec} · eta {eta}",
@@ -520,7 +535,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let mut truncated = 0;
     for chunk in texts.chunks(1024) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        for p in model.predict(&refs)? {
+        for p in model.predict_timed(&refs, pace)?.0 {
             probs.push(p.probability);
             flags.push(p.need_support);
             truncated += p.truncated as usize;
@@ -837,6 +852,10 @@ pub struct ExitsArgs {
     /// The share of validation decisions the exits may change (default: `model.early_exit`).
     #[arg(long)]
     pub budget: Option<f64>,
+    /// …and in a hurry, while a live loop has fallen behind (default:
+    /// `model.early_exit_hurried`; at most `--budget`: none).
+    #[arg(long)]
+    pub hurried_budget: Option<f64>,
     /// The column holding the texts.
     #[arg(long, default_value = TEXT_COLUMN)]
     pub text_column: String,
@@ -846,9 +865,16 @@ pub struct ExitsArgs {
 /// existed, another budget, other texts) — `train` does it for every new model.
 pub fn exits(config: &Config, args: ExitsArgs) -> Result<()> {
     let mut model = Classifier::load(&args.model)?;
-    let budget = args.budget.unwrap_or(config.model.early_exit);
-    flagship_core::config::check_early_exit(budget)
+    let budgets = flagship_model::exit::Budgets {
+        careful: args.budget.unwrap_or(config.model.early_exit),
+        hurried: args
+            .hurried_budget
+            .unwrap_or(config.model.early_exit_hurried),
+    };
+    flagship_core::config::check_early_exit(budgets.careful)
         .map_err(|e| anyhow::anyhow!("--budget: {e}"))?;
+    flagship_core::config::check_early_exit(budgets.hurried)
+        .map_err(|e| anyhow::anyhow!("--hurried-budget: {e}"))?;
     let file = |given: &Option<PathBuf>, key: &str| -> Result<PathBuf> {
         match given {
             Some(p) => Ok(p.clone()),
@@ -875,31 +901,53 @@ pub fn exits(config: &Config, args: ExitsArgs) -> Result<()> {
     let train: Vec<&str> = train.iter().map(String::as_str).collect();
     let val: Vec<&str> = val.iter().map(String::as_str).collect();
     let started = std::time::Instant::now();
-    match model.fit_exits(&train, &val, budget)? {
+    let at = |exits: &[flagship_model::exit::ExitPoint]| -> String {
+        let at: Vec<String> = exits
+            .iter()
+            .map(|e| {
+                format!(
+                    "after layer {}: {:.1}% (margin {:.2})",
+                    e.layer,
+                    100.0 * e.exited,
+                    e.margin
+                )
+            })
+            .collect();
+        if at.is_empty() {
+            "none".to_owned()
+        } else {
+            at.join(", ")
+        }
+    };
+    match model.fit_exits(&train, &val, budgets)? {
         Some(r) => {
-            let at: Vec<String> = r
-                .exits
-                .iter()
-                .map(|e| {
-                    format!(
-                        "after layer {}: {:.1}% (margin {:.2})",
-                        e.layer,
-                        100.0 * e.exited,
-                        e.margin
-                    )
-                })
-                .collect();
             println!(
                 "exits: {} — on validation ({} posts) {:.2}% of decisions as the full model's, {:.1}% of the layers' work; fitted on {} texts in {:.1} s",
-                at.join(", "),
+                at(&r.exits),
                 r.validation,
                 100.0 * r.agreement,
                 100.0 * r.reading,
                 r.fitted_on,
                 started.elapsed().as_secs_f64()
             );
+            match &r.hurried {
+                Some(h) => println!(
+                    "exits in a hurry (budget {}): {} — {:.2}% of decisions as the full model's, {:.1}% of the layers' work",
+                    h.budget,
+                    at(&h.exits),
+                    100.0 * h.agreement,
+                    100.0 * h.reading
+                ),
+                None => println!(
+                    "exits in a hurry: none (a budget of {} reads no less)",
+                    budgets.hurried
+                ),
+            }
         }
-        None => println!("exits: none within a budget of {budget} — every post reads every layer"),
+        None => println!(
+            "exits: none within a budget of {} — every post reads every layer",
+            budgets.careful
+        ),
     }
     Ok(())
 }

@@ -42,6 +42,11 @@ pub struct ScoringArgs {
     /// idle; `false`: words only after the write (a mean-pooled model's only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub scored_words: bool,
+    /// A micro-batch whose oldest post has waited this long is scored in a hurry: the exits'
+    /// looser margins (`model.early_exit_hurried`), fewer layers a post, so a loop that has
+    /// fallen behind (a launch burst) catches up; its posts are marked `hurried`. `1h`: never.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub hurry_after: Duration,
 }
 
 impl ScoringArgs {
@@ -60,6 +65,7 @@ impl ScoringArgs {
             explain: self.explain,
             explain_behind: self.explain_behind,
             scored_words: self.scored_words,
+            hurry_after: self.hurry_after,
         }
     }
 }

@@ -224,6 +224,16 @@ async fn watch(config: &Config, a: Args) -> Result<Totals> {
         t.explain_delay_p99_ms,
         t.explain_delay_max_ms
     );
+    if t.hurried > 0 {
+        println!(
+            "watch: {} of {} scored posts in a hurry ({} of {} micro-batches had a post waiting {} ms or more: the exits' looser margins, model.early_exit_hurried)",
+            t.hurried,
+            t.kept,
+            t.hurried_batches,
+            t.batches,
+            opts.hurry_after.as_millis()
+        );
+    }
     println!("{}", serde_json::to_string(&t)?);
     Ok(t)
 }

@@ -434,6 +434,102 @@ fn transformer_train_and_predict_through_the_binary() {
             "{lines}"
         );
     }
+
+    // In a hurry: exits refitted with looser margins for a loop that has fallen behind;
+    // `--hurry-after 0ms` scores every micro-batch with them (each line marked), `1h` none.
+    let o = flagship(
+        &[
+            "exits",
+            "--model",
+            "m",
+            "--budget",
+            "0.002",
+            "--hurried-budget",
+            "0.05",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(
+        t.contains("exits in a hurry (budget 0.05): after layer"),
+        "{t}"
+    );
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("m/flagship.json")).unwrap()).unwrap();
+    let hurried = &card["early_exit"]["hurried"];
+    assert_eq!(hurried["budget"], 0.05, "{card}");
+    assert!(hurried["reading"].as_f64().unwrap() < 1.0, "{card}");
+    // `predict --hurried`: the decisions such a loop makes, and the layers it reads.
+    let o = flagship(
+        &[
+            "predict",
+            "--model",
+            "m",
+            "--input",
+            "in.jsonl",
+            "--output",
+            "hurried.jsonl",
+            "--hurried",
+        ],
+        d,
+    );
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("3 rows → hurried.jsonl"),
+        "{t}"
+    );
+    for after in ["0ms", "1h"] {
+        let file = format!("watch-hurry-{after}.jsonl");
+        let o = flagship(
+            &[
+                "--config",
+                fixture("demo/flagship.toml").to_str().unwrap(),
+                "watch",
+                "--replay",
+                fixture("demo/stream.jsonl.gz").to_str().unwrap(),
+                "--model",
+                "m",
+                "--max-posts",
+                "40",
+                "--hurry-after",
+                after,
+                "--out",
+                &file,
+            ],
+            d,
+        );
+        let t = text(&o);
+        let totals: serde_json::Value = serde_json::from_str(
+            t.lines()
+                .rev()
+                .find(|l| l.starts_with('{'))
+                .expect("totals"),
+        )
+        .unwrap();
+        let n = |k: &str| totals[k].as_u64().unwrap();
+        let lines = std::fs::read_to_string(d.join(&file)).unwrap();
+        let flagged: Vec<serde_json::Value> = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v.get("need_support_probability").is_some())
+            .collect();
+        assert!(n("kept") > 0 && !flagged.is_empty(), "{t}");
+        let marked = flagged.iter().filter(|v| v["hurried"] == true).count();
+        if after == "0ms" {
+            assert_eq!(
+                (n("hurried"), n("hurried_batches")),
+                (n("kept"), n("batches")),
+                "{t}"
+            );
+            assert_eq!(marked, flagged.len(), "{lines}");
+        } else {
+            assert_eq!(
+                (n("hurried"), n("hurried_batches"), marked),
+                (0, 0, 0),
+                "{t}"
+            );
+        }
+    }
 }
 
 fn jsonl(path: &Path, rows: &[serde_json::Value]) {

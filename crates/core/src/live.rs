@@ -39,6 +39,9 @@ pub struct Scored {
     pub scored_at: DateTime<Utc>,
     /// Arrival → scored (before the sink's write).
     pub latency_ms: f64,
+    /// Scored in a hurry: the loop had fallen behind, and the post left by the exits' looser
+    /// margins (`model.early_exit_hurried`), reading fewer layers.
+    pub hurried: bool,
     /// For a flagged post, the words that raised its probability most, as the scoring pass
     /// found them (empty otherwise, or when none came with it: they follow through
     /// [`Sink::explained`]).
@@ -142,6 +145,9 @@ pub struct FlaggedRow {
     pub model: String,
     pub flagged_at: DateTime<Utc>,
     pub latency_ms: f64,
+    /// Scored in a hurry ([`Scored::hurried`]; absent: careful).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hurried: bool,
     /// The words that raised the probability most, strongest first, as the scoring pass
     /// found them (empty when none came with the post); a [`WhyRow`] line after it replaces
     /// them.
@@ -167,6 +173,7 @@ impl FlaggedRow {
             model: s.model_id.clone(),
             flagged_at: s.scored_at,
             latency_ms: s.latency_ms,
+            hurried: s.hurried,
             why: s.why.clone(),
         }
     }
@@ -192,6 +199,7 @@ impl FlaggedRow {
             model_id: self.model,
             scored_at: self.flagged_at,
             latency_ms: self.latency_ms,
+            hurried: self.hurried,
             why: self.why,
         }
     }

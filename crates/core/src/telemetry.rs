@@ -332,6 +332,8 @@ pub struct Telemetry {
     /// groups), and flagged posts left without one (they stay single cards).
     pub embedded: PerPlatform,
     pub unembedded: PerPlatform,
+    /// Live: posts scored in a hurry (the loop had fallen behind: the exits' looser margins).
+    pub hurried: PerPlatform,
     /// Live: micro-batches scored.
     pub batches: Counter,
     /// Live: arrival → the sink's write returned, per post, in seconds.
@@ -360,6 +362,7 @@ impl Telemetry {
             unexplained: PerPlatform::default(),
             embedded: PerPlatform::default(),
             unembedded: PerPlatform::default(),
+            hurried: PerPlatform::default(),
             batches: Counter::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
             queue: Gauge::default(),
@@ -455,6 +458,12 @@ impl Telemetry {
             "Flagged posts left without a sentence embedding (dropped from a full backlog, still waiting at a stop, or the encoder failed): each stays a single card.",
             &[],
             &self.unembedded,
+        )
+        .per_platform(
+            "flagship_posts_hurried_total",
+            "Posts scored in a hurry: their micro-batch's oldest post had waited --hurry-after, so they left by the exits' looser margins (model.early_exit_hurried).",
+            &[],
+            &self.hurried,
         )
         .family(
             "flagship_live_batches_total",

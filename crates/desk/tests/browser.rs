@@ -164,6 +164,7 @@ fn hostile(id: &str, text: &str, url: &str) -> Scored {
         model_id: "hostile-fixture".into(),
         scored_at: Utc::now(),
         latency_ms: 0.0,
+        hurried: false,
         why: Vec::new(),
     }
 }
@@ -1101,6 +1102,7 @@ fn post_of(platform: Platform, id: &str, text: &str, p: f32) -> Scored {
         threshold: 0.5,
         model_id: "fixture".into(),
         scored_at: Utc::now(),
+        hurried: false,
         latency_ms: 0.0,
         why: Vec::new(),
     }

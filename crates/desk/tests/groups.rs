@@ -29,6 +29,7 @@ fn scored(id: &str, author: &str, p: f32) -> Scored {
         model_id: "m1".into(),
         scored_at: Utc::now(),
         latency_ms: 1.0,
+        hurried: false,
         why: vec![],
     }
 }

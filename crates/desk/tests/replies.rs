@@ -103,6 +103,7 @@ fn flagged(id: &str, platform: Platform) -> Scored {
         model_id: "fixture".into(),
         scored_at: Utc::now(),
         latency_ms: 0.0,
+        hurried: false,
         why: vec![],
     }
 }

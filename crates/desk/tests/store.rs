@@ -27,6 +27,7 @@ fn scored(id: &str, platform: Platform, minute: u32, p: f32) -> Scored {
         model_id: "m1".into(),
         scored_at: Utc::now(),
         latency_ms: 1.0,
+        hurried: false,
         why: vec![flagship_core::live::Why {
             word: "late".into(),
             weight: 0.25,

@@ -50,6 +50,7 @@ fn flagged(id: &str, author: &str, text: &str, at: DateTime<Utc>) -> Scored {
         model_id: "fixture".into(),
         scored_at: at,
         latency_ms: 0.0,
+        hurried: false,
         why: Vec::new(),
     }
 }

@@ -27,7 +27,7 @@ use flagship_core::config::Business;
 use flagship_core::operating::{Points, Settings};
 use flagship_core::scoring::Choice;
 
-use crate::exit::{Exits, Reading};
+use crate::exit::{Exits, Pace, Reading};
 use crate::explain::{self, Why};
 use crate::sequence::{HeadSpec, Pooling};
 
@@ -656,7 +656,7 @@ impl Classifier {
     }
 
     /// Fits early exits for this model on `train` texts, their margins on `val` texts within
-    /// `budget` (see [`crate::exit`]), serves with them, and writes them into its folder:
+    /// `budgets` (see [`crate::exit`]), serves with them, and writes them into its folder:
     /// `exit.safetensors`, then the card's `early_exit`, each to a temporary name renamed into
     /// place. `None` (and neither file names an exit) when no layer can exit within the
     /// budget. A transformer alone only: an ensemble's or the linear model's decisions are
@@ -665,7 +665,7 @@ impl Classifier {
         &mut self,
         train: &[&str],
         val: &[&str],
-        budget: f64,
+        budgets: crate::exit::Budgets,
     ) -> Result<Option<crate::exit::ExitRecord>, ModelError> {
         let Inner::Transformer(t) = &mut self.inner else {
             return Err(ModelError::Data(
@@ -684,7 +684,7 @@ impl Classifier {
             &t.encode(train)?,
             &t.encode(val)?,
             self.card.threshold,
-            budget,
+            budgets,
             self.batch_size,
             t.device,
             t.precision(),
@@ -742,23 +742,39 @@ impl Classifier {
 
     /// Scores `texts` (any length, empty strings allowed), in order.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>, ModelError> {
-        self.predict_timed(texts).map(|(p, _)| p)
+        self.predict_timed(texts, Pace::Careful).map(|(p, _)| p)
     }
 
     /// [`Classifier::predict`], and how long tokenising took (zero for the linear model).
     pub fn predict_timed(
         &self,
         texts: &[&str],
+        pace: Pace,
     ) -> Result<(Vec<Prediction>, std::time::Duration), ModelError> {
-        self.scored(texts, Words::None).map(|(p, _, t)| (p, t))
+        self.scored(texts, Words::None, pace)
+            .map(|(p, _, t)| (p, t))
+    }
+
+    /// Whether scoring at [`Pace::Hurried`] reads less than careful scoring: the card has
+    /// hurried margins (`model.early_exit_hurried`) and the exits are on.
+    pub fn hurries(&self) -> bool {
+        match &self.inner {
+            Inner::Transformer(t) => t.early_exit && t.exits.as_ref().is_some_and(Exits::hurries),
+            Inner::Linear(_) => false,
+        }
     }
 
     /// [`Classifier::predict_timed`], and the `k` words of each post it flags from the
     /// scoring pass itself ([`explain::Attribution::Scored`]: the deciding layer's mean pool
     /// without each unit, through its head — no pass of its own). Posts not flagged get
     /// none, and so does every post of a model that cannot ([`Classifier::explains_pooled`]).
-    pub fn predict_worded(&self, texts: &[&str], k: usize) -> Result<Worded, ModelError> {
-        let (predictions, scores, tokenise) = self.scored(texts, Words::Flagged)?;
+    pub fn predict_worded(
+        &self,
+        texts: &[&str],
+        k: usize,
+        pace: Pace,
+    ) -> Result<Worded, ModelError> {
+        let (predictions, scores, tokenise) = self.scored(texts, Words::Flagged, pace)?;
         let words = scores
             .into_iter()
             .zip(&predictions)
@@ -774,12 +790,14 @@ impl Classifier {
         })
     }
 
-    /// Scores `texts`, and the units and their scores by [`explain::Attribution::Scored`] of
-    /// the posts `words` names (`None` for the others, and where the model cannot).
+    /// Scores `texts` at `pace`, and the units and their scores by
+    /// [`explain::Attribution::Scored`] of the posts `words` names (`None` for the others, and
+    /// where the model cannot).
     fn scored(
         &self,
         texts: &[&str],
         words: Words,
+        pace: Pace,
     ) -> Result<(Vec<Prediction>, Vec<UnitScores>, std::time::Duration), ModelError> {
         let mut tokenise = std::time::Duration::ZERO;
         let mut why = vec![None; texts.len()];
@@ -816,6 +834,7 @@ impl Classifier {
                     t.device,
                     t.precision(),
                     self.keep(words, t.linear.is_some()),
+                    pace,
                 );
                 self.reading.add(enc.len() as u64, read);
                 if let Some((lin, w)) = &t.linear {
@@ -995,7 +1014,7 @@ impl Classifier {
                     "the scored attribution needs a mean-pooled model: use occlusion".into(),
                 ));
             }
-            let (_, scored, _) = self.scored(&texts, Words::Every)?;
+            let (_, scored, _) = self.scored(&texts, Words::Every, Pace::Careful)?;
             e.scores = Some(
                 scored
                     .into_iter()

@@ -12,6 +12,10 @@
 //! counted ([`Reading`]). Neither labels nor the weights of the model are touched: the full
 //! model is the target, and its validation figures stay the card's.
 //!
+//! The same heads get a second, looser set of margins (`model.early_exit_hurried`): a live
+//! loop that has fallen behind — a launch burst — scores its micro-batches at that budget
+//! ([`Pace::Hurried`]), reading fewer layers a post, until it has caught up.
+//!
 //! Reads the model in memory and encoded texts; writes `exit.safetensors` beside the model
 //! ([`Exits::write`]) and an [`ExitRecord`] for `flagship.json`. A card whose threshold has
 //! moved since the margins were set is served without exits (the classifier's load decides).
@@ -47,6 +51,16 @@ const LOGIT_CLAMP: f64 = 8.0;
 /// 0.24 % (docs/model.md#early-exit).
 pub const SAFETY: f64 = 1.5;
 
+/// How carefully a served post is read: at the card's budget, or at the looser one a live
+/// loop that has fallen behind scores with ([`ExitRecord::hurried`]; without those margins,
+/// as careful).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pace {
+    #[default]
+    Careful,
+    Hurried,
+}
+
 /// What `flagship.json` says of the exits (`early_exit`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExitRecord {
@@ -63,6 +77,20 @@ pub struct ExitRecord {
     /// On validation: the share of decisions equal to the full model's…
     pub agreement: f64,
     /// …and the share of the layers' work done (1.0: every post read every layer).
+    pub reading: f64,
+    /// The looser margins of [`Pace::Hurried`], on the same heads (none in a card written
+    /// before they existed, or where the hurried budget is not above `budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hurried: Option<HurriedRecord>,
+}
+
+/// The margins a loop that has fallen behind scores with, and what they do on validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HurriedRecord {
+    /// The share of validation decisions allowed to differ from the full model's.
+    pub budget: f64,
+    pub exits: Vec<ExitPoint>,
+    pub agreement: f64,
     pub reading: f64,
 }
 
@@ -89,7 +117,14 @@ struct Head {
     /// `[hidden]` f32, on the model's device.
     weight: Tensor,
     bias: f64,
-    margin: f64,
+    /// The margin at each [`Pace`] (`None`: no exit here at that pace).
+    margins: [Option<f64>; 2],
+}
+
+impl Head {
+    fn margin(&self, pace: Pace) -> Option<f64> {
+        self.margins[pace as usize]
+    }
 }
 
 /// Posts scored and layers read since a counter was made.
@@ -155,35 +190,44 @@ impl Exits {
             .map_err(|e| bad(e.to_string()))?
             .into_iter()
             .collect();
-        let mut heads = Vec::new();
-        for p in &record.exits {
+        // Each layer's margin at each pace.
+        let mut margins = std::collections::BTreeMap::<usize, [Option<f64>; 2]>::new();
+        let hurried = record.hurried.iter().flat_map(|h| &h.exits);
+        for (pace, p) in record
+            .exits
+            .iter()
+            .map(|p| (Pace::Careful, p))
+            .chain(hurried.map(|p| (Pace::Hurried, p)))
+        {
             if p.layer == 0 || p.layer >= layers {
                 return Err(bad(format!(
                     "an exit after layer {} of a {layers}-layer model",
                     p.layer
                 )));
             }
+            margins.entry(p.layer).or_default()[pace as usize] = Some(p.margin);
+        }
+        let mut heads = Vec::new();
+        for (layer, margins) in margins {
             let get = |name: String| {
                 tensors
                     .get(&name)
                     .ok_or_else(|| bad(format!("tensor `{name}` is missing")))
             };
-            let weight = get(format!("exit.{}.weight", p.layer))?;
+            let weight = get(format!("exit.{layer}.weight"))?;
             if weight.size() != [hidden] {
                 return Err(bad(format!(
-                    "exit.{}.weight has shape {:?}, want [{hidden}]",
-                    p.layer,
+                    "exit.{layer}.weight has shape {:?}, want [{hidden}]",
                     weight.size()
                 )));
             }
             heads.push(Head {
-                layer: p.layer,
+                layer,
                 weight: weight.to_kind(Kind::Float).to_device(device),
-                bias: get(format!("exit.{}.bias", p.layer))?.double_value(&[0]),
-                margin: p.margin,
+                bias: get(format!("exit.{layer}.bias"))?.double_value(&[0]),
+                margins,
             });
         }
-        heads.sort_by_key(|h| h.layer);
         Ok(Exits {
             heads,
             threshold_logit: logit(record.threshold),
@@ -198,8 +242,13 @@ impl Exits {
         }
     }
 
+    /// Whether [`Pace::Hurried`] reads less than [`Pace::Careful`] (it has margins of its own).
+    pub fn hurries(&self) -> bool {
+        self.heads.iter().any(|h| h.margin(Pace::Hurried).is_some())
+    }
+
     /// P(needs support) of `encoded`, in input order, each post read until its first sure
-    /// exit (or to the top); how many layers were read in all; and for each post whose
+    /// exit at `pace` (or to the top); how many layers were read in all; and for each post whose
     /// probability is `keep` or more, how the head that decided it read its tokens
     /// ([`Decided`]: what its words are found from, [`crate::explain::scored_scores`]). `keep`
     /// `None`, or a head that reads the first token only: none kept.
@@ -213,6 +262,7 @@ impl Exits {
         device: Device,
         precision: Precision,
         keep: Option<f32>,
+        pace: Pace,
     ) -> (Vec<f32>, u64, Vec<Option<Decided>>) {
         let mode = Mode::serve(precision);
         let keep = keep.filter(|_| model.mean_pooled());
@@ -225,7 +275,13 @@ impl Exits {
             let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
             let (ids, mask) = encoder.collate(&items, device);
             let mut got = Vec::with_capacity(chunk.len());
-            let read = self.chunk(model, &ids, mask, mode, keep, &lens, packed, |row, p, d| {
+            let at = Scoring {
+                mode,
+                keep,
+                pace,
+                packed,
+            };
+            let read = self.chunk(model, &ids, mask, at, &lens, |row, p, d| {
                 got.push((chunk[row], p, d));
             });
             (read, got)
@@ -243,21 +299,23 @@ impl Exits {
     }
 
     /// One pass (a batch of posts as collated); `put(row, p, tokens)` receives each row's
-    /// probability (and, where it is `keep` or more, its tokens as the deciding head read
-    /// them; `lens`: each row's real tokens). `packed`: the layers compute on the real tokens
-    /// only ([`Pass`]; not for MPNet). Returns the layers read by all rows together.
-    #[allow(clippy::too_many_arguments)]
+    /// probability (and, where it is `at.keep` or more, its tokens as the deciding head read
+    /// them; `lens`: each row's real tokens). Returns the layers read by all rows together.
     fn chunk(
         &self,
         model: &SequenceClassifier,
         ids: &Tensor,
         mask: Option<Tensor>,
-        mode: Mode,
-        keep: Option<f32>,
+        at: Scoring,
         lens: &[usize],
-        packed: bool,
         mut put: impl FnMut(usize, f32, Option<Decided>),
     ) -> u64 {
+        let Scoring {
+            mode,
+            keep,
+            pace,
+            packed,
+        } = at;
         let enc = &model.encoder;
         let mut pass = Pass::new(enc, ids, mask, lens, packed, mode);
         // Which of the batch's rows are still reading, by their index in it.
@@ -267,7 +325,10 @@ impl Exits {
         for (l, layer) in enc.layers.iter().enumerate() {
             pass.through(layer, mode);
             read += rows.len() as u64;
-            let Some(head) = heads.next_if(|h| h.layer == l + 1) else {
+            let Some((head, margin)) = heads
+                .next_if(|h| h.layer == l + 1)
+                .and_then(|h| Some((h, h.margin(pace)?)))
+            else {
                 continue;
             };
             let (seen, seen_mask) = pass.view();
@@ -276,7 +337,7 @@ impl Exits {
             let mut stay = Vec::with_capacity(rows.len());
             let mut left = Vec::new();
             for (i, &zi) in z.iter().enumerate() {
-                if (zi as f64 - self.threshold_logit).abs() >= head.margin {
+                if (zi as f64 - self.threshold_logit).abs() >= margin {
                     left.push((i, sigmoid(zi), lens[rows[i] as usize]));
                 } else {
                     stay.push(i as i64);
@@ -326,6 +387,16 @@ impl Exits {
     }
 }
 
+/// How a pass is scored ([`Exits::chunk`]): its arithmetic, whose tokens are kept, at which
+/// pace, and whether the layers compute on the real tokens only ([`Pass`]; not for MPNet).
+#[derive(Debug, Clone, Copy)]
+struct Scoring {
+    mode: Mode,
+    keep: Option<f32>,
+    pace: Pace,
+    packed: bool,
+}
+
 /// For each row of `done` (index in `xs`, probability, real tokens): when its probability is
 /// `keep` or more, its tokens' logits through the deciding head (`tokens`: `[rows, seq,
 /// classes]` f32 of the rows at the given indices); `None` for the others.
@@ -371,9 +442,27 @@ pub struct Fitted {
     pub record: ExitRecord,
 }
 
+/// The shares of validation decisions the exits may change: careful (`model.early_exit`),
+/// and in a hurry (`model.early_exit_hurried`; no hurried margins unless it is the larger).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budgets {
+    pub careful: f64,
+    pub hurried: f64,
+}
+
+impl Budgets {
+    /// Careful margins only (`budget` 0: no exits).
+    pub fn careful(budget: f64) -> Budgets {
+        Budgets {
+            careful: budget,
+            hurried: 0.0,
+        }
+    }
+}
+
 /// Fits exit heads for `model` at `threshold` (see the module's doc): `train` fits the heads,
-/// `val` sets the margins within `budget`. `None` when the model has one layer, the budget is
-/// 0, or no layer can exit within it.
+/// `val` sets the margins within each of `budgets`. `None` when the model has one layer, the
+/// careful budget is 0, or no layer can exit within either.
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     model: &SequenceClassifier,
@@ -381,12 +470,13 @@ pub fn fit(
     train: &[Encoded],
     val: &[Encoded],
     threshold: f64,
-    budget: f64,
+    budgets: Budgets,
     batch_size: usize,
     device: Device,
     precision: Precision,
 ) -> Result<Option<Fitted>, ModelError> {
     let top = model.encoder.layers.len();
+    let budget = budgets.careful;
     if top < 2 || budget <= 0.0 || train.is_empty() || val.is_empty() {
         return Ok(None);
     }
@@ -415,31 +505,41 @@ pub fn fit(
         })
         .collect::<Result<_, _>>()?;
     let t = logit(threshold);
-    let chosen = choose_margins(&z, &full, t, budget, SAFETY);
-
     let n = val.len();
-    let mut exits = Vec::new();
+    let chosen = choose_margins(&z, &full, t, budget, SAFETY);
+    let hurried = (budgets.hurried > budget)
+        .then(|| choose_margins(&z, &full, t, budgets.hurried, SAFETY))
+        .filter(|m| m.margins.iter().any(Option::is_some));
+    let points = |m: &Margins| -> Vec<ExitPoint> {
+        m.margins
+            .iter()
+            .zip(&m.exited)
+            .enumerate()
+            .filter_map(|(k, (margin, out))| {
+                Some(ExitPoint {
+                    layer: k + 1,
+                    margin: (*margin)?,
+                    exited: *out as f64 / n as f64,
+                })
+            })
+            .collect()
+    };
+    let agreement = |m: &Margins| 1.0 - m.wrong as f64 / n as f64;
+    let reading = |m: &Margins| m.work as f64 / (n * top) as f64;
     let mut heads = Vec::new();
-    for (k, ((margin, out), (w, b))) in chosen
-        .margins
-        .iter()
-        .zip(&chosen.exited)
-        .zip(fits)
-        .enumerate()
-    {
-        let layer = k + 1;
-        let Some(margin) = *margin else { continue };
-        exits.push(ExitPoint {
-            layer,
-            margin,
-            exited: *out as f64 / n as f64,
-        });
-        heads.push(Head {
-            layer,
-            weight: w.to_device(device),
-            bias: b,
-            margin,
-        });
+    for (k, (w, b)) in fits.into_iter().enumerate() {
+        let margins = [
+            chosen.margins[k],
+            hurried.as_ref().and_then(|h| h.margins[k]),
+        ];
+        if margins.iter().any(Option::is_some) {
+            heads.push(Head {
+                layer: k + 1,
+                weight: w.to_device(device),
+                bias: b,
+                margins,
+            });
+        }
     }
     if heads.is_empty() {
         return Ok(None);
@@ -447,11 +547,17 @@ pub fn fit(
     let record = ExitRecord {
         budget,
         threshold,
-        exits,
+        exits: points(&chosen),
         fitted_on: sample.len(),
         validation: n,
-        agreement: 1.0 - chosen.wrong as f64 / n as f64,
-        reading: chosen.work as f64 / (n * top) as f64,
+        agreement: agreement(&chosen),
+        reading: reading(&chosen),
+        hurried: hurried.as_ref().map(|h| HurriedRecord {
+            budget: budgets.hurried,
+            exits: points(h),
+            agreement: agreement(h),
+            reading: reading(h),
+        }),
     };
     Ok(Some(Fitted {
         exits: Exits {
@@ -612,6 +718,7 @@ mod tests {
         texts: &[&str],
         precision: Precision,
         keep: Option<f32>,
+        pace: Pace,
     ) -> [(Scored, u64); 2] {
         let encoded = enc.encode(texts).unwrap();
         let items: Vec<&Encoded> = encoded.iter().collect();
@@ -620,16 +727,15 @@ mod tests {
             let (ids, mask) = enc.collate(&items, Device::Cpu);
             let mut out: Scored = vec![(f32::NAN, None); texts.len()];
             let read = tch::no_grad(|| {
-                exits.chunk(
-                    model,
-                    &ids,
-                    mask,
-                    Mode::serve(precision),
+                let at = Scoring {
+                    mode: Mode::serve(precision),
                     keep,
-                    &lens,
+                    pace,
                     packed,
-                    |row, p, d| out[row] = (p, d.map(|d| d.logits)),
-                )
+                };
+                exits.chunk(model, &ids, mask, at, &lens, |row, p, d| {
+                    out[row] = (p, d.map(|d| d.logits))
+                })
             });
             (out, read)
         })
@@ -673,8 +779,15 @@ mod tests {
             let (_vs, model, enc) = served_base(spec);
             for pass in passes {
                 for precision in [Precision::F32, Precision::Bf16] {
-                    let [(packed, read_p), (padded, read_d)] =
-                        both_ways(&Exits::none(), &model, &enc, pass, precision, keep);
+                    let [(packed, read_p), (padded, read_d)] = both_ways(
+                        &Exits::none(),
+                        &model,
+                        &enc,
+                        pass,
+                        precision,
+                        keep,
+                        Pace::Careful,
+                    );
                     assert_eq!(read_p, read_d);
                     assert_eq!(read_p, (pass.len() * model.encoder.layers.len()) as u64);
                     match precision {
@@ -708,22 +821,52 @@ mod tests {
         });
         let mut distance: Vec<f64> = z.iter().map(|z| z.abs()).collect();
         distance.sort_by(f64::total_cmp);
-        let exits = Exits {
+        let margin = (distance[2] + distance[3]) / 2.0;
+        let exits = |margins| Exits {
             heads: vec![Head {
                 layer: 2,
-                weight,
+                weight: weight.shallow_clone(),
                 bias: 0.0,
-                margin: (distance[2] + distance[3]) / 2.0,
+                margins,
             }],
             threshold_logit: 0.0,
         };
-        let [(packed, read_p), (padded, read_d)] =
-            both_ways(&exits, &model, &enc, &texts, Precision::F32, Some(0.0));
         let layers = model.encoder.layers.len() as u64;
         let n = texts.len() as u64;
+        let careful = exits([Some(margin), None]);
+        assert!(!careful.hurries());
+        let [(packed, read_p), (padded, read_d)] = both_ways(
+            &careful,
+            &model,
+            &enc,
+            &texts,
+            Precision::F32,
+            Some(0.0),
+            Pace::Careful,
+        );
         assert_eq!(read_p, read_d);
         assert_eq!(read_p, 2 * n + 3 * (layers - 2), "three rows read on");
         agree(&packed, &padded, 1e-5, 1e-4);
+        // An exit for a loop in a hurry only: careful posts read every layer; hurried ones
+        // leave as above, with the same probabilities.
+        let hurried = exits([None, Some(margin)]);
+        assert!(hurried.hurries());
+        let at = |pace| {
+            both_ways(
+                &hurried,
+                &model,
+                &enc,
+                &texts,
+                Precision::F32,
+                Some(0.0),
+                pace,
+            )
+        };
+        let [(_, read_careful), _] = at(Pace::Careful);
+        assert_eq!(read_careful, n * layers, "careful: no exit");
+        let [(fast, read_fast), _] = at(Pace::Hurried);
+        assert_eq!(read_fast, read_p);
+        agree(&fast, &packed, 1e-6, 1e-6);
     }
 
     #[test]
@@ -773,8 +916,16 @@ mod tests {
         vs.freeze();
         for (p, (hidden, validation)) in precisions.into_iter().zip(training) {
             let (served_hidden, _) = scored(p);
-            let (served, _, _) =
-                Exits::none().probabilities(&model, &enc, &encoded, 64, Device::Cpu, p, None);
+            let (served, _, _) = Exits::none().probabilities(
+                &model,
+                &enc,
+                &encoded,
+                64,
+                Device::Cpu,
+                p,
+                None,
+                Pace::Careful,
+            );
             let d = (&hidden - &served_hidden).abs().max().double_value(&[]);
             println!("{p:?}: the top layer's vectors differ by {d:.2e} at most");
             // Identical on this machine's CPU in both (0 difference); other kernels may round

@@ -38,6 +38,7 @@ pub use classifier::{Classifier, DataRef, Explanation, ModelCard, ModelKind, Pre
 pub use config::{Config, Family};
 pub use embed::SentenceEncoder;
 pub use encoder::Mode;
+pub use exit::Pace;
 pub use explain::Why;
 pub use layers::Precision;
 pub use linear::{LinearModel, LinearOptions};

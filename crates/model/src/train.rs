@@ -71,9 +71,9 @@ pub struct TrainOptions {
     pub business: Business,
     /// Temperature and weight of the teacher's soft labels (used by [`train_taught`] only).
     pub distill: Distill,
-    /// The share of validation decisions the served model's exits may change (0: no exits;
-    /// see [`crate::exit`]).
-    pub early_exit: f64,
+    /// The shares of validation decisions the served model's exits may change, careful and in
+    /// a hurry (careful 0: no exits; see [`crate::exit`]).
+    pub early_exit: crate::exit::Budgets,
     /// Checkpoints the run resumes from, if it is stopped ([`crate::resume`]; `None`: none).
     pub checkpoint: Option<crate::resume::Checkpointing>,
 }
@@ -118,7 +118,10 @@ impl TrainOptions {
                 temperature: m.distill_temperature,
                 alpha: m.distill_alpha,
             },
-            early_exit: m.early_exit,
+            early_exit: crate::exit::Budgets {
+                careful: m.early_exit,
+                hurried: m.early_exit_hurried,
+            },
             checkpoint: None,
         }
     }

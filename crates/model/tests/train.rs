@@ -193,6 +193,31 @@ fn early_exits_keep_the_full_models_decisions(
     );
     assert!(quick.iter().all(|p| (0.0..=1.0).contains(&p.probability)));
 
+    // In a hurry (the default `model.early_exit_hurried`, looser): margins of their own on the
+    // same heads, within their budget of the full model's decisions, and no more layers read.
+    let h = r
+        .hurried
+        .as_ref()
+        .expect("hurried margins at the default budget");
+    assert!(h.budget > r.budget && !h.exits.is_empty(), "{h:?}");
+    assert!(h.agreement >= 1.0 - h.budget - 1e-9, "{h:?}");
+    assert!(fast.hurries());
+    let (hurried, _) = fast
+        .predict_timed(texts, flagship_model::Pace::Hurried)
+        .unwrap();
+    let (_, read_hurried, _) = fast.reading().unwrap();
+    assert!(read_hurried - read <= read, "{read_hurried} after {read}");
+    let differ = hurried
+        .iter()
+        .zip(full)
+        .filter(|(a, b)| a.need_support != b.need_support)
+        .count();
+    assert!(
+        differ as f64 <= h.budget * texts.len() as f64 + 1.0,
+        "in a hurry {differ} of {} decisions changed",
+        texts.len()
+    );
+
     // A card whose threshold was moved by hand: every post reads every layer again.
     let moved = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(out).unwrap() {
@@ -214,7 +239,8 @@ fn early_exits_keep_the_full_models_decisions(
     // Refitted with no budget: no exits, and the card and the folder say so.
     let train: Vec<&str> = texts.iter().rev().copied().collect();
     let mut m = Classifier::load_on(moved.path(), Device::Cpu).unwrap();
-    assert_eq!(m.fit_exits(&train, texts, 0.0).unwrap(), None);
+    let none = flagship_model::exit::Budgets::careful(0.0);
+    assert_eq!(m.fit_exits(&train, texts, none).unwrap(), None);
     assert!(!moved.path().join("exit.safetensors").exists());
     assert_eq!(ModelCard::read(moved.path()).unwrap().early_exit, None);
 }
@@ -370,7 +396,7 @@ fn a_mean_pooled_model_words_what_it_flags_from_the_scoring_pass() {
     let (_one, base, train_set, val) = small_run();
     let opts = TrainOptions {
         pooling: Pooling::Auto,
-        early_exit: 0.05,
+        early_exit: flagship_model::exit::Budgets::careful(0.05),
         ..options()
     };
     let t = train::train(&base, &train_set, &val, &opts).unwrap();
@@ -405,7 +431,9 @@ fn words_with_the_write(model: &Classifier, texts: &[&str], tolerance: f32) {
     use flagship_model::explain::Attribution;
     let flagship_model::Worded {
         predictions, words, ..
-    } = model.predict_worded(texts, 3).unwrap();
+    } = model
+        .predict_worded(texts, 3, flagship_model::Pace::Careful)
+        .unwrap();
     assert_eq!(predictions, model.predict(texts).unwrap());
     let each = model.explain_with(texts, 3, Attribution::Scored).unwrap();
     let flagged = predictions.iter().filter(|p| p.need_support).count();
@@ -642,7 +670,7 @@ fn a_stopped_run_goes_on_from_its_checkpoint_to_the_same_model() {
         max_steps: Some(10),
         seed,
         early_stopping_patience: 2,
-        early_exit: 0.0,
+        early_exit: flagship_model::exit::Budgets::careful(0.0),
         checkpoint: Some(Checkpointing {
             dir: dir.path().join(name),
             every: std::time::Duration::from_secs(3600),
