@@ -171,7 +171,7 @@ fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_js
     let pace = if args.hurried {
         anyhow::ensure!(
             model.hurries(),
-            "--hurried: {} has no hurried exits (flagship exits --hurried-budget)",
+            "--hurried: {} has no hurried exits in use (`flagship exits --model {0}` fits them)",
             dir.display()
         );
         flagship_model::Pace::Hurried

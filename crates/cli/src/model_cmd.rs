@@ -516,7 +516,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let pace = if args.hurried {
         anyhow::ensure!(
             model.hurries(),
-            "--hurried: {} has no hurried exits (refit them: flagship exits --model {0} --hurried-budget 0.02)",
+            "--hurried: {} has no hurried exits in use (fitted before they existed: `flagship exits --model {0}`; or its card's threshold moved since they were fitted)",
             args.model.display()
         );
         flagship_model::Pace::Hurried

@@ -348,18 +348,14 @@ fn transformer_train_and_predict_through_the_binary() {
         "{\"text\": \"\"}\n{\"text\": null}\n{\"text\": \"the mirror is stunning\"}\n",
     )
     .unwrap();
-    let o = flagship(
-        &[
-            "predict",
-            "--model",
-            "m",
-            "--input",
-            "in.jsonl",
-            "--output",
-            "out.jsonl",
-        ],
-        d,
-    );
+    // `predict` of in.jsonl by the model `m` to `out`, with `flags`.
+    let predict = |out: &str, flags: &[&str]| {
+        let args = [
+            "predict", "--model", "m", "--input", "in.jsonl", "--output", out,
+        ];
+        flagship(&[&args[..], flags].concat(), d)
+    };
+    let o = predict("out.jsonl", &[]);
     let t = text(&o);
     assert!(
         t.contains("3 rows → out.jsonl") && t.contains("2 empty text (1 missing)"),
@@ -380,34 +376,12 @@ fn transformer_train_and_predict_through_the_binary() {
     // explained either way.
     for (behind, scored) in [("1h", true), ("0ms", false), ("1h", false)] {
         let file = format!("watch-{behind}-{scored}.jsonl");
-        let o = flagship(
-            &[
-                "--config",
-                fixture("demo/flagship.toml").to_str().unwrap(),
-                "watch",
-                "--replay",
-                fixture("demo/stream.jsonl.gz").to_str().unwrap(),
-                "--model",
-                "m",
-                "--max-posts",
-                "40",
-                "--explain-behind",
-                behind,
-                "--scored-words",
-                &scored.to_string(),
-                "--out",
-                &file,
-            ],
+        let scored_words = scored.to_string();
+        let (t, totals) = watch_demo(
             d,
+            &file,
+            &["--explain-behind", behind, "--scored-words", &scored_words],
         );
-        let t = text(&o);
-        let totals: serde_json::Value = serde_json::from_str(
-            t.lines()
-                .rev()
-                .find(|l| l.starts_with('{'))
-                .expect("totals"),
-        )
-        .unwrap();
         let n = |k: &str| totals[k].as_u64().unwrap();
         // The final seconds of explaining may leave a few without words (counted).
         assert!(n("explained") > 0, "{t}");
@@ -460,19 +434,7 @@ fn transformer_train_and_predict_through_the_binary() {
     assert_eq!(hurried["budget"], 0.05, "{card}");
     assert!(hurried["reading"].as_f64().unwrap() < 1.0, "{card}");
     // `predict --hurried`: the decisions such a loop makes, and the layers it reads.
-    let o = flagship(
-        &[
-            "predict",
-            "--model",
-            "m",
-            "--input",
-            "in.jsonl",
-            "--output",
-            "hurried.jsonl",
-            "--hurried",
-        ],
-        d,
-    );
+    let o = predict("hurried.jsonl", &["--hurried"]);
     let t = text(&o);
     assert!(
         o.status.success() && t.contains("3 rows → hurried.jsonl"),
@@ -480,32 +442,7 @@ fn transformer_train_and_predict_through_the_binary() {
     );
     for after in ["0ms", "1h"] {
         let file = format!("watch-hurry-{after}.jsonl");
-        let o = flagship(
-            &[
-                "--config",
-                fixture("demo/flagship.toml").to_str().unwrap(),
-                "watch",
-                "--replay",
-                fixture("demo/stream.jsonl.gz").to_str().unwrap(),
-                "--model",
-                "m",
-                "--max-posts",
-                "40",
-                "--hurry-after",
-                after,
-                "--out",
-                &file,
-            ],
-            d,
-        );
-        let t = text(&o);
-        let totals: serde_json::Value = serde_json::from_str(
-            t.lines()
-                .rev()
-                .find(|l| l.starts_with('{'))
-                .expect("totals"),
-        )
-        .unwrap();
+        let (t, totals) = watch_demo(d, &file, &["--hurry-after", after]);
         let n = |k: &str| totals[k].as_u64().unwrap();
         let lines = std::fs::read_to_string(d.join(&file)).unwrap();
         let flagged: Vec<serde_json::Value> = lines
@@ -530,6 +467,37 @@ fn transformer_train_and_predict_through_the_binary() {
             );
         }
     }
+}
+
+/// `flagship watch` of the demo's first 40 replayed posts with the model `m` in `d`, flagged
+/// posts to `out`, with `flags`: what it printed, and its totals (the last JSON line).
+fn watch_demo(d: &Path, out: &str, flags: &[&str]) -> (String, serde_json::Value) {
+    let (config, replay) = (
+        fixture("demo/flagship.toml"),
+        fixture("demo/stream.jsonl.gz"),
+    );
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "watch",
+        "--replay",
+        replay.to_str().unwrap(),
+        "--model",
+        "m",
+        "--max-posts",
+        "40",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(flags);
+    let t = text(&flagship(&args, d));
+    let totals = t
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no totals: {t}"));
+    (t, totals)
 }
 
 fn jsonl(path: &Path, rows: &[serde_json::Value]) {

@@ -330,7 +330,7 @@ pub struct Model {
     pub early_exit: f64,
     /// Early exit in a hurry: the share a live loop that has fallen behind (a launch burst)
     /// may change, scoring its micro-batches with looser margins until it catches up
-    /// (`--hurry-after`); at most `early_exit`: none.
+    /// (`--hurry-after`); at most `early_exit`: none. `early_exit` 0 turns off both.
     #[serde(default = "default_early_exit_hurried")]
     pub early_exit_hurried: f64,
 }

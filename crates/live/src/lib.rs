@@ -990,7 +990,7 @@ impl Triage<'_> {
             }
         }
         t.flagged += scored.iter().filter(|s| s.need_support).count() as u64;
-        if pace == Pace::Hurried {
+        if pace == Pace::Hurried && !scored.is_empty() {
             t.hurried += scored.len() as u64;
             t.hurried_batches += 1;
         }

@@ -242,7 +242,7 @@ impl Exits {
         }
     }
 
-    /// Whether [`Pace::Hurried`] reads less than [`Pace::Careful`] (it has margins of its own).
+    /// Whether there are hurried margins ([`Pace::Hurried`] reads by them; without, as careful).
     pub fn hurries(&self) -> bool {
         self.heads.iter().any(|h| h.margin(Pace::Hurried).is_some())
     }

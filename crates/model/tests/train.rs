@@ -181,16 +181,19 @@ fn early_exits_keep_the_full_models_decisions(
     );
     // The validation posts are the ones the margins were set on: at most the budget's share
     // (and one post of bf16 rounding between differently shaped batches) decide otherwise.
-    let differ = quick
-        .iter()
-        .zip(full)
-        .filter(|(a, b)| a.need_support != b.need_support)
-        .count();
-    assert!(
-        differ as f64 <= r.budget * texts.len() as f64 + 1.0,
-        "{differ} of {} decisions changed",
-        texts.len()
-    );
+    let within = |preds: &[flagship_model::Prediction], budget: f64| {
+        let differ = preds
+            .iter()
+            .zip(full)
+            .filter(|(a, b)| a.need_support != b.need_support)
+            .count();
+        let n = texts.len();
+        assert!(
+            differ as f64 <= budget * n as f64 + 1.0,
+            "{differ} of {n} decisions changed (budget {budget})"
+        );
+    };
+    within(&quick, r.budget);
     assert!(quick.iter().all(|p| (0.0..=1.0).contains(&p.probability)));
 
     // In a hurry (the default `model.early_exit_hurried`, looser): margins of their own on the
@@ -200,23 +203,14 @@ fn early_exits_keep_the_full_models_decisions(
         .as_ref()
         .expect("hurried margins at the default budget");
     assert!(h.budget > r.budget && !h.exits.is_empty(), "{h:?}");
-    assert!(h.agreement >= 1.0 - h.budget - 1e-9, "{h:?}");
+    assert!(h.reading < r.reading, "{h:?} against {r:?}");
     assert!(fast.hurries());
     let (hurried, _) = fast
         .predict_timed(texts, flagship_model::Pace::Hurried)
         .unwrap();
     let (_, read_hurried, _) = fast.reading().unwrap();
-    assert!(read_hurried - read <= read, "{read_hurried} after {read}");
-    let differ = hurried
-        .iter()
-        .zip(full)
-        .filter(|(a, b)| a.need_support != b.need_support)
-        .count();
-    assert!(
-        differ as f64 <= h.budget * texts.len() as f64 + 1.0,
-        "in a hurry {differ} of {} decisions changed",
-        texts.len()
-    );
+    assert!(read_hurried - read < read, "{read_hurried} after {read}");
+    within(&hurried, h.budget);
 
     // A card whose threshold was moved by hand: every post reads every layer again.
     let moved = tempfile::tempdir().unwrap();
