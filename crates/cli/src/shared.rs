@@ -42,9 +42,11 @@ pub struct ScoringArgs {
     /// idle; `false`: words only after the write (a mean-pooled model's only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub scored_words: bool,
-    /// A micro-batch whose oldest post has waited this long is scored in a hurry: the exits'
-    /// looser margins (`model.early_exit_hurried`), fewer layers a post, so a loop that has
-    /// fallen behind (a launch burst) catches up; its posts are marked `hurried`. `1h`: never.
+    /// A micro-batch of 16 posts or more whose oldest post has waited this long is scored in a
+    /// hurry, and so is every batch for 5 s after: the exits' looser margins
+    /// (`model.early_exit_hurried`), fewer layers a post, so a loop that has fallen behind (a
+    /// launch burst) catches up; its posts are marked `hurried`. `0ms`: every batch; `1h`:
+    /// never.
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     pub hurry_after: Duration,
 }

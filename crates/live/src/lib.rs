@@ -104,10 +104,10 @@ pub struct Options {
     /// ([`Attribution::Scored`]), where the model allows (mean pooling); occlusion refines
     /// them while the loop is idle. `false`: words only after the write, as above.
     pub scored_words: bool,
-    /// A micro-batch whose oldest post has waited this long is scored in a hurry
-    /// ([`Pace::Hurried`]: the exits' looser margins, `model.early_exit_hurried`), so a loop
-    /// that has fallen behind reads less until it catches up ([`HURRY_AFTER`] by default;
-    /// `1h`: never).
+    /// A micro-batch whose oldest post has waited this long (and that holds at least
+    /// [`HURRY_MIN_POSTS`]) is scored in a hurry ([`Pace::Hurried`]: the exits' looser
+    /// margins, `model.early_exit_hurried`), so a loop that has fallen behind reads less until
+    /// it catches up ([`HURRY_AFTER`] by default; 0: every batch; `1h`: never).
     pub hurry_after: Duration,
 }
 
@@ -160,6 +160,12 @@ pub const EXPLAIN_BEHIND: Duration = Duration::from_secs(2);
 /// longer is behind — a launch burst — and reading fewer layers (the demo's model: 36 % of
 /// their work against 59 %) is what lets it catch up (docs/model.md#in-a-hurry).
 pub const HURRY_AFTER: Duration = Duration::from_millis(100);
+
+/// …and holds at least this many posts: a backlog, not a slow moment. On a host busy with
+/// something else, at the demo's rate, a batch of one or two posts can wait 100 ms; with the
+/// wait alone 826 of `bench all`'s 1,000 posts on the busy host were hurried. In a burst at
+/// ten times the demo's rate a batch that waited 100 ms holds about 40.
+pub const HURRY_MIN_POSTS: usize = 16;
 
 /// Once a micro-batch was scored in a hurry, the loop stays hurried this long after the last
 /// batch that waited [`Options::hurry_after`]: a burst lasts minutes, and a loop that went
@@ -637,21 +643,27 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// When a micro-batch is scored in a hurry ([`Options::hurry_after`], [`HURRY_HOLD`]).
+/// When a micro-batch is scored in a hurry ([`Options::hurry_after`], [`HURRY_MIN_POSTS`],
+/// [`HURRY_HOLD`]).
 #[derive(Debug, Clone, Copy)]
 struct Hurry {
     /// [`Options::hurry_after`]; `None`: never (the model has no hurried margins).
     after: Option<Duration>,
-    /// Hurried until then: [`HURRY_HOLD`] after the last batch that waited `after`.
+    /// Hurried until then: [`HURRY_HOLD`] after the last batch that was behind.
     until: Option<Instant>,
 }
 
 impl Hurry {
-    /// The pace of a batch starting `now` whose oldest post has waited `oldest`: hurried when
-    /// it waited `after` or more, or one did within the hold.
-    fn pace(&mut self, oldest: Option<Duration>, now: Instant) -> Pace {
+    /// The pace of a batch of `posts` starting `now` whose oldest post has waited `oldest`:
+    /// hurried when it is behind (waited `after` or more, at least [`HURRY_MIN_POSTS`]
+    /// posts), or one was within the hold. `after` 0: every batch.
+    fn pace(&mut self, posts: usize, oldest: Option<Duration>, now: Instant) -> Pace {
+        if self.after == Some(Duration::ZERO) {
+            return Pace::Hurried;
+        }
         if let (Some(after), Some(waited)) = (self.after, oldest)
             && waited >= after
+            && posts >= HURRY_MIN_POSTS
         {
             self.until = Some(now + HURRY_HOLD);
         }
@@ -934,7 +946,7 @@ impl Triage<'_> {
             self.clock.wait.push(ms(started.duration_since(a.at)));
         }
         let oldest = batch.iter().map(|a| started.duration_since(a.at)).max();
-        let pace = self.hurry.pace(oldest, started);
+        let pace = self.hurry.pace(batch.len(), oldest, started);
         let rows: Vec<(Post, String)> = batch
             .iter()
             .map(|a| (a.post.clone(), a.origin.clone()))
@@ -1430,31 +1442,42 @@ mod tests {
             .collect()
     }
 
-    /// A batch that waited `hurry_after` is hurried, and so is every batch within the hold
-    /// after it, however short its wait; then care again. A model without hurried margins:
-    /// never.
+    /// A batch that is behind (waited `hurry_after`, at least [`HURRY_MIN_POSTS`] posts) is
+    /// hurried, and so is every batch within the hold after it, however small or short its
+    /// wait; then care again. A few posts that waited (a busy host): care. A model without
+    /// hurried margins: never.
     #[test]
-    fn a_batch_that_waited_hurries_the_loop_for_the_hold() {
+    fn a_batch_behind_hurries_the_loop_for_the_hold() {
         let ms = Duration::from_millis;
+        let big = HURRY_MIN_POSTS;
         let t0 = Instant::now();
         let mut h = Hurry {
             after: Some(ms(100)),
             until: None,
         };
-        assert_eq!(h.pace(Some(ms(99)), t0), Pace::Careful);
-        assert_eq!(h.pace(None, t0), Pace::Careful);
-        assert_eq!(h.pace(Some(ms(100)), t0 + ms(10)), Pace::Hurried);
+        assert_eq!(h.pace(big, Some(ms(99)), t0), Pace::Careful);
+        assert_eq!(h.pace(0, None, t0), Pace::Careful);
+        assert_eq!(h.pace(big - 1, Some(ms(400)), t0), Pace::Careful);
+        assert_eq!(h.pace(big, Some(ms(100)), t0 + ms(10)), Pace::Hurried);
         let held = t0 + ms(10) + HURRY_HOLD;
-        assert_eq!(h.pace(Some(ms(1)), held - ms(1)), Pace::Hurried);
-        assert_eq!(h.pace(Some(ms(1)), held), Pace::Careful);
-        // Waiting again restarts the hold.
-        assert_eq!(h.pace(Some(ms(250)), held + ms(5)), Pace::Hurried);
-        assert_eq!(h.pace(Some(ms(0)), held + HURRY_HOLD), Pace::Hurried);
+        assert_eq!(h.pace(1, Some(ms(1)), held - ms(1)), Pace::Hurried);
+        assert_eq!(h.pace(1, Some(ms(1)), held), Pace::Careful);
+        // Behind again restarts the hold.
+        assert_eq!(h.pace(big, Some(ms(250)), held + ms(5)), Pace::Hurried);
+        assert_eq!(h.pace(1, Some(ms(0)), held + HURRY_HOLD), Pace::Hurried);
         let mut never = Hurry {
             after: None,
             until: None,
         };
-        assert_eq!(never.pace(Some(Duration::from_secs(60)), t0), Pace::Careful);
+        assert_eq!(
+            never.pace(256, Some(Duration::from_secs(60)), t0),
+            Pace::Careful
+        );
+        let mut always = Hurry {
+            after: Some(Duration::ZERO),
+            until: None,
+        };
+        assert_eq!(always.pace(1, None, t0), Pace::Hurried);
     }
 
     /// Past [`REFINE_BACKLOG`] waiting posts the worded ones keep their words and go; up to
