@@ -921,23 +921,23 @@ pub fn exits(config: &Config, args: ExitsArgs) -> Result<()> {
     };
     match model.fit_exits(&train, &val, budgets)? {
         Some(r) => {
+            let set = |s: &flagship_model::exit::MarginSet| {
+                format!(
+                    "{} — {:.2}% of decisions as the full model's, {:.1}% of the layers' work",
+                    at(&s.exits),
+                    100.0 * s.agreement,
+                    100.0 * s.reading
+                )
+            };
             println!(
-                "exits: {} — on validation ({} posts) {:.2}% of decisions as the full model's, {:.1}% of the layers' work; fitted on {} texts in {:.1} s",
-                at(&r.exits),
+                "exits: {}, on validation ({} posts); fitted on {} texts in {:.1} s",
+                set(&r.careful),
                 r.validation,
-                100.0 * r.agreement,
-                100.0 * r.reading,
                 r.fitted_on,
                 started.elapsed().as_secs_f64()
             );
             match &r.hurried {
-                Some(h) => println!(
-                    "exits in a hurry (budget {}): {} — {:.2}% of decisions as the full model's, {:.1}% of the layers' work",
-                    h.budget,
-                    at(&h.exits),
-                    100.0 * h.agreement,
-                    100.0 * h.reading
-                ),
+                Some(h) => println!("exits in a hurry (budget {}): {}", h.budget, set(h)),
                 None => println!(
                     "exits in a hurry: none (a budget of {} reads no less)",
                     budgets.hurried

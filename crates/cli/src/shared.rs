@@ -35,7 +35,7 @@ pub struct ScoringArgs {
     /// A flagged post still waiting this long after its write gets its words from the
     /// pooled attribution (one pass a post) rather than occlusion (a pass per word); `0ms`:
     /// always, `1h`: never.
-    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, value_parser = parse_duration, default_value = flagship_core::live::EXPLAIN_BEHIND_FLAG)]
     pub explain_behind: Duration,
     /// A flagged post's words come with it, from the scoring pass itself (its words left
     /// out of the deciding layer's mean pool), and occlusion refines them while the loop is
@@ -47,7 +47,7 @@ pub struct ScoringArgs {
     /// (`model.early_exit_hurried`), fewer layers a post, so a loop that has fallen behind (a
     /// launch burst) catches up; its posts are marked `hurried`. `0ms`: every batch; `1h`:
     /// never.
-    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    #[arg(long, value_parser = parse_duration, default_value = flagship_core::live::HURRY_AFTER_FLAG)]
     pub hurry_after: Duration,
 }
 

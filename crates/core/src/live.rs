@@ -5,6 +5,8 @@
 //! They live in the light core, not beside the loop, so that a sink — the desk's database, a
 //! file — builds without libtorch: only the loop itself links the model.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,26 @@ use crate::{Platform, Post};
 /// and a bigger batch sorted by length pads less: at ten times the demo's rate this host
 /// scored 273 posts/s with at most 32, 373 with at most 512.
 pub const MAX_BATCH: usize = 256;
+
+/// A flagged post still waiting this long after its write without words (none came with
+/// it: `--scored-words false`, or no word raised its probability) gets them from the
+/// pooled attribution (its words left out of the last layer's mean pool: one pass a post, several
+/// posts a pass) rather than occlusion (a pass per word), so a loop that falls behind — a
+/// busy host, a burst — still explains what it flags within `flagship-live`'s
+/// `EXPLAIN_WITHIN`. In the deletion test on the demo's model its words moved the probability 0.099 against
+/// occlusion's 0.171 (random words 0.002): weaker, but words that explain (the gradient
+/// stand-in of before did no better than random words and was removed).
+pub const EXPLAIN_BEHIND: Duration = Duration::from_secs(2);
+/// [`EXPLAIN_BEHIND`] as `--explain-behind`'s default is written (a test holds them equal).
+pub const EXPLAIN_BEHIND_FLAG: &str = "2s";
+
+/// A micro-batch whose oldest post has waited this long is scored in a hurry. At the demo's
+/// rate a post waits 9 ms at p50 and 55 ms at p99 (108 ms on a busy host); a loop that waits
+/// longer is behind — a launch burst — and reading fewer layers (the demo's model: 36 % of
+/// their work against 59 %) is what lets it catch up (docs/model.md#in-a-hurry).
+pub const HURRY_AFTER: Duration = Duration::from_millis(100);
+/// [`HURRY_AFTER`] as `--hurry-after`'s default is written (a test holds them equal).
+pub const HURRY_AFTER_FLAG: &str = "100ms";
 
 /// One word and how much it raised P(needs support).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,5 +224,18 @@ impl FlaggedRow {
             hurried: self.hurried,
             why: self.why,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults, as written, are the loop's constants.
+    #[test]
+    fn the_flags_defaults_are_the_loops() {
+        let parse = crate::config::parse_duration;
+        assert_eq!(parse(HURRY_AFTER_FLAG), Ok(HURRY_AFTER));
+        assert_eq!(parse(EXPLAIN_BEHIND_FLAG), Ok(EXPLAIN_BEHIND));
     }
 }

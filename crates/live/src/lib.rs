@@ -58,6 +58,8 @@ pub use flagship_model::Classifier;
 
 pub const STAGE: &str = "live";
 
+pub use flagship_core::live::{EXPLAIN_BEHIND, HURRY_AFTER};
+
 /// The cleaned text the model reads (textproc's `text_model`).
 pub const TEXT_COLUMN: &str = "text_model";
 
@@ -144,22 +146,6 @@ pub const EXPLAIN_WITHIN: Duration = Duration::from_secs(30);
 /// slices of eight made 1.6 calls a post and cost 1.9× the time per post
 /// (`flagship-bench model explain --slice 8`).
 pub const EXPLAIN_SLICE: usize = 16;
-
-/// A flagged post still waiting this long after its write without words (none came with
-/// it: [`Options::scored_words`] off, or no word raised its probability) gets them from the
-/// pooled attribution (its words left out of the last layer's mean pool: one pass a post, several
-/// posts a pass) rather than occlusion (a pass per word), so a loop that falls behind — a
-/// busy host, a burst — still explains what it flags within [`EXPLAIN_WITHIN`]. In the
-/// deletion test on the demo's model its words moved the probability 0.099 against
-/// occlusion's 0.171 (random words 0.002): weaker, but words that explain (the gradient
-/// stand-in of before did no better than random words and was removed).
-pub const EXPLAIN_BEHIND: Duration = Duration::from_secs(2);
-
-/// A micro-batch whose oldest post has waited this long is scored in a hurry. At the demo's
-/// rate a post waits 9 ms at p50 and 55 ms at p99 (108 ms on a busy host); a loop that waits
-/// longer is behind — a launch burst — and reading fewer layers (the demo's model: 36 % of
-/// their work against 59 %) is what lets it catch up (docs/model.md#in-a-hurry).
-pub const HURRY_AFTER: Duration = Duration::from_millis(100);
 
 /// …and holds at least this many posts: a backlog, not a slow moment. On a host busy with
 /// something else, at the demo's rate, a batch of one or two posts can wait 100 ms; with the
@@ -942,10 +928,12 @@ impl Triage<'_> {
         t: &mut Totals,
     ) -> Result<(), LiveError> {
         let started = Instant::now();
+        let mut oldest = None;
         for a in &batch {
-            self.clock.wait.push(ms(started.duration_since(a.at)));
+            let waited = started.duration_since(a.at);
+            self.clock.wait.push(ms(waited));
+            oldest = oldest.max(Some(waited));
         }
-        let oldest = batch.iter().map(|a| started.duration_since(a.at)).max();
         let pace = self.hurry.pace(batch.len(), oldest, started);
         let rows: Vec<(Post, String)> = batch
             .iter()

@@ -61,37 +61,75 @@ pub enum Pace {
     Hurried,
 }
 
-/// What `flagship.json` says of the exits (`early_exit`).
+/// What `flagship.json` says of the exits (`early_exit`): the careful margins' set (its
+/// fields sit at the top level, as before the hurried ones existed), what they lie around and
+/// were fitted on, and the hurried set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExitRecord {
-    /// The share of validation decisions allowed to differ from the full model's.
-    pub budget: f64,
+    /// The margins of [`Pace::Careful`] (`model.early_exit`).
+    #[serde(flatten)]
+    pub careful: MarginSet,
     /// The threshold the margins lie around (the card's at training).
     pub threshold: f64,
-    /// The layers with an exit, lowest first.
-    pub exits: Vec<ExitPoint>,
     /// Training texts the heads were fitted on.
     pub fitted_on: usize,
     /// Validation posts the margins were set on.
     pub validation: usize,
+    /// The looser margins of [`Pace::Hurried`] (`model.early_exit_hurried`), on the same heads
+    /// (none in a card written before they existed, or where the hurried budget is not above
+    /// the careful one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hurried: Option<MarginSet>,
+}
+
+impl ExitRecord {
+    /// The margins a post is read by at `pace` (`None`: the card has none for it).
+    pub fn at(&self, pace: Pace) -> Option<&MarginSet> {
+        match pace {
+            Pace::Careful => Some(&self.careful),
+            Pace::Hurried => self.hurried.as_ref(),
+        }
+    }
+}
+
+/// One set of margins on the exit heads, and what they do on the validation posts they were
+/// set on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarginSet {
+    /// The share of validation decisions allowed to differ from the full model's.
+    pub budget: f64,
+    /// The layers with an exit at this pace, lowest first.
+    pub exits: Vec<ExitPoint>,
     /// On validation: the share of decisions equal to the full model's…
     pub agreement: f64,
     /// …and the share of the layers' work done (1.0: every post read every layer).
     pub reading: f64,
-    /// The looser margins of [`Pace::Hurried`], on the same heads (none in a card written
-    /// before they existed, or where the hurried budget is not above `budget`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hurried: Option<HurriedRecord>,
 }
 
-/// The margins a loop that has fallen behind scores with, and what they do on validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HurriedRecord {
-    /// The share of validation decisions allowed to differ from the full model's.
-    pub budget: f64,
-    pub exits: Vec<ExitPoint>,
-    pub agreement: f64,
-    pub reading: f64,
+impl MarginSet {
+    /// The set [`choose_margins`] chose within `budget` on `n` validation posts of a model
+    /// with `top` layers.
+    pub fn of(m: &Margins, budget: f64, n: usize, top: usize) -> MarginSet {
+        let exits = m
+            .margins
+            .iter()
+            .zip(&m.exited)
+            .enumerate()
+            .filter_map(|(k, (margin, out))| {
+                Some(ExitPoint {
+                    layer: k + 1,
+                    margin: (*margin)?,
+                    exited: *out as f64 / n as f64,
+                })
+            })
+            .collect();
+        MarginSet {
+            budget,
+            exits,
+            agreement: 1.0 - m.wrong as f64 / n as f64,
+            reading: m.work as f64 / (n * top) as f64,
+        }
+    }
 }
 
 /// One exit: after `layer` layers, posts whose predicted log-odds lie `margin` or more from
@@ -192,13 +230,12 @@ impl Exits {
             .collect();
         // Each layer's margin at each pace.
         let mut margins = std::collections::BTreeMap::<usize, [Option<f64>; 2]>::new();
-        let hurried = record.hurried.iter().flat_map(|h| &h.exits);
-        for (pace, p) in record
-            .exits
-            .iter()
-            .map(|p| (Pace::Careful, p))
-            .chain(hurried.map(|p| (Pace::Hurried, p)))
-        {
+        let paces = [Pace::Careful, Pace::Hurried];
+        let points = paces
+            .into_iter()
+            .filter_map(|pace| Some((pace, record.at(pace)?)))
+            .flat_map(|(pace, set)| set.exits.iter().map(move |p| (pace, p)));
+        for (pace, p) in points {
             if p.layer == 0 || p.layer >= layers {
                 return Err(bad(format!(
                     "an exit after layer {} of a {layers}-layer model",
@@ -510,22 +547,6 @@ pub fn fit(
     let hurried = (budgets.hurried > budget)
         .then(|| choose_margins(&z, &full, t, budgets.hurried, SAFETY))
         .filter(|m| m.margins.iter().any(Option::is_some));
-    let points = |m: &Margins| -> Vec<ExitPoint> {
-        m.margins
-            .iter()
-            .zip(&m.exited)
-            .enumerate()
-            .filter_map(|(k, (margin, out))| {
-                Some(ExitPoint {
-                    layer: k + 1,
-                    margin: (*margin)?,
-                    exited: *out as f64 / n as f64,
-                })
-            })
-            .collect()
-    };
-    let agreement = |m: &Margins| 1.0 - m.wrong as f64 / n as f64;
-    let reading = |m: &Margins| m.work as f64 / (n * top) as f64;
     let mut heads = Vec::new();
     for (k, (w, b)) in fits.into_iter().enumerate() {
         let margins = [
@@ -545,19 +566,13 @@ pub fn fit(
         return Ok(None);
     }
     let record = ExitRecord {
-        budget,
+        careful: MarginSet::of(&chosen, budget, n, top),
         threshold,
-        exits: points(&chosen),
         fitted_on: sample.len(),
         validation: n,
-        agreement: agreement(&chosen),
-        reading: reading(&chosen),
-        hurried: hurried.as_ref().map(|h| HurriedRecord {
-            budget: budgets.hurried,
-            exits: points(h),
-            agreement: agreement(h),
-            reading: reading(h),
-        }),
+        hurried: hurried
+            .as_ref()
+            .map(|h| MarginSet::of(h, budgets.hurried, n, top)),
     };
     Ok(Some(Fitted {
         exits: Exits {
@@ -750,6 +765,55 @@ mod tests {
         vs.freeze();
         let enc = TextEncoder::from_file(&base.join("tokenizer.json"), 64, 0).unwrap();
         (vs, model, enc)
+    }
+
+    /// `flagship.json`'s `early_exit` reads and writes as before the margin sets: the careful
+    /// set's fields at the top level, the hurried set under `hurried` (a card of the demo's
+    /// model), and a card written before hurried margins existed has none.
+    #[test]
+    fn the_exit_record_keeps_its_shape() {
+        let card = serde_json::json!({
+            "budget": 0.002, "threshold": 0.398, "fitted_on": 5998, "validation": 600,
+            "exits": [{"layer": 1, "margin": 2.65, "exited": 0.098},
+                      {"layer": 5, "margin": 0.21, "exited": 0.26}],
+            "agreement": 1.0, "reading": 0.625,
+            "hurried": {"budget": 0.05, "agreement": 0.96, "reading": 0.395,
+                        "exits": [{"layer": 1, "margin": 1.63, "exited": 0.31}]}
+        });
+        let r: ExitRecord = serde_json::from_value(card.clone()).unwrap();
+        assert_eq!(r.careful.budget, 0.002);
+        assert_eq!(r.careful.exits.len(), 2);
+        assert_eq!(r.validation, 600);
+        let h = r.at(Pace::Hurried).unwrap();
+        assert_eq!((h.budget, h.exits[0].layer), (0.05, 1));
+        assert_eq!(serde_json::to_value(&r).unwrap(), card);
+
+        let mut before = card;
+        before.as_object_mut().unwrap().remove("hurried");
+        let r: ExitRecord = serde_json::from_value(before.clone()).unwrap();
+        assert!(r.at(Pace::Hurried).is_none());
+        assert_eq!(r.at(Pace::Careful), Some(&r.careful));
+        assert_eq!(serde_json::to_value(&r).unwrap(), before);
+    }
+
+    /// [`MarginSet::of`]: the exits where a margin was chosen, each layer's share of the
+    /// posts, the agreement and the reading as shares.
+    #[test]
+    fn a_margin_set_states_its_margins_as_shares() {
+        let m = Margins {
+            margins: vec![Some(2.0), None, Some(0.5)],
+            exited: vec![3, 0, 4],
+            wrong: 1,
+            work: 25,
+        };
+        let s = MarginSet::of(&m, 0.1, 10, 4);
+        let layers: Vec<(usize, f64, f64)> = s
+            .exits
+            .iter()
+            .map(|e| (e.layer, e.margin, e.exited))
+            .collect();
+        assert_eq!(layers, vec![(1, 2.0, 0.3), (3, 0.5, 0.4)]);
+        assert_eq!((s.budget, s.agreement, s.reading), (0.1, 0.9, 0.625));
     }
 
     #[test]
