@@ -511,6 +511,14 @@ async fn run_live(
         t.budget.embed.p50_ms,
         t.unembedded
     );
+    if t.hurried > 0 {
+        println!(
+            "desk: {} of {} scored posts in a hurry (the exits' looser margins, model.early_exit_hurried)",
+            t.hurried, t.kept
+        );
+    }
+    // The run's totals as one JSON line, as `watch` ends (what `cargo xtask bench` reads).
+    println!("{}", serde_json::to_string(&t)?);
     Ok(())
 }
 
