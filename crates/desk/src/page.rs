@@ -251,6 +251,9 @@ pub fn post(item: &Item, cx: &Cx, answer: Option<&Suggestion>) -> String {
         clock_span(&mut h, item.arrived_at, cx.clock);
     }
     holder_span(&mut h, item.held.as_deref());
+    if item.hurried {
+        h.push_str(r#" <span class="hurried" title="read in a hurry: the live loop was behind, and the exits' looser margins decided it (model.early_exit_hurried)">hurried</span>"#);
+    }
     h.push_str("</header>");
     if item.refs.parent.is_some() {
         h.push_str(r#"<div class="thread" hidden></div>"#);
@@ -959,6 +962,7 @@ mod tests {
             refs: Default::default(),
             replied: None,
             held: Some("<b>bo</b>".into()),
+            hurried: false,
         }
     }
 
@@ -1002,6 +1006,21 @@ mod tests {
         );
         assert!(ok.contains(r#"href="https://bsky.app/profile/a/post/b""#));
         assert!(ok.contains(r#"rel="noopener noreferrer""#));
+        assert!(!ok.contains(r#"class="hurried""#), "{ok}");
+    }
+
+    /// A post read in a hurry says so in its header, with why in its title.
+    #[test]
+    fn a_hurried_post_is_marked() {
+        let mut it = item("fine", "https://bsky.app/profile/a/post/b");
+        it.hurried = true;
+        let h = post(&it, &cx(), None);
+        let header = &h[h.find("<header>").unwrap()..h.find("</header>").unwrap()];
+        assert!(
+            header.contains(r#"<span class="hurried" title="read in a hurry"#),
+            "{h}"
+        );
+        assert!(header.contains(">hurried</span>"), "{h}");
     }
 
     #[test]

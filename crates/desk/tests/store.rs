@@ -216,7 +216,7 @@ const BACK_TO_4: &str = "DROP TABLE parents; DROP INDEX replies_post; DROP TABLE
      ALTER TABLE current DROP COLUMN bulk; ALTER TABLE decisions DROP COLUMN bulk;
      DROP TABLE group_decisions; DROP INDEX posts_group;
      ALTER TABLE posts DROP COLUMN embedding; ALTER TABLE posts DROP COLUMN group_id;
-     DROP TABLE groups;";
+     DROP TABLE groups; ALTER TABLE posts DROP COLUMN hurried;";
 
 #[test]
 fn a_schema_2_desk_is_upgraded_in_place_and_keeps_its_posts() {
@@ -318,4 +318,51 @@ fn sessions_end_when_idle_or_old_and_each_user_keeps_a_few() {
             .iter()
             .any(|k| [&a, &b, &c].contains(&k))
     );
+}
+
+#[test]
+fn the_hurried_mark_is_stored_and_a_careful_score_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("desk.sqlite");
+    let mut store = DeskStore::open(&path).unwrap();
+    let marks = |store: &DeskStore| -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = store
+            .queue(Order::Newest, 10)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.id, i.hurried))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut quick = scored("1", Platform::X, 1, 0.9);
+    quick.hurried = true;
+    store
+        .add(&[quick.clone(), scored("5", Platform::X, 5, 0.7)])
+        .unwrap();
+    assert_eq!(marks(&store), [("1".into(), true), ("5".into(), false)]);
+    // Scored again later, with care: the mark went with the old score.
+    let mut careful = quick;
+    careful.hurried = false;
+    careful.scored_at += chrono::Duration::seconds(1);
+    store.add(&[careful]).unwrap();
+    assert_eq!(marks(&store), [("1".into(), false), ("5".into(), false)]);
+    let mut again = scored("5", Platform::X, 5, 0.7);
+    again.hurried = true;
+    again.scored_at += chrono::Duration::seconds(1);
+    store.add(&[again]).unwrap();
+    assert_eq!(marks(&store), [("1".into(), false), ("5".into(), true)]);
+    drop(store);
+    // A schema-7 desk (no mark) gains the column; its posts read as scored with care.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("ALTER TABLE posts DROP COLUMN hurried; PRAGMA user_version = 7;")
+        .unwrap();
+    drop(db);
+    let store = DeskStore::open_existing(&path).unwrap();
+    assert_eq!(marks(&store), [("1".into(), false), ("5".into(), false)]);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, flagship_desk::SCHEMA);
 }

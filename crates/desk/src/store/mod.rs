@@ -35,7 +35,7 @@ mod team;
 pub use team::{Alert, AttemptRow, Delivery, DeliveryRow, TopGroup};
 
 /// The schema version in `PRAGMA user_version`.
-pub const SCHEMA: i64 = 7;
+pub const SCHEMA: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
@@ -194,6 +194,9 @@ pub struct Item {
     pub replied: Option<Replied>,
     /// Who holds it (took it, or was given it), if anyone.
     pub held: Option<String>,
+    /// Its latest score was read in a hurry: the live loop was behind, and the exits' looser
+    /// margins (`model.early_exit_hurried`) decided it.
+    pub hurried: bool,
 }
 
 impl Item {
@@ -451,7 +454,7 @@ const SESSIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS sessions (
      CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user, created);";
 
 /// Columns [`ITEM_COLUMNS`] selects; a query's own columns come after them.
-const ITEM_WIDTH: usize = 22;
+const ITEM_WIDTH: usize = 23;
 
 const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.text, p.client,
      p.words, p.terms, p.arrived_at, p.probability, p.threshold, p.need_support, p.model_id,
@@ -459,7 +462,11 @@ const ITEM_COLUMNS: &str = "p.platform, p.id, p.url, p.author, p.created_at, p.t
      (SELECT r.reply_url FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1),
      (SELECT r.who FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1),
      (SELECT r.finished_at FROM replies r WHERE r.post_id = p.id AND r.state = 'sent' ORDER BY r.id DESC LIMIT 1),
-     (SELECT a.who FROM assignments a WHERE a.post_id = p.id)";
+     (SELECT a.who FROM assignments a WHERE a.post_id = p.id), p.hurried";
+
+/// Schema 7 → 8: whether a post's latest score was read in a hurry.
+const HURRIED: &str = "
+     ALTER TABLE posts ADD COLUMN hurried INTEGER NOT NULL DEFAULT 0;";
 
 /// Schema 6 → 7: the team's work — who holds what, alerts and their delivery.
 const TEAM: &str = "
@@ -606,6 +613,7 @@ pub(crate) fn item_of(s: &flagship_core::live::Scored) -> Item {
         refs: Refs::of(t),
         replied: None,
         held: None,
+        hurried: s.hurried,
     }
 }
 
@@ -690,6 +698,7 @@ fn item(r: &rusqlite::Row) -> rusqlite::Result<Item> {
             None => None,
         },
         held: r.get(21)?,
+        hurried: r.get(22)?,
     })
 }
 
@@ -741,7 +750,7 @@ impl DeskStore {
             SCHEMA => Ok(store),
             // Earlier schemas are upgraded in place (as `open` does), so exports, monitor and
             // split read them after an upgrade of flagship.
-            2..=6 => {
+            2..=7 => {
                 drop(store);
                 tracing::info!(path = %path.display(), "upgrading the desk database to schema {SCHEMA}");
                 drop(DeskStore::open(path)?);
@@ -837,14 +846,16 @@ impl DeskStore {
                      {GROUPS_AND_ANSWERS}
                      {REPLIES}
                      {TEAM}
+                     {HURRIED}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;"
                 ))
                 .map_err(|e| self.err(e)),
             // Schema 2 → 3: each post keeps why its latest score flagged it. 3 → 4: the
             // sessions move from memory into the database. 4 → 5: question groups and saved
-            // answers. 5 → 6: replies. 6 → 7: the team's work. One transaction for all.
-            found @ 2..=6 => self
+            // answers. 5 → 6: replies. 6 → 7: the team's work. 7 → 8: the hurried mark. One
+            // transaction for all.
+            found @ 2..=7 => self
                 .db
                 .execute_batch(&format!(
                     "BEGIN IMMEDIATE;
@@ -853,6 +864,7 @@ impl DeskStore {
                      {}
                      {}
                      {TEAM}
+                     {HURRIED}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;",
                     if found == 2 {
@@ -892,15 +904,16 @@ impl DeskStore {
                     "INSERT OR IGNORE INTO posts
                      (id, platform, url, author, created_at, text, text_model, client, words,
                       terms, arrived_at, probability, threshold, need_support, model_id,
-                      scored_at, why, refs)
+                      scored_at, why, refs, hurried)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                             ?17, ?18)",
+                             ?17, ?18, ?19)",
                 )
                 .map_err(wrap)?;
             let mut rescore = tx
                 .prepare_cached(
                     "UPDATE posts SET probability = ?2, threshold = ?3, need_support = ?4,
-                     model_id = ?5, scored_at = ?6, why = ?7 WHERE id = ?1 AND scored_at <= ?6",
+                     model_id = ?5, scored_at = ?6, why = ?7, hurried = ?8
+                     WHERE id = ?1 AND scored_at <= ?6",
                 )
                 .map_err(wrap)?;
             let mut score = tx
@@ -938,6 +951,7 @@ impl DeskStore {
                         scored_at,
                         why,
                         serde_json::to_string(&Refs::of(t)).expect("refs serialise"),
+                        s.hurried,
                     ])
                     .map_err(wrap)?;
                 if fresh == 1 {
@@ -952,6 +966,7 @@ impl DeskStore {
                             s.model_id,
                             scored_at,
                             why,
+                            s.hurried,
                         ])
                         .map_err(wrap)?;
                 }
