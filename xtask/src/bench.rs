@@ -898,15 +898,8 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
         println!("watch ({}): {t}", r.label);
         let get = |k: &str| field(&t, k).ok_or_else(|| format!("no `{k}` in {t}"));
         let step = |k: &str| -> Result<String, String> {
-            let at = t
-                .find(&format!("\"{k}\":{{"))
-                .ok_or_else(|| format!("no budget step `{k}` in {t}"))?;
-            let part = &t[at..at + t[at..].find('}').unwrap_or(0)];
-            Ok(format!(
-                "{k} {:.1} / {:.1}",
-                field(part, "p50_ms").unwrap_or(f64::NAN),
-                field(part, "p99_ms").unwrap_or(f64::NAN)
-            ))
+            let s = budget_step(&t, k)?;
+            Ok(format!("{k} {:.1} / {:.1}", s.p50_ms, s.p99_ms))
         };
         let (flagged, explained) = (get("flagged")?, get("explained")?);
         m.rows.push(
@@ -960,10 +953,11 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
             get("explain_delay_max_ms")?,
         ));
     }
-    let desk = desk_burst(f, env, &flagship, &model, &out, &burst)?;
+    let desk = desk_burst(f, env, &flagship, &model, &out, &burst);
+    std::fs::remove_dir_all(&out).ok();
+    let desk = desk?;
     m.rows.extend(desk.rows);
     m.details.extend(desk.details);
-    std::fs::remove_dir_all(&out).ok();
     for (profile, extra) in [
         ("the demo's", &[][..]),
         ("the JWST seed's", &["--seed"][..]),
@@ -1002,6 +996,27 @@ fn live(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
     Ok(m)
 }
 
+/// One step of a live run's budget (`"budget":{"model":{"p50_ms":…,"p99_ms":…,"total_s":…}}`
+/// in its JSON totals line).
+struct BudgetStep {
+    p50_ms: f64,
+    p99_ms: f64,
+    total_s: f64,
+}
+
+fn budget_step(totals: &str, step: &str) -> Result<BudgetStep, String> {
+    let missing = || format!("no budget step `{step}` in {totals}");
+    let at = totals.find(&format!("\"{step}\":{{")).ok_or_else(missing)?;
+    let end = totals[at..].find('}').ok_or_else(missing)?;
+    let part = &totals[at..at + end];
+    let get = |k: &str| field(part, k).ok_or_else(missing);
+    Ok(BudgetStep {
+        p50_ms: get("p50_ms")?,
+        p99_ms: get("p99_ms")?,
+        total_s: get("total_s")?,
+    })
+}
+
 /// The desk's own live loop on the launch burst for at most [`DESK_BURST_MINUTES`]: what
 /// `watch` does, and every flagged post embedded by the second, frozen encoder for question
 /// groups (off the latency path, within 30 s or counted), into a desk database of its own
@@ -1034,7 +1049,14 @@ fn desk_burst(
     )?;
     println!("desk (launch burst): {t}");
     let get = |k: &str| field(&t, k).ok_or_else(|| format!("no `{k}` in {t}"));
-    let flagged = get("flagged")?;
+    let (flagged, embedded, unembedded) = (get("flagged")?, get("embedded")?, get("unembedded")?);
+    // Every flagged post got its vector or was counted without one; none when the base
+    // encoder did not load (the desk then runs without groups, and this row would mean nothing).
+    if embedded + unembedded != flagged || flagged < 1.0 {
+        return Err(format!(
+            "the desk's burst: {embedded} flagged posts embedded and {unembedded} counted without, of {flagged} flagged — were question groups on (the base encoder loaded)?"
+        ));
+    }
     let mut m = Measured::default();
     m.rows.push(row(
         format!(
@@ -1047,10 +1069,10 @@ fn desk_burst(
             get("posts_per_second")?,
             get("explained")?,
             flagged,
-            get("embedded")?,
+            embedded,
             flagged,
-            field(&t[t.find("\"embed\":{").unwrap_or(0)..], "p50_ms").unwrap_or(f64::NAN),
-            get("unembedded")?,
+            budget_step(&t, "embed")?.p50_ms,
+            unembedded,
             get("hurried")?,
             get("kept")?,
         ),
@@ -1058,11 +1080,25 @@ fn desk_burst(
         "—".into(),
         "p99 ≤ 250 ms; words and vectors within 30 s or counted",
     ));
+    let steps: Vec<String> = [
+        "wait", "parse", "prepare", "tokenise", "model", "write", "explain", "embed",
+    ]
+    .iter()
+    .map(|k| {
+        let s = budget_step(&t, k)?;
+        Ok(format!(
+            "{k} {:.1} / {:.1} ({:.0} s in all)",
+            s.p50_ms, s.p99_ms, s.total_s
+        ))
+    })
+    .collect::<Result<_, String>>()?;
     m.details.push(format!(
-        "the desk's live loop, launch burst ({minutes} min, SQLite and question groups): {}; {:.0} posts seen, {:.0} micro-batches",
+        "the desk's live loop, launch burst ({minutes} min, SQLite and question groups): {}; {:.0} posts seen in {:.0} s, {:.0} micro-batches; budget p50 / p99 ms — {} (write: the desk's database, a transaction a micro-batch; embed: a chunk of vectors)",
         memory.summary(),
         get("seen")?,
+        get("seconds")?,
         get("batches")?,
+        steps.join(", "),
     ));
     Ok(m)
 }
@@ -1668,9 +1704,22 @@ fn ingest(f: &Bench, env: &setup::Env) -> Result<Measured, String> {
 #[cfg(test)]
 mod tests {
     use super::{
-        Command, Memory, Row, field, last_line_with_memory, status_mib, table, text_field,
-        thousands,
+        Command, Memory, Row, budget_step, field, last_line_with_memory, status_mib, table,
+        text_field, thousands,
     };
+
+    /// A step of a live run's budget is read from its own object, whichever comes last.
+    #[test]
+    fn a_budget_step_is_read_from_its_own_object() {
+        let t = r#"{"flagged":3,"budget":{"wait":{"p50_ms":1.5,"p99_ms":9.0,"total_s":2.0},"embed":{"p50_ms":24.2,"p99_ms":45.8,"total_s":5.9},"write":{"p50_ms":0.0,"p99_ms":0.0,"total_s":-0.0}},"seconds":180.0}"#;
+        let e = budget_step(t, "embed").unwrap();
+        assert_eq!((e.p50_ms, e.p99_ms, e.total_s), (24.2, 45.8, 5.9));
+        let w = budget_step(t, "wait").unwrap();
+        assert_eq!((w.p50_ms, w.p99_ms, w.total_s), (1.5, 9.0, 2.0));
+        assert_eq!(budget_step(t, "write").unwrap().total_s, 0.0);
+        let e = budget_step(t, "model").err().unwrap();
+        assert!(e.contains("no budget step `model`"), "{e}");
+    }
 
     #[test]
     fn memory_is_read_from_proc_status() {

@@ -38,6 +38,18 @@ pub const HURRY_AFTER: Duration = Duration::from_millis(100);
 /// [`HURRY_AFTER`] as `--hurry-after`'s default is written (a test holds them equal).
 pub const HURRY_AFTER_FLAG: &str = "100ms";
 
+/// A batch that waited [`HURRY_AFTER`] is hurried only if it also holds at least this many
+/// posts: a backlog, not a slow moment. On a host busy with something else, at the demo's
+/// rate, a batch of one or two posts can wait 100 ms; with the wait alone 826 of `bench all`'s
+/// 1,000 posts on the busy host were hurried. In a burst at ten times the demo's rate a batch
+/// that waited 100 ms holds about 40.
+pub const HURRY_MIN_POSTS: usize = 16;
+
+/// Once a micro-batch was scored in a hurry, the loop stays hurried this long after the last
+/// batch that was behind: a burst lasts minutes, and a loop that went back to care as soon as
+/// it had caught up fell behind again within a second.
+pub const HURRY_HOLD: Duration = Duration::from_secs(5);
+
 /// One word and how much it raised P(needs support).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Why {

@@ -252,7 +252,7 @@ pub fn post(item: &Item, cx: &Cx, answer: Option<&Suggestion>) -> String {
     }
     holder_span(&mut h, item.held.as_deref());
     if item.hurried {
-        h.push_str(r#" <span class="hurried" title="read in a hurry: the live loop was behind, and the exits' looser margins decided it (model.early_exit_hurried)">hurried</span>"#);
+        h.push_str(r#"<span class="hurried" title="read in a hurry: the live loop was behind, and the exits' looser margins decided it (model.early_exit_hurried)">hurried</span> "#);
     }
     h.push_str("</header>");
     if item.refs.parent.is_some() {

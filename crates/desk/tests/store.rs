@@ -208,8 +208,8 @@ fn a_locked_or_foreign_database_is_a_clear_error() {
     assert!(e.to_string().contains("schema version 99"), "{e}");
 }
 
-/// Back from schema 6 to 4: no replies, no question groups, group decisions or saved
-/// answers.
+/// Back from schema 8 to 4 (the team's tables stay: their step only creates what is missing):
+/// no hurried mark, no replies, no question groups, group decisions or saved answers.
 const BACK_TO_4: &str = "DROP TABLE parents; DROP INDEX replies_post; DROP TABLE replies;
      ALTER TABLE posts DROP COLUMN refs;
      DROP TABLE answer_history; DROP TABLE answers;

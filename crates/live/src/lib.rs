@@ -58,7 +58,7 @@ pub use flagship_model::Classifier;
 
 pub const STAGE: &str = "live";
 
-pub use flagship_core::live::{EXPLAIN_BEHIND, HURRY_AFTER};
+pub use flagship_core::live::{EXPLAIN_BEHIND, HURRY_AFTER, HURRY_HOLD, HURRY_MIN_POSTS};
 
 /// The cleaned text the model reads (textproc's `text_model`).
 pub const TEXT_COLUMN: &str = "text_model";
@@ -146,17 +146,6 @@ pub const EXPLAIN_WITHIN: Duration = Duration::from_secs(30);
 /// slices of eight made 1.6 calls a post and cost 1.9× the time per post
 /// (`flagship-bench model explain --slice 8`).
 pub const EXPLAIN_SLICE: usize = 16;
-
-/// …and holds at least this many posts: a backlog, not a slow moment. On a host busy with
-/// something else, at the demo's rate, a batch of one or two posts can wait 100 ms; with the
-/// wait alone 826 of `bench all`'s 1,000 posts on the busy host were hurried. In a burst at
-/// ten times the demo's rate a batch that waited 100 ms holds about 40.
-pub const HURRY_MIN_POSTS: usize = 16;
-
-/// Once a micro-batch was scored in a hurry, the loop stays hurried this long after the last
-/// batch that waited [`Options::hurry_after`]: a burst lasts minutes, and a loop that went
-/// back to care as soon as it had caught up fell behind again within a second.
-pub const HURRY_HOLD: Duration = Duration::from_secs(5);
 
 /// More flagged posts than this waiting for words or vectors: the loop is behind, and the
 /// words that came with a post's write stay as they are (no refinement by occlusion), so that

@@ -863,7 +863,7 @@ impl DeskStore {
                      {}
                      {}
                      {}
-                     {TEAM}
+                     {}
                      {HURRIED}
                      PRAGMA user_version = {SCHEMA};
                      COMMIT;",
@@ -874,7 +874,8 @@ impl DeskStore {
                     },
                     if found <= 3 { SESSIONS_TABLE } else { "" },
                     if found <= 4 { GROUPS_AND_ANSWERS } else { "" },
-                    if found <= 5 { REPLIES } else { "" }
+                    if found <= 5 { REPLIES } else { "" },
+                    if found <= 6 { TEAM } else { "" }
                 ))
                 .or_else(|e| {
                     // Another process upgraded it first: nothing to do.
