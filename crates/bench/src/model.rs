@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use flagship_model::train::{self, TrainOptions};
 use flagship_model::{HeadSpec, Precision, SequenceClassifier, TextEncoder};
 
@@ -168,16 +168,9 @@ fn served(dir: &std::path::Path, args: &Args, texts: &[&str]) -> Result<serde_js
     model.set_early_exit(!args.full_depth);
     // A warm-up of two passes: the workers' one-thread kernels are made as well.
     model.predict(&texts[..(2 * args.batch_size).min(texts.len())])?;
-    let pace = if args.hurried {
-        anyhow::ensure!(
-            model.hurries(),
-            "--hurried: {} has no hurried exits in use (`flagship exits --model {0}` fits them)",
-            dir.display()
-        );
-        flagship_model::Pace::Hurried
-    } else {
-        flagship_model::Pace::Careful
-    };
+    let pace = model
+        .pace(args.hurried)
+        .with_context(|| format!("--hurried: {}", dir.display()))?;
     let before = model.reading().unwrap_or_default();
     let started = Instant::now();
     let (p, tokenise) = if args.micro == 0 {

@@ -513,16 +513,9 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let t = Table::read(&args.input)?.with_text_column(&args.scoring.text_column);
     let texts = t.texts()?;
     let model = args.scoring.load(&args.model)?;
-    let pace = if args.hurried {
-        anyhow::ensure!(
-            model.hurries(),
-            "--hurried: {} has no hurried exits in use (fitted before they existed: `flagship exits --model {0}`; or its card's threshold moved since they were fitted)",
-            args.model.display()
-        );
-        flagship_model::Pace::Hurried
-    } else {
-        flagship_model::Pace::Careful
-    };
+    let pace = model
+        .pace(args.hurried)
+        .with_context(|| format!("--hurried: {}", args.model.display()))?;
     let bar = ProgressBar::new(texts.len() as u64).with_style(
         ProgressStyle::with_template(
             "{msg:>10} [{bar:30}] {pos}/{len} texts · {per_sec} · eta {eta}",

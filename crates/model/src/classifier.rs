@@ -764,6 +764,22 @@ impl Classifier {
         }
     }
 
+    /// The pace a caller asks for (`hurried`: as a live loop that has fallen behind scores):
+    /// [`Pace::Hurried`] only where it reads less ([`Classifier::hurries`]); an error that says
+    /// why not otherwise, rather than a hurried run that is careful in fact.
+    pub fn pace(&self, hurried: bool) -> Result<Pace, ModelError> {
+        match (hurried, self.hurries()) {
+            (false, _) => Ok(Pace::Careful),
+            (true, true) => Ok(Pace::Hurried),
+            (true, false) => Err(ModelError::Data(
+                "no hurried exits in use: fitted before they existed (`flagship exits --model` \
+                 with the model's folder fits them), or the card's threshold moved since they were \
+                 fitted"
+                    .into(),
+            )),
+        }
+    }
+
     /// [`Classifier::predict_timed`], and the `k` words of each post it flags from the
     /// scoring pass itself ([`explain::Attribution::Scored`]: the deciding layer's mean pool
     /// without each unit, through its head — no pass of its own). Posts not flagged get

@@ -206,6 +206,7 @@ fn early_exits_keep_the_full_models_decisions(
     assert!(h.budget > c.budget && !h.exits.is_empty(), "{h:?}");
     assert!(h.reading < c.reading, "{h:?} against {r:?}");
     assert!(fast.hurries());
+    assert_eq!(fast.pace(true).unwrap(), flagship_model::Pace::Hurried);
     let (hurried, _) = fast
         .predict_timed(texts, flagship_model::Pace::Hurried)
         .unwrap();
@@ -406,6 +407,11 @@ fn a_mean_pooled_model_words_what_it_flags_from_the_scoring_pass() {
     // post's words are the ones the attribution gives it (the weights to the rounding of
     // differently sized products); a post not flagged gets none.
     assert!(model.card.early_exit.is_some());
+    // Careful margins only: asked to hurry, it says it cannot rather than scoring with care.
+    assert!(!model.hurries());
+    assert_eq!(model.pace(false).unwrap(), flagship_model::Pace::Careful);
+    let e = model.pace(true).unwrap_err().to_string();
+    assert!(e.contains("no hurried exits in use"), "{e}");
     words_with_the_write(&model, &texts, 1e-5);
     let (posts, read, top) = model.reading().unwrap();
     assert!(
