@@ -17,7 +17,8 @@ pub enum Cmd {
     /// (`flagship_live::Prepared`, the loop's), the results compared row by row.
     Prepare(PrepareArgs),
     /// The demo stream looped, each loop's ids fresh and its times after the last's,
-    /// gzipped: a burst of at least `--seconds` at `--speed`.
+    /// gzipped: a burst of at least `--seconds` at `--speed`, then (`--calm-seconds`) at
+    /// least that long at `--calm-speed`'s rate.
     BurstStream(BurstArgs),
 }
 
@@ -54,6 +55,13 @@ pub struct BurstArgs {
     /// …(`flagship watch --speed`).
     #[arg(long)]
     speed: f64,
+    /// Then at least this long at the rate `--calm-speed` gives when replayed at `--speed`
+    /// (the time a loop has to catch up after the burst).
+    #[arg(long, default_value_t = 0)]
+    calm_seconds: u64,
+    /// The demo's rate by default.
+    #[arg(long, default_value_t = 4320.0)]
+    calm_speed: f64,
     #[arg(long)]
     out: PathBuf,
 }
@@ -146,8 +154,12 @@ fn prepare(a: PrepareArgs) -> Result<()> {
 const LOOP_ID_STEP: u64 = 100_000_000_000_000_000;
 
 /// Rewrites one X stream message for loop `n`: fresh ids ([`LOOP_ID_STEP`]) for the post,
-/// its conversation and its edit history; `created_at` moved by `shift`.
-fn shifted(line: &str, n: usize, shift: chrono::Duration) -> Result<String> {
+/// its conversation and its edit history; `created_at` through `retime`.
+fn shifted(
+    line: &str,
+    n: usize,
+    retime: impl Fn(chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc>,
+) -> Result<String> {
     let mut v: Value = serde_json::from_str(line)?;
     let data = v
         .get_mut("data")
@@ -170,10 +182,24 @@ fn shifted(line: &str, n: usize, shift: chrono::Duration) -> Result<String> {
         let t: chrono::DateTime<chrono::Utc> = t.parse().context("created_at")?;
         data.insert(
             "created_at".into(),
-            json!((t + shift).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            json!(retime(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
     }
     Ok(serde_json::to_string(&v)?)
+}
+
+/// Where `t`, a time of the recording (first post at `first`, `span` a loop), lands in
+/// calm loop `c`: the loops one after the other, stretched `stretch` times, from `start`.
+fn calm_time(
+    t: chrono::DateTime<chrono::Utc>,
+    first: chrono::DateTime<chrono::Utc>,
+    span: chrono::Duration,
+    c: usize,
+    stretch: f64,
+    start: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    let since = (t - first + span * c as i32).num_milliseconds() as f64;
+    start + chrono::Duration::milliseconds((since * stretch).round() as i64)
 }
 
 fn burst_stream(a: BurstArgs) -> Result<()> {
@@ -212,12 +238,26 @@ fn burst_stream(a: BurstArgs) -> Result<()> {
         std::io::BufWriter::new(std::fs::File::create(&tmp)?),
         flate2::Compression::fast(),
     );
+    // The calm: the same loops stretched in time, so that at `speed` they come at
+    // `calm_speed`'s rate, after the burst.
+    let stretch = a.speed / a.calm_speed;
+    let calm_loops = if a.calm_seconds == 0 {
+        0
+    } else {
+        ((a.calm_seconds as f64 / (per_loop * stretch)).ceil() as usize).max(1)
+    };
+    let calm_start = first + span * loops as i32;
     let mut n = 0usize;
-    for lp in 0..loops {
-        let shift = span * lp as i32;
+    for lp in 0..loops + calm_loops {
         for (i, l) in lines.iter().enumerate() {
-            let out = shifted(l, lp, shift)
-                .with_context(|| format!("{} line {}", a.stream.display(), i + 1))?;
+            let out = if lp < loops {
+                shifted(l, lp, |t| t + span * lp as i32)
+            } else {
+                shifted(l, lp, |t| {
+                    calm_time(t, first, span, lp - loops, stretch, calm_start)
+                })
+            }
+            .with_context(|| format!("{} line {}", a.stream.display(), i + 1))?;
             writeln!(gz, "{out}")?;
             n += 1;
         }
@@ -226,7 +266,34 @@ fn burst_stream(a: BurstArgs) -> Result<()> {
     std::fs::rename(&tmp, &a.out)?;
     println!(
         "{}",
-        json!({"lines": n, "loops": loops, "replay_seconds": per_loop * loops as f64, "out": a.out})
+        json!({
+            "lines": n,
+            "loops": loops,
+            "burst_lines": loops * lines.len(),
+            "calm_loops": calm_loops,
+            "replay_seconds": per_loop * (loops as f64 + stretch * calm_loops as f64),
+            "out": a.out,
+        })
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The calm's loops follow the burst one after the other, each stretched: ten times the
+    /// speed apart means ten times the time between two posts.
+    #[test]
+    fn calm_loops_follow_the_burst_stretched() {
+        let at =
+            |s: i64| chrono::DateTime::<chrono::Utc>::UNIX_EPOCH + chrono::Duration::seconds(s);
+        let (first, span, start) = (at(100), chrono::Duration::seconds(50), at(1_000));
+        assert_eq!(calm_time(at(100), first, span, 0, 10.0, start), at(1_000));
+        assert_eq!(calm_time(at(101), first, span, 0, 10.0, start), at(1_010));
+        assert_eq!(calm_time(at(149), first, span, 0, 10.0, start), at(1_490));
+        // The second calm loop starts a stretched span after the first.
+        assert_eq!(calm_time(at(100), first, span, 1, 10.0, start), at(1_500));
+        assert_eq!(calm_time(at(101), first, span, 1, 2.0, start), at(1_102));
+    }
 }

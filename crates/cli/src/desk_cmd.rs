@@ -500,7 +500,7 @@ async fn run_live(
     )
     .await?;
     println!(
-        "desk: {} posts seen, {} kept by the profile, {} flagged; arrival → stored p50 {:.1} ms, p99 {:.1} ms ({}); {} flagged posts embedded for question groups ({:.1} ms a chunk of up to 4 at p50, off the latency path), {} left single",
+        "desk: {} posts seen, {} kept by the profile, {} flagged; arrival → stored p50 {:.1} ms, p99 {:.1} ms ({}); {} flagged posts embedded for question groups, off the latency path ({:.1} ms a chunk at p50; p99 {:.1} s after their write, at most {} s), {} left single",
         t.seen,
         t.kept,
         t.flagged,
@@ -509,6 +509,8 @@ async fn run_live(
         t.stopped_by,
         t.embedded,
         t.budget.embed.p50_ms,
+        t.embed_delay_p99_ms / 1e3,
+        flagship_live::EMBED_WITHIN.as_secs(),
         t.unembedded
     );
     if t.hurried > 0 {

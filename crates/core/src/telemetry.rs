@@ -455,7 +455,7 @@ impl Telemetry {
         )
         .per_platform(
             "flagship_posts_unembedded_total",
-            "Flagged posts left without a sentence embedding (dropped from a full backlog, still waiting at a stop, or the encoder failed): each stays a single card.",
+            "Flagged posts left without a sentence embedding (dropped from a full backlog, past the live loop's bound for vectors, still waiting at a stop, or the encoder failed): each stays a single card.",
             &[],
             &self.unembedded,
         )

@@ -18,9 +18,12 @@
 //! write, while no line waits, a slice at a time (a post that arrives waits for one slice of
 //! [`EXPLAIN_SLICE`] texts, not a whole explanation), and handed to the sink's
 //! [`Sink::explained`] — with the post's sentence embedding from a second, frozen encoder
-//! ([`Run::embedder`]) that the desk groups questions by, one post at a time; a post still waiting [`EXPLAIN_WITHIN`] after its write,
-//! or beyond a backlog of [`EXPLAIN_BACKLOG`], leaves it with the words it came with, or
-//! unexplained, counted (a post left without its embedding stays a single card on the desk). At a clean stop the lines already queued are
+//! ([`Run::embedder`]) that the desk groups questions by, one post at a time. A post still
+//! waiting for words [`EXPLAIN_WITHIN`] after its write, or beyond a backlog of
+//! [`EXPLAIN_BACKLOG`], keeps the words it came with, or goes unexplained, counted. Its vector
+//! has longer ([`EMBED_WITHIN`], a backlog of [`EMBED_BACKLOG`]): a loop that a burst keeps
+//! busy embeds nothing until the burst passes, and a question group is worth forming minutes
+//! later; a post left without one stays a single card on the desk, counted. At a clean stop the lines already queued are
 //! scored too, the backlog is explained for a few seconds more (the rest counted), and a
 //! resumable source saves its point.
 //!
@@ -134,10 +137,24 @@ pub use flagship_core::live::{Embed, Explained, Scored, Sink, SinkError, Why};
 /// counted in [`Totals::unexplained`]).
 pub const EXPLAIN_BACKLOG: usize = 1024;
 
-/// How long after its write a flagged post may still get its words and vector: older ones
-/// leave the backlog unexplained, counted ([`Totals::unexplained`]). The words reach the
-/// sink within this bound or not at all ([`Totals::explain_delay_max_ms`]).
+/// How long after its write a flagged post may still get its words: older ones leave the
+/// backlog unexplained, counted ([`Totals::unexplained`]). The words reach the sink within
+/// this bound or not at all ([`Totals::explain_delay_max_ms`]). Its vector has longer
+/// ([`EMBED_WITHIN`]).
 pub const EXPLAIN_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long after its write a flagged post may still get its sentence embedding (the desk's
+/// question groups): older ones stay single cards, counted ([`Totals::unembedded`]). Longer
+/// than the words' bound: a burst keeps a 2-core loop busy scoring, so its posts are
+/// embedded once it has passed (about 4.5 ms of a core a post), and the same question from
+/// many people is answered after the burst, once, from its group. The vectors reach the sink
+/// within this bound or not at all ([`Totals::embed_delay_max_ms`]).
+pub const EMBED_WITHIN: Duration = Duration::from_secs(600);
+
+/// Flagged posts waiting for their embedding alone (their words given, or given up), at most:
+/// beyond it the oldest is dropped, counted in [`Totals::unembedded`]. [`EMBED_WITHIN`] of a
+/// burst at ten times the demo's rate (about 220 flagged posts a second), some 60 MB.
+pub const EMBED_BACKLOG: usize = 131_072;
 
 /// Texts put through the model at a time for a flagged post's words while the loop is idle
 /// (occlusion's variants: the post without one of its words each): a post that arrives
@@ -152,6 +169,13 @@ pub const EXPLAIN_SLICE: usize = 16;
 /// its idle moments go to the posts without words and to vectors. At ten times the demo's
 /// rate refinement reached 2 % of the flagged posts and its slices cost the p99 a tenth.
 pub const REFINE_BACKLOG: usize = 64;
+
+/// Posts embedded together while more than [`REFINE_BACKLOG`] wait for vectors alone (after
+/// a burst): one call of the encoder and one hand-over to the sink (the desk: one
+/// transaction) for four posts; a post that arrives meanwhile waits for one chunk (about
+/// 30 ms on 2 cores). One at a time, the desk's transaction a vector took about a third of
+/// the vector's own time.
+const EMBED_CHUNK: usize = 4;
 
 /// Posts explained together by the pooled attribution.
 const POOLED_CHUNK: usize = 16;
@@ -213,8 +237,10 @@ struct Clock {
     write: Vec<f64>,
     explain: Vec<f64>,
     embed: Vec<f64>,
-    /// Per explained post: its write → its words handed to the sink.
+    /// Per explained post: its write → its first words handed to the sink.
     explain_delay: Vec<f64>,
+    /// Per embedded post: its write → its vector handed to the sink.
+    embed_delay: Vec<f64>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -256,14 +282,20 @@ pub struct Totals {
     pub hurried_batches: u64,
     /// Flagged posts whose sentence embedding went to the sink ([`Run::embedder`]).
     pub embedded: u64,
-    /// Flagged posts left without an embedding (the same causes as `unexplained`).
+    /// Flagged posts left without an embedding: dropped from a full backlog
+    /// ([`EMBED_BACKLOG`]), still waiting [`EMBED_WITHIN`] after their write or when the
+    /// run's final few seconds of explaining ended, or the encoder failed.
     pub unembedded: u64,
-    /// A flagged post's write → its first words (and vector) handed to the sink, over the
-    /// posts explained (0 for words that came with the write); never above
-    /// [`EXPLAIN_WITHIN`] (ms).
+    /// A flagged post's write → its first words handed to the sink, over the posts explained
+    /// (0 for words that came with the write); never above [`EXPLAIN_WITHIN`] (ms).
     pub explain_delay_p50_ms: f64,
     pub explain_delay_p99_ms: f64,
     pub explain_delay_max_ms: f64,
+    /// A flagged post's write → its vector handed to the sink, over the posts embedded; never
+    /// above [`EMBED_WITHIN`] (ms).
+    pub embed_delay_p50_ms: f64,
+    pub embed_delay_p99_ms: f64,
+    pub embed_delay_max_ms: f64,
     pub reconnects: u64,
     /// Arrival → written by the sink, every classified post (ms).
     pub latency_p50_ms: f64,
@@ -303,18 +335,87 @@ impl Unexplained {
     }
 }
 
-/// At most [`REFINE_BACKLOG`] flagged posts wait: the loop keeps up, and words that came
-/// with a write may be refined by occlusion.
-fn refining(backlog: &std::collections::VecDeque<Unexplained>) -> bool {
-    backlog.len() <= REFINE_BACKLOG
+/// At most [`REFINE_BACKLOG`] flagged posts wait (`waiting`: for words, or for vectors
+/// alone): the loop keeps up, and words that came with a write may be refined by occlusion.
+/// Behind a burst its idle moments go to the posts without words, then to vectors.
+fn refining(waiting: usize) -> bool {
+    waiting <= REFINE_BACKLOG
 }
 
-/// Far behind ([`refining`] no more) with no vectors to make: the posts whose words came
-/// with their write wait for nothing else, and leave the backlog with those words (no
-/// refinement), so that the idle moments go to the posts without words.
-fn shed_worded(backlog: &mut std::collections::VecDeque<Unexplained>, vectors: bool) {
-    if !refining(backlog) && !vectors {
-        backlog.retain(|p| !p.worded());
+/// Far behind ([`refining`] no more): the posts whose words came with their write wait for
+/// no other words, and leave the backlog with those words (no refinement), so that its idle
+/// moments go to the posts without words. Returned, in order, for their vectors.
+/// `vectors`: the posts waiting for vectors alone.
+fn shed_worded(
+    backlog: &mut std::collections::VecDeque<Unexplained>,
+    vectors: usize,
+) -> Vec<Unexplained> {
+    if refining(backlog.len() + vectors) {
+        return Vec::new();
+    }
+    let (worded, rest): (Vec<_>, Vec<_>) = backlog.drain(..).partition(Unexplained::worded);
+    *backlog = rest.into();
+    worded
+}
+
+/// Flagged posts whose words are settled (given, or given up), waiting only for their
+/// vectors: at most `cap` ([`EMBED_BACKLOG`]), none embedded later than `within`
+/// ([`EMBED_WITHIN`]) after its write. About oldest first: a post that waited for words
+/// joins behind younger ones that came with theirs.
+struct AwaitingVectors {
+    posts: std::collections::VecDeque<Unexplained>,
+    within: Duration,
+    cap: usize,
+}
+
+impl AwaitingVectors {
+    fn new(within: Duration, cap: usize) -> AwaitingVectors {
+        AwaitingVectors {
+            posts: std::collections::VecDeque::new(),
+            within,
+            cap,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.posts.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.posts.len()
+    }
+
+    /// Queues `p` at `now`. Returns the post that leaves without a vector: `p` itself, past
+    /// the bound already, or the oldest waiting, when the queue was full.
+    fn push(&mut self, p: Unexplained, now: Instant) -> Option<Unexplained> {
+        if now.saturating_duration_since(p.written) > self.within {
+            return Some(p);
+        }
+        let full = self.posts.len() >= self.cap;
+        let gone = if full { self.posts.pop_front() } else { None };
+        self.posts.push_back(p);
+        gone
+    }
+
+    /// Up to `n` posts for their vectors at `now`, in order, and the ones met on the way that
+    /// are past the bound (they leave without).
+    fn take(&mut self, n: usize, now: Instant) -> (Vec<Unexplained>, Vec<Unexplained>) {
+        let (mut out, mut stale) = (Vec::with_capacity(n), Vec::new());
+        while out.len() < n
+            && let Some(p) = self.posts.pop_front()
+        {
+            if now.saturating_duration_since(p.written) > self.within {
+                stale.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+        (out, stale)
+    }
+
+    /// Every post still waiting.
+    fn drain(&mut self) -> impl Iterator<Item = Unexplained> + '_ {
+        self.posts.drain(..)
     }
 }
 
@@ -325,6 +426,8 @@ struct Explaining {
     words: Option<flagship_model::Explanation>,
     /// By the pooled attribution (they had waited [`EXPLAIN_BEHIND`]).
     pooled: bool,
+    /// Their words are settled: only their vectors are made ([`Triage::vectors`]).
+    only_vectors: bool,
     /// The model's time on them so far.
     spent: Duration,
 }
@@ -606,11 +709,6 @@ fn terms_at(list: &arrow::array::ListArray, i: usize) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether any post of `out` got its vector.
-fn vectors_given(out: &[Explained]) -> bool {
-    out.iter().any(|e| !e.embedding.is_empty())
-}
-
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -668,8 +766,11 @@ struct Triage<'a> {
     hurry: Hurry,
     /// The frozen sentence encoder, when the sink groups questions.
     embedder: Option<Arc<dyn Embed>>,
-    /// Flagged posts written, oldest first, waiting for their words.
+    /// Flagged posts written, oldest first, waiting for their words (and vectors).
     backlog: std::collections::VecDeque<Unexplained>,
+    /// Flagged posts whose words are settled, waiting only for their vectors; empty without
+    /// an embedder.
+    vectors: AwaitingVectors,
     /// The posts taken from the backlog whose words are in the making.
     current: Option<Explaining>,
     clock: Clock,
@@ -696,12 +797,47 @@ impl Triage<'_> {
 
     /// Flagged posts wait for their words or vectors, or one is being explained.
     fn explaining(&self) -> bool {
-        self.current.is_some() || !self.backlog.is_empty()
+        self.current.is_some() || !self.backlog.is_empty() || !self.vectors.is_empty()
+    }
+
+    /// `posts`, their words settled, wait for their vectors ([`AwaitingVectors`]; the ones
+    /// that cannot are counted); without an embedder, nothing.
+    fn await_vectors(&mut self, posts: impl IntoIterator<Item = Unexplained>, t: &mut Totals) {
+        if self.embedder.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        for p in posts {
+            if let Some(gone) = self.vectors.push(p, now) {
+                self.count_unembedded(std::slice::from_ref(&gone), t);
+            }
+        }
+    }
+
+    /// The next `posts` waiting for vectors alone, oldest first, or [`EMBED_CHUNK`] when more
+    /// than [`REFINE_BACKLOG`] wait (those past [`EMBED_WITHIN`] leave, counted). `None`:
+    /// none waits.
+    fn next_vectors(&mut self, posts: usize, t: &mut Totals) -> Option<Explaining> {
+        let posts = if refining(self.vectors.len()) {
+            posts
+        } else {
+            posts.max(EMBED_CHUNK)
+        };
+        let (posts, stale) = self.vectors.take(posts, Instant::now());
+        self.count_unembedded(&stale, t);
+        (!posts.is_empty()).then_some(Explaining {
+            posts,
+            words: None,
+            pooled: false,
+            only_vectors: true,
+            spent: Duration::ZERO,
+        })
     }
 
     /// The next posts to explain, oldest first, and how: up to `posts` by the model's own
     /// attribution, or the ones that waited [`Options::explain_behind`] by the pooled one
-    /// (posts past [`EXPLAIN_WITHIN`] leave the backlog, counted). `None`: none waits.
+    /// (posts past [`EXPLAIN_WITHIN`] leave the backlog, counted, for their vectors alone);
+    /// when none waits for words, up to `posts` for their vectors. `None`: none waits.
     fn next_job(&mut self, posts: usize, t: &mut Totals) -> Option<Explaining> {
         // Words later than the bound are not worth the time a waiting post would pay.
         let stale = self
@@ -711,9 +847,13 @@ impl Triage<'_> {
             .count();
         if stale > 0 {
             let old: Vec<Unexplained> = self.backlog.drain(..stale).collect();
-            self.count_left(&old, t);
+            if self.explain > 0 {
+                self.count_unexplained(&old, t);
+            }
+            self.await_vectors(old, t);
         }
-        shed_worded(&mut self.backlog, self.embedder.is_some());
+        let worded = shed_worded(&mut self.backlog, self.vectors.len());
+        self.await_vectors(worded, t);
         // Behind: the posts without words that waited `explain_behind`, several at a time,
         // by the pooled attribution (it passes the deletion test; gradient × input, cheaper
         // still, did no better than random words and is never used). They go first, wherever
@@ -724,6 +864,7 @@ impl Triage<'_> {
             && self.model.attribution == Attribution::Occlusion
             && self.model.explains_pooled()
             && self.backlog.iter().any(waited);
+        let want = posts;
         let posts: Vec<Unexplained> = if behind {
             let (mut out, mut rest) = (Vec::new(), std::collections::VecDeque::new());
             for p in self.backlog.drain(..) {
@@ -740,7 +881,7 @@ impl Triage<'_> {
             self.backlog.drain(..take).collect()
         };
         if posts.is_empty() {
-            return None;
+            return self.next_vectors(want, t);
         }
         let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
         let how = if behind {
@@ -756,6 +897,7 @@ impl Triage<'_> {
             posts,
             words,
             pooled: behind,
+            only_vectors: false,
             spent: Duration::ZERO,
         })
     }
@@ -765,7 +907,8 @@ impl Triage<'_> {
     fn wants_words(&self, p: &Unexplained) -> bool {
         self.explain > 0
             && (!p.worded()
-                || (self.model.attribution == Attribution::Occlusion && refining(&self.backlog)))
+                || (self.model.attribution == Attribution::Occlusion
+                    && refining(self.backlog.len() + self.vectors.len())))
     }
 
     /// One slice of the explanation work: takes up to `posts` backlog posts (oldest first)
@@ -809,6 +952,7 @@ impl Triage<'_> {
             posts,
             words,
             pooled,
+            only_vectors,
             ..
         } = e;
         let words = words.and_then(|w| w.words());
@@ -855,17 +999,32 @@ impl Triage<'_> {
                 embedding,
             })
             .collect();
-        // A refinement that found nothing changes nothing: no line for it (unless a vector goes).
+        // A refinement that found nothing changes nothing: no line for it (unless a vector
+        // goes); nor does a vector that did not come.
         let changed: Vec<Explained> = out
             .iter()
             .zip(refines.iter().zip(&found))
-            .filter(|(e, (r, f))| !(worded && **r && !**f && e.embedding.is_empty()))
+            .filter(|(e, (r, f))| {
+                let unchanged = if only_vectors {
+                    true
+                } else {
+                    worded && **r && !**f
+                };
+                !(unchanged && e.embedding.is_empty())
+            })
             .map(|(e, _)| e.clone())
             .collect();
-        sink.explained(&changed)?;
-        if worded || vectors_given(&out) {
+        if !changed.is_empty() {
+            sink.explained(&changed)?;
+        }
+        if worded {
             for (p, _) in written.iter().zip(&refines).filter(|(_, r)| !**r) {
                 self.clock.explain_delay.push(ms(p.elapsed()));
+            }
+        }
+        for (p, e) in written.iter().zip(&out) {
+            if !e.embedding.is_empty() {
+                self.clock.embed_delay.push(ms(p.elapsed()));
             }
         }
         for ((e, refined), found) in out.iter().zip(refines).zip(found) {
@@ -1021,13 +1180,15 @@ impl Triage<'_> {
                 written: Instant::now(),
                 why: s.why,
             };
-            if !self.wants_words(&p) && self.embedder.is_none() {
+            if !self.wants_words(&p) {
+                self.await_vectors([p], t);
                 continue;
             }
             if self.backlog.len() == EXPLAIN_BACKLOG
                 && let Some(old) = self.backlog.pop_front()
             {
-                self.count_left(std::slice::from_ref(&old), t);
+                self.count_unexplained(std::slice::from_ref(&old), t);
+                self.await_vectors([old], t);
             }
             self.backlog.push_back(p);
         }
@@ -1091,6 +1252,7 @@ pub async fn run(
             },
             embedder,
             backlog: std::collections::VecDeque::new(),
+            vectors: AwaitingVectors::new(EMBED_WITHIN, EMBED_BACKLOG),
             current: None,
             clock: Clock::default(),
             telemetry: telemetry.clone(),
@@ -1367,9 +1529,15 @@ impl Scoring<'_> {
         while triage.explaining() && Instant::now() < until {
             triage.explain_step(FINAL_CHUNK, usize::MAX, sink, &mut t)?;
         }
-        let mut left: Vec<Unexplained> = triage.current.take().map(|e| e.posts).unwrap_or_default();
-        left.extend(triage.backlog.drain(..));
+        let mut left: Vec<Unexplained> = triage.backlog.drain(..).collect();
+        let mut unembedded: Vec<Unexplained> = triage.vectors.drain().collect();
+        match triage.current.take() {
+            Some(e) if e.only_vectors => unembedded.extend(e.posts),
+            Some(e) => left.extend(e.posts),
+            None => {}
+        }
         triage.count_left(&left, &mut t);
+        triage.count_unembedded(&unembedded, &mut t);
         let c = std::mem::take(&mut triage.clock);
         t.budget = Budget {
             wait: Step::of(c.wait),
@@ -1386,6 +1554,11 @@ impl Scoring<'_> {
         t.explain_delay_p50_ms = quantile(&d, 0.50);
         t.explain_delay_p99_ms = quantile(&d, 0.99);
         t.explain_delay_max_ms = d.last().copied().unwrap_or(0.0);
+        let mut d = c.embed_delay;
+        d.sort_by(f64::total_cmp);
+        t.embed_delay_p50_ms = quantile(&d, 0.50);
+        t.embed_delay_p99_ms = quantile(&d, 0.99);
+        t.embed_delay_max_ms = d.last().copied().unwrap_or(0.0);
         let mut l = std::mem::take(&mut triage.latencies);
         l.sort_by(f64::total_cmp);
         t.latency_p50_ms = quantile(&l, 0.50);
@@ -1417,6 +1590,48 @@ mod tests {
                 },
             })
             .collect()
+    }
+
+    /// Posts wait for their vectors in order, at most `cap` (the oldest goes), none past
+    /// the bound: one already past it never joins, one that passed it while waiting leaves
+    /// when met.
+    #[test]
+    fn posts_wait_for_their_vectors_within_the_bound_and_the_cap() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let post = |id: &str, written: Instant| Unexplained {
+            platform: flagship_core::Platform::Bluesky,
+            id: id.into(),
+            text: id.into(),
+            written,
+            why: Vec::new(),
+        };
+        let ids = |v: &[Unexplained]| v.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+        let mut q = AwaitingVectors::new(s(10), 3);
+        let now = t0 + s(20);
+        assert_eq!(
+            q.push(post("late", t0), now).map(|p| p.id),
+            Some("late".into())
+        );
+        assert!(q.is_empty());
+        assert!(q.push(post("a", t0 + s(11)), now).is_none());
+        assert!(q.push(post("b", t0 + s(15)), now).is_none());
+        assert!(q.push(post("c", t0 + s(12)), now).is_none());
+        assert_eq!(
+            q.push(post("d", t0 + s(19)), now).map(|p| p.id),
+            Some("a".into())
+        );
+        // At 24 s, "c" (written at 12 s) is past the bound; "b" (15 s) and "d" (19 s) are not.
+        let (out, stale) = q.take(1, t0 + s(24));
+        assert_eq!((ids(&out), ids(&stale)), (vec!["b".to_owned()], vec![]));
+        let (out, stale) = q.take(5, t0 + s(24));
+        assert_eq!(
+            (ids(&out), ids(&stale)),
+            (vec!["d".to_owned()], vec!["c".to_owned()])
+        );
+        assert!(q.is_empty());
+        let (out, stale) = q.take(1, t0 + s(24));
+        assert!(out.is_empty() && stale.is_empty());
     }
 
     /// A batch that is behind (waited `hurry_after`, at least [`HURRY_MIN_POSTS`] posts) is
@@ -1457,21 +1672,28 @@ mod tests {
         assert_eq!(always.pace(1, None, t0), Pace::Hurried);
     }
 
-    /// Past [`REFINE_BACKLOG`] waiting posts the worded ones keep their words and go; up to
-    /// it, or while their vectors are still to make, every post stays.
+    /// Past [`REFINE_BACKLOG`] waiting posts (for words, or for vectors alone) the worded ones
+    /// keep their words and go (to wait for their vectors, in order); up to it every post stays.
     #[test]
     fn far_behind_the_posts_with_words_keep_them_and_leave_the_backlog() {
         let mut b = backlog(REFINE_BACKLOG);
-        shed_worded(&mut b, false);
+        assert!(shed_worded(&mut b, 0).is_empty());
         assert_eq!(b.len(), REFINE_BACKLOG, "keeping up: all may be refined");
-        let mut b = backlog(REFINE_BACKLOG + 1);
-        shed_worded(&mut b, true);
-        assert_eq!(b.len(), REFINE_BACKLOG + 1, "vectors still to make");
+        let mut b = backlog(REFINE_BACKLOG - 10);
+        assert_eq!(shed_worded(&mut b, 11).len(), (REFINE_BACKLOG - 10) / 2);
+        assert_eq!(
+            b.len(),
+            (REFINE_BACKLOG - 10) / 2,
+            "posts wait for vectors: behind"
+        );
         let mut b = backlog(3 * REFINE_BACKLOG);
-        shed_worded(&mut b, false);
+        let gone = shed_worded(&mut b, 0);
         let left: Vec<&str> = b.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(b.len(), 3 * REFINE_BACKLOG / 2, "{left:?}");
         assert!(b.iter().all(|p| !p.worded()), "{left:?}");
         assert_eq!((left[0], left[1]), ("1", "3"), "the order kept");
+        let gone: Vec<&str> = gone.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(gone.len(), 3 * REFINE_BACKLOG / 2, "{gone:?}");
+        assert_eq!((gone[0], gone[1]), ("0", "2"), "in order, with their words");
     }
 }

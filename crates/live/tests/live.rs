@@ -292,14 +292,18 @@ impl Sink for Vectors {
 }
 
 /// The question groups' vectors come with the words, off the latency path, one per flagged
-/// post; an encoder that fails costs the posts their group (counted), never the run or
-/// their words.
+/// post (without words asked for, by themselves); an encoder that fails costs the posts
+/// their group (counted), never the run or their words.
 #[tokio::test]
 async fn flagged_posts_get_their_sentence_embeddings_and_a_failing_encoder_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let model = linear_model(&dir.path().join("model"));
     let cfg = everyday_config();
-    for fail in [false, true] {
+    for (fail, explain) in [(false, 3), (true, 3), (false, 0)] {
+        let options = Options {
+            explain,
+            ..Options::default()
+        };
         let encoder = std::sync::Arc::new(Encoder {
             fail,
             calls: Default::default(),
@@ -313,7 +317,7 @@ async fn flagged_posts_get_their_sentence_embeddings_and_a_failing_encoder_is_co
                 model_id: "linear",
                 handled_before: HashSet::new(),
                 embedder: Some(encoder.clone()),
-                options: &Options::default(),
+                options: &options,
                 progress: &|_| {},
                 telemetry: Some(telemetry.clone()),
             },
@@ -331,7 +335,8 @@ async fn flagged_posts_get_their_sentence_embeddings_and_a_failing_encoder_is_co
             "every flagged post handed on once"
         );
         assert!(encoder.calls.load(std::sync::atomic::Ordering::Relaxed) > 0);
-        assert_eq!(t.explained, t.flagged, "the words come either way: {t:?}");
+        let words = if explain > 0 { t.flagged } else { 0 };
+        assert_eq!(t.explained, words, "the words come either way: {t:?}");
         let unembedded: u64 = flagship_core::Platform::ALL
             .iter()
             .map(|p| telemetry.unembedded.get(*p))
@@ -345,6 +350,11 @@ async fn flagged_posts_get_their_sentence_embeddings_and_a_failing_encoder_is_co
             assert_eq!(unembedded, 0);
             assert!(sink.0.values().all(|v| v.len() == 2));
             assert!(t.budget.embed.total_s > 0.0, "{:?}", t.budget);
+            assert!(
+                t.embed_delay_max_ms > 0.0
+                    && t.embed_delay_max_ms < flagship_live::EMBED_WITHIN.as_secs_f64() * 1e3,
+                "{t:?}"
+            );
         }
     }
 }
