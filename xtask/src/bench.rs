@@ -440,11 +440,12 @@ const NOTES: &str = "
   \"words … after the write\" is when the first words reached the file (0 with the line). The achieved rate can fall short
   of the offered one on a small machine, where the replay reader shares the cores with the
   model; then the reader's queue (4,096 lines) fills and a line's arrival is when the reader
-  took it. The desk's row: `flagship desk --replay` on a burst of its own — up to 2 minutes
-  at ten times the demo's rate, then 4 at the demo's — into a database of its own, question
-  groups on: each flagged post is also embedded by the frozen base encoder, after its write
-  while no post waits, within 10 minutes or counted (`unembedded`; such a post stays a card
-  of its own); a burst keeps the loop busy scoring, so its posts are embedded in the calm. The micro-batch plans: `flagship-bench live prepare`, the same batches of 32 demo
+  took it. The desk's row: `flagship desk --replay` on a burst of its own — about 2 minutes
+  (`--minutes` if less) at ten times the demo's rate, then twice as long at the demo's (whole
+  loops of the demo) — into a database of its own, question groups on: each flagged post is
+  also embedded by the frozen base encoder, after its write while no post waits, within 10
+  minutes or counted (`unembedded`; such a post stays a card of its own); a burst keeps the
+  loop busy scoring, so its posts are embedded in the calm. The micro-batch plans: `flagship-bench live prepare`, the same batches of 32 demo
   posts through the plans planned on every batch and built once, alternately, their results
   compared row by row.
 - **ingest / parsers / desk**: flagship alone (no peer): replayed stream messages into the
@@ -1048,10 +1049,15 @@ fn desk_burst(
             .arg(&stream),
         "flagship-bench live burst-stream (the desk's)",
     )?;
-    let replay_seconds =
-        field(&made, "replay_seconds").ok_or_else(|| format!("no `replay_seconds` in {made}"))?;
-    // The run lasts the replay and a minute more; at its stop the last vectors get a few
-    // seconds, and the rest are counted.
+    let made_field = |k: &str| field(&made, k).ok_or_else(|| format!("no `{k}` in {made}"));
+    let (replay_seconds, burst_s, calm_s) = (
+        made_field("replay_seconds")?,
+        made_field("burst_seconds")?,
+        made_field("calm_seconds")?,
+    );
+    // The loop ends at the replay's end once no vector waits (the desk serves on); the
+    // duration stops it a minute after that end at the latest, the vectors still waiting
+    // counted.
     let (t, memory) = last_line_with_memory(
         Command::new(flagship)
             .current_dir(&env.root)
@@ -1078,7 +1084,7 @@ fn desk_burst(
     let mut m = Measured::default();
     m.rows.push(row(
         format!(
-            "the desk's live loop, launch burst: 10× the demo's rate for {minutes} min, then {calm} min at the demo's rate; question groups on (every flagged post embedded by the frozen base encoder, off the latency path), why on"
+            "the desk's live loop, launch burst: 10× the demo's rate for {burst_s:.0} s, then {calm_s:.0} s at the demo's rate; question groups on (every flagged post embedded by the frozen base encoder, off the latency path), why on"
         ),
         format!(
             "arrival → stored p50 {:.0} ms, **p99 {:.0} ms**; words for {:.0} of {:.0} flagged; **embedded {:.0} of {:.0}**, {:.0} / {:.0} / {:.0} s after the write (p50 / p99 / max), {:.0} left single cards, counted; {:.0} of {:.0} posts scored in a hurry",
@@ -1112,7 +1118,7 @@ fn desk_burst(
     })
     .collect::<Result<_, String>>()?;
     m.details.push(format!(
-        "the desk's live loop, launch burst ({minutes} min, then {calm} min calm; SQLite and question groups): {}; {:.0} posts seen in {:.0} s, {:.0} micro-batches; budget p50 / p99 ms — {} (write: the desk's database, a transaction a micro-batch; embed: a chunk of vectors)",
+        "the desk's live loop, launch burst ({burst_s:.0} s, then {calm_s:.0} s calm; SQLite and question groups): {}; {:.0} posts seen in {:.0} s, {:.0} micro-batches; budget p50 / p99 ms — {} (write: the desk's database, a transaction a micro-batch; embed: a chunk of vectors)",
         memory.summary(),
         get("seen")?,
         get("seconds")?,

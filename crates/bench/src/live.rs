@@ -17,8 +17,8 @@ pub enum Cmd {
     /// (`flagship_live::Prepared`, the loop's), the results compared row by row.
     Prepare(PrepareArgs),
     /// The demo stream looped, each loop's ids fresh and its times after the last's,
-    /// gzipped: a burst of at least `--seconds` at `--speed`, then (`--calm-seconds`) at
-    /// least that long at `--calm-speed`'s rate.
+    /// gzipped: a burst of about `--seconds` at `--speed` (whole loops, at least one), then
+    /// (`--calm-seconds`) about that long at `--calm-speed`'s rate.
     BurstStream(BurstArgs),
 }
 
@@ -49,14 +49,14 @@ pub struct PrepareArgs {
 pub struct BurstArgs {
     #[arg(long, default_value = "fixtures/demo/stream.jsonl.gz")]
     stream: PathBuf,
-    /// The burst lasts at least this long when replayed at `--speed`…
+    /// The burst lasts about this long (whole loops) when replayed at `--speed`…
     #[arg(long)]
     seconds: u64,
     /// …(`flagship watch --speed`).
     #[arg(long)]
     speed: f64,
-    /// Then at least this long at the rate `--calm-speed` gives when replayed at `--speed`
-    /// (the time a loop has to catch up after the burst).
+    /// Then about this long (whole loops) at the rate `--calm-speed` gives when replayed at
+    /// `--speed` (the time a loop has to catch up after the burst).
     #[arg(long, default_value_t = 0)]
     calm_seconds: u64,
     /// The demo's rate by default.
@@ -231,8 +231,18 @@ fn burst_stream(a: BurstArgs) -> Result<()> {
     );
     // Each loop starts a second after the last one's last post.
     let span = last - first + chrono::Duration::seconds(1);
+    if !(a.speed > 0.0 && a.calm_speed > 0.0) {
+        bail!(
+            "--speed and --calm-speed must be above 0 (got {} and {})",
+            a.speed,
+            a.calm_speed
+        );
+    }
     let per_loop = span.num_milliseconds() as f64 / 1e3 / a.speed;
-    let loops = ((a.seconds as f64 / per_loop).ceil() as usize).max(1);
+    // The nearest whole number of loops: a loop is a little shorter than its recording's
+    // round span, and rounding up would add a whole loop.
+    let loops_in = |seconds: f64, per_loop: f64| ((seconds / per_loop).round() as usize).max(1);
+    let loops = loops_in(a.seconds as f64, per_loop);
     let tmp = a.out.with_extension("tmp");
     let mut gz = flate2::write::GzEncoder::new(
         std::io::BufWriter::new(std::fs::File::create(&tmp)?),
@@ -244,7 +254,7 @@ fn burst_stream(a: BurstArgs) -> Result<()> {
     let calm_loops = if a.calm_seconds == 0 {
         0
     } else {
-        ((a.calm_seconds as f64 / (per_loop * stretch)).ceil() as usize).max(1)
+        loops_in(a.calm_seconds as f64, per_loop * stretch)
     };
     let calm_start = first + span * loops as i32;
     let mut n = 0usize;
@@ -270,7 +280,9 @@ fn burst_stream(a: BurstArgs) -> Result<()> {
             "lines": n,
             "loops": loops,
             "burst_lines": loops * lines.len(),
+            "burst_seconds": per_loop * loops as f64,
             "calm_loops": calm_loops,
+            "calm_seconds": per_loop * stretch * calm_loops as f64,
             "replay_seconds": per_loop * (loops as f64 + stretch * calm_loops as f64),
             "out": a.out,
         })

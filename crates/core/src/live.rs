@@ -87,6 +87,7 @@ pub struct Scored {
 pub struct Explained {
     pub platform: Platform,
     pub id: String,
+    /// Its words; empty: none new (a vector alone, or none found).
     pub why: Vec<Why>,
     /// The post's sentence embedding (unit length) from the frozen base encoder, which the
     /// desk groups questions by; empty when no encoder runs or it could not be computed.
