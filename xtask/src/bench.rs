@@ -1056,8 +1056,8 @@ fn desk_burst(
         made_field("calm_seconds")?,
     );
     // The loop ends at the replay's end once no vector waits (the desk serves on); the
-    // duration stops it a minute after that end at the latest, the vectors still waiting
-    // counted.
+    // duration stops it at the latest when the last post's vector bound (10 minutes,
+    // `EMBED_WITHIN`) and a minute more have passed, so the row shows the bound, not the stop.
     let (t, memory) = last_line_with_memory(
         Command::new(flagship)
             .current_dir(&env.root)
@@ -1066,7 +1066,7 @@ fn desk_burst(
             .args(["desk", "--replay"])
             .arg(&stream)
             .args(["--speed", "43200", "--bind", "127.0.0.1:0", "--duration"])
-            .arg(format!("{}s", replay_seconds.ceil() as u64 + 60))
+            .arg(format!("{}s", replay_seconds.ceil() as u64 + 600 + 60))
             .arg("--model")
             .arg(model),
         "flagship desk (launch burst)",
